@@ -1,0 +1,245 @@
+"""`TokenClient`: the subscriber-side API every service uses.
+
+    with TokenClient.from_env() as tokens:
+        token = tokens.get_token("wx1234567890abcdef")
+
+`get_token()` answers from memory, with no I/O once a token is held, and never returns a
+token past its `expires_at`. Updates arrive pushed over RabbitMQ; the Redis snapshot
+covers a late start and broker outages. The highest version always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Self
+
+import redis
+
+from ._cache import Offer, TokenCache
+from ._errors import InvalidUpdate, StoreError, TokenUnavailable
+from ._keys import KeyLayout
+from ._model import TokenKind, TokenUpdate
+from ._redis import SnapshotReader, connect_redis
+from ._settings import ClientSettings, load_settings
+from ._subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+UpdateCallback = Callable[[TokenUpdate], None]
+
+
+@dataclass
+class ClientStats:
+    """What the client did with what it received; `rejected` are invalid bytes."""
+
+    accepted: int = 0
+    stale: int = 0
+    expired: int = 0
+    rejected: int = 0
+    snapshot_reads: int = 0
+    snapshot_failures: int = 0
+
+
+class TokenClient:
+    """Holds the newest token of every app in memory, kept current by a background thread."""
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        redis_client: redis.Redis | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings or ClientSettings()
+        self._redis = redis_client or connect_redis(
+            self.settings.redis_url, timeout_s=self.settings.redis_timeout_s
+        )
+        self._snapshot = SnapshotReader(self._redis, KeyLayout(self.settings.key_prefix))
+        self._clock = clock
+        self._cache = TokenCache(clock)
+        self._callbacks: list[UpdateCallback] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self.last_store_error: str | None = None
+        self.stats = ClientStats()
+        self._subscriber = Subscriber(
+            self.settings,
+            on_body=self._on_body,
+            read_snapshot=self.refresh_from_snapshot,
+            connection_name=name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
+            rand=rand,
+        )
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> TokenClient:
+        """Settings from the `WXTOKEN_*` variables (see the README); raises `ConfigError`."""
+        return cls(load_settings(ClientSettings, **overrides))
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> Self:
+        """Start the background thread (idempotent). Returns at once."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("TokenClient is closed")
+            if not self._started:
+                self._started = True
+                self._subscriber.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the background thread and drop the Redis connections. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._subscriber.close()
+        self._redis.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while updates are being pushed from the broker."""
+        return self._subscriber.connected
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until subscribed to the exchange (for tests and start-up checks)."""
+        return self._subscriber.wait_connected(timeout_s)
+
+    # ------------------------------------------------------------ reading
+    def get_token(
+        self, app_id: str, timeout: float = 5.0, *, kind: TokenKind = TokenKind.ACCESS_TOKEN
+    ) -> str:
+        """The current token string; waits up to `timeout` s if none is held."""
+        update = self._cache.current(app_id, kind)
+        if update is not None:
+            return update.value
+        return self._wait(app_id, kind, timeout).value
+
+    def get(
+        self, app_id: str, timeout: float = 5.0, *, kind: TokenKind = TokenKind.ACCESS_TOKEN
+    ) -> TokenUpdate:
+        """The current update (token, version, expiry, source); waits like `get_token`."""
+        update = self._cache.current(app_id, kind)
+        if update is not None:
+            return update
+        return self._wait(app_id, kind, timeout)
+
+    def on_update(self, callback: UpdateCallback) -> UpdateCallback:
+        """Call `callback(update)` for each newer token, from the background thread."""
+        with self._lock:
+            self._callbacks.append(callback)
+        return callback
+
+    def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:
+        if not self._started:
+            self.start()
+        self._read_one(app_id, kind)
+        update = self._cache.wait_for(app_id, kind, timeout_s)
+        if update is None:
+            raise TokenUnavailable(self._why_unavailable(app_id, kind, timeout_s))
+        return update
+
+    def _why_unavailable(self, app_id: str, kind: TokenKind, timeout_s: float) -> str:
+        held = self._cache.held(app_id, kind)
+        if held is not None:
+            what = f"the held {kind} v{held.version} expired at {held.expires_at:.0f}"
+        else:
+            what = f"no {kind} for app {app_id!r}"
+        broker = (
+            "broker connected"
+            if self.connected
+            else (f"broker unreachable ({self._subscriber.last_error or 'connecting'})")
+        )
+        if self.last_store_error is not None:
+            store = f"Redis unreachable ({self.last_store_error})"
+        else:
+            store = "Redis has no valid snapshot for it (is a producer running for this app?)"
+        return f"{what} and none arrived within {timeout_s:g} s: {store}; {broker}"
+
+    # ------------------------------------------------------------ feeding
+    def refresh_from_snapshot(self) -> None:
+        """Read every known app's snapshot from Redis and keep what is newer."""
+        self.stats.snapshot_reads += 1
+        try:
+            found = self._snapshot.read_many(self._snapshot.known())
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        self.last_store_error = None
+        for (app_id, kind), update in found.items():
+            if isinstance(update, InvalidUpdate):
+                self._reject(f"snapshot of {app_id}/{kind}", update)
+            elif update is not None:
+                self._offer(update, origin="snapshot")
+
+    def _read_one(self, app_id: str, kind: TokenKind) -> None:
+        try:
+            update = self._snapshot.read(app_id, kind)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        except InvalidUpdate as exc:
+            self._reject(f"snapshot of {app_id}/{kind}", exc)
+            return
+        self.last_store_error = None
+        if update is not None:
+            self._offer(update, origin="snapshot")
+
+    def _store_failed(self, exc: StoreError) -> None:
+        self.stats.snapshot_failures += 1
+        if self.last_store_error is None:
+            log.warning("Redis snapshot unavailable: %s", exc)
+        self.last_store_error = str(exc)
+
+    def _on_body(self, body: bytes) -> None:
+        try:
+            update = TokenUpdate.decode(body)
+        except InvalidUpdate as exc:
+            self._reject("message", exc)
+            return
+        self._offer(update, origin="broker")
+
+    def _reject(self, what: str, exc: InvalidUpdate) -> None:
+        self.stats.rejected += 1
+        log.warning("rejected %s: %s", what, exc)
+
+    def _offer(self, update: TokenUpdate, *, origin: str) -> None:
+        outcome = self._cache.offer(update)
+        if outcome is Offer.STALE:
+            self.stats.stale += 1
+            return
+        if outcome is Offer.EXPIRED:
+            self.stats.expired += 1
+            log.debug("dropped expired %s from %s", update, origin)
+            return
+        self.stats.accepted += 1
+        log.debug("accepted %s from %s", update, origin)
+        for callback in list(self._callbacks):
+            try:
+                callback(update)
+            except Exception:
+                log.exception("on_update callback %r failed", callback)
+
+    def stats_dict(self) -> dict[str, int]:
+        return asdict(self.stats)

@@ -1,0 +1,174 @@
+"""The subscriber thread: the one owner of the client's pika connection.
+
+On every (re)connect it declares a server-named exclusive queue, binds it to the fanout
+exchange, starts consuming, and only then reads the Redis snapshot, so no update can fall
+between the two. While the broker is away it polls the snapshot (jittered) and reconnects
+with capped, jittered backoff. A consumer cancelled by the broker, a closed channel and a
+lost connection all mean "reconnect", never "stop".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.spec import Basic, BasicProperties
+
+from ._amqp import AMQP_ERRORS, connection_parameters, describe_amqp_error
+from ._settings import ClientSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Reconnect(Exception):
+    """The broker cancelled our consumer or closed our channel."""
+
+
+_RECONNECT_ON: tuple[type[Exception], ...] = (*AMQP_ERRORS, _Reconnect)
+
+
+def _backoff_s(attempt: int, cap_s: float, rand: Callable[[], float]) -> float:
+    ceiling_s = min(cap_s, 0.2 * 2.0 ** min(attempt, 16))
+    return ceiling_s / 2 + rand() * ceiling_s / 2
+
+
+class Subscriber:
+    """Consumes the exchange in a daemon thread; hands each body to `on_body`."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        on_body: Callable[[bytes], None],
+        read_snapshot: Callable[[], None],
+        connection_name: str,
+        monotonic: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._params = connection_parameters(
+            settings.amqp_url, connection_name=connection_name, heartbeat_s=settings.heartbeat_s
+        )
+        self._on_body = on_body
+        self._read_snapshot = read_snapshot
+        self._monotonic = monotonic
+        self._rand = rand
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._cancelled = False
+        self._last_poll = -float("inf")
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="wxtoken-subscriber", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        """True while consuming from the exchange."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+    # ------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            connection = None
+            try:
+                connection = pika.BlockingConnection(self._params)
+                channel = self._subscribe(connection)
+                self._connected.set()
+                self.last_error = None
+                attempt = 0
+                log.info("subscribed to exchange %s", self._settings.exchange)
+                self._poll_snapshot(force=True)
+                self._consume(connection, channel)
+            except _RECONNECT_ON as exc:
+                self._connected.clear()
+                self.last_error = describe_amqp_error(exc)
+                delay_s = _backoff_s(attempt, self._settings.reconnect_max_s, self._rand)
+                attempt += 1
+                log.warning(
+                    "broker unavailable (%s); reconnecting in %.1f s", self.last_error, delay_s
+                )
+                self._wait_polling(delay_s)
+            finally:
+                self._connected.clear()
+                _close_quietly(connection)
+
+    def _subscribe(self, connection: pika.BlockingConnection) -> BlockingChannel:
+        channel = connection.channel()
+        # Passive: subscribers need no right to create (or delete) the exchange.
+        channel.exchange_declare(exchange=self._settings.exchange, passive=True)
+        declared = channel.queue_declare(queue="", exclusive=True, auto_delete=True)
+        queue = declared.method.queue
+        channel.queue_bind(queue=queue, exchange=self._settings.exchange)
+        self._cancelled = False
+        channel.add_on_cancel_callback(self._on_cancel)
+        channel.basic_consume(queue=queue, on_message_callback=self._on_message, auto_ack=True)
+        return channel
+
+    def _consume(self, connection: pika.BlockingConnection, channel: BlockingChannel) -> None:
+        while not self._stop.is_set():
+            connection.process_data_events(time_limit=0.5)
+            if self._cancelled:
+                raise _Reconnect("consumer cancelled by the broker")
+            if not channel.is_open:
+                raise _Reconnect("channel closed by the broker")
+
+    def _on_cancel(self, frame: object) -> None:
+        del frame
+        self._cancelled = True
+
+    def _on_message(
+        self,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        del channel, method, properties
+        self._on_body(body)
+
+    def _wait_polling(self, delay_s: float) -> None:
+        """Wait `delay_s`, reading the snapshot whenever a (jittered) poll is due."""
+        deadline = self._monotonic() + delay_s
+        while not self._stop.is_set():
+            self._poll_snapshot(force=False)
+            remaining_s = deadline - self._monotonic()
+            if remaining_s <= 0:
+                return
+            next_poll_s = self._last_poll + self._poll_interval_s() - self._monotonic()
+            self._stop.wait(max(0.01, min(remaining_s, next_poll_s)))
+
+    def _poll_interval_s(self) -> float:
+        return self._settings.poll_interval_s * (0.5 + self._rand())
+
+    def _poll_snapshot(self, *, force: bool) -> None:
+        now = self._monotonic()
+        if not force and now - self._last_poll < self._settings.poll_interval_s * 0.5:
+            return
+        self._last_poll = now
+        self._read_snapshot()
+
+
+def _close_quietly(connection: pika.BlockingConnection | None) -> None:
+    if connection is None or not connection.is_open:
+        return
+    try:
+        connection.close()
+    except AMQP_ERRORS as exc:
+        log.debug("closing broker connection: %s", describe_amqp_error(exc))

@@ -1,0 +1,62 @@
+"""`wxtoken-producer`: read settings and the apps file, then refresh until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+from consumer_lib._errors import ConfigError
+from consumer_lib._settings import load_settings
+
+from ._apps import load_apps
+from ._service import ProducerService
+from ._settings import ProducerSettings
+
+log = logging.getLogger("producer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the producer in the foreground; returns the process exit code."""
+    del argv  # configuration comes from WXTOKEN_* variables only
+    try:
+        settings = load_settings(ProducerSettings)
+        logging.basicConfig(
+            level=settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("pika").setLevel(logging.WARNING)
+        apps = load_apps(settings.apps_file, wechat_base_url=settings.wechat_base_url)
+    except ConfigError as exc:
+        print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    service = ProducerService(settings, apps)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "producer %s starting: %d app(s) [%s], upstream %s",
+        settings.producer_id,
+        len(apps),
+        ", ".join(a.app_id for a in apps),
+        settings.wechat_base_url,
+    )
+    service.start()
+    try:
+        while not service.wait(1.0):
+            pass
+    finally:
+        service.close()
+    log.info("producer stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The producer's app list: a TOML file with one `[[apps]]` table per app.
+
+    [[apps]]
+    app_id = "wx1234567890abcdef"
+    secret_env = "WX_MAIN_SECRET"      # or: secret_file = "/run/secrets/wx_main"
+    token_api = "stable"               # or "classic"
+
+An inline `secret = "..."` is accepted only when the upstream is not WeChat itself (the
+sandbox), and then with a warning. Secrets are held as `SecretStr`, so they never show in
+a `repr`, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from consumer_lib._errors import ConfigError
+from consumer_lib._model import AppId
+
+log = logging.getLogger(__name__)
+
+#: Hosts where an inline secret in the apps file is refused outright.
+REAL_WECHAT_HOSTS = frozenset({"api.weixin.qq.com", "qyapi.weixin.qq.com"})
+
+
+class TokenApi(enum.StrEnum):
+    """Which WeChat endpoint hands out the app's token."""
+
+    STABLE = "stable"  # POST /cgi-bin/stable_token, normal mode
+    CLASSIC = "classic"  # GET /cgi-bin/token
+
+
+class AppConfig(BaseModel):
+    """One app the producer keeps a token for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    app_id: AppId
+    secret: SecretStr
+    token_api: TokenApi = TokenApi.STABLE
+
+
+class _AppEntry(BaseModel):
+    """An `[[apps]]` table as written in the file, before the secret is resolved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_id: AppId
+    token_api: TokenApi = TokenApi.STABLE
+    secret_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    secret_file: Path | None = None
+    secret: SecretStr | None = None
+
+
+def load_apps(
+    path: Path, *, wechat_base_url: str, environ: Mapping[str, str] | None = None
+) -> list[AppConfig]:
+    """Read and check the apps file; any problem raises one-line `ConfigError`."""
+    environ = os.environ if environ is None else environ
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"apps file {path}: cannot read it ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"apps file {path}: not valid TOML ({exc})") from None
+    return parse_apps(data, source=str(path), wechat_base_url=wechat_base_url, environ=environ)
+
+
+def parse_apps(
+    data: dict[str, Any], *, source: str, wechat_base_url: str, environ: Mapping[str, str]
+) -> list[AppConfig]:
+    """Turn parsed TOML into app configs, resolving each secret."""
+    unknown = set(data) - {"apps"}
+    if unknown:
+        raise ConfigError(f"apps file {source}: unknown top-level keys {sorted(unknown)}")
+    tables = data.get("apps")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"apps file {source}: needs at least one [[apps]] table")
+    inline_allowed = urlsplit(wechat_base_url).hostname not in REAL_WECHAT_HOSTS
+    apps: list[AppConfig] = []
+    seen: set[str] = set()
+    for index, table in enumerate(tables):
+        where = f"apps file {source}: apps[{index}]"
+        try:
+            entry = _AppEntry.model_validate(table)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'table'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ConfigError(f"{where}: {problems}") from None
+        where = f"{where} ({entry.app_id})"
+        if entry.app_id in seen:
+            raise ConfigError(f"{where}: duplicate app_id")
+        seen.add(entry.app_id)
+        secret = _resolve_secret(entry, where=where, inline_allowed=inline_allowed, environ=environ)
+        apps.append(AppConfig(app_id=entry.app_id, secret=secret, token_api=entry.token_api))
+    return apps
+
+
+def _resolve_secret(
+    entry: _AppEntry, *, where: str, inline_allowed: bool, environ: Mapping[str, str]
+) -> SecretStr:
+    given = [n for n in ("secret_env", "secret_file", "secret") if getattr(entry, n) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{where}: give exactly one of secret_env, secret_file, secret")
+    if entry.secret_env is not None:
+        value = environ.get(entry.secret_env, "")
+        if not value.strip():
+            raise ConfigError(f"{where}: environment variable {entry.secret_env} is not set")
+    elif entry.secret_file is not None:
+        try:
+            value = entry.secret_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+            raise ConfigError(
+                f"{where}: cannot read secret_file {entry.secret_file} ({reason})"
+            ) from None
+        if not value.strip():
+            raise ConfigError(f"{where}: secret_file {entry.secret_file} is empty")
+    else:
+        assert entry.secret is not None
+        if not inline_allowed:
+            raise ConfigError(
+                f"{where}: an inline secret is only for the sandbox; "
+                "use secret_env or secret_file with the real WeChat"
+            )
+        log.warning("%s: inline secret in the apps file; fine for the sandbox only", where)
+        value = entry.secret.get_secret_value()
+    value = value.strip()
+    if not value or any(c.isspace() for c in value) or not value.isprintable():
+        raise ConfigError(f"{where}: the secret is empty or has whitespace inside")
+    return SecretStr(value)

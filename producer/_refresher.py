@@ -1,0 +1,288 @@
+"""Keeping one app's token fresh: when to fetch, what to adopt, how to back off.
+
+`AppRefresher.step()` does whatever is due now and returns how many seconds may pass
+before it must be called again; the service runs it in a thread of its own per app, so
+one app's slow or failing upstream never delays another. All time comes from the
+injected clock, so tests drive a whole token lifetime without sleeping.
+
+Rules:
+- Redis is read on every step: a newer valid update there (a manual override, or a
+  token a previous run of the producer fetched) is adopted, not fetched again.
+- A token is refreshed when `margin_s` of its life is left: a share of its lifetime,
+  capped at `margin_max_s` (WeChat renews stable tokens, and keeps a replaced classic
+  token usable, only in the last 300 s). An override is refreshed the same way, so it
+  is respected until it nears its own expiry.
+- Each new token gets a fresh version and is written to Redis with a compare-and-set,
+  then handed to the publisher. With Redis away it is published anyway and written
+  when Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from consumer_lib._errors import InvalidUpdate, StoreError
+from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
+
+from ._apps import AppConfig
+from ._backoff import Backoff
+from ._errcodes import FailureKind
+from ._store import TokenStore
+from ._wechat import FetchedToken, UpstreamError
+
+log = logging.getLogger(__name__)
+
+#: Never busy-loop: the shortest wait `step()` asks for.
+MIN_WAIT_S = 0.05
+
+
+class Fetcher(Protocol):
+    """What the refresher needs from upstream (`WeChatClient` is one)."""
+
+    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken: ...
+
+
+@dataclass(frozen=True)
+class RefreshTiming:
+    """When to refresh, re-publish and retry; all in seconds."""
+
+    margin_ratio: float = 0.2
+    margin_max_s: float = 300.0
+    republish_interval_s: float = 60.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 60.0
+    config_retry_s: float = 300.0
+    quota_retry_base_s: float = 60.0
+    quota_retry_cap_s: float = 3600.0
+    store_retry_s: float = 2.0
+
+    def margin_s(self, update: TokenUpdate) -> float:
+        lifetime_s = update.expires_at - update.issued_at
+        return min(self.margin_max_s, lifetime_s * self.margin_ratio)
+
+    def refresh_at(self, update: TokenUpdate) -> float:
+        """The moment `update` should be replaced."""
+        return update.expires_at - self.margin_s(update)
+
+
+@dataclass
+class RefresherStats:
+    """Counters a status page or a test can read."""
+
+    fetches: int = 0
+    fetch_failures: int = 0
+    adopted: int = 0
+    store_failures: int = 0
+    writes_refused: int = 0
+    last_error: str | None = None
+
+
+class AppRefresher:
+    """The refresh state machine of one app's access token."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        fetcher: Fetcher,
+        store: TokenStore,
+        publish: Callable[[TokenUpdate], None],
+        producer_id: str,
+        timing: RefreshTiming | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.app = app
+        self._fetcher = fetcher
+        self._store = store
+        self._publish = publish
+        self._producer_id = producer_id
+        self._timing = timing or RefreshTiming()
+        self._clock = clock
+        self._rand = rand
+        self._transient = Backoff(self._timing.retry_base_s, self._timing.retry_cap_s, rand=rand)
+        self._quota = Backoff(
+            self._timing.quota_retry_base_s, self._timing.quota_retry_cap_s, rand=rand
+        )
+        self._held: TokenUpdate | None = None
+        self._unsaved: TokenUpdate | None = None
+        self._last_version = 0
+        self._retry_at = 0.0
+        self._republish_at = 0.0
+        self._store_reachable = True
+        self.stats = RefresherStats()
+
+    @property
+    def held(self) -> TokenUpdate | None:
+        """The newest token this refresher knows of (fetched or adopted)."""
+        return self._held
+
+    # ------------------------------------------------------------------ step
+    def step(self) -> float:
+        """Do what is due now; return the seconds until the next call is needed."""
+        self._sync_with_store()
+        now = self._clock()
+        if self._refresh_due(now) and now >= self._retry_at:
+            self._refresh()
+            now = self._clock()
+        held = self._held
+        if held is not None and held.is_valid_at(now) and now >= self._republish_at:
+            self._publish(held)
+            self._republish_at = now + self._timing.republish_interval_s
+        return self._seconds_to_next_step(now)
+
+    def _refresh_due(self, now_s: float) -> bool:
+        held = self._held
+        return held is None or now_s >= self._timing.refresh_at(held)
+
+    def _seconds_to_next_step(self, now_s: float) -> float:
+        wake_at = [self._republish_at if self._held is not None else math.inf]
+        if self._held is None:
+            wake_at.append(self._retry_at)
+        else:
+            wake_at.append(max(self._timing.refresh_at(self._held), self._retry_at))
+        if self._unsaved is not None:
+            wake_at.append(now_s + self._timing.store_retry_s)
+        return max(MIN_WAIT_S, min(wake_at) - now_s)
+
+    # ------------------------------------------------------------------ Redis
+    def _sync_with_store(self) -> None:
+        """Write a token Redis missed, and adopt a newer one that Redis holds."""
+        app_id = self.app.app_id
+        try:
+            if self._unsaved is not None:
+                self._write(self._unsaved)
+            stored = self._store.read(app_id, TokenKind.ACCESS_TOKEN)
+        except StoreError as exc:
+            self._store_unreachable(exc)
+            return
+        except InvalidUpdate as exc:
+            log.warning(
+                "%s: snapshot in Redis is invalid (%s); the next write replaces it", app_id, exc
+            )
+            return
+        if not self._store_reachable:
+            log.info("%s: Redis reachable again", app_id)
+            self._store_reachable = True
+        held = self._held
+        if stored is None or not stored.is_valid_at(self._clock()):
+            return
+        if held is None or stored.version > held.version:
+            self._adopt(stored)
+
+    def _adopt(self, update: TokenUpdate) -> None:
+        log.info("%s: adopting %s from Redis", self.app.app_id, update)
+        self._held = update
+        self._last_version = max(self._last_version, update.version)
+        self.stats.adopted += 1
+        self._retry_at = 0.0
+
+    def _store_unreachable(self, exc: StoreError) -> None:
+        self.stats.store_failures += 1
+        if self._store_reachable:
+            log.warning("%s: Redis unreachable (%s); carrying on from memory", self.app.app_id, exc)
+        self._store_reachable = False
+
+    def _write(self, update: TokenUpdate) -> bool:
+        """Compare-and-set into Redis; False when Redis holds a newer one (then adopted)."""
+        result = self._store.write(update)  # StoreError propagates to the caller
+        self._unsaved = None
+        if result.written:
+            return True
+        self.stats.writes_refused += 1
+        log.warning(
+            "%s: Redis holds a newer version than v%d; keeping that one",
+            self.app.app_id,
+            update.version,
+        )
+        if result.stored is not None and result.stored.is_valid_at(self._clock()):
+            self._adopt(result.stored)
+        return False
+
+    def _allocate_version(self, now_s: float) -> int:
+        try:
+            version = self._store.next_version(self.app.app_id, TokenKind.ACCESS_TOKEN, now_s=now_s)
+        except StoreError as exc:
+            self._store_unreachable(exc)
+            version = math.floor(now_s * 1000)
+        version = max(version, self._last_version + 1)
+        self._last_version = version
+        return version
+
+    # ------------------------------------------------------------------ upstream
+    def _refresh(self) -> None:
+        app_id = self.app.app_id
+        started_s = self._clock()
+        try:
+            fetched = self._fetcher.fetch(self.app)
+        except UpstreamError as exc:
+            self._fetch_failed(exc)
+            return
+        self.stats.fetches += 1
+        held = self._held
+        if held is not None and fetched.value == held.value:
+            # The stable API in normal mode hands back the token it still considers fresh.
+            delay_s = self._transient.next_delay_s()
+            log.info(
+                "%s: upstream has not renewed %s yet; asking again in %.1f s",
+                app_id,
+                held.masked,
+                delay_s,
+            )
+            self._retry_at = self._clock() + delay_s
+            return
+        self._transient.reset()
+        self._quota.reset()
+        self._retry_at = 0.0
+        update = TokenUpdate(
+            app_id=app_id,
+            kind=TokenKind.ACCESS_TOKEN,
+            value=fetched.value,
+            issued_at=started_s,
+            expires_at=started_s + fetched.expires_in_s,
+            version=self._allocate_version(started_s),
+            source=TokenSource.REFRESH,
+            producer_id=self._producer_id,
+        )
+        log.info("%s: fetched %s, lives %d s", app_id, update, fetched.expires_in_s)
+        try:
+            if not self._write(update):
+                return
+        except StoreError as exc:
+            self._store_unreachable(exc)
+            self._unsaved = update
+        self._held = update
+        self._publish(update)
+        self._republish_at = self._clock() + self._timing.republish_interval_s
+
+    def _fetch_failed(self, exc: UpstreamError) -> None:
+        app_id = self.app.app_id
+        self.stats.fetch_failures += 1
+        self.stats.last_error = str(exc)
+        if exc.kind is FailureKind.CONFIG:
+            delay_s = self._timing.config_retry_s * (0.9 + 0.2 * self._rand())
+            log.error(
+                "%s: upstream refuses our configuration: %s; fix it, retrying in %.0f s",
+                app_id,
+                exc,
+                delay_s,
+            )
+        elif exc.kind is FailureKind.QUOTA:
+            delay_s = self._quota.next_delay_s()
+            log.error("%s: upstream quota exhausted: %s; backing off %.0f s", app_id, exc, delay_s)
+        else:
+            delay_s = self._transient.next_delay_s()
+            log.warning(
+                "%s: token fetch failed (%s), attempt %d; retrying in %.1f s",
+                app_id,
+                exc,
+                self._transient.attempts,
+                delay_s,
+            )
+        self._retry_at = self._clock() + delay_s

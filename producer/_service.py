@@ -1,0 +1,129 @@
+"""The producer process: one refresher thread per app, one publisher thread, clean stop."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from consumer_lib._keys import KeyLayout
+from consumer_lib._redis import connect_redis
+
+from ._apps import AppConfig
+from ._publisher import Publisher
+from ._refresher import AppRefresher, Fetcher, RefreshTiming
+from ._settings import ProducerSettings
+from ._store import TokenStore
+from ._wechat import WeChatClient
+
+log = logging.getLogger(__name__)
+
+#: After an unexpected error in a refresher loop, wait this long before the next step.
+CRASH_PAUSE_S = 5.0
+
+
+def timing_from(settings: ProducerSettings) -> RefreshTiming:
+    return RefreshTiming(
+        margin_ratio=settings.refresh_margin_ratio,
+        margin_max_s=settings.refresh_margin_max_s,
+        republish_interval_s=settings.republish_interval_s,
+        retry_base_s=settings.retry_base_s,
+        retry_cap_s=settings.retry_cap_s,
+        config_retry_s=settings.config_retry_s,
+        quota_retry_base_s=settings.quota_retry_base_s,
+        quota_retry_cap_s=settings.quota_retry_cap_s,
+    )
+
+
+class ProducerService:
+    """Wires refreshers, store and publisher together; `start()`, then `close()`."""
+
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        apps: Sequence[AppConfig],
+        *,
+        redis_client: redis.Redis | None = None,
+        fetcher: Fetcher | None = None,
+        publisher: Publisher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stop = threading.Event()
+        client = redis_client or connect_redis(
+            settings.redis_url, timeout_s=settings.redis_timeout_s
+        )
+        self.store = TokenStore(client, KeyLayout(settings.key_prefix))
+        self.publisher = publisher or Publisher(
+            settings.amqp_url,
+            settings.exchange,
+            sender=f"wxtoken-producer/{settings.producer_id}",
+            heartbeat_s=settings.heartbeat_s,
+            reconnect_max_s=settings.reconnect_max_s,
+            clock=clock,
+        )
+        upstream: Fetcher = fetcher or WeChatClient(
+            settings.wechat_base_url,
+            connect_timeout_s=settings.http_connect_timeout_s,
+            read_timeout_s=settings.http_read_timeout_s,
+        )
+        timing = timing_from(settings)
+        self.refreshers = [
+            AppRefresher(
+                app,
+                fetcher=upstream,
+                store=self.store,
+                publish=self.publisher.publish,
+                producer_id=settings.producer_id,
+                timing=timing,
+                clock=clock,
+            )
+            for app in apps
+        ]
+        self._threads = [
+            threading.Thread(
+                target=self._run_refresher, args=(r,), name=f"refresh-{r.app.app_id}", daemon=True
+            )
+            for r in self.refreshers
+        ]
+
+    def start(self) -> ProducerService:
+        self.publisher.start()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until `close()` is called (e.g. from a signal handler); True if it was."""
+        return self._stop.wait(timeout_s)
+
+    def request_stop(self) -> None:
+        """Ask every loop to stop; safe from a signal handler."""
+        self._stop.set()
+
+    def close(self, timeout_s: float = 1.5) -> None:
+        """Stop all threads, giving them `timeout_s` in all. Idempotent.
+
+        A refresher blocked in an upstream call is a daemon thread and is abandoned.
+        """
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.publisher.close(max(0.1, deadline - time.monotonic()))
+
+    def _run_refresher(self, refresher: AppRefresher) -> None:
+        jitter = random.Random()
+        # Spread the first fetches of many apps a little.
+        self._stop.wait(jitter.random() * 0.2)
+        while not self._stop.is_set():
+            try:
+                delay_s = refresher.step()
+            except Exception:
+                # Never let one bad step end the loop: log it and try again later.
+                log.exception("%s: unexpected error in the refresh loop", refresher.app.app_id)
+                delay_s = CRASH_PAUSE_S
+            self._stop.wait(delay_s)

@@ -1,0 +1,57 @@
+"""The producer's settings: the common `WXTOKEN_*` ones plus upstream, timing and identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field
+
+from consumer_lib._settings import CommonSettings
+
+
+def _check_http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url
+
+
+def _default_producer_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class ProducerSettings(CommonSettings):
+    """Everything `wxtoken-producer` reads from the environment, once, at start."""
+
+    wechat_base_url: Annotated[str, AfterValidator(_check_http_url)] = "https://api.weixin.qq.com"
+    apps_file: Path
+    producer_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")] = Field(
+        default_factory=_default_producer_id
+    )
+    #: Current tokens are re-published this often, so a subscriber that missed one converges.
+    republish_interval_s: Seconds = 60.0
+    #: Refresh when this share of the token's lifetime is left ...
+    refresh_margin_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    #: ... but never earlier than this before expiry: WeChat renews stable tokens, and keeps
+    #: a replaced classic token alive, only in the last 300 s.
+    refresh_margin_max_s: Seconds = 300.0
+    http_connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    http_read_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    #: Transient upstream failures retry from this delay, doubling up to the cap.
+    retry_base_s: Seconds = 1.0
+    retry_cap_s: Seconds = 60.0
+    #: Configuration failures (bad secret, IP not whitelisted) retry this slowly.
+    config_retry_s: Seconds = 300.0
+    #: Quota failures (45009, 45011) back off from this, doubling up to `quota_retry_cap_s`.
+    quota_retry_base_s: Seconds = 60.0
+    quota_retry_cap_s: Seconds = 3600.0
+    heartbeat_s: Annotated[int, Field(ge=0, le=600)] = 30
+    reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"

@@ -1,0 +1,123 @@
+"""Writing token updates to Redis: version allocation and a compare-and-set, both in Lua.
+
+A write only lands when its version is higher than the stored one, so a slow or stale
+writer (an old producer, an override racing a refresh) can never replace a newer token.
+Versions come from `next_version()`: above every version ever handed out for the app and
+kind, and never below the caller's clock in milliseconds, so they keep rising even if
+Redis loses its data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import redis
+
+from consumer_lib._errors import StoreError
+from consumer_lib._keys import KeyLayout
+from consumer_lib._model import TokenKind, TokenUpdate
+from consumer_lib._redis import REDIS_ERRORS, SnapshotReader, describe_redis_error
+
+_STORED_VERSION = """
+local function stored_version(key)
+  local raw = redis.call('GET', key)
+  if not raw then return 0 end
+  local ok, doc = pcall(cjson.decode, raw)
+  if ok and type(doc) == 'table' and type(doc['version']) == 'number' then
+    return doc['version']
+  end
+  return 0
+end
+"""
+
+# KEYS: version key, token key. ARGV: floor (the caller's clock in ms).
+_NEXT_VERSION = (
+    _STORED_VERSION
+    + """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+last = math.max(last, stored_version(KEYS[2]))
+local v = math.max(last + 1, tonumber(ARGV[1]))
+local text = string.format('%.0f', v)
+redis.call('SET', KEYS[1], text)
+return text
+"""
+)
+
+# KEYS: token key, version key, known set. ARGV: json, version, expiry (ms), member.
+# Returns {1} when written, {0, stored json} when a version at least as high is stored.
+_COMPARE_AND_SET = (
+    _STORED_VERSION
+    + """
+local v = tonumber(ARGV[2])
+if stored_version(KEYS[1]) >= v then
+  return {0, redis.call('GET', KEYS[1])}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if v > last then redis.call('SET', KEYS[2], ARGV[2]) end
+return {1}
+"""
+)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Whether the write landed; if not, the newer update that Redis holds instead."""
+
+    written: bool
+    stored: TokenUpdate | None = None
+
+
+class TokenStore:
+    """The writing side of the Redis snapshot (the reading side is `SnapshotReader`)."""
+
+    def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
+        self._client = client
+        self._keys = keys or KeyLayout()
+        self._reader = SnapshotReader(client, self._keys)
+        self._next_version = client.register_script(_NEXT_VERSION)
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+
+    @property
+    def reader(self) -> SnapshotReader:
+        return self._reader
+
+    def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
+        """The stored update (see `SnapshotReader.read`)."""
+        return self._reader.read(app_id, kind)
+
+    def next_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
+        """A version higher than any handed out or stored for this app and kind."""
+        try:
+            raw = self._next_version(
+                keys=[self._keys.version(app_id, kind), self._keys.token(app_id, kind)],
+                args=[math.floor(now_s * 1000)],
+            )
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"allocating a version: {describe_redis_error(exc)}") from None
+        return int(raw)
+
+    def write(self, update: TokenUpdate) -> WriteResult:
+        """Store `update` unless Redis already holds the same or a newer version."""
+        expires_at_ms = math.floor(update.expires_at * 1000)
+        try:
+            reply = self._compare_and_set(
+                keys=[
+                    self._keys.token(update.app_id, update.kind),
+                    self._keys.version(update.app_id, update.kind),
+                    self._keys.known,
+                ],
+                args=[
+                    update.encode(),
+                    update.version,
+                    expires_at_ms,
+                    KeyLayout.member(update.app_id, update.kind),
+                ],
+            )
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"writing {update.app_id}: {describe_redis_error(exc)}") from None
+        if int(reply[0]) == 1:
+            return WriteResult(written=True)
+        return WriteResult(written=False, stored=TokenUpdate.decode(reply[1]))
