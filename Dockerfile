@@ -1,0 +1,52 @@
+# wxtoken image. Default command: `wxtoken-producer`; the ops CLI (`wxtoken ...`, including
+# `wxtoken sandbox`) runs from the same image with a command override (see compose.yaml).
+#
+# Nothing about a deployment is baked in: settings come from WXTOKEN_* variables, the apps
+# file is bind-mounted at run time and app secrets arrive as mounted secret files
+# (compose/swarm/Kubernetes secrets). Build context filtering: .dockerignore.
+#
+#   docker build -t wxtoken .        (BuildKit, the default builder: RUN --mount below)
+#
+# No `# syntax=` line on purpose: it would pull an unpinned frontend image at build time.
+
+# Exact tag, so a rebuild does not silently move to another Python or Debian point release.
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+
+# ---- build: the project's wheel plus wheels of all its dependencies -------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+# Only what the wheel is built from: the metadata, the readme it declares, the three packages.
+COPY pyproject.toml README.md ./
+COPY consumer_lib/ consumer_lib/
+COPY producer/ producer/
+COPY ops/ ops/
+RUN python -m pip wheel --wheel-dir /wheels .
+
+# ---- runtime: a venv with the wheels installed offline, run as an unprivileged user ---------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="wxtoken" \
+      org.opencontainers.image.description="WeChat access-token producer (wxtoken-producer) and ops CLI (wxtoken)" \
+      org.opencontainers.image.licenses="MIT"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN groupadd --system --gid 10001 wxtoken \
+ && useradd --system --uid 10001 --gid wxtoken --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin wxtoken
+# The wheels are bind-mounted from the build stage, so they never land in a layer.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels wxtoken \
+ && mkdir -p /srv/wxtoken
+# An empty working directory: the settings also read `.env` from the working directory, and
+# in a container the environment alone must decide.
+WORKDIR /srv/wxtoken
+USER 10001:10001
+CMD ["wxtoken-producer"]

@@ -1,0 +1,607 @@
+"""Static checks of the container setup: compose.yaml, Dockerfile, .dockerignore, deploy/.
+
+No Docker engine is needed: the files are parsed and checked against the code they configure
+(settings fields, console scripts, the apps-file parser, the sandbox's app list).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import selectors
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from consumer_lib._errors import ConfigError
+from consumer_lib._settings import load_settings
+from producer._apps import TokenApi, load_apps, parse_apps
+from producer._settings import ProducerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+DEPLOY = ROOT / "deploy"
+APPS_REAL = DEPLOY / "apps.toml"
+APPS_SANDBOX = DEPLOY / "apps.sandbox.toml"
+BIN = Path(sys.executable).parent
+REAL_WECHAT = "https://api.weixin.qq.com"
+
+#: Services pulled from a registry, and the programs their images ship.
+IMAGE_PROGRAMS = {
+    "redis": {"redis-server", "redis-cli"},
+    "rabbitmq": {"rabbitmq-server", "rabbitmq-diagnostics"},
+}
+#: Programs in our image besides the console scripts: the base image's interpreter.
+OUR_IMAGE_PROGRAMS = {"python", "python3"}
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    return _compose()["services"]
+
+
+@functools.cache
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _console_scripts() -> set[str]:
+    return set(_pyproject()["project"]["scripts"])
+
+
+_INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+)
+
+
+def _interpolate(value: str, environ: dict[str, str] | None = None) -> str:
+    """Resolve `${NAME}`, `${NAME:-default}` and `${NAME-default}` the way Compose does."""
+    environ = environ or {}
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, default = match["name"], match["op"], match["default"] or ""
+        if op == ":-":
+            return environ.get(name) or default
+        if op == "-":
+            return environ.get(name, default)
+        return environ.get(name, "")
+
+    resolved = _INTERPOLATION.sub(substitute, value.replace("$$", "\0"))
+    assert "$" not in resolved, f"unsupported interpolation in {value!r}"
+    return resolved.replace("\0", "$")
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's `environment:` as written (map or KEY=VALUE list), values unresolved."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def _resolved_environment(
+    service: dict[str, Any], environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    return {k: _interpolate(v, environ) for k, v in _environment(service).items()}
+
+
+def _documented_sandbox_overrides() -> dict[str, str]:
+    """The `WXTOKEN_X=value` lines compose.yaml's comments give for running on the sandbox."""
+    found = re.findall(
+        r"^#\s+(WXTOKEN_[A-Z_]+)=(\S+)", COMPOSE.read_text(encoding="utf-8"), re.MULTILINE
+    )
+    return dict(found)
+
+
+def _option(command: list[str], flag: str) -> str:
+    """The value following `flag` in an exec-form command."""
+    assert flag in command, f"{flag} missing from {command}"
+    return command[command.index(flag) + 1]
+
+
+def _is_pinned(ref: str) -> bool:
+    """An image reference with a digest, or a tag holding an exact x.y.z version."""
+    if re.search(r"@sha256:[0-9a-f]{64}$", ref):
+        return True
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return False
+    tag = last.rsplit(":", 1)[1]
+    return tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag) is not None
+
+
+# ---- Dockerfile parsing ----------------------------------------------------------------------
+
+
+@functools.cache
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        keyword, _, rest = pending.strip().partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+        pending = ""
+    assert not pending, "Dockerfile ends inside a continued line"
+    return instructions
+
+
+def _dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """Instructions grouped by stage; stage 0 holds what precedes the first FROM (ARGs)."""
+    stages: list[list[tuple[str, str]]] = [[]]
+    for instruction in _dockerfile():
+        if instruction[0] == "FROM":
+            stages.append([])
+        stages[-1].append(instruction)
+    return stages
+
+
+def _global_args() -> dict[str, str]:
+    args = {}
+    for keyword, rest in _dockerfile_stages()[0]:
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+    return args
+
+
+def _from_image(rest: str) -> str:
+    words = [w for w in rest.split() if not w.startswith("--")]
+    image = words[0]
+    for name, value in _global_args().items():
+        image = image.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    return image
+
+
+def _copy_sources(rest: str) -> list[str]:
+    if rest.startswith("["):
+        words = json.loads(rest)
+    else:
+        words = [w for w in rest.split() if not w.startswith("--")]
+    return words[:-1]
+
+
+# ---- compose: shape --------------------------------------------------------------------------
+
+
+def test_compose_has_the_services_and_no_version_key() -> None:
+    """The stack is RabbitMQ, Redis and the producer, plus the sandbox behind a profile."""
+    data = _compose()
+    assert "version" not in data
+    services = _services()
+    assert {"rabbitmq", "redis", "producer", "sandbox"} <= set(services)
+    for name in ("rabbitmq", "redis", "producer"):
+        assert not services[name].get("profiles"), f"{name} must start without a profile"
+    assert services["sandbox"]["profiles"] == ["sandbox"]
+
+
+def test_pulled_images_are_pinned_to_exact_versions() -> None:
+    """Every image pulled from a registry names an exact x.y.z version or a digest."""
+    pulled = {n: s["image"] for n, s in _services().items() if "image" in s and "build" not in s}
+    assert {"rabbitmq", "redis"} <= set(pulled)
+    for name, ref in pulled.items():
+        assert _is_pinned(_interpolate(ref)), f"{name}: image {ref!r} is not pinned"
+    assert pulled["rabbitmq"].startswith("rabbitmq:3.13.")
+    assert pulled["rabbitmq"].endswith("-management")
+
+
+def test_our_services_build_the_image_from_this_repository() -> None:
+    """The producer and the sandbox run the image built from ./Dockerfile."""
+    for name in ("producer", "sandbox"):
+        assert _services()[name]["build"] == ".", name
+
+
+def test_every_wxtoken_variable_is_a_producer_settings_field() -> None:
+    """Each `WXTOKEN_*` variable any service sets names a `ProducerSettings` field."""
+    known = {f"WXTOKEN_{name.upper()}" for name in ProducerSettings.model_fields}
+    seen = set()
+    for name, service in _services().items():
+        for variable in _environment(service):
+            if variable.startswith("WXTOKEN_"):
+                assert variable in known, f"{name}: {variable} is not a settings field"
+                seen.add(variable)
+    required = {"REDIS_URL", "AMQP_URL", "APPS_FILE", "WECHAT_BASE_URL", "LOG_LEVEL"}
+    assert {f"WXTOKEN_{v}" for v in required} <= seen
+    for variable in _documented_sandbox_overrides():
+        assert variable in known, f"compose.yaml comment: {variable} is not a settings field"
+
+
+def test_producer_environment_is_valid_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The producer's environment, by default and with the sandbox overrides, passes validation."""
+    for variable in list(os.environ):
+        if variable.startswith("WXTOKEN_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    producer = _services()["producer"]
+    mounted = {m["target"] for m in producer["volumes"] if isinstance(m, dict)}
+
+    for variable, value in _resolved_environment(producer).items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings(ProducerSettings)
+    assert settings.wechat_base_url == REAL_WECHAT
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.amqp_url == "amqp://guest:guest@rabbitmq:5672/%2F"
+    assert str(settings.apps_file) == "/etc/wxtoken/apps.toml"
+    assert str(settings.apps_file) in mounted
+
+    overrides = _documented_sandbox_overrides()
+    assert set(overrides) == {"WXTOKEN_WECHAT_BASE_URL", "WXTOKEN_APPS_FILE"}
+    for variable, value in _resolved_environment(producer, overrides).items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings(ProducerSettings)
+    sandbox_port = _option(_services()["sandbox"]["command"], "--port")
+    assert settings.wechat_base_url == f"http://sandbox:{sandbox_port}"
+    assert str(settings.apps_file) in mounted
+
+
+def test_commands_are_console_scripts_or_the_images_own() -> None:
+    """Our image runs declared console scripts; pulled images run their own programs."""
+    scripts = _console_scripts()
+    for name, service in _services().items():
+        command = service.get("command")
+        if command is None:
+            continue
+        assert isinstance(command, list), f"{name}: use the exec (list) form"
+        assert all(isinstance(word, str) for word in command), f"{name}: quote numbers"
+        if "build" in service:
+            assert command[0] in scripts, f"{name}: {command[0]} is no console script"
+        else:
+            repository = service["image"].rsplit("/", 1)[-1].split(":")[0]
+            assert command[0] in IMAGE_PROGRAMS[repository], f"{name}: {command[0]}"
+    assert _services()["producer"]["command"] == ["wxtoken-producer"]
+    assert _services()["sandbox"]["command"][:2] == ["wxtoken", "sandbox"]
+
+
+def test_healthchecks_use_programs_the_images_have() -> None:
+    """Healthchecks are exec form and call programs that exist in the service's image."""
+    scripts = _console_scripts()
+    for name, service in _services().items():
+        check = service.get("healthcheck")
+        if check is None:
+            continue
+        test = check["test"]
+        assert isinstance(test, list), f"{name}: use the exec (list) form"
+        assert test[0] == "CMD", name
+        if "build" in service:
+            assert test[1] in scripts | OUR_IMAGE_PROGRAMS, f"{name}: {test[1]}"
+        else:
+            repository = service["image"].rsplit("/", 1)[-1].split(":")[0]
+            assert test[1] in IMAGE_PROGRAMS[repository], f"{name}: {test[1]}"
+    assert _services()["rabbitmq"]["healthcheck"]["test"][1:] == [
+        "rabbitmq-diagnostics",
+        "-q",
+        "ping",
+    ]
+    assert _services()["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
+
+
+def test_redis_persists_with_appendonly_on_a_named_volume() -> None:
+    """Redis runs with `--appendonly yes` and keeps /data on a named volume."""
+    redis = _services()["redis"]
+    command = redis["command"]
+    assert _option(command, "--appendonly") == "yes"
+    volumes = [v for v in redis["volumes"] if isinstance(v, str) and v.endswith(":/data")]
+    assert len(volumes) == 1
+    assert volumes[0].split(":")[0] in (_compose().get("volumes") or {})
+
+
+def test_producer_waits_for_healthy_dependencies_and_restarts() -> None:
+    """The producer starts once RabbitMQ and Redis are healthy, and restarts unless stopped."""
+    producer = _services()["producer"]
+    assert producer["depends_on"] == {
+        "rabbitmq": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+    assert producer["restart"] == "unless-stopped"
+    assert re.fullmatch(r"\d+s", producer["stop_grace_period"])
+    assert producer.get("deploy", {}).get("replicas", 1) == 1
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    """Every published port binds to 127.0.0.1."""
+    for name, service in _services().items():
+        for port in service.get("ports") or []:
+            if isinstance(port, dict):
+                assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+            else:
+                assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
+    published = {str(p).split(":")[1] for s in _services().values() for p in s.get("ports") or []}
+    assert {"5672", "15672", "6379"} <= published
+
+
+def test_apps_files_and_secrets_are_mounted_read_only() -> None:
+    """The apps files are read-only bind mounts and app secrets are file-based compose secrets."""
+    producer = _services()["producer"]
+    binds = {m["target"]: m for m in producer["volumes"] if isinstance(m, dict)}
+    for target, source in (
+        ("/etc/wxtoken/apps.toml", APPS_REAL),
+        ("/etc/wxtoken/apps.sandbox.toml", APPS_SANDBOX),
+    ):
+        mount = binds[target]
+        assert mount["type"] == "bind"
+        assert mount["read_only"] is True
+        assert (ROOT / mount["source"]).resolve() == source
+        assert source.is_file()
+
+    declared = _compose()["secrets"]
+    used = [s if isinstance(s, str) else s["source"] for s in producer["secrets"]]
+    assert used, "the producer gets no secrets"
+    for name in used:
+        path = (ROOT / declared[name]["file"]).resolve()
+        assert path.parent == DEPLOY / "secrets", f"secret {name}: {path}"
+        assert path.suffix == ".secret"
+
+
+def test_secret_files_are_ignored_by_git() -> None:
+    """Git ignores secret files in deploy/secrets/ but keeps its README."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+
+    def ignored(relative: str) -> bool:
+        result = subprocess.run(
+            [git, "check-ignore", "--no-index", "-q", relative],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode == 128:
+            pytest.skip("not a git work tree")
+        return result.returncode == 0
+
+    for secret in _compose()["secrets"].values():
+        assert ignored(str(Path(secret["file"]))), secret["file"]
+    assert ignored("deploy/secrets/example.secret")
+    assert not ignored("deploy/secrets/README.md")
+    assert "printf %s" in (DEPLOY / "secrets" / "README.md").read_text(encoding="utf-8")
+
+
+# ---- deploy/ apps files ----------------------------------------------------------------------
+
+
+def test_real_apps_file_reads_secrets_from_mounted_compose_secrets(tmp_path: Path) -> None:
+    """deploy/apps.toml uses stable tokens and `secret_file`s that are the producer's secrets."""
+    data = tomllib.loads(APPS_REAL.read_text(encoding="utf-8"))
+    producer = _services()["producer"]
+    targets = {
+        f"/run/secrets/{s}"
+        if isinstance(s, str)
+        else s.get("target", f"/run/secrets/{s['source']}")
+        for s in producer["secrets"]
+    }
+    assert data["apps"]
+    for entry in data["apps"]:
+        assert set(entry) == {"app_id", "secret_file", "token_api"}, entry
+        assert entry["secret_file"].startswith("/run/secrets/")
+        assert entry["secret_file"] in targets
+        assert entry["token_api"] == TokenApi.STABLE
+
+    # The real parser, with each /run/secrets/<name> swapped for a local stand-in file.
+    for entry in data["apps"]:
+        stand_in = tmp_path / Path(entry["secret_file"]).name
+        stand_in.write_text("not-a-real-secret\n", encoding="utf-8")
+        entry["secret_file"] = str(stand_in)
+    apps = parse_apps(data, source=str(APPS_REAL), wechat_base_url=REAL_WECHAT, environ={})
+    assert [a.secret.get_secret_value() for a in apps] == ["not-a-real-secret"] * len(apps)
+
+
+def test_sandbox_apps_file_loads_against_the_sandbox() -> None:
+    """deploy/apps.sandbox.toml loads completely with the sandbox as upstream."""
+    apps = load_apps(APPS_SANDBOX, wechat_base_url="http://sandbox:8080", environ={})
+    assert len(apps) >= 1
+    assert {a.token_api for a in apps} == set(TokenApi), "exercise both token APIs"
+
+
+def test_sandbox_apps_file_is_refused_against_real_wechat() -> None:
+    """The inline secrets of the sandbox apps file are refused when upstream is the real WeChat."""
+    with pytest.raises(ConfigError, match="inline secret"):
+        load_apps(APPS_SANDBOX, wechat_base_url=REAL_WECHAT, environ={})
+
+
+def test_sandbox_command_matches_sandbox_apps_file() -> None:
+    """The sandbox's `--apps` are exactly the app ids and secrets of deploy/apps.sandbox.toml."""
+    spec = _option(_services()["sandbox"]["command"], "--apps")
+    served = dict(entry.split(":", 1) for entry in spec.split(","))
+    apps = load_apps(APPS_SANDBOX, wechat_base_url="http://sandbox:8080", environ={})
+    assert {a.app_id: a.secret.get_secret_value() for a in apps} == served
+
+
+def test_sandbox_command_options() -> None:
+    """The sandbox listens on all interfaces at the published port with a short token life."""
+    sandbox = _services()["sandbox"]
+    command = sandbox["command"]
+    assert _option(command, "--host") == "0.0.0.0"
+    port = _option(command, "--port")
+    assert sandbox["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert int(_option(command, "--overlap")) < int(_option(command, "--expires-in"))
+
+
+def test_sandbox_cli_accepts_the_compose_options() -> None:
+    """`wxtoken sandbox --help` lists every option the compose command passes."""
+    result = subprocess.run(
+        [str(BIN / "wxtoken"), "sandbox", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for word in _services()["sandbox"]["command"][2:]:
+        if word.startswith("--"):
+            assert word in result.stdout, f"{word} not in `wxtoken sandbox --help`"
+
+
+def _healthcheck(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_sandbox_command_runs_natively_and_passes_its_healthcheck(tmp_path: Path) -> None:
+    """The sandbox service's command serves, passes its healthcheck, and stops on SIGTERM."""
+    sandbox = _services()["sandbox"]
+    command = list(sandbox["command"])
+    url = f"http://127.0.0.1:{_option(command, '--port')}"
+    test = sandbox["healthcheck"]["test"]
+    assert test[1:3] == ["python", "-c"]
+    assert f"{url}/sandbox/stats" in test[3]
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = "0"  # a free port; the sandbox prints its URL
+
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [str(BIN / command[0]), *command[1:]],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            with selectors.DefaultSelector() as selector:
+                selector.register(process.stdout, selectors.EVENT_READ)
+                assert selector.select(timeout=30), "the sandbox printed nothing in 30 s"
+            first_line = process.stdout.readline()
+            match = re.search(r"http://127\.0\.0\.1:\d+", first_line)
+            assert match, f"no URL in {first_line!r}"
+            live = _healthcheck(test[3].replace(url, match[0]))
+            assert live.returncode == 0, live.stderr
+        finally:
+            process.terminate()
+            try:
+                returncode = process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    assert returncode == 0, process.stderr.read() if process.stderr else ""
+    dead = _healthcheck(test[3].replace(url, match[0]))
+    assert dead.returncode != 0, "the healthcheck passes with no sandbox listening"
+
+
+# ---- Dockerfile and .dockerignore ------------------------------------------------------------
+
+
+def test_dockerfile_base_images_are_pinned() -> None:
+    """Every FROM names a pinned python:3.11 slim image or an earlier stage."""
+    stage_names: set[str] = set()
+    froms = [rest for keyword, rest in _dockerfile() if keyword == "FROM"]
+    assert len(froms) >= 2, "multi-stage build expected"
+    for rest in froms:
+        image = _from_image(rest)
+        if image not in stage_names:
+            assert _is_pinned(image), f"FROM {image} is not pinned"
+            assert image.startswith("python:3.11."), image
+            assert "-slim" in image, image
+        words = rest.split()
+        if len(words) >= 3 and words[-2].upper() == "AS":
+            stage_names.add(words[-1])
+
+
+def test_dockerfile_final_stage_runs_producer_as_non_root() -> None:
+    """The final stage switches to a non-root USER and its CMD is exactly `wxtoken-producer`."""
+    assert not any(keyword == "ENTRYPOINT" for keyword, _ in _dockerfile())
+    final = _dockerfile_stages()[-1]
+    users = [rest for keyword, rest in final if keyword == "USER"]
+    assert users, "the final stage sets no USER"
+    user, _, group = users[-1].partition(":")
+    assert user not in ("root", "0"), users[-1]
+    assert group not in ("root", "0"), users[-1]
+    cmds = [rest for keyword, rest in final if keyword == "CMD"]
+    assert cmds, "the final stage sets no CMD"
+    assert json.loads(cmds[-1]) == ["wxtoken-producer"]
+    assert json.loads(cmds[-1])[0] in _console_scripts()
+
+
+def test_dockerfile_copies_code_but_no_configuration_or_secrets() -> None:
+    """COPY/ADD bring in the packages and metadata only: no apps file, secret or .env."""
+    sources = [
+        source
+        for keyword, rest in _dockerfile()
+        if keyword in ("COPY", "ADD") and "--from=" not in rest
+        for source in _copy_sources(rest)
+    ]
+    for source in sources:
+        assert source not in (".", "./", "*"), "copy named paths, not the whole context"
+        assert not re.search(r"deploy|secret|\.env|apps.*\.toml", source), source
+    copied = {s.rstrip("/") for s in sources}
+    packages = set(_pyproject()["tool"]["setuptools"]["packages"])
+    assert packages <= copied, f"packages not copied: {packages - copied}"
+    assert {"pyproject.toml", "README.md"} <= copied
+    for keyword, rest in _dockerfile():
+        if keyword in ("ENV", "ARG"):
+            assert not re.search(r"secret|password|passwd", rest, re.IGNORECASE), rest
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
+    """.dockerignore excludes the venv, git, caches, .env and deploy/ (secrets)."""
+    patterns = {
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    required = {".venv", ".git", ".env", "deploy", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+    assert required <= patterns, required - patterns
+    assert not any(p.startswith("!") for p in patterns), "no re-includes"
+
+
+# ---- the producer's command, run natively ----------------------------------------------------
+
+
+def test_producer_command_reports_a_missing_apps_file_in_one_line(tmp_path: Path) -> None:
+    """`wxtoken-producer` with the compose environment and no apps file exits 2 with one line."""
+    producer = _services()["producer"]
+    script = BIN / producer["command"][0]
+    assert script.is_file(), f"{script} missing; is the project installed in this venv?"
+    missing = tmp_path / "no-such-dir" / "apps.toml"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        **_resolved_environment(producer),
+        "WXTOKEN_APPS_FILE": str(missing),
+    }
+    result = subprocess.run(
+        [str(script), *producer["command"][1:]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "configuration error" in lines[0]
+    assert str(missing) in lines[0]
+    assert "Traceback" not in result.stderr
