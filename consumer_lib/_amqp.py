@@ -34,5 +34,8 @@ def connection_parameters(
 
 def describe_amqp_error(exc: BaseException) -> str:
     """A short description of a pika failure (pika's messages carry no secrets)."""
-    text = str(exc) or repr(exc)
-    return f"{exc.__class__.__name__}: {text}".splitlines()[0][:200]
+    name = exc.__class__.__name__
+    text = str(exc) or name
+    if not text.startswith(name):
+        text = f"{name}: {text}"
+    return text.splitlines()[0][:200]

@@ -21,6 +21,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from ._amqp import AMQP_ERRORS, connection_parameters, describe_amqp_error
+from ._outage import OutageLog
 from ._settings import ClientSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Subscriber:
         self._cancelled = False
         self._last_poll = -float("inf")
         self.last_error: str | None = None
+        self._outage = OutageLog(log, "broker", monotonic=monotonic)
         self._thread = threading.Thread(target=self._run, name="wxtoken-subscriber", daemon=True)
 
     @property
@@ -93,6 +95,7 @@ class Subscriber:
                 self._connected.set()
                 self.last_error = None
                 attempt = 0
+                self._outage.recovered()
                 log.info("subscribed to exchange %s", self._settings.exchange)
                 self._poll_snapshot(force=True)
                 self._consume(connection, channel)
@@ -101,9 +104,7 @@ class Subscriber:
                 self.last_error = describe_amqp_error(exc)
                 delay_s = _backoff_s(attempt, self._settings.reconnect_max_s, self._rand)
                 attempt += 1
-                log.warning(
-                    "broker unavailable (%s); reconnecting in %.1f s", self.last_error, delay_s
-                )
+                self._outage.failed(self.last_error, delay_s)
                 self._wait_polling(delay_s)
             finally:
                 self._connected.clear()

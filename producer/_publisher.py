@@ -3,7 +3,8 @@
 `Publisher` owns one pika connection in its own thread (pika is not thread-safe):
 `publish()` may be called from any thread and only records the update. While the broker
 is away, the newest update per app and kind waits and goes out once the broker is back.
-`publish_once()` is the short-lived variant for the ops CLI.
+The ops CLI publishes through `declare_exchange()` and `publish_update()` on a channel of
+its own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from consumer_lib._amqp import (
     connection_parameters,
     describe_amqp_error,
 )
-from consumer_lib._errors import BrokerError
 from consumer_lib._model import TokenKind, TokenUpdate
+from consumer_lib._outage import OutageLog
 
 from ._backoff import Backoff
 
@@ -62,25 +63,6 @@ def publish_update(
     )
 
 
-def publish_once(
-    amqp_url: str, exchange: str, update: TokenUpdate, *, sender: str, now_s: float
-) -> None:
-    """Connect, declare, publish with confirm, disconnect; any failure is `BrokerError`."""
-    params = connection_parameters(amqp_url, connection_name=sender)
-    try:
-        connection = pika.BlockingConnection(params)
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            declare_exchange(channel, exchange)
-            publish_update(channel, exchange, update, now_s=now_s, sender=sender)
-        finally:
-            if connection.is_open:
-                connection.close()
-    except AMQP_ERRORS as exc:
-        raise BrokerError(f"publishing to {exchange}: {describe_amqp_error(exc)}") from None
-
-
 class Publisher:
     """A background thread that keeps one confirming channel and publishes what it is given."""
 
@@ -108,6 +90,7 @@ class Publisher:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wxtoken-publisher", daemon=True)
+        self._outage = OutageLog(log, "broker")
         self.published_count = 0
 
     @property
@@ -146,16 +129,12 @@ class Publisher:
                 declare_exchange(channel, self._exchange)
                 self._connected.set()
                 self._backoff.reset()
+                self._outage.recovered()
                 log.info("publisher connected to the broker")
                 self._pump(connection, channel)
             except AMQP_ERRORS as exc:
                 delay_s = self._backoff.next_delay_s()
-                log.warning(
-                    "broker unavailable (%s); %d update(s) waiting; retry in %.1f s",
-                    describe_amqp_error(exc),
-                    len(self._pending),
-                    delay_s,
-                )
+                self._outage.failed(describe_amqp_error(exc), delay_s)
                 self._stop.wait(delay_s)
             finally:
                 self._connected.clear()

@@ -90,12 +90,9 @@ def _cleanup(names: dict[str, str]) -> None:
     if _reachable(AMQP_URL):
         import pika
 
-        try:
-            connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-            connection.channel().exchange_delete(names["exchange"])
-            connection.close()
-        except Exception:  # noqa: BLE001 - best-effort cleanup of a test exchange
-            pass
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        connection.channel().exchange_delete(names["exchange"])
+        connection.close()
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], *, timeout_s: float = 10.0, interval_s: float = 0.02,
+    condition: Callable[[], T],
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
     message: str = "condition",
 ) -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout_s`."""
