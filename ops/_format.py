@@ -1,0 +1,184 @@
+"""How the `wxtoken` CLI shows token updates: plain text for people, JSON for scripts.
+
+Nothing here ever renders a whole token unless the caller passes `reveal=True`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from consumer_lib._errors import InvalidUpdate
+from consumer_lib._model import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
+
+#: One entry of the snapshot, as `SnapshotReader.read_many` returns it.
+SnapshotEntry = TokenUpdate | InvalidUpdate | None
+
+MAX_REASON_CHARS = 256  # TokenUpdate.reason
+_APP_ID = TypeAdapter(AppId)
+STATUS_COLUMNS = ("APP", "KIND", "STATE", "VERSION", "SOURCE", "LEFT", "AGE", "PRODUCER", "NOTE")
+
+
+def check_app_id(value: str) -> str:
+    """`value` if it is an AppId of the wire model, else ValueError."""
+    try:
+        return _APP_ID.validate_python(value)
+    except ValidationError:
+        raise ValueError("must be 1-64 of A-Z a-z 0-9 _ . -") from None
+
+
+def check_reason(value: str) -> str:
+    if len(value) > MAX_REASON_CHARS:
+        raise ValueError(f"at most {MAX_REASON_CHARS} characters")
+    return value
+
+
+def check_token(raw: str) -> str:
+    """The token in `raw` without surrounding whitespace; ValueError never quotes it."""
+    token = raw.strip()
+    if not token:
+        raise ValueError("no token on standard input (pipe it in: wxtoken set APP < file)")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError(f"the token is longer than {MAX_TOKEN_CHARS} characters")
+    if any(char.isspace() for char in token):
+        raise ValueError("the token contains whitespace; give exactly one token")
+    if not token.isprintable():
+        raise ValueError("the token contains non-printable characters")
+    return token
+
+
+def seconds(value: float) -> str:
+    """`7190s`, rounded down to whole seconds (a negative value stays negative)."""
+    return f"{int(value)}s"
+
+
+def timestamp(unix_s: float) -> str:
+    """UTC ISO 8601 to the second, e.g. `2027-01-15T08:00:00Z`."""
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def update_dict(update: TokenUpdate, *, now_s: float, reveal: bool = False) -> dict[str, Any]:
+    """`TokenUpdate.public_dict` plus the seconds left and the age at `now_s`."""
+    data = update.public_dict(reveal=reveal)
+    data["seconds_left"] = round(update.seconds_left(now_s), 3)
+    data["age_s"] = round(now_s - update.issued_at, 3)
+    return data
+
+
+def describe_update(update: TokenUpdate, *, now_s: float, reveal: bool = False) -> str:
+    """The multi-line human view of one stored update (`wxtoken get`)."""
+    left_s = update.seconds_left(now_s)
+    expiry = f"in {seconds(left_s)}" if left_s > 0 else f"expired {seconds(-left_s)} ago"
+    rows = [
+        ("app", update.app_id),
+        ("kind", str(update.kind)),
+        ("token", update.value if reveal else update.masked),
+        ("version", str(update.version)),
+        ("source", str(update.source)),
+        ("producer", update.producer_id),
+        ("reason", update.reason or "-"),
+        ("expires", f"{expiry} ({timestamp(update.expires_at)})"),
+        ("age", f"{seconds(now_s - update.issued_at)} (issued {timestamp(update.issued_at)})"),
+    ]
+    width = max(len(label) for label, _ in rows) + 1
+    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
+
+
+def status_records(
+    entries: Mapping[tuple[str, TokenKind], SnapshotEntry], *, now_s: float
+) -> list[dict[str, Any]]:
+    """One JSON-able record per (app, kind), with a `state` of ok, expired, missing, invalid."""
+    records = []
+    for (app_id, kind), entry in sorted(entries.items()):
+        record: dict[str, Any] = {
+            "app_id": app_id,
+            "kind": str(kind),
+            "state": "missing",
+            "version": None,
+            "source": None,
+            "seconds_left": None,
+            "age_s": None,
+            "producer_id": None,
+            "reason": None,
+            "error": None,
+        }
+        if isinstance(entry, InvalidUpdate):
+            record.update(state="invalid", error=str(entry))
+        elif isinstance(entry, TokenUpdate):
+            record.update(
+                state="ok" if entry.is_valid_at(now_s) else "expired",
+                version=entry.version,
+                source=str(entry.source),
+                seconds_left=round(entry.seconds_left(now_s), 3),
+                age_s=round(now_s - entry.issued_at, 3),
+                producer_id=entry.producer_id,
+                reason=entry.reason,
+            )
+        records.append(record)
+    return records
+
+
+def status_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """The records of `status_records` as an aligned text table."""
+
+    def cell(value: Any, *, duration: bool = False) -> str:
+        if value is None:
+            return "-"
+        return seconds(value) if duration else str(value)
+
+    rows = [list(STATUS_COLUMNS)]
+    for record in records:
+        rows.append(
+            [
+                cell(record["app_id"]),
+                cell(record["kind"]),
+                cell(record["state"]),
+                cell(record["version"]),
+                cell(record["source"]),
+                cell(record["seconds_left"], duration=True),
+                cell(record["age_s"], duration=True),
+                cell(record["producer_id"]),
+                record["error"] or "",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS) - 1)]
+    lines = []
+    for row in rows:
+        padded = [value.ljust(width) for value, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def watch_line(update: TokenUpdate, *, now_s: float) -> str:
+    """One line per received update (`wxtoken watch`), the token masked."""
+    return (
+        f"{timestamp(now_s)} {update.app_id} {update.kind} v{update.version} "
+        f"{update.source} left={seconds(update.seconds_left(now_s))} "
+        f"producer={update.producer_id} token={update.masked}"
+    )
+
+
+def watch_json(update: TokenUpdate, *, now_s: float) -> str:
+    """One compact JSON object per received update, the token masked."""
+    data = update_dict(update, now_s=now_s)
+    data["received_at"] = now_s
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def message_line(body: bytes, *, now_s: float, as_json: bool) -> str:
+    """What `wxtoken watch` prints for one message: the update, or why it was rejected."""
+    try:
+        update = TokenUpdate.decode(body)
+    except InvalidUpdate as exc:
+        if as_json:
+            return json.dumps({"received_at": now_s, "rejected": str(exc)}, sort_keys=True)
+        return f"{timestamp(now_s)} rejected: {exc}"
+    return (watch_json if as_json else watch_line)(update, now_s=now_s)
