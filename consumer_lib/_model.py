@@ -130,7 +130,10 @@ class TokenUpdate(BaseModel):
     def decode(cls, raw: bytes | str) -> TokenUpdate:
         """Parse and validate; anything wrong raises `InvalidUpdate` naming the problem."""
         if isinstance(raw, str):
-            raw = raw.encode()
+            try:
+                raw = raw.encode()
+            except UnicodeEncodeError:  # lone surrogates: not text any wire could carry
+                raise InvalidUpdate("update is not valid Unicode text") from None
         if not isinstance(raw, bytes):
             raise InvalidUpdate(f"expected bytes, got {type(raw).__name__}")
         if len(raw) > MAX_ENCODED_BYTES:

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
             stream=sys.stderr,
         )
         logging.getLogger("pika").setLevel(logging.WARNING)
+        # urllib3 logs each request URL at DEBUG: for the classic API that holds the secret.
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
         apps = load_apps(settings.apps_file, wechat_base_url=settings.wechat_base_url)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)

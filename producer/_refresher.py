@@ -219,6 +219,9 @@ class AppRefresher:
     def _refresh(self) -> None:
         app_id = self.app.app_id
         started_s = self._clock()
+        # The fencing version is taken before the fetch: if another producer stores a token
+        # while ours is in flight, theirs has the higher version and ours is refused.
+        version = self._allocate_version(started_s)
         try:
             fetched = self._fetcher.fetch(self.app)
         except UpstreamError as exc:
@@ -246,7 +249,7 @@ class AppRefresher:
             value=fetched.value,
             issued_at=started_s,
             expires_at=started_s + fetched.expires_in_s,
-            version=self._allocate_version(started_s),
+            version=version,
             source=TokenSource.REFRESH,
             producer_id=self._producer_id,
         )

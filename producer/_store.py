@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib._errors import StoreError
+from consumer_lib._errors import InvalidUpdate, StoreError
 from consumer_lib._keys import KeyLayout
 from consumer_lib._model import TokenKind, TokenUpdate
 from consumer_lib._redis import REDIS_ERRORS, SnapshotReader, describe_redis_error
@@ -120,4 +120,9 @@ class TokenStore:
             raise StoreError(f"writing {update.app_id}: {describe_redis_error(exc)}") from None
         if int(reply[0]) == 1:
             return WriteResult(written=True)
-        return WriteResult(written=False, stored=TokenUpdate.decode(reply[1]))
+        try:
+            stored = TokenUpdate.decode(reply[1])
+        except InvalidUpdate:
+            # Refused by a higher version that no longer validates: nothing to adopt.
+            stored = None
+        return WriteResult(written=False, stored=stored)

@@ -109,7 +109,8 @@ def parse_token_answer(status_code: int, body: bytes) -> FetchedToken:
         if isinstance(errcode, bool) or not isinstance(errcode, int):
             raise UpstreamError("answer has a non-integer errcode", kind=FailureKind.TRANSIENT)
         meaning = describe(errcode)
-        errmsg = str(data.get("errmsg", ""))[:120]
+        # One line whatever upstream sends: the message ends up in a log line.
+        errmsg = " ".join(str(data.get("errmsg", "")).split())[:120]
         raise UpstreamError(
             f"errcode {errcode} ({meaning.meaning}): {errmsg}", kind=meaning.kind, errcode=errcode
         )

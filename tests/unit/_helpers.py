@@ -1,0 +1,44 @@
+"""Small builders shared by the unit tests (not a test module itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from consumer_lib import TokenKind, TokenSource, TokenUpdate
+
+#: The FakeClock's starting point (see tests/conftest.py).
+T0 = 1_800_000_000.0
+
+
+def make_update(
+    *,
+    app_id: str = "wxapp1",
+    value: str = "TOKEN-aaaaaaaaaaaaaaaaaaaa-0001",
+    version: int = 1,
+    issued_at: float = T0,
+    lifetime_s: float = 7200.0,
+    source: TokenSource = TokenSource.REFRESH,
+    kind: TokenKind = TokenKind.ACCESS_TOKEN,
+    **extra: Any,
+) -> TokenUpdate:
+    """A valid update, `lifetime_s` long from `issued_at`."""
+    return TokenUpdate(
+        app_id=app_id,
+        kind=kind,
+        value=value,
+        issued_at=issued_at,
+        expires_at=issued_at + lifetime_s,
+        version=version,
+        source=source,
+        producer_id=extra.pop("producer_id", "test-producer"),
+        **extra,
+    )
+
+
+def unreachable_redis() -> redis.Redis:
+    """A client for a local port nobody listens on: refused at once, no retries."""
+    return redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
