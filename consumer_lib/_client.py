@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 UpdateCallback = Callable[[TokenUpdate], None]
 
+#: A held token this close to expiry (share of its lifetime, capped) with no successor
+#: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
+OVERDUE_SHARE = 0.1
+OVERDUE_MAX_S = 150.0
+
 
 @dataclass
 class ClientStats:
@@ -77,6 +82,7 @@ class TokenClient:
             self.settings,
             on_body=self._on_body,
             read_snapshot=self.refresh_from_snapshot,
+            snapshot_wanted=self._successor_overdue,
             connection_name=name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
             rand=rand,
         )
@@ -205,6 +211,18 @@ class TokenClient:
         self.last_store_error = None
         if update is not None:
             self._offer(update, origin="snapshot")
+
+    def _successor_overdue(self) -> bool:
+        """True when a held token is in the last tenth of its life (at most 150 s) with no
+        successor pushed: the producer refreshes earlier, so a publish went missing. A token
+        dead for longer than its lifetime (an app no longer served) stops counting."""
+        now_s = self._clock()
+        for update in self._cache.snapshot().values():
+            lifetime_s = update.expires_at - update.issued_at
+            left_s = update.seconds_left(now_s)
+            if -lifetime_s < left_s < min(OVERDUE_SHARE * lifetime_s, OVERDUE_MAX_S):
+                return True
+        return False
 
     def _store_failed(self, exc: StoreError) -> None:
         self.stats.snapshot_failures += 1

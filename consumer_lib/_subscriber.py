@@ -4,7 +4,9 @@ On every (re)connect it declares a server-named exclusive queue, binds it to the
 exchange, starts consuming, and only then reads the Redis snapshot, so no update can fall
 between the two. While the broker is away it polls the snapshot (jittered) and reconnects
 with capped, jittered backoff. A consumer cancelled by the broker, a closed channel and a
-lost connection all mean "reconnect", never "stop".
+lost connection all mean "reconnect", never "stop". While connected it still reads the
+snapshot when `snapshot_wanted()` says so: a held token nearing expiry with no successor
+pushed means a publish was lost somewhere, and Redis may have the successor.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Subscriber:
         *,
         on_body: Callable[[bytes], None],
         read_snapshot: Callable[[], None],
+        snapshot_wanted: Callable[[], bool],
         connection_name: str,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
@@ -58,6 +61,7 @@ class Subscriber:
         )
         self._on_body = on_body
         self._read_snapshot = read_snapshot
+        self._snapshot_wanted = snapshot_wanted
         self._monotonic = monotonic
         self._rand = rand
         self._stop = threading.Event()
@@ -125,6 +129,8 @@ class Subscriber:
     def _consume(self, connection: pika.BlockingConnection, channel: BlockingChannel) -> None:
         while not self._stop.is_set():
             connection.process_data_events(time_limit=0.5)
+            if self._snapshot_wanted():
+                self._poll_snapshot(force=False)
             if self._cancelled:
                 raise _Reconnect("consumer cancelled by the broker")
             if not channel.is_open:
