@@ -3,10 +3,14 @@ exchange, and the set of pika exceptions that mean "the broker is away, reconnec
 
 from __future__ import annotations
 
+import logging
+
 import pika
 import pika.exceptions
 
 from ._errors import BrokerError
+
+log = logging.getLogger(__name__)
 
 #: Everything pika raises when a connection or channel is lost or refused.
 AMQP_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, OSError)
@@ -39,3 +43,13 @@ def describe_amqp_error(exc: BaseException) -> str:
     if not text.startswith(name):
         text = f"{name}: {text}"
     return text.splitlines()[0][:200]
+
+
+def close_quietly(connection: pika.BlockingConnection | None) -> None:
+    """Close `connection` if it is open; a broker already gone is not an error here."""
+    if connection is None or not connection.is_open:
+        return
+    try:
+        connection.close()
+    except AMQP_ERRORS as exc:
+        log.debug("closing broker connection: %s", describe_amqp_error(exc))

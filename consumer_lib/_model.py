@@ -148,6 +148,11 @@ def _describe(exc: ValidationError) -> str:
     """One line naming each bad field, never echoing the input (it may hold a token)."""
     parts = []
     for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "update"
+        # An unknown field's name is outside input too: cut it short, it may be a token.
+        where = ".".join(_short(str(p)) for p in error["loc"]) or "update"
         parts.append(f"{where}: {error['msg']}")
     return "invalid update: " + "; ".join(parts)
+
+
+def _short(name: str, limit: int = 24) -> str:
+    return name if len(name) <= limit else f"{name[:8]}…({len(name)} chars)"

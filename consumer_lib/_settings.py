@@ -6,6 +6,7 @@ names the variable and what is wrong, so programs can print it and exit without 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
@@ -17,34 +18,27 @@ from ._errors import ConfigError
 ENV_PREFIX = "WXTOKEN_"
 
 
-def _check_redis_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"scheme must be redis://, rediss:// or unix://, got {parts.scheme!r}")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError("no host in URL")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a non-numeric port
-    except ValueError as exc:
-        raise ValueError(f"bad port: {exc}") from None
-    return url
+def _url_with_scheme(*schemes: str) -> Callable[[str], str]:
+    """A validator accepting URLs of `schemes` with a host (but unix://) and a numeric port."""
+
+    def check(url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in schemes:
+            wanted = ", ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"scheme must be one of {wanted}, got {parts.scheme!r}")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("no host in URL")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return url
+
+    return check
 
 
-def _check_amqp_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("amqp", "amqps"):
-        raise ValueError(f"scheme must be amqp:// or amqps://, got {parts.scheme!r}")
-    if not parts.hostname:
-        raise ValueError("no host in URL")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a non-numeric port
-    except ValueError as exc:
-        raise ValueError(f"bad port: {exc}") from None
-    return url
-
-
-RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
-AmqpUrl = Annotated[str, AfterValidator(_check_amqp_url)]
+RedisUrl = Annotated[str, AfterValidator(_url_with_scheme("redis", "rediss", "unix"))]
+AmqpUrl = Annotated[str, AfterValidator(_url_with_scheme("amqp", "amqps"))]
 ExchangeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
 KeyPrefix = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 

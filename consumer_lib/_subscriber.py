@@ -22,7 +22,8 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from ._amqp import AMQP_ERRORS, connection_parameters, describe_amqp_error
+from ._amqp import AMQP_ERRORS, close_quietly, connection_parameters, describe_amqp_error
+from ._backoff import Backoff
 from ._outage import OutageLog
 from ._settings import ClientSettings
 
@@ -34,11 +35,6 @@ class _Reconnect(Exception):
 
 
 _RECONNECT_ON: tuple[type[Exception], ...] = (*AMQP_ERRORS, _Reconnect)
-
-
-def _backoff_s(attempt: int, cap_s: float, rand: Callable[[], float]) -> float:
-    ceiling_s = min(cap_s, 0.2 * 2.0 ** min(attempt, 16))
-    return ceiling_s / 2 + rand() * ceiling_s / 2
 
 
 class Subscriber:
@@ -70,6 +66,7 @@ class Subscriber:
         self._last_poll = -float("inf")
         self.last_error: str | None = None
         self._outage = OutageLog(log, "broker", monotonic=monotonic)
+        self._backoff = Backoff(0.2, settings.reconnect_max_s, rand=rand)
         self._thread = threading.Thread(target=self._run, name="wxtoken-subscriber", daemon=True)
 
     @property
@@ -90,7 +87,6 @@ class Subscriber:
 
     # ------------------------------------------------------------ the thread
     def _run(self) -> None:
-        attempt = 0
         while not self._stop.is_set():
             connection = None
             try:
@@ -98,7 +94,7 @@ class Subscriber:
                 channel = self._subscribe(connection)
                 self._connected.set()
                 self.last_error = None
-                attempt = 0
+                self._backoff.reset()
                 self._outage.recovered()
                 log.info("subscribed to exchange %s", self._settings.exchange)
                 self._poll_snapshot(force=True)
@@ -106,13 +102,12 @@ class Subscriber:
             except _RECONNECT_ON as exc:
                 self._connected.clear()
                 self.last_error = describe_amqp_error(exc)
-                delay_s = _backoff_s(attempt, self._settings.reconnect_max_s, self._rand)
-                attempt += 1
+                delay_s = self._backoff.next_delay_s()
                 self._outage.failed(self.last_error, delay_s)
                 self._wait_polling(delay_s)
             finally:
                 self._connected.clear()
-                _close_quietly(connection)
+                close_quietly(connection)
 
     def _subscribe(self, connection: pika.BlockingConnection) -> BlockingChannel:
         channel = connection.channel()
@@ -170,12 +165,3 @@ class Subscriber:
             return
         self._last_poll = now
         self._read_snapshot()
-
-
-def _close_quietly(connection: pika.BlockingConnection | None) -> None:
-    if connection is None or not connection.is_open:
-        return
-    try:
-        connection.close()
-    except AMQP_ERRORS as exc:
-        log.debug("closing broker connection: %s", describe_amqp_error(exc))

@@ -28,7 +28,12 @@ import pika.exceptions
 import redis
 from pydantic import ValidationError
 
-from consumer_lib._amqp import AMQP_ERRORS, connection_parameters, describe_amqp_error
+from consumer_lib._amqp import (
+    AMQP_ERRORS,
+    close_quietly,
+    connection_parameters,
+    describe_amqp_error,
+)
 from consumer_lib._errors import BrokerError, ConfigError, InvalidUpdate, StoreError, WxTokenError
 from consumer_lib._keys import KeyLayout
 from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
@@ -74,14 +79,6 @@ def _connect(settings: CommonSettings, sender: str) -> Any:
         raise BrokerError(f"cannot reach RabbitMQ at {where}: {describe_amqp_error(exc)}") from None
 
 
-def _close_quietly(connection: Any) -> None:
-    try:
-        if connection.is_open:
-            connection.close()
-    except AMQP_ERRORS as exc:
-        log.debug("closing broker connection: %s", describe_amqp_error(exc))
-
-
 @contextmanager
 def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
     """Connect, open a confirming channel and declare the exchange, then yield `publish`."""
@@ -103,7 +100,7 @@ def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
 
         yield publish
     finally:
-        _close_quietly(connection)
+        close_quietly(connection)
 
 
 def _operator() -> str:
@@ -394,7 +391,7 @@ def watch(obj: OpsContext, as_json: bool, count: int | None, timeout: float | No
     except AMQP_ERRORS as exc:
         raise BrokerError(f"watching {settings.exchange}: {describe_amqp_error(exc)}") from None
     finally:
-        _close_quietly(connection)
+        close_quietly(connection)
     if count is not None and received < count:
         raise CliError(f"timed out after {timeout:g} s with {received} of {count} message(s)")
 

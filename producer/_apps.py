@@ -5,16 +5,19 @@
     secret_env = "WX_MAIN_SECRET"      # or: secret_file = "/run/secrets/wx_main"
     token_api = "stable"               # or "classic"
 
-An inline `secret = "..."` is accepted only when the upstream is not WeChat itself (the
-sandbox), and then with a warning. Secrets are held as `SecretStr`, so they never show in
-a `repr`, a log line or an exception.
+An inline `secret = "..."` is accepted only when the upstream is a local sandbox (a
+loopback address, `localhost`, or a one-label host such as compose's `sandbox`), and then
+with a warning. A relative `secret_file` is relative to the apps file's folder. Secrets are
+held as `SecretStr`, so they never show in a `repr`, a log line or an exception.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +31,16 @@ from consumer_lib._model import AppId
 
 log = logging.getLogger(__name__)
 
-#: Hosts where an inline secret in the apps file is refused outright.
-REAL_WECHAT_HOSTS = frozenset({"api.weixin.qq.com", "qyapi.weixin.qq.com"})
+
+def is_local_sandbox(url: str) -> bool:
+    """True for upstreams that can only be a local stand-in, never WeChat itself."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host == "localhost" or (host and "." not in host and ":" not in host):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class TokenApi(enum.StrEnum):
@@ -72,24 +83,39 @@ def load_apps(
         raise ConfigError(f"apps file {path}: cannot read it ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"apps file {path}: not valid TOML ({exc})") from None
-    return parse_apps(data, source=str(path), wechat_base_url=wechat_base_url, environ=environ)
+    return parse_apps(
+        data,
+        source=str(path),
+        wechat_base_url=wechat_base_url,
+        environ=environ,
+        base_dir=path.parent,
+    )
 
 
 def parse_apps(
-    data: dict[str, Any], *, source: str, wechat_base_url: str, environ: Mapping[str, str]
+    data: dict[str, Any],
+    *,
+    source: str,
+    wechat_base_url: str,
+    environ: Mapping[str, str],
+    base_dir: Path | None = None,
 ) -> list[AppConfig]:
-    """Turn parsed TOML into app configs, resolving each secret."""
+    """Turn parsed TOML into app configs, resolving each secret (relative secret files
+    against `base_dir`)."""
     unknown = set(data) - {"apps"}
     if unknown:
         raise ConfigError(f"apps file {source}: unknown top-level keys {sorted(unknown)}")
     tables = data.get("apps")
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"apps file {source}: needs at least one [[apps]] table")
-    inline_allowed = urlsplit(wechat_base_url).hostname not in REAL_WECHAT_HOSTS
+    inline_allowed = is_local_sandbox(wechat_base_url)
     apps: list[AppConfig] = []
     seen: set[str] = set()
     for index, table in enumerate(tables):
         where = f"apps file {source}: apps[{index}]"
+        named = table.get("app_id") if isinstance(table, dict) else None
+        if isinstance(named, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", named):
+            where = f"{where} ({named})"
         try:
             entry = _AppEntry.model_validate(table)
         except ValidationError as exc:
@@ -98,10 +124,13 @@ def parse_apps(
                 for e in exc.errors(include_input=False, include_url=False)
             )
             raise ConfigError(f"{where}: {problems}") from None
-        where = f"{where} ({entry.app_id})"
+        if named != entry.app_id:
+            where = f"{where} ({entry.app_id})"
         if entry.app_id in seen:
             raise ConfigError(f"{where}: duplicate app_id")
         seen.add(entry.app_id)
+        if base_dir is not None and entry.secret_file is not None:
+            entry = entry.model_copy(update={"secret_file": base_dir / entry.secret_file})
         secret = _resolve_secret(entry, where=where, inline_allowed=inline_allowed, environ=environ)
         apps.append(AppConfig(app_id=entry.app_id, secret=secret, token_api=entry.token_api))
     return apps
@@ -116,7 +145,10 @@ def _resolve_secret(
     if entry.secret_env is not None:
         value = environ.get(entry.secret_env, "")
         if not value.strip():
-            raise ConfigError(f"{where}: environment variable {entry.secret_env} is not set")
+            # Variable names are upper case; anything else may be a secret pasted by mistake.
+            name = entry.secret_env
+            shown = name if name.isupper() and len(name) <= 64 else "named by secret_env"
+            raise ConfigError(f"{where}: environment variable {shown} is not set")
     elif entry.secret_file is not None:
         try:
             value = entry.secret_file.read_text(encoding="utf-8")
@@ -131,8 +163,8 @@ def _resolve_secret(
         assert entry.secret is not None
         if not inline_allowed:
             raise ConfigError(
-                f"{where}: an inline secret is only for the sandbox; "
-                "use secret_env or secret_file with the real WeChat"
+                f"{where}: an inline secret is only for a local sandbox upstream; "
+                "use secret_env or secret_file"
             )
         log.warning("%s: inline secret in the apps file; fine for the sandbox only", where)
         value = entry.secret.get_secret_value()

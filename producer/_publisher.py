@@ -22,13 +22,13 @@ from pika.adapters.blocking_connection import BlockingChannel
 from consumer_lib._amqp import (
     AMQP_ERRORS,
     MESSAGE_TYPE,
+    close_quietly,
     connection_parameters,
     describe_amqp_error,
 )
+from consumer_lib._backoff import Backoff
 from consumer_lib._model import TokenKind, TokenUpdate
 from consumer_lib._outage import OutageLog
-
-from ._backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Publisher:
                 self._stop.wait(delay_s)
             finally:
                 self._connected.clear()
-                _close_quietly(connection)
+                close_quietly(connection)
 
     def _pump(self, connection: pika.BlockingConnection, channel: BlockingChannel) -> None:
         while not self._stop.is_set():
@@ -170,12 +170,3 @@ class Publisher:
             updates = list(self._pending.values())
             self._pending.clear()
         return updates
-
-
-def _close_quietly(connection: pika.BlockingConnection | None) -> None:
-    if connection is None or not connection.is_open:
-        return
-    try:
-        connection.close()
-    except AMQP_ERRORS as exc:
-        log.debug("closing broker connection: %s", describe_amqp_error(exc))

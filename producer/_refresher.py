@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from consumer_lib._backoff import Backoff
 from consumer_lib._errors import InvalidUpdate, StoreError
 from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
 
 from ._apps import AppConfig
-from ._backoff import Backoff
 from ._errcodes import FailureKind
 from ._store import TokenStore
 from ._wechat import FetchedToken, UpstreamError
@@ -171,10 +171,18 @@ class AppRefresher:
             log.info("%s: Redis reachable again", app_id)
             self._store_reachable = True
         held = self._held
-        if stored is None or not stored.is_valid_at(self._clock()):
+        now_s = self._clock()
+        if stored is not None and stored.is_valid_at(now_s):
+            if held is None or stored.version > held.version:
+                self._adopt(stored)
             return
-        if held is None or stored.version > held.version:
-            self._adopt(stored)
+        if held is not None and held.is_valid_at(now_s):
+            # Redis lost the snapshot (flushed, failed over): late subscribers need it back.
+            log.warning("%s: Redis has no snapshot; writing back %s", app_id, held)
+            try:
+                self._write(held)
+            except StoreError as exc:
+                self._store_unreachable(exc)
 
     def _adopt(self, update: TokenUpdate) -> None:
         log.info("%s: adopting %s from Redis", self.app.app_id, update)

@@ -60,36 +60,41 @@ class WeChatClient:
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
         """One upstream call; every failure is an `UpstreamError` with its kind."""
+        response: requests.Response | None = None
+        failure = "no answer"
         try:
-            if app.token_api is TokenApi.STABLE:
-                response = self._session.post(
-                    f"{self._base_url}/cgi-bin/stable_token",
-                    json={
-                        "grant_type": "client_credential",
-                        "appid": app.app_id,
-                        "secret": app.secret.get_secret_value(),
-                        "force_refresh": force_refresh,
-                    },
-                    timeout=self._timeout,
-                )
-            else:
-                response = self._session.get(
-                    f"{self._base_url}/cgi-bin/token",
-                    params={
-                        "grant_type": "client_credential",
-                        "appid": app.app_id,
-                        "secret": app.secret.get_secret_value(),
-                    },
-                    timeout=self._timeout,
-                )
+            response = self._send(app, force_refresh=force_refresh)
         except requests.Timeout:
-            raise UpstreamError("timed out", kind=FailureKind.TRANSIENT) from None
+            failure = "timed out"
         except requests.RequestException as exc:
             # The exception's text may contain the URL with the secret: keep only its type.
-            raise UpstreamError(
-                f"request failed ({exc.__class__.__name__})", kind=FailureKind.TRANSIENT
-            ) from None
+            failure = f"request failed ({exc.__class__.__name__})"
+        if response is None:
+            # Raised outside the handler, so no __context__ keeps the URL (and secret) alive.
+            raise UpstreamError(failure, kind=FailureKind.TRANSIENT)
         return parse_token_answer(response.status_code, response.content)
+
+    def _send(self, app: AppConfig, *, force_refresh: bool) -> requests.Response:
+        if app.token_api is TokenApi.STABLE:
+            return self._session.post(
+                f"{self._base_url}/cgi-bin/stable_token",
+                json={
+                    "grant_type": "client_credential",
+                    "appid": app.app_id,
+                    "secret": app.secret.get_secret_value(),
+                    "force_refresh": force_refresh,
+                },
+                timeout=self._timeout,
+            )
+        return self._session.get(
+            f"{self._base_url}/cgi-bin/token",
+            params={
+                "grant_type": "client_credential",
+                "appid": app.app_id,
+                "secret": app.secret.get_secret_value(),
+            },
+            timeout=self._timeout,
+        )
 
 
 def parse_token_answer(status_code: int, body: bytes) -> FetchedToken:
