@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Input generation on a cold, busy two-core machine is slow; that is not a failure.
+settings.register_profile("wxtoken", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("wxtoken")
 
 REDIS_URL = os.environ.get("WXTOKEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("WXTOKEN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")

@@ -32,6 +32,7 @@ def test_three_minutes_with_a_kill_and_an_override(
         tmp_path, service_env, token_api="classic", expires_in_s=LIFETIME_S, overlap_s=10
     )
     try:
+        producer_started = time.monotonic()
         producer = stack.producer()
         subscribers = [stack.subscriber(), stack.subscriber()]
         for subscriber in subscribers:
@@ -99,12 +100,13 @@ def test_three_minutes_with_a_kill_and_an_override(
         bad = [c for s in subscribers for c in s.bad_calls()]
         unavailable = [e for s in subscribers for e in s.events("unavailable")]
         issued = {app: stack.issued(app) for app in stack.app_ids}
-        lifetimes = elapsed_s / (LIFETIME_S - MARGIN_S)
+        # One fetch at start, then one per refresh period of the producer's running time.
+        periods = (time.monotonic() - producer_started) / (LIFETIME_S - MARGIN_S)
         with capsys.disabled():
             print(
                 f"\n[three-minute run] {elapsed_s:.0f} s, {len(calls)} WeChat calls by 2 "
                 f"subscribers, {len(bad)} rejected, {len(unavailable)} unavailable; "
-                f"fetches per app {issued} for {lifetimes:.1f} refresh periods; "
+                f"fetches per app {issued} for {periods:.1f} refresh periods; "
                 f"restart cost {restart_cost}; override reached subscribers after "
                 f"{', '.join(f'{a * 1000:.0f} ms' for a in arrivals)} "
                 f"(measured from before `wxtoken set` started)"
@@ -114,7 +116,8 @@ def test_three_minutes_with_a_kill_and_an_override(
         assert len(calls) > elapsed_s * 2 * 2  # both subscribers kept calling, for both apps
         assert restart_cost == dict.fromkeys(stack.app_ids, 0)
         for app, count in issued.items():
-            assert math.floor(lifetimes) <= count <= math.ceil(lifetimes) + 1, (app, count)
+            # The override shifts the second app's schedule, which may cost one more fetch.
+            assert math.floor(periods) <= count <= math.floor(periods) + 2, (app, count)
         assert max(arrivals) < 3.0
     finally:
         stack.close()

@@ -83,7 +83,7 @@ def test_several_apps_keep_their_order(tmp_path: Path) -> None:
 def test_inline_secret_allowed_for_sandbox_with_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An inline secret works against a non-WeChat upstream and logs a warning naming the app."""
+    """An inline secret works against a local sandbox and logs a warning naming the app."""
     caplog.set_level(logging.DEBUG)
     path = write_apps(tmp_path, f'[[apps]]\napp_id = "wxsand"\nsecret = "{SECRET}"\n')
     (app,) = load(path, base_url=SANDBOX)
@@ -106,6 +106,51 @@ def test_inline_secret_refused_for_real_wechat(tmp_path: Path, base_url: str) ->
     assert "inline secret" in message
 
 
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:8900", "http://[::1]:8080", "http://localhost:8080", "http://sandbox:8080"],
+)
+def test_inline_secret_allowed_for_local_sandbox(tmp_path: Path, base_url: str) -> None:
+    """Loopback addresses, localhost and a one-label compose host count as a local sandbox."""
+    path = write_apps(tmp_path, f'[[apps]]\napp_id = "wxsand"\nsecret = "{SECRET}"\n')
+    (app,) = load(path, base_url=base_url)
+    assert app.secret.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.weixin.qq.com",
+        "https://api.weixin.qq.com.",
+        "https://API.WEIXIN.QQ.COM",
+        "http://10.1.2.3:8080",
+        "https://example.com",
+    ],
+)
+def test_inline_secret_refused_unless_local_sandbox(tmp_path: Path, base_url: str) -> None:
+    """Any upstream that is not surely local, however WeChat's host is spelt, refuses inline."""
+    path = write_apps(tmp_path, f'[[apps]]\napp_id = "wxreal"\nsecret = "{SECRET}"\n')
+    message = load_error(path, base_url=base_url)
+    assert "wxreal" in message
+    assert "inline secret" in message
+
+
+def test_relative_secret_file_is_relative_to_the_apps_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative `secret_file` is found next to the apps file, whatever the working directory."""
+    config = tmp_path / "config"
+    (config / "secrets").mkdir(parents=True)
+    (config / "secrets" / "wx_rel").write_text(SECRET + "\n", encoding="utf-8")
+    path = write_apps(config, '[[apps]]\napp_id = "wxrel"\nsecret_file = "secrets/wx_rel"\n')
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "secrets").mkdir(parents=True)
+    (elsewhere / "secrets" / "wx_rel").write_text("wrong-secret-in-cwd\n", encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    (app,) = load(path)
+    assert app.secret.get_secret_value() == SECRET
+
+
 def test_secret_never_in_repr_or_str(tmp_path: Path) -> None:
     """`repr()` and `str()` of an app, and of the list, show no secret."""
     path = write_apps(tmp_path, '[[apps]]\napp_id = "wxaaa"\nsecret_env = "WX_A_SECRET"\n')
@@ -121,6 +166,20 @@ def test_missing_environment_variable(tmp_path: Path) -> None:
     path = write_apps(tmp_path, '[[apps]]\napp_id = "wxaaa"\nsecret_env = "WX_MISSING"\n')
     message = load_error(path)
     assert "WX_MISSING" in message
+    assert "wxaaa" in message
+
+
+@pytest.mark.parametrize(
+    "secret_env", ["abcdef0123456789abcdef", "WX_" + "A" * 70], ids=["lower-case", "too long"]
+)
+def test_missing_environment_variable_not_echoed_unless_a_name(
+    tmp_path: Path, secret_env: str
+) -> None:
+    """A secret_env that is not an upper-case name (maybe a pasted secret) is not echoed."""
+    path = write_apps(tmp_path, f'[[apps]]\napp_id = "wxaaa"\nsecret_env = "{secret_env}"\n')
+    message = load_error(path)
+    assert secret_env not in message
+    assert "secret_env" in message
     assert "wxaaa" in message
 
 
@@ -270,6 +329,23 @@ def test_bad_token_api(tmp_path: Path) -> None:
     message = load_error(path, environ={"S": SECRET})
     assert "token_api" in message
     assert "apps[0]" in message
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        'secret_env = "S"\nsecrte = "x"\n',
+        'secret_env = "S"\ntoken_api = "fancy"\n',
+        'secret_env = "NOPE"\n',
+    ],
+    ids=["unknown key", "bad token_api", "unset variable"],
+)
+def test_errors_name_the_app_id_once(tmp_path: Path, fields: str) -> None:
+    """Every error in an app's table names it by index and app_id, once, so it is easy to find."""
+    path = write_apps(tmp_path, f'[[apps]]\napp_id = "wx0123abcd"\n{fields}')
+    message = load_error(path, environ={"S": SECRET})
+    assert "apps[0] (wx0123abcd)" in message
+    assert message.count("wx0123abcd") == 1
 
 
 @pytest.mark.parametrize("app_id", ["", "wx app", "wx/../x", "x" * 65, "wx\\nsecond"])

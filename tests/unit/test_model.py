@@ -203,6 +203,15 @@ def test_message_names_the_bad_field() -> None:
     assert "expires_at" in str(decode_error(json.dumps(good_dict(expires_at=True))))
 
 
+def test_long_unknown_field_name_is_not_echoed() -> None:
+    """An unknown field named by a long string (maybe a token used as a key) is shown cut short."""
+    long_name = TOKEN + "K" * (140 - len(TOKEN))
+    message = str(decode_error(json.dumps(good_dict(**{long_name: 1, "extra_field": 2}))))
+    assert long_name not in message
+    assert TOKEN not in message
+    assert "extra_field" in message
+
+
 def test_constructor_rejects_a_short_lifetime_too() -> None:
     """Building a model directly applies the same lifetime check as decoding."""
     with pytest.raises(ValueError, match="after issued_at"):

@@ -15,6 +15,7 @@ import responses
 from pydantic import SecretStr
 
 from consumer_lib import TokenKind, TokenSource, TokenUpdate
+from consumer_lib._keys import KeyLayout
 from producer._apps import AppConfig, TokenApi
 from producer._errcodes import FailureKind
 from producer._refresher import AppRefresher, RefreshTiming
@@ -307,6 +308,22 @@ def test_newer_version_during_refresh_wins(rig: Rig) -> None:
     assert rig.refresher.held == theirs[0]
     assert rig.refresher.stats.writes_refused == 1
     assert all(u.value != "OUR-LATE-TOKEN-0123456789" for u in rig.published)
+
+
+def test_lost_snapshot_is_written_back_without_fetching(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When Redis loses the snapshot (flush, failover) the held token is written back, unfetched."""
+    rig.step_and_wait()
+    held = rig.published[0]
+    rig.redis.delete(KeyLayout().token(APP_ID))
+    assert rig.stored() is None
+    rig.step()
+    assert rig.stored() == held
+    assert rig.fetcher.calls == 1
+    assert {u.version for u in rig.published} == {held.version}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(APP_ID in r.getMessage() for r in warnings)
 
 
 def test_corrupt_snapshot_is_replaced(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:

@@ -254,6 +254,25 @@ def test_network_failure_is_transient_and_hides_secret(
     assert error.__cause__ is None
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        NETWORK_FAILURES["connection error"],
+        NETWORK_FAILURES["connect timeout"],
+        NETWORK_FAILURES["read timeout"],
+    ],
+    ids=["connection error", "connect timeout", "read timeout"],
+)
+def test_network_failure_keeps_no_request_exception(
+    mock: responses.RequestsMock, client: WeChatClient, failure: requests.RequestException
+) -> None:
+    """The error chains no requests exception, whose text holds the URL with the secret."""
+    mock.add(responses.GET, CLASSIC_URL, body=failure)
+    error = fetch_error(client, CLASSIC_APP)
+    assert error.__context__ is None
+    assert error.__cause__ is None
+
+
 def test_timeout_says_timed_out(mock: responses.RequestsMock, client: WeChatClient) -> None:
     """A timeout is reported as such, so an operator knows it is the network."""
     answer(mock, body=requests.exceptions.ReadTimeout("slow"))
