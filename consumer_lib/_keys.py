@@ -3,6 +3,8 @@
 {prefix}:token:{app_id}:{kind}     the latest TokenUpdate as JSON, expiring with the token
 {prefix}:version:{app_id}:{kind}   the last version handed out (no TTL, survives expiry)
 {prefix}:known                     set of "{app_id}:{kind}" ever written, for `status`
+{prefix}:leader                    "{epoch}|{owner}" of the producer holding the lease (PX)
+{prefix}:leader_epoch              counter of lease acquisitions
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ class KeyLayout:
     @property
     def known(self) -> str:
         return f"{self.prefix}:known"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:leader"
+
+    @property
+    def leader_epoch(self) -> str:
+        return f"{self.prefix}:leader_epoch"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

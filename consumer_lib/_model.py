@@ -69,6 +69,8 @@ class TokenUpdate(BaseModel):
     version: Annotated[int, Field(gt=0, lt=2**53)]  # exact in Lua and JSON doubles
     source: TokenSource
     producer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    #: The leader lease term the producer held when it wrote this; None for overrides.
+    epoch: Annotated[int, Field(gt=0, lt=2**53)] | None = None
     reason: Annotated[str, StringConstraints(max_length=256)] | None = None
 
     @field_validator("value")

@@ -31,7 +31,7 @@ from consumer_lib._backoff import Backoff
 from consumer_lib._errors import InvalidUpdate, StoreError
 from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
 
-from ._apps import AppConfig
+from ._apps import AppConfig, TokenApi
 from ._errcodes import FailureKind
 from ._store import TokenStore
 from ._wechat import FetchedToken, UpstreamError
@@ -40,12 +40,41 @@ log = logging.getLogger(__name__)
 
 #: Never busy-loop: the shortest wait `step()` asks for.
 MIN_WAIT_S = 0.05
+#: A standby only follows Redis; the service wakes it when leadership changes.
+STANDBY_WAIT_S = 5.0
 
 
 class Fetcher(Protocol):
     """What the refresher needs from upstream (`WeChatClient` is one)."""
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken: ...
+
+
+class Gate(Protocol):
+    """Whether this producer may fetch now (`Leadership` is one), and its write fence."""
+
+    @property
+    def fence_owner(self) -> str | None: ...
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    def may_fetch(self, token_api: TokenApi) -> bool: ...
+
+    def fenced(self) -> None: ...
+
+
+class SoleProducer:
+    """The gate of a producer that needs no lease: always fetches, writes unfenced."""
+
+    fence_owner: str | None = None
+    epoch: int | None = None
+
+    def may_fetch(self, token_api: TokenApi) -> bool:
+        return True
+
+    def fenced(self) -> None:
+        """Nothing to step down from."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,7 @@ class RefresherStats:
     adopted: int = 0
     store_failures: int = 0
     writes_refused: int = 0
+    writes_fenced: int = 0
     last_error: str | None = None
 
 
@@ -95,10 +125,12 @@ class AppRefresher:
         publish: Callable[[TokenUpdate], None],
         producer_id: str,
         timing: RefreshTiming | None = None,
+        gate: Gate | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.app = app
+        self._gate: Gate = gate or SoleProducer()
         self._fetcher = fetcher
         self._store = store
         self._publish = publish
@@ -125,8 +157,16 @@ class AppRefresher:
 
     # ------------------------------------------------------------------ step
     def step(self) -> float:
-        """Do what is due now; return the seconds until the next call is needed."""
-        self._sync_with_store()
+        """Do what is due now; return the seconds until the next call is needed.
+
+        A standby (not allowed to fetch) only follows Redis, so it holds the current token
+        when it takes over; it neither fetches nor publishes.
+        """
+        leading = self._gate.may_fetch(self.app.token_api)
+        self._sync_with_store(leading=leading)
+        if not leading:
+            self._republish_at = 0.0  # announce the token at once on taking over
+            return STANDBY_WAIT_S
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
             self._refresh()
@@ -152,11 +192,11 @@ class AppRefresher:
         return max(MIN_WAIT_S, min(wake_at) - now_s)
 
     # ------------------------------------------------------------------ Redis
-    def _sync_with_store(self) -> None:
-        """Write a token Redis missed, and adopt a newer one that Redis holds."""
+    def _sync_with_store(self, *, leading: bool) -> None:
+        """Adopt a newer token that Redis holds; as leader, write one that Redis missed."""
         app_id = self.app.app_id
         try:
-            if self._unsaved is not None:
+            if self._unsaved is not None and leading:
                 self._write(self._unsaved)
             stored = self._store.read(app_id, TokenKind.ACCESS_TOKEN)
         except StoreError as exc:
@@ -176,7 +216,7 @@ class AppRefresher:
             if held is None or stored.version > held.version:
                 self._adopt(stored)
             return
-        if held is not None and held.is_valid_at(now_s):
+        if leading and held is not None and held.is_valid_at(now_s):
             # Redis lost the snapshot (flushed, failed over): late subscribers need it back.
             log.warning("%s: Redis has no snapshot; writing back %s", app_id, held)
             try:
@@ -198,11 +238,22 @@ class AppRefresher:
         self._store_reachable = False
 
     def _write(self, update: TokenUpdate) -> bool:
-        """Compare-and-set into Redis; False when Redis holds a newer one (then adopted)."""
-        result = self._store.write(update)  # StoreError propagates to the caller
+        """Compare-and-set into Redis; False when Redis holds a newer one (then adopted) or
+        when another producer holds the lease (then this one steps down)."""
+        # StoreError propagates to the caller.
+        result = self._store.write(update, fence_owner=self._gate.fence_owner)
         self._unsaved = None
         if result.written:
             return True
+        if result.fenced:
+            self.stats.writes_fenced += 1
+            log.warning(
+                "%s: v%d fenced off: another producer holds the lease; standing by",
+                self.app.app_id,
+                update.version,
+            )
+            self._gate.fenced()
+            return False
         self.stats.writes_refused += 1
         log.warning(
             "%s: Redis holds a newer version than v%d; keeping that one",
@@ -260,6 +311,7 @@ class AppRefresher:
             version=version,
             source=TokenSource.REFRESH,
             producer_id=self._producer_id,
+            epoch=self._gate.epoch,
         )
         log.info("%s: fetched %s, lives %d s", app_id, update, fetched.expires_in_s)
         try:

@@ -1,4 +1,9 @@
-"""The producer process: one refresher thread per app, one publisher thread, clean stop."""
+"""The producer process: a lease thread, one refresher thread per app, one publisher thread.
+
+Any number of producer processes may run against one Redis: the lease (`Leadership`)
+decides which one fetches and publishes; the others follow Redis and take over when the
+leader dies or stops. A clean stop releases the lease, so a standby takes over at once.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from consumer_lib._keys import KeyLayout
 from consumer_lib._redis import connect_redis
 
 from ._apps import AppConfig
+from ._lease import Leadership
 from ._publisher import Publisher
 from ._refresher import AppRefresher, Fetcher, RefreshTiming
 from ._settings import ProducerSettings
@@ -56,7 +62,18 @@ class ProducerService:
         client = redis_client or connect_redis(
             settings.redis_url, timeout_s=settings.redis_timeout_s
         )
-        self.store = TokenStore(client, KeyLayout(settings.key_prefix))
+        keys = KeyLayout(settings.key_prefix)
+        self.store = TokenStore(client, keys)
+        self._wakes = [threading.Event() for _ in apps]
+        # The owner id is unique per process run, even where hostnames and pids repeat.
+        self.leadership = Leadership(
+            client,
+            lease_key=keys.leader,
+            epoch_key=keys.leader_epoch,
+            owner=f"{settings.producer_id}#{random.getrandbits(32):08x}",
+            ttl_s=settings.lease_ttl_s,
+            on_change=lambda leading: self._wake_refreshers(),
+        )
         self.publisher = publisher or Publisher(
             settings.amqp_url,
             settings.exchange,
@@ -79,15 +96,22 @@ class ProducerService:
                 publish=self.publisher.publish,
                 producer_id=settings.producer_id,
                 timing=timing,
+                gate=self.leadership,
                 clock=clock,
             )
             for app in apps
         ]
         self._threads = [
-            threading.Thread(
-                target=self._run_refresher, args=(r,), name=f"refresh-{r.app.app_id}", daemon=True
-            )
-            for r in self.refreshers
+            threading.Thread(target=self._run_lease, name="lease", daemon=True),
+            *(
+                threading.Thread(
+                    target=self._run_refresher,
+                    args=(refresher, wake),
+                    name=f"refresh-{refresher.app.app_id}",
+                    daemon=True,
+                )
+                for refresher, wake in zip(self.refreshers, self._wakes, strict=True)
+            ),
         ]
 
     def start(self) -> ProducerService:
@@ -103,19 +127,36 @@ class ProducerService:
     def request_stop(self) -> None:
         """Ask every loop to stop; safe from a signal handler."""
         self._stop.set()
+        self._wake_refreshers()
 
     def close(self, timeout_s: float = 1.5) -> None:
-        """Stop all threads, giving them `timeout_s` in all. Idempotent.
+        """Stop all threads, release the lease, giving it all `timeout_s`. Idempotent.
 
-        A refresher blocked in an upstream call is a daemon thread and is abandoned.
+        A refresher blocked in an upstream call is a daemon thread and is abandoned; its
+        late write is fenced off, since the lease is released.
         """
-        self._stop.set()
+        self.request_stop()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self.leadership.release()
         self.publisher.close(max(0.1, deadline - time.monotonic()))
 
-    def _run_refresher(self, refresher: AppRefresher) -> None:
+    def _wake_refreshers(self) -> None:
+        for wake in self._wakes:
+            wake.set()
+
+    def _run_lease(self) -> None:
+        while not self._stop.is_set():
+            try:
+                delay_s = self.leadership.tick()
+            except Exception:
+                log.exception("unexpected error in the lease loop")
+                delay_s = 1.0
+            self._stop.wait(delay_s)
+
+    def _run_refresher(self, refresher: AppRefresher, wake: threading.Event) -> None:
         jitter = random.Random()
         # Spread the first fetches of many apps a little.
         self._stop.wait(jitter.random() * 0.2)
@@ -126,4 +167,5 @@ class ProducerService:
                 # Never let one bad step end the loop: log it and try again later.
                 log.exception("%s: unexpected error in the refresh loop", refresher.app.app_id)
                 delay_s = CRASH_PAUSE_S
-            self._stop.wait(delay_s)
+            wake.wait(delay_s)  # a leadership change or a stop ends the wait early
+            wake.clear()

@@ -52,6 +52,8 @@ class ProducerSettings(CommonSettings):
     #: Quota failures (45009, 45011) back off from this, doubling up to `quota_retry_cap_s`.
     quota_retry_base_s: Seconds = 60.0
     quota_retry_cap_s: Seconds = 3600.0
+    #: The leader lease: a dead leader is replaced within this, a stopped one at once.
+    lease_ttl_s: Annotated[float, Field(ge=1, le=60)] = 10.0
     heartbeat_s: Annotated[int, Field(ge=0, le=600)] = 30
     reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"

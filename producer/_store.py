@@ -44,11 +44,19 @@ return text
 """
 )
 
-# KEYS: token key, version key, known set. ARGV: json, version, expiry (ms), member.
-# Returns {1} when written, {0, stored json} when a version at least as high is stored.
+# KEYS: token key, version key, known set, lease.
+# ARGV: json, version, expiry (ms), member, fence owner ('' for none).
+# Returns {1} when written, {0, stored json} when a version at least as high is stored,
+# {2} when fenced off: the writer named an owner that does not hold the lease.
 _COMPARE_AND_SET = (
     _STORED_VERSION
     + """
+if ARGV[5] ~= '' then
+  local lease = redis.call('GET', KEYS[4])
+  if not lease then return {2} end
+  local sep = string.find(lease, '|', 1, true)
+  if not sep or string.sub(lease, sep + 1) ~= ARGV[5] then return {2} end
+end
 local v = tonumber(ARGV[2])
 if stored_version(KEYS[1]) >= v then
   return {0, redis.call('GET', KEYS[1])}
@@ -68,6 +76,8 @@ class WriteResult:
 
     written: bool
     stored: TokenUpdate | None = None
+    #: Refused because the writer's fence owner no longer holds the leader lease.
+    fenced: bool = False
 
 
 class TokenStore:
@@ -99,8 +109,9 @@ class TokenStore:
             raise StoreError(f"allocating a version: {describe_redis_error(exc)}") from None
         return int(raw)
 
-    def write(self, update: TokenUpdate) -> WriteResult:
-        """Store `update` unless Redis already holds the same or a newer version."""
+    def write(self, update: TokenUpdate, *, fence_owner: str | None = None) -> WriteResult:
+        """Store `update` unless Redis already holds the same or a newer version, or
+        (with `fence_owner`) unless that owner no longer holds the leader lease."""
         expires_at_ms = math.floor(update.expires_at * 1000)
         try:
             reply = self._compare_and_set(
@@ -108,18 +119,22 @@ class TokenStore:
                     self._keys.token(update.app_id, update.kind),
                     self._keys.version(update.app_id, update.kind),
                     self._keys.known,
+                    self._keys.leader,
                 ],
                 args=[
                     update.encode(),
                     update.version,
                     expires_at_ms,
                     KeyLayout.member(update.app_id, update.kind),
+                    fence_owner or "",
                 ],
             )
         except REDIS_ERRORS as exc:
             raise StoreError(f"writing {update.app_id}: {describe_redis_error(exc)}") from None
         if int(reply[0]) == 1:
             return WriteResult(written=True)
+        if int(reply[0]) == 2:
+            return WriteResult(written=False, fenced=True)
         try:
             stored = TokenUpdate.decode(reply[1])
         except InvalidUpdate:

@@ -1,0 +1,254 @@
+"""`Leadership` (the leader lease) and how the refresher obeys it, on fakeredis."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from consumer_lib._keys import KeyLayout
+from producer._apps import TokenApi
+from producer._lease import Leadership
+from producer._refresher import AppRefresher, RefreshTiming
+from producer._store import TokenStore
+from tests.conftest import FakeClock
+from tests.unit._helpers import make_update
+from tests.unit.test_refresher import APP, FakeFetcher
+
+KEYS = KeyLayout("lease-test")
+
+
+def leadership(
+    client: fakeredis.FakeRedis, owner: str, clock: FakeClock, ttl_s: float = 10.0
+) -> Leadership:
+    return Leadership(
+        client,
+        lease_key=KEYS.leader,
+        epoch_key=KEYS.leader_epoch,
+        owner=owner,
+        ttl_s=ttl_s,
+        monotonic=clock,
+        rand=lambda: 0.5,
+    )
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+def client_of(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
+
+
+def test_first_producer_leads_and_others_stand_by(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """The first to tick takes the lease; a second producer is refused and names the holder."""
+    first = leadership(client_of(server), "a", clock)
+    second = leadership(client_of(server), "b", clock)
+    first.tick()
+    second.tick()
+    assert first.is_leader
+    assert first.epoch == 1
+    assert not second.is_leader
+    assert second.holder == "a"
+
+
+def test_leader_renews_within_its_ttl(server: fakeredis.FakeServer, clock: FakeClock) -> None:
+    """The leader ticks again after a third of the TTL and keeps the same epoch."""
+    first = leadership(client_of(server), "a", clock)
+    assert first.tick() == pytest.approx(10.0 / 3)
+    clock.advance(10.0 / 3)
+    first.tick()
+    assert first.is_leader
+    assert first.epoch == 1
+    assert client_of(server).pttl(KEYS.leader) > 9000
+
+
+def test_standby_takes_over_when_the_lease_expires(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """Once the dead leader's lease is gone, a standby takes it with a new epoch."""
+    first = leadership(client_of(server), "a", clock)
+    second = leadership(client_of(server), "b", clock)
+    first.tick()
+    assert second.tick() <= 1.0  # standbys look about once a second
+    client_of(server).delete(KEYS.leader)  # what PX expiry does after a SIGKILL
+    second.tick()
+    assert second.is_leader
+    assert second.epoch == 2
+
+
+def test_release_hands_over_at_once(server: fakeredis.FakeServer, clock: FakeClock) -> None:
+    """A clean stop deletes the lease, so the next standby tick takes it."""
+    first = leadership(client_of(server), "a", clock)
+    second = leadership(client_of(server), "b", clock)
+    first.tick()
+    first.release()
+    assert not first.is_leader
+    second.tick()
+    assert second.is_leader
+
+
+def test_release_never_deletes_someone_elses_lease(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """A producer that lost the lease and then stops leaves the new leader's lease alone."""
+    first = leadership(client_of(server), "a", clock)
+    second = leadership(client_of(server), "b", clock)
+    first.tick()
+    client_of(server).delete(KEYS.leader)
+    second.tick()
+    first.release()
+    assert client_of(server).get(KEYS.leader) == b"2|b"
+
+
+def test_local_trust_runs_out_without_renewal(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """A leader that could not renew stops trusting its lease before Redis expires it."""
+    first = leadership(client_of(server), "a", clock)
+    first.tick()
+    clock.advance(10.0 * 0.8 + 0.01)
+    assert not first.is_leader
+
+
+def test_redis_down_keeps_stable_tokens_only(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """With Redis unreachable the last leader may fetch stable tokens, never classic ones
+    once its lease ran out; a standby may fetch neither."""
+    first = leadership(client_of(server), "a", clock)
+    second = leadership(client_of(server), "b", clock)
+    first.tick()
+    second.tick()
+    server.connected = False
+    clock.advance(9.0)
+    first.tick()
+    second.tick()
+    assert first.may_fetch(TokenApi.STABLE)
+    assert not first.may_fetch(TokenApi.CLASSIC)
+    assert not second.may_fetch(TokenApi.STABLE)
+    server.connected = True
+    first.tick()
+    assert first.may_fetch(TokenApi.CLASSIC)
+
+
+def test_change_callback_fires_on_taking_and_losing(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """The service is told when this producer starts and stops leading."""
+    changes: list[bool] = []
+    first = Leadership(
+        client_of(server),
+        lease_key=KEYS.leader,
+        epoch_key=KEYS.leader_epoch,
+        owner="a",
+        on_change=changes.append,
+        monotonic=clock,
+    )
+    first.tick()
+    first.tick()
+    client_of(server).set(KEYS.leader, "7|b")
+    first.tick()
+    assert changes == [True, False]
+
+
+def test_fenced_write_is_refused(server: fakeredis.FakeServer, clock: FakeClock) -> None:
+    """A write fenced with an owner that no longer holds the lease changes nothing."""
+    store = TokenStore(client_of(server), KEYS)
+    client_of(server).set(KEYS.leader, "2|b")
+    assert store.write(make_update(version=5), fence_owner="b").written
+    result = store.write(make_update(version=6, value="TOKEN-from-the-old-leader"), fence_owner="a")
+    assert result.fenced
+    assert not result.written
+    assert store.read("wxapp1") == make_update(version=5)
+    client_of(server).delete(KEYS.leader)
+    assert store.write(make_update(version=7), fence_owner="b").fenced
+
+
+def refresher(
+    server: fakeredis.FakeServer,
+    clock: FakeClock,
+    gate: Leadership,
+    fetcher: FakeFetcher,
+    published: list[object],
+) -> AppRefresher:
+    return AppRefresher(
+        APP,
+        fetcher=fetcher,
+        store=TokenStore(client_of(server), KEYS),
+        publish=published.append,
+        producer_id=gate.owner,
+        timing=RefreshTiming(),
+        gate=gate,
+        clock=clock,
+    )
+
+
+def test_standby_neither_fetches_nor_publishes_but_follows_redis(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """Only the leader fetches and publishes; the standby adopts what the leader wrote."""
+    leader_gate = leadership(client_of(server), "a", clock)
+    standby_gate = leadership(client_of(server), "b", clock)
+    leader_gate.tick()
+    standby_gate.tick()
+    leader_fetcher, standby_fetcher = FakeFetcher(clock), FakeFetcher(clock)
+    leader_published: list[object] = []
+    standby_published: list[object] = []
+    leader = refresher(server, clock, leader_gate, leader_fetcher, leader_published)
+    standby = refresher(server, clock, standby_gate, standby_fetcher, standby_published)
+    leader.step()
+    standby.step()
+    assert leader_fetcher.calls == 1
+    assert standby_fetcher.calls == 0
+    assert standby_published == []
+    assert standby.held == leader.held
+    assert leader.held is not None
+    assert leader.held.epoch == 1
+
+
+def test_takeover_costs_no_fetch_and_announces_the_token(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """A standby that takes over re-publishes the current token and fetches only when due."""
+    leader_gate = leadership(client_of(server), "a", clock)
+    standby_gate = leadership(client_of(server), "b", clock)
+    leader_gate.tick()
+    standby_gate.tick()
+    fetcher = FakeFetcher(clock)
+    refresher(server, clock, leader_gate, FakeFetcher(clock), []).step()
+    published: list[object] = []
+    standby = refresher(server, clock, standby_gate, fetcher, published)
+    standby.step()
+    client_of(server).delete(KEYS.leader)  # the leader died
+    standby_gate.tick()
+    standby.step()
+    assert fetcher.calls == 0
+    assert published == [standby.held]
+
+
+def test_fenced_refresh_steps_down_and_publishes_nothing(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """A paused old leader whose lease was taken meanwhile is fenced off when it writes."""
+    old_gate = leadership(client_of(server), "a", clock)
+    old_gate.tick()
+    fetcher = FakeFetcher(clock)
+    published: list[object] = []
+    old = refresher(server, clock, old_gate, fetcher, published)
+    # While its fetch is in flight, its lease expires and another producer takes over.
+    fetcher.during_next_fetch = lambda: client_of(server).set(KEYS.leader, "2|b")
+    old.step()
+    assert fetcher.calls == 1
+    assert published == []
+    assert old.stats.writes_fenced == 1
+    assert not old_gate.is_leader
+    assert TokenStore(client_of(server), KEYS).read("wxapp1") is None
+
+
+def test_owner_with_separator_is_refused(server: fakeredis.FakeServer, clock: FakeClock) -> None:
+    """An owner id containing the lease separator is a programming error."""
+    with pytest.raises(ValueError, match="must not contain"):
+        leadership(client_of(server), "a|b", clock)
