@@ -7,6 +7,11 @@ with capped, jittered backoff. A consumer cancelled by the broker, a closed chan
 lost connection all mean "reconnect", never "stop". While connected it still reads the
 snapshot when `snapshot_wanted()` says so: a held token nearing expiry with no successor
 pushed means a publish was lost somewhere, and Redis may have the successor.
+
+`send()` lets any thread publish a small message (a refresh request) on this connection:
+the publish is handed to the subscriber thread with `add_callback_threadsafe`, pika's one
+thread-safe call, and goes out on a second channel of its own, so a broker that closes it
+(a missing exchange) never disturbs consuming.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pika.spec import Basic, BasicProperties
 from ._amqp import AMQP_ERRORS, close_quietly, connection_parameters, describe_amqp_error
 from ._backoff import Backoff
 from ._outage import OutageLog
+from ._refresh_request import REQUEST_TTL_MS
 from ._settings import ClientSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,12 @@ class Subscriber:
         self._last_poll = -float("inf")
         self.last_error: str | None = None
         self._outage = OutageLog(log, "broker", monotonic=monotonic)
+        self._connection_name = connection_name
+        # The live connection, for `send()` from other threads; None while disconnected.
+        self._send_lock = threading.Lock()
+        self._live: pika.BlockingConnection | None = None
+        # Touched only by the subscriber thread (callbacks run there): the send channel.
+        self._send_channel: BlockingChannel | None = None
         self._backoff = Backoff(0.2, settings.reconnect_max_s, rand=rand)
         self._thread = threading.Thread(target=self._run, name="wxtoken-subscriber", daemon=True)
 
@@ -85,6 +97,53 @@ class Subscriber:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
 
+    def send(self, exchange: str, body: bytes, message_type: str) -> bool:
+        """Publish `body` on `exchange` from the subscriber thread; False when disconnected.
+
+        Callable from any thread. True means the publish was scheduled, not delivered: it is
+        transient, not mandatory (no queue bound is fine) and expires after
+        `REQUEST_TTL_MS`. A failure is logged at WARNING by the subscriber thread.
+        """
+        with self._send_lock:
+            connection = self._live
+            if connection is None or not self._connected.is_set():
+                return False
+            try:
+                connection.add_callback_threadsafe(
+                    lambda: self._publish(connection, exchange, body, message_type)
+                )
+            except AMQP_ERRORS as exc:  # closed between our check and the call
+                log.debug("not sending %s: %s", message_type, describe_amqp_error(exc))
+                return False
+        return True
+
+    def _publish(
+        self, connection: pika.BlockingConnection, exchange: str, body: bytes, message_type: str
+    ) -> None:
+        """Runs in the subscriber thread; never raises into pika's loop."""
+        try:
+            channel = self._send_channel
+            if channel is None or not channel.is_open:
+                channel = self._send_channel = connection.channel()
+            channel.basic_publish(
+                exchange=exchange,
+                routing_key="",
+                body=body,
+                properties=BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=pika.DeliveryMode.Transient,
+                    expiration=str(REQUEST_TTL_MS),
+                    type=message_type,
+                    app_id=self._connection_name[:128],
+                    timestamp=int(time.time()),
+                ),
+                mandatory=False,
+            )
+        except AMQP_ERRORS as exc:
+            log.warning(
+                "sending %s to %s failed: %s", message_type, exchange, describe_amqp_error(exc)
+            )
+
     # ------------------------------------------------------------ the thread
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -92,6 +151,8 @@ class Subscriber:
             try:
                 connection = pika.BlockingConnection(self._params)
                 channel = self._subscribe(connection)
+                with self._send_lock:
+                    self._live = connection
                 self._connected.set()
                 self.last_error = None
                 self._backoff.reset()
@@ -106,7 +167,10 @@ class Subscriber:
                 self._outage.failed(self.last_error, delay_s)
                 self._wait_polling(delay_s)
             finally:
+                with self._send_lock:
+                    self._live = None
                 self._connected.clear()
+                self._send_channel = None
                 close_quietly(connection)
 
     def _subscribe(self, connection: pika.BlockingConnection) -> BlockingChannel:

@@ -1,8 +1,9 @@
 """`wxtoken`, the operators' command line: a thin shell over the Redis store and the exchange.
 
-Commands: set (override a token read from stdin), get, status, watch, sandbox. Settings come
-from `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing service exits 1;
-both print one line on stderr. Tests inject an `OpsContext` with fake clients as `obj`.
+Commands: set (override a token read from stdin), refresh (ask the producers for a new
+token), get, status, watch, sandbox. Settings come from `WXTOKEN_*` variables. Bad
+arguments or settings exit 2, a failing service exits 1; both print one line on stderr.
+Tests inject an `OpsContext` with fake clients as `obj`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ from consumer_lib._errors import BrokerError, ConfigError, InvalidUpdate, StoreE
 from consumer_lib._keys import KeyLayout
 from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
 from consumer_lib._redis import SnapshotReader, connect_redis
+from consumer_lib._refresh_request import (
+    RefreshRequest,
+    declare_requests_exchange,
+    publish_request,
+)
 from consumer_lib._settings import CommonSettings, load_settings
 from producer._publisher import declare_exchange, publish_update
 from producer._store import TokenStore
@@ -66,6 +72,10 @@ class BadConfig(CliError):
 Publish = Callable[[TokenUpdate, float], None]
 #: Opens the broker for (settings, sender name) and declares the exchange; `BrokerError`.
 PublisherFactory = Callable[[CommonSettings, str], AbstractContextManager[Publish]]
+#: Publishes one refresh request (with `now_s`) on a confirming channel; `BrokerError`.
+SendRequest = Callable[[RefreshRequest, float], None]
+#: Opens the broker and declares the requests exchange; `BrokerError`.
+RequesterFactory = Callable[[CommonSettings, str], AbstractContextManager[SendRequest]]
 
 
 def _connect(settings: CommonSettings, sender: str) -> Any:
@@ -103,6 +113,26 @@ def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
         close_quietly(connection)
 
 
+@contextmanager
+def requests_channel(settings: CommonSettings, sender: str) -> Iterator[SendRequest]:
+    """Like `broker_channel`, for the requests exchange: yields `send(request, now_s)`."""
+    connection = _connect(settings, sender)
+    try:
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            declare_requests_exchange(channel, settings.exchange)
+
+            def send(request: RefreshRequest, now_s: float) -> None:
+                publish_request(channel, settings.exchange, request, sender=sender, now_s=now_s)
+
+            yield send
+        except AMQP_ERRORS as exc:
+            raise BrokerError(f"requesting a refresh: {describe_amqp_error(exc)}") from None
+    finally:
+        close_quietly(connection)
+
+
 def _operator() -> str:
     """`ops:<os user>@<host>`, the producer_id of an override."""
     try:
@@ -119,6 +149,7 @@ class OpsContext:
     settings: CommonSettings | None = None
     redis_client: redis.Redis | None = None
     publisher: PublisherFactory | None = None
+    requester: RequesterFactory | None = None
     clock: Callable[[], float] = time.time
     operator: str = field(default_factory=_operator)
     _own_redis: bool = field(default=False, repr=False)
@@ -143,6 +174,10 @@ class OpsContext:
 
     def open_publisher(self) -> AbstractContextManager[Publish]:
         factory: PublisherFactory = self.publisher or broker_channel
+        return factory(self.get_settings(), f"wxtoken-ops/{self.operator}")
+
+    def open_requester(self) -> AbstractContextManager[SendRequest]:
+        factory: RequesterFactory = self.requester or requests_channel
         return factory(self.get_settings(), f"wxtoken-ops/{self.operator}")
 
     def close(self) -> None:
@@ -293,6 +328,39 @@ def set_token(
                 f"({exc}); subscribers will find it in the snapshot when they next read it"
             ) from None
     click.echo(f"published {app_id}/{kind}: version {version}")
+
+
+@main.command()
+@click.argument("app_id", callback=_checked(_format.check_app_id))
+@click.option("--kind", type=_KINDS, default=TokenKind.ACCESS_TOKEN.value, show_default=True)
+@click.option("--reason", callback=_checked(_format.check_reason), help="Why; sent with it.")
+@click.pass_obj
+def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None:
+    """Ask the producers to replace the stored token of APP_ID.
+
+    Sends the stored token's SHA-256, never the token. The leader refreshes once within
+    WeChat's limits, or re-publishes the current token if this one was already replaced.
+    """
+    reader = SnapshotReader(obj.get_redis(), obj.keys())
+    try:
+        update = reader.read(app_id, TokenKind(kind))
+    except InvalidUpdate as exc:
+        raise CliError(f"Redis holds an invalid value for {app_id}/{kind}: {exc}") from None
+    if update is None:
+        raise CliError(f"no token stored for {app_id}/{kind} (never written, or expired)")
+    now_s = obj.clock()
+    request = RefreshRequest.for_token(
+        app_id,
+        update.value,
+        kind=update.kind,
+        reported_version=update.version,
+        requester=obj.operator,
+        now_s=now_s,
+        reason=reason,
+    )
+    with obj.open_requester() as send:
+        send(request, now_s)
+    click.echo(f"refresh requested for {app_id}/{kind} (version {update.version})")
 
 
 @main.command()

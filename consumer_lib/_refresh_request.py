@@ -1,0 +1,177 @@
+"""The second wire contract: a request to refresh one app's token, sent to the producers.
+
+A service whose WeChat call answered 40001/40014/42001 (`TokenClient.report_invalid`), or an
+operator (`wxtoken refresh`), publishes a `RefreshRequest` on the requests exchange
+(`requests_exchange(settings.exchange)`). The token itself never travels: only its SHA-256
+(`fingerprint()`), enough for the leader to tell whether the reported token is still the
+current one. Decoding failures of any kind become `InvalidUpdate` ("invalid refresh
+request: ..."), exactly as `TokenUpdate.decode()` does for updates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Annotated
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from ._errors import InvalidUpdate
+from ._model import AppId, TokenKind, _short
+
+#: Anything bigger on the wire is refused before it is parsed.
+MAX_REQUEST_BYTES = 4 * 1024
+#: The `type` property of a request message; names the contract and its version.
+REQUEST_MESSAGE_TYPE = "wxtoken.refresh_request.v1"
+#: A request left in a queue longer than this is useless: the broker drops it.
+REQUEST_TTL_MS = 30_000
+
+TokenSha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def fingerprint(token: str) -> str:
+    """The SHA-256 of `token` as 64 lowercase hex digits: what a request carries instead."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def requests_exchange(exchange: str) -> str:
+    """The fanout exchange carrying requests, next to the token exchange `exchange`."""
+    return f"{exchange}.requests"
+
+
+def declare_requests_exchange(channel: BlockingChannel, exchange: str) -> None:
+    """Declare the durable fanout requests exchange of the token exchange `exchange`."""
+    channel.exchange_declare(
+        exchange=requests_exchange(exchange), exchange_type="fanout", durable=True
+    )
+
+
+class RefreshRequest(BaseModel):
+    """Someone saw the token with this fingerprint refused by WeChat and asks for a new one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    app_id: AppId
+    kind: TokenKind = TokenKind.ACCESS_TOKEN
+    #: SHA-256 of the reported token (see `fingerprint`); never the token itself.
+    token_sha256: TokenSha256
+    #: The version of the reported token, when the requester knows it.
+    reported_version: Annotated[int, Field(gt=0, lt=2**53)] | None = None
+    #: Who asks: `client:<host>-<pid>`, `ops:<user>@<host>`.
+    requester: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    #: When the request was made, UNIX seconds.
+    requested_at: float
+    reason: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+    @field_validator("requested_at")
+    @classmethod
+    def _timestamp_is_positive(cls, seconds: float) -> float:
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError("must be a positive number of UNIX seconds")
+        return seconds
+
+    @classmethod
+    def for_token(
+        cls,
+        app_id: str,
+        token: str,
+        *,
+        requester: str,
+        now_s: float,
+        kind: TokenKind = TokenKind.ACCESS_TOKEN,
+        reported_version: int | None = None,
+        reason: str | None = None,
+    ) -> RefreshRequest:
+        """A request about `token` (only its fingerprint is kept); pydantic errors raise."""
+        return cls(
+            app_id=app_id,
+            kind=kind,
+            token_sha256=fingerprint(token),
+            reported_version=reported_version,
+            requester=requester,
+            requested_at=now_s,
+            reason=reason,
+        )
+
+    def is_about(self, token: str) -> bool:
+        """True when `token` is the one this request reports."""
+        return fingerprint(token) == self.token_sha256
+
+    def __str__(self) -> str:
+        version = f"v{self.reported_version}" if self.reported_version is not None else "v?"
+        return (
+            f"{self.app_id}/{self.kind} {version} sha256:{self.token_sha256[:12]} "
+            f"from {self.requester}"
+        )
+
+    # ----------------------------------------------------------------- wire
+    def encode(self) -> bytes:
+        """Compact UTF-8 JSON, the form published."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> RefreshRequest:
+        """Parse and validate; anything wrong raises `InvalidUpdate` naming the problem."""
+        if isinstance(raw, str):
+            try:
+                raw = raw.encode()
+            except UnicodeEncodeError:  # lone surrogates: not text any wire could carry
+                raise InvalidUpdate("invalid refresh request: not valid Unicode text") from None
+        if not isinstance(raw, bytes):
+            raise InvalidUpdate(
+                f"invalid refresh request: expected bytes, got {type(raw).__name__}"
+            )
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise InvalidUpdate(
+                f"invalid refresh request: {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}"
+            )
+        try:
+            return cls.model_validate_json(raw, strict=True)
+        except ValidationError as exc:
+            raise InvalidUpdate(_describe(exc)) from None
+
+
+def request_properties(*, sender: str, now_s: float) -> pika.BasicProperties:
+    """Message properties of a request: transient, expiring after `REQUEST_TTL_MS`."""
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Transient,
+        expiration=str(REQUEST_TTL_MS),
+        type=REQUEST_MESSAGE_TYPE,
+        app_id=sender[:128],
+        timestamp=int(now_s),
+    )
+
+
+def publish_request(
+    channel: BlockingChannel, exchange: str, request: RefreshRequest, *, sender: str, now_s: float
+) -> None:
+    """Publish `request` on the requests exchange of `exchange`; raises pika's errors.
+
+    Not mandatory: with no producer online the request is dropped, which is not an error.
+    """
+    channel.basic_publish(
+        exchange=requests_exchange(exchange),
+        routing_key="",
+        body=request.encode(),
+        properties=request_properties(sender=sender, now_s=now_s),
+        mandatory=False,
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line naming each bad field, never echoing the input."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(_short(str(p)) for p in error["loc"]) or "request"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid refresh request: " + "; ".join(parts)

@@ -1,0 +1,236 @@
+"""How many refreshes requests may cause per app, following WeChat's limits.
+
+A forced stable refresh (`force_refresh=true`) is allowed at most `forced_per_day` times a
+UTC day and `forced_min_interval_s` apart; classic fetches count against `classic_per_day`.
+The count is shared by every producer through Redis, checked and spent atomically in one
+Lua script:
+
+{prefix}:budget:{app_id}:{api}:{YYYYMMDD}   spends (and recorded fetches) that UTC day
+{prefix}:budget:{app_id}:{api}:last         last forced refresh, UNIX milliseconds
+
+With Redis away the count goes on in memory from the last count Redis gave, the decision
+says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
+`try_spend()` counts the fetch it allows; `record_fetch()` counts one nobody asked about
+(the scheduled classic fetches, which use the same daily quota upstream). Never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+
+from consumer_lib._keys import KeyLayout
+from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
+
+from ._apps import TokenApi
+
+log = logging.getLogger(__name__)
+
+#: Day counters outlive their day by one, so a clock slightly off still finds them.
+COUNT_TTL_S = 2 * 86_400
+#: Redis away, or an answer that is not the script's: either way, count in memory.
+_FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError, TypeError, IndexError)
+
+# KEYS: day counter, last-forced key. ARGV: limit (-1: record only), now (ms),
+# min interval (ms, 0: none), ttl (s), spends made while Redis was away, their last (ms).
+# Returns {allowed 0/1, used today, last forced ms}.
+_SPEND = """
+local pending = tonumber(ARGV[5])
+if pending > 0 then redis.call('INCRBY', KEYS[1], pending) end
+local used = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local offline_last = tonumber(ARGV[6])
+if offline_last > last then
+  last = offline_last
+  redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[4])
+end
+local limit = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local gap = tonumber(ARGV[3])
+if limit >= 0 then
+  if used >= limit then return {0, used, last} end
+  if gap > 0 and math.abs(now - last) < gap then return {0, used, last} end
+end
+used = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if gap > 0 then
+  last = now
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+end
+return {1, used, last}
+"""
+
+
+def budget_day(now_s: float) -> str:
+    """The UTC calendar day of `now_s` as `YYYYMMDD`: WeChat counts per day."""
+    return datetime.fromtimestamp(now_s, UTC).strftime("%Y%m%d")
+
+
+def budget_count_key(keys: KeyLayout, app_id: str, token_api: TokenApi, day: str) -> str:
+    """The counter of refreshes of `app_id` through `token_api` on UTC day `day`."""
+    return f"{keys.prefix}:budget:{app_id}:{token_api}:{day}"
+
+
+def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: TokenApi) -> str:
+    """When `app_id`'s last forced refresh through `token_api` was spent, in ms."""
+    return f"{keys.prefix}:budget:{app_id}:{token_api}:last"
+
+
+@dataclass(frozen=True)
+class BudgetDecision:
+    """Whether a refresh may go upstream now, why, and the day's count against its limit."""
+
+    allowed: bool
+    reason: str
+    used_today: int
+    limit: int
+
+
+@dataclass
+class _Local:
+    """One app and API's count as this process knows it, for when Redis is away."""
+
+    day: str
+    used: int = 0
+    last_ms: int = 0
+    unsynced: int = 0  # spends and fetches made while Redis was away
+    unsynced_last_ms: int = 0
+
+
+class RefreshBudget:
+    """Per-app budget of request-caused refreshes, shared fleet-wide through Redis."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        keys: KeyLayout,
+        *,
+        clock: Callable[[], float] = time.time,
+        forced_per_day: int = 20,
+        forced_min_interval_s: float = 30.0,
+        classic_per_day: int = 2000,
+    ) -> None:
+        if forced_per_day < 0 or classic_per_day < 0 or forced_min_interval_s < 0:
+            raise ValueError("budget limits must not be negative")
+        self._keys = keys
+        self._clock = clock
+        self._forced_per_day = forced_per_day
+        self._forced_min_interval_ms = math.ceil(forced_min_interval_s * 1000)
+        self._classic_per_day = classic_per_day
+        self._script = redis_client.register_script(_SPEND)
+        self._local: dict[tuple[str, TokenApi], _Local] = {}
+        self._lock = threading.Lock()
+        self._redis_down = False
+
+    def try_spend(self, app_id: str, token_api: TokenApi) -> BudgetDecision:
+        """Spend one refresh of `app_id` if the day's count and spacing allow it."""
+        if token_api is TokenApi.STABLE:
+            limit, gap_ms, what = self._forced_per_day, self._forced_min_interval_ms, "forced"
+        else:
+            limit, gap_ms, what = self._classic_per_day, 0, "classic"
+        return self._spend(app_id, token_api, limit=limit, gap_ms=gap_ms, what=what)
+
+    def record_fetch(self, app_id: str, token_api: TokenApi) -> None:
+        """Count a classic fetch that no `try_spend` allowed (a scheduled refresh).
+
+        Normal-mode stable fetches are not limited by the forced budget: a no-op for them.
+        """
+        if token_api is TokenApi.CLASSIC:
+            self._spend(app_id, token_api, limit=-1, gap_ms=0, what="classic")
+
+    # ------------------------------------------------------------------ internals
+    def _spend(
+        self, app_id: str, token_api: TokenApi, *, limit: int, gap_ms: int, what: str
+    ) -> BudgetDecision:
+        now_s = self._clock()
+        now_ms = math.floor(now_s * 1000)
+        day = budget_day(now_s)
+        shown_limit = self._classic_per_day if limit < 0 else limit
+        with self._lock:
+            local = self._local.get((app_id, token_api))
+            if local is None or local.day != day:
+                # A new day starts from zero; the spacing of forced refreshes carries over.
+                previous = local or _Local(day)
+                local = _Local(
+                    day, last_ms=previous.last_ms, unsynced_last_ms=previous.unsynced_last_ms
+                )
+                self._local[(app_id, token_api)] = local
+            try:
+                reply = self._script(
+                    keys=[
+                        budget_count_key(self._keys, app_id, token_api, day),
+                        budget_last_forced_key(self._keys, app_id, token_api),
+                    ],
+                    args=[
+                        limit,
+                        now_ms,
+                        gap_ms,
+                        COUNT_TTL_S,
+                        local.unsynced,
+                        local.unsynced_last_ms,
+                    ],
+                )
+                allowed, used, last_ms = (int(reply[0]) == 1), int(reply[1]), int(reply[2])
+            except _FAILURES as exc:
+                return self._spend_locally(
+                    local,
+                    limit=limit,
+                    gap_ms=gap_ms,
+                    what=what,
+                    now_ms=now_ms,
+                    shown_limit=shown_limit,
+                    error=describe_redis_error(exc),
+                )
+            if self._redis_down:
+                log.info("refresh budget: Redis reachable again; counting there")
+                self._redis_down = False
+            local.used, local.last_ms = used, max(local.last_ms, last_ms)
+            local.unsynced = local.unsynced_last_ms = 0
+            reason = self._reason(allowed, what, used, limit, last_ms, gap_ms, now_ms)
+            return BudgetDecision(allowed, reason, used, shown_limit)
+
+    def _spend_locally(
+        self,
+        local: _Local,
+        *,
+        limit: int,
+        gap_ms: int,
+        what: str,
+        now_ms: int,
+        shown_limit: int,
+        error: str,
+    ) -> BudgetDecision:
+        if not self._redis_down:
+            log.warning("refresh budget: Redis unreachable (%s); counting in memory", error)
+            self._redis_down = True
+        allowed = limit < 0 or (
+            local.used < limit and (gap_ms <= 0 or abs(now_ms - local.last_ms) >= gap_ms)
+        )
+        if allowed:
+            local.used += 1
+            local.unsynced += 1
+            if gap_ms > 0:
+                local.last_ms = local.unsynced_last_ms = now_ms
+        reason = self._reason(allowed, what, local.used, limit, local.last_ms, gap_ms, now_ms)
+        reason = f"{reason} (Redis unreachable, counted in memory: {error})"
+        return BudgetDecision(allowed, reason, local.used, shown_limit)
+
+    @staticmethod
+    def _reason(
+        allowed: bool, what: str, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
+    ) -> str:
+        if limit < 0:
+            return f"{what} fetch recorded, {used} today"
+        if allowed:
+            return f"{what} refresh {used} of {limit} today"
+        if used >= limit:
+            return f"daily limit of {limit} {what} refreshes reached"
+        ago_s = abs(now_ms - last_ms) / 1000
+        return f"last {what} refresh {ago_s:.1f} s ago, less than {gap_ms / 1000:g} s"
