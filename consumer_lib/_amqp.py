@@ -1,14 +1,22 @@
 """RabbitMQ plumbing shared by publisher and subscriber: connection parameters, the
-exchange, and the set of pika exceptions that mean "the broker is away, reconnect"."""
+exchange, and the set of pika exceptions that mean "the broker is away, reconnect".
+
+An AMQP URL setting may name several brokers (the nodes of a cluster), separated by
+commas. `connection_parameters()` returns one parameter set per URL, in the given order,
+and `pika.BlockingConnection(list)` tries them in that order on every (re)connect, so the
+first node is preferred and the others take over while it is away.
+"""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
 
 from ._errors import BrokerError
+from ._settings import split_urls
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +29,45 @@ MESSAGE_TYPE = "wxtoken.update.v1"
 
 def connection_parameters(
     url: str, *, connection_name: str, heartbeat_s: int = 30, timeout_s: float = 5.0
-) -> pika.URLParameters:
-    """Parameters for `url` with explicit heartbeat, timeouts and a connection name."""
-    try:
-        params = pika.URLParameters(url)
-    except (ValueError, TypeError) as exc:
-        raise BrokerError(f"bad AMQP URL: {exc}") from None
-    params.heartbeat = heartbeat_s
-    params.blocked_connection_timeout = timeout_s * 6
-    params.socket_timeout = timeout_s
-    params.stack_timeout = timeout_s * 2
-    params.connection_attempts = 1
-    params.client_properties = {"connection_name": connection_name}
+) -> list[pika.URLParameters]:
+    """One parameter set per comma-separated URL in `url`, in order, each with the same
+    explicit heartbeat, timeouts, connection name and a single attempt (pika moves on to
+    the next URL, and our callers back off before trying the list again)."""
+    urls = split_urls(url)
+    params = []
+    for n, one in enumerate(urls, 1):
+        where = f"AMQP URL {n} of {len(urls)}" if len(urls) > 1 else "AMQP URL"
+        if not one:
+            raise BrokerError(f"bad {where}: empty (broker URLs are separated by single commas)")
+        try:
+            urlsplit(one).port  # noqa: B018 - raises on a bad port, whose text we never echo
+        except ValueError:
+            raise BrokerError(f"bad {where}: bad host or port") from None
+        try:
+            params.append(pika.URLParameters(one))
+        except (ValueError, TypeError) as exc:
+            raise BrokerError(f"bad {where}: {_redacted(str(exc), one)}") from None
+    for each in params:
+        each.heartbeat = heartbeat_s
+        each.blocked_connection_timeout = timeout_s * 6
+        each.socket_timeout = timeout_s
+        each.stack_timeout = timeout_s * 2
+        each.connection_attempts = 1
+        each.client_properties = {"connection_name": connection_name}
     return params
+
+
+def _redacted(text: str, url: str) -> str:
+    """`text` with the password of `url` (as written and decoded) replaced by `***`."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if not password:
+        return text
+    for secret in sorted({password, unquote(password)}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def describe_amqp_error(exc: BaseException) -> str:

@@ -2,19 +2,29 @@
 
 redis-py's exceptions stop here: everything that goes wrong becomes `StoreError`, and
 a stored value that does not decode becomes `InvalidUpdate`.
+
+`connect_redis()` is the one place clients are built. A `redis+sentinel://` URL (see
+`_settings`) gives a client of the master that the sentinels currently name: its
+`SentinelConnectionPool` asks them again on every new connection, so after a failover the
+next reconnect (one of the quick retries, or the next call) reaches the promoted replica.
+While no master is known, redis-py raises `MasterNotFoundError`, a `ConnectionError`, so
+it becomes `StoreError` like any other outage.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from ._errors import InvalidUpdate, StoreError
 from ._keys import KeyLayout
 from ._model import TokenKind, TokenUpdate
+from ._settings import SentinelUrl, is_sentinel_url, parse_sentinel_url
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +33,69 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
 
 def connect_redis(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
-    """A client with bounded timeouts and two quick retries; connects lazily."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        health_check_interval=30,
-        client_name="wxtoken",
+    """A client with bounded timeouts and two quick retries; connects lazily.
+
+    `url` is a plain Redis URL or a sentinel one (then the client follows the master).
+    A malformed URL raises `ValueError` (settings have validated it before).
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "health_check_interval": 30,
+        "client_name": "wxtoken",
+    }
+    if is_sentinel_url(url):
+        return _connect_sentinel(parse_sentinel_url(url), timeout_s=timeout_s, options=options)
+    return redis.Redis.from_url(url, **options)
+
+
+class _SentinelMasterRedis(redis.Redis):
+    """A master client that also closes the sentinel connections it was found through."""
+
+    def close(self) -> None:
+        super().close()
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            pool.sentinel_manager.close()
+
+
+def _connect_sentinel(
+    parsed: SentinelUrl, *, timeout_s: float, options: dict[str, Any]
+) -> redis.Redis:
+    """A client of `parsed.service`'s current master, with the same options as a plain one.
+
+    The sentinels are asked with the same timeouts but no retry of their own: the next
+    sentinel in the list is the retry, and the master connection's retries cover the rest.
+    """
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(parsed.sentinels),
+        sentinel_kwargs={
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), retries=0),
+            "client_name": "wxtoken",
+        },
     )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        parsed.service,
+        redis_class=_SentinelMasterRedis,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.tls,
+        **options,
+    )
+    return client
 
 
 def describe_redis_error(exc: BaseException) -> str:
     """A short, secret-free description of a redis-py failure."""
-    return f"{exc.__class__.__name__}: {exc}".splitlines()[0][:200]
+    text = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, MasterNotFoundError):
+        text = text.split(" : ", 1)[0]  # not the repr of every sentinel client
+    return text[:200]
 
 
 class SnapshotReader:
