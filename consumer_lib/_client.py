@@ -6,6 +6,17 @@
 `get_token()` answers from memory, with no I/O once a token is held, and never returns a
 token past its `expires_at`. Updates arrive pushed over RabbitMQ; the Redis snapshot
 covers a late start and broker outages. The highest version always wins.
+
+Forking (gunicorn `--preload`, multiprocessing's fork): a client made, even started,
+before `os.fork()` works in every child. An `os.register_at_fork` hook, held through a
+weak reference so it keeps no client alive, runs in each child and gives the client there
+its own background thread and broker connection (a new `Subscriber`, started if the
+parent's was), its own Redis connections (a new client when we built the parent's; a
+client passed in is left to redis-py, whose pools notice the new pid and reconnect) and
+fresh locks (one held by a parent thread at the fork would never be released). The tokens
+held are kept: they are still valid data. The parent's thread does not exist in the
+child; its pika connection object is dropped there, never closed, since closing would
+write to the socket the parent still uses.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import TracebackType
@@ -28,12 +40,16 @@ from ._errors import InvalidUpdate, StoreError, TokenUnavailable
 from ._keys import KeyLayout
 from ._model import TokenKind, TokenUpdate
 from ._redis import SnapshotReader, connect_redis
+from ._refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint, requests_exchange
 from ._settings import ClientSettings, load_settings
 from ._subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
 UpdateCallback = Callable[[TokenUpdate], None]
+
+#: A process reports one token at most this often (seconds); the leader coalesces the rest.
+REPORT_EVERY_S = 30.0
 
 #: A held token this close to expiry (share of its lifetime, capped) with no successor
 #: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
@@ -66,6 +82,7 @@ class TokenClient:
         name: str | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
+        self._owns_redis = redis_client is None
         self._redis = redis_client or connect_redis(
             self.settings.redis_url, timeout_s=self.settings.redis_timeout_s
         )
@@ -77,14 +94,21 @@ class TokenClient:
         self._started = False
         self._closed = False
         self.last_store_error: str | None = None
+        self._reports: dict[tuple[str, TokenKind, str], float] = {}
         self.stats = ClientStats()
-        self._subscriber = Subscriber(
+        self._name = name
+        self._rand = rand
+        self._subscriber = self._new_subscriber()
+        _renew_in_forked_children(self)
+
+    def _new_subscriber(self) -> Subscriber:
+        return Subscriber(
             self.settings,
             on_body=self._on_body,
             read_snapshot=self.refresh_from_snapshot,
             snapshot_wanted=self._successor_overdue,
-            connection_name=name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
-            rand=rand,
+            connection_name=self._name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
+            rand=self._rand,
         )
 
     @classmethod
@@ -111,6 +135,24 @@ class TokenClient:
             self._closed = True
         self._subscriber.close()
         self._redis.close()
+
+    def _after_fork_in_child(self) -> None:
+        """Runs in a forked child, before `os.fork()` returns there (module docstring)."""
+        if self._closed:
+            return
+        self._lock = threading.Lock()
+        inherited = self._cache
+        self._cache = TokenCache(self._clock)
+        for update in list(inherited._updates.values()):  # no lock: one thread runs now
+            self._cache.offer(update)
+        if self._owns_redis:
+            self._redis = connect_redis(
+                self.settings.redis_url, timeout_s=self.settings.redis_timeout_s
+            )
+            self._snapshot = SnapshotReader(self._redis, KeyLayout(self.settings.key_prefix))
+        self._subscriber = self._new_subscriber()
+        if self._started:
+            self._subscriber.start()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -156,6 +198,50 @@ class TokenClient:
         with self._lock:
             self._callbacks.append(callback)
         return callback
+
+    def report_invalid(
+        self,
+        app_id: str,
+        token: str,
+        *,
+        kind: TokenKind = TokenKind.ACCESS_TOKEN,
+        reason: str | None = None,
+    ) -> bool:
+        """Tell the producers WeChat rejected `token` (errcode 40001, 40014 or 42001).
+
+        The leader refreshes it once, within WeChat's limits, or re-publishes the current
+        token if this one was already replaced; the new token then arrives like any other.
+        Only the token's SHA-256 is sent. Returns at once: True when a request went out,
+        False when none was needed (a different token is already held, or this process
+        reported this token in the last 30 s) or the broker is unreachable (the Redis
+        snapshot is read instead). A malformed `app_id` raises `ValueError`.
+        """
+        held = self._cache.held(app_id, kind)
+        if held is not None and held.value != token:
+            return False  # already replaced here: get_token() returns the newer one
+        key = (app_id, kind, fingerprint(token))
+        now_m = time.monotonic()
+        with self._lock:
+            self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
+            if key in self._reports:
+                return False
+            self._reports[key] = now_m
+        request = RefreshRequest.for_token(
+            app_id,
+            token,
+            kind=kind,
+            requester=f"client:{socket.gethostname()}-{os.getpid()}"[:128],
+            now_s=self._clock(),
+            reported_version=held.version if held is not None else None,
+            reason=reason,
+        )
+        sent = self._subscriber.send(
+            requests_exchange(self.settings.exchange), request.encode(), REQUEST_MESSAGE_TYPE
+        )
+        if not sent:
+            log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
+            self._read_one(app_id, kind)
+        return sent
 
     def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:
         if not self._started:
@@ -261,3 +347,21 @@ class TokenClient:
 
     def stats_dict(self) -> dict[str, int]:
         return asdict(self.stats)
+
+
+def _renew_in_forked_children(client: TokenClient) -> None:
+    """Register `client._after_fork_in_child` for every later fork, via a weak reference."""
+    if not hasattr(os, "register_at_fork"):  # no fork on this platform
+        return
+    ref = weakref.ref(client)
+
+    def after_in_child() -> None:
+        alive = ref()
+        if alive is None:
+            return
+        try:
+            alive._after_fork_in_child()
+        except Exception:
+            log.exception("renewing the token client in the forked child %d failed", os.getpid())
+
+    os.register_at_fork(after_in_child=after_in_child)

@@ -15,6 +15,12 @@ Rules:
 - Each new token gets a fresh version and is written to Redis with a compare-and-set,
   then handed to the publisher. With Redis away it is published anyway and written
   when Redis is back.
+- Passive refresh: reports that a token was rejected (`request_refresh`, from any
+  thread) are collected by fingerprint and handled on the next step. A report about a
+  token that is no longer current only re-publishes the current one (at most once a
+  second); a report about the current token refreshes it once (a stable token with
+  `force_refresh`), if the fleet-wide budget allows, else re-publishes. Reports that pile
+  up during that fetch are about the old token by the time they are handled.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +37,10 @@ from typing import Protocol
 from consumer_lib._backoff import Backoff
 from consumer_lib._errors import InvalidUpdate, StoreError
 from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
+from consumer_lib._refresh_request import RefreshRequest, fingerprint
 
 from ._apps import AppConfig, TokenApi
+from ._budget import RefreshBudget
 from ._errcodes import FailureKind
 from ._store import TokenStore
 from ._wechat import FetchedToken, UpstreamError
@@ -42,6 +51,8 @@ log = logging.getLogger(__name__)
 MIN_WAIT_S = 0.05
 #: A standby only follows Redis; the service wakes it when leadership changes.
 STANDBY_WAIT_S = 5.0
+#: Answering refresh requests about an old token re-publishes at most this often.
+REPUBLISH_ON_REQUEST_MIN_S = 1.0
 
 
 class Fetcher(Protocol):
@@ -110,6 +121,10 @@ class RefresherStats:
     store_failures: int = 0
     writes_refused: int = 0
     writes_fenced: int = 0
+    requests_received: int = 0
+    requests_about_old_tokens: int = 0
+    requests_over_budget: int = 0
+    forced_refreshes: int = 0
     last_error: str | None = None
 
 
@@ -126,11 +141,16 @@ class AppRefresher:
         producer_id: str,
         timing: RefreshTiming | None = None,
         gate: Gate | None = None,
+        budget: RefreshBudget | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.app = app
         self._gate: Gate = gate or SoleProducer()
+        self._budget = budget
+        self._reports_lock = threading.Lock()
+        self._reported: set[str] = set()
+        self._last_publish_s = -math.inf
         self._fetcher = fetcher
         self._store = store
         self._publish = publish
@@ -167,15 +187,62 @@ class AppRefresher:
         if not leading:
             self._republish_at = 0.0  # announce the token at once on taking over
             return STANDBY_WAIT_S
+        self._handle_reports()
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
             self._refresh()
             now = self._clock()
         held = self._held
         if held is not None and held.is_valid_at(now) and now >= self._republish_at:
-            self._publish(held)
-            self._republish_at = now + self._timing.republish_interval_s
+            self._republish(held, now)
         return self._seconds_to_next_step(now)
+
+    def _republish(self, held: TokenUpdate, now_s: float) -> None:
+        self._publish(held)
+        self._last_publish_s = now_s
+        self._republish_at = now_s + self._timing.republish_interval_s
+
+    # ------------------------------------------------------------------ requests
+    def request_refresh(self, request: RefreshRequest) -> None:
+        """Note that a subscriber or operator saw a token rejected; thread-safe.
+
+        The service wakes this refresher's thread; `step()` decides what to do.
+        """
+        with self._reports_lock:
+            self._reported.add(request.token_sha256)
+            self.stats.requests_received += 1
+
+    def _handle_reports(self) -> None:
+        with self._reports_lock:
+            reported, self._reported = self._reported, set()
+        held = self._held
+        if not reported or held is None:
+            return
+        app_id = self.app.app_id
+        now_s = self._clock()
+        if fingerprint(held.value) in reported:
+            decision = self._budget.try_spend(app_id, self.app.token_api) if self._budget else None
+            if decision is None or decision.allowed:
+                self.stats.forced_refreshes += 1
+                log.warning(
+                    "%s: v%d reported rejected upstream; refreshing it now%s",
+                    app_id,
+                    held.version,
+                    f" ({decision.reason})" if decision else "",
+                )
+                self._refresh(forced=True)
+                return
+            self.stats.requests_over_budget += 1
+            log.warning(
+                "%s: refresh request over budget (%s); re-publishing v%d instead",
+                app_id,
+                decision.reason,
+                held.version,
+            )
+        else:
+            self.stats.requests_about_old_tokens += 1
+        if held.is_valid_at(now_s) and now_s - self._last_publish_s >= REPUBLISH_ON_REQUEST_MIN_S:
+            self._republish(held, now_s)
 
     def _refresh_due(self, now_s: float) -> bool:
         held = self._held
@@ -275,18 +342,23 @@ class AppRefresher:
         return version
 
     # ------------------------------------------------------------------ upstream
-    def _refresh(self) -> None:
+    def _refresh(self, *, forced: bool = False) -> None:
+        """Fetch a new token; `forced` (a reported rejection) uses the stable API's
+        `force_refresh`, since in normal mode it would hand back the rejected token."""
         app_id = self.app.app_id
         started_s = self._clock()
         # The fencing version is taken before the fetch: if another producer stores a token
         # while ours is in flight, theirs has the higher version and ours is refused.
         version = self._allocate_version(started_s)
+        force_refresh = forced and self.app.token_api is TokenApi.STABLE
         try:
-            fetched = self._fetcher.fetch(self.app)
+            fetched = self._fetcher.fetch(self.app, force_refresh=force_refresh)
         except UpstreamError as exc:
             self._fetch_failed(exc)
             return
         self.stats.fetches += 1
+        if self._budget is not None and not forced:
+            self._budget.record_fetch(app_id, self.app.token_api)
         held = self._held
         if held is not None and fetched.value == held.value:
             # The stable API in normal mode hands back the token it still considers fresh.
@@ -321,8 +393,7 @@ class AppRefresher:
             self._store_unreachable(exc)
             self._unsaved = update
         self._held = update
-        self._publish(update)
-        self._republish_at = self._clock() + self._timing.republish_interval_s
+        self._republish(update, self._clock())
 
     def _fetch_failed(self, exc: UpstreamError) -> None:
         app_id = self.app.app_id

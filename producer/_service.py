@@ -3,6 +3,7 @@
 Any number of producer processes may run against one Redis: the lease (`Leadership`)
 decides which one fetches and publishes; the others follow Redis and take over when the
 leader dies or stops. A clean stop releases the lease, so a standby takes over at once.
+Refresh requests (passive refresh) arrive on every producer; only the leader acts on them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from collections.abc import Callable, Sequence
 import redis
 
 from consumer_lib._keys import KeyLayout
+from consumer_lib._model import TokenKind
 from consumer_lib._redis import connect_redis
+from consumer_lib._refresh_request import RefreshRequest
 
 from ._apps import AppConfig
+from ._budget import RefreshBudget
 from ._lease import Leadership
 from ._publisher import Publisher
 from ._refresher import AppRefresher, Fetcher, RefreshTiming
+from ._request_listener import RequestListener
 from ._settings import ProducerSettings
 from ._store import TokenStore
 from ._wechat import WeChatClient
@@ -88,6 +93,7 @@ class ProducerService:
             read_timeout_s=settings.http_read_timeout_s,
         )
         timing = timing_from(settings)
+        budget = RefreshBudget(client, keys, clock=clock)
         self.refreshers = [
             AppRefresher(
                 app,
@@ -97,10 +103,22 @@ class ProducerService:
                 producer_id=settings.producer_id,
                 timing=timing,
                 gate=self.leadership,
+                budget=budget,
                 clock=clock,
             )
             for app in apps
         ]
+        self._by_app = {
+            r.app.app_id: (r, wake) for r, wake in zip(self.refreshers, self._wakes, strict=True)
+        }
+        self.requests = RequestListener(
+            settings.amqp_url,
+            settings.exchange,
+            on_request=self._on_request,
+            connection_name=f"wxtoken-producer/{settings.producer_id}/requests",
+            heartbeat_s=settings.heartbeat_s,
+            reconnect_max_s=settings.reconnect_max_s,
+        )
         self._threads = [
             threading.Thread(target=self._run_lease, name="lease", daemon=True),
             *(
@@ -116,6 +134,7 @@ class ProducerService:
 
     def start(self) -> ProducerService:
         self.publisher.start()
+        self.requests.start()
         for thread in self._threads:
             thread.start()
         return self
@@ -141,7 +160,25 @@ class ProducerService:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
         self.leadership.release()
+        self.requests.close(max(0.1, deadline - time.monotonic()))
         self.publisher.close(max(0.1, deadline - time.monotonic()))
+
+    def _on_request(self, request: RefreshRequest) -> None:
+        """From the listener thread: hand a request to its app's refresher, if we lead."""
+        found = self._by_app.get(request.app_id)
+        if found is None or request.kind is not TokenKind.ACCESS_TOKEN:
+            log.debug(
+                "ignoring a refresh request for %s/%s: not served here",
+                request.app_id,
+                request.kind,
+            )
+            return
+        refresher, wake = found
+        if not self.leadership.may_fetch(refresher.app.token_api):
+            return  # standbys hear every request too; the leader answers
+        log.info("refresh requested for %s by %s", request.app_id, request.requester)
+        refresher.request_refresh(request)
+        wake.set()
 
     def _wake_refreshers(self) -> None:
         for wake in self._wakes:

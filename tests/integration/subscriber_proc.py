@@ -30,8 +30,15 @@ from consumer_lib import TokenClient, TokenUnavailable, TokenUpdate
 CALL_INTERVAL_S = 0.1
 
 
+_EMIT_LOCK = threading.Lock()
+
+
 def emit(**event: Any) -> None:
-    print(json.dumps({**event, "t": time.time()}), flush=True)
+    """One whole JSON line; events come from two threads, and print() could interleave."""
+    line = json.dumps({**event, "t": time.time()}) + "\n"
+    with _EMIT_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def main(argv: list[str]) -> int:
