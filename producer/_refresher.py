@@ -149,7 +149,7 @@ class AppRefresher:
         self._gate: Gate = gate or SoleProducer()
         self._budget = budget
         self._reports_lock = threading.Lock()
-        self._reported: set[str] = set()
+        self._reported: dict[str, int] = {}  # token fingerprint: reports not yet handled
         self._last_publish_s = -math.inf
         self._fetcher = fetcher
         self._store = store
@@ -209,38 +209,40 @@ class AppRefresher:
         The service wakes this refresher's thread; `step()` decides what to do.
         """
         with self._reports_lock:
-            self._reported.add(request.token_sha256)
+            fingerprint_ = request.token_sha256
+            self._reported[fingerprint_] = self._reported.get(fingerprint_, 0) + 1
             self.stats.requests_received += 1
 
     def _handle_reports(self) -> None:
         with self._reports_lock:
-            reported, self._reported = self._reported, set()
+            reported, self._reported = self._reported, {}
         held = self._held
         if not reported or held is None:
             return
         app_id = self.app.app_id
-        now_s = self._clock()
-        if fingerprint(held.value) in reported:
+        about_current = reported.pop(fingerprint(held.value), 0)
+        self.stats.requests_about_old_tokens += sum(reported.values())
+        if about_current:
             decision = self._budget.try_spend(app_id, self.app.token_api) if self._budget else None
             if decision is None or decision.allowed:
                 self.stats.forced_refreshes += 1
                 log.warning(
-                    "%s: v%d reported rejected upstream; refreshing it now%s",
+                    "%s: v%d reported rejected upstream (%d report(s)); refreshing it now%s",
                     app_id,
                     held.version,
+                    about_current,
                     f" ({decision.reason})" if decision else "",
                 )
                 self._refresh(forced=True)
                 return
-            self.stats.requests_over_budget += 1
+            self.stats.requests_over_budget += about_current
             log.warning(
                 "%s: refresh request over budget (%s); re-publishing v%d instead",
                 app_id,
                 decision.reason,
                 held.version,
             )
-        else:
-            self.stats.requests_about_old_tokens += 1
+        now_s = self._clock()
         if held.is_valid_at(now_s) and now_s - self._last_publish_s >= REPUBLISH_ON_REQUEST_MIN_S:
             self._republish(held, now_s)
 
