@@ -27,7 +27,12 @@ from urllib.parse import urlsplit
 import requests
 
 from consumer_lib import ClientSettings, ConfigError, TokenClient, TokenUpdate
-from consumer_lib._settings import load_settings
+from consumer_lib._settings import (
+    is_sentinel_url,
+    load_settings,
+    parse_sentinel_url,
+    split_urls,
+)
 
 from ._sandbox import SandboxConfig, SandboxServer
 
@@ -41,13 +46,29 @@ HOW_TO_START = {
 }
 
 
+def endpoints(url: str) -> list[tuple[str, int]]:
+    """The host:port pairs behind a settings URL (several brokers, or Redis sentinels)."""
+    if is_sentinel_url(url):
+        return list(parse_sentinel_url(url).sentinels)
+    found = []
+    for one in split_urls(url):
+        parts = urlsplit(one)
+        default_port = {"amqps": 5671, "amqp": 5672}.get(parts.scheme, 6379)
+        found.append((parts.hostname or "127.0.0.1", parts.port or default_port))
+    return found
+
+
 def reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2.0):
-            return True
-    except OSError:
-        return False
+    """True when any of the URL's endpoints accepts a TCP connection."""
+    if urlsplit(url).scheme == "unix":
+        return True  # a socket path; the client will say if it is wrong
+    for host, port in endpoints(url):
+        try:
+            with socket.create_connection((host, port), 2.0):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def say(who: str, text: str) -> None:
