@@ -142,7 +142,8 @@ class Leadership:
                     self.epoch,
                 )
             return min(1.0, self.ttl_s / 5)
-        if not self._store_reachable:
+        came_back = not self._store_reachable
+        if came_back:
             log.info("lease store reachable again")
         self._store_reachable = True
         self._said_ran_out = False
@@ -151,6 +152,10 @@ class Leadership:
                 self._trusted_until = sent_at + self.ttl_s * TRUST_SHARE
                 self.epoch = int(detail)
                 self.holder = self.owner
+            if came_back and self._leading and self._on_change is not None:
+                # Still leading after the outage: refreshers of classic tokens, idle while
+                # the lease could not be confirmed, should not wait for their next step.
+                self._on_change(True)
             self._set_leading(True)
             return self.ttl_s / 3
         self.holder = detail.partition("|")[2] or detail

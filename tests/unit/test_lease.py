@@ -252,3 +252,26 @@ def test_owner_with_separator_is_refused(server: fakeredis.FakeServer, clock: Fa
     """An owner id containing the lease separator is a programming error."""
     with pytest.raises(ValueError, match="must not contain"):
         leadership(client_of(server), "a|b", clock)
+
+
+def test_regaining_the_store_wakes_the_refreshers(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """A leader whose lease is confirmed again after a Redis outage tells the service, so
+    classic-token refreshers resume at once instead of after their standby wait."""
+    changes: list[bool] = []
+    first = Leadership(
+        client_of(server),
+        lease_key=KEYS.leader,
+        epoch_key=KEYS.leader_epoch,
+        owner="a",
+        on_change=changes.append,
+        monotonic=clock,
+    )
+    first.tick()
+    server.connected = False
+    clock.advance(9.0)
+    first.tick()
+    server.connected = True
+    first.tick()
+    assert changes == [True, True]
