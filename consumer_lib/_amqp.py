@@ -5,6 +5,11 @@ An AMQP URL setting may name several brokers (the nodes of a cluster), separated
 commas. `connection_parameters()` returns one parameter set per URL, in the given order,
 and `pika.BlockingConnection(list)` tries them in that order on every (re)connect, so the
 first node is preferred and the others take over while it is away.
+
+Every `amqps://` URL gets our own `ssl.SSLContext` (`_settings.tls_context`): the broker's
+certificate must verify against the system's CAs plus the configured CA file, for the host
+name in that URL, and the client certificate is presented when one is configured. pika's
+own `ssl_options` from the URL are never used, so nothing can turn verification off.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import pika
 import pika.exceptions
 
 from ._errors import BrokerError
-from ._settings import split_urls
+from ._settings import AMQP_TLS_SCHEMES, TlsFiles, split_urls, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +33,24 @@ MESSAGE_TYPE = "wxtoken.update.v1"
 
 
 def connection_parameters(
-    url: str, *, connection_name: str, heartbeat_s: int = 30, timeout_s: float = 5.0
+    url: str,
+    *,
+    connection_name: str,
+    heartbeat_s: int = 30,
+    timeout_s: float = 5.0,
+    tls: TlsFiles | None = None,
 ) -> list[pika.URLParameters]:
     """One parameter set per comma-separated URL in `url`, in order, each with the same
     explicit heartbeat, timeouts, connection name and a single attempt (pika moves on to
-    the next URL, and our callers back off before trying the list again)."""
+    the next URL, and our callers back off before trying the list again).
+
+    `amqps://` URLs verify the broker's certificate (see the module docstring), with the
+    CA and client certificate files of `tls` (from `settings.amqp_tls`) when given; `tls`
+    with a plain `amqp://` URL is a `BrokerError`, never a silent plaintext connection.
+    """
     urls = split_urls(url)
     params = []
+    schemes = []
     for n, one in enumerate(urls, 1):
         where = f"AMQP URL {n} of {len(urls)}" if len(urls) > 1 else "AMQP URL"
         if not one:
@@ -43,10 +59,22 @@ def connection_parameters(
             urlsplit(one).port  # noqa: B018 - raises on a bad port, whose text we never echo
         except ValueError:
             raise BrokerError(f"bad {where}: bad host or port") from None
+        scheme = urlsplit(one).scheme.lower()
+        if tls is not None and scheme not in AMQP_TLS_SCHEMES:
+            raise BrokerError(f"bad {where}: TLS files are set, but the URL is not amqps://")
+        schemes.append(scheme)
         try:
             params.append(pika.URLParameters(one))
         except (ValueError, TypeError) as exc:
             raise BrokerError(f"bad {where}: {_redacted(str(exc), one)}") from None
+    if any(scheme in AMQP_TLS_SCHEMES for scheme in schemes):
+        try:
+            context = tls_context(tls)  # one context serves every connection
+        except ValueError as exc:
+            raise BrokerError(f"AMQP TLS files: {exc}") from None
+        for each, scheme in zip(params, schemes, strict=True):
+            if scheme in AMQP_TLS_SCHEMES:
+                each.ssl_options = pika.SSLOptions(context, server_hostname=each.host)
     for each in params:
         each.heartbeat = heartbeat_s
         each.blocked_connection_timeout = timeout_s * 6

@@ -42,6 +42,7 @@ from ._model import TokenKind, TokenUpdate
 from ._redis import SnapshotReader, connect_redis
 from ._refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint, requests_exchange
 from ._settings import ClientSettings, load_settings
+from ._signing import codec_from_settings
 from ._subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,17 @@ class TokenClient:
         name: str | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
+        # Verify keys are required (unless explicitly insecure): fail here, not on receipt.
+        self._codec = codec_from_settings(self.settings)
         self._owns_redis = redis_client is None
         self._redis = redis_client or connect_redis(
-            self.settings.redis_url, timeout_s=self.settings.redis_timeout_s
+            self.settings.redis_url,
+            timeout_s=self.settings.redis_timeout_s,
+            tls=self.settings.redis_tls,
         )
-        self._snapshot = SnapshotReader(self._redis, KeyLayout(self.settings.key_prefix))
+        self._snapshot = SnapshotReader(
+            self._redis, KeyLayout(self.settings.key_prefix), self._codec
+        )
         self._clock = clock
         self._cache = TokenCache(clock)
         self._callbacks: list[UpdateCallback] = []
@@ -147,9 +154,13 @@ class TokenClient:
             self._cache.offer(update)
         if self._owns_redis:
             self._redis = connect_redis(
-                self.settings.redis_url, timeout_s=self.settings.redis_timeout_s
+                self.settings.redis_url,
+                timeout_s=self.settings.redis_timeout_s,
+                tls=self.settings.redis_tls,
             )
-            self._snapshot = SnapshotReader(self._redis, KeyLayout(self.settings.key_prefix))
+            self._snapshot = SnapshotReader(
+                self._redis, KeyLayout(self.settings.key_prefix), self._codec
+            )
         self._subscriber = self._new_subscriber()
         if self._started:
             self._subscriber.start()
@@ -318,7 +329,7 @@ class TokenClient:
 
     def _on_body(self, body: bytes) -> None:
         try:
-            update = TokenUpdate.decode(body)
+            update = self._codec.decode(body)
         except InvalidUpdate as exc:
             self._reject("message", exc)
             return

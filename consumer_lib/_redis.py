@@ -9,12 +9,18 @@ a stored value that does not decode becomes `InvalidUpdate`.
 next reconnect (one of the quick retries, or the next call) reaches the promoted replica.
 While no master is known, redis-py raises `MasterNotFoundError`, a `ConnectionError`, so
 it becomes `StoreError` like any other outage.
+
+A `rediss://` or `rediss+sentinel://` URL always verifies the server's certificate and host
+name (`ssl_cert_reqs="required"`, `ssl_check_hostname=True`), with or without `tls=` files;
+options in the URL's query cannot weaken that. A certificate that does not verify is a
+`ConnectionError` from redis-py, so it is a `StoreError` too: never a plaintext fallback.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -24,7 +30,15 @@ from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from ._errors import InvalidUpdate, StoreError
 from ._keys import KeyLayout
 from ._model import TokenKind, TokenUpdate
-from ._settings import SentinelUrl, is_sentinel_url, parse_sentinel_url
+from ._settings import (
+    REDIS_TLS_SCHEMES,
+    SentinelUrl,
+    TlsFiles,
+    is_sentinel_url,
+    parse_sentinel_url,
+    refuse_key_password,
+)
+from ._signing import PLAIN, UpdateCodec
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +46,18 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
 
-def connect_redis(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+def connect_redis(url: str, *, timeout_s: float = 2.0, tls: TlsFiles | None = None) -> redis.Redis:
     """A client with bounded timeouts and two quick retries; connects lazily.
 
     `url` is a plain Redis URL or a sentinel one (then the client follows the master).
-    A malformed URL raises `ValueError` (settings have validated it before).
+    `tls` (from `settings.redis_tls`) names the CA and client certificate files of a
+    `rediss` URL. A malformed URL, or `tls` with a non-TLS URL, raises `ValueError`
+    (settings have validated both before).
     """
+    secure = urlsplit(url).scheme.lower() in REDIS_TLS_SCHEMES
+    if tls is not None and not secure:
+        raise ValueError("TLS files given for a Redis URL that is not rediss://")
+    tls_options = redis_tls_options(tls) if secure else {}
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
@@ -45,10 +65,32 @@ def connect_redis(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "health_check_interval": 30,
         "client_name": "wxtoken",
+        **tls_options,
     }
     if is_sentinel_url(url):
         return _connect_sentinel(parse_sentinel_url(url), timeout_s=timeout_s, options=options)
-    return redis.Redis.from_url(url, **options)
+    client = redis.Redis.from_url(url, **options)
+    # redis-py lets query parameters override keyword arguments; not for verification.
+    client.connection_pool.connection_kwargs.update(tls_options)
+    return client
+
+
+def redis_tls_options(tls: TlsFiles | None) -> dict[str, Any]:
+    """The redis-py keyword arguments of a verifying TLS connection using `tls`'s files."""
+    tls = tls or TlsFiles()
+    return {
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": _str_or_none(tls.ca_file),
+        "ssl_certfile": _str_or_none(tls.cert_file),
+        "ssl_keyfile": _str_or_none(tls.key_file),
+        # Never an interactive pass phrase prompt from OpenSSL in a service.
+        "ssl_password": refuse_key_password,
+    }
+
+
+def _str_or_none(path: object) -> str | None:
+    return None if path is None else str(path)
 
 
 class _SentinelMasterRedis(redis.Redis):
@@ -101,9 +143,12 @@ def describe_redis_error(exc: BaseException) -> str:
 class SnapshotReader:
     """Reads the latest update per app and kind that the producer keeps in Redis."""
 
-    def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: KeyLayout | None = None, codec: UpdateCodec = PLAIN
+    ) -> None:
         self._client = client
         self._keys = keys or KeyLayout()
+        self._codec = codec
 
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         """The stored update, or None when Redis holds none (never written, or expired)."""
@@ -113,7 +158,7 @@ class SnapshotReader:
             raise StoreError(f"reading {app_id}/{kind}: {describe_redis_error(exc)}") from None
         if raw is None:
             return None
-        return TokenUpdate.decode(raw)
+        return self._codec.decode(raw)
 
     def known(self) -> list[tuple[str, TokenKind]]:
         """Every (app_id, kind) ever written under this prefix, sorted."""
@@ -146,7 +191,7 @@ class SnapshotReader:
                 result[key] = None
                 continue
             try:
-                result[key] = TokenUpdate.decode(raw)
+                result[key] = self._codec.decode(raw)
             except InvalidUpdate as exc:
                 result[key] = exc
         return result

@@ -140,8 +140,29 @@ class RefreshRequest(BaseModel):
             raise InvalidUpdate(_describe(exc)) from None
 
 
-def request_properties(*, sender: str, now_s: float) -> pika.BasicProperties:
-    """Message properties of a request: transient, expiring after `REQUEST_TTL_MS`."""
+def amqp_user_id(channel: BlockingChannel) -> str | None:
+    """The user name the channel's connection logged in with, for the `user_id` property.
+
+    Taken from the connection parameters pika actually connected with (with several broker
+    URLs, the one that answered), already URL-decoded by pika. RabbitMQ refuses a message
+    whose `user_id` is not the connection's user (406 PRECONDITION_FAILED), so a receiver
+    can trust it. None when unknown: not a pika channel, or no user name and password
+    (EXTERNAL login with a client certificate), in which case the property is left out.
+    """
+    connection = getattr(channel, "connection", None)
+    params = getattr(getattr(connection, "_impl", None), "params", None)
+    credentials = getattr(params, "credentials", None)
+    if not isinstance(credentials, pika.PlainCredentials):
+        return None
+    username = credentials.username
+    return username if isinstance(username, str) and username else None
+
+
+def request_properties(
+    *, sender: str, now_s: float, user_id: str | None = None
+) -> pika.BasicProperties:
+    """Message properties of a request: transient, expiring after `REQUEST_TTL_MS`, and
+    `user_id` (see `amqp_user_id`) when given."""
     return pika.BasicProperties(
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Transient,
@@ -149,6 +170,7 @@ def request_properties(*, sender: str, now_s: float) -> pika.BasicProperties:
         type=REQUEST_MESSAGE_TYPE,
         app_id=sender[:128],
         timestamp=int(now_s),
+        user_id=user_id,
     )
 
 
@@ -157,13 +179,14 @@ def publish_request(
 ) -> None:
     """Publish `request` on the requests exchange of `exchange`; raises pika's errors.
 
-    Not mandatory: with no producer online the request is dropped, which is not an error.
+    Carries the connection's user as `user_id` (see `amqp_user_id`). Not mandatory: with
+    no producer online the request is dropped, which is not an error.
     """
     channel.basic_publish(
         exchange=requests_exchange(exchange),
         routing_key="",
         body=request.encode(),
-        properties=request_properties(sender=sender, now_s=now_s),
+        properties=request_properties(sender=sender, now_s=now_s, user_id=amqp_user_id(channel)),
         mandatory=False,
     )
 

@@ -20,17 +20,29 @@ watched by Redis Sentinel:
 The sentinels (port 26379 when omitted) are asked for the current master of SERVICE_NAME;
 `user:pass` authenticate to that master (and its replicas), the sentinels themselves are
 asked without credentials. DB defaults to 0.
+
+TLS: a `rediss://` (or `rediss+sentinel://`) Redis URL and `amqps://` broker URLs always
+verify the server's certificate chain and host name; there is no setting to turn that off.
+The CAs trusted are the system's plus the PEM bundle in `WXTOKEN_REDIS_TLS_CA_FILE` /
+`WXTOKEN_AMQP_TLS_CA_FILE`; a client certificate is `..._TLS_CERT_FILE` with its
+(unencrypted) `..._TLS_KEY_FILE`. The files are checked at startup: each must be a readable
+file, cert and key come together, they must load, and a TLS option next to a plain
+`redis://` or `amqp://` URL is an error rather than a silent plaintext connection.
+TLS is never configured in the URLs themselves (`ssl_*` query parameters are rejected).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
-from urllib.parse import SplitResult, unquote, urlsplit
+from pathlib import Path
+from typing import Annotated, Self, TypeVar
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -40,6 +52,9 @@ ENV_PREFIX = "WXTOKEN_"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 AMQP_SCHEMES = ("amqp", "amqps")
+#: The URL schemes that mean TLS; TLS file options need one of them.
+REDIS_TLS_SCHEMES = ("rediss", "rediss+sentinel")
+AMQP_TLS_SCHEMES = ("amqps",)
 DEFAULT_SENTINEL_PORT = 26379
 
 #: Said of a port that is not a number in 1..65535; the port's text is never repeated,
@@ -140,8 +155,20 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     )
 
 
+def _no_tls_in_query(url: str, variable: str) -> None:
+    """Refuse `ssl*` query parameters: TLS comes from the `*_TLS_*` settings only, so no
+    URL can weaken certificate verification."""
+    names = {name.lower() for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    if any(name.startswith("ssl") for name in names):
+        raise ValueError(
+            f"no ssl* URL parameters: TLS is set with the {ENV_PREFIX}{variable}_TLS_* "
+            "variables and a rediss:// or amqps:// scheme"
+        )
+
+
 def _check_redis_url(url: str) -> str:
     scheme = urlsplit(url).scheme
+    _no_tls_in_query(url, "REDIS")
     if scheme in SENTINEL_SCHEMES:
         parse_sentinel_url(url)
         return url
@@ -167,6 +194,7 @@ def _check_amqp_urls(value: str) -> str:
             raise ValueError(f"{where}empty (broker URLs are separated by single commas)")
         try:
             _check_amqp_url(url)
+            _no_tls_in_query(url, "AMQP")
         except ValueError as exc:
             raise ValueError(f"{where}{exc}") from None
     return value
@@ -177,6 +205,91 @@ RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
 AmqpUrl = Annotated[str, AfterValidator(_check_amqp_urls)]
 ExchangeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,200}$")]
 KeyPrefix = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The files of one TLS client: extra trusted CAs, and an optional client certificate.
+
+    `cert_file` and `key_file` come together. Built by `CommonSettings.redis_tls` and
+    `.amqp_tls` from validated settings; server certificates are always verified.
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def refuse_key_password() -> bytes:
+    """The password callback for private keys: encrypted keys are not supported, and
+    without a callback OpenSSL would prompt on the terminal and hang a service."""
+    raise ValueError("the private key is encrypted (only unencrypted PEM keys are supported)")
+
+
+def tls_context(tls: TlsFiles | None) -> ssl.SSLContext:
+    """A client `SSLContext` that requires a valid server certificate for the host name.
+
+    It trusts the system's CAs plus `tls.ca_file` (as redis-py does) and presents
+    `tls.cert_file`/`tls.key_file` when given. Raises `ValueError` (naming no secret)
+    when a file does not load.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if tls is None:
+        return context
+    if tls.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"cannot load the CA file: {_ssl_reason(exc)}") from None
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ValueError("a client certificate needs both the cert and the key file")
+    if tls.cert_file is not None and tls.key_file is not None:
+        try:
+            context.load_cert_chain(
+                str(tls.cert_file), str(tls.key_file), password=refuse_key_password
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"cannot load the client certificate and key: {_ssl_reason(exc)}"
+            ) from None
+    return context
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """`[SSL] PEM lib`, `No such file or directory`: OpenSSL's reason, one short line."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        text = f"{exc.library or 'SSL'}: {exc.reason}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or exc.__class__.__name__
+    return text.splitlines()[0][:200]
+
+
+def _empty_is_none(value: object) -> object:
+    """An empty variable (`WXTOKEN_REDIS_TLS_CA_FILE=`) means "not set"."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _readable_file(path: Path | None) -> Path | None:
+    """`path` when it names a readable regular file; `ValueError` saying what is wrong."""
+    if path is None:
+        return None
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a regular file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"not readable by this process: {path}")
+    return path
+
+
+#: An optional path to a readable file (empty means unset).
+TlsFile = Annotated[Path | None, BeforeValidator(_empty_is_none), AfterValidator(_readable_file)]
 
 
 class CommonSettings(BaseSettings):
@@ -192,6 +305,85 @@ class CommonSettings(BaseSettings):
     #: Every Redis key wxtoken uses starts with this, so several deployments can share a DB.
     key_prefix: KeyPrefix = "wxtoken"
     redis_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: TLS to Redis (a `rediss://` URL): extra CA bundle, client certificate and key (PEM).
+    redis_tls_ca_file: TlsFile = None
+    redis_tls_cert_file: TlsFile = None
+    redis_tls_key_file: TlsFile = None
+    #: TLS to RabbitMQ (`amqps://` URLs): the same, for every broker in the list.
+    amqp_tls_ca_file: TlsFile = None
+    amqp_tls_cert_file: TlsFile = None
+    amqp_tls_key_file: TlsFile = None
+
+    @property
+    def redis_tls(self) -> TlsFiles | None:
+        """The Redis TLS files for `connect_redis(..., tls=)`; None when none are set."""
+        return _tls_files(self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
+
+    @property
+    def amqp_tls(self) -> TlsFiles | None:
+        """The broker TLS files for `connection_parameters(..., tls=)`; None when none are set."""
+        return _tls_files(self.amqp_tls_ca_file, self.amqp_tls_cert_file, self.amqp_tls_key_file)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        """TLS files only with TLS URLs, cert and key together, and files that load."""
+        _check_tls_files(
+            "redis",
+            self.redis_tls,
+            schemes=[urlsplit(self.redis_url).scheme.lower()],
+            wanted=REDIS_TLS_SCHEMES,
+        )
+        _check_tls_files(
+            "amqp",
+            self.amqp_tls,
+            schemes=[urlsplit(one).scheme.lower() for one in split_urls(self.amqp_url)],
+            wanted=AMQP_TLS_SCHEMES,
+        )
+        return self
+
+    #: Ed25519 private key (PEM) that signs updates: the producer's, or an operator's.
+    signing_key_file: Path | None = None
+    #: Public keys (PEM files, comma-separated) that updates must be signed with.
+    verify_keys: str | None = None
+    #: Accept unsigned updates (tests, the sandbox demo); a subscriber warns once.
+    insecure_accept_unsigned: bool = False
+
+    def verify_key_files(self) -> list[Path]:
+        return [Path(p.strip()) for p in (self.verify_keys or "").split(",") if p.strip()]
+
+
+def _tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles | None:
+    if ca is None and cert is None and key is None:
+        return None
+    return TlsFiles(ca_file=ca, cert_file=cert, key_file=key)
+
+
+def _check_tls_files(
+    service: str, tls: TlsFiles | None, *, schemes: list[str], wanted: tuple[str, ...]
+) -> None:
+    """Raise `ValueError` with a message that starts with the variable to fix."""
+    if tls is None:
+        return
+    var = f"{ENV_PREFIX}{service.upper()}"
+    given = next(
+        f"{var}_TLS_{name.upper()}"
+        for name in ("ca_file", "cert_file", "key_file")
+        if getattr(tls, name) is not None
+    )
+    if any(scheme not in wanted for scheme in schemes):
+        raise ValueError(
+            f"{given} is set but {var}_URL is not {_wanted(wanted)} "
+            "(TLS options never fall back to a plaintext connection)"
+        )
+    if tls.cert_file is not None and tls.key_file is None:
+        raise ValueError(f"{var}_TLS_CERT_FILE is set without {var}_TLS_KEY_FILE")
+    if tls.key_file is not None and tls.cert_file is None:
+        raise ValueError(f"{var}_TLS_KEY_FILE is set without {var}_TLS_CERT_FILE")
+    try:
+        tls_context(tls)
+    except ValueError as exc:
+        which = "CA_FILE" if "CA file" in str(exc) else "CERT_FILE/KEY_FILE"
+        raise ValueError(f"{var}_TLS_{which}: {exc}") from None
 
 
 class ClientSettings(CommonSettings):
@@ -221,8 +413,11 @@ def describe_validation_error(exc: ValidationError, *, env_prefix: str = "") -> 
     parts = []
     for error in exc.errors(include_input=False, include_url=False):
         loc = [str(p) for p in error["loc"]]
+        message = error["msg"].removeprefix("Value error, ")
+        if not loc and env_prefix and message.startswith(env_prefix):
+            parts.append(message)  # a check across settings, naming its variables itself
+            continue
         name = (env_prefix + loc[0].upper()) if loc else "settings"
         where = ".".join([name, *loc[1:]])
-        message = error["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

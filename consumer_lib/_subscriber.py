@@ -59,7 +59,10 @@ class Subscriber:
     ) -> None:
         self._settings = settings
         self._params = connection_parameters(
-            settings.amqp_url, connection_name=connection_name, heartbeat_s=settings.heartbeat_s
+            settings.amqp_url,
+            connection_name=connection_name,
+            heartbeat_s=settings.heartbeat_s,
+            tls=settings.amqp_tls,
         )
         self._on_body = on_body
         self._read_snapshot = read_snapshot

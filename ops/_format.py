@@ -14,6 +14,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from consumer_lib._errors import InvalidUpdate
 from consumer_lib._model import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
+from consumer_lib._signing import PLAIN, UpdateCodec
+from producer._audit import AuditEntry
 
 #: One entry of the snapshot, as `SnapshotReader.read_many` returns it.
 SnapshotEntry = TokenUpdate | InvalidUpdate | None
@@ -21,6 +23,7 @@ SnapshotEntry = TokenUpdate | InvalidUpdate | None
 MAX_REASON_CHARS = 256  # TokenUpdate.reason
 _APP_ID = TypeAdapter(AppId)
 STATUS_COLUMNS = ("APP", "KIND", "STATE", "VERSION", "SOURCE", "LEFT", "AGE", "PRODUCER", "NOTE")
+HISTORY_COLUMNS = ("TIME", "EVENT", "APP", "KIND", "VERSION", "WHO", "TOKEN", "REASON")
 
 
 def check_app_id(value: str) -> str:
@@ -173,12 +176,57 @@ def watch_json(update: TokenUpdate, *, now_s: float) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
-def message_line(body: bytes, *, now_s: float, as_json: bool) -> str:
+def message_line(body: bytes, *, now_s: float, as_json: bool, codec: UpdateCodec = PLAIN) -> str:
     """What `wxtoken watch` prints for one message: the update, or why it was rejected."""
     try:
-        update = TokenUpdate.decode(body)
+        update = codec.decode(body)
     except InvalidUpdate as exc:
         if as_json:
             return json.dumps({"received_at": now_s, "rejected": str(exc)}, sort_keys=True)
         return f"{timestamp(now_s)} rejected: {exc}"
     return (watch_json if as_json else watch_line)(update, now_s=now_s)
+
+
+def history_records(entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
+    """The audit entries as JSON-able dicts (`wxtoken history --json`); tokens stay masked."""
+    return [
+        {
+            "id": entry.id,
+            "at": timestamp(entry.at_s),
+            "at_s": entry.at_s,
+            "event": entry.event,
+            "app_id": entry.app_id,
+            "kind": entry.kind,
+            "version": entry.version,
+            "who": entry.who,
+            "masked_token": entry.masked_token,
+            "reason": entry.reason,
+        }
+        for entry in entries
+    ]
+
+
+def _one_line(value: str | int | None) -> str:
+    """A table cell: `-` for nothing, control characters (newlines) as spaces."""
+    if value is None or value == "":
+        return "-"
+    return "".join(char if char.isprintable() else " " for char in str(value))
+
+
+def history_table(entries: Sequence[AuditEntry]) -> str:
+    """The audit entries as an aligned text table, newest first as given."""
+    rows = [list(HISTORY_COLUMNS)]
+    for entry in entries:
+        rows.append(
+            [
+                timestamp(entry.at_s),
+                *map(_one_line, (entry.event, entry.app_id, entry.kind, entry.version)),
+                *map(_one_line, (entry.who, entry.masked_token, entry.reason)),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HISTORY_COLUMNS) - 1)]
+    lines = []
+    for row in rows:
+        padded = [value.ljust(width) for value, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)

@@ -1,8 +1,9 @@
 """`wxtoken`, the operators' command line: a thin shell over the Redis store and the exchange.
 
 Commands: set (override a token read from stdin), refresh (ask the producers for a new
-token), get, status, watch, sandbox. Settings come from `WXTOKEN_*` variables. Bad
-arguments or settings exit 2, a failing service exits 1; both print one line on stderr.
+token), get, status, watch, history (the audit trail), sandbox. Settings come from
+`WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing service exits 1; both
+print one line on stderr.
 Tests inject an `OpsContext` with fake clients as `obj`.
 """
 
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +47,8 @@ from consumer_lib._refresh_request import (
     publish_request,
 )
 from consumer_lib._settings import CommonSettings, load_settings
+from consumer_lib._signing import UpdateCodec, codec_from_settings, generate_keypair
+from producer._audit import AuditEvent, AuditLog
 from producer._publisher import declare_exchange, publish_update
 from producer._store import TokenStore
 
@@ -80,7 +84,7 @@ RequesterFactory = Callable[[CommonSettings, str], AbstractContextManager[SendRe
 
 def _connect(settings: CommonSettings, sender: str) -> Any:
     """A blocking pika connection; any failure is a `BrokerError` (naming no credentials)."""
-    params = connection_parameters(settings.amqp_url, connection_name=sender)
+    params = connection_parameters(settings.amqp_url, connection_name=sender, tls=settings.amqp_tls)
     try:
         return pika.BlockingConnection(params)
     except AMQP_ERRORS as exc:
@@ -92,6 +96,7 @@ def _connect(settings: CommonSettings, sender: str) -> Any:
 @contextmanager
 def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
     """Connect, open a confirming channel and declare the exchange, then yield `publish`."""
+    codec = codec_from_settings(settings, must_sign=True)
     exchange = settings.exchange
     connection = _connect(settings, sender)
     try:
@@ -104,7 +109,7 @@ def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
 
         def publish(update: TokenUpdate, now_s: float) -> None:
             try:
-                publish_update(channel, exchange, update, now_s=now_s, sender=sender)
+                publish_update(channel, exchange, update, now_s=now_s, sender=sender, codec=codec)
             except AMQP_ERRORS as exc:
                 raise BrokerError(f"publishing to {exchange}: {describe_amqp_error(exc)}") from None
 
@@ -160,6 +165,10 @@ class OpsContext:
             self.settings = load_settings(CommonSettings)
         return self.settings
 
+    def codec(self, *, must_sign: bool = False) -> UpdateCodec:
+        """Signs (`set`) and verifies (everything read) per the settings; `ConfigError`."""
+        return codec_from_settings(self.get_settings(), must_sign=must_sign)
+
     def keys(self) -> KeyLayout:
         return KeyLayout(self.get_settings().key_prefix)
 
@@ -167,7 +176,7 @@ class OpsContext:
         if self.redis_client is None:
             settings = self.get_settings()
             self.redis_client = connect_redis(
-                settings.redis_url, timeout_s=settings.redis_timeout_s
+                settings.redis_url, timeout_s=settings.redis_timeout_s, tls=settings.redis_tls
             )
             self._own_redis = True
         return self.redis_client
@@ -286,7 +295,7 @@ def set_token(
     """
     token = _read_token()
     token_kind = TokenKind(kind)
-    store = TokenStore(obj.get_redis(), obj.keys())
+    store = TokenStore(obj.get_redis(), obj.keys(), obj.codec(must_sign=True))
     if not allow_new_app and (app_id, token_kind) not in store.reader.known():
         raise click.UsageError(
             f"Redis has never held {app_id}/{kind} under prefix {obj.keys().prefix!r}; "
@@ -320,6 +329,15 @@ def set_token(
                 f"newer than {version}; nothing was published"
             )
         log.info("stored %s", update)
+        _audit(obj).record(
+            AuditEvent.OVERRIDE,
+            app_id,
+            kind=kind,
+            who=obj.operator,
+            version=version,
+            masked_token=update.masked,
+            reason=reason,
+        )
         try:
             publish(update, obj.clock())
         except BrokerError as exc:
@@ -341,7 +359,7 @@ def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None
     Sends the stored token's SHA-256, never the token. The leader refreshes once within
     WeChat's limits, or re-publishes the current token if this one was already replaced.
     """
-    reader = SnapshotReader(obj.get_redis(), obj.keys())
+    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
     try:
         update = reader.read(app_id, TokenKind(kind))
     except InvalidUpdate as exc:
@@ -360,7 +378,42 @@ def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None
     )
     with obj.open_requester() as send:
         send(request, now_s)
+    _audit(obj).record(
+        AuditEvent.REFRESH_REQUEST,
+        app_id,
+        kind=kind,
+        who=obj.operator,
+        version=update.version,
+        masked_token=update.masked,
+        reason=reason,
+    )
     click.echo(f"refresh requested for {app_id}/{kind} (version {update.version})")
+
+
+def _audit(obj: OpsContext) -> AuditLog:
+    """The audit trail under the configured prefix; recording never raises."""
+    return AuditLog(obj.get_redis(), obj.keys(), clock=obj.clock)
+
+
+@main.command()
+@click.argument("app_id", required=False, callback=_checked(_format.check_app_id))
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
+@click.option(
+    "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most N."
+)
+@click.pass_obj
+def history(obj: OpsContext, app_id: str | None, as_json: bool, limit: int) -> None:
+    """Show the audit trail, newest first: of APP_ID, or of every app.
+
+    Refreshes, overrides and refresh requests: when, who, version, the token masked, why.
+    """
+    entries = _audit(obj).read(app_id, limit=limit)
+    if as_json:
+        click.echo(_format.to_json(_format.history_records(entries)))
+    elif not entries:
+        click.echo(f"no audit entries under key prefix {obj.keys().prefix!r}", err=True)
+    else:
+        click.echo(_format.history_table(entries))
 
 
 @main.command()
@@ -374,7 +427,7 @@ def get(obj: OpsContext, app_id: str, kind: str, as_json: bool, reveal: bool) ->
 
     The token is masked unless --reveal.
     """
-    reader = SnapshotReader(obj.get_redis(), obj.keys())
+    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
     try:
         update = reader.read(app_id, TokenKind(kind))
     except InvalidUpdate as exc:
@@ -397,7 +450,7 @@ def status(obj: OpsContext, as_json: bool) -> None:
     Version, source, seconds left, age and producer; `missing` once a token expired or
     vanished, `invalid` when Redis holds something that is not a valid update.
     """
-    reader = SnapshotReader(obj.get_redis(), obj.keys())
+    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
     entries = reader.read_many(reader.known())
     records = _format.status_records(entries, now_s=obj.clock())
     if as_json:
@@ -430,7 +483,7 @@ def watch(obj: OpsContext, as_json: bool, count: int | None, timeout: float | No
         if count is not None and received >= count:
             return
         received += 1
-        _emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json))
+        _emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=obj.codec()))
 
     connection = _connect(settings, f"wxtoken-watch/{obj.operator}")
     try:
@@ -530,6 +583,24 @@ def sandbox(host: str, port: int, apps_spec: str, expires_in: int, overlap: floa
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _emit("sandbox stopped", err=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+def keygen(path: Path) -> None:
+    """Write a new Ed25519 signing key to PATH (mode 0600) and its public key to PATH.pub.
+
+    Give PATH to the producer or an operator as WXTOKEN_SIGNING_KEY_FILE, and PATH.pub to
+    every subscriber (and producer) in WXTOKEN_VERIFY_KEYS. Existing files are never
+    overwritten.
+    """
+    try:
+        private_path, public_path = generate_keypair(path)
+    except FileExistsError as exc:
+        raise click.UsageError(f"{exc.filename} exists; keys are never overwritten") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {exc.filename or path}: {exc.strerror}") from None
+    click.echo(f"private key: {private_path} (keep it secret)\npublic key:  {public_path}")
 
 
 if __name__ == "__main__":

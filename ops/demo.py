@@ -33,6 +33,7 @@ from consumer_lib._settings import (
     parse_sentinel_url,
     split_urls,
 )
+from consumer_lib._signing import generate_keypair
 
 from ._sandbox import SandboxConfig, SandboxServer
 
@@ -88,8 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
 
+    workdir = Path(tempfile.mkdtemp(prefix="wxtoken-demo-"))
+    # A throwaway key pair: the producer signs every token, the subscriber verifies it.
+    private_key, public_key = generate_keypair(workdir / "demo-signing.key")
     try:
-        settings = load_settings(ClientSettings, key_prefix=DEMO_PREFIX, exchange=DEMO_EXCHANGE)
+        settings = load_settings(
+            ClientSettings,
+            key_prefix=DEMO_PREFIX,
+            exchange=DEMO_EXCHANGE,
+            verify_keys=str(public_key),
+            signing_key_file=None,
+            insecure_accept_unsigned=False,
+        )
     except ConfigError as exc:
         print(f"demo: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -115,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    workdir = Path(tempfile.mkdtemp(prefix="wxtoken-demo-"))
     apps_file = workdir / "apps.toml"
     apps_file.write_text(
         '[[apps]]\napp_id = "wxdemo0000000001"\nsecret = "demo-secret-1"\ntoken_api = "stable"\n\n'
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "WXTOKEN_WECHAT_BASE_URL": sandbox.base_url,
         "WXTOKEN_APPS_FILE": str(apps_file),
         "WXTOKEN_REPUBLISH_INTERVAL_S": "10",
+        "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
+        "WXTOKEN_VERIFY_KEYS": str(public_key),
     }
     producer = subprocess.Popen(
         [sys.executable, "-m", "producer"], env=env, stderr=subprocess.PIPE, text=True

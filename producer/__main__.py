@@ -27,14 +27,17 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-        logging.getLogger("pika").setLevel(logging.WARNING)
+        # pika logs every failed reconnect at ERROR with a traceback; the producer says
+        # "broker unavailable" itself, once per outage. DEBUG shows pika's own account.
+        if settings.log_level != "DEBUG":
+            logging.getLogger("pika").setLevel(logging.CRITICAL)
         # urllib3 logs each request URL at DEBUG: for the classic API that holds the secret.
         logging.getLogger("urllib3").setLevel(logging.WARNING)
         apps = load_apps(settings.apps_file, wechat_base_url=settings.wechat_base_url)
+        service = ProducerService(settings, apps)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
         return 2
-    service = ProducerService(settings, apps)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame

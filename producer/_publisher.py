@@ -29,6 +29,9 @@ from consumer_lib._amqp import (
 from consumer_lib._backoff import Backoff
 from consumer_lib._model import TokenKind, TokenUpdate
 from consumer_lib._outage import OutageLog
+from consumer_lib._refresh_request import amqp_user_id
+from consumer_lib._settings import TlsFiles
+from consumer_lib._signing import PLAIN, UpdateCodec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,13 @@ def declare_exchange(channel: BlockingChannel, exchange: str) -> None:
 
 
 def publish_update(
-    channel: BlockingChannel, exchange: str, update: TokenUpdate, *, now_s: float, sender: str
+    channel: BlockingChannel,
+    exchange: str,
+    update: TokenUpdate,
+    *,
+    now_s: float,
+    sender: str,
+    codec: UpdateCodec = PLAIN,
 ) -> None:
     """Publish one update on a confirming channel; raises pika's errors on a nack or loss.
 
@@ -50,7 +59,7 @@ def publish_update(
     channel.basic_publish(
         exchange=exchange,
         routing_key="",
-        body=update.encode(),
+        body=codec.encode(update),
         properties=pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Transient,
@@ -59,6 +68,8 @@ def publish_update(
             type=MESSAGE_TYPE,
             app_id=sender,
             timestamp=int(now_s),
+            # The user this connection logged in as; the broker refuses any other.
+            user_id=amqp_user_id(channel),
         ),
     )
 
@@ -76,9 +87,12 @@ class Publisher:
         reconnect_max_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        codec: UpdateCodec = PLAIN,
+        tls: TlsFiles | None = None,
     ) -> None:
+        self._codec = codec
         self._params = connection_parameters(
-            amqp_url, connection_name=sender, heartbeat_s=heartbeat_s
+            amqp_url, connection_name=sender, heartbeat_s=heartbeat_s, tls=tls
         )
         self._exchange = exchange
         self._sender = sender
@@ -150,7 +164,12 @@ class Publisher:
                     continue
                 try:
                     publish_update(
-                        channel, self._exchange, update, now_s=now_s, sender=self._sender
+                        channel,
+                        self._exchange,
+                        update,
+                        now_s=now_s,
+                        sender=self._sender,
+                        codec=self._codec,
                     )
                 except pika.exceptions.NackError:
                     log.warning("broker refused %s; will retry", update)

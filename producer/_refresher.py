@@ -21,6 +21,9 @@ Rules:
   second); a report about the current token refreshes it once (a stable token with
   `force_refresh`), if the fleet-wide budget allows, else re-publishes. Reports that pile
   up during that fetch are about the old token by the time they are handled.
+- With an `AuditLog`, each new token (`refresh`, `forced_refresh`), each handled batch of
+  reports (`refresh_request`, once with the count) and each refusal by the budget
+  (`request_over_budget`) is recorded, the token masked.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
 from consumer_lib._refresh_request import RefreshRequest, fingerprint
 
 from ._apps import AppConfig, TokenApi
+from ._audit import AuditEvent, AuditLog
 from ._budget import RefreshBudget
 from ._errcodes import FailureKind
 from ._store import TokenStore
@@ -53,6 +57,8 @@ MIN_WAIT_S = 0.05
 STANDBY_WAIT_S = 5.0
 #: Answering refresh requests about an old token re-publishes at most this often.
 REPUBLISH_ON_REQUEST_MIN_S = 1.0
+#: An audit entry of a batch of reports names at most this many requesters.
+AUDIT_NAMED_REQUESTERS = 3
 
 
 class Fetcher(Protocol):
@@ -144,8 +150,11 @@ class AppRefresher:
         budget: RefreshBudget | None = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        audit: AuditLog | None = None,
     ) -> None:
         self.app = app
+        self._audit = audit
+        self._requesters: set[str] = set()  # named in the audit entry of the next batch
         self._gate: Gate = gate or SoleProducer()
         self._budget = budget
         self._reports_lock = threading.Lock()
@@ -168,6 +177,7 @@ class AppRefresher:
         self._retry_at = 0.0
         self._republish_at = 0.0
         self._store_reachable = True
+        self._store_probed_at = -math.inf
         self.stats = RefresherStats()
 
     @property
@@ -190,7 +200,7 @@ class AppRefresher:
         self._handle_reports()
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
-            self._refresh()
+            self._refresh(reason=self._refresh_reason(now))
             now = self._clock()
         held = self._held
         if held is not None and held.is_valid_at(now) and now >= self._republish_at:
@@ -212,16 +222,26 @@ class AppRefresher:
             fingerprint_ = request.token_sha256
             self._reported[fingerprint_] = self._reported.get(fingerprint_, 0) + 1
             self.stats.requests_received += 1
+            if len(self._requesters) <= AUDIT_NAMED_REQUESTERS:
+                self._requesters.add(request.requester)
 
     def _handle_reports(self) -> None:
         with self._reports_lock:
             reported, self._reported = self._reported, {}
+            requesters, self._requesters = self._requesters, set()
         held = self._held
         if not reported or held is None:
             return
         app_id = self.app.app_id
         about_current = reported.pop(fingerprint(held.value), 0)
-        self.stats.requests_about_old_tokens += sum(reported.values())
+        about_old = sum(reported.values())
+        self.stats.requests_about_old_tokens += about_old
+        self._record(
+            AuditEvent.REFRESH_REQUEST,
+            held,
+            f"{about_current + about_old} report(s), {about_current} of the current token, "
+            f"{about_old} of older ones; from {_named(requesters)}",
+        )
         if about_current:
             decision = self._budget.try_spend(app_id, self.app.token_api) if self._budget else None
             if decision is None or decision.allowed:
@@ -233,9 +253,17 @@ class AppRefresher:
                     about_current,
                     f" ({decision.reason})" if decision else "",
                 )
-                self._refresh(forced=True)
+                budget_note = f"; {decision.reason}" if decision else ""
+                self._refresh(
+                    forced=True, reason=f"reported rejected ({about_current} reports){budget_note}"
+                )
                 return
             self.stats.requests_over_budget += about_current
+            self._record(
+                AuditEvent.REQUEST_OVER_BUDGET,
+                held,
+                f"reported rejected ({about_current} reports); {decision.reason}",
+            )
             log.warning(
                 "%s: refresh request over budget (%s); re-publishing v%d instead",
                 app_id,
@@ -245,6 +273,25 @@ class AppRefresher:
         now_s = self._clock()
         if held.is_valid_at(now_s) and now_s - self._last_publish_s >= REPUBLISH_ON_REQUEST_MIN_S:
             self._republish(held, now_s)
+
+    def _record(self, event: AuditEvent, update: TokenUpdate, reason: str) -> None:
+        """An audit entry about `update` by this producer, if there is an audit log."""
+        if self._audit is not None:
+            self._audit.record(
+                event,
+                update.app_id,
+                kind=update.kind,
+                who=self._producer_id,
+                version=update.version,
+                masked_token=update.masked,
+                reason=reason,
+            )
+
+    def _refresh_reason(self, now_s: float) -> str:
+        held = self._held
+        if held is None:
+            return "none held"
+        return "scheduled" if held.is_valid_at(now_s) else "expired"
 
     def _refresh_due(self, now_s: float) -> bool:
         held = self._held
@@ -264,23 +311,33 @@ class AppRefresher:
     def _sync_with_store(self, *, leading: bool) -> None:
         """Adopt a newer token that Redis holds; as leader, write one that Redis missed."""
         app_id = self.app.app_id
+        now_s = self._clock()
+        if not self._store_reachable and (
+            now_s - self._store_probed_at < self._timing.store_retry_s
+            or (leading and self._refresh_due(now_s))
+        ):
+            # Redis is away: look again every store_retry_s, and only after a due refresh
+            # is published (each look may wait out a Redis timeout).
+            return
+        self._store_probed_at = now_s
         try:
             if self._unsaved is not None and leading:
                 self._write(self._unsaved)
-            stored = self._store.read(app_id, TokenKind.ACCESS_TOKEN)
+            try:
+                stored = self._store.read(app_id, TokenKind.ACCESS_TOKEN)
+            except InvalidUpdate as exc:
+                stored = None
+                if not leading:
+                    log.warning("%s: snapshot in Redis is invalid (%s)", app_id, exc)
+                elif self._store.discard_invalid(app_id, TokenKind.ACCESS_TOKEN):
+                    log.warning("%s: deleted an invalid snapshot from Redis (%s)", app_id, exc)
         except StoreError as exc:
             self._store_unreachable(exc)
-            return
-        except InvalidUpdate as exc:
-            log.warning(
-                "%s: snapshot in Redis is invalid (%s); the next write replaces it", app_id, exc
-            )
             return
         if not self._store_reachable:
             log.info("%s: Redis reachable again", app_id)
             self._store_reachable = True
         held = self._held
-        now_s = self._clock()
         if stored is not None and stored.is_valid_at(now_s):
             if held is None or stored.version > held.version:
                 self._adopt(stored)
@@ -334,19 +391,23 @@ class AppRefresher:
         return False
 
     def _allocate_version(self, now_s: float) -> int:
-        try:
-            version = self._store.next_version(self.app.app_id, TokenKind.ACCESS_TOKEN, now_s=now_s)
-        except StoreError as exc:
-            self._store_unreachable(exc)
-            version = math.floor(now_s * 1000)
+        version = math.floor(now_s * 1000)
+        if self._store_reachable:  # with Redis away, don't wait out its timeout here too
+            try:
+                version = self._store.next_version(
+                    self.app.app_id, TokenKind.ACCESS_TOKEN, now_s=now_s
+                )
+            except StoreError as exc:
+                self._store_unreachable(exc)
         version = max(version, self._last_version + 1)
         self._last_version = version
         return version
 
     # ------------------------------------------------------------------ upstream
-    def _refresh(self, *, forced: bool = False) -> None:
+    def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None:
         """Fetch a new token; `forced` (a reported rejection) uses the stable API's
-        `force_refresh`, since in normal mode it would hand back the rejected token."""
+        `force_refresh`, since in normal mode it would hand back the rejected token.
+        `reason` goes into the audit entry of the new token."""
         app_id = self.app.app_id
         started_s = self._clock()
         # The fencing version is taken before the fetch: if another producer stores a token
@@ -388,14 +449,19 @@ class AppRefresher:
             epoch=self._gate.epoch,
         )
         log.info("%s: fetched %s, lives %d s", app_id, update, fetched.expires_in_s)
-        try:
-            if not self._write(update):
-                return
-        except StoreError as exc:
-            self._store_unreachable(exc)
+        if self._store_reachable:
+            try:
+                if not self._write(update):
+                    return
+            except StoreError as exc:
+                self._store_unreachable(exc)
+                self._unsaved = update
+        else:
+            # Publish first: the write waits for the next probe of Redis (store_retry_s).
             self._unsaved = update
         self._held = update
         self._republish(update, self._clock())
+        self._record(AuditEvent.FORCED_REFRESH if forced else AuditEvent.REFRESH, update, reason)
 
     def _fetch_failed(self, exc: UpstreamError) -> None:
         app_id = self.app.app_id
@@ -422,3 +488,10 @@ class AppRefresher:
                 delay_s,
             )
         self._retry_at = self._clock() + delay_s
+
+
+def _named(requesters: set[str]) -> str:
+    """The requesters of a batch for an audit entry, at most `AUDIT_NAMED_REQUESTERS`."""
+    names = sorted(requesters)
+    shown = ", ".join(names[:AUDIT_NAMED_REQUESTERS]) or "unknown"
+    return shown + (" and others" if len(names) > AUDIT_NAMED_REQUESTERS else "")

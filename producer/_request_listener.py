@@ -37,6 +37,7 @@ from consumer_lib._refresh_request import (
     declare_requests_exchange,
     requests_exchange,
 )
+from consumer_lib._settings import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,10 @@ class RequestListener:
         heartbeat_s: int = 30,
         reconnect_max_s: float = 5.0,
         rand: Callable[[], float] = random.random,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._params = connection_parameters(
-            amqp_url, connection_name=connection_name, heartbeat_s=heartbeat_s
+            amqp_url, connection_name=connection_name, heartbeat_s=heartbeat_s, tls=tls
         )
         self._exchange = exchange
         self._on_request = on_request

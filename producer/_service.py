@@ -20,8 +20,10 @@ from consumer_lib._keys import KeyLayout
 from consumer_lib._model import TokenKind
 from consumer_lib._redis import connect_redis
 from consumer_lib._refresh_request import RefreshRequest
+from consumer_lib._signing import codec_from_settings
 
 from ._apps import AppConfig
+from ._audit import AuditLog
 from ._budget import RefreshBudget
 from ._lease import Leadership
 from ._publisher import Publisher
@@ -65,10 +67,11 @@ class ProducerService:
     ) -> None:
         self._stop = threading.Event()
         client = redis_client or connect_redis(
-            settings.redis_url, timeout_s=settings.redis_timeout_s
+            settings.redis_url, timeout_s=settings.redis_timeout_s, tls=settings.redis_tls
         )
         keys = KeyLayout(settings.key_prefix)
-        self.store = TokenStore(client, keys)
+        codec = codec_from_settings(settings, must_sign=True)
+        self.store = TokenStore(client, keys, codec)
         self._wakes = [threading.Event() for _ in apps]
         # The owner id is unique per process run, even where hostnames and pids repeat.
         self.leadership = Leadership(
@@ -82,10 +85,12 @@ class ProducerService:
         self.publisher = publisher or Publisher(
             settings.amqp_url,
             settings.exchange,
+            tls=settings.amqp_tls,
             sender=f"wxtoken-producer/{settings.producer_id}",
             heartbeat_s=settings.heartbeat_s,
             reconnect_max_s=settings.reconnect_max_s,
             clock=clock,
+            codec=codec,
         )
         upstream: Fetcher = fetcher or WeChatClient(
             settings.wechat_base_url,
@@ -94,6 +99,8 @@ class ProducerService:
         )
         timing = timing_from(settings)
         budget = RefreshBudget(client, keys, clock=clock)
+        #: One audit trail for every app (`{prefix}:audit`); recording never raises.
+        self.audit = AuditLog(client, keys, clock=clock)
         self.refreshers = [
             AppRefresher(
                 app,
@@ -105,6 +112,7 @@ class ProducerService:
                 gate=self.leadership,
                 budget=budget,
                 clock=clock,
+                audit=self.audit,
             )
             for app in apps
         ]
@@ -114,6 +122,7 @@ class ProducerService:
         self.requests = RequestListener(
             settings.amqp_url,
             settings.exchange,
+            tls=settings.amqp_tls,
             on_request=self._on_request,
             connection_name=f"wxtoken-producer/{settings.producer_id}/requests",
             heartbeat_s=settings.heartbeat_s,

@@ -18,15 +18,19 @@ from consumer_lib._errors import InvalidUpdate, StoreError
 from consumer_lib._keys import KeyLayout
 from consumer_lib._model import TokenKind, TokenUpdate
 from consumer_lib._redis import REDIS_ERRORS, SnapshotReader, describe_redis_error
+from consumer_lib._signing import PLAIN, UpdateCodec
 
 _STORED_VERSION = """
 local function stored_version(key)
   local raw = redis.call('GET', key)
   if not raw then return 0 end
   local ok, doc = pcall(cjson.decode, raw)
-  if ok and type(doc) == 'table' and type(doc['version']) == 'number' then
-    return doc['version']
+  if not ok or type(doc) ~= 'table' then return 0 end
+  if type(doc['payload']) == 'string' then  -- a signed envelope: the update is inside
+    ok, doc = pcall(cjson.decode, doc['payload'])
+    if not ok or type(doc) ~= 'table' then return 0 end
   end
+  if type(doc['version']) == 'number' then return doc['version'] end
   return 0
 end
 """
@@ -70,6 +74,13 @@ return {1}
 )
 
 
+# KEYS: token key. ARGV: the exact value to delete. Deletes only if unchanged meanwhile.
+_DELETE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """Whether the write landed; if not, the newer update that Redis holds instead."""
@@ -83,12 +94,16 @@ class WriteResult:
 class TokenStore:
     """The writing side of the Redis snapshot (the reading side is `SnapshotReader`)."""
 
-    def __init__(self, client: redis.Redis, keys: KeyLayout | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: KeyLayout | None = None, codec: UpdateCodec = PLAIN
+    ) -> None:
         self._client = client
         self._keys = keys or KeyLayout()
-        self._reader = SnapshotReader(client, self._keys)
+        self._codec = codec
+        self._reader = SnapshotReader(client, self._keys, codec)
         self._next_version = client.register_script(_NEXT_VERSION)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+        self._delete_if_equal = client.register_script(_DELETE_IF_EQUAL)
 
     @property
     def reader(self) -> SnapshotReader:
@@ -97,6 +112,27 @@ class TokenStore:
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         """The stored update (see `SnapshotReader.read`)."""
         return self._reader.read(app_id, kind)
+
+    def discard_invalid(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> bool:
+        """Delete the stored value if it does not decode (unsigned, forged, garbage).
+
+        The compare-and-set reads versions without checking signatures, so a forged value
+        with a huge version would otherwise block every genuine write. Only that exact
+        value is deleted, never one written meanwhile. True when something was deleted.
+        """
+        key = self._keys.token(app_id, kind)
+        try:
+            raw = self._client.get(key)
+            if raw is None:
+                return False
+            try:
+                self._codec.decode(raw)
+                return False
+            except InvalidUpdate:
+                pass
+            return bool(self._delete_if_equal(keys=[key], args=[raw]))
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"discarding {app_id}: {describe_redis_error(exc)}") from None
 
     def next_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
         """A version higher than any handed out or stored for this app and kind."""
@@ -122,7 +158,7 @@ class TokenStore:
                     self._keys.leader,
                 ],
                 args=[
-                    update.encode(),
+                    self._codec.encode(update),
                     update.version,
                     expires_at_ms,
                     KeyLayout.member(update.app_id, update.kind),
@@ -136,7 +172,7 @@ class TokenStore:
         if int(reply[0]) == 2:
             return WriteResult(written=False, fenced=True)
         try:
-            stored = TokenUpdate.decode(reply[1])
+            stored = self._codec.decode(reply[1])
         except InvalidUpdate:
             # Refused by a higher version that no longer validates: nothing to adopt.
             stored = None

@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,12 +101,26 @@ def _cleanup(names: dict[str, str]) -> None:
         connection.close()
 
 
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One Ed25519 key pair for the session: (private key file, public key file)."""
+    from consumer_lib._signing import generate_keypair
+
+    return generate_keypair(tmp_path_factory.mktemp("keys") / "wxtoken-test.key")
+
+
 @pytest.fixture
-def service_env(redis_url: str, amqp_url: str, isolation: dict[str, str]) -> dict[str, str]:
-    """WXTOKEN_* variables pointing a child process at the test's isolated names."""
+def service_env(
+    redis_url: str, amqp_url: str, isolation: dict[str, str], signing_keys: tuple[Path, Path]
+) -> dict[str, str]:
+    """WXTOKEN_* variables pointing a child process at the test's isolated names, with
+    signing on: producers and `wxtoken set` sign, subscribers verify."""
+    private_key, public_key = signing_keys
     return {
         "WXTOKEN_REDIS_URL": redis_url,
         "WXTOKEN_AMQP_URL": amqp_url,
         "WXTOKEN_EXCHANGE": isolation["exchange"],
         "WXTOKEN_KEY_PREFIX": isolation["key_prefix"],
+        "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
+        "WXTOKEN_VERIFY_KEYS": str(public_key),
     }

@@ -10,6 +10,9 @@ by it (use the object as a context manager, or call `stop()` in a fixture's tear
         server.kill()            # SIGKILL: no goodbye
 
 A server keeps its port across restarts, so clients configured with its URL reconnect.
+
+`RedisServer(tmp_path, tls=ServerTls(...))` listens with TLS only (`--port 0 --tls-port P`);
+its `url` is then `rediss://...` and `client()` speaks TLS, trusting `ServerTls.ca_file`.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import signal
 import socket
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Literal, Self
 
 import pytest
 import redis
@@ -174,9 +178,191 @@ class _ServerProcess:
         self.stop()
 
 
+@dataclass(frozen=True)
+class Pki:
+    """PEM files of a throwaway CA, a server certificate it signed for 127.0.0.1 and
+    localhost, a client certificate it signed, and an unrelated CA that signed nothing."""
+
+    ca_file: Path
+    server_cert_file: Path
+    server_key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+    other_ca_file: Path
+
+    def server_tls(self, auth_clients: Literal["no", "optional", "yes"] = "optional") -> ServerTls:
+        """A `ServerTls` with these files; management connects with the client certificate."""
+        return ServerTls(
+            cert_file=self.server_cert_file,
+            key_file=self.server_key_file,
+            ca_file=self.ca_file,
+            auth_clients=auth_clients,
+            client_cert_file=self.client_cert_file,
+            client_key_file=self.client_key_file,
+        )
+
+
+def make_pki(directory: Path) -> Pki:
+    """Write a fresh `Pki` into `directory` (EC P-256 keys, valid for a day)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, filename: str) -> Path:
+        path = directory / filename
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return path
+
+    def write_cert(cert: x509.Certificate, filename: str) -> Path:
+        path = directory / filename
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        public = key.public_key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(common_name))
+            .issuer_name(name(common_name))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cert, key
+
+    def make_leaf(
+        common_name: str,
+        ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+        usage: x509.ObjectIdentifier,
+        alt_names: list[x509.GeneralName],
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        ca_cert, ca_key = ca
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(common_name))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+        )
+        if alt_names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        return builder.sign(ca_key, hashes.SHA256()), key
+
+    ca = make_ca("wxtoken test CA")
+    other_ca, _ = make_ca("wxtoken unrelated CA")
+    server_cert, server_key = make_leaf(
+        "wxtoken test redis",
+        ca,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))],
+    )
+    client_cert, client_key = make_leaf(
+        "wxtoken test client", ca, ExtendedKeyUsageOID.CLIENT_AUTH, []
+    )
+    return Pki(
+        ca_file=write_cert(ca[0], "ca.pem"),
+        server_cert_file=write_cert(server_cert, "server.pem"),
+        server_key_file=write_key(server_key, "server.key"),
+        client_cert_file=write_cert(client_cert, "client.pem"),
+        client_key_file=write_key(client_key, "client.key"),
+        other_ca_file=write_cert(other_ca, "other-ca.pem"),
+    )
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The TLS files of a private Redis: its certificate and key, the CA it checks client
+    certificates against (and the one our management client trusts), whether clients must
+    present a certificate, and the client certificate that management uses then."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: Literal["no", "optional", "yes"] = "optional"
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    def server_args(self, port: int) -> list[str]:
+        """`redis-server` options for TLS only on `port` (no plaintext listener)."""
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(self.cert_file),
+            "--tls-key-file",
+            str(self.key_file),
+            "--tls-ca-cert-file",
+            str(self.ca_file),
+            "--tls-auth-clients",
+            self.auth_clients,
+        ]
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py options of a verifying TLS client of such a server."""
+        options: dict[str, Any] = {
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca_file),
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+        }
+        if self.client_cert_file is not None and self.client_key_file is not None:
+            options["ssl_certfile"] = str(self.client_cert_file)
+            options["ssl_keyfile"] = str(self.client_key_file)
+        return options
+
+
 class RedisServer(_ServerProcess):
     """A private, empty, non-persistent Redis on 127.0.0.1 (`extra_args` are appended, e.g.
-    `("--replicaof", "127.0.0.1", str(master.port))`)."""
+    `("--replicaof", "127.0.0.1", str(master.port))`); with `tls`, a TLS-only one."""
 
     def __init__(
         self,
@@ -185,15 +371,25 @@ class RedisServer(_ServerProcess):
         extra_args: Sequence[str] = (),
         *,
         name: str | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         super().__init__(tmp_path, port=port, name=name)
         self.extra_args = list(extra_args)
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{HOST}:{self.port}/0"
+
+    def client(self, **extra: Any) -> redis.Redis:
+        """A new client of this server (TLS when the server is); close it when done."""
+        if self.tls is not None:
+            extra = {**self.tls.client_options(), **extra}
+        return _quick_client(self.port, **extra)
 
     def _args(self) -> list[str]:
+        listen = ["--port", str(self.port)] if self.tls is None else self.tls.server_args(self.port)
         return [
             "--save",
             "",
@@ -201,8 +397,7 @@ class RedisServer(_ServerProcess):
             "no",
             "--bind",
             HOST,
-            "--port",
-            str(self.port),
+            *listen,
             "--dir",
             str(self.dir),
             *self.extra_args,

@@ -46,9 +46,14 @@ def exchange(amqp_url: str, isolation: dict[str, str]) -> str:
 
 @pytest.fixture
 def client(
-    redis_url: str, amqp_url: str, isolation: dict[str, str], exchange: str
+    redis_url: str,
+    amqp_url: str,
+    isolation: dict[str, str],
+    exchange: str,
+    signing_keys: tuple[Path, Path],
 ) -> Iterator[TokenClient]:
     settings = ClientSettings(
+        verify_keys=str(signing_keys[1]),
         redis_url=redis_url,
         amqp_url=amqp_url,
         exchange=exchange,

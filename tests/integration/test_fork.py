@@ -171,6 +171,7 @@ def test_a_client_started_before_fork_works_in_every_child(
     assert store.write(first).written
     publish_update(broker, exchange, first, now_s=time.time(), sender="test")
     settings = ClientSettings(
+        insecure_accept_unsigned=True,  # plain updates: signing is not what is tested
         redis_url=redis_url,
         amqp_url=amqp_url,
         exchange=exchange,
@@ -232,7 +233,9 @@ def test_a_client_started_before_fork_works_in_every_child(
 
 def test_the_fork_hook_keeps_no_client_alive() -> None:
     """The at-fork hook holds its client weakly: a dropped client is collected."""
-    settings = ClientSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")
+    settings = ClientSettings(
+        insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
+    )
     client = TokenClient(settings, redis_client=redis.Redis(port=1))
     ref = weakref.ref(client)
     client.close()

@@ -22,6 +22,7 @@ from consumer_lib._refresh_request import (
     fingerprint,
     requests_exchange,
 )
+from consumer_lib._signing import UpdateCodec, load_private_key
 from producer._publisher import declare_exchange, publish_update
 from producer._request_listener import RequestListener
 from producer._store import TokenStore
@@ -72,6 +73,7 @@ def client(
     redis_url: str, amqp_url: str, isolation: dict[str, str], exchange: str
 ) -> Iterator[TokenClient]:
     settings = ClientSettings(
+        insecure_accept_unsigned=True,  # plain updates: signing is not what is tested
         redis_url=redis_url,
         amqp_url=amqp_url,
         exchange=exchange,
@@ -148,12 +150,15 @@ def test_listener_receives_a_request_from_wxtoken_refresh(
     redis_url: str,
     isolation: dict[str, str],
     service_env: dict[str, str],
+    signing_keys: tuple[Path, Path],
 ) -> None:
     """`wxtoken refresh` reports the stored token's fingerprint and version, never the token."""
     redis_client = redis.Redis.from_url(redis_url)
+    codec = UpdateCodec(signer=load_private_key(signing_keys[0]))
     try:
         stored = make_update(app_id=APP, value=TOKEN, version=41, issued_at=time.time())
-        assert TokenStore(redis_client, KeyLayout(isolation["key_prefix"])).write(stored).written
+        store = TokenStore(redis_client, KeyLayout(isolation["key_prefix"]), codec)
+        assert store.write(stored).written
     finally:
         redis_client.close()
     done = subprocess.run(

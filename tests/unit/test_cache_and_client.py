@@ -174,7 +174,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def make_client(clock: FakeClock, redis_client: redis.Redis) -> TokenClient:
     """A client that is never started on purpose; a miss starts it against a dead broker."""
-    settings = ClientSettings(amqp_url=DEAD_AMQP, reconnect_max_s=0.5, poll_interval_s=0.5)
+    settings = ClientSettings(
+        insecure_accept_unsigned=True, amqp_url=DEAD_AMQP, reconnect_max_s=0.5, poll_interval_s=0.5
+    )
     return TokenClient(settings, redis_client=redis_client, clock=clock, name="unit-test")
 
 

@@ -27,6 +27,7 @@ OLD_TOKEN = "OLD_token_0123456789abcdefghijklmnop"
 NEW_TOKEN = "NEW_token_9876543210zyxwvutsrqponmlk"
 KEYS = KeyLayout(PREFIX)
 SETTINGS = CommonSettings(
+    insecure_accept_unsigned=True,  # signing has tests of its own
     redis_url="redis://127.0.0.1:6379/0",
     amqp_url="amqp://guest:guest@127.0.0.1:5672/%2F",
     exchange="wxunit.tokens",

@@ -26,6 +26,7 @@ APP = "wxapp0000000001"
 TOKEN = "REFRESH_me_token_0123456789abcdefghijklmnop"
 KEYS = KeyLayout(PREFIX)
 SETTINGS = CommonSettings(
+    insecure_accept_unsigned=True,  # signing has tests of its own
     redis_url="redis://127.0.0.1:6379/0",
     amqp_url="amqp://guest:guest@127.0.0.1:5672/%2F",
     exchange="wxunit.tokens",

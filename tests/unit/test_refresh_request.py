@@ -297,7 +297,9 @@ class FakeConnection:
 
 def make_subscriber() -> Subscriber:
     return Subscriber(
-        ClientSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"),
+        ClientSettings(
+            insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
+        ),
         on_body=lambda body: None,
         read_snapshot=lambda: None,
         snapshot_wanted=lambda: False,

@@ -485,6 +485,7 @@ def test_redis_down_versions_still_rise(rig: Rig) -> None:
     assert second is not None
     assert second.version > first.version
     rig.server.connected = True
+    rig.clock.advance(rig.timing.store_retry_s)  # Redis is probed again this often
     rig.step()
     assert rig.stored() == second
 

@@ -35,7 +35,11 @@ class FakeSubscriber:
 def client(clock: FakeClock) -> Iterator[TokenClient]:
     clock.now_s = T0 + 10
     made = TokenClient(
-        ClientSettings(exchange="wx.test", amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"),
+        ClientSettings(
+            insecure_accept_unsigned=True,
+            exchange="wx.test",
+            amqp_url="amqp://guest:guest@127.0.0.1:1/%2F",
+        ),
         redis_client=fakeredis.FakeRedis(),
         clock=clock,
     )

@@ -157,7 +157,9 @@ def test_unreachable_brokers_leave_no_password_in_errors_or_logs(
         pika.BlockingConnection(connection_parameters(dead, connection_name="x"))
     assert "('127.0.0.1', 2)" in caplog.text  # pika went on to the second URL
     client = TokenClient(
-        ClientSettings(amqp_url=dead, reconnect_max_s=0.2, poll_interval_s=0.2),
+        ClientSettings(
+            insecure_accept_unsigned=True, amqp_url=dead, reconnect_max_s=0.2, poll_interval_s=0.2
+        ),
         redis_client=redis.Redis(port=1, socket_connect_timeout=0.1),
     )
     try:
