@@ -15,9 +15,11 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 import yaml
 
@@ -33,6 +35,14 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 DEPLOY = ROOT / "deploy"
 APPS_REAL = DEPLOY / "apps.toml"
 APPS_SANDBOX = DEPLOY / "apps.sandbox.toml"
+RABBITMQ_DEPLOY = DEPLOY / "rabbitmq"
+RABBITMQ_CONF = RABBITMQ_DEPLOY / "rabbitmq.conf"
+DEFINITIONS = RABBITMQ_DEPLOY / "definitions.json"
+DEFINITIONS_TEMPLATE = RABBITMQ_DEPLOY / "definitions.template.json"
+RENDER_SCRIPT = RABBITMQ_DEPLOY / "render_definitions.py"
+PRODUCER_PASSWORD_VARIABLE = "WXTOKEN_MQ_PRODUCER_PASSWORD"
+#: What `docker compose` needs from the environment or ./.env (stand-in values).
+COMPOSE_ENV = {PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789"}
 BIN = Path(sys.executable).parent
 REAL_WECHAT = "https://api.weixin.qq.com"
 
@@ -69,12 +79,17 @@ def _console_scripts() -> set[str]:
 
 
 _INTERPOLATION = re.compile(
-    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}"
 )
 
 
+class MissingVariable(ValueError):
+    """`${NAME:?message}` or `${NAME?message}` with NAME missing: Compose refuses to run."""
+
+
 def _interpolate(value: str, environ: dict[str, str] | None = None) -> str:
-    """Resolve `${NAME}`, `${NAME:-default}` and `${NAME-default}` the way Compose does."""
+    """Resolve `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?err}` and
+    `${NAME?err}` the way Compose does."""
     environ = environ or {}
 
     def substitute(match: re.Match[str]) -> str:
@@ -83,6 +98,10 @@ def _interpolate(value: str, environ: dict[str, str] | None = None) -> str:
             return environ.get(name) or default
         if op == "-":
             return environ.get(name, default)
+        if op == ":?" and not environ.get(name):
+            raise MissingVariable(f"{name}: {default}")
+        if op == "?" and name not in environ:
+            raise MissingVariable(f"{name}: {default}")
         return environ.get(name, "")
 
     resolved = _INTERPOLATION.sub(substitute, value.replace("$$", "\0"))
@@ -245,18 +264,19 @@ def test_producer_environment_is_valid_settings(
     producer = _services()["producer"]
     mounted = {m["target"] for m in producer["volumes"] if isinstance(m, dict)}
 
-    for variable, value in _resolved_environment(producer).items():
+    for variable, value in _resolved_environment(producer, COMPOSE_ENV).items():
         monkeypatch.setenv(variable, value)
     settings = load_settings(ProducerSettings)
     assert settings.wechat_base_url == REAL_WECHAT
     assert settings.redis_url == "redis://redis:6379/0"
-    assert settings.amqp_url == "amqp://guest:guest@rabbitmq:5672/%2F"
+    password = COMPOSE_ENV[PRODUCER_PASSWORD_VARIABLE]
+    assert settings.amqp_url == f"amqp://wxtoken-producer:{password}@rabbitmq:5672/wxtoken"
     assert str(settings.apps_file) == "/etc/wxtoken/apps.toml"
     assert str(settings.apps_file) in mounted
 
     overrides = _documented_sandbox_overrides()
     assert set(overrides) == {"WXTOKEN_WECHAT_BASE_URL", "WXTOKEN_APPS_FILE"}
-    for variable, value in _resolved_environment(producer, overrides).items():
+    for variable, value in _resolved_environment(producer, {**COMPOSE_ENV, **overrides}).items():
         monkeypatch.setenv(variable, value)
     settings = load_settings(ProducerSettings)
     sandbox_port = _option(_services()["sandbox"]["command"], "--port")
@@ -385,6 +405,116 @@ def test_secret_files_are_ignored_by_git() -> None:
     assert ignored("deploy/secrets/example.secret")
     assert not ignored("deploy/secrets/README.md")
     assert "printf %s" in (DEPLOY / "secrets" / "README.md").read_text(encoding="utf-8")
+
+
+# ---- RabbitMQ: users from definitions, no guest ---------------------------------------------
+
+
+def _rabbitmq_binds() -> dict[str, dict[str, Any]]:
+    """The rabbitmq service's bind mounts by target."""
+    volumes = _services()["rabbitmq"]["volumes"]
+    return {m["target"]: m for m in volumes if isinstance(m, dict) and m["type"] == "bind"}
+
+
+def _conf_settings() -> dict[str, str]:
+    """The `key = value` lines of deploy/rabbitmq/rabbitmq.conf."""
+    settings = {}
+    for line in RABBITMQ_CONF.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"not a key = value line: {line!r}"
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every key and string value in a parsed YAML document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_rabbitmq_mounts_its_config_and_definitions_read_only() -> None:
+    """RabbitMQ mounts deploy/rabbitmq/rabbitmq.conf in conf.d and the definitions, read-only."""
+    binds = _rabbitmq_binds()
+    conf = [m for m in binds.values() if (ROOT / m["source"]).resolve() == RABBITMQ_CONF]
+    assert len(conf) == 1, "rabbitmq.conf is not mounted"
+    # After the image's conf.d/10-defaults.conf (which lets guest in from anywhere).
+    assert re.fullmatch(r"/etc/rabbitmq/conf\.d/[2-9]\d-[\w.-]+\.conf", conf[0]["target"])
+    assert conf[0]["read_only"] is True
+    assert RABBITMQ_CONF.is_file()
+
+    settings = _conf_settings()
+    target = settings["load_definitions"]
+    assert (ROOT / binds[target]["source"]).resolve() == DEFINITIONS
+    assert binds[target]["read_only"] is True
+    assert settings["loopback_users.guest"] == "true"
+    assert not {"default_user", "default_pass"} & set(settings)
+    assert DEFINITIONS_TEMPLATE.is_file()
+    assert RENDER_SCRIPT.is_file()
+    assert str(RENDER_SCRIPT.relative_to(ROOT)) in COMPOSE.read_text(encoding="utf-8")
+
+
+def test_producer_logs_in_as_wxtoken_producer_on_vhost_wxtoken() -> None:
+    """The producer logs in as wxtoken-producer on vhost wxtoken, its password from the env."""
+    producer = _services()["producer"]
+    raw = _environment(producer)["WXTOKEN_AMQP_URL"]
+    assert "${" + PRODUCER_PASSWORD_VARIABLE + ":?" in raw, "the password comes from the env"
+    with pytest.raises(MissingVariable, match=PRODUCER_PASSWORD_VARIABLE):
+        _resolved_environment(producer)
+    url = _resolved_environment(producer, COMPOSE_ENV)["WXTOKEN_AMQP_URL"]
+    params = pika.URLParameters(url)
+    assert params.credentials.username == "wxtoken-producer"
+    assert params.credentials.password == COMPOSE_ENV[PRODUCER_PASSWORD_VARIABLE]
+    assert params.virtual_host == "wxtoken"
+    assert (params.host, params.port) == ("rabbitmq", 5672)
+
+    template = json.loads(DEFINITIONS_TEMPLATE.read_text(encoding="utf-8"))
+    assert "wxtoken-producer" in {u["name"] for u in template["users"]}
+    assert {"user": "wxtoken-producer", "vhost": "wxtoken"}.items() <= next(
+        p for p in template["permissions"] if p["user"] == "wxtoken-producer"
+    ).items()
+
+
+def test_no_guest_user_in_compose_or_definitions() -> None:
+    """Nothing in compose.yaml logs in as or creates guest, and the definitions have no guest."""
+    for text in _strings(_compose()):
+        assert "guest" not in text.lower(), f"compose.yaml: {text!r}"
+    for name, service in _services().items():
+        assert not {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"} & set(
+            _environment(service)
+        ), name
+    template = json.loads(DEFINITIONS_TEMPLATE.read_text(encoding="utf-8"))
+    assert "guest" not in {u["name"] for u in template["users"]}
+
+
+def test_rendered_definitions_are_ignored_by_git() -> None:
+    """Git ignores the rendered definitions.json (password hashes) but keeps its sources."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+
+    def ignored(path: Path) -> bool:
+        result = subprocess.run(
+            [git, "check-ignore", "--no-index", "-q", str(path.relative_to(ROOT))],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode == 128:
+            pytest.skip("not a git work tree")
+        return result.returncode == 0
+
+    assert ignored(DEFINITIONS)
+    for kept in (DEFINITIONS_TEMPLATE, RABBITMQ_CONF, RENDER_SCRIPT, RABBITMQ_DEPLOY / "README.md"):
+        assert not ignored(kept), kept
 
 
 # ---- deploy/ apps files ----------------------------------------------------------------------
@@ -587,7 +717,7 @@ def test_producer_command_reports_a_missing_apps_file_in_one_line(tmp_path: Path
     missing = tmp_path / "no-such-dir" / "apps.toml"
     env = {
         "PATH": os.environ.get("PATH", ""),
-        **_resolved_environment(producer),
+        **_resolved_environment(producer, COMPOSE_ENV),
         "WXTOKEN_APPS_FILE": str(missing),
     }
     result = subprocess.run(
