@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
 
 from ._errors import BrokerError
 from ._settings import AMQP_TLS_SCHEMES, TlsFiles, split_urls, tls_context
@@ -115,3 +116,21 @@ def close_quietly(connection: pika.BlockingConnection | None) -> None:
         connection.close()
     except AMQP_ERRORS as exc:
         log.debug("closing broker connection: %s", describe_amqp_error(exc))
+
+
+def amqp_user_id(channel: BlockingChannel) -> str | None:
+    """The user name the channel's connection logged in with, for the `user_id` property.
+
+    Taken from the connection parameters pika actually connected with (with several broker
+    URLs, the one that answered), already URL-decoded by pika. RabbitMQ refuses a message
+    whose `user_id` is not the connection's user (406 PRECONDITION_FAILED), so a receiver
+    can trust it. None when unknown: not a pika channel, or no user name and password
+    (EXTERNAL login with a client certificate), in which case the property is left out.
+    """
+    connection = getattr(channel, "connection", None)
+    params = getattr(getattr(connection, "_impl", None), "params", None)
+    credentials = getattr(params, "credentials", None)
+    if not isinstance(credentials, pika.PlainCredentials):
+        return None
+    username = credentials.username
+    return username if isinstance(username, str) and username else None

@@ -327,7 +327,12 @@ class TokenClient:
             log.warning("Redis snapshot unavailable: %s", exc)
         self.last_store_error = str(exc)
 
-    def _on_body(self, body: bytes) -> None:
+    def _on_body(self, body: bytes, user_id: str | None = None) -> None:
+        trusted = self.settings.trusted_publisher_names()
+        if trusted and user_id not in trusted:
+            # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
+            self._reject("message", InvalidUpdate(f"published by untrusted user {user_id!r}"))
+            return
         try:
             update = self._codec.decode(body)
         except InvalidUpdate as exc:

@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from ._amqp import amqp_user_id
 from ._errors import InvalidUpdate
 from ._model import AppId, TokenKind, _short
 
@@ -138,24 +139,6 @@ class RefreshRequest(BaseModel):
             return cls.model_validate_json(raw, strict=True)
         except ValidationError as exc:
             raise InvalidUpdate(_describe(exc)) from None
-
-
-def amqp_user_id(channel: BlockingChannel) -> str | None:
-    """The user name the channel's connection logged in with, for the `user_id` property.
-
-    Taken from the connection parameters pika actually connected with (with several broker
-    URLs, the one that answered), already URL-decoded by pika. RabbitMQ refuses a message
-    whose `user_id` is not the connection's user (406 PRECONDITION_FAILED), so a receiver
-    can trust it. None when unknown: not a pika channel, or no user name and password
-    (EXTERNAL login with a client certificate), in which case the property is left out.
-    """
-    connection = getattr(channel, "connection", None)
-    params = getattr(getattr(connection, "_impl", None), "params", None)
-    credentials = getattr(params, "credentials", None)
-    if not isinstance(credentials, pika.PlainCredentials):
-        return None
-    username = credentials.username
-    return username if isinstance(username, str) and username else None
 
 
 def request_properties(

@@ -395,6 +395,12 @@ class ClientSettings(CommonSettings):
     poll_interval_s: Annotated[float, Field(gt=0, le=300)] = 2.0
     #: AMQP heartbeat; pika's connection thread answers it.
     heartbeat_s: Annotated[int, Field(ge=0, le=600)] = 30
+    #: Broker users allowed to publish updates (comma-separated, e.g.
+    #: "wxtoken-producer,wxtoken-ops"); empty trusts any user the broker lets publish.
+    trusted_publishers: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@, -]*$")] = ""
+
+    def trusted_publisher_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.trusted_publishers.split(",") if n.strip())
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

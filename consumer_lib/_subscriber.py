@@ -27,7 +27,13 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from ._amqp import AMQP_ERRORS, close_quietly, connection_parameters, describe_amqp_error
+from ._amqp import (
+    AMQP_ERRORS,
+    amqp_user_id,
+    close_quietly,
+    connection_parameters,
+    describe_amqp_error,
+)
 from ._backoff import Backoff
 from ._outage import OutageLog
 from ._refresh_request import REQUEST_TTL_MS
@@ -44,13 +50,14 @@ _RECONNECT_ON: tuple[type[Exception], ...] = (*AMQP_ERRORS, _Reconnect)
 
 
 class Subscriber:
-    """Consumes the exchange in a daemon thread; hands each body to `on_body`."""
+    """Consumes the exchange in a daemon thread; hands each body, with the broker-checked
+    `user_id` of its publisher, to `on_body`."""
 
     def __init__(
         self,
         settings: ClientSettings,
         *,
-        on_body: Callable[[bytes], None],
+        on_body: Callable[[bytes, str | None], None],
         read_snapshot: Callable[[], None],
         snapshot_wanted: Callable[[], bool],
         connection_name: str,
@@ -139,6 +146,7 @@ class Subscriber:
                     type=message_type,
                     app_id=self._connection_name[:128],
                     timestamp=int(time.time()),
+                    user_id=amqp_user_id(channel),
                 ),
                 mandatory=False,
             )
@@ -209,8 +217,8 @@ class Subscriber:
         properties: BasicProperties,
         body: bytes,
     ) -> None:
-        del channel, method, properties
-        self._on_body(body)
+        del channel, method
+        self._on_body(body, properties.user_id)
 
     def _wait_polling(self, delay_s: float) -> None:
         """Wait `delay_s`, reading the snapshot whenever a (jittered) poll is due."""

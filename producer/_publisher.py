@@ -22,6 +22,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from consumer_lib._amqp import (
     AMQP_ERRORS,
     MESSAGE_TYPE,
+    amqp_user_id,
     close_quietly,
     connection_parameters,
     describe_amqp_error,
@@ -29,7 +30,6 @@ from consumer_lib._amqp import (
 from consumer_lib._backoff import Backoff
 from consumer_lib._model import TokenKind, TokenUpdate
 from consumer_lib._outage import OutageLog
-from consumer_lib._refresh_request import amqp_user_id
 from consumer_lib._settings import TlsFiles
 from consumer_lib._signing import PLAIN, UpdateCodec
 
