@@ -379,7 +379,7 @@ def test_apps_files_and_secrets_are_mounted_read_only() -> None:
     for name in used:
         path = (ROOT / declared[name]["file"]).resolve()
         assert path.parent == DEPLOY / "secrets", f"secret {name}: {path}"
-        assert path.suffix == ".secret"
+        assert path.suffix in (".secret", ".key")  # app secrets, the signing key
 
 
 def test_secret_files_are_ignored_by_git() -> None:
@@ -735,3 +735,12 @@ def test_producer_command_reports_a_missing_apps_file_in_one_line(tmp_path: Path
     assert "configuration error" in lines[0]
     assert str(missing) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_producer_signs_with_a_mounted_key() -> None:
+    """The producer's signing key is a compose secret, never an image file or a variable."""
+    producer = _compose()["services"]["producer"]
+    assert producer["environment"]["WXTOKEN_SIGNING_KEY_FILE"] == "/run/secrets/wxtoken_signing_key"
+    assert "wxtoken_signing_key" in producer["secrets"]
+    assert _compose()["secrets"]["wxtoken_signing_key"]["file"].startswith("./deploy/secrets/")
+    assert (DEPLOY / "keys" / "README.md").is_file()
