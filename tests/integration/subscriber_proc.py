@@ -17,6 +17,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,9 +45,11 @@ def emit(**event: Any) -> None:
 def main(argv: list[str]) -> int:
     base_url, app_ids = argv[0], argv[1:]
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=os.environ.get("WXTOKEN_TEST_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    if os.environ.get("WXTOKEN_TEST_LOG_LEVEL") != "DEBUG":
+        logging.getLogger("pika").setLevel(logging.WARNING)
     faulthandler.register(signal.SIGUSR1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
