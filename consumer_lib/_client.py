@@ -348,10 +348,22 @@ class TokenClient:
         outcome = self._cache.offer(update)
         if outcome is Offer.STALE:
             self.stats.stale += 1
+            held = self._cache.held(update.app_id, update.kind)
+            if held is not None and held.version > update.version:
+                # Re-publishes of the held version are routine; an older one is not.
+                log.warning(
+                    "dropped %s from %s: older than the held v%d", update, origin, held.version
+                )
             return
         if outcome is Offer.EXPIRED:
             self.stats.expired += 1
-            log.debug("dropped expired %s from %s", update, origin)
+            # A snapshot may simply be read at the end of its life; a message should not be.
+            log.log(
+                logging.WARNING if origin == "broker" else logging.DEBUG,
+                "dropped expired %s from %s",
+                update,
+                origin,
+            )
             return
         self.stats.accepted += 1
         log.debug("accepted %s from %s", update, origin)
