@@ -43,7 +43,7 @@ DEMO_EXCHANGE = "wxtoken.demo"
 
 HOW_TO_START = {
     "Redis": "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''",
-    "RabbitMQ": "rabbitmq-server -detached   (or: docker compose up -d redis rabbitmq)",
+    "RabbitMQ": "rabbitmq-server -detached",
 }
 
 
