@@ -8,7 +8,7 @@ become `InvalidUpdate`.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -131,29 +131,41 @@ class TokenUpdate(BaseModel):
     @classmethod
     def decode(cls, raw: bytes | str) -> TokenUpdate:
         """Parse and validate; anything wrong raises `InvalidUpdate` naming the problem."""
-        if isinstance(raw, str):
-            try:
-                raw = raw.encode()
-            except UnicodeEncodeError:  # lone surrogates: not text any wire could carry
-                raise InvalidUpdate("update is not valid Unicode text") from None
-        if not isinstance(raw, bytes):
-            raise InvalidUpdate(f"expected bytes, got {type(raw).__name__}")
-        if len(raw) > MAX_ENCODED_BYTES:
-            raise InvalidUpdate(f"update of {len(raw)} bytes exceeds {MAX_ENCODED_BYTES}")
+        return decode_json_model(cls, raw, max_bytes=MAX_ENCODED_BYTES, what="update")
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def decode_json_model(
+    model: type[ModelT], raw: bytes | str, *, max_bytes: int, what: str
+) -> ModelT:
+    """Strict JSON decoding of a wire model: every problem, from bytes that are not text to
+    a bad field, is one `InvalidUpdate` line starting "invalid {what}: " that never echoes
+    the input (it may hold a token)."""
+    if isinstance(raw, str):
         try:
-            return cls.model_validate_json(raw, strict=True)
-        except ValidationError as exc:
-            raise InvalidUpdate(_describe(exc)) from None
+            raw = raw.encode()
+        except UnicodeEncodeError:  # lone surrogates: not text any wire could carry
+            raise InvalidUpdate(f"invalid {what}: not valid Unicode text") from None
+    if not isinstance(raw, bytes):
+        raise InvalidUpdate(f"invalid {what}: expected bytes, got {type(raw).__name__}")
+    if len(raw) > max_bytes:
+        raise InvalidUpdate(f"invalid {what}: {len(raw)} bytes exceed {max_bytes}")
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise InvalidUpdate(_describe(exc, what)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, what: str) -> str:
     """One line naming each bad field, never echoing the input (it may hold a token)."""
     parts = []
     for error in exc.errors(include_input=False, include_url=False):
         # An unknown field's name is outside input too: cut it short, it may be a token.
-        where = ".".join(_short(str(p)) for p in error["loc"]) or "update"
+        where = ".".join(_short(str(p)) for p in error["loc"]) or what
         parts.append(f"{where}: {error['msg']}")
-    return "invalid update: " + "; ".join(parts)
+    return f"invalid {what}: " + "; ".join(parts)
 
 
 def _short(name: str, limit: int = 24) -> str:

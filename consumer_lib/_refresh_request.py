@@ -21,13 +21,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
 from ._amqp import amqp_user_id
-from ._errors import InvalidUpdate
-from ._model import AppId, TokenKind, _short
+from ._model import AppId, TokenKind, decode_json_model
 
 #: Anything bigger on the wire is refused before it is parsed.
 MAX_REQUEST_BYTES = 4 * 1024
@@ -122,23 +120,7 @@ class RefreshRequest(BaseModel):
     @classmethod
     def decode(cls, raw: bytes | str) -> RefreshRequest:
         """Parse and validate; anything wrong raises `InvalidUpdate` naming the problem."""
-        if isinstance(raw, str):
-            try:
-                raw = raw.encode()
-            except UnicodeEncodeError:  # lone surrogates: not text any wire could carry
-                raise InvalidUpdate("invalid refresh request: not valid Unicode text") from None
-        if not isinstance(raw, bytes):
-            raise InvalidUpdate(
-                f"invalid refresh request: expected bytes, got {type(raw).__name__}"
-            )
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise InvalidUpdate(
-                f"invalid refresh request: {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}"
-            )
-        try:
-            return cls.model_validate_json(raw, strict=True)
-        except ValidationError as exc:
-            raise InvalidUpdate(_describe(exc)) from None
+        return decode_json_model(cls, raw, max_bytes=MAX_REQUEST_BYTES, what="refresh request")
 
 
 def request_properties(
@@ -172,12 +154,3 @@ def publish_request(
         properties=request_properties(sender=sender, now_s=now_s, user_id=amqp_user_id(channel)),
         mandatory=False,
     )
-
-
-def _describe(exc: ValidationError) -> str:
-    """One line naming each bad field, never echoing the input."""
-    parts = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(_short(str(p)) for p in error["loc"]) or "request"
-        parts.append(f"{where}: {error['msg']}")
-    return "invalid refresh request: " + "; ".join(parts)
