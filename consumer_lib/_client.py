@@ -85,6 +85,7 @@ class TokenClient:
         self.settings = settings or ClientSettings()
         # Verify keys are required (unless explicitly insecure): fail here, not on receipt.
         self._codec = codec_from_settings(self.settings)
+        self._trusted_publishers = self.settings.trusted_publisher_names()
         self._owns_redis = redis_client is None
         self._redis = redis_client or connect_redis(
             self.settings.redis_url,
@@ -328,7 +329,7 @@ class TokenClient:
         self.last_store_error = str(exc)
 
     def _on_body(self, body: bytes, user_id: str | None = None) -> None:
-        trusted = self.settings.trusted_publisher_names()
+        trusted = self._trusted_publishers
         if trusted and user_id not in trusted:
             # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
             self._reject("message", InvalidUpdate(f"published by untrusted user {user_id!r}"))
