@@ -107,6 +107,9 @@ class RefreshTiming:
     quota_retry_base_s: float = 60.0
     quota_retry_cap_s: float = 3600.0
     store_retry_s: float = 2.0
+    #: How long a takeover may take (the lease TTL): a margin shorter than this lets a
+    #: token lapse when the leader dies just before its refresh point.
+    takeover_s: float = 0.0
 
     def margin_s(self, update: TokenUpdate) -> float:
         lifetime_s = update.expires_at - update.issued_at
@@ -178,6 +181,7 @@ class AppRefresher:
         self._republish_at = 0.0
         self._store_reachable = True
         self._store_probed_at = -math.inf
+        self._warned_margin = False
         self.stats = RefresherStats()
 
     @property
@@ -449,6 +453,17 @@ class AppRefresher:
             epoch=self._gate.epoch,
         )
         log.info("%s: fetched %s, lives %d s", app_id, update, fetched.expires_in_s)
+        margin_s = self._timing.margin_s(update)
+        if margin_s < self._timing.takeover_s and not self._warned_margin:
+            self._warned_margin = True
+            log.warning(
+                "%s: refresh margin %.1f s is shorter than the lease TTL %.1f s: if the leader "
+                "dies just before a refresh, the token can expire before a standby takes over; "
+                "lower WXTOKEN_LEASE_TTL_S",
+                app_id,
+                margin_s,
+                self._timing.takeover_s,
+            )
         if self._store_reachable:
             try:
                 if not self._write(update):

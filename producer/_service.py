@@ -49,6 +49,7 @@ def timing_from(settings: ProducerSettings) -> RefreshTiming:
         config_retry_s=settings.config_retry_s,
         quota_retry_base_s=settings.quota_retry_base_s,
         quota_retry_cap_s=settings.quota_retry_cap_s,
+        takeover_s=settings.lease_ttl_s,
     )
 
 

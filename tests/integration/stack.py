@@ -111,6 +111,9 @@ def make_stack(
         "WXTOKEN_RETRY_BASE_S": "0.2",
         "WXTOKEN_RETRY_CAP_S": "2",
         "WXTOKEN_REPUBLISH_INTERVAL_S": "5",
+        # Short sandbox tokens leave a short refresh margin (20 % of 30 s is 6 s): a
+        # takeover after a SIGKILL must fit inside it, so the lease is shorter still.
+        "WXTOKEN_LEASE_TTL_S": "4",
         "WXTOKEN_LOG_LEVEL": "DEBUG",
         **{f"E2E_SECRET_{n}": secret for n, secret in enumerate(apps.values(), 1)},
     }

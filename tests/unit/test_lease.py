@@ -275,3 +275,35 @@ def test_regaining_the_store_wakes_the_refreshers(
     server.connected = True
     first.tick()
     assert changes == [True, True]
+
+
+def test_margin_shorter_than_the_lease_is_warned_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token whose refresh margin is shorter than the lease TTL gets one warning: a
+    takeover after a crash could come too late for it."""
+    timing = RefreshTiming(takeover_s=10.0)  # 30 s tokens: a 6 s margin
+    refresher = AppRefresher(
+        APP,
+        fetcher=FakeFetcher(clock, expires_in=30),
+        store=TokenStore(fakeredis.FakeRedis()),
+        publish=lambda u: None,
+        producer_id="p",
+        timing=timing,
+        clock=clock,
+    )
+    for _ in range(3):
+        clock.advance(refresher.step())
+    assert caplog.text.count("shorter than the lease TTL") == 1
+    quiet = AppRefresher(
+        APP,
+        fetcher=FakeFetcher(clock, expires_in=7200),
+        store=TokenStore(fakeredis.FakeRedis()),
+        publish=lambda u: None,
+        producer_id="p",
+        timing=timing,
+        clock=clock,
+    )
+    caplog.clear()
+    quiet.step()
+    assert "lease TTL" not in caplog.text
