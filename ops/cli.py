@@ -169,6 +169,17 @@ class OpsContext:
         """Signs (`set`) and verifies (everything read) per the settings; `ConfigError`."""
         return codec_from_settings(self.get_settings(), must_sign=must_sign)
 
+    def stored_update(self, app_id: str, kind: TokenKind) -> TokenUpdate:
+        """The verified update Redis holds; none, or an invalid one, is a one-line error."""
+        reader = SnapshotReader(self.get_redis(), self.keys(), self.codec())
+        try:
+            update = reader.read(app_id, kind)
+        except InvalidUpdate as exc:
+            raise CliError(f"Redis holds an invalid value for {app_id}/{kind}: {exc}") from None
+        if update is None:
+            raise CliError(f"no token stored for {app_id}/{kind} (never written, or expired)")
+        return update
+
     def keys(self) -> KeyLayout:
         return KeyLayout(self.get_settings().key_prefix)
 
@@ -359,13 +370,7 @@ def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None
     Sends the stored token's SHA-256, never the token. The leader refreshes once within
     WeChat's limits, or re-publishes the current token if this one was already replaced.
     """
-    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
-    try:
-        update = reader.read(app_id, TokenKind(kind))
-    except InvalidUpdate as exc:
-        raise CliError(f"Redis holds an invalid value for {app_id}/{kind}: {exc}") from None
-    if update is None:
-        raise CliError(f"no token stored for {app_id}/{kind} (never written, or expired)")
+    update = obj.stored_update(app_id, TokenKind(kind))
     now_s = obj.clock()
     request = RefreshRequest.for_token(
         app_id,
@@ -427,13 +432,7 @@ def get(obj: OpsContext, app_id: str, kind: str, as_json: bool, reveal: bool) ->
 
     The token is masked unless --reveal.
     """
-    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
-    try:
-        update = reader.read(app_id, TokenKind(kind))
-    except InvalidUpdate as exc:
-        raise CliError(f"Redis holds an invalid value for {app_id}/{kind}: {exc}") from None
-    if update is None:
-        raise CliError(f"no token stored for {app_id}/{kind} (never written, or expired)")
+    update = obj.stored_update(app_id, TokenKind(kind))
     now_s = obj.clock()
     if as_json:
         click.echo(_format.to_json(_format.update_dict(update, now_s=now_s, reveal=reveal)))
