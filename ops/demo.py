@@ -35,7 +35,7 @@ from consumer_lib._settings import (
 )
 from consumer_lib._signing import generate_keypair
 
-from ._sandbox import SandboxConfig, SandboxServer
+from .sandbox import SandboxConfig, SandboxServer
 
 DEMO_APPS = {"wxdemo0000000001": "demo-secret-1", "wxdemo0000000002": "demo-secret-2"}
 DEMO_PREFIX = "wxdemo"

@@ -14,7 +14,7 @@ import redis
 from consumer_lib._keys import KeyLayout
 from consumer_lib._model import TokenUpdate
 from consumer_lib._redis import SnapshotReader
-from ops._sandbox import SandboxConfig, SandboxServer
+from ops.sandbox import SandboxConfig, SandboxServer
 from producer._publisher import declare_exchange
 
 from .procs import Child, Producer, Subscriber

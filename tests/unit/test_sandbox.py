@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from ops._sandbox import (
+from ops.sandbox import (
     FORCE_REFRESH_PER_DAY,
     Fault,
     SandboxConfig,
@@ -380,8 +380,18 @@ def test_fault_from_json_rejects_bad_bodies(payload: object, message: str) -> No
 
 def test_fault_from_json_accepts_full_body() -> None:
     """A complete fault body round-trips through as_json."""
-    body = {"mode": "timeout", "count": 3, "delay_s": 1.5, "apps": ["wx_app_b", "wx_app_a"]}
-    assert Fault.from_json(body).as_json() == {**body, "apps": ["wx_app_a", "wx_app_b"]}
+    body = {
+        "mode": "timeout",
+        "count": 3,
+        "delay_s": 1.5,
+        "apps": ["wx_app_b", "wx_app_a"],
+        "endpoints": ["getticket", "token"],
+    }
+    assert Fault.from_json(body).as_json() == {
+        **body,
+        "apps": ["wx_app_a", "wx_app_b"],
+        "endpoints": ["getticket", "token"],
+    }
 
 
 # --- stats and reset -------------------------------------------------------------------
@@ -404,6 +414,8 @@ def test_stats_count_fetches_issued_tokens_and_rejections(state: SandboxState) -
             "wx_app_b": {"classic": 0, "stable": 0, "stable_forced": 0, "rejected": 0},
         },
         "issued": {"wx_app_a": 4, "wx_app_b": 0},
+        "wecom_issued": {},
+        "calls": {"rejected/token": {"wx_app_a": 1}},
         "fault": None,
     }
 
@@ -499,7 +511,7 @@ def test_http_fault_and_stats(server: SandboxServer, http: requests.Session) -> 
     fault = {"mode": "http500", "count": 1, "apps": ["wx_app_a"]}
     assert http.post(f"{base}/sandbox/fault", json=fault, timeout=5).status_code == 200
     stats = http.get(f"{base}/sandbox/stats", timeout=5).json()
-    assert stats["fault"] == {**fault, "delay_s": 0.0}
+    assert stats["fault"] == {**fault, "delay_s": 0.0, "endpoints": None}
     failed = http.post(f"{base}/cgi-bin/stable_token", json=params, timeout=5)
     assert failed.status_code == 500
     assert "text/html" in failed.headers["Content-Type"]

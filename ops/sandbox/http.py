@@ -1,0 +1,192 @@
+"""The sandbox's HTTP face: WeChat's and WeCom's routes, and the ``/sandbox/*`` controls.
+
+Controls: ``GET /sandbox/stats``; ``GET /sandbox/ticket?ticket=`` (is it one the sandbox
+accepts, and whose); ``POST /sandbox/fault`` (see `Fault`); ``POST /sandbox/reset``;
+``POST /sandbox/invalidate`` ``{"owner": appid or corp_id/agent_id}`` (kill a token early);
+``POST /sandbox/verify_signature`` ``{"owner", "ticket_type", "url", "noncestr",
+"timestamp", "signature"}`` (``{"valid": bool}``, checked against the owner's live ticket).
+
+A ``timeout`` fault waits ``delay_s`` and then answers normally (the token is issued, as
+WeChat would); the wait ends, and the connection is dropped unanswered, once the server stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .config import SandboxConfig
+from .faults import JSON, Fault, fault_reply
+from .state import SandboxState
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.05  # how often the accept loop looks at the stop flag
+_MAX_BODY_BYTES = 64 * 1024
+_REDACT = re.compile(r"(access_token|secret|ticket)=([^&\s\"']{0,4})[^&\s\"']*")
+
+Answer = Callable[[SandboxState, dict[str, str]], dict[str, object]]
+
+#: GET path -> (endpoint name for faults, answer from the query).
+_GET_ROUTES: dict[str, tuple[str, Answer]] = {
+    "/cgi-bin/token": (
+        "token",
+        lambda s, q: s.classic_token(q.get("appid"), q.get("secret"), q.get("grant_type")),
+    ),
+    "/cgi-bin/getcallbackip": ("getcallbackip", lambda s, q: s.check(q.get("access_token"))),
+    "/cgi-bin/ticket/getticket": (
+        "getticket",
+        lambda s, q: s.ticket(q.get("access_token"), q.get("type")),
+    ),
+    "/cgi-bin/gettoken": (
+        "wecom_gettoken",
+        lambda s, q: s.wecom_token(q.get("corpid"), q.get("corpsecret")),
+    ),
+    "/cgi-bin/get_jsapi_ticket": (
+        "wecom_corp_ticket",
+        lambda s, q: s.wecom_ticket(q.get("access_token"), "corp_jsapi"),
+    ),
+    "/cgi-bin/ticket/get": (
+        "wecom_agent_ticket",
+        lambda s, q: s.wecom_ticket(q.get("access_token"), q.get("type")),
+    ),
+    "/cgi-bin/agent/get": (
+        "wecom_agent_get",
+        lambda s, q: s.wecom_agent_get(q.get("access_token"), q.get("agentid")),
+    ),
+}
+
+
+class SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, config: SandboxConfig, state: SandboxState, stopping: threading.Event
+    ) -> None:
+        self.state, self.stopping = state, stopping
+        super().__init__((config.host, config.port), _Handler)
+        self.timeout = POLL_S
+
+    def server_bind(self) -> None:  # skip HTTPServer's getfqdn(), which may hit DNS
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("sandbox request from %s failed: %r", client_address, sys.exc_info()[1])
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(raw)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError included
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: SandboxHTTPServer
+    server_version = "WeChatSandbox/1.0"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug("sandbox %s %s -> %s", self.command, urlsplit(self.path).path, code)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("sandbox http: %s", _REDACT.sub(r"\1=\2...", format % args))
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.debug("sandbox client left before its answer")
+
+    def _send_json(self, status: int, payload: object) -> None:
+        self._send(status, JSON, json.dumps(payload).encode())
+
+    def _upstream(
+        self, endpoint: str, params: dict[str, Any], answer: Callable[[], dict[str, object]]
+    ) -> None:
+        """Answer a WeChat/WeCom call, unless a fault hits it first."""
+        state = self.server.state
+        fault = state.take_fault(*state.owners(endpoint, params), endpoint=endpoint)
+        if fault is not None and fault.mode == "timeout":
+            if self.server.stopping.wait(fault.delay_s):
+                self.close_connection = True  # stopping: drop the connection unanswered
+                return
+        elif fault is not None:
+            caller_ip = str(self.client_address[0])
+            self._send(*fault_reply(fault.mode, endpoint=endpoint, caller_ip=caller_ip))
+            return
+        self._send_json(200, answer())
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {key: values[0] for key, values in parse_qs(url.query).items()}
+        state = self.server.state
+        route = _GET_ROUTES.get(url.path)
+        if route is not None:
+            endpoint, answer = route
+            self._upstream(endpoint, query, lambda: answer(state, query))
+        elif url.path == "/sandbox/stats":
+            self._send_json(200, state.stats())
+        elif url.path == "/sandbox/ticket":
+            self._send_json(200, state.ticket_status(query.get("ticket", "")))
+        else:
+            self._send_json(404, {"error": f"unknown path {url.path}"})
+
+    def do_POST(self) -> None:
+        path, state = urlsplit(self.path).path, self.server.state
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY_BYTES:
+            self._send_json(400, {"error": f"Content-Length must be 0..{_MAX_BODY_BYTES}"})
+            return
+        raw = self.rfile.read(length)
+        parsed = _json_object(raw) or {}
+        if path == "/cgi-bin/stable_token":
+            self._upstream("stable_token", parsed, lambda: state.stable_token(raw))
+        elif path == "/cgi-bin/clear_quota/v2":
+            self._upstream("clear_quota", parsed, lambda: state.clear_quota(raw))
+        elif path == "/sandbox/fault":
+            try:
+                fault = Fault.from_json(json.loads(raw))
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+                self._send_json(400, {"error": f"bad fault: {exc}"})
+                return
+            state.set_fault(fault)
+            self._send_json(200, {"ok": True, "fault": state.stats()["fault"]})
+        elif path == "/sandbox/reset":
+            state.reset()
+            self._send_json(200, {"ok": True})
+        elif path == "/sandbox/invalidate":
+            owner = parsed.get("owner")
+            if not isinstance(owner, str):
+                self._send_json(400, {"error": "'owner' must be an appid or corp_id/agent_id"})
+                return
+            self._send_json(200, {"ok": state.invalidate(owner)})
+        elif path == "/sandbox/verify_signature":
+            self._verify_signature(parsed)
+        else:
+            self._send_json(404, {"error": f"unknown path {path}"})
+
+    def _verify_signature(self, body: dict[str, Any]) -> None:
+        names = ("owner", "ticket_type", "url", "noncestr", "timestamp", "signature")
+        values = [body.get(name) for name in names]
+        if set(body) != set(names) or not all(isinstance(v, str) for v in values):
+            self._send_json(400, {"error": f"body must be a JSON object of strings {names}"})
+            return
+        valid = self.server.state.verify_signature(*(str(v) for v in values))
+        self._send_json(200, {"valid": valid})
