@@ -4,6 +4,9 @@ from consumer_lib import TokenClient, TokenUnavailable
 
 with TokenClient.from_env() as tokens:
     token = tokens.get_token("wx1234567890abcdef", timeout=5)
+    ticket = tokens.get_ticket("wx1234567890abcdef", "jsapi")
+
+`consumer_lib.jssdk` signs `wx.config` / `wx.agentConfig` / card calls with those tickets.
 """
 
 from ._client import ClientStats, TokenClient
@@ -15,6 +18,7 @@ from ._errors import (
     TokenUnavailable,
     WxTokenError,
 )
+from ._kinds import Platform
 from ._model import TokenKind, TokenSource, TokenUpdate, mask
 from ._settings import ClientSettings
 
@@ -24,6 +28,7 @@ __all__ = [
     "ClientStats",
     "ConfigError",
     "InvalidUpdate",
+    "Platform",
     "StoreError",
     "TokenClient",
     "TokenKind",

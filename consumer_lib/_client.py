@@ -188,18 +188,31 @@ class TokenClient:
 
     # ------------------------------------------------------------ reading
     def get_token(
-        self, app_id: str, timeout: float = 5.0, *, kind: TokenKind = TokenKind.ACCESS_TOKEN
+        self, app_id: str, timeout: float = 5.0, *, kind: TokenKind | str = TokenKind.ACCESS_TOKEN
     ) -> str:
-        """The current token string; waits up to `timeout` s if none is held."""
+        """The current token string; waits up to `timeout` s if none is held.
+
+        `kind` is a `TokenKind` or its value; an unknown one raises `ValueError`."""
+        kind = TokenKind.parse(kind)
         update = self._cache.current(app_id, kind)
         if update is not None:
             return update.value
         return self._wait(app_id, kind, timeout).value
 
+    def get_ticket(self, app_id: str, ticket: TokenKind | str, timeout: float = 5.0) -> str:
+        """The current ticket of `app_id`: "jsapi", "wx_card" (official accounts),
+        "corp_jsapi", "agent_config" (WeCom), or the ticket's `TokenKind`. Waits like
+        `get_token`; a name that is no ticket raises `ValueError`."""
+        kind = TokenKind.parse(ticket)
+        if not kind.is_ticket:
+            raise ValueError(f"{kind} is not a ticket; use get_token() for it")
+        return self.get_token(app_id, timeout, kind=kind)
+
     def get(
-        self, app_id: str, timeout: float = 5.0, *, kind: TokenKind = TokenKind.ACCESS_TOKEN
+        self, app_id: str, timeout: float = 5.0, *, kind: TokenKind | str = TokenKind.ACCESS_TOKEN
     ) -> TokenUpdate:
         """The current update (token, version, expiry, source); waits like `get_token`."""
+        kind = TokenKind.parse(kind)
         update = self._cache.current(app_id, kind)
         if update is not None:
             return update
@@ -216,10 +229,11 @@ class TokenClient:
         app_id: str,
         token: str,
         *,
-        kind: TokenKind = TokenKind.ACCESS_TOKEN,
+        kind: TokenKind | str = TokenKind.ACCESS_TOKEN,
         reason: str | None = None,
     ) -> bool:
-        """Tell the producers WeChat rejected `token` (errcode 40001, 40014 or 42001).
+        """Tell the producers WeChat rejected `token` (errcode 40001, 40014 or 42001), or,
+        with `kind` a ticket ("jsapi", ...), that a signature made with it was refused.
 
         The leader refreshes it once, within WeChat's limits, or re-publishes the current
         token if this one was already replaced; the new token then arrives like any other.
@@ -228,6 +242,7 @@ class TokenClient:
         reported this token in the last 30 s) or the broker is unreachable (the Redis
         snapshot is read instead). A malformed `app_id` raises `ValueError`.
         """
+        kind = TokenKind.parse(kind)
         held = self._cache.held(app_id, kind)
         if held is not None and held.value != token:
             return False  # already replaced here: get_token() returns the newer one

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from ._errors import InvalidUpdate
+from ._kinds import TokenKind as TokenKind  # re-exported: the wire names kinds
 
 #: WeChat promises tokens of at most 512 characters.
 MAX_TOKEN_CHARS = 512
@@ -30,13 +31,6 @@ MAX_ENCODED_BYTES = 64 * 1024
 MAX_LIFETIME_S = 86_400.0
 
 AppId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-
-
-class TokenKind(enum.StrEnum):
-    """What the value is; one version sequence per app and kind."""
-
-    ACCESS_TOKEN = "access_token"
-    JSAPI_TICKET = "jsapi_ticket"
 
 
 class TokenSource(enum.StrEnum):

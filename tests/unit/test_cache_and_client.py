@@ -394,3 +394,17 @@ def test_token_source_is_visible(client: TokenClient) -> None:
     override = make_update(version=9, value="OVERRIDE-0123456789", source=TokenSource.OVERRIDE)
     client._on_body(override.encode())
     assert client.get(APP).source is TokenSource.OVERRIDE
+
+
+def test_client_get_ticket_serves_pushed_ticket_and_refuses_tokens(client: TokenClient) -> None:
+    """get_ticket reads the ticket kind; asking it for an access token is a ValueError."""
+    update = make_update(kind=TokenKind.WX_CARD_TICKET, value="CARD-TICKET-0001-zzzzzzzz")
+    client._on_body(update.encode())
+    assert client.get_ticket("wxapp1", "wx_card") == "CARD-TICKET-0001-zzzzzzzz"
+    assert client.get_token("wxapp1", kind="wx_card_ticket") == "CARD-TICKET-0001-zzzzzzzz"
+    with pytest.raises(ValueError, match="not a ticket"):
+        client.get_ticket("wxapp1", "access_token")
+    with pytest.raises(ValueError, match="unknown credential kind"):
+        client.get_ticket("wxapp1", "jsapi2")
+    with pytest.raises(TokenUnavailable):
+        client.get_ticket("wxapp1", "jsapi", timeout=0)

@@ -97,3 +97,26 @@ def test_bad_app_id_is_a_value_error(client: TokenClient) -> None:
     with pytest.raises(ValueError, match="app_id"):
         client.report_invalid("not an app id!", "TOKEN-x")
     assert sent(client) == []
+
+
+@pytest.mark.parametrize("kind", ["jsapi", "wx_card", "corp_jsapi", "agent_config"])
+def test_report_for_each_ticket_kind(client: TokenClient, kind: str) -> None:
+    """A ticket report names the ticket's kind; a different ticket already held stays quiet."""
+    from consumer_lib import TokenKind
+
+    ticket_kind = TokenKind.parse(kind)
+    held = make_update(version=2, kind=ticket_kind, value="TICKET-held-0002-zzzzzzzzz")
+    client._on_body(held.encode())
+    assert not client.report_invalid("wxapp1", "TICKET-older-zzzzzzzzzzzz", kind=kind)
+    assert client.report_invalid("wxapp1", held.value, kind=kind)
+    [(_, body, _)] = sent(client)
+    request = RefreshRequest.decode(body)
+    assert (request.kind, request.reported_version) == (ticket_kind, 2)
+    assert request.token_sha256 == fingerprint(held.value)
+
+
+def test_report_with_an_unknown_kind_is_a_value_error(client: TokenClient) -> None:
+    """report_invalid refuses a kind that does not exist, sending nothing."""
+    with pytest.raises(ValueError, match="unknown credential kind"):
+        client.report_invalid("wxapp1", "x" * 20, kind="jsapi_tickets")
+    assert sent(client) == []
