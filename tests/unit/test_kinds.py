@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumer_lib import Platform, TokenKind
-from consumer_lib._kinds import TICKET_NAMES, tickets_of
+from consumer_lib.wire.kinds import TICKET_NAMES, tickets_of
 from tests.unit._helpers import make_update
 
 

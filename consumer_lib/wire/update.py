@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import InvalidUpdate
-from ._kinds import TokenKind as TokenKind  # re-exported: the wire names kinds
+from ..errors import InvalidUpdate
+from .kinds import TokenKind as TokenKind  # re-exported: the wire names kinds
 
 #: WeChat promises tokens of at most 512 characters.
 MAX_TOKEN_CHARS = 512
