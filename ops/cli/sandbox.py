@@ -32,6 +32,14 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     help="Apps the sandbox knows (local fake secrets).",
 )
 @click.option(
+    "--wecom",
+    "wecom_spec",
+    default="",
+    envvar="WXTOKEN_SANDBOX_WECOM",
+    metavar="CORPID:AGENTID:SECRET,...",
+    help="WeCom agents the sandbox knows, each with its own secret (none by default).",
+)
+@click.option(
     "--expires-in",
     type=click.IntRange(min=1),
     default=7200,
@@ -45,19 +53,30 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     show_default=True,
     help="Seconds a superseded token stays valid.",
 )
-def sandbox(host: str, port: int, apps_spec: str, expires_in: int, overlap: float) -> None:
-    """Run the WeChat sandbox in the foreground.
+def sandbox(
+    host: str, port: int, apps_spec: str, wecom_spec: str, expires_in: int, overlap: float
+) -> None:
+    """Run the WeChat (and WeCom) sandbox in the foreground.
 
     Prints one line with its URL, then serves until SIGTERM or Ctrl-C.
     """
-    from ..sandbox import SandboxConfig, SandboxServer, parse_apps
+    from ..sandbox import SandboxConfig, SandboxServer, parse_apps, parse_wecom
 
     try:
         apps = parse_apps(apps_spec)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--apps'") from None
+    try:
+        agents = parse_wecom(wecom_spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--wecom'") from None
     config = SandboxConfig(
-        apps=apps, expires_in_s=expires_in, overlap_s=overlap, host=host, port=port
+        apps=apps,
+        expires_in_s=expires_in,
+        overlap_s=overlap,
+        host=host,
+        port=port,
+        wecom_agents=agents,
     )
     try:
         server = SandboxServer(config)

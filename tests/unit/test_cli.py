@@ -481,6 +481,16 @@ def test_sandbox_refuses_a_bad_app_list(apps: str) -> None:
     assert "--apps" in result.stderr
 
 
+@pytest.mark.parametrize("wecom", ["ww", "ww:1", "ww:x:secret-x", "ww:1:s-1,ww:1:s-2"])
+def test_sandbox_refuses_a_bad_wecom_list(wecom: str) -> None:
+    """A malformed --wecom is a usage error naming the option, never echoing a secret."""
+    result = CliRunner().invoke(main, ["sandbox", "--port", "0", "--wecom", wecom])
+    assert result.exit_code == 2
+    assert "--wecom" in result.stderr
+    assert "secret-x" not in result.stderr
+    assert "s-2" not in result.stderr
+
+
 def test_watch_lines_mask_tokens_and_reject_garbage(now: FakeClock) -> None:
     """Each watched message is one line: masked update fields, or `rejected: <reason>`."""
     update = make_update(now.now_s, value=NEW_TOKEN, source=TokenSource.OVERRIDE)
