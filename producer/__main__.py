@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("pika").setLevel(logging.CRITICAL)
         # urllib3 logs each request URL at DEBUG: for the classic API that holds the secret.
         logging.getLogger("urllib3").setLevel(logging.WARNING)
-        apps = load_apps(settings.apps_file, wechat_base_url=settings.wechat_base_url)
+        apps = load_apps(
+            settings.apps_file,
+            wechat_base_url=settings.wechat_base_url,
+            wecom_base_url=settings.wecom_base_url,
+        )
         service = ProducerService(settings, apps)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)

@@ -31,6 +31,8 @@ class ProducerSettings(CommonSettings):
     """Everything `wxtoken-producer` reads from the environment, once, at start."""
 
     wechat_base_url: Annotated[str, AfterValidator(_check_http_url)] = "https://api.weixin.qq.com"
+    #: WeCom's API (or a sandbox); the same URL checks as the WeChat one.
+    wecom_base_url: Annotated[str, AfterValidator(_check_http_url)] = "https://qyapi.weixin.qq.com"
     apps_file: Path
     producer_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@-]{1,128}$")] = Field(
         default_factory=_default_producer_id

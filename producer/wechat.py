@@ -1,50 +1,41 @@
-"""Fetching access tokens from WeChat (or the sandbox), and judging its answers.
-
-requests' exceptions stop here and become `UpstreamError`. Their text is not passed on:
-for the classic API it contains the URL, and so the app secret.
-"""
+"""WeChat's official-account APIs (or the sandbox's): tokens, tickets, the token check,
+clear_quota. Each method makes one call and judges the answer strictly (`upstream`)."""
 
 from __future__ import annotations
 
-import json
+import enum
 import logging
-import math
-from dataclasses import dataclass
-from typing import Any
 
 import requests
 
-from consumer_lib.errors import WxTokenError
-from consumer_lib.wire.update import MAX_LIFETIME_S, MAX_TOKEN_CHARS
+from consumer_lib.wire.kinds import Platform, TokenKind
 
-from .apps import AppConfig, TokenApi
-from .errcodes import FailureKind, describe
+from .app_config import AppConfig, TokenApi
+from .errcodes import FailureKind
+from .upstream import FetchedToken as FetchedToken  # re-exported: the refresher's import
+from .upstream import UpstreamError as UpstreamError
+from .upstream import call, judge, take_credential
 
 log = logging.getLogger(__name__)
 
-
-class UpstreamError(WxTokenError):
-    """WeChat did not give us a usable token; `kind` says how to back off."""
-
-    def __init__(self, message: str, *, kind: FailureKind, errcode: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.errcode = errcode
+#: The ticket kinds of an official account, by the `type` getticket takes.
+WECHAT_TICKET_TYPES: dict[TokenKind, str] = {
+    TokenKind.JSAPI_TICKET: "jsapi",
+    TokenKind.WX_CARD_TICKET: "wx_card",
+}
 
 
-@dataclass(frozen=True)
-class FetchedToken:
-    """A token as WeChat handed it out; `expires_in_s` counts from the request's start."""
+class TokenCheck(enum.StrEnum):
+    """What a cheap call made with a token said about it."""
 
-    value: str
-    expires_in_s: int
-
-    def __repr__(self) -> str:
-        return f"FetchedToken(value=<{len(self.value)} chars>, expires_in_s={self.expires_in_s})"
+    ACCEPTED = "accepted"
+    REFUSED = "refused"  # 40001/40014/42001 (WeCom: also 301002): the token is dead here
 
 
 class WeChatClient:
-    """`fetch(app)` calls the app's token API once and returns the token or raises."""
+    """One upstream call per method; every failure is an `UpstreamError` with its kind."""
+
+    platform = Platform.WECHAT
 
     def __init__(
         self,
@@ -58,80 +49,81 @@ class WeChatClient:
         self._session = session or requests.Session()
         self._timeout = (connect_timeout_s, read_timeout_s)
 
-    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
-        """One upstream call; every failure is an `UpstreamError` with its kind."""
-        response: requests.Response | None = None
-        failure = "no answer"
-        try:
-            response = self._send(app, force_refresh=force_refresh)
-        except requests.Timeout:
-            failure = "timed out"
-        except requests.RequestException as exc:
-            # The exception's text may contain the URL with the secret: keep only its type.
-            failure = f"request failed ({exc.__class__.__name__})"
-        if response is None:
-            # Raised outside the handler, so no __context__ keeps the URL (and secret) alive.
-            raise UpstreamError(failure, kind=FailureKind.TRANSIENT)
-        return parse_token_answer(response.status_code, response.content)
-
-    def _send(self, app: AppConfig, *, force_refresh: bool) -> requests.Response:
-        if app.token_api is TokenApi.STABLE:
-            return self._session.post(
-                f"{self._base_url}/cgi-bin/stable_token",
-                json={
-                    "grant_type": "client_credential",
-                    "appid": app.app_id,
-                    "secret": app.secret.get_secret_value(),
-                    "force_refresh": force_refresh,
-                },
-                timeout=self._timeout,
+    def _get(self, path: str, params: dict[str, str], *, uses_token: bool) -> dict[str, object]:
+        status, body = call(
+            lambda: self._session.get(
+                f"{self._base_url}{path}", params=params, timeout=self._timeout, stream=True
             )
-        return self._session.get(
-            f"{self._base_url}/cgi-bin/token",
-            params={
+        )
+        return judge(status, body, platform=self.platform, uses_token=uses_token)
+
+    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        status, body = call(
+            lambda: self._session.post(
+                f"{self._base_url}{path}", json=payload, timeout=self._timeout, stream=True
+            )
+        )
+        return judge(status, body, platform=self.platform, uses_token=False)
+
+    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        """The app's access token (stable_token, or token for classic apps)."""
+        if app.platform is not Platform.WECHAT:
+            raise UpstreamError(f"{app.app_id} is a {app.platform} app", kind=FailureKind.CONFIG)
+        secret = app.secret.get_secret_value()
+        if app.token_api is TokenApi.STABLE:
+            payload: dict[str, object] = {
                 "grant_type": "client_credential",
                 "appid": app.app_id,
-                "secret": app.secret.get_secret_value(),
-            },
-            timeout=self._timeout,
-        )
+                "secret": secret,
+                "force_refresh": force_refresh,
+            }
+            data = self._post("/cgi-bin/stable_token", payload)
+        else:
+            params = {"grant_type": "client_credential", "appid": app.app_id, "secret": secret}
+            data = self._get("/cgi-bin/token", params, uses_token=False)
+        return take_credential(data, "access_token")
+
+    def fetch_ticket(self, kind: TokenKind, access_token: str) -> FetchedToken:
+        """A jsapi or wx_card ticket, fetched with `access_token`. A refusal because of
+        the token is an `UpstreamError` of kind TOKEN_INVALID: refresh it, then retry."""
+        ticket_type = WECHAT_TICKET_TYPES.get(kind)
+        if ticket_type is None:
+            raise ValueError(f"{kind} is not an official account's ticket")
+        params = {"access_token": access_token, "type": ticket_type}
+        data = self._get("/cgi-bin/ticket/getticket", params, uses_token=True)
+        return take_credential(data, "ticket")
+
+    def check_token(self, access_token: str) -> TokenCheck:
+        """getcallbackip with `access_token`: does upstream accept it right now? Other
+        failures (busy, IP, garbage) raise, since they say nothing about the token."""
+        try:
+            data = self._get(
+                "/cgi-bin/getcallbackip", {"access_token": access_token}, uses_token=True
+            )
+        except UpstreamError as exc:
+            if exc.kind is FailureKind.TOKEN_INVALID:
+                return TokenCheck.REFUSED
+            raise
+        ips = data.get("ip_list")
+        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+            raise UpstreamError("answer lacks an ip_list", kind=FailureKind.TRANSIENT)
+        return TokenCheck.ACCEPTED
+
+    def clear_quota(self, app: AppConfig) -> None:
+        """POST clear_quota/v2 with the app id and secret (works when no token can be had;
+        10 a month, 48006 after that)."""
+        if app.platform is not Platform.WECHAT:
+            raise UpstreamError(
+                f"{app.app_id}: clear_quota is for official accounts", kind=FailureKind.CONFIG
+            )
+        payload: dict[str, object] = {
+            "appid": app.app_id,
+            "appsecret": app.secret.get_secret_value(),
+        }
+        self._post("/cgi-bin/clear_quota/v2", payload)
 
 
 def parse_token_answer(status_code: int, body: bytes) -> FetchedToken:
-    """Judge one HTTP answer of a token API: a token, or the reason it is not one."""
-    if status_code != 200:
-        raise UpstreamError(f"HTTP {status_code}", kind=FailureKind.TRANSIENT)
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        raise UpstreamError(
-            f"unparsable answer ({len(body)} bytes, not JSON)", kind=FailureKind.TRANSIENT
-        ) from None
-    if not isinstance(data, dict):
-        raise UpstreamError("answer is not a JSON object", kind=FailureKind.TRANSIENT)
-    errcode = data.get("errcode", 0)
-    if errcode not in (0, None):
-        if isinstance(errcode, bool) or not isinstance(errcode, int):
-            raise UpstreamError("answer has a non-integer errcode", kind=FailureKind.TRANSIENT)
-        meaning = describe(errcode)
-        # One line whatever upstream sends: the message ends up in a log line.
-        errmsg = " ".join(str(data.get("errmsg", "")).split())[:120]
-        raise UpstreamError(
-            f"errcode {errcode} ({meaning.meaning}): {errmsg}", kind=meaning.kind, errcode=errcode
-        )
-    value = data.get("access_token")
-    if not isinstance(value, str) or not value or len(value) > MAX_TOKEN_CHARS:
-        raise UpstreamError("answer lacks a usable access_token", kind=FailureKind.TRANSIENT)
-    if not value.isprintable() or value.strip() != value or " " in value:
-        raise UpstreamError(
-            "access_token has whitespace or control characters", kind=FailureKind.TRANSIENT
-        )
-    expires_in = data.get("expires_in")
-    if (
-        isinstance(expires_in, bool)
-        or not isinstance(expires_in, int | float)
-        or not math.isfinite(expires_in)
-        or not 1 <= expires_in <= MAX_LIFETIME_S
-    ):
-        raise UpstreamError("answer lacks a sensible expires_in", kind=FailureKind.TRANSIENT)
-    return FetchedToken(value=value, expires_in_s=int(expires_in))
+    """Judge one HTTP answer of WeChat's token APIs: a token, or the reason it is not one."""
+    data = judge(status_code, body, platform=Platform.WECHAT, uses_token=False)
+    return take_credential(data, "access_token")

@@ -49,6 +49,7 @@ def test_producer_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(ProducerSettings)
     assert settings.apps_file == Path("/etc/wxtoken/apps.toml")
     assert settings.wechat_base_url == "https://api.weixin.qq.com"
+    assert settings.wecom_base_url == "https://qyapi.weixin.qq.com"
     assert settings.refresh_margin_ratio == 0.2
     assert settings.refresh_margin_max_s == 300.0
     assert settings.republish_interval_s == 60.0
@@ -87,6 +88,7 @@ def test_producer_reads_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     """The producer's own variables are read and typed."""
     monkeypatch.setenv("WXTOKEN_APPS_FILE", str(tmp_path / "apps.toml"))
     monkeypatch.setenv("WXTOKEN_WECHAT_BASE_URL", "http://127.0.0.1:8900")
+    monkeypatch.setenv("WXTOKEN_WECOM_BASE_URL", "http://127.0.0.1:8901")
     monkeypatch.setenv("WXTOKEN_PRODUCER_ID", "prod-a@host1")
     monkeypatch.setenv("WXTOKEN_REPUBLISH_INTERVAL_S", "5")
     monkeypatch.setenv("WXTOKEN_REFRESH_MARGIN_RATIO", "0.3")
@@ -94,6 +96,7 @@ def test_producer_reads_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     settings = load_settings(ProducerSettings)
     assert settings.apps_file == tmp_path / "apps.toml"
     assert settings.wechat_base_url == "http://127.0.0.1:8900"
+    assert settings.wecom_base_url == "http://127.0.0.1:8901"
     assert settings.producer_id == "prod-a@host1"
     assert settings.republish_interval_s == 5.0
     assert settings.refresh_margin_ratio == 0.3
@@ -155,6 +158,8 @@ def test_bad_client_value_names_the_variable(
 BAD_PRODUCER_VALUES = [
     ("WXTOKEN_WECHAT_BASE_URL", "ftp://api.weixin.qq.com"),
     ("WXTOKEN_WECHAT_BASE_URL", "https://"),
+    ("WXTOKEN_WECOM_BASE_URL", "ftp://qyapi.weixin.qq.com"),
+    ("WXTOKEN_WECOM_BASE_URL", "qyapi.weixin.qq.com"),
     ("WXTOKEN_PRODUCER_ID", "has space"),
     ("WXTOKEN_REFRESH_MARGIN_RATIO", "1"),
     ("WXTOKEN_REFRESH_MARGIN_RATIO", "0"),

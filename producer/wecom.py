@@ -1,0 +1,89 @@
+"""WeCom's APIs (qyapi.weixin.qq.com, or the sandbox's): an agent's token, its corp and
+agent tickets, the token check. One token per agent: `fetch` sends the corp id with *that
+agent's* secret, so two agents of a corp never share a token (WeCom's 301002).
+
+WeCom's gettoken answers the *same* token while it is valid, with a shrinking
+``expires_in``: the caller must recognise an unchanged token (see `renewal`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+
+from consumer_lib.wire.kinds import Platform, TokenKind
+
+from .app_config import AppConfig
+from .errcodes import FailureKind
+from .upstream import FetchedToken, UpstreamError, call, judge, take_credential
+from .wechat import TokenCheck
+
+log = logging.getLogger(__name__)
+
+#: WeCom's ticket kinds: the path, and its query besides the token.
+WECOM_TICKET_CALLS: dict[TokenKind, tuple[str, dict[str, str]]] = {
+    TokenKind.CORP_JSAPI_TICKET: ("/cgi-bin/get_jsapi_ticket", {}),
+    TokenKind.AGENT_CONFIG_TICKET: ("/cgi-bin/ticket/get", {"type": "agent_config"}),
+}
+
+
+class WecomClient:
+    """One upstream call per method; every failure is an `UpstreamError` with its kind."""
+
+    platform = Platform.WECOM
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._session = session or requests.Session()
+        self._timeout = (connect_timeout_s, read_timeout_s)
+
+    def _get(self, path: str, params: dict[str, str], *, uses_token: bool) -> dict[str, object]:
+        status, body = call(
+            lambda: self._session.get(
+                f"{self._base_url}{path}", params=params, timeout=self._timeout, stream=True
+            )
+        )
+        return judge(status, body, platform=self.platform, uses_token=uses_token)
+
+    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        """The agent's access token. WeCom has no forced refresh: `force_refresh` is
+        accepted for the refresher's sake and changes nothing."""
+        if app.platform is not Platform.WECOM or app.corp_id is None:
+            raise UpstreamError(f"{app.app_id} is not a WeCom app", kind=FailureKind.CONFIG)
+        params = {"corpid": app.corp_id, "corpsecret": app.secret.get_secret_value()}
+        return take_credential(
+            self._get("/cgi-bin/gettoken", params, uses_token=False), "access_token"
+        )
+
+    def fetch_ticket(self, kind: TokenKind, access_token: str) -> FetchedToken:
+        """The corp or agent ticket, fetched with the agent's `access_token`; a refusal
+        because of the token is an `UpstreamError` of kind TOKEN_INVALID."""
+        found = WECOM_TICKET_CALLS.get(kind)
+        if found is None:
+            raise ValueError(f"{kind} is not a WeCom ticket")
+        path, extra = found
+        data = self._get(path, {"access_token": access_token, **extra}, uses_token=True)
+        return take_credential(data, "ticket")
+
+    def check_token(self, access_token: str) -> TokenCheck:
+        """getcallbackip with the agent's token: accepted, or refused (40014/42001)."""
+        try:
+            data = self._get(
+                "/cgi-bin/getcallbackip", {"access_token": access_token}, uses_token=True
+            )
+        except UpstreamError as exc:
+            if exc.kind is FailureKind.TOKEN_INVALID:
+                return TokenCheck.REFUSED
+            raise
+        ips = data.get("ip_list")
+        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+            raise UpstreamError("answer lacks an ip_list", kind=FailureKind.TRANSIENT)
+        return TokenCheck.ACCEPTED
