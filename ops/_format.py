@@ -176,6 +176,14 @@ def watch_json(update: TokenUpdate, *, now_s: float) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
+def message_kind(body: bytes, *, codec: UpdateCodec = PLAIN) -> TokenKind | None:
+    """The kind of the update in `body`; None when it is not a valid update."""
+    try:
+        return codec.decode(body).kind
+    except InvalidUpdate:
+        return None
+
+
 def message_line(body: bytes, *, now_s: float, as_json: bool, codec: UpdateCodec = PLAIN) -> str:
     """What `wxtoken watch` prints for one message: the update, or why it was rejected."""
     try:

@@ -11,7 +11,7 @@ left out when there is nothing to say:
     at            UNIX seconds from the writer's clock, "1800000000.123"
     event         refresh | forced_refresh | override | refresh_request | request_over_budget
     app_id        the app
-    kind          access_token (jsapi_ticket is reserved)
+    kind          the credential's kind (access_token, jsapi_ticket, ...)
     who           the producer id, or `ops:<user>@<host>` for the CLI
     version       (optional) the token version the event is about, an integer
     masked_token  (optional) the token as `consumer_lib.wire.update.mask` shows it, never whole
@@ -165,12 +165,15 @@ class AuditLog:
         if recovered:
             log.info("audit trail available again")
 
-    def read(self, app_id: str | None = None, *, limit: int = 50) -> list[AuditEntry]:
-        """Up to `limit` entries, newest first, of `app_id` (or all apps); malformed ones
-        are skipped. A Redis failure raises `StoreError`."""
+    def read(
+        self, app_id: str | None = None, *, kind: str | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """Up to `limit` entries, newest first, of `app_id` (or all apps) and `kind` (or
+        all kinds); malformed ones are skipped. A Redis failure raises `StoreError`."""
         found: list[AuditEntry] = []
         upper = "+"
-        batch = limit if app_id is None else max(limit, _READ_BATCH)
+        filtered = app_id is not None or kind is not None
+        batch = max(limit, _READ_BATCH) if filtered else limit
         try:
             while len(found) < limit:
                 rows = self._client.xrevrange(self.key, max=upper, min="-", count=batch) or []
@@ -178,7 +181,9 @@ class AuditLog:
                     entry = _decode(raw_id, raw_fields or {})
                     if entry is None:
                         log.debug("skipping malformed audit entry %r", raw_id)
-                    elif app_id is None or entry.app_id == app_id:
+                    elif (app_id is None or entry.app_id == app_id) and (
+                        kind is None or entry.kind == kind
+                    ):
                         found.append(entry)
                         if len(found) == limit:
                             break

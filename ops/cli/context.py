@@ -44,7 +44,26 @@ from producer.publishing import declare_exchange, publish_update
 from .. import _format
 
 _MAX_STDIN_CHARS = 64 * 1024  # more than this is not a token; stop reading
-KINDS = click.Choice([kind.value for kind in TokenKind])
+
+
+class KindParam(click.ParamType[TokenKind, object]):
+    """A credential kind: its wire value (``jsapi_ticket``) or ticket name (``jsapi``)."""
+
+    name = "kind"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return "[" + "|".join(kind.value for kind in TokenKind) + "]"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> TokenKind:
+        try:
+            return TokenKind.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+KINDS = KindParam()
 
 
 class CliError(click.ClickException):

@@ -12,24 +12,32 @@ import pika.exceptions
 from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, describe_amqp_error
 from consumer_lib.errors import BrokerError
 from consumer_lib.snapshot import SnapshotReader
+from consumer_lib.wire.kinds import TokenKind
 
 from .. import _format
-from .context import CliError, OpsContext, audit_log, checked, connect, emit
+from .context import KINDS, CliError, OpsContext, audit_log, checked, connect, emit
+
+kind_filter = click.option(
+    "--kind", type=KINDS, default=None, help="Only this kind (default: all)."
+)
 
 
 @click.command()
 @click.argument("app_id", required=False, callback=checked(_format.check_app_id))
+@kind_filter
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most N."
 )
 @click.pass_obj
-def history(obj: OpsContext, app_id: str | None, as_json: bool, limit: int) -> None:
+def history(
+    obj: OpsContext, app_id: str | None, kind: TokenKind | None, as_json: bool, limit: int
+) -> None:
     """Show the audit trail, newest first: of APP_ID, or of every app.
 
     Refreshes, overrides and refresh requests: when, who, version, the token masked, why.
     """
-    entries = audit_log(obj).read(app_id, limit=limit)
+    entries = audit_log(obj).read(app_id, kind=None if kind is None else str(kind), limit=limit)
     if as_json:
         click.echo(_format.to_json(_format.history_records(entries)))
     elif not entries:
@@ -39,16 +47,18 @@ def history(obj: OpsContext, app_id: str | None, as_json: bool, limit: int) -> N
 
 
 @click.command()
+@kind_filter
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
 @click.pass_obj
-def status(obj: OpsContext, as_json: bool) -> None:
+def status(obj: OpsContext, kind: TokenKind | None, as_json: bool) -> None:
     """Show every known app and kind.
 
     Version, source, seconds left, age and producer; `missing` once a token expired or
     vanished, `invalid` when Redis holds something that is not a valid update.
     """
     reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
-    entries = reader.read_many(reader.known())
+    wanted = [known for known in reader.known() if kind is None or known[1] is kind]
+    entries = reader.read_many(wanted)
     records = _format.status_records(entries, now_s=obj.clock())
     if as_json:
         click.echo(_format.to_json(records))
@@ -59,6 +69,7 @@ def status(obj: OpsContext, as_json: bool) -> None:
 
 
 @click.command()
+@kind_filter
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--count", type=click.IntRange(min=1), help="Stop after N messages.")
 @click.option(
@@ -67,10 +78,17 @@ def status(obj: OpsContext, as_json: bool) -> None:
     help="Stop after S seconds; with --count, exit 1 if fewer arrived.",
 )
 @click.pass_obj
-def watch(obj: OpsContext, as_json: bool, count: int | None, timeout: float | None) -> None:
+def watch(
+    obj: OpsContext,
+    kind: TokenKind | None,
+    as_json: bool,
+    count: int | None,
+    timeout: float | None,
+) -> None:
     """Print updates as they are published.
 
-    One line per message, the token masked, until Ctrl-C, --count or --timeout.
+    One line per message, the token masked, until Ctrl-C, --count or --timeout. With
+    --kind, updates of other kinds are skipped (rejected messages are always shown).
     """
     settings = obj.get_settings()
     received = 0
@@ -78,6 +96,8 @@ def watch(obj: OpsContext, as_json: bool, count: int | None, timeout: float | No
     def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
         nonlocal received
         if count is not None and received >= count:
+            return
+        if kind is not None and _format.message_kind(body, codec=obj.codec()) not in (kind, None):
             return
         received += 1
         emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=obj.codec()))

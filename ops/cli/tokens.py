@@ -40,7 +40,7 @@ def set_token(
     obj: OpsContext,
     app_id: str,
     expires_in: int,
-    kind: str,
+    kind: TokenKind,
     reason: str | None,
     allow_new_app: bool,
 ) -> None:
@@ -51,7 +51,7 @@ def set_token(
     written, so a failure leaves nothing half-done.
     """
     token = read_token()
-    token_kind = TokenKind(kind)
+    token_kind = TokenKind.parse(kind)
     store = TokenStore(obj.get_redis(), obj.keys(), obj.codec(must_sign=True))
     if not allow_new_app and (app_id, token_kind) not in store.reader.known():
         raise click.UsageError(
@@ -110,13 +110,13 @@ def set_token(
 @click.option("--kind", type=KINDS, default=TokenKind.ACCESS_TOKEN.value, show_default=True)
 @click.option("--reason", callback=checked(_format.check_reason), help="Why; sent with it.")
 @click.pass_obj
-def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None:
+def refresh(obj: OpsContext, app_id: str, kind: TokenKind, reason: str | None) -> None:
     """Ask the producers to replace the stored token of APP_ID.
 
     Sends the stored token's SHA-256, never the token. The leader refreshes once within
     WeChat's limits, or re-publishes the current token if this one was already replaced.
     """
-    update = obj.stored_update(app_id, TokenKind(kind))
+    update = obj.stored_update(app_id, TokenKind.parse(kind))
     now_s = obj.clock()
     request = RefreshRequest.for_token(
         app_id,
@@ -147,12 +147,12 @@ def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.option("--reveal", is_flag=True, help="Print the whole token (it is a credential).")
 @click.pass_obj
-def get(obj: OpsContext, app_id: str, kind: str, as_json: bool, reveal: bool) -> None:
+def get(obj: OpsContext, app_id: str, kind: TokenKind, as_json: bool, reveal: bool) -> None:
     """Show the stored update of APP_ID.
 
     The token is masked unless --reveal.
     """
-    update = obj.stored_update(app_id, TokenKind(kind))
+    update = obj.stored_update(app_id, TokenKind.parse(kind))
     now_s = obj.clock()
     if as_json:
         click.echo(_format.to_json(_format.update_dict(update, now_s=now_s, reveal=reveal)))
