@@ -38,6 +38,15 @@ def main(argv: list[str] | None = None) -> int:
             wechat_base_url=settings.wechat_base_url,
             wecom_base_url=settings.wecom_base_url,
         )
+        for app in apps:
+            # The refresher drives access tokens of WeChat apps only, until the scheduler
+            # takes over every credential kind (see producer/ticket_fetch.py, renewal.py).
+            if app.tickets or app.wecom_agent is not None:
+                log.warning(
+                    "%s: its %s are not refreshed by this producer yet",
+                    app.app_id,
+                    "WeCom token and tickets" if app.wecom_agent else "tickets",
+                )
         service = ProducerService(settings, apps)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
