@@ -35,6 +35,12 @@ _REDACT = re.compile(r"(access_token|secret|ticket)=([^&\s\"']{0,4})[^&\s\"']*")
 
 Answer = Callable[[SandboxState, dict[str, str]], dict[str, object]]
 
+
+def _agent_ticket_type(given: str | None) -> str | None:
+    """ticket/get serves only ``type=agent_config``; anything else gets WeCom's 40058."""
+    return given if given == "agent_config" else None
+
+
 #: GET path -> (endpoint name for faults, answer from the query).
 _GET_ROUTES: dict[str, tuple[str, Answer]] = {
     "/cgi-bin/token": (
@@ -56,7 +62,7 @@ _GET_ROUTES: dict[str, tuple[str, Answer]] = {
     ),
     "/cgi-bin/ticket/get": (
         "wecom_agent_ticket",
-        lambda s, q: s.wecom_ticket(q.get("access_token"), q.get("type")),
+        lambda s, q: s.wecom_ticket(q.get("access_token"), _agent_ticket_type(q.get("type"))),
     ),
     "/cgi-bin/agent/get": (
         "wecom_agent_get",

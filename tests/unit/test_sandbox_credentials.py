@@ -373,6 +373,12 @@ def test_http_wecom_flow(server: SandboxServer, http: requests.Session) -> None:
         f"{base}/sandbox/ticket", params={"ticket": agent.json()["ticket"]}, timeout=5
     )
     assert status.json()["type"] == "agent_config"
+    corp_via_agent_path = http.get(
+        f"{base}/cgi-bin/ticket/get",
+        params={"access_token": token, "type": "corp_jsapi"},
+        timeout=5,
+    )
+    assert corp_via_agent_path.json()["errcode"] == 40058
     other = http.get(
         f"{base}/cgi-bin/agent/get", params={"access_token": token, "agentid": "1000003"}, timeout=5
     )
