@@ -240,6 +240,34 @@ def test_sandbox_serves_tokens_and_stops_on_sigterm() -> None:
         assert time.monotonic() - started < 3
 
 
+def test_sandbox_serves_wecom_agents_given_on_the_command_line() -> None:
+    """`sandbox --wecom corp:agent:secret,...` serves each agent its own token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXTOKEN_SANDBOX_")}
+    agents = "ww_corp:1000002:agent-2,ww_corp:1000003:agent-3"
+    with spawn("sandbox", "--port", "0", "--wecom", agents, env=env) as (proc, out, err):
+        line = wait_for(lambda: out.find("sandbox listening on http://"), timeout_s=15)
+        base_url = line.rsplit(" ", 1)[-1]
+        tokens = [
+            requests.get(
+                f"{base_url}/cgi-bin/gettoken",
+                params={"corpid": "ww_corp", "corpsecret": secret},
+                timeout=5,
+            ).json()["access_token"]
+            for secret in ("agent-2", "agent-3")
+        ]
+        assert tokens[0] != tokens[1]
+        wrong = requests.get(
+            f"{base_url}/cgi-bin/gettoken",
+            params={"corpid": "ww_corp", "corpsecret": "nope"},
+            timeout=5,
+        ).json()
+        assert wrong["errcode"] == 40001
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert proc.wait(3) == 0, err.lines
+        assert time.monotonic() - started < 3
+
+
 @pytest.mark.usefixtures("exchange")
 def test_watch_stops_on_ctrl_c_without_a_traceback(env: dict[str, str]) -> None:
     """Ctrl-C (SIGINT) ends an open-ended `watch` with exit 0 and no traceback."""
