@@ -5,15 +5,13 @@ account or mini-program (platform ``wechat``), or one WeCom app (platform ``weco
 corp_id plus one agent with its own secret). So a WeCom app's ``access_token`` is that
 agent's own token, never another agent's of the same corp (sharing one gives 301002).
 
-=====================  ==========  ================================================
-kind (on the wire)     ticket      what it is
-=====================  ==========  ================================================
-access_token           -           the app's access token (both platforms)
-jsapi_ticket           jsapi       official account's JS-SDK ticket, for wx.config
-wx_card_ticket         wx_card     official account's card api_ticket
-corp_jsapi_ticket      corp_jsapi  WeCom corp ticket (get_jsapi_ticket), for wx.config
-agent_config_ticket    agent_config WeCom agent ticket (type=agent_config), for wx.agentConfig
-=====================  ==========  ================================================
+    kind (on the wire)    ticket name    what it is
+    access_token          -              the app's access token (both platforms)
+    jsapi_ticket          jsapi          official account's JS-SDK ticket, for wx.config
+    wx_card_ticket        wx_card        official account's card api_ticket
+    corp_jsapi_ticket     corp_jsapi     WeCom corp ticket (get_jsapi_ticket), for wx.config
+    agent_config_ticket   agent_config   WeCom agent ticket (type=agent_config), for
+                                         wx.agentConfig
 
 Every ticket is fetched with its app's current access token, its dependency.
 """
