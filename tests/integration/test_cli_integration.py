@@ -237,7 +237,21 @@ def test_sandbox_serves_tokens_and_stops_on_sigterm() -> None:
         assert proc.wait(15) == 0, err.lines
 
 
-@pytest.mark.usefixtures("exchange")
+@pytest.fixture
+def sigint_as_in_a_terminal() -> Iterator[None]:
+    """Children get SIGINT's default handling, as a command typed in a terminal does.
+
+    A test run started in the background by a non-interactive shell (`pytest &`, nohup)
+    inherits SIGINT ignored, and so would `wxtoken`: Ctrl-C could not be tested there.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("exchange", "sigint_as_in_a_terminal")
 def test_watch_stops_on_ctrl_c_without_a_traceback(env: dict[str, str]) -> None:
     """Ctrl-C (SIGINT) ends an open-ended `watch` with exit 0 and no traceback."""
     with spawn("watch", env=env) as (proc, _out, err):
