@@ -8,6 +8,8 @@
 {prefix}:budget:{app_id}:{api}:{YYYYMMDD} refreshes spent (and fetches recorded) that UTC day
 {prefix}:budget:{app_id}:{api}:last       last forced refresh, UNIX milliseconds
 {prefix}:audit                            stream, the audit trail, newest last
+{prefix}:ticket_budget:corp:{corp_id}     WeCom corp tickets of the corp (hourly window)
+{prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}   that agent's calls of one kind
 
 `{api}` is the WeChat endpoint the app uses (`stable` or `classic`, `producer.apps.TokenApi`).
 Nothing else builds a key string: the producer's modules, the ops CLI and the subscriber's
@@ -56,6 +58,14 @@ class KeyLayout:
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
+
+    def ticket_budget_corp(self, corp_id: str) -> str:
+        """The hourly window of a WeCom corp's corp-ticket calls."""
+        return f"{self.prefix}:ticket_budget:corp:{corp_id}"
+
+    def ticket_budget_agent(self, wecom_agent: str, kind: str) -> str:
+        """The hourly window of one agent's (`"{corp_id}/{agent_id}"`) calls of `kind`."""
+        return f"{self.prefix}:ticket_budget:agent:{wecom_agent}:{kind}"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

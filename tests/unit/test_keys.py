@@ -26,6 +26,10 @@ def test_key_names_are_unchanged() -> None:
     )
     assert LAYOUT.budget_last_forced("wxapp1", "classic") == "wxtoken:budget:wxapp1:classic:last"
     assert LAYOUT.audit == "wxtoken:audit"
+    assert LAYOUT.ticket_budget_corp("ww1") == "wxtoken:ticket_budget:corp:ww1"
+    assert LAYOUT.ticket_budget_agent("ww1/1000002", "agent_config_ticket") == (
+        "wxtoken:ticket_budget:agent:ww1/1000002:agent_config_ticket"
+    )
 
 
 def test_the_docstring_draws_every_key() -> None:
@@ -40,6 +44,8 @@ def test_the_docstring_draws_every_key() -> None:
         "{prefix}:budget:{app_id}:{api}:{YYYYMMDD}",
         "{prefix}:budget:{app_id}:{api}:last",
         "{prefix}:audit",
+        "{prefix}:ticket_budget:corp:{corp_id}",
+        "{prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}",
     ):
         assert pattern in doc, pattern
 
