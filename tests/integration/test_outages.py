@@ -227,7 +227,7 @@ def test_upstream_down_longer_than_the_margin(
         with capsys.disabled():
             print(
                 f"\n[outage upstream] {stack.issued(app_id)} upstream fetches; "
-                f"{outage_s:.0f} s of HTTP 500 ({failing_for_s:.1f} s of it past the refresh "
+                f"{outage_s:g} s of HTTP 500 ({failing_for_s:.1f} s of it past the refresh "
                 f"point): {len(failures)} failed attempts, new version in Redis "
                 f"{refreshed_after_s:.2f} s after upstream answered, "
                 f"{first.expires_at - second.issued_at:.1f} s before the old token expired; "
