@@ -23,7 +23,8 @@ COPY pyproject.toml README.md ./
 COPY consumer_lib/ consumer_lib/
 COPY producer/ producer/
 COPY ops/ ops/
-RUN python -m pip wheel --wheel-dir /wheels .
+# The image runs the producer and the ops CLI, so it carries both extras.
+RUN python -m pip wheel --wheel-dir /wheels '.[producer,ops]'
 
 # ---- runtime: a venv with the wheels installed offline, run as an unprivileged user ---------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -43,7 +44,7 @@ RUN groupadd --system --gid 10001 wxtoken \
 # The wheels are bind-mounted from the build stage, so they never land in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-index --find-links /wheels wxtoken \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels 'wxtoken[producer,ops]' \
  && mkdir -p /srv/wxtoken
 # An empty working directory: the settings also read `.env` from the working directory, and
 # in a container the environment alone must decide.

@@ -64,8 +64,8 @@ class TokenCache:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     return None
-                # Wake at least once a second: a held token may also simply expire.
-                self._changed.wait(min(remaining_s, 1.0))
+                # Only `offer` makes a valid token appear, and it notifies.
+                self._changed.wait(remaining_s)
 
     def snapshot(self) -> dict[Key, TokenUpdate]:
         """A copy of everything held."""

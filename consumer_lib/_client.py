@@ -31,11 +31,12 @@ import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 import redis
 
 from ._cache import Offer, TokenCache
+from ._callbacks import CallbackThread, UpdateCallback
 from ._subscriber import Subscriber
 from .errors import InvalidUpdate, StoreError, TokenUnavailable
 from .settings import ClientSettings, load_settings
@@ -52,8 +53,6 @@ from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
 
-UpdateCallback = Callable[[TokenUpdate], None]
-
 #: A process reports one token at most this often (seconds); the leader coalesces the rest.
 REPORT_EVERY_S = 30.0
 
@@ -65,7 +64,10 @@ OVERDUE_MAX_S = 150.0
 
 @dataclass
 class ClientStats:
-    """What the client did with what it received; `rejected` are invalid bytes."""
+    """What the client did with what it received; `rejected` are invalid bytes.
+
+    The client counts under a lock; read a consistent copy with `TokenClient.stats_dict()`.
+    """
 
     accepted: int = 0
     stale: int = 0
@@ -73,6 +75,9 @@ class ClientStats:
     rejected: int = 0
     snapshot_reads: int = 0
     snapshot_failures: int = 0
+
+
+Counter = Literal["accepted", "stale", "expired", "rejected", "snapshot_reads", "snapshot_failures"]
 
 
 class TokenClient:
@@ -102,7 +107,11 @@ class TokenClient:
         )
         self._clock = clock
         self._cache = TokenCache(clock)
-        self._callbacks: list[UpdateCallback] = []
+        self._callbacks = CallbackThread()
+        # Offering to the cache and queueing the callbacks happen as one step, so the
+        # callbacks see updates in the order the cache took them, whichever thread fed them.
+        self._offer_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
         self._lock = threading.Lock()
         self._started = False
         self._closed = False
@@ -147,6 +156,7 @@ class TokenClient:
                 return
             self._closed = True
         self._subscriber.close()
+        self._callbacks.close()
         self._redis.close()
 
     def _after_fork_in_child(self) -> None:
@@ -154,6 +164,10 @@ class TokenClient:
         if self._closed:
             return
         self._lock = threading.Lock()
+        self._offer_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        # The parent's callback thread does not exist here; its queue stays the parent's.
+        self._callbacks = CallbackThread(self._callbacks._callbacks)  # no lock: one thread
         inherited = self._cache
         self._cache = TokenCache(self._clock)
         for update in list(inherited._updates.values()):  # no lock: one thread runs now
@@ -224,9 +238,12 @@ class TokenClient:
         return self._wait(app_id, kind, timeout)
 
     def on_update(self, callback: UpdateCallback) -> UpdateCallback:
-        """Call `callback(update)` for each newer token, from the background thread."""
-        with self._lock:
-            self._callbacks.append(callback)
+        """Call `callback(update)` for each newer token, from the client's callback thread.
+
+        Never from the thread calling `get_token()` or `get()`: callbacks run one at a time,
+        in the order the updates were accepted, so an app's versions arrive rising.
+        """
+        self._callbacks.add(callback)
         return callback
 
     def report_invalid(
@@ -304,7 +321,7 @@ class TokenClient:
     # ------------------------------------------------------------ feeding
     def refresh_from_snapshot(self) -> None:
         """Read every known app's snapshot from Redis and keep what is newer."""
-        self.stats.snapshot_reads += 1
+        self._count("snapshot_reads")
         try:
             found = self._snapshot.read_many(self._snapshot.known())
         except StoreError as exc:
@@ -343,7 +360,7 @@ class TokenClient:
         return False
 
     def _store_failed(self, exc: StoreError) -> None:
-        self.stats.snapshot_failures += 1
+        self._count("snapshot_failures")
         if self.last_store_error is None:
             log.warning("Redis snapshot unavailable: %s", exc)
         self.last_store_error = str(exc)
@@ -362,13 +379,16 @@ class TokenClient:
         self._offer(update, origin="broker")
 
     def _reject(self, what: str, exc: InvalidUpdate) -> None:
-        self.stats.rejected += 1
+        self._count("rejected")
         log.warning("rejected %s: %s", what, exc)
 
     def _offer(self, update: TokenUpdate, *, origin: str) -> None:
-        outcome = self._cache.offer(update)
+        with self._offer_lock:
+            outcome = self._cache.offer(update)
+            if outcome is Offer.ACCEPTED:
+                self._callbacks.submit(update)
         if outcome is Offer.STALE:
-            self.stats.stale += 1
+            self._count("stale")
             held = self._cache.held(update.app_id, update.kind)
             if held is not None and held.version > update.version:
                 # Re-publishes of the held version are routine; an older one is not.
@@ -377,7 +397,7 @@ class TokenClient:
                 )
             return
         if outcome is Offer.EXPIRED:
-            self.stats.expired += 1
+            self._count("expired")
             # A snapshot may simply be read at the end of its life; a message should not be.
             log.log(
                 logging.WARNING if origin == "broker" else logging.DEBUG,
@@ -386,16 +406,17 @@ class TokenClient:
                 origin,
             )
             return
-        self.stats.accepted += 1
+        self._count("accepted")
         log.debug("accepted %s from %s", update, origin)
-        for callback in list(self._callbacks):
-            try:
-                callback(update)
-            except Exception:
-                log.exception("on_update callback %r failed", callback)
+
+    def _count(self, counter: Counter) -> None:
+        with self._stats_lock:
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     def stats_dict(self) -> dict[str, int]:
-        return asdict(self.stats)
+        """A consistent copy of `stats`."""
+        with self._stats_lock:
+            return asdict(self.stats)
 
 
 def _renew_in_forked_children(client: TokenClient) -> None:

@@ -4,7 +4,7 @@ One capped Redis stream for all apps, so the cap is global:
 
     {prefix}:audit    stream, one entry per event, newest last; XADD with MAXLEN ~ max_entries
 
-(The name is built here as `f"{keys.prefix}:audit"`; `KeyLayout` does not list it.) Each
+(The name is `KeyLayout.audit`, with every other key.) Each
 entry's ID is Redis's own (`*`); its fields are UTF-8 strings, and the optional ones are
 left out when there is nothing to say:
 
@@ -73,7 +73,7 @@ class AuditEvent(StrEnum):
 
 def audit_key(keys: KeyLayout) -> str:
     """The stream's name under `keys.prefix`."""
-    return f"{keys.prefix}:audit"
+    return keys.audit
 
 
 def safe_mask(value: str) -> str:

@@ -3,10 +3,8 @@
 A forced stable refresh (`force_refresh=true`) is allowed at most `forced_per_day` times a
 UTC day and `forced_min_interval_s` apart; classic fetches count against `classic_per_day`.
 The count is shared by every producer through Redis, checked and spent atomically in one
-Lua script:
-
-{prefix}:budget:{app_id}:{api}:{YYYYMMDD}   spends (and recorded fetches) that UTC day
-{prefix}:budget:{app_id}:{api}:last         last forced refresh, UNIX milliseconds
+Lua script, on the keys `KeyLayout.budget_count` (spends that UTC day) and
+`KeyLayout.budget_last_forced` (last forced refresh, UNIX milliseconds) name.
 
 With Redis away the count goes on in memory from the last count Redis gave, the decision
 says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
@@ -75,12 +73,12 @@ def budget_day(now_s: float) -> str:
 
 def budget_count_key(keys: KeyLayout, app_id: str, token_api: TokenApi, day: str) -> str:
     """The counter of refreshes of `app_id` through `token_api` on UTC day `day`."""
-    return f"{keys.prefix}:budget:{app_id}:{token_api}:{day}"
+    return keys.budget_count(app_id, token_api, day)
 
 
 def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: TokenApi) -> str:
     """When `app_id`'s last forced refresh through `token_api` was spent, in ms."""
-    return f"{keys.prefix}:budget:{app_id}:{token_api}:last"
+    return keys.budget_last_forced(app_id, token_api)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class Leadership:
         self._rand = rand
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        # Guards the state below: `tick()` runs in one thread, `fenced()` in any refresher's.
         self._lock = threading.Lock()
         self._trusted_until = -float("inf")
         self._leading = False
@@ -118,7 +119,9 @@ class Leadership:
         if self.is_leader:
             return True
         # Redis away: the last leader carries on for stable tokens only (see the docstring).
-        return self._leading and not self._store_reachable and token_api is TokenApi.STABLE
+        with self._lock:
+            leading, reachable = self._leading, self._store_reachable
+        return leading and not reachable and token_api is TokenApi.STABLE
 
     # ------------------------------------------------------------ actions
     def tick(self) -> float:
@@ -127,39 +130,46 @@ class Leadership:
         try:
             held, detail = self._call_acquire()
         except StoreError as exc:
-            if self._store_reachable:
+            with self._lock:
+                was_reachable, self._store_reachable = self._store_reachable, False
+                leading = self._leading
+                ran_out = leading and not self.is_leader and not self._said_ran_out
+                self._said_ran_out = self._said_ran_out or ran_out
+            if was_reachable:
                 log.warning(
                     "lease store unreachable (%s)%s",
                     exc,
-                    "; still leading for stable tokens" if self._leading else "",
+                    "; still leading for stable tokens" if leading else "",
                 )
-            self._store_reachable = False
-            if self._leading and not self.is_leader and not self._said_ran_out:
-                self._said_ran_out = True
+            if ran_out:
                 log.warning(
                     "lease of epoch %s ran out while Redis is unreachable: "
                     "classic tokens are no longer refreshed here",
                     self.epoch,
                 )
             return min(1.0, self.ttl_s / 5)
-        came_back = not self._store_reachable
+        with self._lock:
+            came_back = not self._store_reachable
+            self._store_reachable = True
+            self._said_ran_out = False
+            leading = self._leading
         if came_back:
             log.info("lease store reachable again")
-        self._store_reachable = True
-        self._said_ran_out = False
         if held:
             with self._lock:
                 self._trusted_until = sent_at + self.ttl_s * TRUST_SHARE
                 self.epoch = int(detail)
                 self.holder = self.owner
-            if came_back and self._leading and self._on_change is not None:
+            if came_back and leading and self._on_change is not None:
                 # Still leading after the outage: refreshers of classic tokens, idle while
                 # the lease could not be confirmed, should not wait for their next step.
                 self._on_change(True)
             self._set_leading(True)
             return self.ttl_s / 3
-        self.holder = detail.partition("|")[2] or detail
-        self._step_down(f"held by {self.holder}")
+        holder = detail.partition("|")[2] or detail
+        with self._lock:
+            self.holder = holder
+        self._step_down(f"held by {holder}")
         # Standbys poll about once a second (jittered), well inside the TTL.
         return min(1.0, self.ttl_s / 5) * (0.75 + self._rand() / 2)
 
@@ -169,7 +179,8 @@ class Leadership:
 
     def release(self) -> None:
         """Give the lease up (clean shutdown), so a standby takes over at once."""
-        was_leading = self._leading
+        with self._lock:
+            was_leading = self._leading
         self._step_down("shutting down")
         if not was_leading:
             return
@@ -193,15 +204,17 @@ class Leadership:
     def _step_down(self, why: str) -> None:
         with self._lock:
             self._trusted_until = -float("inf")
-        if self._leading:
-            log.warning("no longer the leader (epoch %s): %s", self.epoch, why)
-        self._set_leading(False)
+        self._set_leading(False, why)
 
-    def _set_leading(self, leading: bool) -> None:
-        if leading == self._leading:
-            return
-        self._leading = leading
+    def _set_leading(self, leading: bool, why: str = "") -> None:
+        with self._lock:  # one thread wins the change, so it is logged and told once
+            if leading == self._leading:
+                return
+            self._leading = leading
+            epoch = self.epoch
         if leading:
-            log.info("leading now (epoch %s, lease %.1f s)", self.epoch, self.ttl_s)
+            log.info("leading now (epoch %s, lease %.1f s)", epoch, self.ttl_s)
+        else:
+            log.warning("no longer the leader (epoch %s): %s", epoch, why)
         if self._on_change is not None:
             self._on_change(leading)

@@ -93,16 +93,19 @@ class TicketBudget:
             TokenKind.AGENT_CONFIG_TICKET,
         ):
             raise ValueError(f"{app.app_id}/{kind} is not a WeCom ticket")
-        prefix = f"{self._keys.prefix}:ticket_budget"
         windows = [
             (
-                f"{prefix}:agent:{app.wecom_agent}:{kind}",
+                self._keys.ticket_budget_agent(str(app.wecom_agent), kind),
                 self._agent_per_hour,
                 f"agent {app.wecom_agent}'s {kind} calls",
             )
         ]
         if kind is TokenKind.CORP_JSAPI_TICKET:
-            corp = (f"{prefix}:corp:{app.corp_id}", self._corp_per_hour, f"corp {app.corp_id}")
+            corp = (
+                self._keys.ticket_budget_corp(app.corp_id),
+                self._corp_per_hour,
+                f"corp {app.corp_id}",
+            )
             windows.insert(0, corp)
         return windows
 

@@ -1,10 +1,19 @@
-"""The Redis key layout, in one place.
+"""The Redis key layout, in one place: every key wxtoken reads or writes is named here.
 
-{prefix}:token:{app_id}:{kind}     the latest TokenUpdate as JSON, expiring with the token
-{prefix}:version:{app_id}:{kind}   the last version handed out (no TTL, survives expiry)
-{prefix}:known                     set of "{app_id}:{kind}" ever written, for `status`
-{prefix}:leader                    "{epoch}|{owner}" of the producer holding the lease (PX)
-{prefix}:leader_epoch              counter of lease acquisitions
+{prefix}:token:{app_id}:{kind}            the latest TokenUpdate as JSON, expiring with the token
+{prefix}:version:{app_id}:{kind}          the last version handed out (no TTL, survives expiry)
+{prefix}:known                            set of "{app_id}:{kind}" ever written, for `status`
+{prefix}:leader                           "{epoch}|{owner}" of the lease holder (PX)
+{prefix}:leader_epoch                     counter of lease acquisitions
+{prefix}:budget:{app_id}:{api}:{YYYYMMDD} refreshes spent (and fetches recorded) that UTC day
+{prefix}:budget:{app_id}:{api}:last       last forced refresh, UNIX milliseconds
+{prefix}:audit                            stream, the audit trail, newest last
+{prefix}:ticket_budget:corp:{corp_id}     WeCom corp tickets of the corp (hourly window)
+{prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}   that agent's calls of one kind
+
+`{api}` is the WeChat endpoint the app uses (`stable` or `classic`, `producer.apps.TokenApi`).
+Nothing else builds a key string: the producer's modules, the ops CLI and the subscriber's
+snapshot reads all ask a `KeyLayout`.
 """
 
 from __future__ import annotations
@@ -37,6 +46,26 @@ class KeyLayout:
     @property
     def leader_epoch(self) -> str:
         return f"{self.prefix}:leader_epoch"
+
+    def budget_count(self, app_id: str, api: str, day: str) -> str:
+        """Spends that UTC `day` ("YYYYMMDD") for the app's `api` ("stable" or "classic")."""
+        return f"{self.prefix}:budget:{app_id}:{api}:{day}"
+
+    def budget_last_forced(self, app_id: str, api: str) -> str:
+        """When the app's last forced refresh happened, UNIX milliseconds."""
+        return f"{self.prefix}:budget:{app_id}:{api}:last"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def ticket_budget_corp(self, corp_id: str) -> str:
+        """The hourly window of a WeCom corp's corp-ticket calls."""
+        return f"{self.prefix}:ticket_budget:corp:{corp_id}"
+
+    def ticket_budget_agent(self, wecom_agent: str, kind: str) -> str:
+        """The hourly window of one agent's (`"{corp_id}/{agent_id}"`) calls of `kind`."""
+        return f"{self.prefix}:ticket_budget:agent:{wecom_agent}:{kind}"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

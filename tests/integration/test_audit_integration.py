@@ -88,7 +88,7 @@ def test_set_and_refresh_then_history_json_shows_them(
     assert table.returncode == 0, table.stderr
     assert len(table.stdout.strip().splitlines()) == 3
     assert TOKEN not in table.stdout
-    stream = client.xrange(f"{isolation['key_prefix']}:audit")
+    stream = client.xrange(KeyLayout(isolation["key_prefix"]).audit)
     assert len(stream) == 2
     assert all(TOKEN.encode() not in b"".join(fields.values()) for _, fields in stream)
 

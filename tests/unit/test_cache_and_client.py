@@ -25,6 +25,7 @@ from consumer_lib.wire.keys import KeyLayout
 from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update, unreachable_redis
+from tests.waiting import wait_for
 
 APP = "wxapp1"
 ACCESS = TokenKind.ACCESS_TOKEN
@@ -107,20 +108,23 @@ def test_cache_keys_by_app_and_kind(cache: TokenCache) -> None:
 
 
 def test_cache_wait_for_returns_when_another_thread_offers(cache: TokenCache) -> None:
-    """A reader blocked in `wait_for` gets the token as soon as another thread offers it."""
+    """A reader blocked in `wait_for` is woken by the offer itself, long before its timeout.
+
+    Without the offer's notify the reader would sleep its whole 60 s and the join fail.
+    """
     waiting = threading.Event()
     got: list[TokenUpdate | None] = []
 
     def reader() -> None:
         waiting.set()
-        got.append(cache.wait_for(APP, ACCESS, timeout_s=30))
+        got.append(cache.wait_for(APP, ACCESS, timeout_s=60))
 
-    thread = threading.Thread(target=reader)
+    thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     assert waiting.wait(10)
     assert got == []  # nothing held yet, so it cannot have returned
     cache.offer(token(3))
-    thread.join(10)
+    thread.join(20)
     assert not thread.is_alive()
     assert got == [token(3)]
 
@@ -318,7 +322,9 @@ def test_on_update_called_once_per_accepted(client: TokenClient) -> None:
     for body in (token(1), token(1), token(3), token(2)):
         client._on_body(body.encode())
     client._on_body(b"garbage")
-    assert seen == [1, 3]
+    client._on_body(token(9).encode())  # the last one: once it is seen, all before it were
+    wait_for(lambda: 9 in seen, message="the callback of v9")
+    assert seen == [1, 3, 9]
 
 
 def test_raising_callback_does_not_break_delivery(
@@ -334,6 +340,7 @@ def test_raising_callback_does_not_break_delivery(
     client.on_update(lambda update: seen.append(update.version))
     client._on_body(token(1).encode())
     client._on_body(token(2).encode())
+    wait_for(lambda: 2 in seen, message="the callback of v2")
     assert seen == [1, 2]
     assert client.get_token(APP) == token(2).value
     assert "callback" in caplog.text

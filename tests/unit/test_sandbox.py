@@ -550,10 +550,12 @@ def test_http_timeout_fault_does_not_delay_stop(http: requests.Session) -> None:
     client = threading.Thread(target=fetch)
     client.start()
     wait_until(lambda: server.state.stats()["fault"] is None)  # the request is now waiting
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 1.0
-    client.join(timeout=5)
+    # stop() must not wait for the stuck request's 60 s: far sooner is all that is asserted.
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=20)
+    assert not stopper.is_alive(), "stop() waited for the stuck request"
+    client.join(timeout=20)
     assert not client.is_alive()
     assert len(outcome) == 1
     assert isinstance(outcome[0], requests.ConnectionError)
