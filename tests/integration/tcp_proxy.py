@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `target`; `cut()` drops every connection and refuses
-    new ones until `restore()`."""
+    new ones until `restore()`; `lose_replies(n)` drops the next `n` answers of the server
+    (closing their connections) after the server has acted on the request."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -24,6 +25,8 @@ class TcpProxy:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._replies_to_lose = 0
+        self.replies_lost = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -39,6 +42,20 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._open.set()
+
+    def lose_replies(self, count: int = 1) -> None:
+        """Drop the next `count` chunks the server sends, closing those connections: the
+        client sees its connection break after the server executed its command."""
+        with self._lock:
+            self._replies_to_lose = count
+
+    def _lose_this_reply(self) -> bool:
+        with self._lock:
+            if self._replies_to_lose <= 0:
+                return False
+            self._replies_to_lose -= 1
+            self.replies_lost += 1
+            return True
 
     def close(self) -> None:
         self._stop.set()
@@ -77,6 +94,8 @@ class TcpProxy:
                     for key, _ in selector.select(timeout=0.2):
                         data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                         if not data:
+                            return
+                        if key.fileobj is upstream and self._lose_this_reply():
                             return
                         peers[key.fileobj].sendall(data)  # type: ignore[index]
             except (OSError, ValueError):  # closed under us by cut()
