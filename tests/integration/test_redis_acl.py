@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import redis
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind
-from consumer_lib._redis import SnapshotReader
-from producer._apps import TokenApi
-from producer._audit import AuditLog
-from producer._budget import RefreshBudget
-from producer._lease import Leadership
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import TokenKind
+from consumer_lib.snapshot import SnapshotReader
+from producer.apps import TokenApi
+from producer.audit import AuditLog
+from producer.budget import RefreshBudget
+from producer.lease import Leadership
+from producer.store import TokenStore
 from tests.integration.servers import HOST, RedisServer
 from tests.unit._helpers import make_update
 

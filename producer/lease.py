@@ -25,13 +25,13 @@ from collections.abc import Callable
 
 import redis
 
-from consumer_lib._errors import StoreError
-from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 
-from ._apps import TokenApi
-from ._clock import boottime
-from ._lua import load_lua
-from ._replicas import ReplicaWait
+from .apps import TokenApi
+from .clock import boottime
+from .replicas import ReplicaWait
+from .scripts import load_lua
 
 log = logging.getLogger(__name__)
 
