@@ -43,6 +43,6 @@ class ReplicaWait:
             return script(keys=keys, args=args), True
         pipe = self._client.pipeline(transaction=False)
         script(keys=keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)  # type: ignore[no-untyped-call]
         reply, acked = pipe.execute()
         return reply, int(acked) >= self.replicas

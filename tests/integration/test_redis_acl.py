@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
+from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind
-from consumer_lib.snapshot import SnapshotReader
 from producer.apps import TokenApi
 from producer.audit import AuditLog
 from producer.budget import RefreshBudget
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _load_render_acl() -> Any:
     """deploy/redis/render_acl.py, imported from its path (it is no package)."""
     spec = importlib.util.spec_from_file_location("render_acl", ROOT / "deploy/redis/render_acl.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -118,9 +118,10 @@ def test_override_with_higher_version_replaces(store: TokenStore) -> None:
 def test_next_version_is_above_stored_and_allocated(store: TokenStore) -> None:
     """Each allocated version is above every version written or handed out before."""
     now = T0
-    store.write(make_update(version=5_000_000_000_000))
+    ahead = math.floor(T0 * 1000) + 86_400_000  # a writer whose clock is a day ahead
+    store.write(make_update(version=ahead))
     allocated = [store.next_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=now) for _ in range(5)]
-    assert allocated[0] > 5_000_000_000_000
+    assert allocated[0] > ahead
     assert allocated == sorted(set(allocated))
 
 
