@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: expiry, or with a longer one, was written by something else and is treated as broken.
 LONGEST_LEASE_MS = 60_000
 #: How long a grant or renewal waits for a replica to confirm it (`WAIT`), where there is one.
-REPLICA_WAIT_MS = 500
+REPLICA_WAIT_MS = 250
 
 #: A lease is trusted locally for this share of its TTL after the renewal was sent, which
 #: leaves room for clock drift between this host and Redis.

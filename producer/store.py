@@ -66,7 +66,7 @@ class TokenStore:
         codec: UpdateCodec = PLAIN,
         *,
         replicas: int | None = None,
-        replica_wait_ms: int = 500,
+        replica_wait_ms: int = 250,
     ) -> None:
         """`replicas`: how many replicas must confirm a write (`ReplicaWait`; by default 1
         behind Sentinel, else 0)."""

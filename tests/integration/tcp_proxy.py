@@ -26,6 +26,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._replies_to_lose = 0
+        self._paused = threading.Event()
         self.replies_lost = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
@@ -33,6 +34,7 @@ class TcpProxy:
     def cut(self) -> None:
         """Close every proxied connection; new ones are closed as soon as accepted."""
         self._open.clear()
+        self._paused.clear()
         with self._lock:
             for sock in list(self._sockets):
                 with contextlib.suppress(OSError):
@@ -41,7 +43,13 @@ class TcpProxy:
             self._sockets.clear()
 
     def restore(self) -> None:
+        self._paused.clear()
         self._open.set()
+
+    def pause(self) -> None:
+        """Stop forwarding, connections kept open: bytes wait in the sockets' buffers (and
+        are lost by a `cut()`), as on a stalled link. `restore()` or `cut()` ends it."""
+        self._paused.set()
 
     def lose_replies(self, count: int = 1) -> None:
         """Drop the next `count` chunks the server sends, closing those connections: the
@@ -91,7 +99,12 @@ class TcpProxy:
                 selector.register(sock, selectors.EVENT_READ)
             try:
                 while not self._stop.is_set() and min(s.fileno() for s in peers) >= 0:
+                    if self._paused.is_set():
+                        self._stop.wait(0.05)
+                        continue
                     for key, _ in selector.select(timeout=0.2):
+                        if self._paused.is_set():
+                            break
                         data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                         if not data:
                             return
