@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 
 import redis
@@ -33,6 +34,7 @@ VERSION_AHEAD_MAX_MS = 30 * 86_400_000
 MAX_VERSION = 2**53 - 1
 
 _VERSIONS = "store_versions.lua"
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class VersionPoisoned(StoreError):
@@ -93,6 +95,26 @@ class TokenStore:
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         """The stored update (see `SnapshotReader.read`)."""
         return self._reader.read(app_id, kind)
+
+    def announce_verify_keys(self, key_ids: list[str]) -> None:
+        """Tell operators which key ids the producers accept (`wxtoken set` checks its own
+        against them). The leader calls this when it starts leading."""
+        ids = sorted({k for k in key_ids if _KEY_ID.fullmatch(k)})
+        try:
+            self._client.set(self._keys.verify_keys, ",".join(ids))
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"announcing verify keys: {describe_redis_error(exc)}") from None
+
+    def announced_verify_keys(self) -> set[str] | None:
+        """The key ids the producers announced; None when none did. Garbage is ignored."""
+        try:
+            raw = self._client.get(self._keys.verify_keys)
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"reading verify keys: {describe_redis_error(exc)}") from None
+        if raw is None:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return {k for k in text.split(",") if _KEY_ID.fullmatch(k)}
 
     def discard_invalid(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> bool:
         """Delete the stored value if it does not decode (unsigned, forged, garbage).
