@@ -454,10 +454,15 @@ def test_a_consumer_cannot_declare_queues_without_bound(broker: Broker) -> None:
     with connected(broker.url("consumer")) as mine:
         channel = mine.channel()
         declared = 0
-        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+
+        def declare_many() -> None:
+            nonlocal declared
             for _ in range(TEST_MAX_QUEUES + 5):
                 channel.queue_declare(queue="", exclusive=True)
                 declared += 1
+
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            declare_many()
     print(f"\nconsumer declared {declared} queues, then: {refused.value.reply_text}")
     assert declared <= TEST_MAX_QUEUES
     assert refused.value.reply_code in (406, 403, 541)
