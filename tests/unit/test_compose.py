@@ -848,3 +848,49 @@ def test_producer_signs_with_a_mounted_key() -> None:
     assert "wxtoken_signing_key" in producer["secrets"]
     assert _compose()["secrets"]["wxtoken_signing_key"]["file"].startswith("./deploy/secrets/")
     assert (DEPLOY / "keys" / "README.md").is_file()
+
+
+# ---- image digests (make pin-images) ---------------------------------------------------------
+
+
+def _load_pin_images() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pin_images", DEPLOY / "pin_images.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pin_images_pins_every_pulled_image_and_keeps_the_files_valid() -> None:
+    """`make pin-images` rewrites every compose image and the Dockerfile's base image to
+    tag@digest (here with a stand-in registry), and the pinned files still parse."""
+    pin_images = _load_pin_images()
+    asked: list[str] = []
+
+    def resolve(ref: str) -> str:
+        asked.append(ref)
+        return "sha256:" + "ab" * 32
+
+    compose = pin_images.pin(COMPOSE.read_text(encoding="utf-8"), resolve)
+    dockerfile = pin_images.pin(DOCKERFILE.read_text(encoding="utf-8"), resolve)
+    pulled = {s["image"] for s in _services().values() if "image" in s}
+    assert pulled | {_global_args()["PYTHON_IMAGE"]} == set(asked)
+    assert pin_images.unpinned(compose) == []
+    assert pin_images.unpinned(dockerfile) == []
+    services = yaml.safe_load(compose)["services"]
+    for name in pulled:
+        assert any(s.get("image") == f"{name}@sha256:{'ab' * 32}" for s in services.values())
+    assert pin_images.pin(compose, resolve) == compose, "re-pinning is stable"
+    assert "make pin-images" in DOCKERFILE.read_text(encoding="utf-8")
+    assert "pin-images:" in (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def test_dockerfile_uses_a_current_python_3_11_patch_release() -> None:
+    """The base image is Python 3.11.17 or later (3.11.7 lacked two years of fixes)."""
+    image = _global_args()["PYTHON_IMAGE"]
+    match = re.match(r"python:3\.11\.(\d+)-", image)
+    assert match, image
+    assert int(match[1]) >= 17
