@@ -80,6 +80,7 @@ class Leadership:
         self._release = client.register_script(load_lua("lease_release.lua"))
         self._replicas = ReplicaWait(client, replicas=replicas, timeout_ms=replica_wait_ms)
         self._reported_broken: str | None = None
+        self._said_unconfirmed = False
         self._lock = threading.Lock()
         self._trusted_until = -float("inf")
         self._leading = False
@@ -173,14 +174,18 @@ class Leadership:
         if held and not confirmed:
             # Granted by a master that no replica has confirmed: a failover now could lose
             # it, and a standby would take it while we still fetch. Not a lease yet.
-            log.warning(
-                "lease of epoch %s not confirmed by %d replica(s) within %d ms: not leading",
-                detail,
-                self._replicas.replicas,
-                self._replicas.timeout_ms,
-            )
+            if not self._said_unconfirmed:
+                self._said_unconfirmed = True
+                log.warning(
+                    "lease of epoch %s not confirmed by %d replica(s) within %d ms: not "
+                    "leading until a replica confirms it",
+                    detail,
+                    self._replicas.replicas,
+                    self._replicas.timeout_ms,
+                )
             self._step_down("the lease is not replicated")
             return min(1.0, self.ttl_s / 5)
+        self._said_unconfirmed = False
         if held:
             with self._lock:
                 self._trusted_until = sent_at + self.ttl_s * TRUST_SHARE

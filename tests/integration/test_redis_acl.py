@@ -146,6 +146,11 @@ def test_producer_does_its_job(producer: redis.Redis) -> None:
     budget = RefreshBudget(producer, KEYS)
     assert budget.try_spend(APP, TokenApi.CLASSIC).allowed
     assert "refresh 1 of" in budget.try_spend(APP, TokenApi.STABLE).reason
+    # Writes confirmed by replicas (WAIT, ROLE, SCRIPT EXISTS in a pipeline) are allowed too;
+    # this server has no replica, so they confirm on their own.
+    replicated = TokenStore(producer, KEYS, replicas=1)
+    second = make_update(app_id=APP, version=version + 1, issued_at=now_s)
+    assert replicated.write(second, fence_owner=lease.fence_owner).confirmed
     AuditLog(producer, KEYS).record("refresh", APP, who="p-acl", version=version)
     assert AuditLog(producer, KEYS).read(APP, limit=5)
     lease.release()
@@ -177,6 +182,13 @@ def test_ops_writes_overrides_but_not_the_lease(producer: redis.Redis, ops: redi
     version = store.next_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s + 60)
     update = make_update(app_id=APP, version=version, issued_at=now_s, value="OPS-" + "o" * 30)
     assert store.write(update).written
+    assert (
+        TokenStore(ops, KEYS, replicas=1)
+        .write(
+            make_update(app_id=APP, version=version + 1, issued_at=now_s, value="OPS-" + "p" * 30)
+        )
+        .confirmed
+    )
     assert SnapshotReader(ops, KEYS).known() == [(APP, TokenKind.ACCESS_TOKEN)]
     assert ops.get(KEYS.leader) is not None  # status may read who leads
     AuditLog(ops, KEYS).record("override", APP, who="ops", version=version)
