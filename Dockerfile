@@ -9,8 +9,10 @@
 #
 # No `# syntax=` line on purpose: it would pull an unpinned frontend image at build time.
 
-# Exact tag, so a rebuild does not silently move to another Python or Debian point release.
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# Exact tag, so a rebuild does not silently move to another Python or Debian point release;
+# `make pin-images` adds the digest (deploy/pin_images.py), so a re-pushed tag cannot change
+# what is built either.
+ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
 
 # ---- build: the project's wheel plus wheels of all its dependencies -------------------------
 FROM ${PYTHON_IMAGE} AS build

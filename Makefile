@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench clean
+.PHONY: demo test test-unit test-integration lint typecheck bench pin-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ typecheck: $(STAMP)
 ## get_token() against a Redis GET of the same key, in one run.
 bench: $(STAMP)
 	$(BIN)/python bench/get_token.py
+
+## Pin compose's and the Dockerfile's images by digest (needs docker buildx and the registry).
+pin-images:
+	$(PYTHON) deploy/pin_images.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

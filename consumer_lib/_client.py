@@ -47,6 +47,7 @@ from .wire.refresh_request import (
     RefreshRequest,
     fingerprint,
     requests_exchange,
+    safe_requester,
 )
 from .wire.signing import codec_from_settings
 from .wire.update import TokenKind, TokenUpdate
@@ -279,7 +280,7 @@ class TokenClient:
             app_id,
             token,
             kind=kind,
-            requester=f"client:{socket.gethostname()}-{os.getpid()}"[:128],
+            requester=safe_requester(f"client:{socket.gethostname()}-{os.getpid()}"),
             now_s=self._clock(),
             reported_version=held.version if held is not None else None,
             reason=reason,

@@ -8,7 +8,7 @@ import sys
 from types import FrameType
 
 from consumer_lib.errors import ConfigError
-from consumer_lib.settings import load_settings
+from consumer_lib.settings import DOTENV, load_settings
 
 from ._service import ProducerService
 from .apps import load_apps
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the producer in the foreground; returns the process exit code."""
     del argv  # configuration comes from WXTOKEN_* variables only
     try:
-        settings = load_settings(ProducerSettings)
+        settings = load_settings(ProducerSettings, DOTENV)
         logging.basicConfig(
             level=settings.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

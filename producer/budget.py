@@ -5,6 +5,8 @@ UTC day and `forced_min_interval_s` apart; classic fetches count against `classi
 The count is shared by every producer through Redis, checked and spent atomically in one
 Lua script, on the keys `KeyLayout.budget_count` (spends that UTC day) and
 `KeyLayout.budget_last_forced` (last forced refresh, UNIX milliseconds) name.
+`KeyLayout.budget_spend` keeps one spend's answer for 10 minutes, so a replayed script (a
+retry after a lost reply) spends nothing.
 
 With Redis away the count goes on in memory from the last count Redis gave, the decision
 says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
@@ -18,6 +20,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 
 from .apps import TokenApi
+from .scripts import load_lua
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +39,6 @@ log = logging.getLogger(__name__)
 COUNT_TTL_S = 2 * 86_400
 #: Redis away, or an answer that is not the script's: either way, count in memory.
 _FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError, TypeError, IndexError)
-
-# KEYS: day counter, last-forced key. ARGV: limit (-1: record only), now (ms),
-# min interval (ms, 0: none), ttl (s), spends made while Redis was away, their last (ms).
-# Returns {allowed 0/1, used today, last forced ms}.
-_SPEND = """
-local pending = tonumber(ARGV[5])
-if pending > 0 then redis.call('INCRBY', KEYS[1], pending) end
-local used = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local offline_last = tonumber(ARGV[6])
-if offline_last > last then
-  last = offline_last
-  redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[4])
-end
-local limit = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-local gap = tonumber(ARGV[3])
-if limit >= 0 then
-  if used >= limit then return {0, used, last} end
-  if gap > 0 and math.abs(now - last) < gap then return {0, used, last} end
-end
-used = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if gap > 0 then
-  last = now
-  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
-end
-return {1, used, last}
-"""
 
 
 def budget_day(now_s: float) -> str:
@@ -74,6 +49,11 @@ def budget_day(now_s: float) -> str:
 def budget_count_key(keys: KeyLayout, app_id: str, token_api: TokenApi, day: str) -> str:
     """The counter of refreshes of `app_id` through `token_api` on UTC day `day`."""
     return keys.budget_count(app_id, token_api, day)
+
+
+def budget_spend_key(keys: KeyLayout, app_id: str, token_api: TokenApi, spend_id: str) -> str:
+    """Where the answer of one spend is kept for a while, so a replay spends nothing."""
+    return keys.budget_spend(app_id, token_api, spend_id)
 
 
 def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: TokenApi) -> str:
@@ -114,6 +94,7 @@ class RefreshBudget:
         forced_per_day: int = 20,
         forced_min_interval_s: float = 30.0,
         classic_per_day: int = 2000,
+        new_spend_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         if forced_per_day < 0 or classic_per_day < 0 or forced_min_interval_s < 0:
             raise ValueError("budget limits must not be negative")
@@ -122,10 +103,11 @@ class RefreshBudget:
         self._forced_per_day = forced_per_day
         self._forced_min_interval_ms = math.ceil(forced_min_interval_s * 1000)
         self._classic_per_day = classic_per_day
-        self._script = redis_client.register_script(_SPEND)
+        self._script = redis_client.register_script(load_lua("budget_spend.lua"))
         self._local: dict[tuple[str, TokenApi], _Local] = {}
         self._lock = threading.Lock()
         self._redis_down = False
+        self._new_spend_id = new_spend_id
 
     def try_spend(self, app_id: str, token_api: TokenApi) -> BudgetDecision:
         """Spend one refresh of `app_id` if the day's count and spacing allow it."""
@@ -161,10 +143,13 @@ class RefreshBudget:
                 )
                 self._local[(app_id, token_api)] = local
             try:
+                # A fresh id per spend: redis-py retries a call whose reply was lost with the
+                # same arguments, and the script answers a known id without spending again.
                 reply = self._script(
                     keys=[
                         budget_count_key(self._keys, app_id, token_api, day),
                         budget_last_forced_key(self._keys, app_id, token_api),
+                        budget_spend_key(self._keys, app_id, token_api, self._new_spend_id()),
                     ],
                     args=[
                         limit,

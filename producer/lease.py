@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 
 import redis
@@ -30,38 +29,17 @@ from consumer_lib.errors import StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 
 from .apps import TokenApi
+from .clock import boottime
+from .replicas import ReplicaWait
+from .scripts import load_lua
 
 log = logging.getLogger(__name__)
 
-# KEYS: lease, epoch counter. ARGV: owner, ttl_ms.
-# Returns {1, epoch} when we hold it (taken or renewed), {0, current holder} otherwise.
-_ACQUIRE = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local sep = string.find(cur, '|', 1, true)
-  if sep and string.sub(cur, sep + 1) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return {1, string.sub(cur, 1, sep - 1)}
-  end
-  return {0, cur}
-end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], epoch .. '|' .. ARGV[1], 'PX', ARGV[2])
-return {1, tostring(epoch)}
-"""
-
-# KEYS: lease. ARGV: owner. Deletes the lease only if we hold it.
-_RELEASE = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local sep = string.find(cur, '|', 1, true)
-  if sep and string.sub(cur, sep + 1) == ARGV[1] then
-    redis.call('DEL', KEYS[1])
-    return 1
-  end
-end
-return 0
-"""
+#: No producer sets a lease TTL above this (`lease_ttl_s` is at most 60 s): a lease without an
+#: expiry, or with a longer one, was written by something else and is treated as broken.
+LONGEST_LEASE_MS = 60_000
+#: How long a grant or renewal waits for a replica to confirm it (`WAIT`), where there is one.
+REPLICA_WAIT_MS = 250
 
 #: A lease is trusted locally for this share of its TTL after the renewal was sent, which
 #: leaves room for clock drift between this host and Redis.
@@ -80,9 +58,15 @@ class Leadership:
         owner: str,
         ttl_s: float = 10.0,
         on_change: Callable[[bool], None] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = boottime,
         rand: Callable[[], float] = random.random,
+        replicas: int | None = None,
+        replica_wait_ms: int = REPLICA_WAIT_MS,
     ) -> None:
+        """`monotonic` must keep counting while the host is suspended (the default,
+        `boottime`, does on Linux), or a lease trusted before a suspend looks fresh after
+        it. `replicas`: how many replicas must confirm a grant or renewal (`WAIT`) before
+        it counts; by default 1 behind Sentinel (see `ReplicaWait`), else 0."""
         if "|" in owner:
             raise ValueError("owner must not contain '|'")
         self.owner = owner
@@ -92,8 +76,11 @@ class Leadership:
         self._on_change = on_change
         self._monotonic = monotonic
         self._rand = rand
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
+        self._acquire = client.register_script(load_lua("lease_acquire.lua"))
+        self._release = client.register_script(load_lua("lease_release.lua"))
+        self._replicas = ReplicaWait(client, replicas=replicas, timeout_ms=replica_wait_ms)
+        self._reported_broken: str | None = None
+        self._said_unconfirmed = False
         # Guards the state below: `tick()` runs in one thread, `fenced()` in any refresher's.
         self._lock = threading.Lock()
         self._trusted_until = -float("inf")
@@ -123,12 +110,33 @@ class Leadership:
             leading, reachable = self._leading, self._store_reachable
         return leading and not reachable and token_api is TokenApi.STABLE
 
+    def lease_left_s(self) -> float:
+        """Seconds of confirmed, trusted lease left on this producer's clock; 0 without."""
+        return max(0.0, self._trusted_until - self._monotonic())
+
+    def may_fetch_now(
+        self, token_api: TokenApi, *, need_s: float, force_refresh: bool = False
+    ) -> bool:
+        """Call right before an upstream call: may it start now and finish, within `need_s`
+        (the call's whole timeout), while the lease is still ours?
+
+        With at least `need_s` of confirmed lease left: yes. Otherwise a forced refresh, or
+        any classic fetch, never starts (a second fetcher would revoke the other's token);
+        only a normal-mode stable fetch of the last leader may go on while Redis is away
+        (WeChat hands every caller the same stable token).
+        """
+        if self.lease_left_s() >= need_s:
+            return True
+        if force_refresh:
+            return False
+        return self._leading and not self._store_reachable and token_api is TokenApi.STABLE
+
     # ------------------------------------------------------------ actions
     def tick(self) -> float:
         """Take or renew the lease; return the seconds until the next tick."""
         sent_at = self._monotonic()
         try:
-            held, detail = self._call_acquire()
+            held, detail, confirmed = self._call_acquire()
         except StoreError as exc:
             with self._lock:
                 was_reachable, self._store_reachable = self._store_reachable, False
@@ -155,6 +163,37 @@ class Leadership:
             leading = self._leading
         if came_back:
             log.info("lease store reachable again")
+        if held is None:
+            # Broken lease (garbage, no expiry): the script gave it our TTL; it is replaced
+            # at the first tick after it runs out.
+            if self._reported_broken != detail:
+                self._reported_broken = detail
+                log.warning(
+                    "the lease %s holds a broken value %s (not epoch|owner, or no expiry, or "
+                    "one above %d ms): it now expires within %.1f s and is then replaced",
+                    self._lease_key,
+                    ascii(detail[:100]),
+                    LONGEST_LEASE_MS,
+                    self.ttl_s,
+                )
+            self.holder = None
+            self._step_down("the lease is broken")
+            return min(1.0, self.ttl_s / 5) * (0.75 + self._rand() / 2)
+        if held and not confirmed:
+            # Granted by a master that no replica has confirmed: a failover now could lose
+            # it, and a standby would take it while we still fetch. Not a lease yet.
+            if not self._said_unconfirmed:
+                self._said_unconfirmed = True
+                log.warning(
+                    "lease of epoch %s not confirmed by %d replica(s) within %d ms: not "
+                    "leading until a replica confirms it",
+                    detail,
+                    self._replicas.replicas,
+                    self._replicas.timeout_ms,
+                )
+            self._step_down("the lease is not replicated")
+            return min(1.0, self.ttl_s / 5)
+        self._said_unconfirmed = False
         if held:
             with self._lock:
                 self._trusted_until = sent_at + self.ttl_s * TRUST_SHARE
@@ -190,16 +229,25 @@ class Leadership:
         except REDIS_ERRORS as exc:
             log.warning("could not release the lease: %s", describe_redis_error(exc))
 
-    def _call_acquire(self) -> tuple[bool, str]:
+    def _call_acquire(self) -> tuple[bool | None, str, bool]:
+        """(held: True, False, or None for a broken lease; the epoch or the holder's value;
+        whether the replicas confirmed it)."""
         try:
-            reply = self._acquire(
+            reply, confirmed = self._replicas.run(
+                self._acquire,
                 keys=[self._lease_key, self._epoch_key],
-                args=[self.owner, max(1, int(self.ttl_s * 1000))],
+                args=[self.owner, max(1, int(self.ttl_s * 1000)), LONGEST_LEASE_MS],
             )
+            status = int(reply[0])
+            raw = reply[1]
+            detail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         except REDIS_ERRORS as exc:
             raise StoreError(describe_redis_error(exc)) from None
-        detail = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
-        return int(reply[0]) == 1, detail
+        except (TypeError, ValueError, IndexError):
+            raise StoreError(f"unexpected lease script answer {reply!r:.100}") from None
+        if status == 3:
+            return None, detail, confirmed
+        return status == 1, detail, confirmed
 
     def _step_down(self, why: str) -> None:
         with self._lock:

@@ -12,11 +12,19 @@ from pydantic import AfterValidator, Field
 
 from consumer_lib.settings import CommonSettings
 
+from .apps import is_local_sandbox
+
 
 def _check_http_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.scheme == "http" and not is_local_sandbox(url):
+        # Classic fetches carry the app secret in the query string.
+        raise ValueError(
+            "plain http:// is only for a local sandbox (localhost, a loopback address or a "
+            "single-label host such as `sandbox`): use https://"
+        )
     return url
 
 

@@ -9,7 +9,9 @@ Redis loses its data.
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from dataclasses import dataclass
 
 import redis
@@ -20,65 +22,24 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 
-_STORED_VERSION = """
-local function stored_version(key)
-  local raw = redis.call('GET', key)
-  if not raw then return 0 end
-  local ok, doc = pcall(cjson.decode, raw)
-  if not ok or type(doc) ~= 'table' then return 0 end
-  if type(doc['payload']) == 'string' then  -- a signed envelope: the update is inside
-    ok, doc = pcall(cjson.decode, doc['payload'])
-    if not ok or type(doc) ~= 'table' then return 0 end
-  end
-  if type(doc['version']) == 'number' then return doc['version'] end
-  return 0
-end
-"""
+from .replicas import ReplicaWait
+from .scripts import load_lua
 
-# KEYS: version key, token key. ARGV: floor (the caller's clock in ms).
-_NEXT_VERSION = (
-    _STORED_VERSION
-    + """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-last = math.max(last, stored_version(KEYS[2]))
-local v = math.max(last + 1, tonumber(ARGV[1]))
-local text = string.format('%.0f', v)
-redis.call('SET', KEYS[1], text)
-return text
-"""
-)
+log = logging.getLogger(__name__)
 
-# KEYS: token key, version key, known set, lease.
-# ARGV: json, version, expiry (ms), member, fence owner ('' for none).
-# Returns {1} when written, {0, stored json} when a version at least as high is stored,
-# {2} when fenced off: the writer named an owner that does not hold the lease.
-_COMPARE_AND_SET = (
-    _STORED_VERSION
-    + """
-if ARGV[5] ~= '' then
-  local lease = redis.call('GET', KEYS[4])
-  if not lease then return {2} end
-  local sep = string.find(lease, '|', 1, true)
-  if not sep or string.sub(lease, sep + 1) ~= ARGV[5] then return {2} end
-end
-local v = tonumber(ARGV[2])
-if stored_version(KEYS[1]) >= v then
-  return {0, redis.call('GET', KEYS[1])}
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if v > last then redis.call('SET', KEYS[2], ARGV[2]) end
-return {1}
-"""
-)
+#: Versions follow the writers' clocks in ms: one more than this ahead of the caller's clock
+#: is poisoned (a stray writer, a bug), never real, and is replaced rather than obeyed.
+VERSION_AHEAD_MAX_MS = 30 * 86_400_000
+#: The highest version: exact in Lua and in JSON doubles.
+MAX_VERSION = 2**53 - 1
+
+_VERSIONS = "store_versions.lua"
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
-# KEYS: token key. ARGV: the exact value to delete. Deletes only if unchanged meanwhile.
-_DELETE_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+class VersionPoisoned(StoreError):
+    """No valid version can be handed out (the counter is out of range and cannot be
+    repaired): raised before any upstream call, never after."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +50,43 @@ class WriteResult:
     stored: TokenUpdate | None = None
     #: Refused because the writer's fence owner no longer holds the leader lease.
     fenced: bool = False
+    #: This very update was already stored: a replay of our own write (a retry after a
+    #: lost reply), so it counts as written.
+    replayed: bool = False
+    #: False when Redis has replicas and none confirmed the write in time (`WAIT`): a
+    #: failover could lose it, so write it again later.
+    confirmed: bool = True
 
 
 class TokenStore:
     """The writing side of the Redis snapshot (the reading side is `SnapshotReader`)."""
 
     def __init__(
-        self, client: redis.Redis, keys: KeyLayout | None = None, codec: UpdateCodec = PLAIN
+        self,
+        client: redis.Redis,
+        keys: KeyLayout | None = None,
+        codec: UpdateCodec = PLAIN,
+        *,
+        replicas: int | None = None,
+        replica_wait_ms: int = 250,
     ) -> None:
+        """`replicas`: how many replicas must confirm a write (`ReplicaWait`; by default 1
+        behind Sentinel, else 0)."""
         self._client = client
         self._keys = keys or KeyLayout()
         self._codec = codec
         self._reader = SnapshotReader(client, self._keys, codec)
-        self._next_version = client.register_script(_NEXT_VERSION)
-        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
-        self._delete_if_equal = client.register_script(_DELETE_IF_EQUAL)
+        self._replicas = ReplicaWait(client, replicas=replicas, timeout_ms=replica_wait_ms)
+        self._next_version = client.register_script(load_lua(_VERSIONS, "store_next_version.lua"))
+        self._compare_and_set = client.register_script(
+            load_lua(_VERSIONS, "store_compare_and_set.lua")
+        )
+        self._delete_if_equal = client.register_script(load_lua("store_delete_if_equal.lua"))
+
+    @staticmethod
+    def _ceiling_ms(now_ms: int) -> int:
+        """The highest version a writer whose clock reads `now_ms` takes for real."""
+        return min(MAX_VERSION, now_ms + VERSION_AHEAD_MAX_MS)
 
     @property
     def reader(self) -> SnapshotReader:
@@ -112,6 +95,26 @@ class TokenStore:
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         """The stored update (see `SnapshotReader.read`)."""
         return self._reader.read(app_id, kind)
+
+    def announce_verify_keys(self, key_ids: list[str]) -> None:
+        """Tell operators which key ids the producers accept (`wxtoken set` checks its own
+        against them). The leader calls this when it starts leading."""
+        ids = sorted({k for k in key_ids if _KEY_ID.fullmatch(k)})
+        try:
+            self._client.set(self._keys.verify_keys, ",".join(ids))
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"announcing verify keys: {describe_redis_error(exc)}") from None
+
+    def announced_verify_keys(self) -> set[str] | None:
+        """The key ids the producers announced; None when none did. Garbage is ignored."""
+        try:
+            raw = self._client.get(self._keys.verify_keys)
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"reading verify keys: {describe_redis_error(exc)}") from None
+        if raw is None:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return {k for k in text.split(",") if _KEY_ID.fullmatch(k)}
 
     def discard_invalid(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> bool:
         """Delete the stored value if it does not decode (unsigned, forged, garbage).
@@ -135,41 +138,79 @@ class TokenStore:
             raise StoreError(f"discarding {app_id}: {describe_redis_error(exc)}") from None
 
     def next_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
-        """A version higher than any handed out or stored for this app and kind."""
+        """A version higher than any handed out or stored for this app and kind, checked
+        before any upstream call: always in 1..2^53-1 and at most `VERSION_AHEAD_MAX_MS`
+        ahead of `now_s`. A version key holding garbage or a poisoned version is repaired
+        (overwritten, logged); `VersionPoisoned` when no valid version is left."""
+        key = self._keys.version(app_id, kind)
+        floor_ms = math.floor(now_s * 1000)
         try:
-            raw = self._next_version(
-                keys=[self._keys.version(app_id, kind), self._keys.token(app_id, kind)],
-                args=[math.floor(now_s * 1000)],
+            reply = self._next_version(
+                keys=[key, self._keys.token(app_id, kind)],
+                args=[floor_ms, self._ceiling_ms(floor_ms)],
             )
+        except redis.ResponseError as exc:
+            if "no valid version left" in str(exc):
+                raise VersionPoisoned(f"{app_id}/{kind}: {describe_redis_error(exc)}") from None
+            raise StoreError(f"allocating a version: {describe_redis_error(exc)}") from None
         except REDIS_ERRORS as exc:
             raise StoreError(f"allocating a version: {describe_redis_error(exc)}") from None
-        return int(raw)
+        try:
+            version = int(reply[0])
+            repaired = int(reply[1]) == 1
+        except (TypeError, ValueError, IndexError):
+            raise VersionPoisoned(f"{app_id}/{kind}: unexpected answer {reply!r:.100}") from None
+        if not 0 < version <= MAX_VERSION:
+            raise VersionPoisoned(f"{app_id}/{kind}: version {version} out of range")
+        if repaired:
+            raw = reply[2]
+            shown = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            log.warning(
+                "%s: version key %s held %s, not a version (garbage, 2^53 or more, or more "
+                "than %d days ahead of the clock): repaired to %d",
+                app_id,
+                key,
+                ascii(shown[:64]),
+                VERSION_AHEAD_MAX_MS // 86_400_000,
+                version,
+            )
+        return version
 
     def write(self, update: TokenUpdate, *, fence_owner: str | None = None) -> WriteResult:
         """Store `update` unless Redis already holds the same or a newer version, or
-        (with `fence_owner`) unless that owner no longer holds the leader lease."""
+        (with `fence_owner`) unless that owner no longer holds the leader lease.
+
+        Idempotent: a replay of the same update (redis-py retries a script whose reply was
+        lost) finds its own write and reports it written (`replayed`)."""
         expires_at_ms = math.floor(update.expires_at * 1000)
+        keys = [
+            self._keys.token(update.app_id, update.kind),
+            self._keys.version(update.app_id, update.kind),
+            self._keys.known,
+        ]
+        if fence_owner:
+            # Only a fenced write names the lease: the ops user may not even read it in a script.
+            keys.append(self._keys.leader)
         try:
-            reply = self._compare_and_set(
-                keys=[
-                    self._keys.token(update.app_id, update.kind),
-                    self._keys.version(update.app_id, update.kind),
-                    self._keys.known,
-                    self._keys.leader,
-                ],
+            reply, confirmed = self._replicas.run(
+                self._compare_and_set,
+                keys=keys,
                 args=[
                     self._codec.encode(update),
                     update.version,
                     expires_at_ms,
                     KeyLayout.member(update.app_id, update.kind),
                     fence_owner or "",
+                    # The writer's clock is the update's issue time (its version at least).
+                    self._ceiling_ms(max(update.version, math.floor(update.issued_at * 1000))),
                 ],
             )
         except REDIS_ERRORS as exc:
             raise StoreError(f"writing {update.app_id}: {describe_redis_error(exc)}") from None
-        if int(reply[0]) == 1:
-            return WriteResult(written=True)
-        if int(reply[0]) == 2:
+        status = int(reply[0])
+        if status in (1, 3):
+            return WriteResult(written=True, replayed=status == 3, confirmed=confirmed)
+        if status == 2:
             return WriteResult(written=False, fenced=True)
         try:
             stored = self._codec.decode(reply[1])

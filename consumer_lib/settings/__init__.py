@@ -8,7 +8,7 @@
 No message ever repeats a URL, so a password in one cannot leak into an error or a log.
 """
 
-from .loading import ENV_PREFIX, describe_validation_error, load_settings
+from .loading import DOTENV, ENV_PREFIX, describe_validation_error, load_settings
 from .schema import ClientSettings, CommonSettings
 from .tls import TlsFiles, refuse_key_password, tls_context
 from .urls import (
@@ -28,6 +28,7 @@ __all__ = [
     "AMQP_SCHEMES",
     "AMQP_TLS_SCHEMES",
     "DEFAULT_SENTINEL_PORT",
+    "DOTENV",
     "ENV_PREFIX",
     "REDIS_SCHEMES",
     "REDIS_TLS_SCHEMES",

@@ -1,4 +1,6 @@
-"""Settings are read once at an entry point from `WXTOKEN_*` variables (or a `.env` file).
+"""Settings are read once at an entry point from `WXTOKEN_*` variables (and, only when the
+entry point asks, a `.env` file: the library never reads one by itself, so a stray
+development file in a service's working directory changes nothing).
 
 `load_settings()` turns pydantic's validation errors into one `ConfigError` line that
 names the variable and what is wrong, so programs can print it and exit without a traceback.
@@ -19,10 +21,17 @@ ENV_PREFIX = "WXTOKEN_"
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
-    """Build settings from the environment; a bad value raises one-line `ConfigError`."""
+#: What entry points (wxtoken-producer, wxtoken, the demo) pass as `env_file`.
+DOTENV = ".env"
+
+
+def load_settings(
+    cls: type[SettingsT], env_file: str | None = None, /, **overrides: object
+) -> SettingsT:
+    """Build settings from the environment (and `env_file`, when an entry point names one);
+    a bad value raises one-line `ConfigError`."""
     try:
-        return cls(**overrides)  # type: ignore[arg-type]
+        return cls(_env_file=env_file, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, env_prefix=ENV_PREFIX)) from None
 

@@ -26,7 +26,7 @@ class CommonSettings(BaseSettings):
     """What every part of wxtoken needs to find Redis and RabbitMQ."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, env_file=None, extra="ignore", frozen=True
     )
 
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
@@ -79,7 +79,15 @@ class CommonSettings(BaseSettings):
     insecure_accept_unsigned: bool = False
 
     def verify_key_files(self) -> list[Path]:
-        return [Path(p.strip()) for p in (self.verify_keys or "").split(",") if p.strip()]
+        """The listed public key files; a directory stands for every `*.pub` in it (sorted),
+        so compose can trust whatever operators' keys deploy/keys holds."""
+        files: list[Path] = []
+        for entry in (self.verify_keys or "").split(","):
+            if not entry.strip():
+                continue
+            path = Path(entry.strip())
+            files.extend(sorted(path.glob("*.pub")) if path.is_dir() else [path])
+        return files
 
 
 class ClientSettings(CommonSettings):

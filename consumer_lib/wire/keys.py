@@ -7,6 +7,8 @@
 {prefix}:leader_epoch                     counter of lease acquisitions
 {prefix}:budget:{app_id}:{api}:{YYYYMMDD} refreshes spent (and fetches recorded) that UTC day
 {prefix}:budget:{app_id}:{api}:last       last forced refresh, UNIX milliseconds
+{prefix}:budget:{app_id}:{api}:spend:{id} one spend's answer, 10 min: a replay spends nothing
+{prefix}:verify_keys                      the producers' verify key ids, comma-separated (announced)
 {prefix}:audit                            stream, the audit trail, newest last
 {prefix}:ticket_budget:corp:{corp_id}     WeCom corp tickets of the corp (hourly window)
 {prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}   that agent's calls of one kind
@@ -66,6 +68,15 @@ class KeyLayout:
     def ticket_budget_agent(self, wecom_agent: str, kind: str) -> str:
         """The hourly window of one agent's (`"{corp_id}/{agent_id}"`) calls of `kind`."""
         return f"{self.prefix}:ticket_budget:agent:{wecom_agent}:{kind}"
+
+    def budget_spend(self, app_id: str, api: str, spend_id: str) -> str:
+        """One spend's answer, kept a while so that a replayed script spends nothing."""
+        return f"{self.prefix}:budget:{app_id}:{api}:spend:{spend_id}"
+
+    @property
+    def verify_keys(self) -> str:
+        """The verify key ids the producers announce, comma-separated."""
+        return f"{self.prefix}:verify_keys"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Annotated
 
 import pika
@@ -35,6 +36,18 @@ REQUEST_MESSAGE_TYPE = "wxtoken.refresh_request.v1"
 REQUEST_TTL_MS = 30_000
 
 TokenSha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+#: What a `requester` may hold: it is logged by the producers, so no control characters, no
+#: spaces, nothing that could start a forged log line.
+REQUESTER_PATTERN = r"^[A-Za-z0-9_.:@+=/-]{1,128}$"
+_REQUESTER_CHARS = re.compile(r"[^A-Za-z0-9_.:@+=/-]")
+#: Free text that is logged: anything but control characters (C0, DEL, C1, line separators).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def safe_requester(text: str) -> str:
+    """`text` with every character outside `REQUESTER_PATTERN`'s alphabet replaced by `_`,
+    cut to 128: for building a requester from a host or user name."""
+    return (_REQUESTER_CHARS.sub("_", text) or "_")[:128]
 
 
 def fingerprint(token: str) -> str:
@@ -66,10 +79,17 @@ class RefreshRequest(BaseModel):
     #: The version of the reported token, when the requester knows it.
     reported_version: Annotated[int, Field(gt=0, lt=2**53)] | None = None
     #: Who asks: `client:<host>-<pid>`, `ops:<user>@<host>`.
-    requester: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    requester: Annotated[str, StringConstraints(pattern=REQUESTER_PATTERN)]
     #: When the request was made, UNIX seconds.
     requested_at: float
     reason: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_has_no_control_characters(cls, reason: str | None) -> str | None:
+        if reason is not None and _CONTROL.search(reason):
+            raise ValueError("must not contain control characters")
+        return reason
 
     @field_validator("requested_at")
     @classmethod

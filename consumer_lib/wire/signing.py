@@ -132,6 +132,16 @@ class UpdateCodec:
     def verifies(self) -> bool:
         return bool(self._keys)
 
+    @property
+    def signer_key_id(self) -> str | None:
+        """The key id of what this codec signs with, if it signs."""
+        return self._signer_id
+
+    @property
+    def verify_key_ids(self) -> list[str]:
+        """The key ids this codec accepts (its own signer's included), sorted."""
+        return sorted(self._keys)
+
     def encode(self, update: TokenUpdate) -> bytes:
         """The bytes to publish and store: an envelope when signing, else plain JSON."""
         payload = update.encode()
@@ -215,7 +225,8 @@ def codec_from_settings(settings: CommonSettings, *, must_sign: bool = False) ->
     """The codec a program's settings ask for; refuses to run unprotected by accident.
 
     Without verify keys (or, for a signer, without a signing key) the program stops with
-    a `ConfigError` unless WXTOKEN_INSECURE_ACCEPT_UNSIGNED=1, which is logged once.
+    a `ConfigError` unless WXTOKEN_INSECURE_ACCEPT_UNSIGNED=1, which is logged once. With
+    any key configured the flag is ignored (logged): unsigned updates are always refused.
     """
     signer = (
         load_private_key(settings.signing_key_file)
@@ -234,6 +245,14 @@ def codec_from_settings(settings: CommonSettings, *, must_sign: bool = False) ->
             "WXTOKEN_VERIFY_KEYS is not set: refusing to trust unsigned updates "
             "(set WXTOKEN_INSECURE_ACCEPT_UNSIGNED=1 to allow that, e.g. for the sandbox)"
         )
-    if insecure:
+    if insecure and (verify_keys or signer is not None):
+        # Keys are configured: an unsigned update is a forgery, whatever the flag says
+        # (a stray .env or variable must not switch verification off).
+        log.warning(
+            "WXTOKEN_INSECURE_ACCEPT_UNSIGNED is ignored: keys are configured, so unsigned "
+            "updates are refused"
+        )
+        insecure = False
+    elif insecure:
         log.warning("WXTOKEN_INSECURE_ACCEPT_UNSIGNED is set: unsigned updates are accepted")
     return UpdateCodec(signer=signer, verify_keys=verify_keys, accept_unsigned=insecure)

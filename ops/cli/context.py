@@ -28,13 +28,14 @@ from consumer_lib.amqp.params import (
     describe_amqp_error,
 )
 from consumer_lib.errors import BrokerError, InvalidUpdate
-from consumer_lib.settings import CommonSettings, load_settings
+from consumer_lib.settings import DOTENV, CommonSettings, load_settings
 from consumer_lib.snapshot import SnapshotReader, connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import (
     RefreshRequest,
     declare_requests_exchange,
     publish_request,
+    safe_requester,
 )
 from consumer_lib.wire.signing import UpdateCodec, codec_from_settings
 from consumer_lib.wire.update import TokenKind, TokenUpdate
@@ -148,7 +149,7 @@ def _operator() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for our uid, as in some containers
         user = f"uid{os.getuid()}"
-    return f"ops:{user}@{socket.gethostname()}"[:128]
+    return safe_requester(f"ops:{user}@{socket.gethostname()}")
 
 
 @dataclass
@@ -166,7 +167,7 @@ class OpsContext:
     def get_settings(self) -> CommonSettings:
         """The settings, read from the environment once; raises `ConfigError`."""
         if self.settings is None:
-            self.settings = load_settings(CommonSettings)
+            self.settings = load_settings(CommonSettings, DOTENV)
         return self.settings
 
     def codec(self, *, must_sign: bool = False) -> UpdateCodec:

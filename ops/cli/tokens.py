@@ -58,6 +58,7 @@ def set_token(
             f"Redis has never held {app_id}/{kind} under prefix {obj.keys().prefix!r}; "
             "check the app id, or pass --allow-new-app to introduce it"
         )
+    _warn_unless_producers_accept(store, obj.codec(must_sign=True).signer_key_id)
     with obj.open_publisher() as publish:
         now_s = obj.clock()
         try:
@@ -158,3 +159,21 @@ def get(obj: OpsContext, app_id: str, kind: TokenKind, as_json: bool, reveal: bo
         click.echo(_format.to_json(_format.update_dict(update, now_s=now_s, reveal=reveal)))
     else:
         click.echo(_format.describe_update(update, now_s=now_s, reveal=reveal))
+
+
+def _warn_unless_producers_accept(store: TokenStore, signer_key_id: str | None) -> None:
+    """Warn (stderr) when the producers announced verify keys that do not include ours: they
+    would delete the override as invalid and write their own token back."""
+    try:
+        announced = store.announced_verify_keys()
+    except StoreError:
+        return  # the write below reports Redis problems
+    if announced is None or signer_key_id is None or signer_key_id in announced:
+        return
+    click.echo(
+        f"warning: the producers verify with key ids {', '.join(sorted(announced)) or 'none'}; "
+        f"this signing key ({signer_key_id}) is not among them, so they will delete this "
+        "override as invalid: add its .pub to the producers' WXTOKEN_VERIFY_KEYS "
+        "(compose: deploy/keys/)",
+        err=True,
+    )

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `target`; `cut()` drops every connection and refuses
-    new ones until `restore()`."""
+    new ones until `restore()`; `lose_replies(n)` drops the next `n` answers of the server
+    (closing their connections) after the server has acted on the request."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -24,12 +25,16 @@ class TcpProxy:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._replies_to_lose = 0
+        self._paused = threading.Event()
+        self.replies_lost = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
     def cut(self) -> None:
         """Close every proxied connection; new ones are closed as soon as accepted."""
         self._open.clear()
+        self._paused.clear()
         with self._lock:
             for sock in list(self._sockets):
                 with contextlib.suppress(OSError):
@@ -38,7 +43,27 @@ class TcpProxy:
             self._sockets.clear()
 
     def restore(self) -> None:
+        self._paused.clear()
         self._open.set()
+
+    def pause(self) -> None:
+        """Stop forwarding, connections kept open: bytes wait in the sockets' buffers (and
+        are lost by a `cut()`), as on a stalled link. `restore()` or `cut()` ends it."""
+        self._paused.set()
+
+    def lose_replies(self, count: int = 1) -> None:
+        """Drop the next `count` chunks the server sends, closing those connections: the
+        client sees its connection break after the server executed its command."""
+        with self._lock:
+            self._replies_to_lose = count
+
+    def _lose_this_reply(self) -> bool:
+        with self._lock:
+            if self._replies_to_lose <= 0:
+                return False
+            self._replies_to_lose -= 1
+            self.replies_lost += 1
+            return True
 
     def close(self) -> None:
         self._stop.set()
@@ -74,9 +99,16 @@ class TcpProxy:
                 selector.register(sock, selectors.EVENT_READ)
             try:
                 while not self._stop.is_set() and min(s.fileno() for s in peers) >= 0:
+                    if self._paused.is_set():
+                        self._stop.wait(0.05)
+                        continue
                     for key, _ in selector.select(timeout=0.2):
+                        if self._paused.is_set():
+                            break
                         data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                         if not data:
+                            return
+                        if key.fileobj is upstream and self._lose_this_reply():
                             return
                         peers[key.fileobj].sendall(data)  # type: ignore[index]
             except (OSError, ValueError):  # closed under us by cut()

@@ -54,6 +54,8 @@ SHIPPED_VHOST = "wxtoken"
 SHIPPED_USER_PREFIX = "wxtoken-"
 ROLES = ("producer", "ops", "consumer")
 APP = "wxperm0000000001"
+#: max-queues of the test's vhost (see `retarget`).
+TEST_MAX_QUEUES = 12
 
 
 def load_render_module() -> ModuleType:
@@ -102,6 +104,11 @@ def retarget(template: dict[str, Any], vhost: str, users: dict[str, str]) -> dic
         {**p, "user": names[p["user"]], "vhost": vhost} for p in copy["permissions"]
     ]
     copy["exchanges"] = [{**e, "vhost": vhost} for e in copy["exchanges"]]
+    copy["parameters"] = [{**p, "vhost": vhost} for p in copy.get("parameters", [])]
+    for parameter in copy["parameters"]:
+        if parameter["component"] == "vhost-limits":
+            # The mechanism, with a limit a test can reach quickly; the shipped one is 1000.
+            parameter["value"] = {**parameter["value"], "max-queues": TEST_MAX_QUEUES}
     return copy
 
 
@@ -421,3 +428,77 @@ def test_a_wrong_password_is_refused(broker: Broker) -> None:
                 connection_name="wxtest-permissions",
             )
         )
+
+
+# ---- what a consumer may declare (issue 8, item 3) -------------------------------------------
+
+
+def _shipped_parameter(component: str) -> dict[str, Any]:
+    return next(p for p in TEMPLATE.get("parameters", []) if p["component"] == component)
+
+
+def test_shipped_definitions_limit_queues_and_server_named_queue_sizes() -> None:
+    """The vhost caps queues and connections; an operator policy caps every amq.gen- queue."""
+    limits = _shipped_parameter("vhost-limits")
+    assert limits["vhost"] == SHIPPED_VHOST
+    assert 0 < limits["value"]["max-queues"] <= 10_000
+    assert 0 < limits["value"]["max-connections"] <= 10_000
+    policy = _shipped_parameter("operator_policy")["value"]
+    assert policy["pattern"] == "^amq\\.gen-"
+    assert policy["apply-to"] == "queues"
+    assert {"max-length", "max-length-bytes", "message-ttl"} <= set(policy["definition"])
+
+
+def test_a_consumer_cannot_declare_queues_without_bound(broker: Broker) -> None:
+    """Past the vhost's max-queues, a consumer's next queue is refused."""
+    with connected(broker.url("consumer")) as mine:
+        channel = mine.channel()
+        declared = 0
+
+        def declare_many() -> None:
+            nonlocal declared
+            for _ in range(TEST_MAX_QUEUES + 5):
+                channel.queue_declare(queue="", exclusive=True)
+                declared += 1
+
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            declare_many()
+    print(f"\nconsumer declared {declared} queues, then: {refused.value.reply_text}")
+    assert declared <= TEST_MAX_QUEUES
+    assert refused.value.reply_code in (406, 403, 541)
+    assert "queue" in refused.value.reply_text.lower()
+
+
+def test_a_reject_publish_queue_still_nacks_the_producer(broker: Broker) -> None:
+    """What still happens: a consumer's own `x-max-length=1, x-overflow=reject-publish`
+    queue makes RabbitMQ nack the producer's publishes (no policy can override that queue
+    argument), while the other subscribers still get every update. The operator policy is
+    in place all the same (it bounds sizes, not overflow)."""
+    ctl = shutil.which("rabbitmqctl")
+    assert ctl is not None
+    with connected(broker.url("producer")) as producer, connected(broker.url("consumer")) as mine:
+        channel = confirming(producer)
+        honest_channel, honest = tap(mine, TOKENS)
+        attacker = mine.channel()
+        trap = attacker.queue_declare(
+            queue="",
+            exclusive=True,
+            arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+        ).method.queue
+        attacker.queue_bind(queue=trap, exchange=TOKENS)
+        nacked = 0
+        for version in (1, 2, 3):
+            try:
+                publish_update(
+                    channel, TOKENS, an_update(version), now_s=time.time(), sender="wxtest"
+                )
+            except pika.exceptions.NackError:
+                nacked += 1
+        delivered = [json.loads(next_message(honest_channel, honest)[1])["version"] for _ in "123"]
+    listed = rabbitmqctl(ctl, "list_operator_policies", "-p", broker.vhost)
+    policy = _shipped_parameter("operator_policy")["name"]
+    print(f"\nreject-publish trap: {nacked} of 3 publishes nacked; honest queue got {delivered}")
+    assert nacked >= 1, "no longer nacked: update this test and the README"
+    assert delivered == [1, 2, 3]
+    assert trap.startswith("amq.gen-")
+    assert policy in listed.stdout, "the shipped operator policy was imported"

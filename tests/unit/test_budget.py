@@ -215,3 +215,15 @@ def test_concurrent_spends_across_budgets_allow_exactly_one(
         )
     assert sum(d.allowed for d in decisions) == 1
     assert {d.used_today for d in decisions} == {1}
+
+
+def test_a_replayed_spend_is_counted_once(client: fakeredis.FakeRedis, clock: FakeClock) -> None:
+    """Two runs of the script with one spend id (redis-py's retry after a lost reply) spend
+    once and give the same answer; a new id spends again."""
+    ids = iter(["spend-1", "spend-1", "spend-2"])
+    budget = RefreshBudget(client, KEYS, clock=clock, new_spend_id=lambda: next(ids))
+    first = budget.try_spend(APP, TokenApi.CLASSIC)
+    replay = budget.try_spend(APP, TokenApi.CLASSIC)
+    assert first.allowed
+    assert replay.used_today == first.used_today == 1
+    assert budget.try_spend(APP, TokenApi.CLASSIC).used_today == 2

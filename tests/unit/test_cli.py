@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -15,6 +16,7 @@ from click.testing import CliRunner, Result
 from consumer_lib.errors import BrokerError
 from consumer_lib.settings import CommonSettings
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import generate_keypair
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from ops import _format
 from ops.cli import main
@@ -505,3 +507,39 @@ def test_watch_lines_mask_tokens_and_reject_garbage(now: FakeClock) -> None:
     )
     assert "rejected: invalid update" in rejected
     assert NEW_TOKEN not in rejected
+
+
+def test_set_warns_when_the_producers_would_refuse_its_key(
+    fake_redis: fakeredis.FakeRedis,
+    store: TokenStore,
+    publisher: FakePublisher,
+    now: FakeClock,
+    seeded: TokenUpdate,
+    tmp_path: Path,
+) -> None:
+    """The producers announce their verify key ids; `set` signed by another key warns (on
+    stderr) that they will delete the override, and stays quiet when its key is listed."""
+    private_path, _ = generate_keypair(tmp_path / "ops-tester.key")
+    settings = SETTINGS.model_copy(
+        update={"signing_key_file": private_path, "insecure_accept_unsigned": False}
+    )
+
+    def set_override() -> Result:
+        context = OpsContext(
+            settings=settings, redis_client=fake_redis, publisher=publisher, clock=now
+        )
+        return CliRunner().invoke(
+            main, ["set", APP, "--expires-in", "3600"], input=NEW_TOKEN, obj=context
+        )
+
+    store.announce_verify_keys(["0123456789abcdef"])
+    result = set_override()
+    assert result.exit_code == 0, result.output
+    assert "will delete this override" in result.stderr
+    assert "0123456789abcdef" in result.stderr
+    own = OpsContext(settings=settings).codec(must_sign=True).signer_key_id
+    assert own is not None
+    store.announce_verify_keys(["0123456789abcdef", own])
+    quiet = set_override()
+    assert quiet.exit_code == 0, quiet.output
+    assert "warning" not in quiet.stderr

@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
 import pytest
@@ -41,8 +42,18 @@ DEFINITIONS = RABBITMQ_DEPLOY / "definitions.json"
 DEFINITIONS_TEMPLATE = RABBITMQ_DEPLOY / "definitions.template.json"
 RENDER_SCRIPT = RABBITMQ_DEPLOY / "render_definitions.py"
 PRODUCER_PASSWORD_VARIABLE = "WXTOKEN_MQ_PRODUCER_PASSWORD"
+REDIS_DEPLOY = DEPLOY / "redis"
+REDIS_ACL = REDIS_DEPLOY / "users.acl"
+REDIS_ACL_TEMPLATE = REDIS_DEPLOY / "users.template.acl"
+REDIS_PRODUCER_PASSWORD_VARIABLE = "WXTOKEN_REDIS_PRODUCER_PASSWORD"
 #: What `docker compose` needs from the environment or ./.env (stand-in values).
-COMPOSE_ENV = {PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789"}
+COMPOSE_ENV = {
+    PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789",
+    REDIS_PRODUCER_PASSWORD_VARIABLE: "not-a-real-redis-password-0123",
+}
+#: The oldest Redis 7.2 release with the fixes for CVE-2024-31449, CVE-2024-46981 and
+#: CVE-2025-49844 (7.2.5 has none of them).
+PATCHED_REDIS_7_2 = (7, 2, 11)
 BIN = Path(sys.executable).parent
 REAL_WECHAT = "https://api.weixin.qq.com"
 
@@ -268,7 +279,8 @@ def test_producer_environment_is_valid_settings(
         monkeypatch.setenv(variable, value)
     settings = load_settings(ProducerSettings)
     assert settings.wechat_base_url == REAL_WECHAT
-    assert settings.redis_url == "redis://redis:6379/0"
+    redis_password = COMPOSE_ENV[REDIS_PRODUCER_PASSWORD_VARIABLE]
+    assert settings.redis_url == f"redis://wxtoken-producer:{redis_password}@redis:6379/0"
     password = COMPOSE_ENV[PRODUCER_PASSWORD_VARIABLE]
     assert settings.amqp_url == f"amqp://wxtoken-producer:{password}@rabbitmq:5672/wxtoken"
     assert str(settings.apps_file) == "/etc/wxtoken/apps.toml"
@@ -467,7 +479,7 @@ def test_producer_logs_in_as_wxtoken_producer_on_vhost_wxtoken() -> None:
     raw = _environment(producer)["WXTOKEN_AMQP_URL"]
     assert "${" + PRODUCER_PASSWORD_VARIABLE + ":?" in raw, "the password comes from the env"
     with pytest.raises(MissingVariable, match=PRODUCER_PASSWORD_VARIABLE):
-        _resolved_environment(producer)
+        _resolved_environment(producer, {REDIS_PRODUCER_PASSWORD_VARIABLE: "x" * 20})
     url = _resolved_environment(producer, COMPOSE_ENV)["WXTOKEN_AMQP_URL"]
     params = pika.URLParameters(url)
     assert params.credentials.username == "wxtoken-producer"
@@ -515,6 +527,98 @@ def test_rendered_definitions_are_ignored_by_git() -> None:
     assert ignored(DEFINITIONS)
     for kept in (DEFINITIONS_TEMPLATE, RABBITMQ_CONF, RENDER_SCRIPT, RABBITMQ_DEPLOY / "README.md"):
         assert not ignored(kept), kept
+
+
+# ---- Redis users ------------------------------------------------------------------------------
+
+
+def test_redis_image_has_the_lua_cve_fixes() -> None:
+    """compose's Redis is a 7.2 release at or after the one fixing the Lua CVEs."""
+    image = _services()["redis"]["image"]
+    assert _is_pinned(image), image
+    tag = image.split("@", 1)[0].rsplit(":", 1)[1]
+    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)(?:-[\w.-]+)?", tag)
+    assert match, tag
+    version = tuple(int(part) for part in match.groups())
+    assert version[:2] == PATCHED_REDIS_7_2[:2], f"another series than 7.2: {tag}"
+    assert version >= PATCHED_REDIS_7_2, f"{tag} predates the Lua CVE fixes"
+
+
+def test_redis_loads_the_shipped_acl_file_read_only() -> None:
+    """Redis starts with --aclfile, the file bind-mounted read-only from deploy/redis/."""
+    redis_service = _services()["redis"]
+    aclfile = _option(redis_service["command"], "--aclfile")
+    binds = {
+        m["target"]: m
+        for m in redis_service["volumes"]
+        if isinstance(m, dict) and m.get("type") == "bind"
+    }
+    assert aclfile in binds, f"{aclfile} is not mounted"
+    assert (ROOT / binds[aclfile]["source"]).resolve() == REDIS_ACL
+    assert binds[aclfile]["read_only"] is True
+    assert REDIS_ACL_TEMPLATE.is_file()
+    assert "deploy/redis/render_acl.py" in COMPOSE.read_text(encoding="utf-8")
+    # The healthcheck needs no password: the default user may PING and nothing else.
+    default = next(
+        line.split()
+        for line in REDIS_ACL_TEMPLATE.read_text(encoding="utf-8").splitlines()
+        if line.startswith("user default ")
+    )
+    assert {"-@all", "+ping", "resetkeys"} <= set(default)
+    assert [w for w in default if w.startswith("+")] == ["+ping"]
+    assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_producer_logs_in_to_redis_as_wxtoken_producer() -> None:
+    """The producer's Redis URL names user wxtoken-producer, its password from the env."""
+    producer = _services()["producer"]
+    raw = _environment(producer)["WXTOKEN_REDIS_URL"]
+    assert "${" + REDIS_PRODUCER_PASSWORD_VARIABLE + ":?" in raw
+    with pytest.raises(MissingVariable, match=REDIS_PRODUCER_PASSWORD_VARIABLE):
+        _resolved_environment(producer, {PRODUCER_PASSWORD_VARIABLE: "x" * 20})
+    url = urlsplit(_resolved_environment(producer, COMPOSE_ENV)["WXTOKEN_REDIS_URL"])
+    assert (url.username, url.password) == (
+        "wxtoken-producer",
+        COMPOSE_ENV[REDIS_PRODUCER_PASSWORD_VARIABLE],
+    )
+    assert (url.hostname, url.port) == ("redis", 6379)
+    assert "user wxtoken-producer " in REDIS_ACL_TEMPLATE.read_text(encoding="utf-8")
+
+
+def test_producer_trusts_the_operators_keys_by_default() -> None:
+    """Without WXTOKEN_OPS_PUBLIC_KEYS the producer verifies with every key in deploy/keys."""
+    producer = _services()["producer"]
+    keys = _resolved_environment(producer, COMPOSE_ENV)["WXTOKEN_VERIFY_KEYS"]
+    assert keys, "the producer would trust only its own key and delete every override"
+    mounted = {
+        m["target"]: m["source"]
+        for m in producer["volumes"]
+        if isinstance(m, dict) and m.get("type") == "bind"
+    }
+    assert (ROOT / mounted[keys]).resolve() == DEPLOY / "keys"
+
+
+def test_rendered_redis_acl_is_ignored_by_git() -> None:
+    """Git ignores the rendered users.acl (password hashes) but keeps its sources."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    for path, ignored in (
+        (REDIS_ACL, True),
+        (REDIS_ACL_TEMPLATE, False),
+        (REDIS_DEPLOY / "render_acl.py", False),
+        (REDIS_DEPLOY / "README.md", False),
+    ):
+        result = subprocess.run(
+            [git, "check-ignore", "--no-index", "-q", str(path.relative_to(ROOT))],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode == 128:
+            pytest.skip("not a git work tree")
+        assert (result.returncode == 0) is ignored, path
 
 
 # ---- deploy/ apps files ----------------------------------------------------------------------
@@ -744,3 +848,49 @@ def test_producer_signs_with_a_mounted_key() -> None:
     assert "wxtoken_signing_key" in producer["secrets"]
     assert _compose()["secrets"]["wxtoken_signing_key"]["file"].startswith("./deploy/secrets/")
     assert (DEPLOY / "keys" / "README.md").is_file()
+
+
+# ---- image digests (make pin-images) ---------------------------------------------------------
+
+
+def _load_pin_images() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pin_images", DEPLOY / "pin_images.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pin_images_pins_every_pulled_image_and_keeps_the_files_valid() -> None:
+    """`make pin-images` rewrites every compose image and the Dockerfile's base image to
+    tag@digest (here with a stand-in registry), and the pinned files still parse."""
+    pin_images = _load_pin_images()
+    asked: list[str] = []
+
+    def resolve(ref: str) -> str:
+        asked.append(ref)
+        return "sha256:" + "ab" * 32
+
+    compose = pin_images.pin(COMPOSE.read_text(encoding="utf-8"), resolve)
+    dockerfile = pin_images.pin(DOCKERFILE.read_text(encoding="utf-8"), resolve)
+    pulled = {s["image"] for s in _services().values() if "image" in s}
+    assert pulled | {_global_args()["PYTHON_IMAGE"]} == set(asked)
+    assert pin_images.unpinned(compose) == []
+    assert pin_images.unpinned(dockerfile) == []
+    services = yaml.safe_load(compose)["services"]
+    for name in pulled:
+        assert any(s.get("image") == f"{name}@sha256:{'ab' * 32}" for s in services.values())
+    assert pin_images.pin(compose, resolve) == compose, "re-pinning is stable"
+    assert "make pin-images" in DOCKERFILE.read_text(encoding="utf-8")
+    assert "pin-images:" in (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def test_dockerfile_uses_a_current_python_3_11_patch_release() -> None:
+    """The base image is Python 3.11.17 or later (3.11.7 lacked two years of fixes)."""
+    image = _global_args()["PYTHON_IMAGE"]
+    match = re.match(r"python:3\.11\.(\d+)-", image)
+    assert match, image
+    assert int(match[1]) >= 17

@@ -307,3 +307,79 @@ def test_margin_shorter_than_the_lease_is_warned_once(
     caplog.clear()
     quiet.step()
     assert "lease TTL" not in caplog.text
+
+
+# ---- the check right before an upstream call (issue 8, items 5 and 6) ------------------------
+
+
+def test_may_fetch_now_needs_enough_trusted_lease_left(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """Right before a fetch: allowed only with at least `need_s` of trusted lease left."""
+    lead = leadership(client_of(server), "a", clock, ttl_s=10.0)
+    lead.tick()  # trusted for 8 s (TRUST_SHARE of the TTL)
+    assert lead.lease_left_s() == pytest.approx(8.0)
+    assert lead.may_fetch_now(TokenApi.CLASSIC, need_s=7.0)
+    clock.advance(2.0)  # a slow audit write, a budget script, a version allocation ...
+    assert not lead.may_fetch_now(TokenApi.CLASSIC, need_s=7.0), "the call could outlive it"
+    assert lead.may_fetch_now(TokenApi.CLASSIC, need_s=5.0)
+
+
+def test_a_suspended_host_does_not_trust_its_old_lease(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """The lease clock counts suspended time (CLOCK_BOOTTIME): after a suspend longer than the
+    lease, a producer may not fetch, though its monotonic clock barely moved."""
+    lead = leadership(client_of(server), "a", clock)
+    lead.tick()
+    clock.advance(60.0)  # what CLOCK_BOOTTIME shows after a 60 s suspend
+    assert not lead.is_leader
+    assert not lead.may_fetch_now(TokenApi.CLASSIC, need_s=1.0)
+
+
+def test_boottime_is_the_default_lease_clock() -> None:
+    """Leadership trusts leases by `boottime`, which on Linux is CLOCK_BOOTTIME."""
+    import inspect
+    import sys
+    import time
+
+    from producer.clock import COUNTS_SUSPEND, boottime
+
+    default = inspect.signature(Leadership.__init__).parameters["monotonic"].default
+    assert default is boottime
+    if sys.platform.startswith("linux"):
+        assert COUNTS_SUSPEND
+        assert abs(boottime() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 60
+
+
+def test_no_forced_refresh_without_a_confirmed_lease(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """Cut off from Redis, the last leader may go on with normal-mode stable fetches, but
+    never a forced refresh (stable included) once its lease is no longer confirmed."""
+    lead = leadership(client_of(server), "a", clock)
+    lead.tick()
+    assert lead.may_fetch_now(TokenApi.STABLE, need_s=1.0, force_refresh=True)
+    server.connected = False
+    clock.advance(9.0)
+    lead.tick()  # Redis away: the lease cannot be confirmed
+    assert not lead.may_fetch_now(TokenApi.STABLE, need_s=1.0, force_refresh=True)
+    assert not lead.may_fetch_now(TokenApi.CLASSIC, need_s=1.0)
+    assert lead.may_fetch_now(TokenApi.STABLE, need_s=1.0), "normal mode hands out the same"
+
+
+def test_a_squatted_lease_is_given_a_ttl_and_replaced(
+    server: fakeredis.FakeServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`SET leader "999999|squatter"` without a TTL: the next tick logs it as broken and
+    gives it the lease TTL; once that runs out a producer leads (before: never)."""
+    client = client_of(server)
+    client.set(KEYS.leader, "999999|squatter")
+    lead = leadership(client, "a", clock, ttl_s=10.0)
+    lead.tick()
+    assert not lead.is_leader
+    assert 0 < client.pttl(KEYS.leader) <= 10_000
+    assert any("broken value" in r.getMessage() for r in caplog.records)
+    client.delete(KEYS.leader)  # as when that TTL runs out (fakeredis keeps real time)
+    lead.tick()
+    assert lead.is_leader

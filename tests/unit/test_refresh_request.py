@@ -25,6 +25,7 @@ from consumer_lib.wire.refresh_request import (
     publish_request,
     request_properties,
     requests_exchange,
+    safe_requester,
 )
 from tests.unit._helpers import T0
 
@@ -339,3 +340,46 @@ def test_a_failing_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
     [record] = [r for r in caplog.records if r.name == "consumer_lib._subscriber"]
     assert record.levelname == "WARNING"
     assert "ConnectionWrongStateError" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "requester",
+    [
+        "client:host\nERROR producer: forged line",
+        "client:host\r\x1b[31mred",
+        "ops:alice bob@host",
+        "client:\u2028host",
+        "ops:ålice@host",
+        "",
+        "x" * 129,
+    ],
+    ids=repr,
+)
+def test_a_requester_outside_the_safe_alphabet_is_refused(requester: str) -> None:
+    """A requester with control characters, spaces or non-ASCII (it is logged) is refused."""
+    good = RefreshRequest.for_token("wxapp1", "TOKEN", requester="client:h-1", now_s=T0)
+    raw = json.loads(good.encode())
+    raw["requester"] = requester
+    with pytest.raises(InvalidUpdate, match="requester"):
+        RefreshRequest.decode(json.dumps(raw))
+
+
+def test_a_reason_with_control_characters_is_refused() -> None:
+    """The free-text reason is logged too: no control characters or line separators."""
+    good = RefreshRequest.for_token("wxapp1", "TOKEN", requester="client:h-1", now_s=T0)
+    for reason in ("40001\nERROR forged", "x\x1b[2J", "a\u2028b"):
+        raw = json.loads(good.encode())
+        raw["reason"] = reason
+        with pytest.raises(InvalidUpdate, match="reason"):
+            RefreshRequest.decode(json.dumps(raw))
+
+
+def test_safe_requester_keeps_requests_valid_on_odd_hosts() -> None:
+    """Our own requesters are built with safe_requester, so an odd host or user name still
+    makes a valid request."""
+    requester = safe_requester("ops:Jöhn Doe@host\nname" + "y" * 200)
+    assert len(requester) == 128
+    request = RefreshRequest.for_token("wxapp1", "TOKEN", requester=requester, now_s=T0)
+    assert RefreshRequest.decode(request.encode()).requester == requester
+    assert "\n" not in requester
+    assert " " not in requester

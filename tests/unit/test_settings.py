@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from consumer_lib import ClientSettings, ConfigError
-from consumer_lib.settings import load_settings
+from consumer_lib.settings import DOTENV, load_settings
 from producer.settings import ProducerSettings
 
 
@@ -84,6 +84,22 @@ def test_variable_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings(ClientSettings).exchange == "lower.case"
 
 
+@pytest.mark.parametrize(
+    "url", ["http://api.weixin.qq.com", "http://10.0.0.8:8080", "http://wechat.example.com"]
+)
+def test_plain_http_upstream_is_only_for_a_local_sandbox(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str
+) -> None:
+    """Classic fetches carry the secret in the query string: http:// to a real host is refused."""
+    monkeypatch.setenv("WXTOKEN_APPS_FILE", str(tmp_path / "apps.toml"))
+    monkeypatch.setenv("WXTOKEN_WECHAT_BASE_URL", url)
+    with pytest.raises(ConfigError, match=r"WXTOKEN_WECHAT_BASE_URL.*only for a local sandbox"):
+        load_settings(ProducerSettings)
+    for local in ("http://127.0.0.1:8900", "http://localhost:8080", "http://sandbox:8080"):
+        monkeypatch.setenv("WXTOKEN_WECHAT_BASE_URL", local)
+        assert load_settings(ProducerSettings).wechat_base_url == local
+
+
 def test_producer_reads_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The producer's own variables are read and typed."""
     monkeypatch.setenv("WXTOKEN_APPS_FILE", str(tmp_path / "apps.toml"))
@@ -103,17 +119,23 @@ def test_producer_reads_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert settings.log_level == "DEBUG"
 
 
-def test_dotenv_in_working_directory_is_read(tmp_path: Path) -> None:
-    """A `.env` file in the working directory supplies WXTOKEN_* values."""
-    (tmp_path / ".env").write_text("WXTOKEN_EXCHANGE=from.dotenv\n", encoding="utf-8")
-    assert load_settings(ClientSettings).exchange == "from.dotenv"
+def test_dotenv_is_read_only_when_the_entry_point_asks(tmp_path: Path) -> None:
+    """A `.env` in the working directory supplies WXTOKEN_* values to an entry point that
+    names it; the library alone (TokenClient.from_env, ClientSettings()) never reads it."""
+    (tmp_path / ".env").write_text(
+        "WXTOKEN_EXCHANGE=from.dotenv\nWXTOKEN_INSECURE_ACCEPT_UNSIGNED=1\n", encoding="utf-8"
+    )
+    assert load_settings(ClientSettings, DOTENV).exchange == "from.dotenv"
+    assert load_settings(ClientSettings).exchange == "wxtoken.tokens"
+    assert not load_settings(ClientSettings).insecure_accept_unsigned
+    assert ClientSettings().exchange == "wxtoken.tokens"
 
 
 def test_environment_beats_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A real environment variable wins over the `.env` file."""
     (tmp_path / ".env").write_text("WXTOKEN_EXCHANGE=from.dotenv\n", encoding="utf-8")
     monkeypatch.setenv("WXTOKEN_EXCHANGE", "from.env")
-    assert load_settings(ClientSettings).exchange == "from.env"
+    assert load_settings(ClientSettings, DOTENV).exchange == "from.env"
 
 
 def test_overrides_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -234,3 +234,36 @@ def test_plain_codec_is_the_unsigned_default() -> None:
     """Without keys the codec writes plain JSON, as before signing existed."""
     assert PLAIN.encode(make_update()) == make_update().encode()
     assert not PLAIN.signs
+
+
+def test_insecure_flag_is_ignored_when_keys_are_configured(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With verify keys (or a signing key) configured, WXTOKEN_INSECURE_ACCEPT_UNSIGNED=1 is
+    ignored with a warning: an unsigned update is refused."""
+    private_path, public_path = generate_keypair(tmp_path / "k")
+    unsigned = PLAIN.encode(make_update())
+    for settings in (
+        CommonSettings(verify_keys=str(public_path), insecure_accept_unsigned=True),
+        CommonSettings(signing_key_file=private_path, insecure_accept_unsigned=True),
+    ):
+        with caplog.at_level(logging.WARNING):
+            codec = codec_from_settings(settings)
+        assert not codec.accept_unsigned
+        with pytest.raises(InvalidUpdate, match="unsigned"):
+            codec.decode(unsigned)
+    assert "INSECURE_ACCEPT_UNSIGNED is ignored" in caplog.text
+
+
+def test_a_verify_keys_directory_means_every_pub_file_in_it(tmp_path: Path) -> None:
+    """WXTOKEN_VERIFY_KEYS naming a directory trusts each *.pub in it (compose's deploy/keys)."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "README.md").write_text("public keys only\n", encoding="utf-8")
+    _, alice = generate_keypair(keys / "ops-alice.key")
+    _, bob = generate_keypair(keys / "ops-bob.key")
+    (keys / "ops-alice.key").unlink()  # private keys never live there
+    (keys / "ops-bob.key").unlink()
+    settings = CommonSettings(verify_keys=str(keys))
+    assert settings.verify_key_files() == [alice, bob]
+    assert len(load_public_keys(settings.verify_key_files())) == 2

@@ -118,9 +118,10 @@ def test_override_with_higher_version_replaces(store: TokenStore) -> None:
 def test_next_version_is_above_stored_and_allocated(store: TokenStore) -> None:
     """Each allocated version is above every version written or handed out before."""
     now = T0
-    store.write(make_update(version=5_000_000_000_000))
+    ahead = math.floor(T0 * 1000) + 86_400_000  # a writer whose clock is a day ahead
+    store.write(make_update(version=ahead))
     allocated = [store.next_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=now) for _ in range(5)]
-    assert allocated[0] > 5_000_000_000_000
+    assert allocated[0] > ahead
     assert allocated == sorted(set(allocated))
 
 
@@ -312,3 +313,40 @@ def test_store_error_is_one_line(dead_store: TokenStore) -> None:
     message = str(info.value)
     assert "\n" not in message
     assert "ConnectionError" in message
+
+
+# ---- poisoned versions and replays (issue 8, items 4 and 8) ---------------------------------
+
+
+@pytest.mark.parametrize("poison", [str(2**53), "garbage", str(10**20), "-5", "1.5"])
+def test_a_poisoned_version_key_is_repaired_by_the_next_allocation(
+    client: fakeredis.FakeRedis, store: TokenStore, poison: str
+) -> None:
+    """Garbage or an out-of-range version key never reaches an update: the next version is
+    the clock's, and the key holds it again."""
+    client.set(KeyLayout().version("wxapp1"), poison)
+    version = store.next_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0)
+    assert version == math.floor(T0 * 1000)
+    assert client.get(KeyLayout().version("wxapp1")) == str(version).encode()
+    make_update(version=version)  # a valid update: no validation error after a fetch
+
+
+def test_a_version_key_of_another_type_is_repaired(
+    client: fakeredis.FakeRedis, store: TokenStore
+) -> None:
+    """A hash where the version counter should be is overwritten, not an endless error."""
+    client.hset(KeyLayout().version("wxapp1"), "v", "1")
+    assert store.next_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0) == math.floor(T0 * 1000)
+
+
+def test_replaying_the_same_write_counts_as_written(store: TokenStore) -> None:
+    """The same update sent twice (a retry after a lost reply) is written both times; a
+    different update with the same version is still refused."""
+    update = make_update(version=7)
+    assert store.write(update).written
+    again = store.write(update)
+    assert again.written
+    assert again.replayed
+    other = store.write(make_update(version=7, value="OTHER-TOKEN-bbbbbbbbbbbbbbbb"))
+    assert not other.written
+    assert other.stored == update

@@ -1,0 +1,22 @@
+-- KEYS: token key, version key, known set, and the lease only for a fenced write.
+-- ARGV: json, version, expiry (ms), member, fence owner, ceiling (ms).
+-- Returns {1} when written, {3} when this very update is already stored (a replay of our own
+-- write, e.g. a retry after a lost reply), {0, stored json} when a version at least as high
+-- is stored, {2} when fenced off: the writer named an owner that does not hold the lease.
+if #KEYS >= 4 then
+  local lease = redis.pcall('GET', KEYS[4])
+  if type(lease) ~= 'string' then return {2} end
+  local sep = string.find(lease, '|', 1, true)
+  if not sep or string.sub(lease, sep + 1) ~= ARGV[5] then return {2} end
+end
+local v = tonumber(ARGV[2])
+local ceiling = tonumber(ARGV[6])
+local raw = redis.pcall('GET', KEYS[1])
+local stored = stored_version(raw, ceiling)
+if stored == v and raw == ARGV[1] then return {3} end
+if stored >= v then return {0, raw} end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+local last = valid_version(tonumber(redis.pcall('GET', KEYS[2])), ceiling) or 0
+if v > last then redis.call('SET', KEYS[2], ARGV[2]) end
+return {1}
