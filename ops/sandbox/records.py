@@ -56,6 +56,10 @@ class TokenBook:
     def get(self, token: str | None) -> TokenRecord | None:
         return self._tokens.get(token or "")
 
+    def values(self) -> list[str]:
+        """Every token still on record (dead ones go at the next prune)."""
+        return list(self._tokens)
+
 
 class TicketBook:
     """Tickets by value, and the current one of each (owner, type)."""

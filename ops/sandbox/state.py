@@ -37,6 +37,11 @@ class SandboxState:
         self._wecom = WecomCorps(self.config, self._tokens, self._tickets, self._calls)
         self._fault: Fault | None = None
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token on record: tests check that none of them leaks anywhere."""
+        with self._lock:
+            return self._tokens.values()
+
     # ------------------------------------------------------------------ official accounts
     def classic_token(
         self, appid: str | None, secret: str | None, grant_type: str | None

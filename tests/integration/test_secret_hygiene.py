@@ -97,7 +97,7 @@ def test_debug_logs_and_cli_output_hold_no_secret_and_no_whole_token(
         subscriber.wait_calls(other_app, 3)
         assert subscriber.bad_calls() == []
 
-        tokens = set(stack.sandbox.state._tokens) | {answer["access_token"]}
+        tokens = set(stack.sandbox.state.issued_tokens()) | {answer["access_token"]}
         assert len(tokens) >= 5  # the fault, refreshes, the override and the forced refresh
         texts = {
             "producer log": producer.stderr_text(),
