@@ -1,0 +1,317 @@
+"""The gateway's routes: thin over `TokenView` (reads), `TokenClient.report_invalid` and
+`Overrider`, with API-key authentication, scopes and a per-key rate limit.
+
+Routes are made per token kind from `KIND_PATHS`, so tickets drop in as another entry
+(`"tickets/jsapi": TokenKind.JSAPI_TICKET`) once the producer serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from consumer_lib import (
+    BrokerError,
+    ConfigError,
+    StoreError,
+    TokenClient,
+    TokenKind,
+    TokenUnavailable,
+    TokenUpdate,
+    mask,
+)
+from producer._audit import AuditEvent, AuditLog
+
+from ._apikeys import ApiKey, KeyRing, Scope
+from ._http import ApiError, on_api_error, on_http_exception, read_model
+from ._openapi import openapi_document
+from ._override import Overrider, OverrideRefused, PublishFailed
+from ._ratelimit import RateLimiter
+from ._tokens import TokenView, UnknownApp
+
+log = logging.getLogger(__name__)
+
+#: URL path segment of each kind served; tickets add theirs here.
+KIND_PATHS: dict[str, TokenKind] = {"access_token": TokenKind.ACCESS_TOKEN}
+_APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Clients told 503 are asked to come back this soon.
+RETRY_AFTER_S = 2
+KEYS_RELOAD_EVERY_S = 2.0
+
+TokenText = Annotated[
+    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")
+]
+ReasonText = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class ReportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access_token: TokenText
+    reason: ReasonText | None = None
+
+
+class OverrideBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access_token: TokenText
+    expires_in: Annotated[int, Field(ge=1, le=86_400)]
+    reason: ReasonText | None = None
+
+
+@dataclass
+class Gateway:
+    """Everything a request needs; built once by `__main__` (or a test)."""
+
+    client: TokenClient
+    view: TokenView
+    keys: KeyRing
+    audit: AuditLog | None = None
+    overrider: Overrider | None = None
+    operator: str = "gateway"
+    default_rate_per_s: float = 50.0
+    max_body_bytes: int = 4096
+    legacy_anonymous: bool = False
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    clock: Callable[[], float] = time.time
+    metrics: Callable[[], tuple[bytes, str]] | None = None
+
+    # ------------------------------------------------------------ auth
+    def authenticate(self, request: Request, scope: Scope, app_id: str) -> ApiKey:
+        header = request.headers.get("authorization")
+        if header is None:
+            raise ApiError(
+                401,
+                "no API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": 'Bearer realm="wxtoken"'},
+            )
+        scheme, _, presented = header.partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            raise ApiError(
+                401,
+                "the Authorization header must be 'Bearer <key>'",
+                headers={"WWW-Authenticate": 'Bearer realm="wxtoken"'},
+            )
+        key = self.keys.find(presented)
+        if key is None:
+            raise ApiError(
+                401,
+                "unknown API key",
+                headers={"WWW-Authenticate": 'Bearer realm="wxtoken", error="invalid_token"'},
+            )
+        wait_s = self.limiter.allow(key.name, key.rate_per_s or self.default_rate_per_s)
+        if wait_s:
+            raise ApiError(
+                429,
+                f"key {key.name!r} is over its rate limit",
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+        if scope not in key.scopes:
+            raise ApiError(403, f"key {key.name!r} lacks the {scope.value!r} scope")
+        if not _APP_ID.match(app_id):
+            raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
+        if not key.may_use(app_id):
+            raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
+        return key
+
+    # ------------------------------------------------------------ reads
+    async def current(self, app_id: str, kind: TokenKind) -> TokenUpdate:
+        update = self.view.current(app_id, kind)
+        if update is not None:
+            return update
+        try:
+            return await run_in_threadpool(self.view.resolve, app_id, kind)
+        except UnknownApp as exc:
+            raise ApiError(404, str(exc)) from None
+        except TokenUnavailable as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+
+    def token_json(self, update: TokenUpdate) -> Response:
+        return JSONResponse(
+            {
+                "access_token": update.value,
+                "expires_in": max(0, int(update.expires_at - self.clock())),
+                "expires_at": update.expires_at,
+                "version": update.version,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    # ------------------------------------------------------------ writes
+    def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
+        sent = self.client.report_invalid(
+            app_id, body.access_token, kind=kind, reason=body.reason or f"gateway key {key.name}"
+        )
+        if self.audit is not None:
+            self.audit.record(
+                AuditEvent.REFRESH_REQUEST,
+                app_id,
+                kind=kind.value,
+                who=f"{self.operator}/key:{key.name}",
+                masked_token=mask(body.access_token),
+                reason=f"reported rejected ({'sent' if sent else 'coalesced'})"
+                + (f": {body.reason}" if body.reason else ""),
+            )
+        return sent
+
+    def override(
+        self, key: ApiKey, app_id: str, kind: TokenKind, body: OverrideBody
+    ) -> tuple[int, dict[str, object]]:
+        if self.overrider is None:
+            raise ApiError(
+                501, "overrides need the gateway's operator key (WXTOKEN_SIGNING_KEY_FILE)"
+            )
+        if (app_id, kind) not in {(u.app_id, u.kind) for u in self.view.held()}:
+            try:
+                self.view.resolve(app_id, kind)
+            except UnknownApp as exc:
+                raise ApiError(404, str(exc)) from None
+            except TokenUnavailable:
+                pass  # known but expired: an override is what it needs
+        try:
+            update = self.overrider.override(
+                app_id,
+                kind,
+                body.access_token,
+                expires_in_s=body.expires_in,
+                reason=body.reason,
+                key_name=key.name,
+            )
+        except OverrideRefused as exc:
+            raise ApiError(409, f"not written: {exc}") from None
+        except PublishFailed as exc:
+            return 202, {"app_id": app_id, "published": False, "reason": str(exc)}
+        except (StoreError, BrokerError) as exc:
+            raise ApiError(
+                503, f"nothing changed: {exc}", headers={"Retry-After": str(RETRY_AFTER_S)}
+            ) from None
+        return 201, {
+            "app_id": app_id,
+            "version": update.version,
+            "expires_at": update.expires_at,
+            "published": True,
+        }
+
+    async def watch_keys(self) -> None:
+        """Re-read the keys file when it changes; a broken file keeps the keys in force."""
+        while True:
+            await asyncio.sleep(KEYS_RELOAD_EVERY_S)
+            try:
+                if await run_in_threadpool(self.keys.reload_if_changed):
+                    log.info("keys file re-read: %d key(s)", len(self.keys))
+            except ConfigError as exc:
+                log.warning("keeping the keys in force: %s", exc)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
+    async def read(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        gw.authenticate(request, Scope.READ, app_id)
+        return gw.token_json(await gw.current(app_id, kind))
+
+    async def report(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        key = gw.authenticate(request, Scope.REPORT, app_id)
+        body = await read_model(request, ReportBody, max_bytes=gw.max_body_bytes)
+        sent = await run_in_threadpool(gw.report, key, app_id, kind, body)
+        return JSONResponse({"app_id": app_id, "reported": sent}, status_code=202)
+
+    async def override(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        key = gw.authenticate(request, Scope.OVERRIDE, app_id)
+        body = await read_model(request, OverrideBody, max_bytes=gw.max_body_bytes)
+        status, answer = await run_in_threadpool(gw.override, key, app_id, kind, body)
+        return JSONResponse(answer, status_code=status)
+
+    base = f"/v1/apps/{{app_id}}/{segment}"
+    return [
+        Route(base, read, methods=["GET"]),
+        Route(base, override, methods=["POST"]),
+        Route(f"{base}:report", report, methods=["POST"]),
+    ]
+
+
+def build_app(gw: Gateway, *, start_client: bool = True) -> Starlette:
+    """The ASGI app; its lifespan starts the client and the keys watcher."""
+    document = openapi_document(list(KIND_PATHS))
+
+    async def legacy(request: Request) -> Response:
+        """The origin server's `GET /accesstoken[?appid=]`: the bare token as text."""
+        app_id = request.query_params.get("appid")
+        if app_id is None:
+            held = {u.app_id for u in gw.view.held() if u.kind is TokenKind.ACCESS_TOKEN}
+            if len(held) != 1:
+                raise ApiError(400, "this gateway serves several apps: add ?appid=<app id>")
+            app_id = held.pop()
+        if not gw.legacy_anonymous:
+            gw.authenticate(request, Scope.READ, app_id)
+        elif not _APP_ID.match(app_id):
+            raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
+        update = await gw.current(app_id, TokenKind.ACCESS_TOKEN)
+        return PlainTextResponse(update.value, headers={"Cache-Control": "no-store"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        held = gw.view.valid_count()
+        answer = {"held_tokens": held, "broker_connected": gw.client.connected}
+        if held == 0:
+            return JSONResponse(
+                {**answer, "status": "not ready", "reason": "holding no valid token yet"},
+                status_code=503,
+            )
+        return JSONResponse({**answer, "status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        if gw.metrics is None:
+            raise ApiError(404, "metrics are off (install wxtoken[gateway])")
+        body, content_type = gw.metrics()
+        return Response(body, media_type=content_type)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if start_client:
+            gw.client.start()
+        watcher = asyncio.create_task(gw.watch_keys())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            if start_client:
+                await run_in_threadpool(gw.client.close)
+
+    routes = [
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/accesstoken", legacy, methods=["GET"]),
+    ]
+    for segment, kind in KIND_PATHS.items():
+        routes += _kind_routes(gw, segment, kind)
+    return Starlette(
+        routes=routes,
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_exception},
+        lifespan=lifespan,
+    )
