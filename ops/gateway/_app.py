@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import re
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from consumer_lib import (
     BrokerError,
@@ -38,6 +40,7 @@ from consumer_lib import (
 from producer._audit import AuditEvent, AuditLog
 
 from ._apikeys import ApiKey, KeyRing, Scope
+from ._fastpath import FastReads, authorization
 from ._http import ApiError, on_api_error, on_http_exception, read_model
 from ._openapi import openapi_document
 from ._override import Overrider, OverrideRefused, PublishFailed
@@ -88,10 +91,18 @@ class Gateway:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.time
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, bytes]] = field(
+        default_factory=dict, repr=False
+    )
 
     # ------------------------------------------------------------ auth
     def authenticate(self, request: Request, scope: Scope, app_id: str) -> ApiKey:
-        header = request.headers.get("authorization")
+        return self.check(authorization(request.scope), scope, app_id)
+
+    def check(self, header: str | None, scope: Scope, app_id: str) -> ApiKey:
+        """The key presented in `header` if it may do `scope` on `app_id` now, else
+        `ApiError` (401, 403, 404, 429). The rate limit is charged last, only when the
+        request is allowed."""
         if header is None:
             raise ApiError(
                 401,
@@ -113,6 +124,12 @@ class Gateway:
                 "unknown API key",
                 headers={"WWW-Authenticate": 'Bearer realm="wxtoken", error="invalid_token"'},
             )
+        if scope not in key.scopes:
+            raise ApiError(403, f"key {key.name!r} lacks the {scope.value!r} scope")
+        if not _APP_ID.match(app_id):
+            raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
+        if not key.may_use(app_id):
+            raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
         wait_s = self.limiter.allow(key.name, key.rate_per_s or self.default_rate_per_s)
         if wait_s:
             raise ApiError(
@@ -120,12 +137,6 @@ class Gateway:
                 f"key {key.name!r} is over its rate limit",
                 headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
             )
-        if scope not in key.scopes:
-            raise ApiError(403, f"key {key.name!r} lacks the {scope.value!r} scope")
-        if not _APP_ID.match(app_id):
-            raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
-        if not key.may_use(app_id):
-            raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
         return key
 
     # ------------------------------------------------------------ reads
@@ -141,15 +152,25 @@ class Gateway:
             raise ApiError(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
 
     def token_json(self, update: TokenUpdate) -> Response:
-        return JSONResponse(
-            {
-                "access_token": update.value,
-                "expires_in": max(0, int(update.expires_at - self.clock())),
-                "expires_at": update.expires_at,
-                "version": update.version,
-            },
-            headers={"Cache-Control": "no-store"},
-        )
+        return Response(self.token_body(update), media_type="application/json", headers=_NO_STORE)
+
+    def token_body(self, update: TokenUpdate) -> bytes:
+        """The token's JSON; built once per update and second of `expires_in`."""
+        expires_in_s = max(0, int(update.expires_at - self.clock()))
+        cached = self._bodies.get((update.app_id, update.kind))
+        if cached is None or cached[0] is not update or cached[1] != expires_in_s:
+            body = json.dumps(
+                {
+                    "access_token": update.value,
+                    "expires_in": expires_in_s,
+                    "expires_at": update.expires_at,
+                    "version": update.version,
+                },
+                separators=(",", ":"),
+            ).encode()
+            cached = (update, expires_in_s, body)
+            self._bodies[(update.app_id, update.kind)] = cached
+        return cached[2]
 
     # ------------------------------------------------------------ writes
     def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
@@ -218,6 +239,7 @@ class Gateway:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
@@ -248,8 +270,9 @@ def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
     ]
 
 
-def build_app(gw: Gateway, *, start_client: bool = True) -> Starlette:
-    """The ASGI app; its lifespan starts the client and the keys watcher."""
+def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
+    """The ASGI app (hot reads first, then Starlette); its lifespan starts the client and
+    the keys watcher."""
     document = openapi_document(list(KIND_PATHS))
 
     async def legacy(request: Request) -> Response:
@@ -310,8 +333,9 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> Starlette:
     ]
     for segment, kind in KIND_PATHS.items():
         routes += _kind_routes(gw, segment, kind)
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_exception},
         lifespan=lifespan,
     )
+    return FastReads(app, gw, KIND_PATHS)
