@@ -124,11 +124,11 @@ def openapi_document(kind_segments: list[str]) -> dict[str, Any]:
                     "in": "query",
                     "required": False,
                     "schema": {"type": "string"},
+                    "description": "the app; needed when the gateway serves several (else 404)",
                 }
             ],
             "responses": {
                 "200": _plain("the token"),
-                "400": _error("several apps served: ?appid= is needed"),
                 **_AUTH_ERRORS,
                 "503": _error("no valid token held", retry_after=True),
             },
