@@ -39,10 +39,10 @@ import pika
 import redis
 
 from consumer_lib import TokenSource, TokenUpdate
-from consumer_lib._keys import KeyLayout
+from consumer_lib.wire.keys import KeyLayout
 from ops.gateway import add_key
-from producer._publisher import declare_exchange
-from producer._store import TokenStore
+from producer.publishing import declare_exchange
+from producer.store import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -16,22 +16,22 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind
-from consumer_lib._redis import connect_redis
-from consumer_lib._refresh_request import RefreshRequest
-from consumer_lib._signing import codec_from_settings
+from consumer_lib.snapshot import connect_redis
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import RefreshRequest
+from consumer_lib.wire.signing import codec_from_settings
+from consumer_lib.wire.update import TokenKind
 
-from ._apps import AppConfig
-from ._audit import AuditLog
-from ._budget import RefreshBudget
-from ._lease import Leadership
-from ._publisher import Publisher
-from ._refresher import AppRefresher, Fetcher, RefreshTiming
-from ._request_listener import RequestListener
-from ._settings import ProducerSettings
-from ._store import TokenStore
-from ._wechat import WeChatClient
+from .apps import AppConfig
+from .audit import AuditLog
+from .budget import RefreshBudget
+from .lease import Leadership
+from .publishing import Publisher
+from .refresher import AppRefresher, Fetcher, RefreshTiming
+from .request_listener import RequestListener
+from .settings import ProducerSettings
+from .store import TokenStore
+from .wechat import WeChatClient
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import ssl
 import sys
 
 from consumer_lib import ConfigError
-from consumer_lib._settings import load_settings
+from consumer_lib.settings import load_settings
 
 from ._app import build_app
 from ._settings import GatewaySettings

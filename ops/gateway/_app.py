@@ -37,7 +37,7 @@ from consumer_lib import (
     TokenUpdate,
     mask,
 )
-from producer._audit import AuditEvent, AuditLog
+from producer.audit import AuditEvent, AuditLog
 
 from ._apikeys import ApiKey, KeyRing, Scope
 from ._fastpath import FastReads, authorization
@@ -281,7 +281,7 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
         if app_id is None:
             held = {u.app_id for u in gw.view.held() if u.kind is TokenKind.ACCESS_TOKEN}
             if len(held) != 1:
-                raise ApiError(404, "no default app: this gateway serves several; add ?appid=<app id>")
+                raise ApiError(404, "no default app: several are served; add ?appid=<app id>")
             app_id = held.pop()
         if not gw.legacy_anonymous:
             gw.authenticate(request, Scope.READ, app_id)

@@ -13,8 +13,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from consumer_lib import BrokerError, TokenKind, TokenSource, TokenUpdate, WxTokenError
-from producer._audit import AuditEvent, AuditLog
-from producer._store import TokenStore
+from producer.audit import AuditEvent, AuditLog
+from producer.store import TokenStore
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from consumer_lib import ClientSettings
-from consumer_lib._settings import TlsFile
+from consumer_lib.settings.tls import TlsFile
 
 
 def _default_operator() -> str:

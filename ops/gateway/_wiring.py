@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 from consumer_lib import TokenClient
-from consumer_lib._keys import KeyLayout
-from consumer_lib._redis import connect_redis
-from consumer_lib._signing import codec_from_settings
-from producer._audit import AuditLog
-from producer._store import TokenStore
+from consumer_lib.snapshot import connect_redis
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import codec_from_settings
+from producer.audit import AuditLog
+from producer.store import TokenStore
 
 from ._apikeys import KeyRing
 from ._app import Gateway
@@ -32,7 +32,7 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
     audit = AuditLog(redis_client, layout)
     overrider = None
     if settings.signing_key_file is not None:
-        from ops.cli import broker_channel  # the broker side of `wxtoken set`
+        from ops.cli.context import broker_channel  # the broker side of `wxtoken set`
 
         signing_store = TokenStore(
             redis_client, layout, codec_from_settings(settings, must_sign=True)

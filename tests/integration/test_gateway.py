@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from consumer_lib._keys import KeyLayout
-from producer._audit import AuditLog
+from consumer_lib.wire.keys import KeyLayout
+from producer.audit import AuditLog
 from tests.waiting import wait_for
 
 from .gateway_stack import RunningGateway, gateway

@@ -37,17 +37,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from consumer_lib._backoff import Backoff
-from consumer_lib._errors import InvalidUpdate, StoreError
-from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
-from consumer_lib._refresh_request import RefreshRequest, fingerprint
+from consumer_lib.backoff import Backoff
+from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 
-from ._apps import AppConfig, TokenApi
-from ._audit import AuditEvent, AuditLog
-from ._budget import RefreshBudget
-from ._errcodes import FailureKind
-from ._store import TokenStore
-from ._wechat import FetchedToken, UpstreamError
+from .apps import AppConfig, TokenApi
+from .audit import AuditEvent, AuditLog
+from .budget import RefreshBudget
+from .errcodes import FailureKind
+from .store import TokenStore
+from .wechat import FetchedToken, UpstreamError
 
 log = logging.getLogger(__name__)
 
