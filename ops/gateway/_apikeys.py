@@ -145,6 +145,12 @@ def add_key(
     entries = load_entries(path) if path.exists() else []
     if any(e.name == name for e in entries):
         raise ValueError(f"a key named {name!r} exists already in {path}")
+    scopes = list(scopes)
+    unknown = [s for s in scopes if s not in {scope.value for scope in Scope}]
+    if unknown:
+        raise ValueError(
+            f"unknown scope {unknown[0]!r}: scopes are {', '.join(s.value for s in Scope)}"
+        )
     key = new_key()
     try:
         entry = KeyEntry(
