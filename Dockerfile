@@ -1,5 +1,6 @@
-# wxtoken image. Default command: `wxtoken-producer`; the ops CLI (`wxtoken ...`, including
-# `wxtoken sandbox`) runs from the same image with a command override (see compose.yaml).
+# wxtoken image. Default command: `wxtoken-producer`; the gateway (`wxtoken-gateway`) and the
+# ops CLI (`wxtoken ...`, including `wxtoken sandbox`) run from the same image with a command
+# override (see compose.yaml).
 #
 # Nothing about a deployment is baked in: settings come from WXTOKEN_* variables, the apps
 # file is bind-mounted at run time and app secrets arrive as mounted secret files
@@ -23,7 +24,8 @@ COPY pyproject.toml README.md ./
 COPY consumer_lib/ consumer_lib/
 COPY producer/ producer/
 COPY ops/ ops/
-RUN python -m pip wheel --wheel-dir /wheels .
+# With the gateway's extra (Starlette, uvicorn, prometheus-client): one image runs both.
+RUN python -m pip wheel --wheel-dir /wheels '.[gateway]'
 
 # ---- runtime: a venv with the wheels installed offline, run as an unprivileged user ---------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -43,7 +45,7 @@ RUN groupadd --system --gid 10001 wxtoken \
 # The wheels are bind-mounted from the build stage, so they never land in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-index --find-links /wheels wxtoken \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels 'wxtoken[gateway]' \
  && mkdir -p /srv/wxtoken
 # An empty working directory: the settings also read `.env` from the working directory, and
 # in a container the environment alone must decide.

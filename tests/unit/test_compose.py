@@ -26,6 +26,7 @@ import yaml
 from consumer_lib.errors import ConfigError
 from consumer_lib.settings import load_settings
 from producer.apps import TokenApi, load_apps, parse_apps
+from ops.gateway import GatewaySettings
 from producer.settings import ProducerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,10 @@ DEFINITIONS_TEMPLATE = RABBITMQ_DEPLOY / "definitions.template.json"
 RENDER_SCRIPT = RABBITMQ_DEPLOY / "render_definitions.py"
 PRODUCER_PASSWORD_VARIABLE = "WXTOKEN_MQ_PRODUCER_PASSWORD"
 #: What `docker compose` needs from the environment or ./.env (stand-in values).
-COMPOSE_ENV = {PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789"}
+COMPOSE_ENV = {
+    PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789",
+    "WXTOKEN_MQ_CONSUMER_PASSWORD": "not-a-real-password-9876543210",
+}
 BIN = Path(sys.executable).parent
 REAL_WECHAT = "https://api.weixin.qq.com"
 
@@ -233,20 +237,24 @@ def test_pulled_images_are_pinned_to_exact_versions() -> None:
 
 
 def test_our_services_build_the_image_from_this_repository() -> None:
-    """The producer and the sandbox run the image built from ./Dockerfile."""
-    for name in ("producer", "sandbox"):
+    """The producer, the gateway and the sandbox run the image built from ./Dockerfile."""
+    for name in ("producer", "gateway", "sandbox"):
         assert _services()[name]["build"] == ".", name
 
 
-def test_every_wxtoken_variable_is_a_producer_settings_field() -> None:
-    """Each `WXTOKEN_*` variable any service sets names a `ProducerSettings` field."""
+def test_every_wxtoken_variable_is_a_settings_field() -> None:
+    """Each `WXTOKEN_*` variable a service sets names a field of that program's settings
+    (`GatewaySettings` for the gateway, `ProducerSettings` for the others)."""
     known = {f"WXTOKEN_{name.upper()}" for name in ProducerSettings.model_fields}
+    gateway_known = {f"WXTOKEN_{name.upper()}" for name in GatewaySettings.model_fields}
     seen = set()
     for name, service in _services().items():
+        fields = gateway_known if name == "gateway" else known
         for variable in _environment(service):
             if variable.startswith("WXTOKEN_"):
-                assert variable in known, f"{name}: {variable} is not a settings field"
-                seen.add(variable)
+                assert variable in fields, f"{name}: {variable} is not a settings field"
+                if name != "gateway":
+                    seen.add(variable)
     required = {"REDIS_URL", "AMQP_URL", "APPS_FILE", "WECHAT_BASE_URL", "LOG_LEVEL"}
     assert {f"WXTOKEN_{v}" for v in required} <= seen
     for variable in _documented_sandbox_overrides():
@@ -744,3 +752,54 @@ def test_producer_signs_with_a_mounted_key() -> None:
     assert "wxtoken_signing_key" in producer["secrets"]
     assert _compose()["secrets"]["wxtoken_signing_key"]["file"].startswith("./deploy/secrets/")
     assert (DEPLOY / "keys" / "README.md").is_file()
+
+
+# ---- the gateway -----------------------------------------------------------------------------
+
+
+def test_gateway_environment_is_valid_gateway_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The gateway's environment passes validation: it listens on all interfaces of its
+    container, on the port compose publishes, and logs in as the consumer user."""
+    for variable in list(os.environ):
+        if variable.startswith("WXTOKEN_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.chdir(tmp_path)
+    gateway = _services()["gateway"]
+    for variable, value in _resolved_environment(gateway, COMPOSE_ENV).items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings(GatewaySettings)
+    assert settings.gateway_host == "0.0.0.0"
+    assert gateway["ports"] == [f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"]
+    params = pika.URLParameters(settings.amqp_url)
+    assert params.credentials.username == "wxtoken-consumer"
+    assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
+    assert str(settings.gateway_keys_file) == "/run/secrets/gateway_keys"
+    assert "gateway_keys" in gateway["secrets"]
+    assert _compose()["secrets"]["gateway_keys"]["file"].startswith("./deploy/secrets/")
+    verify = settings.verify_key_files()
+    mounted = {m["target"] for m in gateway["volumes"] if isinstance(m, dict)}
+    assert verify
+    assert all(any(str(p).startswith(t + "/") for t in mounted) for p in verify)
+
+
+def test_gateway_healthcheck_asks_readyz_on_its_port() -> None:
+    """Compose calls the gateway healthy only once /readyz answers on its own port."""
+    gateway = _services()["gateway"]
+    port = _environment(gateway)["WXTOKEN_GATEWAY_PORT"]
+    test = gateway["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/readyz" in test[3]
+    assert gateway["command"] == ["wxtoken-gateway"]
+    assert gateway["depends_on"] == {
+        "rabbitmq": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+
+
+def test_image_installs_the_gateway_extra() -> None:
+    """The image carries the gateway's dependencies, so `wxtoken-gateway` runs in it."""
+    runs = " ".join(rest for keyword, rest in _dockerfile() if keyword == "RUN")
+    assert "'.[gateway]'" in runs
+    assert "'wxtoken[gateway]'" in runs
