@@ -25,8 +25,8 @@ import yaml
 
 from consumer_lib.errors import ConfigError
 from consumer_lib.settings import load_settings
-from producer.apps import TokenApi, load_apps, parse_apps
 from ops.gateway import GatewaySettings
+from producer.apps import TokenApi, load_apps, parse_apps
 from producer.settings import ProducerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
