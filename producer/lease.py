@@ -113,6 +113,11 @@ class Leadership:
         """True while this producer holds a lease it has confirmed recently enough."""
         return self._monotonic() < self._trusted_until
 
+    @property
+    def store_reachable(self) -> bool:
+        """False since the last lease call to Redis failed, until one succeeds."""
+        return self._store_reachable
+
     def may_fetch(self, token_api: TokenApi) -> bool:
         """Whether this producer may call upstream for an app using `token_api`."""
         if self.is_leader:

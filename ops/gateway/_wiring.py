@@ -4,6 +4,7 @@ audit trail, the override use case (when an operator key is configured) and metr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from consumer_lib import TokenClient
 from consumer_lib.snapshot import connect_redis
@@ -56,4 +57,18 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
         max_body_bytes=settings.gateway_max_body_bytes,
         legacy_anonymous=settings.gateway_legacy_anonymous,
     )
+    try:
+        gateway.metrics = _metrics(client)
+    except ImportError:  # prometheus-client is in the gateway extra; without it, no /metrics
+        gateway.metrics = None
     return gateway
+
+
+def _metrics(client: TokenClient) -> Callable[[], tuple[bytes, str]]:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from consumer_lib.metrics import TokenClientCollector
+
+    registry = CollectorRegistry()
+    registry.register(TokenClientCollector(client))
+    return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST)

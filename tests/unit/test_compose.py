@@ -803,3 +803,13 @@ def test_image_installs_the_gateway_extra() -> None:
     runs = " ".join(rest for keyword, rest in _dockerfile() if keyword == "RUN")
     assert "'.[gateway]'" in runs
     assert "'wxtoken[gateway]'" in runs
+
+
+def test_producer_healthcheck_asks_readyz_on_its_metrics_port() -> None:
+    """The producer serves /readyz on WXTOKEN_METRICS_PORT and compose's healthcheck asks it."""
+    producer = _services()["producer"]
+    env = _environment(producer)
+    port = env["WXTOKEN_METRICS_PORT"]
+    assert env["WXTOKEN_METRICS_HOST"] == "0.0.0.0"
+    assert f"http://127.0.0.1:{port}/readyz" in producer["healthcheck"]["test"][3]
+    assert f"127.0.0.1:{port}:{port}" in producer["ports"]
