@@ -101,6 +101,8 @@ class Leadership:
         self._said_ran_out = False
         self.epoch: int | None = None
         self.holder: str | None = None
+        #: How often this producer became the leader (each one a takeover or a start).
+        self.acquisitions = 0
 
     # ------------------------------------------------------------ questions
     @property
@@ -207,6 +209,7 @@ class Leadership:
             return
         self._leading = leading
         if leading:
+            self.acquisitions += 1
             log.info("leading now (epoch %s, lease %.1f s)", self.epoch, self.ttl_s)
         if self._on_change is not None:
             self._on_change(leading)

@@ -18,6 +18,8 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
     wxtoken_producer_budget_used{app_id,api} / wxtoken_producer_budget_limit{app_id,api}
     wxtoken_producer_leader                                1 while holding the lease
     wxtoken_producer_lease_epoch                           changes() of it counts takeovers
+    wxtoken_producer_lease_acquisitions_total              times this one became the leader
+    wxtoken_producer_publishes_total{result}               confirmed | nacked
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
 """
 
@@ -58,6 +60,10 @@ class ProducerView:
     redis_reachable: Callable[[], bool]
     budget: RefreshBudget | None = None
     meter: MeteredFetcher | None = None
+    #: (confirmed, nacked) publishes so far
+    publishes: Callable[[], tuple[int, int]] | None = None
+    #: times this producer became the leader
+    lease_acquisitions: Callable[[], int] | None = None
 
 
 def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> ProducerView:
@@ -70,6 +76,8 @@ def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> Pr
         redis_reachable=lambda: service.leadership.store_reachable,
         budget=getattr(service, "budget", None),
         meter=meter,
+        publishes=lambda: (service.publisher.published_count, service.publisher.nacked_count),
+        lease_acquisitions=lambda: service.leadership.acquisitions,
     )
 
 
@@ -108,6 +116,20 @@ class ProducerCollector(Collector):
                 "Lease term last held or seen; each change is a new leader.",
                 value=epoch,
             )
+        if view.lease_acquisitions is not None:
+            yield CounterMetricFamily(
+                "wxtoken_producer_lease_acquisitions",
+                "Times this producer became the leader (at start, or taking over).",
+                value=view.lease_acquisitions(),
+            )
+        if view.publishes is not None:
+            confirmed, nacked = view.publishes()
+            publishes = _counter(
+                "wxtoken_producer_publishes", "Publishes by broker answer.", ["result"]
+            )
+            publishes.add_metric(["confirmed"], confirmed)
+            publishes.add_metric(["nacked"], nacked)
+            yield publishes
         yield GaugeMetricFamily(
             "wxtoken_producer_broker_connected",
             "1 while the publisher's channel is open.",

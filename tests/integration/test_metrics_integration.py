@@ -46,6 +46,9 @@ def test_producer_serves_metrics_and_health(stack: Stack) -> None:
     metrics = _metrics(base + "/metrics")
     assert metrics["wxtoken_producer_leader"][0][1] == 1
     assert metrics["wxtoken_producer_lease_epoch"][0][1] >= 1
+    assert metrics["wxtoken_producer_lease_acquisitions_total"][0][1] == 1
+    published = {labels["result"]: v for labels, v in metrics["wxtoken_producer_publishes_total"]}
+    assert published["confirmed"] >= 1
     fetched = {
         labels["app_id"]: value for labels, value in metrics["wxtoken_producer_fetches_total"]
     }

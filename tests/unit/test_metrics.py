@@ -132,6 +132,8 @@ def test_producer_collector(clock: FakeClock) -> None:
         redis_reachable=lambda: True,
         budget=budget,
         meter=meter,
+        publishes=lambda: (11, 2),
+        lease_acquisitions=lambda: 3,
     )
     registry = CollectorRegistry()
     registry.register(ProducerCollector(view, clock=clock))
@@ -147,6 +149,9 @@ def test_producer_collector(clock: FakeClock) -> None:
     assert samples[("wxtoken_producer_budget_limit", (("api", "stable"), *app_label))] == 20
     assert samples[("wxtoken_producer_leader", ())] == 1
     assert samples[("wxtoken_producer_lease_epoch", ())] == 7
+    assert samples[("wxtoken_producer_lease_acquisitions_total", ())] == 3
+    assert samples[("wxtoken_producer_publishes_total", (("result", "confirmed"),))] == 11
+    assert samples[("wxtoken_producer_publishes_total", (("result", "nacked"),))] == 2
     assert is_ready(view) == (True, "leader")
 
 
