@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import redis
+from click.testing import CliRunner
 
 from consumer_lib.wire.keys import KeyLayout
+from ops.cli import main
 from producer.audit import AuditLog
 from tests.waiting import wait_for
 
@@ -173,3 +179,47 @@ def test_health(gateway: RunningGateway) -> None:
     ready = gateway.get("/readyz", role=None)
     assert ready.status_code == 200
     assert ready.json()["held_tokens"] >= 2
+
+
+def test_keys_file_changes_take_effect_without_restart(gateway: RunningGateway) -> None:
+    """A key added to the file works within seconds; a removed one is refused."""
+    keys_file = Path(gateway.env["WXTOKEN_GATEWAY_KEYS_FILE"])
+    path = _path(gateway.stack.app_ids[0])
+    runner = CliRunner()
+    added = runner.invoke(
+        main, ["gateway-key", "add", "late", "--apps", "wxe2e*", "--file", str(keys_file)]
+    )
+    assert added.exit_code == 0, added.output
+    late = {"Authorization": f"Bearer {added.stdout.strip()}"}
+    wait_for(
+        lambda: gateway.get(path, role=None, headers=late).status_code == 200,
+        timeout_s=15,
+        message="the new key accepted",
+    )
+    removed = runner.invoke(main, ["gateway-key", "remove", "late", "--file", str(keys_file)])
+    assert removed.exit_code == 0
+    wait_for(
+        lambda: gateway.get(path, role=None, headers=late).status_code == 401,
+        timeout_s=15,
+        message="the removed key refused",
+    )
+    assert gateway.get(path).status_code == 200
+
+
+def test_a_broken_keys_file_stops_the_gateway_with_one_line(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """A malformed keys file at start is exit 2 and one line naming the file."""
+    broken = tmp_path / "broken-keys.json"
+    broken.write_text('{"keys": [{"name": "x"}]}')
+    done = subprocess.run(
+        [sys.executable, "-m", "ops.gateway"],
+        env={**gateway.env, "WXTOKEN_GATEWAY_KEYS_FILE": str(broken)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "keys file" in done.stderr
+    assert str(broken) in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,8 @@ def test_demo_says_how_to_start_an_unreachable_redis(
     monkeypatch.chdir(str(tmp_path))
     monkeypatch.setenv("WXTOKEN_REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("WXTOKEN_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2F")
+    pika_logger = logging.getLogger("pika")
+    monkeypatch.setattr(pika_logger, "level", pika_logger.level)  # main() quiets pika
     assert main([]) == 1
     err = capsys.readouterr().err
     assert "Redis is not reachable" in err
