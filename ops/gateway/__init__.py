@@ -11,7 +11,8 @@ gateway's operator key. API keys (hashed in a keys file) carry app patterns and 
     _override   the override use case (as `wxtoken set`)
     _http       the JSON error shape, bounded bodies
     _fastpath   the hot read in raw ASGI
-    _app        Gateway (auth, scopes, routes) and build_app
+    _app        Gateway: auth, scopes, reads, reports, overrides
+    _routes     the routes and build_app
     _openapi    the served OpenAPI document
     _wiring     make_gateway(settings)
     __main__    the console script

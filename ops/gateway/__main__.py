@@ -9,7 +9,7 @@ import sys
 from consumer_lib import ConfigError
 from consumer_lib.settings import load_settings
 
-from ._app import build_app
+from ._routes import build_app
 from ._settings import GatewaySettings
 from ._wiring import make_gateway
 

@@ -1,31 +1,26 @@
-"""The gateway's routes: thin over `TokenView` (reads), `TokenClient.report_invalid` and
-`Overrider`, with API-key authentication, scopes and a per-key rate limit.
+"""`Gateway`: what the routes do, thin over `TokenView` (reads), `TokenClient.report_invalid`
+and `Overrider`, with API-key authentication, scopes and a per-key rate limit.
 
-Routes are made per token kind from `KIND_PATHS`, so tickets drop in as another entry
-(`"tickets/jsapi": TokenKind.JSAPI_TICKET`) once the producer serves them.
+Routes are made per token kind from `KIND_PATHS` (`_routes`), so tickets drop in as another
+entry (`"tickets/jsapi": TokenKind.JSAPI_TICKET`) once the producer serves them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.responses import Response
 
 from consumer_lib import (
     BrokerError,
@@ -40,9 +35,8 @@ from consumer_lib import (
 from producer.audit import AuditEvent, AuditLog
 
 from ._apikeys import ApiKey, KeyRing, Scope
-from ._fastpath import FastReads, authorization
-from ._http import ApiError, on_api_error, on_http_exception, read_model
-from ._openapi import openapi_document
+from ._fastpath import authorization
+from ._http import ApiError
 from ._override import Overrider, OverrideRefused, PublishFailed
 from ._ratelimit import RateLimiter
 from ._tokens import TokenView, UnknownApp
@@ -51,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: URL path segment of each kind served; tickets add theirs here.
 KIND_PATHS: dict[str, TokenKind] = {"access_token": TokenKind.ACCESS_TOKEN}
-_APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: Clients told 503 are asked to come back this soon.
 RETRY_AFTER_S = 2
 KEYS_RELOAD_EVERY_S = 2.0
@@ -126,7 +120,7 @@ class Gateway:
             )
         if scope not in key.scopes:
             raise ApiError(403, f"key {key.name!r} lacks the {scope.value!r} scope")
-        if not _APP_ID.match(app_id):
+        if not APP_ID.match(app_id):
             raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
         if not key.may_use(app_id):
             raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
@@ -238,104 +232,4 @@ class Gateway:
                 log.warning("keeping the keys in force: %s", exc)
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
-    async def read(request: Request) -> Response:
-        app_id = request.path_params["app_id"]
-        gw.authenticate(request, Scope.READ, app_id)
-        return gw.token_json(await gw.current(app_id, kind))
-
-    async def report(request: Request) -> Response:
-        app_id = request.path_params["app_id"]
-        key = gw.authenticate(request, Scope.REPORT, app_id)
-        body = await read_model(request, ReportBody, max_bytes=gw.max_body_bytes)
-        sent = await run_in_threadpool(gw.report, key, app_id, kind, body)
-        return JSONResponse({"app_id": app_id, "reported": sent}, status_code=202)
-
-    async def override(request: Request) -> Response:
-        app_id = request.path_params["app_id"]
-        key = gw.authenticate(request, Scope.OVERRIDE, app_id)
-        body = await read_model(request, OverrideBody, max_bytes=gw.max_body_bytes)
-        status, answer = await run_in_threadpool(gw.override, key, app_id, kind, body)
-        return JSONResponse(answer, status_code=status)
-
-    base = f"/v1/apps/{{app_id}}/{segment}"
-    return [
-        Route(base, read, methods=["GET"]),
-        Route(base, override, methods=["POST"]),
-        Route(f"{base}:report", report, methods=["POST"]),
-    ]
-
-
-def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
-    """The ASGI app (hot reads first, then Starlette); its lifespan starts the client and
-    the keys watcher."""
-    document = openapi_document(list(KIND_PATHS))
-
-    async def legacy(request: Request) -> Response:
-        """The origin server's `GET /accesstoken[?appid=]`: the bare token as text."""
-        app_id = request.query_params.get("appid")
-        if app_id is None:
-            held = {u.app_id for u in gw.view.held() if u.kind is TokenKind.ACCESS_TOKEN}
-            if len(held) != 1:
-                raise ApiError(404, "no default app: several are served; add ?appid=<app id>")
-            app_id = held.pop()
-        if not gw.legacy_anonymous:
-            gw.authenticate(request, Scope.READ, app_id)
-        elif not _APP_ID.match(app_id):
-            raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
-        update = await gw.current(app_id, TokenKind.ACCESS_TOKEN)
-        return PlainTextResponse(update.value, headers={"Cache-Control": "no-store"})
-
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(document)
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "alive"})
-
-    async def readyz(request: Request) -> Response:
-        held = gw.view.valid_count()
-        answer = {"held_tokens": held, "broker_connected": gw.client.connected}
-        if held == 0:
-            return JSONResponse(
-                {**answer, "status": "not ready", "reason": "holding no valid token yet"},
-                status_code=503,
-            )
-        return JSONResponse({**answer, "status": "ready"})
-
-    async def metrics(request: Request) -> Response:
-        if gw.metrics is None:
-            raise ApiError(404, "metrics are off (install wxtoken[gateway])")
-        body, content_type = gw.metrics()
-        return Response(body, media_type=content_type)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if start_client:
-            gw.client.start()
-        watcher = asyncio.create_task(gw.watch_keys())
-        try:
-            yield
-        finally:
-            watcher.cancel()
-            if start_client:
-                await run_in_threadpool(gw.client.close)
-
-    routes = [
-        Route("/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/accesstoken", legacy, methods=["GET"]),
-    ]
-    for segment, kind in KIND_PATHS.items():
-        routes += _kind_routes(gw, segment, kind)
-    app = Starlette(
-        routes=routes,
-        exception_handlers={ApiError: on_api_error, HTTPException: on_http_exception},
-        lifespan=lifespan,
-    )
-    return FastReads(app, gw, KIND_PATHS)

@@ -11,8 +11,9 @@ from starlette.testclient import TestClient
 
 from consumer_lib import StoreError, TokenKind, TokenUnavailable, TokenUpdate
 from ops.gateway import KeyRing, add_key
-from ops.gateway._app import Gateway, build_app
+from ops.gateway._app import Gateway
 from ops.gateway._ratelimit import RateLimiter
+from ops.gateway._routes import build_app
 from ops.gateway._tokens import TokenView
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
