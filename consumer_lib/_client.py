@@ -36,6 +36,7 @@ from typing import Self
 import redis
 
 from ._cache import Offer, TokenCache
+from ._rejections import rejection_reason
 from ._subscriber import Subscriber
 from .errors import InvalidUpdate, StoreError, TokenUnavailable
 from .settings import ClientSettings, load_settings
@@ -109,6 +110,8 @@ class TokenClient:
         self.last_store_error: str | None = None
         self._reports: dict[tuple[str, TokenKind, str], float] = {}
         self.stats = ClientStats()
+        #: Rejected updates by reason (`_rejections.REASONS`), for metrics.
+        self.rejections: dict[str, int] = {}
         self._name = name
         self._rand = rand
         self._subscriber = self._new_subscriber()
@@ -348,6 +351,8 @@ class TokenClient:
 
     def _reject(self, what: str, exc: InvalidUpdate) -> None:
         self.stats.rejected += 1
+        reason = rejection_reason(exc)
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected %s: %s", what, exc)
 
     def _offer(self, update: TokenUpdate, *, origin: str) -> None:

@@ -13,6 +13,9 @@ wire, at most `max_apps` of them) and the kind; never a token.
     wxtoken_client_token_seconds_left{app_id,kind}   gauge, negative once expired
     wxtoken_client_token_version{app_id,kind}        gauge
     wxtoken_client_updates_total{outcome}             accepted | stale | expired | invalid
+    wxtoken_client_rejected_total{reason}             why invalid ones were: malformed,
+                                                      unsigned, bad_signature, unknown_key,
+                                                      untrusted_publisher, oversize
     wxtoken_client_snapshot_reads_total / _failures_total
     wxtoken_client_broker_connected                   1 while pushed updates arrive
     wxtoken_client_redis_reachable                    0 after a failed snapshot read
@@ -32,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._client import TokenClient
+from ._rejections import REASONS
 
 #: More apps than this in one process is not a deployment: the rest are not exported.
 DEFAULT_MAX_APPS = 1000
@@ -83,6 +87,15 @@ class TokenClientCollector(Collector):
         ):
             updates.add_metric([outcome], count)
         yield updates
+        rejected = CounterMetricFamily(
+            "wxtoken_client_rejected",
+            "Invalid updates rejected, by reason.",
+            labels=["reason"],
+        )
+        counts = dict(self._client.rejections)
+        for reason in REASONS:
+            rejected.add_metric([reason], counts.get(reason, 0))
+        yield rejected
         yield CounterMetricFamily(
             "wxtoken_client_snapshot_reads",
             "Reads of the Redis snapshot.",

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from consumer_lib import ClientSettings, TokenClient
+from consumer_lib import ClientSettings, InvalidUpdate, TokenClient
+from consumer_lib._rejections import REASONS, rejection_reason
 from consumer_lib.metrics import TokenClientCollector
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import AppConfig, TokenApi
@@ -71,6 +72,8 @@ def test_client_collector_reports_held_tokens_and_outcomes(
     assert samples[("wxtoken_client_token_version", labels)] == 5
     assert samples[("wxtoken_client_updates_total", (("outcome", "accepted"),))] == 1
     assert samples[("wxtoken_client_updates_total", (("outcome", "invalid"),))] == 1
+    assert samples[("wxtoken_client_rejected_total", (("reason", "malformed"),))] == 1
+    assert samples[("wxtoken_client_rejected_total", (("reason", "bad_signature"),))] == 0
     assert samples[("wxtoken_client_broker_connected", ())] == 0
     assert samples[("wxtoken_client_redis_reachable", ())] == 1
 
@@ -201,3 +204,21 @@ def test_status_server_routes() -> None:
         assert json.loads(body)["error"] == "not_found"
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("published by untrusted user 'mallory'", "untrusted_publisher"),
+        ("invalid update: unsigned, and only signed ones are accepted", "unsigned"),
+        ("invalid update: signed by unknown key 0123456789abcdef", "unknown_key"),
+        ("invalid update: bad signature (key 0123456789abcdef)", "bad_signature"),
+        ("update of 70000 bytes exceeds 65536", "oversize"),
+        ("invalid update: value: String should have at most 512 characters", "malformed"),
+        ("something new", "malformed"),
+    ],
+)
+def test_rejection_reasons_are_a_fixed_set(message: str, reason: str) -> None:
+    """Every rejection maps to one of a few words, never to text from the input."""
+    assert rejection_reason(InvalidUpdate(message)) == reason
+    assert reason in REASONS
