@@ -88,6 +88,11 @@ class Gateway:
     _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, bytes]] = field(
         default_factory=dict, repr=False
     )
+    #: Answers by HTTP status, for metrics (the event loop's thread only).
+    responses: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def count_response(self, status: int) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
 
     # ------------------------------------------------------------ auth
     def authenticate(self, request: Request, scope: Scope, app_id: str) -> ApiKey:

@@ -4,14 +4,14 @@ When the token is held and the key may read it, the answer is sent at once (abou
 of Starlette's per-request cost is routing, `Request`, middleware and `Response` objects).
 Anything else (an error, a miss, another route) goes to the Starlette app unchanged,
 which answers it the one documented way; the rate limit is charged only on success, so a
-request passed on is never charged twice.
+request passed on is never charged twice. Every answer's status is counted (metrics).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consumer_lib import TokenKind
 
@@ -46,8 +46,19 @@ class FastReads:
                 app_id, _, segment = path[len(_PREFIX) :].partition("/")
                 kind = self._kinds.get(segment)
                 if kind is not None and await self._answer(scope, send, app_id, kind):
+                    self._gw.count_response(200)
                     return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        count = self._gw.count_response
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                count(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
     async def _answer(self, scope: Scope, send: Send, app_id: str, kind: TokenKind) -> bool:
         gw = self._gw

@@ -58,17 +58,20 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
         legacy_anonymous=settings.gateway_legacy_anonymous,
     )
     try:
-        gateway.metrics = _metrics(client)
+        gateway.metrics = _metrics(gateway)
     except ImportError:  # prometheus-client is in the gateway extra; without it, no /metrics
         gateway.metrics = None
     return gateway
 
 
-def _metrics(client: TokenClient) -> Callable[[], tuple[bytes, str]]:
+def _metrics(gateway: Gateway) -> Callable[[], tuple[bytes, str]]:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     from consumer_lib.metrics import TokenClientCollector
 
+    from ._metrics import GatewayCollector
+
     registry = CollectorRegistry()
-    registry.register(TokenClientCollector(client))
+    registry.register(TokenClientCollector(gateway.client))
+    registry.register(GatewayCollector(gateway))
     return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST)

@@ -80,3 +80,8 @@ def test_gateway_serves_client_metrics(gateway: RunningGateway) -> None:
         served = gateway.get(f"/v1/apps/{app_id}/access_token").json()["access_token"]
         assert served not in text
     assert "wxtoken_client_broker_connected 1.0" in text
+    gateway.get(f"/v1/apps/{gateway.stack.app_ids[0]}/access_token", role=None)  # a 401
+    text = httpx.get(gateway.base_url + "/metrics", timeout=5).text
+    assert 'wxtoken_gateway_responses_total{status="200"}' in text
+    assert 'wxtoken_gateway_responses_total{status="401"} 1.0' in text
+    assert "wxtoken_gateway_keys 5.0" in text

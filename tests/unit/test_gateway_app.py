@@ -263,3 +263,13 @@ def test_health_and_unknown_routes(h: Harness) -> None:
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
     assert h.http.delete(f"/v1/apps/{APP}/access_token").status_code == 405
+
+
+def test_every_answer_is_counted_by_status(h: Harness) -> None:
+    """Fast reads, Starlette's answers and errors all land in the status counts."""
+    h.client.push(make_update(app_id=APP))
+    h.http.get(f"/v1/apps/{APP}/access_token", headers=h.auth())
+    h.http.get(f"/v1/apps/{APP}/access_token")
+    h.http.get("/v1/nothing")
+    h.http.get("/healthz")
+    assert h.gateway.responses == {200: 2, 401: 1, 404: 1}
