@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,3 +87,15 @@ def test_gateway_serves_client_metrics(gateway: RunningGateway) -> None:
     assert 'wxtoken_gateway_responses_total{status="200"}' in text
     assert 'wxtoken_gateway_responses_total{status="401"} 1.0' in text
     assert "wxtoken_gateway_keys 5.0" in text
+
+
+def test_producer_with_a_taken_metrics_port_exits_2(stack: Stack) -> None:
+    """A metrics port someone else holds stops the producer with one line, exit 2."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        producer = stack.producer(WXTOKEN_METRICS_PORT=str(port))
+        assert producer.proc.wait(30) == 2
+    err = producer.stderr_text()
+    assert f"WXTOKEN_METRICS_PORT: cannot listen on 127.0.0.1:{port}" in err
