@@ -100,6 +100,7 @@ class ProducerService:
         )
         timing = timing_from(settings)
         budget = RefreshBudget(client, keys, clock=clock)
+        self.budget = budget  # read by producer.metrics
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
         self.audit = AuditLog(client, keys, clock=clock)
         self.refreshers = [

@@ -11,6 +11,7 @@ Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
     observe   status, watch, history
     sandbox   sandbox
     keys      keygen
+    gateway_keys  gateway-key add|list|remove (the gateway's API keys)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import click
 
 from consumer_lib.errors import ConfigError, StoreError, WxTokenError
 
-from . import keys, observe, sandbox, tokens
+from . import gateway_keys, keys, observe, sandbox, tokens
 from .context import BadConfig, CliError, OpsContext
 
 
@@ -75,5 +76,6 @@ for _command in (
     observe.history,
     sandbox.sandbox,
     keys.keygen,
+    gateway_keys.gateway_key,
 ):
     main.add_command(_command)
