@@ -5,6 +5,9 @@
 {prefix}:known                     set of "{app_id}:{kind}" ever written, for `status`
 {prefix}:leader                    "{epoch}|{owner}" of the producer holding the lease (PX)
 {prefix}:leader_epoch              counter of lease acquisitions
+{prefix}:control:seen:{request_id}    a control request the leader took (SET NX EX): no replay
+{prefix}:control:answer:{request_id}  the leader's ControlAnswer as JSON, for the CLI (EX)
+{prefix}:upstream_errors           hash "{app_id}:{kind}" -> last failed fetch (UpstreamFailure)
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ class KeyLayout:
     @property
     def leader_epoch(self) -> str:
         return f"{self.prefix}:leader_epoch"
+
+    def control_seen(self, request_id: str) -> str:
+        return f"{self.prefix}:control:seen:{request_id}"
+
+    def control_answer(self, request_id: str) -> str:
+        return f"{self.prefix}:control:answer:{request_id}"
+
+    @property
+    def upstream_errors(self) -> str:
+        return f"{self.prefix}:upstream_errors"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:
