@@ -145,7 +145,12 @@ class ControlHandler:
                 now_s - request.issued_at,
                 CONTROL_WINDOW_S,
             )
-            self._answer(request, ControlResult.REFUSED, "issued outside the time window")
+            self._answer(
+                request,
+                ControlResult.REFUSED,
+                f"issued {request.issued_at - now_s:+.0f} s from the leader's clock, outside "
+                f"the {CONTROL_WINDOW_S:.0f} s time window: check both clocks",
+            )
             return
         try:
             first = self._client.set(

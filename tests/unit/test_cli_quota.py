@@ -18,7 +18,12 @@ from pydantic import SecretStr
 
 from consumer_lib.errors import BrokerError
 from consumer_lib.settings import CommonSettings
-from consumer_lib.wire.control import CONTROL_MESSAGE_TYPE, ControlRequest
+from consumer_lib.wire.control import (
+    CONTROL_MESSAGE_TYPE,
+    ControlAnswer,
+    ControlRequest,
+    ControlResult,
+)
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import generate_keypair, key_id, load_private_key
 from ops.cli import main
@@ -266,8 +271,8 @@ def test_a_leader_that_does_not_trust_the_key_times_out_naming_the_key(
 
 @pytest.mark.parametrize(
     "stored",
-    [b"garbage", b'{"request_id": 1}', b"\xff" * 10],
-    ids=["text", "wrong-shape", "binary"],
+    [b"garbage", b'{"request_id": 1}', b"\xff" * 10, b"OTHER-APP"],
+    ids=["text", "wrong-shape", "binary", "another-app"],
 )
 def test_a_malformed_answer_in_redis_is_an_error(
     stored: bytes, settings: CommonSettings, fake_redis: fakeredis.FakeRedis, now: FakeClock
@@ -279,13 +284,24 @@ def test_a_malformed_answer_in_redis_is_an_error(
         def __call__(self, settings: CommonSettings, sender: str) -> Iterator[SendControl]:
             def send(body: bytes, now_s: float) -> None:
                 request = ControlRequest.model_validate_json(json.loads(body)["payload"])
-                fake_redis.set(KEYS.control_answer(request.request_id), stored)
+                value = stored
+                if stored == b"OTHER-APP":  # well formed, but about another app
+                    value = ControlAnswer(
+                        request_id=request.request_id,
+                        action=request.action,
+                        app_id="wxother00000001",
+                        result=ControlResult.DONE,
+                        message="quota cleared",
+                        producer_id="producer-a",
+                        answered_at=now_s,
+                    ).encode()
+                fake_redis.set(KEYS.control_answer(request.request_id), value)
 
             yield send
 
     result = run(settings, fake_redis, now, Forger(None), APP, "--yes")
     assert result.exit_code == 1
-    assert "malformed answer" in result.stderr
+    assert "Redis holds" in result.stderr
     assert "cleared" not in result.stdout
 
 

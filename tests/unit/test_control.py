@@ -258,6 +258,7 @@ def test_a_request_outside_the_window_is_refused(
     assert answer is not None
     assert answer.result is ControlResult.REFUSED
     assert "time window" in answer.message
+    assert "check both clocks" in answer.message
 
 
 @responses.activate
