@@ -41,16 +41,6 @@ class KeyLayout:
     def leader_epoch(self) -> str:
         return f"{self.prefix}:leader_epoch"
 
-    def control_seen(self, request_id: str) -> str:
-        return f"{self.prefix}:control:seen:{request_id}"
-
-    def control_answer(self, request_id: str) -> str:
-        return f"{self.prefix}:control:answer:{request_id}"
-
-    @property
-    def upstream_errors(self) -> str:
-        return f"{self.prefix}:upstream_errors"
-
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:
         return f"{app_id}:{kind}"
@@ -59,3 +49,16 @@ class KeyLayout:
     def parse_member(member: str) -> tuple[str, TokenKind]:
         app_id, _, kind = member.rpartition(":")
         return app_id, TokenKind(kind)
+
+    def control_seen(self, request_id: str) -> str:
+        """A control request the leader took (SET NX EX): its replays are refused."""
+        return f"{self.prefix}:control:seen:{request_id}"
+
+    def control_answer(self, request_id: str) -> str:
+        """The leader's `ControlAnswer` to a control request, for the CLI."""
+        return f"{self.prefix}:control:answer:{request_id}"
+
+    @property
+    def upstream_errors(self) -> str:
+        """Hash of the last failed fetch per "{app_id}:{kind}" (`producer.upstream_errors`)."""
+        return f"{self.prefix}:upstream_errors"

@@ -367,3 +367,11 @@ def test_the_request_listener_hands_control_messages_to_the_hook() -> None:
     )
     bare._handle(b"sealed", PROPS)
     assert bare.stats.rejected == 1
+
+
+def test_the_new_key_names_are_stable() -> None:
+    """CLI and producers of different releases meet at these names."""
+    layout = KeyLayout("wxtoken")
+    assert layout.control_seen("ab" * 16) == f"wxtoken:control:seen:{'ab' * 16}"
+    assert layout.control_answer("ab" * 16) == f"wxtoken:control:answer:{'ab' * 16}"
+    assert layout.upstream_errors == "wxtoken:upstream_errors"
