@@ -85,6 +85,10 @@ PublisherFactory = Callable[[CommonSettings, str], AbstractContextManager[Publis
 SendRequest = Callable[[RefreshRequest, float], None]
 #: Opens the broker and declares the requests exchange; `BrokerError`.
 RequesterFactory = Callable[[CommonSettings, str], AbstractContextManager[SendRequest]]
+#: Publishes one sealed control request (with `now_s`) on the requests exchange; `BrokerError`.
+SendControl = Callable[[bytes, float], None]
+#: Opens the broker for control requests (see `ops.cli.quota.control_channel`).
+ControllerFactory = Callable[[CommonSettings, str], AbstractContextManager[SendControl]]
 
 
 def connect(settings: CommonSettings, sender: str) -> Any:
@@ -160,7 +164,10 @@ class OpsContext:
     redis_client: redis.Redis | None = None
     publisher: PublisherFactory | None = None
     requester: RequesterFactory | None = None
+    controller: ControllerFactory | None = None
     clock: Callable[[], float] = time.time
+    #: How commands that wait for an answer pause between looks (`quota clear`).
+    sleep: Callable[[float], None] = time.sleep
     operator: str = field(default_factory=_operator)
     _own_redis: bool = field(default=False, repr=False)
 
