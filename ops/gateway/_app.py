@@ -1,8 +1,9 @@
 """`Gateway`: what the routes do, thin over `TokenView` (reads), `TokenClient.report_invalid`
 and `Overrider`, with API-key authentication, scopes and a per-key rate limit.
 
-Routes are made per token kind from `KIND_PATHS` (`_routes`), so tickets drop in as another
-entry (`"tickets/jsapi": TokenKind.JSAPI_TICKET`) once the producer serves them.
+Routes are made per token kind from `KIND_PATHS` (`_routes`): the access token's read,
+report and override. Tickets are read at `TICKET_PATHS` (`tickets/jsapi`, ...), and
+`jssdk_config` signs an official account's `wx.config` with the held jsapi ticket.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from consumer_lib import (
     TokenUpdate,
     mask,
 )
+from consumer_lib.jssdk import MAX_URL_CHARS, jssdk_config, page_url
+from consumer_lib.wire.kinds import TICKET_NAMES
 from producer.audit import AuditEvent, AuditLog
 
 from ._apikeys import ApiKey, KeyRing, Scope
@@ -45,7 +48,12 @@ log = logging.getLogger(__name__)
 
 #: URL path segment of each kind served; tickets add theirs here.
 KIND_PATHS: dict[str, TokenKind] = {"access_token": TokenKind.ACCESS_TOKEN}
+#: URL path segment of each ticket served (read only): `tickets/<name>` for every ticket name.
+TICKET_PATHS: dict[str, TokenKind] = {f"tickets/{n}": k for n, k in TICKET_NAMES.items()}
 APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: The page URLs jssdk-config signs (as its OpenAPI document says): absolute http(s), a host
+#: name, printable ASCII, at most `MAX_URL_CHARS`; `jssdk.page_url` checks the rest.
+PAGE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?$")
 #: Clients told 503 are asked to come back this soon.
 RETRY_AFTER_S = 2
 KEYS_RELOAD_EVERY_S = 2.0
@@ -154,13 +162,14 @@ class Gateway:
         return Response(self.token_body(update), media_type="application/json", headers=_NO_STORE)
 
     def token_body(self, update: TokenUpdate) -> bytes:
-        """The token's JSON; built once per update and second of `expires_in`."""
+        """The token's (or ticket's) JSON; built once per update and second of `expires_in`."""
         expires_in_s = max(0, int(update.expires_at - self.clock()))
         cached = self._bodies.get((update.app_id, update.kind))
         if cached is None or cached[0] is not update or cached[1] != expires_in_s:
+            field_name = "ticket" if update.kind.is_ticket else "access_token"
             body = json.dumps(
                 {
-                    "access_token": update.value,
+                    field_name: update.value,
                     "expires_in": expires_in_s,
                     "expires_at": update.expires_at,
                     "version": update.version,
@@ -170,6 +179,24 @@ class Gateway:
             cached = (update, expires_in_s, body)
             self._bodies[(update.app_id, update.kind)] = cached
         return cached[2]
+
+    async def jssdk_config(self, app_id: str, url: str | None) -> dict[str, object]:
+        """The signed `wx.config` of `app_id` for page `url`, with the held jsapi ticket:
+        422 for a missing or bad URL (before any ticket is looked at), else as `current`."""
+        if url is None:
+            raise ApiError(422, "the page's URL is missing: add ?url=<the page's URL>")
+        if len(url) > MAX_URL_CHARS or not PAGE_URL.fullmatch(url):
+            raise ApiError(
+                422,
+                f"bad url: an absolute http:// or https:// URL with a host name, printable "
+                f"ASCII without spaces, at most {MAX_URL_CHARS} characters",
+            )
+        try:
+            page_url(url)
+        except ValueError as exc:
+            raise ApiError(422, f"bad url: {exc}") from None
+        ticket = await self.current(app_id, TokenKind.JSAPI_TICKET)
+        return jssdk_config(_HeldTicket(ticket.value), app_id, url, clock=self.clock)
 
     # ------------------------------------------------------------ writes
     def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
@@ -238,3 +265,13 @@ class Gateway:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class _HeldTicket:
+    """A `jssdk.TicketSource` of the one ticket the gateway already holds (no wait)."""
+
+    value: str
+
+    def get_ticket(self, app_id: str, ticket: str, timeout: float = 5.0) -> str:
+        return self.value

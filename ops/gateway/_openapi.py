@@ -110,10 +110,68 @@ def _plain(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
-def openapi_document(kind_segments: list[str]) -> dict[str, Any]:
+#: The same expression as `_app.PAGE_URL` (a unit test compares them).
+_PAGE_URL = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\\x21-\\x7e]*)?$"
+
+
+def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
+    ticket_type = {
+        "name": "type",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": ticket_names},
+    }
+    url = {
+        "name": "url",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 4096, "pattern": _PAGE_URL},
+        "description": "the page's absolute http(s) URL; signed up to its '#'",
+    }
+    not_found = _error("unknown app, or no such ticket type")
+    return {
+        "/v1/apps/{app_id}/tickets/{type}": {
+            "get": {
+                "summary": "The current ticket of this type, from the gateway's memory",
+                "operationId": "get_ticket",
+                "parameters": [_APP_ID, ticket_type],
+                "responses": {
+                    "200": {
+                        "description": "the current ticket",
+                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Ticket"}}},
+                    },
+                    **_AUTH_ERRORS,
+                    "404": not_found,
+                    "503": _error("no valid ticket held; the reason says why", retry_after=True),
+                },
+            }
+        },
+        "/v1/apps/{app_id}/jssdk-config": {
+            "get": {
+                "summary": "wx.config for a page, signed with the app's current jsapi ticket",
+                "operationId": "get_jssdk_config",
+                "parameters": [_APP_ID, url],
+                "responses": {
+                    "200": {
+                        "description": "appId, timestamp, nonceStr and signature for wx.config",
+                        "content": {
+                            _JSON: {"schema": {"$ref": "#/components/schemas/JsSdkConfig"}}
+                        },
+                    },
+                    **_AUTH_ERRORS,
+                    "422": _error("the url is missing, relative, not http(s), or has spaces"),
+                    "503": _error("no valid jsapi ticket held", retry_after=True),
+                },
+            }
+        },
+    }
+
+
+def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for segment in kind_segments:
         paths.update(_kind_paths(segment))
+    paths.update(_ticket_paths(ticket_names))
     paths["/accesstoken"] = {
         "get": {
             "summary": "The origin server's read route: the bare token as text",
@@ -177,6 +235,26 @@ def openapi_document(kind_segments: list[str]) -> dict[str, Any]:
                         "expires_in": {"type": "integer", "minimum": 0},
                         "expires_at": {"type": "number"},
                         "version": {"type": "integer", "minimum": 1},
+                    },
+                },
+                "Ticket": {
+                    "type": "object",
+                    "required": ["ticket", "expires_in", "expires_at", "version"],
+                    "properties": {
+                        "ticket": {"type": "string"},
+                        "expires_in": {"type": "integer", "minimum": 0},
+                        "expires_at": {"type": "number"},
+                        "version": {"type": "integer", "minimum": 1},
+                    },
+                },
+                "JsSdkConfig": {
+                    "type": "object",
+                    "required": ["appId", "timestamp", "nonceStr", "signature"],
+                    "properties": {
+                        "appId": {"type": "string"},
+                        "timestamp": {"type": "integer", "minimum": 1},
+                        "nonceStr": {"type": "string", "pattern": "^[A-Za-z0-9]{1,32}$"},
+                        "signature": {"type": "string", "pattern": "^[0-9a-f]{40}$"},
                     },
                 },
                 "Report": {

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 from consumer_lib import TokenKind
 
 from ._apikeys import Scope
-from ._app import APP_ID, KIND_PATHS, Gateway, OverrideBody, ReportBody
+from ._app import APP_ID, KIND_PATHS, TICKET_PATHS, Gateway, OverrideBody, ReportBody
 from ._fastpath import FastReads
 from ._http import ApiError, on_api_error, on_http_exception, read_model
 from ._openapi import openapi_document
@@ -51,10 +51,34 @@ def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
     ]
 
 
+def _ticket_routes(gw: Gateway) -> list[Route]:
+    async def read(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        gw.authenticate(request, Scope.READ, app_id)
+        kind = TICKET_PATHS.get(f"tickets/{request.path_params['type']}")
+        if kind is None:
+            names = ", ".join(path.removeprefix("tickets/") for path in TICKET_PATHS)
+            raise ApiError(404, f"no such ticket type: use one of {names}")
+        return gw.token_json(await gw.current(app_id, kind))
+
+    async def jssdk(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        gw.authenticate(request, Scope.READ, app_id)
+        config = await gw.jssdk_config(app_id, request.query_params.get("url"))
+        return JSONResponse(config, headers={"Cache-Control": "no-store"})
+
+    return [
+        Route("/v1/apps/{app_id}/tickets/{type}", read, methods=["GET"]),
+        Route("/v1/apps/{app_id}/jssdk-config", jssdk, methods=["GET"]),
+    ]
+
+
 def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
     """The ASGI app (hot reads first, then Starlette); its lifespan starts the client and
     the keys watcher."""
-    document = openapi_document(list(KIND_PATHS))
+    document = openapi_document(
+        list(KIND_PATHS), [p.removeprefix("tickets/") for p in TICKET_PATHS]
+    )
 
     async def legacy(request: Request) -> Response:
         """The origin server's `GET /accesstoken[?appid=]`: the bare token as text."""
@@ -114,9 +138,10 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
     ]
     for segment, kind in KIND_PATHS.items():
         routes += _kind_routes(gw, segment, kind)
+    routes += _ticket_routes(gw)
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_exception},
         lifespan=lifespan,
     )
-    return FastReads(app, gw, KIND_PATHS)
+    return FastReads(app, gw, {**KIND_PATHS, **TICKET_PATHS})
