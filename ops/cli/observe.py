@@ -16,7 +16,8 @@ from consumer_lib.wire.kinds import TokenKind
 from producer.upstream_errors import UpstreamErrors
 
 from .. import _format
-from .context import KINDS, CliError, OpsContext, audit_log, checked, connect, emit
+from ..broker import connect
+from .context import KINDS, CliError, OpsContext, audit_log, checked, emit
 
 kind_filter = click.option(
     "--kind", type=KINDS, default=None, help="Only this kind (default: all)."

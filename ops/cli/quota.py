@@ -30,7 +30,8 @@ from consumer_lib.wire.refresh_request import declare_requests_exchange
 from consumer_lib.wire.signing import key_id, load_private_key
 
 from .. import _format
-from .context import BadConfig, CliError, OpsContext, SendControl, checked, connect, emit
+from ..broker import SendControl, connect
+from .context import BadConfig, CliError, OpsContext, checked, emit
 
 #: How often the CLI looks for the answer.
 POLL_S = 0.25

@@ -33,7 +33,7 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
     audit = AuditLog(redis_client, layout)
     overrider = None
     if settings.signing_key_file is not None:
-        from ops.cli.context import broker_channel  # the broker side of `wxtoken set`
+        from ops.broker import broker_channel  # the broker side of `wxtoken set`
 
         signing_store = TokenStore(
             redis_client, layout, codec_from_settings(settings, must_sign=True)

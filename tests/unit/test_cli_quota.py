@@ -26,8 +26,9 @@ from consumer_lib.wire.control import (
 )
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import generate_keypair, key_id, load_private_key
+from ops.broker import SendControl
 from ops.cli import main
-from ops.cli.context import OpsContext, SendControl
+from ops.cli.context import OpsContext
 from producer.app_config import AppConfig
 from producer.audit import AuditLog
 from producer.control import ControlHandler

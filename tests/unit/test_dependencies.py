@@ -30,21 +30,26 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "producer/observability.py": ("metrics",),  # imports prometheus-client only when asked
     "ops": ("producer", "ops"),
     "ops/gateway": ("gateway",),
+    "ops/broker.py": (),  # the gateway's overrides publish through it: no click, no requests
 }
 #: consumer_lib's modules that need an extra; the rest must import with the base alone.
 OPTIONAL_MODULES = ("consumer_lib.metrics", "consumer_lib.dropins.")
 #: Third-party packages the optional extras bring; plain consumer_lib loads none of them.
 OPTIONAL_TOP_LEVEL = {"prometheus_client", "wechatpy", "httpx", "starlette", "uvicorn"}
 
-#: Imports every module of a package (but those starting with a skipped prefix) in a fresh
-#: interpreter; prints the top-level names of what got loaded.
+#: Imports every module of a package (but those starting with a skipped prefix, given
+#: comma-separated), then more modules, in a fresh interpreter; prints the top-level names
+#: of what got loaded.
 IMPORT_ALL = """
 import json, pkgutil, importlib, sys
-package, skip = sys.argv[1], tuple(sys.argv[2:])
+package, also = sys.argv[1], sys.argv[3:]
+skip = tuple(prefix for prefix in sys.argv[2].split(",") if prefix)
 root = importlib.import_module(package)
 for info in pkgutil.walk_packages(root.__path__, package + "."):
-    if not info.name.startswith(skip) or not skip:
+    if not skip or not info.name.startswith(skip):
         importlib.import_module(info.name)
+for name in also:
+    importlib.import_module(name)
 print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
 """
 
@@ -84,9 +89,11 @@ def _files_of(part: str) -> list[Path]:
     return [f for f in files if _part_of(f) == part]
 
 
-def _loaded_by_importing(package: str, *skip: str) -> set[str]:
+def _loaded_by_importing(package: str, skip: str = "", *also: str) -> set[str]:
+    """Top-level names loaded by importing `package`'s modules but those starting with one
+    of the comma-separated prefixes `skip`, then the modules `also`."""
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT_ALL, package, *skip],
+        [sys.executable, "-c", IMPORT_ALL, package, skip, *also],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -115,7 +122,7 @@ def _third_party_imports(package: str, files: list[Path] | None = None) -> set[s
 def test_importing_consumer_lib_loads_neither_requests_nor_click_nor_our_other_packages() -> None:
     """Every consumer_lib module but the optional ones imported in a fresh interpreter: no
     requests, click, producer, ops nor any optional extra's package among the loaded ones."""
-    loaded = _loaded_by_importing("consumer_lib", *OPTIONAL_MODULES)
+    loaded = _loaded_by_importing("consumer_lib", ",".join(OPTIONAL_MODULES))
     unwanted = {"requests", "click", "producer", "ops"} | OPTIONAL_TOP_LEVEL
     assert loaded.isdisjoint(unwanted), sorted(loaded & unwanted)
 
@@ -129,9 +136,10 @@ def test_importing_every_consumer_lib_module_still_loads_none_of_our_other_packa
 
 
 def test_the_gateway_loads_neither_click_nor_requests() -> None:
-    """Every module of the gateway imported in a fresh interpreter: `wxtoken[gateway]` is
-    enough to run it, so click and requests must not be loaded."""
-    loaded = _loaded_by_importing("ops.gateway")
+    """Every module of the gateway, and the broker module its overrides publish through,
+    imported in a fresh interpreter: `wxtoken[gateway]` is enough to run it, so click and
+    requests must not be loaded."""
+    loaded = _loaded_by_importing("ops.gateway", "", "ops.broker")
     assert {"starlette", "uvicorn", "prometheus_client"} & loaded
     assert loaded.isdisjoint({"click", "requests"}), sorted(loaded & {"click", "requests"})
 
@@ -198,3 +206,17 @@ def test_console_scripts_load_with_the_dev_install() -> None:
     assert scripts["wxtoken-gateway"].value == "ops.gateway.__main__:main"
     for name in ("wxtoken-producer", "wxtoken", "wxtoken-gateway"):
         assert callable(scripts[name].load())
+
+
+def test_the_gateway_never_imports_the_click_cli() -> None:
+    """No module of ops/gateway imports ops.cli (click), even lazily: its overrides publish
+    through ops.broker."""
+    imported: set[str] = set()
+    for path in (ROOT / "ops" / "gateway").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "ops.broker" in imported
+    assert not {name for name in imported if name == "ops.cli" or name.startswith("ops.cli.")}
