@@ -1,5 +1,6 @@
-# wxtoken image. Default command: `wxtoken-producer`; the ops CLI (`wxtoken ...`, including
-# `wxtoken sandbox`) runs from the same image with a command override (see compose.yaml).
+# wxtoken image. Default command: `wxtoken-producer`; the gateway (`wxtoken-gateway`) and the
+# ops CLI (`wxtoken ...`, including `wxtoken sandbox`) run from the same image with a command
+# override (see compose.yaml).
 #
 # Nothing about a deployment is baked in: settings come from WXTOKEN_* variables, the apps
 # file is bind-mounted at run time and app secrets arrive as mounted secret files
@@ -25,13 +26,15 @@ COPY pyproject.toml README.md ./
 COPY consumer_lib/ consumer_lib/
 COPY producer/ producer/
 COPY ops/ ops/
-# The image runs the producer and the ops CLI, so it carries both extras.
-RUN python -m pip wheel --wheel-dir /wheels '.[producer,ops]'
+# The image runs the producer, the ops CLI and the gateway, so it carries their three extras
+# (the gateway's brings Starlette, uvicorn and prometheus-client, which the producer's metrics
+# port uses too).
+RUN python -m pip wheel --wheel-dir /wheels '.[producer,ops,gateway]'
 
 # ---- runtime: a venv with the wheels installed offline, run as an unprivileged user ---------
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="wxtoken" \
-      org.opencontainers.image.description="WeChat access-token producer (wxtoken-producer) and ops CLI (wxtoken)" \
+      org.opencontainers.image.description="WeChat access-token producer (wxtoken-producer), HTTP gateway (wxtoken-gateway) and ops CLI (wxtoken)" \
       org.opencontainers.image.licenses="MIT"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -46,7 +49,7 @@ RUN groupadd --system --gid 10001 wxtoken \
 # The wheels are bind-mounted from the build stage, so they never land in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-index --find-links /wheels 'wxtoken[producer,ops]' \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels 'wxtoken[producer,ops,gateway]' \
  && mkdir -p /srv/wxtoken
 # An empty working directory: the settings also read `.env` from the working directory, and
 # in a container the environment alone must decide.

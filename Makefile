@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench pin-images clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-gateway tools pin-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ typecheck: $(STAMP)
 ## get_token() against a Redis GET of the same key, in one run.
 bench: $(STAMP)
 	$(BIN)/python bench/get_token.py
+
+## The gateway's authenticated GET against an endpoint doing a Redis GET, under wrk.
+bench-gateway: $(STAMP) tools
+	$(BIN)/python bench/gateway.py
+
+## Debian tools the tests and benches call: promtool (package prometheus) and wrk.
+## Installed with apt-get when missing (needs root, as on CI; .ci/run calls it).
+tools:
+	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null; then \
+	  echo "installing promtool (prometheus) and wrk with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus wrk >/dev/null; \
+	fi
 
 ## Pin compose's and the Dockerfile's images by digest (needs docker buildx and the registry).
 pin-images:

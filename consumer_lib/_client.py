@@ -37,6 +37,7 @@ import redis
 
 from ._cache import Offer, TokenCache
 from ._callbacks import CallbackThread, UpdateCallback
+from ._rejections import rejection_reason
 from ._subscriber import Subscriber
 from .errors import InvalidUpdate, StoreError, TokenUnavailable
 from .settings import ClientSettings, load_settings
@@ -119,6 +120,9 @@ class TokenClient:
         self.last_store_error: str | None = None
         self._reports: dict[tuple[str, TokenKind, str], float] = {}
         self.stats = ClientStats()
+        #: Rejected updates by reason (`_rejections.REASONS`), for metrics; counted under
+        #: the stats lock, read a copy with `rejections_dict()`.
+        self.rejections: dict[str, int] = {}
         self._name = name
         self._rand = rand
         self._subscriber = self._new_subscriber()
@@ -380,7 +384,10 @@ class TokenClient:
         self._offer(update, origin="broker")
 
     def _reject(self, what: str, exc: InvalidUpdate) -> None:
-        self._count("rejected")
+        reason = rejection_reason(exc)
+        with self._stats_lock:
+            self.stats.rejected += 1
+            self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected %s: %s", what, exc)
 
     def _offer(self, update: TokenUpdate, *, origin: str) -> None:
@@ -418,6 +425,11 @@ class TokenClient:
         """A consistent copy of `stats`."""
         with self._stats_lock:
             return asdict(self.stats)
+
+    def rejections_dict(self) -> dict[str, int]:
+        """A consistent copy of `rejections` (rejected updates by reason)."""
+        with self._stats_lock:
+            return dict(self.rejections)
 
 
 def _renew_in_forked_children(client: TokenClient) -> None:

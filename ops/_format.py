@@ -16,6 +16,7 @@ from consumer_lib.errors import InvalidUpdate
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
 from producer.audit import AuditEntry
+from producer.upstream_errors import UpstreamFailure
 
 #: One entry of the snapshot, as `SnapshotReader.read_many` returns it.
 SnapshotEntry = TokenUpdate | InvalidUpdate | None
@@ -96,9 +97,14 @@ def describe_update(update: TokenUpdate, *, now_s: float, reveal: bool = False) 
 
 
 def status_records(
-    entries: Mapping[tuple[str, TokenKind], SnapshotEntry], *, now_s: float
+    entries: Mapping[tuple[str, TokenKind], SnapshotEntry],
+    *,
+    now_s: float,
+    failures: Mapping[tuple[str, TokenKind], UpstreamFailure] | None = None,
 ) -> list[dict[str, Any]]:
-    """One JSON-able record per (app, kind), with a `state` of ok, expired, missing, invalid."""
+    """One JSON-able record per (app, kind), with a `state` of ok, expired, missing, invalid,
+    and the last failed fetch (`upstream_error`) when it is newer than the token held."""
+    failures = failures or {}
     records = []
     for (app_id, kind), entry in sorted(entries.items()):
         record: dict[str, Any] = {
@@ -125,6 +131,16 @@ def status_records(
                 producer_id=entry.producer_id,
                 reason=entry.reason,
             )
+        failure = failures.get((app_id, kind))
+        # A token issued after the failure is a later good fetch: the failure is history.
+        superseded = isinstance(entry, TokenUpdate) and (
+            failure is None or failure.at_s < entry.issued_at
+        )
+        record["upstream_error"] = (
+            None
+            if failure is None or superseded
+            else {**failure.model_dump(), "note": failure.note(now_s=now_s)}
+        )
         records.append(record)
     return records
 
@@ -149,7 +165,7 @@ def status_table(records: Sequence[Mapping[str, Any]]) -> str:
                 cell(record["seconds_left"], duration=True),
                 cell(record["age_s"], duration=True),
                 cell(record["producer_id"]),
-                record["error"] or "",
+                _note(record),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS) - 1)]
@@ -158,6 +174,13 @@ def status_table(records: Sequence[Mapping[str, Any]]) -> str:
         padded = [value.ljust(width) for value, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*padded, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+def _note(record: Mapping[str, Any]) -> str:
+    """The NOTE cell: why the value is invalid, and the last failed fetch."""
+    failure = record.get("upstream_error")
+    notes = [record["error"] or "", failure["note"] if failure else ""]
+    return "; ".join(note for note in notes if note)
 
 
 def watch_line(update: TokenUpdate, *, now_s: float) -> str:

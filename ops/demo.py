@@ -1,9 +1,11 @@
-"""`make demo`: the sandbox WeChat, a producer and a subscriber, all on this machine.
+"""`make demo`: the sandbox WeChat, a producer, a subscriber and the gateway, on this machine.
 
 The sandbox hands out 30-second tokens, so a refresh arrives about every 24 seconds. The
-producer runs as its own process (its log lines are prefixed `producer |`); the
-subscriber is a `TokenClient` in this process that prints every token it is pushed and
-checks it with the sandbox, as a service would by calling WeChat with it.
+producer and the gateway run as their own processes (their log lines are prefixed
+`producer |` and `gateway |`); the subscriber is a `TokenClient` in this process that
+prints every token it is pushed and checks it with the sandbox, as a service would by
+calling WeChat with it. The commands it suggests work when pasted: they read a `demo.env`
+it writes (the demo's names, keys and the gateway's API key).
 
     python -m ops.demo [--duration SECONDS] [--expires-in SECONDS]
 """
@@ -26,7 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from consumer_lib import ClientSettings, ConfigError, TokenClient, TokenUpdate
+from consumer_lib import BrokerError, ClientSettings, ConfigError, TokenClient, TokenUpdate, mask
 from consumer_lib.settings import (
     is_sentinel_url,
     load_settings,
@@ -35,6 +37,8 @@ from consumer_lib.settings import (
 )
 from consumer_lib.wire.signing import generate_keypair
 
+from ._demo_parts import declare_exchanges, free_port, say, start_child, wait_until, write_env_file
+from .gateway import add_key
 from .sandbox import SandboxConfig, SandboxServer
 
 DEMO_APPS = {"wxdemo0000000001": "demo-secret-1", "wxdemo0000000002": "demo-secret-2"}
@@ -72,14 +76,18 @@ def reachable(url: str) -> bool:
     return False
 
 
-def say(who: str, text: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {who:>10} | {text}", flush=True)
+def lease_ttl_for(expires_in_s: int) -> float:
+    """A lease short enough that a takeover fits in the refresh margin (no warning)."""
+    margin_s = min(0.2 * expires_in_s, 300.0)
+    return max(1.0, min(10.0, round(margin_s * 2 / 3, 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Watch wxtoken refresh tokens end to end.")
     parser.add_argument("--duration", type=float, default=0, help="stop after S seconds")
     parser.add_argument("--expires-in", type=int, default=30, help="sandbox token lifetime, s")
+    parser.add_argument("--key-prefix", default=DEMO_PREFIX, help=argparse.SUPPRESS)
+    parser.add_argument("--exchange", default=DEMO_EXCHANGE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.expires_in < 10:
         parser.error("--expires-in must be at least 10 seconds")
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s subscriber | %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # pika's own account of a connection problem is transport detail; we say it in a line.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
     workdir = Path(tempfile.mkdtemp(prefix="wxtoken-demo-"))
     # A throwaway key pair: the producer signs every token, the subscriber verifies it.
@@ -95,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(
             ClientSettings,
-            key_prefix=DEMO_PREFIX,
-            exchange=DEMO_EXCHANGE,
+            key_prefix=args.key_prefix,
+            exchange=args.exchange,
             verify_keys=str(public_key),
             signing_key_file=None,
             insecure_accept_unsigned=False,
@@ -116,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 1
+    try:
+        declare_exchanges(settings)
+    except BrokerError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
 
     stop = threading.Event()
 
@@ -128,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
 
     apps_file = workdir / "apps.toml"
     apps_file.write_text(
-        '[[apps]]\napp_id = "wxdemo0000000001"\nsecret = "demo-secret-1"\ntoken_api = "stable"\n\n'
-        '[[apps]]\napp_id = "wxdemo0000000002"\nsecret = "demo-secret-2"\ntoken_api = "classic"\n'
+        "".join(
+            f'[[apps]]\napp_id = "{app}"\nsecret_env = "WXDEMO_SECRET_{n}"\n'
+            f'token_api = "{"stable" if n == 1 else "classic"}"\n\n'
+            for n, app in enumerate(DEMO_APPS, 1)
+        )
     )
     sandbox = SandboxServer(
         SandboxConfig(
@@ -138,22 +156,61 @@ def main(argv: list[str] | None = None) -> int:
     ).start()
     say("sandbox", f"WeChat stand-in on {sandbox.base_url}, {args.expires_in}-second tokens")
 
-    env = {
-        **os.environ,
+    shared = {
         "WXTOKEN_REDIS_URL": settings.redis_url,
         "WXTOKEN_AMQP_URL": settings.amqp_url,
-        "WXTOKEN_KEY_PREFIX": DEMO_PREFIX,
-        "WXTOKEN_EXCHANGE": DEMO_EXCHANGE,
+        "WXTOKEN_KEY_PREFIX": args.key_prefix,
+        "WXTOKEN_EXCHANGE": args.exchange,
+        "WXTOKEN_VERIFY_KEYS": str(public_key),
+    }
+    metrics_port, gateway_port = free_port(), free_port()
+    producer_env = {
+        **os.environ,
+        **shared,
         "WXTOKEN_WECHAT_BASE_URL": sandbox.base_url,
         "WXTOKEN_APPS_FILE": str(apps_file),
         "WXTOKEN_REPUBLISH_INTERVAL_S": "10",
+        "WXTOKEN_LEASE_TTL_S": str(lease_ttl_for(args.expires_in)),
         "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
-        "WXTOKEN_VERIFY_KEYS": str(public_key),
+        "WXTOKEN_METRICS_PORT": str(metrics_port),
+        **{f"WXDEMO_SECRET_{n}": secret for n, secret in enumerate(DEMO_APPS.values(), 1)},
     }
-    producer = subprocess.Popen(
-        [sys.executable, "-m", "producer"], env=env, stderr=subprocess.PIPE, text=True
+    keys_file = workdir / "gateway-keys.json"
+    api_key = add_key(keys_file, "demo", apps=["wxdemo*"], scopes=["read", "report"])
+    gateway_env = {
+        **os.environ,
+        **shared,
+        "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
+        "WXTOKEN_GATEWAY_PORT": str(gateway_port),
+        "WXTOKEN_LOG_LEVEL": "WARNING",
+    }
+    env_file = write_env_file(
+        workdir / "demo.env",
+        {
+            **shared,
+            "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
+            "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
+            "WXDEMO_GATEWAY_KEY": api_key,
+        },
     )
-    threading.Thread(target=relay, args=(producer,), daemon=True).start()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    first_app = next(iter(DEMO_APPS))
+    wxtoken = Path(sys.executable).with_name("wxtoken")
+    say("demo", "in another shell, paste:")
+    say("demo", f"  set -a; . {env_file}; set +a")
+    say("demo", f"  {wxtoken} status")
+    say(
+        "demo",
+        f'  curl -s -H "Authorization: Bearer $WXDEMO_GATEWAY_KEY" '
+        f"{gateway_url}/v1/apps/{first_app}/access_token",
+    )
+    say(
+        "demo",
+        f"metrics: {gateway_url}/metrics (gateway), "
+        f"http://127.0.0.1:{metrics_port}/metrics (producer); Ctrl-C stops",
+    )
+    producer = start_child("producer", producer_env, "producer")
+    gateway = start_child("ops.gateway", gateway_env, "gateway")
 
     checker = requests.Session()
     checker.trust_env = False
@@ -171,41 +228,46 @@ def main(argv: list[str] | None = None) -> int:
             f"{update.seconds_left(time.time()):.1f} s left; WeChat: {verdict}",
         )
 
+    def show_gateway() -> None:
+        url = f"{gateway_url}/v1/apps/{first_app}/access_token"
+        headers = {"Authorization": f"Bearer {api_key}"}
+        if not wait_until(
+            lambda: checker.get(url, headers=headers, timeout=2).status_code == 200, 30, stop
+        ):
+            return
+        body = checker.get(url, headers=headers, timeout=2).json()
+        say(
+            "gateway",
+            f"curl above -> 200: v{body['version']} {mask(body['access_token'])}, "
+            f"expires_in {body['expires_in']} s",
+        )
+
     client = TokenClient(settings, name="wxtoken-demo-subscriber")
     client.on_update(on_update)
-    say(
-        "demo",
-        "try, in another shell:  .venv/bin/wxtoken status   (with "
-        f"WXTOKEN_KEY_PREFIX={DEMO_PREFIX} WXTOKEN_EXCHANGE={DEMO_EXCHANGE}); Ctrl-C stops",
-    )
+    threading.Thread(target=show_gateway, daemon=True).start()
     started = time.monotonic()
     try:
         client.start()
         while not stop.wait(0.5):
-            if producer.poll() is not None:
-                say("demo", f"the producer exited with code {producer.returncode}")
-                return 1
+            for name, child in (("producer", producer), ("gateway", gateway)):
+                if child.poll() is not None:
+                    say("demo", f"the {name} exited with code {child.returncode}")
+                    return 1
             if args.duration and time.monotonic() - started >= args.duration:
                 break
     finally:
         say("demo", "stopping")
+        stop.set()
         client.close()
-        if producer.poll() is None:
-            producer.send_signal(signal.SIGTERM)
-            try:
-                producer.wait(10)
-            except subprocess.TimeoutExpired:
-                producer.kill()
+        for child in (gateway, producer):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         sandbox.stop()
     return 0
-
-
-def relay(producer: subprocess.Popen[str]) -> None:
-    """Echo the producer's log lines, without the timestamp it already has."""
-    assert producer.stderr is not None
-    for line in producer.stderr:
-        text = line.rstrip("\n")
-        say("producer", text.split(" ", 2)[-1] if text[:4].isdigit() else text)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from consumer_lib.settings import DOTENV, load_settings
 
 from ._service import ProducerService
 from .apps import load_apps
+from .observability import metered_upstream, start_status
 from .settings import ProducerSettings
 
 log = logging.getLogger("producer")
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                     app.app_id,
                     "WeCom token and tickets" if app.wecom_agent else "tickets",
                 )
-        service = ProducerService(settings, apps)
+        meter = metered_upstream(settings)
+        service = ProducerService(settings, apps, fetcher=meter)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -68,10 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     service.start()
     try:
+        status = start_status(settings, service, meter)
+    except ConfigError as exc:
+        service.close()
+        print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
         while not service.wait(1.0):
             pass
     finally:
         service.close()
+        if status is not None:
+            status.close()
     log.info("producer stopped")
     return 0
 

@@ -25,12 +25,14 @@ from consumer_lib.wire.update import TokenKind
 from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
+from .control import ControlHandler, QuotaClearer, operator_keys
 from .lease import Leadership
 from .publishing import Publisher
 from .refresher import AppRefresher, Fetcher, RefreshTiming
 from .request_listener import RequestListener
 from .settings import ProducerSettings
 from .store import TokenStore
+from .upstream_errors import UpstreamErrors
 from .wechat import WeChatClient
 
 log = logging.getLogger(__name__)
@@ -100,8 +102,23 @@ class ProducerService:
         )
         timing = timing_from(settings)
         budget = RefreshBudget(client, keys, clock=clock)
+        self.budget = budget  # read by producer.metrics
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
         self.audit = AuditLog(client, keys, clock=clock)
+        #: The last failed fetch per credential, for `wxtoken status`; never raises.
+        self.upstream_errors = UpstreamErrors(client, keys, clock=clock)
+        #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
+        self.control = ControlHandler(
+            client,
+            keys,
+            apps=apps,
+            upstream=upstream if isinstance(upstream, QuotaClearer) else None,
+            verify_keys=operator_keys(settings),
+            is_leader=lambda: self.leadership.is_leader,
+            producer_id=settings.producer_id,
+            audit=self.audit,
+            clock=clock,
+        )
         self.refreshers = [
             AppRefresher(
                 app,
@@ -114,6 +131,7 @@ class ProducerService:
                 budget=budget,
                 clock=clock,
                 audit=self.audit,
+                on_fetch_failed=self.upstream_errors.record,
             )
             for app in apps
         ]
@@ -125,6 +143,7 @@ class ProducerService:
             settings.exchange,
             tls=settings.amqp_tls,
             on_request=self._on_request,
+            on_control=self.control.handle,
             connection_name=f"wxtoken-producer/{settings.producer_id}/requests",
             heartbeat_s=settings.heartbeat_s,
             reconnect_max_s=settings.reconnect_max_s,

@@ -10,9 +10,11 @@ left out when there is nothing to say:
 
     at            UNIX seconds from the writer's clock, "1800000000.123"
     event         refresh | forced_refresh | override | refresh_request | request_over_budget
+                  | clear_quota
     app_id        the app
     kind          the credential's kind (access_token, jsapi_ticket, ...)
-    who           the producer id, or `ops:<user>@<host>` for the CLI
+    who           the producer id, or `ops:<user>@<host>` for the CLI (and for clear_quota,
+                  the operator named in the signed request)
     version       (optional) the token version the event is about, an integer
     masked_token  (optional) the token as `consumer_lib.wire.update.mask` shows it, never whole
     reason        (optional) why: "scheduled", "expired", "none held",
@@ -69,6 +71,8 @@ class AuditEvent(StrEnum):
     REFRESH_REQUEST = "refresh_request"
     #: Reports of the current token arrived, but the fleet-wide budget forbade a refresh.
     REQUEST_OVER_BUDGET = "request_over_budget"
+    #: The leader handled an operator's `wxtoken quota clear` (reason: result, errcode).
+    CLEAR_QUOTA = "clear_quota"
 
 
 def audit_key(keys: KeyLayout) -> str:

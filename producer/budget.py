@@ -125,6 +125,20 @@ class RefreshBudget:
         if token_api is TokenApi.CLASSIC:
             self._spend(app_id, token_api, limit=-1, gap_ms=0, what="classic")
 
+    def used_today(self) -> list[tuple[str, TokenApi, int, int]]:
+        """(app, api, used, limit) of today as this process last saw them (no I/O): for
+        metrics. Apps this process has not counted for today are absent."""
+        day = budget_day(self._clock())
+        with self._lock:
+            return [
+                (app_id, api, local.used, self._limit_of(api))
+                for (app_id, api), local in self._local.items()
+                if local.day == day
+            ]
+
+    def _limit_of(self, token_api: TokenApi) -> int:
+        return self._forced_per_day if token_api is TokenApi.STABLE else self._classic_per_day
+
     # ------------------------------------------------------------------ internals
     def _spend(
         self, app_id: str, token_api: TokenApi, *, limit: int, gap_ms: int, what: str

@@ -89,6 +89,8 @@ class Leadership:
         self._said_ran_out = False
         self.epoch: int | None = None
         self.holder: str | None = None
+        #: How often this producer became the leader (each one a takeover or a start).
+        self.acquisitions = 0
 
     # ------------------------------------------------------------ questions
     @property
@@ -100,6 +102,11 @@ class Leadership:
     def is_leader(self) -> bool:
         """True while this producer holds a lease it has confirmed recently enough."""
         return self._monotonic() < self._trusted_until
+
+    @property
+    def store_reachable(self) -> bool:
+        """False since the last lease call to Redis failed, until one succeeds."""
+        return self._store_reachable
 
     def may_fetch(self, token_api: TokenApi) -> bool:
         """Whether this producer may call upstream for an app using `token_api`."""
@@ -260,6 +267,8 @@ class Leadership:
                 return
             self._leading = leading
             epoch = self.epoch
+            if leading:
+                self.acquisitions += 1
         if leading:
             log.info("leading now (epoch %s, lease %.1f s)", epoch, self.ttl_s)
         else:

@@ -105,7 +105,8 @@ class Publisher:
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wxtoken-publisher", daemon=True)
         self._outage = OutageLog(log, "broker")
-        self.published_count = 0
+        self.published_count = 0  # confirmed by the broker
+        self.nacked_count = 0  # refused by the broker (kept and retried)
 
     @property
     def connected(self) -> bool:
@@ -173,6 +174,7 @@ class Publisher:
                     )
                 except pika.exceptions.NackError:
                     log.warning("broker refused %s; will retry", update)
+                    self.nacked_count += 1
                     self.publish(update)
                     continue
                 except BaseException:

@@ -154,9 +154,11 @@ class AppRefresher:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         audit: AuditLog | None = None,
+        on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None = None,
     ) -> None:
         self.app = app
         self._audit = audit
+        self._on_fetch_failed = on_fetch_failed  # UpstreamErrors.record, for `wxtoken status`
         self._requesters: set[str] = set()  # named in the audit entry of the next batch
         self._gate: Gate = gate or SoleProducer()
         self._budget = budget
@@ -482,6 +484,8 @@ class AppRefresher:
         app_id = self.app.app_id
         self.stats.fetch_failures += 1
         self.stats.last_error = str(exc)
+        if self._on_fetch_failed is not None:
+            self._on_fetch_failed(app_id, TokenKind.ACCESS_TOKEN, exc)
         if exc.kind is FailureKind.CONFIG:
             delay_s = self._timing.config_retry_s * (0.9 + 0.2 * self._rand())
             log.error(

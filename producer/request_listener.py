@@ -4,7 +4,9 @@ A `ConsumerThread` (one pika connection, auto-ack, reconnect with capped, jitter
 that on every (re)connect declares the requests exchange (the producer may create it) and
 binds its own server-named queue to it. Each body is decoded with `RefreshRequest.decode`;
 an invalid one is counted and logged in one line, a valid one is handed to `on_request`,
-whose exceptions are logged and never stop the thread.
+whose exceptions are logged and never stop the thread. A message typed
+`CONTROL_MESSAGE_TYPE` (an operator's signed control request) goes to `on_control` instead,
+undecoded (`producer.control.ControlHandler.handle`); without one it is rejected.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from consumer_lib.amqp.consumer import ConsumerThread
 from consumer_lib.amqp.params import connection_parameters
 from consumer_lib.errors import InvalidUpdate
 from consumer_lib.settings import TlsFiles
+from consumer_lib.wire.control import CONTROL_MESSAGE_TYPE
 from consumer_lib.wire.refresh_request import (
     RefreshRequest,
     declare_requests_exchange,
@@ -54,6 +57,7 @@ class RequestListener(ConsumerThread):
         reconnect_max_s: float = 5.0,
         rand: Callable[[], float] = random.random,
         tls: TlsFiles | None = None,
+        on_control: Callable[[bytes, BasicProperties], None] | None = None,
     ) -> None:
         super().__init__(
             connection_parameters(
@@ -67,6 +71,7 @@ class RequestListener(ConsumerThread):
         )
         self._exchange = exchange
         self._on_request = on_request
+        self._on_control = on_control
         self.stats = RequestListenerStats()
 
     @property
@@ -85,6 +90,9 @@ class RequestListener(ConsumerThread):
 
     def _handle(self, body: bytes, properties: BasicProperties) -> None:
         self.stats.received += 1
+        if properties.type == CONTROL_MESSAGE_TYPE and self._on_control is not None:
+            self._on_control(body, properties)  # verifies, counts and logs; never raises
+            return
         try:
             request = RefreshRequest.decode(body)
         except InvalidUpdate as exc:

@@ -67,3 +67,6 @@ class ProducerSettings(CommonSettings):
     heartbeat_s: Annotated[int, Field(ge=0, le=600)] = 30
     reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+    #: `/metrics`, `/healthz` and `/readyz` on this port (none when unset; 0 picks one).
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"

@@ -5,12 +5,14 @@
                      TokenSource, AppId, mask(), the MAX_* limits, decode_json_model()
     signing          UpdateCodec: Ed25519-signed envelopes around an update; key files
     refresh_request  RefreshRequest: "refresh this app's token", sent to the producers
+    control          ControlRequest (signed, e.g. clear_quota) and the leader's ControlAnswer
     keys             KeyLayout: the name of every Redis key under one prefix
 
 Anything that writes or reads these bytes goes through these modules, so the producer,
 the CLI and subscribers cannot drift apart.
 """
 
+from .control import CONTROL_MESSAGE_TYPE, ControlAnswer, ControlRequest
 from .keys import KeyLayout
 from .kinds import TICKET_NAMES, Platform, tickets_of
 from .refresh_request import (
@@ -46,6 +48,7 @@ from .update import (
 )
 
 __all__ = [
+    "CONTROL_MESSAGE_TYPE",
     "MAX_ENCODED_BYTES",
     "MAX_LIFETIME_S",
     "MAX_REQUEST_BYTES",
@@ -55,6 +58,8 @@ __all__ = [
     "REQUEST_TTL_MS",
     "TICKET_NAMES",
     "AppId",
+    "ControlAnswer",
+    "ControlRequest",
     "KeyLayout",
     "Platform",
     "RefreshRequest",

@@ -12,6 +12,9 @@
 {prefix}:audit                            stream, the audit trail, newest last
 {prefix}:ticket_budget:corp:{corp_id}     WeCom corp tickets of the corp (hourly window)
 {prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}   that agent's calls of one kind
+{prefix}:control:seen:{request_id}        a control request the leader took (SET NX EX): no replay
+{prefix}:control:answer:{request_id}      the leader's ControlAnswer as JSON, for the CLI (EX)
+{prefix}:upstream_errors                  hash "{app_id}:{kind}" -> last failed fetch, as JSON
 
 `{api}` is the WeChat endpoint the app uses (`stable` or `classic`, `producer.apps.TokenApi`).
 Nothing else builds a key string: the producer's modules, the ops CLI and the subscriber's
@@ -86,3 +89,16 @@ class KeyLayout:
     def parse_member(member: str) -> tuple[str, TokenKind]:
         app_id, _, kind = member.rpartition(":")
         return app_id, TokenKind(kind)
+
+    def control_seen(self, request_id: str) -> str:
+        """A control request the leader took (SET NX EX): its replays are refused."""
+        return f"{self.prefix}:control:seen:{request_id}"
+
+    def control_answer(self, request_id: str) -> str:
+        """The leader's `ControlAnswer` to a control request, for the CLI."""
+        return f"{self.prefix}:control:answer:{request_id}"
+
+    @property
+    def upstream_errors(self) -> str:
+        """Hash of the last failed fetch per "{app_id}:{kind}" (`producer.upstream_errors`)."""
+        return f"{self.prefix}:upstream_errors"

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -147,13 +147,7 @@ class UpdateCodec:
         payload = update.encode()
         if self._signer is None:
             return payload
-        signature = self._signer.sign(payload)
-        envelope = {
-            "payload": payload.decode(),
-            "key_id": self._signer_id,
-            "sig": base64.b64encode(signature).decode(),
-        }
-        return json.dumps(envelope, separators=(",", ":")).encode()
+        return seal(self._signer, payload)
 
     def decode(self, raw: bytes | str) -> TokenUpdate:
         """Verify and parse; anything unsigned (unless accepted), forged, signed by an
@@ -184,7 +178,35 @@ class UpdateCodec:
         return TokenUpdate.decode(payload)
 
 
-def _envelope_of(raw: bytes) -> tuple[bytes, str, bytes] | None:
+def seal(signer: Ed25519PrivateKey, payload: bytes) -> bytes:
+    """`payload` (UTF-8 JSON) in a signed envelope, the form every signed message takes."""
+    envelope = {
+        "payload": payload.decode(),
+        "key_id": key_id(signer.public_key()),
+        "sig": base64.b64encode(signer.sign(payload)).decode(),
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def unseal(raw: bytes, keys: Mapping[str, Ed25519PublicKey], *, what: str) -> tuple[bytes, str]:
+    """(payload, key id) of an envelope signed by one of `keys` (by key id). Anything
+    unsigned, signed by another key, forged or malformed raises `InvalidUpdate` naming
+    `what`; there is no insecure mode."""
+    envelope = _envelope_of(raw, what=what)
+    if envelope is None:
+        raise InvalidUpdate(f"invalid {what}: unsigned")
+    payload, signer_id, signature = envelope
+    key = keys.get(signer_id)
+    if key is None:
+        raise InvalidUpdate(f"invalid {what}: signed by unknown key {signer_id}")
+    try:
+        key.verify(signature, payload)
+    except InvalidSignature:
+        raise InvalidUpdate(f"invalid {what}: bad signature (key {signer_id})") from None
+    return payload, signer_id
+
+
+def _envelope_of(raw: bytes, *, what: str = "update") -> tuple[bytes, str, bytes] | None:
     """(payload, key id, signature) if `raw` is an envelope; None if it is a plain update;
     `InvalidUpdate` if it is neither."""
     try:
@@ -194,26 +216,26 @@ def _envelope_of(raw: bytes) -> tuple[bytes, str, bytes] | None:
     if not isinstance(data, dict) or ("sig" not in data and "payload" not in data):
         return None
     if set(data) != _ENVELOPE_KEYS:
-        raise InvalidUpdate("invalid update: envelope needs exactly payload, key_id and sig")
+        raise InvalidUpdate(f"invalid {what}: envelope needs exactly payload, key_id and sig")
     payload, signer_id, signature = data["payload"], data["key_id"], data["sig"]
     if (
         not isinstance(payload, str)
         or not isinstance(signer_id, str)
         or not isinstance(signature, str)
     ):
-        raise InvalidUpdate("invalid update: envelope fields must be strings")
+        raise InvalidUpdate(f"invalid {what}: envelope fields must be strings")
     if len(signer_id) != 16 or any(c not in "0123456789abcdef" for c in signer_id):
-        raise InvalidUpdate("invalid update: envelope key_id must be 16 hex digits")
+        raise InvalidUpdate(f"invalid {what}: envelope key_id must be 16 hex digits")
     try:
         signature_bytes = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidUpdate("invalid update: envelope sig is not base64") from None
+        raise InvalidUpdate(f"invalid {what}: envelope sig is not base64") from None
     if len(signature_bytes) != 64:
-        raise InvalidUpdate("invalid update: envelope sig is not an Ed25519 signature")
+        raise InvalidUpdate(f"invalid {what}: envelope sig is not an Ed25519 signature")
     try:
         payload_bytes = payload.encode()
     except UnicodeEncodeError:
-        raise InvalidUpdate("invalid update: envelope payload is not valid Unicode") from None
+        raise InvalidUpdate(f"invalid {what}: envelope payload is not valid Unicode") from None
     return payload_bytes, signer_id, signature_bytes
 
 

@@ -1,7 +1,8 @@
 """`wxtoken`, the operators' command line: a thin shell over the Redis store and the exchange.
 
 Commands: set (override a token read from stdin), refresh (ask the producers for a new
-token), get, status, watch, history (the audit trail), sandbox, keygen. Settings come from
+token), get, status, watch, history (the audit trail), quota clear (ask the leader to call
+clear_quota), sandbox, keygen. Settings come from
 `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing service exits 1; both
 print one line on stderr.
 Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
@@ -9,8 +10,10 @@ Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
     context   OpsContext, the broker channels, the helpers the commands share
     tokens    set, refresh, get
     observe   status, watch, history
+    quota     quota clear
     sandbox   sandbox
     keys      keygen
+    gateway_keys  gateway-key add|list|remove (the gateway's API keys)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import click
 
 from consumer_lib.errors import ConfigError, StoreError, WxTokenError
 
-from . import keys, observe, sandbox, tokens
+from . import gateway_keys, keys, observe, quota, sandbox, tokens
 from .context import BadConfig, CliError, OpsContext
 
 
@@ -73,7 +76,9 @@ for _command in (
     observe.status,
     observe.watch,
     observe.history,
+    quota.quota,
     sandbox.sandbox,
     keys.keygen,
+    gateway_keys.gateway_key,
 ):
     main.add_command(_command)

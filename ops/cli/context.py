@@ -10,39 +10,35 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
-import pika
-import pika.exceptions
 import redis
 
-from consumer_lib.amqp.params import (
-    AMQP_ERRORS,
-    close_quietly,
-    connection_parameters,
-    describe_amqp_error,
-)
-from consumer_lib.errors import BrokerError, InvalidUpdate
+from consumer_lib.errors import InvalidUpdate
 from consumer_lib.settings import DOTENV, CommonSettings, load_settings
 from consumer_lib.snapshot import SnapshotReader, connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import (
-    RefreshRequest,
-    declare_requests_exchange,
-    publish_request,
     safe_requester,
 )
 from consumer_lib.wire.signing import UpdateCodec, codec_from_settings
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 from producer.audit import AuditLog
-from producer.publishing import declare_exchange, publish_update
 
 from .. import _format
+from ..broker import (
+    ControllerFactory,
+    Publish,
+    PublisherFactory,
+    RequesterFactory,
+    SendRequest,
+    broker_channel,
+    requests_channel,
+)
 
 _MAX_STDIN_CHARS = 64 * 1024  # more than this is not a token; stop reading
 
@@ -77,72 +73,6 @@ class BadConfig(CliError):
     exit_code = 2
 
 
-#: Publishes one update (with `now_s`) on a confirming channel; raises `BrokerError`.
-Publish = Callable[[TokenUpdate, float], None]
-#: Opens the broker for (settings, sender name) and declares the exchange; `BrokerError`.
-PublisherFactory = Callable[[CommonSettings, str], AbstractContextManager[Publish]]
-#: Publishes one refresh request (with `now_s`) on a confirming channel; `BrokerError`.
-SendRequest = Callable[[RefreshRequest, float], None]
-#: Opens the broker and declares the requests exchange; `BrokerError`.
-RequesterFactory = Callable[[CommonSettings, str], AbstractContextManager[SendRequest]]
-
-
-def connect(settings: CommonSettings, sender: str) -> Any:
-    """A blocking pika connection; any failure is a `BrokerError` (naming no credentials)."""
-    params = connection_parameters(settings.amqp_url, connection_name=sender, tls=settings.amqp_tls)
-    try:
-        return pika.BlockingConnection(params)
-    except AMQP_ERRORS as exc:
-        url = urlsplit(settings.amqp_url)
-        where = f"{url.hostname}:{url.port or 5672}"
-        raise BrokerError(f"cannot reach RabbitMQ at {where}: {describe_amqp_error(exc)}") from None
-
-
-@contextmanager
-def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
-    """Connect, open a confirming channel and declare the exchange, then yield `publish`."""
-    codec = codec_from_settings(settings, must_sign=True)
-    exchange = settings.exchange
-    connection = connect(settings, sender)
-    try:
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            declare_exchange(channel, exchange)
-        except AMQP_ERRORS as exc:
-            raise BrokerError(f"declaring {exchange}: {describe_amqp_error(exc)}") from None
-
-        def publish(update: TokenUpdate, now_s: float) -> None:
-            try:
-                publish_update(channel, exchange, update, now_s=now_s, sender=sender, codec=codec)
-            except AMQP_ERRORS as exc:
-                raise BrokerError(f"publishing to {exchange}: {describe_amqp_error(exc)}") from None
-
-        yield publish
-    finally:
-        close_quietly(connection)
-
-
-@contextmanager
-def requests_channel(settings: CommonSettings, sender: str) -> Iterator[SendRequest]:
-    """Like `broker_channel`, for the requests exchange: yields `send(request, now_s)`."""
-    connection = connect(settings, sender)
-    try:
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            declare_requests_exchange(channel, settings.exchange)
-
-            def send(request: RefreshRequest, now_s: float) -> None:
-                publish_request(channel, settings.exchange, request, sender=sender, now_s=now_s)
-
-            yield send
-        except AMQP_ERRORS as exc:
-            raise BrokerError(f"requesting a refresh: {describe_amqp_error(exc)}") from None
-    finally:
-        close_quietly(connection)
-
-
 def _operator() -> str:
     """`ops:<os user>@<host>`, the producer_id of an override."""
     try:
@@ -160,7 +90,10 @@ class OpsContext:
     redis_client: redis.Redis | None = None
     publisher: PublisherFactory | None = None
     requester: RequesterFactory | None = None
+    controller: ControllerFactory | None = None
     clock: Callable[[], float] = time.time
+    #: How commands that wait for an answer pause between looks (`quota clear`).
+    sleep: Callable[[float], None] = time.sleep
     operator: str = field(default_factory=_operator)
     _own_redis: bool = field(default=False, repr=False)
 

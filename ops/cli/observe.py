@@ -13,9 +13,11 @@ from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, describe_amqp_e
 from consumer_lib.errors import BrokerError
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.kinds import TokenKind
+from producer.upstream_errors import UpstreamErrors
 
 from .. import _format
-from .context import KINDS, CliError, OpsContext, audit_log, checked, connect, emit
+from ..broker import connect
+from .context import KINDS, CliError, OpsContext, audit_log, checked, emit
 
 kind_filter = click.option(
     "--kind", type=KINDS, default=None, help="Only this kind (default: all)."
@@ -54,12 +56,16 @@ def status(obj: OpsContext, kind: TokenKind | None, as_json: bool) -> None:
     """Show every known app and kind.
 
     Version, source, seconds left, age and producer; `missing` once a token expired or
-    vanished, `invalid` when Redis holds something that is not a valid update.
+    vanished, `invalid` when Redis holds something that is not a valid update. A fetch
+    that failed since the token was issued is noted, e.g. "IP 1.2.3.4 not whitelisted".
     """
     reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
-    wanted = [known for known in reader.known() if kind is None or known[1] is kind]
+    failures = UpstreamErrors(obj.get_redis(), obj.keys()).read_all()
+    # An app whose first fetch failed (an IP not whitelisted) is known by its failure only.
+    known = sorted(set(reader.known()) | set(failures))
+    wanted = [entry for entry in known if kind is None or entry[1] is kind]
     entries = reader.read_many(wanted)
-    records = _format.status_records(entries, now_s=obj.clock())
+    records = _format.status_records(entries, now_s=obj.clock(), failures=failures)
     if as_json:
         click.echo(_format.to_json(records))
     elif not records:

@@ -22,8 +22,11 @@ from consumer_lib.wire.update import TokenKind
 from producer.apps import TokenApi
 from producer.audit import AuditLog
 from producer.budget import RefreshBudget
+from producer.errcodes import FailureKind
 from producer.lease import Leadership
 from producer.store import TokenStore
+from producer.upstream import UpstreamError
+from producer.upstream_errors import UpstreamErrors
 from tests.integration.servers import HOST, RedisServer
 from tests.unit._helpers import make_update
 
@@ -235,3 +238,29 @@ def test_consumer_reads_snapshots_and_nothing_else(
     _refused(lambda: consumer.flushall())
     _refused(lambda: consumer.keys("*"))
     assert reader.read(APP, TokenKind.JSAPI_TICKET) == update, "nothing changed"
+
+
+def test_quota_clear_keys_work_for_their_roles_only(
+    producer: redis.Redis, ops: redis.Redis, consumer: redis.Redis
+) -> None:
+    """The producer records an upstream failure and a control request's replay mark and
+    answer; `wxtoken status` (ops) reads the failures and `quota clear` (ops) the answer;
+    ops may not forge either, and a consumer reads none of them."""
+    failures = UpstreamErrors(producer, KEYS)
+    failures.record(
+        APP,
+        TokenKind.ACCESS_TOKEN,
+        UpstreamError("not whitelisted", kind=FailureKind.CONFIG, errcode=40164, caller_ip=HOST),
+    )
+    seen, answer = KEYS.control_seen("acl-req-1"), KEYS.control_answer("acl-req-1")
+    assert producer.set(seen, "ops-key", nx=True, ex=60)
+    assert producer.set(answer, '{"result":"cleared"}', nx=True, ex=60)
+    read = UpstreamErrors(ops, KEYS).read_all()
+    assert read[(APP, TokenKind.ACCESS_TOKEN)].caller_ip == HOST
+    assert ops.get(answer) == b'{"result":"cleared"}'
+    _refused(lambda: ops.hset(KEYS.upstream_errors, "x:access_token", "{}"))
+    _refused(lambda: ops.set(answer, "forged"))
+    _refused(lambda: ops.delete(seen))
+    _refused(lambda: consumer.hgetall(KEYS.upstream_errors))
+    _refused(lambda: consumer.get(answer))
+    _refused(lambda: consumer.set(seen, "x"))

@@ -26,6 +26,7 @@ import yaml
 
 from consumer_lib.errors import ConfigError
 from consumer_lib.settings import load_settings
+from ops.gateway import GatewaySettings
 from producer.apps import TokenApi, load_apps, parse_apps
 from producer.settings import ProducerSettings
 
@@ -50,6 +51,8 @@ REDIS_PRODUCER_PASSWORD_VARIABLE = "WXTOKEN_REDIS_PRODUCER_PASSWORD"
 COMPOSE_ENV = {
     PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789",
     REDIS_PRODUCER_PASSWORD_VARIABLE: "not-a-real-redis-password-0123",
+    "WXTOKEN_MQ_CONSUMER_PASSWORD": "not-a-real-password-9876543210",
+    "WXTOKEN_REDIS_CONSUMER_PASSWORD": "not-a-real-redis-password-4567",
 }
 #: The oldest Redis 7.2 release with the fixes for CVE-2024-31449, CVE-2024-46981 and
 #: CVE-2025-49844 (7.2.5 has none of them).
@@ -244,20 +247,24 @@ def test_pulled_images_are_pinned_to_exact_versions() -> None:
 
 
 def test_our_services_build_the_image_from_this_repository() -> None:
-    """The producer and the sandbox run the image built from ./Dockerfile."""
-    for name in ("producer", "sandbox"):
+    """The producer, the gateway and the sandbox run the image built from ./Dockerfile."""
+    for name in ("producer", "gateway", "sandbox"):
         assert _services()[name]["build"] == ".", name
 
 
-def test_every_wxtoken_variable_is_a_producer_settings_field() -> None:
-    """Each `WXTOKEN_*` variable any service sets names a `ProducerSettings` field."""
+def test_every_wxtoken_variable_is_a_settings_field() -> None:
+    """Each `WXTOKEN_*` variable a service sets names a field of that program's settings
+    (`GatewaySettings` for the gateway, `ProducerSettings` for the others)."""
     known = {f"WXTOKEN_{name.upper()}" for name in ProducerSettings.model_fields}
+    gateway_known = {f"WXTOKEN_{name.upper()}" for name in GatewaySettings.model_fields}
     seen = set()
     for name, service in _services().items():
+        fields = gateway_known if name == "gateway" else known
         for variable in _environment(service):
             if variable.startswith("WXTOKEN_"):
-                assert variable in known, f"{name}: {variable} is not a settings field"
-                seen.add(variable)
+                assert variable in fields, f"{name}: {variable} is not a settings field"
+                if name != "gateway":
+                    seen.add(variable)
     required = {"REDIS_URL", "AMQP_URL", "APPS_FILE", "WECHAT_BASE_URL", "LOG_LEVEL"}
     assert {f"WXTOKEN_{v}" for v in required} <= seen
     for variable in _documented_sandbox_overrides():
@@ -894,3 +901,67 @@ def test_dockerfile_uses_a_current_python_3_11_patch_release() -> None:
     match = re.match(r"python:3\.11\.(\d+)-", image)
     assert match, image
     assert int(match[1]) >= 17
+
+
+# ---- the gateway -----------------------------------------------------------------------------
+
+
+def test_gateway_environment_is_valid_gateway_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The gateway's environment passes validation: it listens on all interfaces of its
+    container, on the port compose publishes, and logs in as the consumer user."""
+    for variable in list(os.environ):
+        if variable.startswith("WXTOKEN_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.chdir(tmp_path)
+    gateway = _services()["gateway"]
+    for variable, value in _resolved_environment(gateway, COMPOSE_ENV).items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings(GatewaySettings)
+    assert settings.gateway_host == "0.0.0.0"
+    assert gateway["ports"] == [f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"]
+    params = pika.URLParameters(settings.amqp_url)
+    assert params.credentials.username == "wxtoken-consumer"
+    redis_password = COMPOSE_ENV["WXTOKEN_REDIS_CONSUMER_PASSWORD"]
+    assert settings.redis_url == f"redis://wxtoken-consumer:{redis_password}@redis:6379/0"
+    assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
+    assert str(settings.gateway_keys_file) == "/run/secrets/gateway_keys"
+    assert "gateway_keys" in gateway["secrets"]
+    assert _compose()["secrets"]["gateway_keys"]["file"].startswith("./deploy/secrets/")
+    verify = settings.verify_key_files()
+    mounted = {m["target"] for m in gateway["volumes"] if isinstance(m, dict)}
+    assert verify
+    assert all(any(str(p).startswith(t + "/") for t in mounted) for p in verify)
+
+
+def test_gateway_healthcheck_asks_readyz_on_its_port() -> None:
+    """Compose calls the gateway healthy only once /readyz answers on its own port."""
+    gateway = _services()["gateway"]
+    port = _environment(gateway)["WXTOKEN_GATEWAY_PORT"]
+    test = gateway["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/readyz" in test[3]
+    assert gateway["command"] == ["wxtoken-gateway"]
+    assert gateway["depends_on"] == {
+        "rabbitmq": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+
+
+def test_image_installs_the_gateway_extra() -> None:
+    """The image carries the producer's, the ops CLI's and the gateway's dependencies, so
+    `wxtoken-producer`, `wxtoken` and `wxtoken-gateway` all run in it."""
+    runs = " ".join(rest for keyword, rest in _dockerfile() if keyword == "RUN")
+    assert "'.[producer,ops,gateway]'" in runs
+    assert "'wxtoken[producer,ops,gateway]'" in runs
+
+
+def test_producer_healthcheck_asks_readyz_on_its_metrics_port() -> None:
+    """The producer serves /readyz on WXTOKEN_METRICS_PORT and compose's healthcheck asks it."""
+    producer = _services()["producer"]
+    env = _environment(producer)
+    port = env["WXTOKEN_METRICS_PORT"]
+    assert env["WXTOKEN_METRICS_HOST"] == "0.0.0.0"
+    assert f"http://127.0.0.1:{port}/readyz" in producer["healthcheck"]["test"][3]
+    assert f"127.0.0.1:{port}:{port}" in producer["ports"]

@@ -1,5 +1,6 @@
 """Dependencies by role: a service that uses only `consumer_lib` needs neither `requests` nor
-`click`, and `consumer_lib` stands alone, never reaching into `producer/` or `ops/`."""
+`click`, and `consumer_lib` stands alone, never reaching into `producer/` or `ops/`. The
+optional parts (the drop-ins, metrics, the gateway) import only what their own extra installs."""
 
 from __future__ import annotations
 
@@ -15,16 +16,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("consumer_lib", "producer", "ops")
-#: What each package may import beyond the standard library and the project itself.
-EXTRAS_OF = {"consumer_lib": (), "producer": ("producer",), "ops": ("producer", "ops")}
+#: What each part of the source may import beyond the standard library and the project
+#: itself: the base dependencies plus these extras. A part is a package or a path under one;
+#: a file belongs to the longest part its path starts with.
+EXTRAS_OF: dict[str, tuple[str, ...]] = {
+    "consumer_lib": (),
+    "consumer_lib/metrics.py": ("metrics",),
+    "consumer_lib/dropins/wechatpy_client.py": ("wechatpy",),
+    "consumer_lib/dropins/requests_auth.py": ("requests",),
+    "consumer_lib/dropins/httpx_auth.py": ("httpx",),
+    "producer": ("producer",),
+    "producer/metrics.py": ("metrics",),
+    "producer/observability.py": ("metrics",),  # imports prometheus-client only when asked
+    "ops": ("producer", "ops"),
+    "ops/gateway": ("gateway",),
+    "ops/broker.py": (),  # the gateway's overrides publish through it: no click, no requests
+}
+#: consumer_lib's modules that need an extra; the rest must import with the base alone.
+OPTIONAL_MODULES = ("consumer_lib.metrics", "consumer_lib.dropins.")
+#: Third-party packages the optional extras bring; plain consumer_lib loads none of them.
+OPTIONAL_TOP_LEVEL = {"prometheus_client", "wechatpy", "httpx", "starlette", "uvicorn"}
 
-#: Imports every consumer_lib module in a fresh interpreter; prints what got loaded.
+#: Imports every module of a package (but those starting with a skipped prefix, given
+#: comma-separated), then more modules, in a fresh interpreter; prints the top-level names
+#: of what got loaded.
 IMPORT_ALL = """
 import json, pkgutil, importlib, sys
-import consumer_lib
-for info in pkgutil.walk_packages(consumer_lib.__path__, "consumer_lib."):
-    importlib.import_module(info.name)
+package, also = sys.argv[1], sys.argv[3:]
+skip = tuple(prefix for prefix in sys.argv[2].split(",") if prefix)
+root = importlib.import_module(package)
+for info in pkgutil.walk_packages(root.__path__, package + "."):
+    if not skip or not info.name.startswith(skip):
+        importlib.import_module(info.name)
+for name in also:
+    importlib.import_module(name)
 print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
 """
 
@@ -41,14 +66,51 @@ def _names(requirements: list[str]) -> set[str]:
     for line in requirements:
         match = re.match(r"[A-Za-z0-9._-]+", line)
         assert match, line
-        names.add(match.group(0).lower())
+        names.add(_normal(match.group(0)))
     return names
 
 
-def _third_party_imports(package: str) -> set[str]:
-    """Top-level names of the modules `package` imports that are neither stdlib nor ours."""
+def _normal(name: str) -> str:
+    """A distribution name in its normal form (PEP 503): prometheus_client -> prometheus-client."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _part_of(path: Path) -> str:
+    """The longest `EXTRAS_OF` part that `path` (a source file) falls under."""
+    relative = path.relative_to(ROOT).as_posix()
+    parts = [p for p in EXTRAS_OF if relative == p or relative.startswith(p + "/")]
+    return max(parts, key=len)
+
+
+def _files_of(part: str) -> list[Path]:
+    """The source files of one `EXTRAS_OF` part, without those of its longer parts."""
+    where = ROOT / part
+    files = [where] if where.is_file() else sorted(where.rglob("*.py"))
+    return [f for f in files if _part_of(f) == part]
+
+
+def _loaded_by_importing(package: str, skip: str = "", *also: str) -> set[str]:
+    """Top-level names loaded by importing `package`'s modules but those starting with one
+    of the comma-separated prefixes `skip`, then the modules `also`."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL, package, skip, *also],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert package.partition(".")[0] in loaded
+    return loaded
+
+
+def _third_party_imports(package: str, files: list[Path] | None = None) -> set[str]:
+    """Top-level names of the modules `package` (or just `files`) imports that are neither
+    stdlib nor ours."""
     found: set[str] = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in files if files is not None else (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 found.update(alias.name.partition(".")[0] for alias in node.names)
@@ -58,20 +120,28 @@ def _third_party_imports(package: str) -> set[str]:
 
 
 def test_importing_consumer_lib_loads_neither_requests_nor_click_nor_our_other_packages() -> None:
-    """Every consumer_lib module imported in a fresh interpreter: no requests, click,
-    producer or ops among the loaded modules."""
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORT_ALL],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = set(json.loads(result.stdout))
-    assert "consumer_lib" in loaded
-    assert loaded.isdisjoint({"requests", "click", "producer", "ops"}), sorted(loaded)
+    """Every consumer_lib module but the optional ones imported in a fresh interpreter: no
+    requests, click, producer, ops nor any optional extra's package among the loaded ones."""
+    loaded = _loaded_by_importing("consumer_lib", ",".join(OPTIONAL_MODULES))
+    unwanted = {"requests", "click", "producer", "ops"} | OPTIONAL_TOP_LEVEL
+    assert loaded.isdisjoint(unwanted), sorted(loaded & unwanted)
+
+
+def test_importing_every_consumer_lib_module_still_loads_none_of_our_other_packages() -> None:
+    """With the drop-ins and metrics imported too (their SDKs installed), consumer_lib still
+    reaches into neither producer nor ops (click may come: httpx loads it when installed)."""
+    loaded = _loaded_by_importing("consumer_lib")
+    assert {"prometheus_client", "wechatpy", "httpx"} <= loaded, "the optional parts were loaded"
+    assert loaded.isdisjoint({"producer", "ops"}), sorted(loaded & {"producer", "ops"})
+
+
+def test_the_gateway_loads_neither_click_nor_requests() -> None:
+    """Every module of the gateway, and the broker module its overrides publish through,
+    imported in a fresh interpreter: `wxtoken[gateway]` is enough to run it, so click and
+    requests must not be loaded."""
+    loaded = _loaded_by_importing("ops.gateway", "", "ops.broker")
+    assert {"starlette", "uvicorn", "prometheus_client"} & loaded
+    assert loaded.isdisjoint({"click", "requests"}), sorted(loaded & {"click", "requests"})
 
 
 def test_consumer_lib_source_imports_nothing_from_producer_or_ops() -> None:
@@ -91,26 +161,62 @@ def test_base_dependencies_are_what_consumer_lib_needs() -> None:
     assert "wxtoken[producer,ops]" in {line.replace(" ", "") for line in extras["dev"]}
 
 
-@pytest.mark.parametrize("package", PACKAGES)
-def test_each_package_imports_only_what_its_extras_install(package: str) -> None:
-    """What a package imports from outside is installed by the base plus its extras."""
+def test_optional_extras_are_there_and_dev_installs_them_all() -> None:
+    """The gateway, metrics and drop-in extras bring their packages, and `dev` has them all."""
+    extras = _project()["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert {"starlette", "uvicorn", "prometheus-client"} <= _names(extras["gateway"])
+    assert _names(extras["gateway"]).isdisjoint({"click", "requests", "wxtoken"})
+    assert _names(extras["metrics"]) == {"prometheus-client"}
+    assert _names(extras["wechatpy"]) == {"wechatpy"}
+    assert _names(extras["requests"]) == {"requests"}
+    assert _names(extras["httpx"]) == {"httpx"}
+    in_dev: set[str] = set()
+    for line in extras["dev"]:
+        match = re.fullmatch(r"wxtoken\[([a-z,]+)\]", line.replace(" ", ""))
+        if match:
+            in_dev |= set(match[1].split(","))
+    assert in_dev == set(extras) - {"dev"}
+
+
+@pytest.mark.parametrize("part", sorted(EXTRAS_OF))
+def test_each_part_imports_only_what_its_extras_install(part: str) -> None:
+    """What a package (or an optional module of one) imports from outside is installed by
+    the base plus its extras."""
     project = _project()
     extras = project["optional-dependencies"]
     assert isinstance(extras, dict)
     allowed = _names(project["dependencies"])  # type: ignore[arg-type]
-    for extra in EXTRAS_OF[package]:
+    for extra in EXTRAS_OF[part]:
         allowed |= {n for n in _names(extras[extra]) if n != "wxtoken"}
     ours = {"consumer_lib", "producer", "ops"}
     distributions = packages_distributions()
-    for module in sorted(_third_party_imports(package) - ours):
-        names = {name.lower() for name in distributions.get(module, [module])}
-        assert names & allowed, f"{package} imports {module}, installed by none of {allowed}"
+    files = _files_of(part)
+    assert files, f"no source file under {part}"
+    for module in sorted(_third_party_imports(part, files) - ours):
+        names = {_normal(name) for name in distributions.get(module, [module])}
+        assert names & allowed, f"{part} imports {module}, installed by none of {allowed}"
 
 
 def test_console_scripts_load_with_the_dev_install() -> None:
-    """Both console scripts are installed and their entry points import."""
+    """The three console scripts are installed and their entry points import."""
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
     assert scripts["wxtoken-producer"].value == "producer.__main__:main"
     assert scripts["wxtoken"].value == "ops.cli:main"
-    for name in ("wxtoken-producer", "wxtoken"):
+    assert scripts["wxtoken-gateway"].value == "ops.gateway.__main__:main"
+    for name in ("wxtoken-producer", "wxtoken", "wxtoken-gateway"):
         assert callable(scripts[name].load())
+
+
+def test_the_gateway_never_imports_the_click_cli() -> None:
+    """No module of ops/gateway imports ops.cli (click), even lazily: its overrides publish
+    through ops.broker."""
+    imported: set[str] = set()
+    for path in (ROOT / "ops" / "gateway").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert "ops.broker" in imported
+    assert not {name for name in imported if name == "ops.cli" or name.startswith("ops.cli.")}

@@ -1,0 +1,106 @@
+"""The pieces of `make demo` that are not its story: one locked printer, the relay of a
+child's log, the env file its suggested commands use, the exchanges, the gateway."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO
+
+import pika
+
+from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, connection_parameters
+from consumer_lib.errors import BrokerError
+from consumer_lib.settings import ClientSettings
+from consumer_lib.wire.refresh_request import declare_requests_exchange
+
+_PRINT_LOCK = threading.Lock()
+
+#: Producer log lines a newcomer need not read (re-publishes every few seconds, plumbing).
+QUIET = (
+    "producer.publishing: published",
+    "producer.publishing: publisher connected",
+    "producer.request_listener: listening",
+    "metrics and health on port",
+)
+
+
+def say(who: str, text: str, *, out: IO[str] | None = None) -> None:
+    """One whole line, never interleaved with another thread's."""
+    line = f"{time.strftime('%H:%M:%S')} {who:>10} | {text}\n"
+    stream = out or sys.stdout
+    with _PRINT_LOCK:
+        stream.write(line)
+        stream.flush()
+
+
+def relay(stream: IO[str], who: str, *, quiet: tuple[str, ...] = QUIET) -> None:
+    """Echo a child's log lines without their own timestamp, dropping the routine ones."""
+    for raw in stream:
+        text = raw.rstrip("\n")
+        if not text or any(q in text for q in quiet):
+            continue
+        say(who, text.split(" ", 2)[-1] if text[:4].isdigit() else text)
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> Path:
+    """`KEY='value'` lines a shell can source (`set -a; . FILE; set +a`); mode 0600."""
+    path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+    path.chmod(0o600)
+    return path
+
+
+def declare_exchanges(settings: ClientSettings) -> None:
+    """Create the tokens and requests exchanges, so the subscriber starting before the
+    producer finds them (no NOT_FOUND from the broker); `BrokerError` if unreachable."""
+    params = connection_parameters(settings.amqp_url, connection_name="wxtoken-demo/setup")
+    try:
+        connection = pika.BlockingConnection(params)
+    except AMQP_ERRORS as exc:
+        raise BrokerError(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    try:
+        channel = connection.channel()
+        from producer.publishing import declare_exchange
+
+        declare_exchange(channel, settings.exchange)
+        declare_requests_exchange(channel, settings.exchange)
+    except AMQP_ERRORS as exc:
+        raise BrokerError(f"declaring the demo exchanges: {type(exc).__name__}") from None
+    finally:
+        close_quietly(connection)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_child(module: str, env: Mapping[str, str], who: str) -> subprocess.Popen[str]:
+    """`python -m module` with its stderr relayed line by line as `who`."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", module], env=dict(env), stderr=subprocess.PIPE, text=True
+    )
+    assert child.stderr is not None
+    threading.Thread(target=relay, args=(child.stderr, who), daemon=True).start()
+    return child
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, stop: threading.Event) -> bool:
+    """Poll `check` every 0.2 s until it is true, `stop` is set or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except OSError:
+            pass
+        stop.wait(0.2)
+    return False

@@ -1,0 +1,88 @@
+"""The override use case behind `POST /v1/apps/{app}/access_token`, as `wxtoken set` does it.
+
+The broker is reached before anything is written, the token is signed with the gateway's
+operator key, compare-and-set into Redis with a new version, audited with the API key's
+name, then published. A failure before the write changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from consumer_lib import BrokerError, TokenKind, TokenSource, TokenUpdate, WxTokenError
+from producer.audit import AuditEvent, AuditLog
+from producer.store import TokenStore
+
+log = logging.getLogger(__name__)
+
+#: Publishes one update (with `now_s`); raises `BrokerError`.
+Publish = Callable[[TokenUpdate, float], None]
+
+
+class OverrideRefused(WxTokenError):
+    """Redis already holds a newer version; nothing was written or published."""
+
+
+class PublishFailed(WxTokenError):
+    """Stored in Redis, but publishing failed: subscribers find it in the snapshot."""
+
+
+@dataclass
+class Overrider:
+    store: TokenStore
+    audit: AuditLog
+    open_publisher: Callable[[], AbstractContextManager[Publish]]
+    operator: str
+    clock: Callable[[], float]
+
+    def override(
+        self,
+        app_id: str,
+        kind: TokenKind,
+        token: str,
+        *,
+        expires_in_s: int,
+        reason: str | None,
+        key_name: str,
+    ) -> TokenUpdate:
+        """Store and publish `token`; raises `OverrideRefused`, `StoreError`, `BrokerError`
+        (nothing changed) or `PublishFailed` (stored, not published)."""
+        who = f"{self.operator}/key:{key_name}"[:128]
+        with self.open_publisher() as publish:
+            now_s = self.clock()
+            version = self.store.next_version(app_id, kind, now_s=now_s)
+            update = TokenUpdate(
+                app_id=app_id,
+                kind=kind,
+                value=token,
+                issued_at=now_s,
+                expires_at=now_s + expires_in_s,
+                version=version,
+                source=TokenSource.OVERRIDE,
+                producer_id=who,
+                reason=reason,
+            )
+            result = self.store.write(update)
+            if not result.written:
+                newer = f"version {result.stored.version}" if result.stored else "a newer version"
+                raise OverrideRefused(
+                    f"Redis already holds {newer} of {app_id}/{kind}, newer than {version}"
+                )
+            log.info("override stored %s by key %s", update, key_name)
+            self.audit.record(
+                AuditEvent.OVERRIDE,
+                app_id,
+                kind=kind.value,
+                who=who,
+                version=version,
+                masked_token=update.masked,
+                reason=reason,
+            )
+            try:
+                publish(update, self.clock())
+            except BrokerError as exc:
+                raise PublishFailed(f"stored version {version}, publishing failed: {exc}") from None
+        return update

@@ -1,0 +1,77 @@
+"""Builds a `Gateway` from settings: one Redis client, a `TokenClient`, the keys, the
+audit trail, the override use case (when an operator key is configured) and metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from consumer_lib import TokenClient
+from consumer_lib.snapshot import connect_redis
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import codec_from_settings
+from producer.audit import AuditLog
+from producer.store import TokenStore
+
+from ._apikeys import KeyRing
+from ._app import Gateway
+from ._override import Overrider
+from ._settings import GatewaySettings
+from ._tokens import TokenView
+
+
+def make_gateway(settings: GatewaySettings) -> Gateway:
+    """Everything wired, nothing started; raises `ConfigError` for a bad keys file or key."""
+    keys = KeyRing(settings.gateway_keys_file)
+    redis_client = connect_redis(
+        settings.redis_url, timeout_s=settings.redis_timeout_s, tls=settings.redis_tls
+    )
+    layout = KeyLayout(settings.key_prefix)
+    client = TokenClient(settings, redis_client=redis_client, name="wxtoken-gateway")
+    store = TokenStore(redis_client, layout, codec_from_settings(settings))
+    view = TokenView(client, store.reader.known)
+    audit = AuditLog(redis_client, layout)
+    overrider = None
+    if settings.signing_key_file is not None:
+        from ops.broker import broker_channel  # the broker side of `wxtoken set`
+
+        signing_store = TokenStore(
+            redis_client, layout, codec_from_settings(settings, must_sign=True)
+        )
+        sender = f"wxtoken-gateway/{settings.gateway_operator}"
+        overrider = Overrider(
+            store=signing_store,
+            audit=audit,
+            open_publisher=lambda: broker_channel(settings, sender),
+            operator=settings.gateway_operator,
+            clock=time.time,
+        )
+    gateway = Gateway(
+        client=client,
+        view=view,
+        keys=keys,
+        audit=audit,
+        overrider=overrider,
+        operator=settings.gateway_operator,
+        default_rate_per_s=settings.gateway_rate_per_s,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        legacy_anonymous=settings.gateway_legacy_anonymous,
+    )
+    try:
+        gateway.metrics = _metrics(gateway)
+    except ImportError:  # prometheus-client is in the gateway extra; without it, no /metrics
+        gateway.metrics = None
+    return gateway
+
+
+def _metrics(gateway: Gateway) -> Callable[[], tuple[bytes, str]]:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from consumer_lib.metrics import TokenClientCollector
+
+    from ._metrics import GatewayCollector
+
+    registry = CollectorRegistry()
+    registry.register(TokenClientCollector(gateway.client))
+    registry.register(GatewayCollector(gateway))
+    return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST)

@@ -1,0 +1,233 @@
+"""Prometheus metrics of a producer, read at scrape time from the state it already holds.
+
+`ProducerView` is the small interface: callables returning what the producer knows.
+`view_of(service, meter)` builds one from a `ProducerService`; `ProducerCollector(view)`
+yields the metrics. Labels: app id (from the apps file), kind, token API, outcome, and a
+bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
+
+    wxtoken_producer_token_seconds_left{app_id,kind}       the token this producer holds
+    wxtoken_producer_token_version{app_id,kind}
+    wxtoken_producer_fetches_total{app_id}                 upstream calls that gave a token
+    wxtoken_producer_fetch_failures_total{app_id}
+    wxtoken_producer_forced_refreshes_total{app_id}        after reports of the current token
+    wxtoken_producer_refresh_requests_total{app_id,handling}  received | old_token | over_budget
+    wxtoken_producer_writes_fenced_total{app_id}
+    wxtoken_producer_store_failures_total{app_id}
+    wxtoken_producer_upstream_calls_total{app_id,outcome,errcode}
+    wxtoken_producer_upstream_seconds{app_id}              histogram
+    wxtoken_producer_budget_used{app_id,api} / wxtoken_producer_budget_limit{app_id,api}
+    wxtoken_producer_leader                                1 while holding the lease
+    wxtoken_producer_lease_epoch                           changes() of it counts takeovers
+    wxtoken_producer_lease_acquisitions_total              times this one became the leader
+    wxtoken_producer_publishes_total{result}               confirmed | nacked
+    wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from consumer_lib import TokenUpdate
+
+from .apps import AppConfig
+from .budget import RefreshBudget
+from .refresher import RefresherStats
+from .upstream_meter import LATENCY_BUCKETS_S, MeteredFetcher
+
+if TYPE_CHECKING:
+    from ._service import ProducerService
+
+
+@dataclass(frozen=True)
+class ProducerView:
+    """What the collector reads; every callable is cheap and does no I/O."""
+
+    apps: Callable[[], Sequence[tuple[AppConfig, TokenUpdate | None, RefresherStats]]]
+    is_leader: Callable[[], bool]
+    epoch: Callable[[], int | None]
+    broker_connected: Callable[[], bool]
+    redis_reachable: Callable[[], bool]
+    budget: RefreshBudget | None = None
+    meter: MeteredFetcher | None = None
+    #: (confirmed, nacked) publishes so far
+    publishes: Callable[[], tuple[int, int]] | None = None
+    #: times this producer became the leader
+    lease_acquisitions: Callable[[], int] | None = None
+
+
+def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> ProducerView:
+    """The view of a running `ProducerService` (the one place that knows its insides)."""
+    return ProducerView(
+        apps=lambda: [(r.app, r.held, r.stats) for r in service.refreshers],
+        is_leader=lambda: service.leadership.is_leader,
+        epoch=lambda: service.leadership.epoch,
+        broker_connected=lambda: service.publisher.connected,
+        redis_reachable=lambda: service.leadership.store_reachable,
+        budget=getattr(service, "budget", None),
+        meter=meter,
+        publishes=lambda: (service.publisher.published_count, service.publisher.nacked_count),
+        lease_acquisitions=lambda: service.leadership.acquisitions,
+    )
+
+
+def is_ready(view: ProducerView) -> tuple[bool, str]:
+    """Ready: the leader, or a standby following Redis."""
+    if view.is_leader():
+        return True, "leader"
+    if view.redis_reachable():
+        return True, "standby, following Redis"
+    return False, "not the leader and Redis unreachable"
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+class ProducerCollector(Collector):
+    def __init__(self, view: ProducerView, *, clock: Callable[[], float] = time.time) -> None:
+        self._view = view
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._tokens_and_stats()
+        yield from self._upstream()
+        yield from self._budget()
+        view = self._view
+        yield GaugeMetricFamily(
+            "wxtoken_producer_leader",
+            "1 while this producer holds the lease.",
+            value=1.0 if view.is_leader() else 0.0,
+        )
+        epoch = view.epoch()
+        if epoch is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_producer_lease_epoch",
+                "Lease term last held or seen; each change is a new leader.",
+                value=epoch,
+            )
+        if view.lease_acquisitions is not None:
+            yield CounterMetricFamily(
+                "wxtoken_producer_lease_acquisitions",
+                "Times this producer became the leader (at start, or taking over).",
+                value=view.lease_acquisitions(),
+            )
+        if view.publishes is not None:
+            confirmed, nacked = view.publishes()
+            publishes = _counter(
+                "wxtoken_producer_publishes", "Publishes by broker answer.", ["result"]
+            )
+            publishes.add_metric(["confirmed"], confirmed)
+            publishes.add_metric(["nacked"], nacked)
+            yield publishes
+        yield GaugeMetricFamily(
+            "wxtoken_producer_broker_connected",
+            "1 while the publisher's channel is open.",
+            value=1.0 if view.broker_connected() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "wxtoken_producer_redis_reachable",
+            "0 since a lease call to Redis failed.",
+            value=1.0 if view.redis_reachable() else 0.0,
+        )
+
+    def _tokens_and_stats(self) -> Iterator[Metric]:
+        now_s = self._clock()
+        left = GaugeMetricFamily(
+            "wxtoken_producer_token_seconds_left",
+            "Seconds until the token this producer holds expires.",
+            labels=["app_id", "kind"],
+        )
+        version = GaugeMetricFamily(
+            "wxtoken_producer_token_version",
+            "Version of the held token.",
+            labels=["app_id", "kind"],
+        )
+        fetches = _counter(
+            "wxtoken_producer_fetches", "Upstream fetches that gave a token.", ["app_id"]
+        )
+        failures = _counter(
+            "wxtoken_producer_fetch_failures", "Upstream fetches that failed.", ["app_id"]
+        )
+        forced = _counter(
+            "wxtoken_producer_forced_refreshes",
+            "Refreshes forced by reports that the current token was rejected.",
+            ["app_id"],
+        )
+        requests = _counter(
+            "wxtoken_producer_refresh_requests",
+            "Refresh requests (reports) received, and how they were handled.",
+            ["app_id", "handling"],
+        )
+        fenced = _counter(
+            "wxtoken_producer_writes_fenced", "Writes refused: the lease was lost.", ["app_id"]
+        )
+        store = _counter("wxtoken_producer_store_failures", "Redis failures.", ["app_id"])
+        for app, held, stats in self._view.apps():
+            if held is not None:
+                left.add_metric([app.app_id, held.kind.value], held.seconds_left(now_s))
+                version.add_metric([app.app_id, held.kind.value], held.version)
+            fetches.add_metric([app.app_id], stats.fetches)
+            failures.add_metric([app.app_id], stats.fetch_failures)
+            forced.add_metric([app.app_id], stats.forced_refreshes)
+            requests.add_metric([app.app_id, "received"], stats.requests_received)
+            requests.add_metric([app.app_id, "old_token"], stats.requests_about_old_tokens)
+            requests.add_metric([app.app_id, "over_budget"], stats.requests_over_budget)
+            fenced.add_metric([app.app_id], stats.writes_fenced)
+            store.add_metric([app.app_id], stats.store_failures)
+        yield from (left, version, fetches, failures, forced, requests, fenced, store)
+
+    def _upstream(self) -> Iterator[Metric]:
+        meter = self._view.meter
+        if meter is None:
+            return
+        calls = _counter(
+            "wxtoken_producer_upstream_calls",
+            "Upstream token calls by outcome (ok, transient, config, quota) and errcode.",
+            ["app_id", "outcome", "errcode"],
+        )
+        for (app_id, outcome, errcode), count in sorted(meter.outcomes().items()):
+            calls.add_metric([app_id, outcome, errcode], count)
+        yield calls
+        latency = HistogramMetricFamily(
+            "wxtoken_producer_upstream_seconds", "Upstream token call latency.", labels=["app_id"]
+        )
+        for app_id, histogram in sorted(meter.latency().items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*LATENCY_BUCKETS_S, float("inf")), histogram.counts, strict=True
+            ):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric([app_id], buckets, histogram.sum_s)
+        yield latency
+
+    def _budget(self) -> Iterator[Metric]:
+        budget = self._view.budget
+        if budget is None:
+            return
+        used = GaugeMetricFamily(
+            "wxtoken_producer_budget_used",
+            "Request-caused refreshes (forced stable, or classic fetches) today, UTC.",
+            labels=["app_id", "api"],
+        )
+        limit = GaugeMetricFamily(
+            "wxtoken_producer_budget_limit",
+            "The daily limit of the same.",
+            labels=["app_id", "api"],
+        )
+        for app_id, api, count, most in sorted(budget.used_today()):
+            used.add_metric([app_id, api.value], count)
+            limit.add_metric([app_id, api.value], most)
+        yield used
+        yield limit

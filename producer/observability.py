@@ -1,0 +1,66 @@
+"""Wiring the producer's metrics and health port (`WXTOKEN_METRICS_PORT`) in two calls:
+
+meter = metered_upstream(settings)             # None when the port is not set
+service = ProducerService(settings, apps, fetcher=meter)
+status = start_status(settings, service, meter)  # after service.start(); close() it
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from consumer_lib.errors import ConfigError
+
+from .settings import ProducerSettings
+from .upstream_meter import MeteredFetcher
+from .wechat import WeChatClient
+
+if TYPE_CHECKING:
+    from ._service import ProducerService
+    from .status_server import StatusServer
+
+
+def metered_upstream(settings: ProducerSettings) -> MeteredFetcher | None:
+    """The WeChat client the service would build, wrapped to count calls; None if off."""
+    if settings.metrics_port is None:
+        return None
+    return MeteredFetcher(
+        WeChatClient(
+            settings.wechat_base_url,
+            connect_timeout_s=settings.http_connect_timeout_s,
+            read_timeout_s=settings.http_read_timeout_s,
+        )
+    )
+
+
+def start_status(
+    settings: ProducerSettings, service: ProducerService, meter: MeteredFetcher | None
+) -> StatusServer | None:
+    """Serve /metrics, /healthz, /readyz; `ConfigError` when the port cannot be had."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        from .metrics import ProducerCollector, is_ready, view_of
+        from .status_server import StatusServer
+    except ImportError:
+        raise ConfigError(
+            "WXTOKEN_METRICS_PORT needs prometheus-client: pip install 'wxtoken[metrics]'"
+        ) from None
+    view = view_of(service, meter)
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view))
+    try:
+        server = StatusServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            metrics=lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
+            ready=lambda: is_ready(view),
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"WXTOKEN_METRICS_PORT: cannot listen on {settings.metrics_host}:"
+            f"{settings.metrics_port} ({exc.strerror})"
+        ) from None
+    return server.start()

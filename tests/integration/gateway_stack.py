@@ -1,0 +1,115 @@
+"""A running `wxtoken-gateway` child in front of a test's stack, with one key per role."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops.gateway import add_key
+from tests.waiting import wait_for
+
+from .procs import Child
+from .stack import Stack
+
+#: name -> (app patterns, scopes, rate per second)
+ROLES: dict[str, tuple[list[str], list[str], float | None]] = {
+    "reader": (["wxe2e*"], ["read"], 10_000.0),
+    "reporter": (["wxe2e*"], ["read", "report"], 10_000.0),
+    "operator": (["wxe2e*"], ["read", "report", "override"], 10_000.0),
+    "stranger": (["wxother*"], ["read", "report", "override"], 10_000.0),
+    "slow": (["wxe2e*"], ["read"], 0.5),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_keys(path: Path) -> dict[str, str]:
+    return {
+        name: add_key(path, name, apps=apps, scopes=scopes, rate_per_s=rate)
+        for name, (apps, scopes, rate) in ROLES.items()
+    }
+
+
+class GatewayProc(Child):
+    """`python -m ops.gateway` on `port`."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        super().__init__([sys.executable, "-m", "ops.gateway"], env, log_path)
+
+
+@dataclass
+class RunningGateway:
+    base_url: str
+    keys: dict[str, str]
+    proc: GatewayProc
+    stack: Stack
+    env: dict[str, str] = field(default_factory=dict)
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+    def get(self, path: str, role: str | None = "reader", **kw: object) -> httpx.Response:
+        headers = {**(self.auth(role) if role else {}), **kw.pop("headers", {})}  # type: ignore[dict-item]
+        return httpx.get(self.base_url + path, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+
+    def post(self, path: str, role: str | None = "operator", **kw: object) -> httpx.Response:
+        headers = {**(self.auth(role) if role else {}), **kw.pop("headers", {})}  # type: ignore[dict-item]
+        return httpx.post(self.base_url + path, headers=headers, timeout=10, **kw)  # type: ignore[arg-type]
+
+
+def start_gateway(
+    stack: Stack, tmp_path: Path, *, scheme: str = "http", **extra_env: str
+) -> RunningGateway:
+    keys_file = tmp_path / "gateway-keys.json"
+    keys = write_keys(keys_file)
+    port = free_port()
+    env = {
+        **stack.service_env,
+        "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
+        "WXTOKEN_GATEWAY_PORT": str(port),
+        "WXTOKEN_GATEWAY_OPERATOR": "gateway-test",
+        **extra_env,
+    }
+    proc = GatewayProc(env, tmp_path / f"gateway-{port}.log")
+    stack.children.append(proc)
+    return RunningGateway(f"{scheme}://127.0.0.1:{port}", keys, proc, stack, env)
+
+
+def wait_ready(gw: RunningGateway, **client_kw: object) -> None:
+    def ready() -> bool:
+        assert gw.proc.proc.poll() is None, gw.proc.stderr_text()
+        try:
+            return httpx.get(gw.base_url + "/readyz", timeout=2, **client_kw).status_code == 200  # type: ignore[arg-type]
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, timeout_s=30, message="the gateway to hold tokens")
+
+
+@pytest.fixture
+def gateway(stack: Stack, tmp_path: Path) -> RunningGateway:
+    """The stack's producer running, the gateway started and holding its tokens."""
+    stack.producer()
+    for app_id in stack.app_ids:
+        wait_for(lambda a=app_id: stack.snapshot(a), timeout_s=30, message=f"{app_id} stored")
+    running = start_gateway(stack, tmp_path)
+    wait_ready(running)
+    wait_for(
+        lambda: all(
+            running.get(f"/v1/apps/{a}/access_token").status_code == 200 for a in stack.app_ids
+        ),
+        timeout_s=20,
+        message="every app served",
+    )
+    return running

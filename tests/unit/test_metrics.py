@@ -1,0 +1,224 @@
+"""Metrics: the TokenClient collector, the producer's collector and upstream meter, and
+the producer's status port. No label or value ever carries a token or a secret."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from consumer_lib import ClientSettings, InvalidUpdate, TokenClient
+from consumer_lib._rejections import REASONS, rejection_reason
+from consumer_lib.metrics import TokenClientCollector
+from consumer_lib.wire.keys import KeyLayout
+from producer.apps import AppConfig, TokenApi
+from producer.budget import RefreshBudget
+from producer.errcodes import FailureKind
+from producer.metrics import ProducerCollector, ProducerView, is_ready
+from producer.refresher import RefresherStats
+from producer.status_server import StatusServer
+from producer.store import TokenStore
+from producer.upstream_meter import MeteredFetcher
+from producer.wechat import FetchedToken, UpstreamError
+from tests.conftest import FakeClock
+from tests.unit._helpers import make_update
+
+TOKEN = "SECRET-TOKEN-" + "q" * 40
+APP_SECRET = "app-secret-never-shown"
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(registry).decode()
+    assert TOKEN not in text
+    assert APP_SECRET not in text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+@pytest.fixture
+def client(clock: FakeClock) -> Iterator[TokenClient]:
+    redis_client = fakeredis.FakeRedis()
+    TokenStore(redis_client).write(make_update(app_id="wxapp1", value=TOKEN, version=5))
+    settings = ClientSettings(
+        insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
+    )
+    made = TokenClient(settings, redis_client=redis_client, clock=clock)
+    yield made
+    made.close()
+
+
+def test_client_collector_reports_held_tokens_and_outcomes(
+    client: TokenClient, clock: FakeClock
+) -> None:
+    """Seconds left and version per app, updates by outcome, reachability; no token."""
+    client.refresh_from_snapshot()
+    client._on_body(b"garbage")
+    clock.advance(200)
+    registry = CollectorRegistry()
+    registry.register(TokenClientCollector(client, clock=clock))
+    samples = _samples(registry)
+    labels = (("app_id", "wxapp1"), ("kind", "access_token"))
+    assert samples[("wxtoken_client_token_seconds_left", labels)] == 7000
+    assert samples[("wxtoken_client_token_version", labels)] == 5
+    assert samples[("wxtoken_client_updates_total", (("outcome", "accepted"),))] == 1
+    assert samples[("wxtoken_client_updates_total", (("outcome", "invalid"),))] == 1
+    assert samples[("wxtoken_client_rejected_total", (("reason", "malformed"),))] == 1
+    assert samples[("wxtoken_client_rejected_total", (("reason", "bad_signature"),))] == 0
+    assert samples[("wxtoken_client_broker_connected", ())] == 0
+    assert samples[("wxtoken_client_redis_reachable", ())] == 1
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.failures: list[UpstreamError] = []
+
+    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        if self.failures:
+            raise self.failures.pop(0)
+        return FetchedToken(TOKEN, 7200)
+
+
+def test_meter_counts_outcomes_with_bounded_errcodes(clock: FakeClock) -> None:
+    """ok, config 40164, and an unknown errcode as `other`; latency observed per call."""
+    app = AppConfig(app_id="wxapp1", secret=SecretStr(APP_SECRET))
+    upstream = Upstream()
+    upstream.failures = [
+        UpstreamError("ip", kind=FailureKind.CONFIG, errcode=40164),
+        UpstreamError("?", kind=FailureKind.TRANSIENT, errcode=987654),
+        UpstreamError("timeout", kind=FailureKind.TRANSIENT),
+    ]
+    ticks = iter(range(100))
+    meter = MeteredFetcher(upstream, monotonic=lambda: next(ticks) * 0.2)
+    for _ in range(3):
+        with pytest.raises(UpstreamError):
+            meter.fetch(app)
+    assert meter.fetch(app).value == TOKEN
+    assert meter.outcomes() == {
+        ("wxapp1", "config", "40164"): 1,
+        ("wxapp1", "transient", "other"): 1,
+        ("wxapp1", "transient", "none"): 1,
+        ("wxapp1", "ok", "none"): 1,
+    }
+    histogram = meter.latency()["wxapp1"]
+    assert sum(histogram.counts) == 4
+    assert histogram.sum_s == pytest.approx(0.8)
+
+
+def test_producer_collector(clock: FakeClock) -> None:
+    """Tokens, stats, upstream calls and latency, budget, leadership and reachability."""
+    app = AppConfig(app_id="wxapp1", secret=SecretStr(APP_SECRET), token_api=TokenApi.STABLE)
+    upstream = Upstream()
+    upstream.failures = [UpstreamError("ip", kind=FailureKind.CONFIG, errcode=61004)]
+    meter = MeteredFetcher(upstream)
+    with pytest.raises(UpstreamError):
+        meter.fetch(app)
+    meter.fetch(app)
+    budget = RefreshBudget(fakeredis.FakeRedis(), KeyLayout(), clock=clock)
+    budget.try_spend("wxapp1", TokenApi.STABLE)
+    stats = RefresherStats(fetches=3, forced_refreshes=1, requests_received=4)
+    held = make_update(app_id="wxapp1", value=TOKEN, version=9)
+    view = ProducerView(
+        apps=lambda: [(app, held, stats)],
+        is_leader=lambda: True,
+        epoch=lambda: 7,
+        broker_connected=lambda: True,
+        redis_reachable=lambda: True,
+        budget=budget,
+        meter=meter,
+        publishes=lambda: (11, 2),
+        lease_acquisitions=lambda: 3,
+    )
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view, clock=clock))
+    samples = _samples(registry)
+    app_label = (("app_id", "wxapp1"),)
+    assert samples[("wxtoken_producer_token_version", (*app_label, ("kind", "access_token")))] == 9
+    assert samples[("wxtoken_producer_fetches_total", app_label)] == 3
+    assert samples[("wxtoken_producer_forced_refreshes_total", app_label)] == 1
+    calls = (*app_label, ("errcode", "61004"), ("outcome", "config"))
+    assert samples[("wxtoken_producer_upstream_calls_total", calls)] == 1
+    assert samples[("wxtoken_producer_upstream_seconds_count", app_label)] == 2
+    assert samples[("wxtoken_producer_budget_used", (("api", "stable"), *app_label))] == 1
+    assert samples[("wxtoken_producer_budget_limit", (("api", "stable"), *app_label))] == 20
+    assert samples[("wxtoken_producer_leader", ())] == 1
+    assert samples[("wxtoken_producer_lease_epoch", ())] == 7
+    assert samples[("wxtoken_producer_lease_acquisitions_total", ())] == 3
+    assert samples[("wxtoken_producer_publishes_total", (("result", "confirmed"),))] == 11
+    assert samples[("wxtoken_producer_publishes_total", (("result", "nacked"),))] == 2
+    assert is_ready(view) == (True, "leader")
+
+
+def test_readiness_of_a_standby() -> None:
+    """A standby is ready while it follows Redis, not when Redis is away."""
+    reachable = [True]
+    view = ProducerView(
+        apps=list,
+        is_leader=lambda: False,
+        epoch=lambda: None,
+        broker_connected=lambda: False,
+        redis_reachable=lambda: reachable[0],
+    )
+    assert is_ready(view)[0]
+    reachable[0] = False
+    assert is_ready(view) == (False, "not the leader and Redis unreachable")
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - a loopback URL
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_status_server_routes() -> None:
+    """/healthz alive, /readyz 503 then 200 as readiness changes, /metrics, JSON 404."""
+    ready = [False]
+    server = StatusServer(
+        "127.0.0.1",
+        0,
+        metrics=lambda: (b"wxtoken_up 1\n", "text/plain; version=0.0.4"),
+        ready=lambda: (ready[0], "because"),
+    ).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert _get(base + "/healthz") == (200, b'{"status": "alive"}')
+        status, body = _get(base + "/readyz")
+        assert status == 503
+        assert json.loads(body)["reason"] == "because"
+        ready[0] = True
+        assert _get(base + "/readyz")[0] == 200
+        assert _get(base + "/metrics") == (200, b"wxtoken_up 1\n")
+        status, body = _get(base + "/nope?x=1")
+        assert status == 404
+        assert json.loads(body)["error"] == "not_found"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("published by untrusted user 'mallory'", "untrusted_publisher"),
+        ("invalid update: unsigned, and only signed ones are accepted", "unsigned"),
+        ("invalid update: signed by unknown key 0123456789abcdef", "unknown_key"),
+        ("invalid update: bad signature (key 0123456789abcdef)", "bad_signature"),
+        ("update of 70000 bytes exceeds 65536", "oversize"),
+        ("invalid update: value: String should have at most 512 characters", "malformed"),
+        ("something new", "malformed"),
+    ],
+)
+def test_rejection_reasons_are_a_fixed_set(message: str, reason: str) -> None:
+    """Every rejection maps to one of a few words, never to text from the input."""
+    assert rejection_reason(InvalidUpdate(message)) == reason
+    assert reason in REASONS
