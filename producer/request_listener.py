@@ -14,19 +14,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import BasicProperties
-
-from consumer_lib.amqp.consumer import ConsumerThread
-from consumer_lib.amqp.params import connection_parameters
+from consumer_lib.amqp import Channel, Connection, ConsumerThread, Delivery, connection_parameters
 from consumer_lib.errors import InvalidUpdate
 from consumer_lib.settings import TlsFiles
-from consumer_lib.wire.refresh_request import (
-    RefreshRequest,
-    declare_requests_exchange,
-    requests_exchange,
-)
+from consumer_lib.wire.refresh_request import RefreshRequest, requests_exchange
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +66,21 @@ class RequestListener(ConsumerThread):
         return requests_exchange(self._exchange)
 
     # ------------------------------------------------------------ ConsumerThread hooks
-    def _declare(self, channel: BlockingChannel) -> str:
-        declare_requests_exchange(channel, self._exchange)
+    def _declare(self, channel: Channel) -> str:
+        channel.declare_requests_exchange(self._exchange)
         return self.exchange
 
-    def _on_subscribed(self, connection: pika.BlockingConnection) -> None:
+    def _on_subscribed(self, connection: Connection) -> None:
         del connection
         log.info("listening for refresh requests on %s", self.exchange)
 
-    def _handle(self, body: bytes, properties: BasicProperties) -> None:
+    def _handle(self, delivery: Delivery) -> None:
         self.stats.received += 1
         try:
-            request = RefreshRequest.decode(body)
+            request = RefreshRequest.decode(delivery.body)
         except InvalidUpdate as exc:
             self.stats.rejected += 1
-            sender = str(properties.app_id or "unknown sender")[:64]
+            sender = str(delivery.app_id or "unknown sender")[:64]
             log.warning("rejected a message from %r: %s", sender, exc)
             return
         log.info("refresh request %s", request)

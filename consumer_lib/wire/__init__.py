@@ -16,10 +16,7 @@ from .refresh_request import (
     REQUEST_MESSAGE_TYPE,
     REQUEST_TTL_MS,
     RefreshRequest,
-    declare_requests_exchange,
     fingerprint,
-    publish_request,
-    request_properties,
     requests_exchange,
 )
 from .signing import (
@@ -59,7 +56,6 @@ __all__ = [
     "TokenUpdate",
     "UpdateCodec",
     "codec_from_settings",
-    "declare_requests_exchange",
     "decode_json_model",
     "fingerprint",
     "generate_keypair",
@@ -67,7 +63,5 @@ __all__ = [
     "load_private_key",
     "load_public_keys",
     "mask",
-    "publish_request",
-    "request_properties",
     "requests_exchange",
 ]
