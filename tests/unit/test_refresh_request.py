@@ -15,8 +15,12 @@ from hypothesis import strategies as st
 
 from consumer_lib import ClientSettings, InvalidUpdate, TokenKind
 from consumer_lib._subscriber import Subscriber
-from consumer_lib.amqp import Connection
-from consumer_lib.amqp import declare_requests_exchange, publish_request, request_properties
+from consumer_lib.amqp import (
+    Connection,
+    declare_requests_exchange,
+    publish_request,
+    request_properties,
+)
 from consumer_lib.wire.refresh_request import (
     MAX_REQUEST_BYTES,
     REQUEST_MESSAGE_TYPE,
