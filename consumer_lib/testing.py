@@ -19,7 +19,6 @@ empty Redis stand-in (the snapshot holds nothing) unless a Redis client is given
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
