@@ -63,9 +63,9 @@ class Connection:
         with translated("opening a channel"):
             return Channel(self._raw.channel(), self)
 
-    def process_events(self, time_limit_s: float) -> None:
+    def process_events(self, time_limit_s: float | None) -> None:
         """Handle I/O, heartbeats and callbacks for up to `time_limit_s` (returns early
-        when a message was dispatched or a callback was scheduled)."""
+        when a message was dispatched or a callback ran; None: no limit but that)."""
         with translated("talking to the broker"):
             self._raw.process_data_events(time_limit=time_limit_s)
 
@@ -73,6 +73,11 @@ class Connection:
         """Run `callback` in this connection's thread at the next `process_events`; from
         that thread only (it also makes a waiting `process_events` return)."""
         self._raw.call_later(0, callback)
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> None:
+        """Run `callback` in this connection's thread after `delay_s`, from a
+        `process_events` call (which then returns); from that thread only."""
+        self._raw.call_later(delay_s, callback)
 
     def call_threadsafe(self, callback: Callable[[], None]) -> None:
         """From any thread: run `callback` in the connection's thread; `BrokerError` if the

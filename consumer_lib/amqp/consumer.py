@@ -14,6 +14,7 @@ message (`_handle`), and may hook the moments around a connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -30,8 +31,12 @@ from .outage import OutageLog
 
 #: The shortest wait between two reconnect attempts; doubles up to the cap.
 RECONNECT_BASE_S = 0.2
-#: How long one `process_data_events` round may block; also how fast `close()` is.
+#: How often the loop checks its channel and runs `_each_round` while no message comes.
 ROUND_S = 0.5
+
+
+def _nothing() -> None:
+    """Scheduled only to make the thread's wait return."""
 
 
 class _Reconnect(BrokerError):
@@ -63,6 +68,9 @@ class ConsumerThread:
         self._backoff = Backoff(RECONNECT_BASE_S, reconnect_max_s, rand=rand)
         self._outage = OutageLog(logger, outage_name, monotonic=monotonic)
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._round_due = False  # set by the round timer, in this thread
+        self._waker_lock = threading.Lock()
+        self._waker: Connection | None = None  # the live connection, for close()
 
     # ------------------------------------------------------------ public
     @property
@@ -85,6 +93,11 @@ class ConsumerThread:
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop the thread and wait up to `timeout_s` for it. Idempotent."""
         self._stop.set()
+        with self._waker_lock:
+            waker = self._waker
+        if waker is not None:
+            with contextlib.suppress(BrokerError):  # closed already: nothing to wake
+                waker.call_threadsafe(_nothing)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
 
@@ -104,7 +117,7 @@ class ConsumerThread:
         """The connection is gone (or going); runs before it is closed."""
 
     def _each_round(self) -> None:
-        """Runs after every `process_data_events` round while connected."""
+        """Runs every `ROUND_S` or so while connected."""
 
     def _wait_to_reconnect(self, delay_s: float) -> None:
         """Wait `delay_s` before the next attempt; a stop ends the wait at once."""
@@ -143,8 +156,28 @@ class ConsumerThread:
         return channel
 
     def _consume(self, connection: Connection, channel: Channel) -> None:
+        """Block in pika until a message, the round timer or `close()`: no timer per
+        message, so a message costs only its own handling."""
+
+        def round_due() -> None:
+            self._round_due = True
+            connection.call_later(ROUND_S, round_due)
+
+        connection.call_later(ROUND_S, round_due)
+        with self._waker_lock:
+            self._waker = connection
+        try:
+            self._consume_until_stopped(connection, channel)
+        finally:
+            with self._waker_lock:
+                self._waker = None
+
+    def _consume_until_stopped(self, connection: Connection, channel: Channel) -> None:
         while not self._stop.is_set():
-            connection.process_events(ROUND_S)
+            connection.process_events(None)
+            if not self._round_due:
+                continue
+            self._round_due = False
             self._each_round()
             if self._cancelled:
                 raise _Reconnect("consumer cancelled by the broker")
