@@ -42,10 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pika
 import redis
 
-from consumer_lib import ClientSettings, TokenClient
+from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange
-from consumer_lib.wire.signing import generate_keypair
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import UpdateCodec, generate_keypair, load_private_key
 from ops._sandbox import SandboxConfig, SandboxServer
+from producer.store import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -95,6 +97,30 @@ def raw_publisher(exchange: str, interval_s: float, out: Any, stop: Event) -> No
         out.put(("rawpub", 0, message_id, started))
         connection.process_data_events(time_limit=interval_s * (0.5 + jitter.random()))
     connection.close()
+
+
+def seed_staggered(apps: dict[str, str], prefix: str, key_file: Path, interval_s: float) -> None:
+    """Tokens in Redis whose refresh points are `interval_s` apart: the producer adopts
+    them, so its refreshes come evenly spread (as in a real fleet), not ten at once."""
+    store = TokenStore(
+        redis.Redis.from_url(REDIS_URL),
+        KeyLayout(prefix),
+        UpdateCodec(signer=load_private_key(key_file)),
+    )
+    now = time.time()
+    for n, app_id in enumerate(apps):
+        expires_at = now + 2 * EXPIRES_IN_S * 0.2 + n * interval_s
+        store.write(
+            TokenUpdate(
+                app_id=app_id,
+                value=f"TOKEN-seed-{n:04d}-" + "x" * 120,
+                issued_at=expires_at - EXPIRES_IN_S,
+                expires_at=expires_at,
+                version=n + 1,
+                source=TokenSource.REFRESH,
+                producer_id="bench-seed",
+            )
+        )
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -153,6 +179,8 @@ def main() -> int:
 
     sandbox.state.classic_token = recording  # type: ignore[method-assign]
     sandbox.start()
+    interval_s = EXPIRES_IN_S * 0.8 / args.apps
+    seed_staggered(apps, prefix, private_key, interval_s)
     apps_file = tmp / "apps.toml"
     apps_file.write_text(
         "".join(
@@ -179,7 +207,6 @@ def main() -> int:
         stdout=producer_log,
         stderr=producer_log,
     )
-    interval_s = EXPIRES_IN_S * 0.8 / args.apps
     publisher = ctx.Process(
         target=raw_publisher, args=(raw_exchange, interval_s, out, stop), daemon=True
     )
