@@ -2,7 +2,7 @@
 
 One run, one machine, both sides at once:
 
-    wxtoken  the sandbox WeChat (in this process) with short classic tokens, one producer
+    wxtoken  the sandbox WeChat (its own process) with short classic tokens, one producer
              (`python -m producer`, signing), N subscriber processes each holding a
              `TokenClient` with an `on_update` callback (verifying). Latency of a token:
              the moment the last subscriber's callback saw it, minus the moment the
@@ -83,6 +83,26 @@ def raw_subscriber(number: int, exchange: str, out: Any, stop: Event) -> None:
     connection.close()
 
 
+def sandbox_process(apps: dict[str, str], out: Any, stop: Event) -> None:
+    """The sandbox WeChat, reporting the moment it answers each token request."""
+    sandbox = SandboxServer(SandboxConfig(apps=apps, expires_in_s=EXPIRES_IN_S, overlap_s=2))
+    issue = sandbox.state.classic_token
+
+    def recording(*args: Any, **kwargs: Any) -> dict[str, object]:
+        reply = issue(*args, **kwargs)
+        if "access_token" in reply:
+            out.put(("answered", 0, str(reply["access_token"]), time.time()))
+        return reply
+
+    sandbox.state.classic_token = recording  # type: ignore[method-assign]
+    sandbox.start()
+    try:
+        out.put(("sandbox", 0, sandbox.base_url, 0.0))
+        stop.wait()
+    finally:
+        sandbox.stop()
+
+
 def raw_publisher(exchange: str, interval_s: float, out: Any, stop: Event) -> None:
     """Publishes with confirms at about the rate wxtoken refreshes tokens."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
@@ -151,34 +171,29 @@ def main() -> int:
     }
     out: Any = ctx.Queue()
     stop = ctx.Event()
-    children = [
-        ctx.Process(target=wx_subscriber, args=(n, settings, out, stop), daemon=True)
-        for n in range(args.subscribers)
-    ] + [
-        ctx.Process(target=raw_subscriber, args=(n, raw_exchange, out, stop), daemon=True)
-        for n in range(args.subscribers)
-    ]
+    apps = {f"wxbench{n:010d}": f"secret-{n}" for n in range(args.apps)}
+    children = (
+        [
+            ctx.Process(target=sandbox_process, args=(apps, out, stop), daemon=True),
+        ]
+        + [
+            ctx.Process(target=wx_subscriber, args=(n, settings, out, stop), daemon=True)
+            for n in range(args.subscribers)
+        ]
+        + [
+            ctx.Process(target=raw_subscriber, args=(n, raw_exchange, out, stop), daemon=True)
+            for n in range(args.subscribers)
+        ]
+    )
     for child in children:
         child.start()
-    ready = 0
-    while ready < 2 * args.subscribers:
-        kind, *_ = out.get(timeout=120)
+    ready, base_url = 0, ""
+    while ready < 2 * args.subscribers or not base_url:
+        kind, _, what, _ = out.get(timeout=120)
         ready += kind == "ready"
+        base_url = what if kind == "sandbox" else base_url
     print(f"{args.subscribers} TokenClient and {args.subscribers} raw subscribers ready")
 
-    apps = {f"wxbench{n:010d}": f"secret-{n}" for n in range(args.apps)}
-    sandbox = SandboxServer(SandboxConfig(apps=apps, expires_in_s=EXPIRES_IN_S, overlap_s=2))
-    answered: dict[str, float] = {}
-    issue = sandbox.state.classic_token
-
-    def recording(*a: Any, **k: Any) -> dict[str, object]:
-        reply = issue(*a, **k)
-        if "access_token" in reply:
-            answered[str(reply["access_token"])] = time.time()
-        return reply
-
-    sandbox.state.classic_token = recording  # type: ignore[method-assign]
-    sandbox.start()
     interval_s = EXPIRES_IN_S * 0.8 / args.apps
     seed_staggered(apps, prefix, private_key, interval_s)
     apps_file = tmp / "apps.toml"
@@ -201,7 +216,7 @@ def main() -> int:
             "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
             "WXTOKEN_VERIFY_KEYS": str(public_key),
             "WXTOKEN_APPS_FILE": str(apps_file),
-            "WXTOKEN_WECHAT_BASE_URL": sandbox.base_url,
+            "WXTOKEN_WECHAT_BASE_URL": base_url,
             "WXTOKEN_LEASE_TTL_S": "1.5",
         },
         stdout=producer_log,
@@ -214,6 +229,7 @@ def main() -> int:
 
     received: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     raw_started: dict[str, float] = {}
+    answered: dict[str, float] = {}
 
     def collect() -> None:
         while True:
@@ -225,6 +241,8 @@ def main() -> int:
                 continue
             if kind == "rawpub":
                 raw_started[key] = at
+            elif kind == "answered":
+                answered[key] = at
             elif kind in ("wx", "raw"):
                 received[(kind, key)].setdefault(number, at)
 
@@ -245,7 +263,6 @@ def main() -> int:
             child.join(5)
             if child.is_alive():
                 child.kill()
-        sandbox.stop()
         redis_client = redis.Redis.from_url(REDIS_URL)
         keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
