@@ -153,6 +153,9 @@ def main() -> int:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--apps", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement time")
+    parser.add_argument(
+        "--unsigned", action="store_true", help="diagnosis only: no signing, no verifying"
+    )
     args = parser.parse_args()
     ctx = mp.get_context("fork")  # before any thread starts here
     tag = uuid.uuid4().hex[:8]
@@ -167,7 +170,8 @@ def main() -> int:
         "amqp_url": AMQP_URL,
         "exchange": exchange,
         "key_prefix": prefix,
-        "verify_keys": str(public_key),
+        "verify_keys": "" if args.unsigned else str(public_key),
+        "insecure_accept_unsigned": args.unsigned,
     }
     out: Any = ctx.Queue()
     stop = ctx.Event()
@@ -213,8 +217,12 @@ def main() -> int:
             "WXTOKEN_AMQP_URL": AMQP_URL,
             "WXTOKEN_EXCHANGE": exchange,
             "WXTOKEN_KEY_PREFIX": prefix,
-            "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
-            "WXTOKEN_VERIFY_KEYS": str(public_key),
+            **(
+                {"WXTOKEN_INSECURE_ACCEPT_UNSIGNED": "1"}
+                if args.unsigned
+                else {"WXTOKEN_SIGNING_KEY_FILE": str(private_key)}
+            ),
+            "WXTOKEN_VERIFY_KEYS": "" if args.unsigned else str(public_key),
             "WXTOKEN_APPS_FILE": str(apps_file),
             "WXTOKEN_WECHAT_BASE_URL": base_url,
             "WXTOKEN_LEASE_TTL_S": "1.5",
