@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench bench-gateway tools pin-images clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-gateway tools pin-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## get_token() against a Redis GET of the same key, in one run.
+## get_token() against a Redis GET of the same key; confirmed publishes a second.
 bench: $(STAMP)
 	$(BIN)/python bench/get_token.py
+	$(BIN)/python bench/publish.py
+
+## Upstream answer to the last of 50 subscribers, against raw pika fan-out (about 2 min).
+bench-fanout: $(STAMP)
+	$(BIN)/python bench/fanout.py
 
 ## The gateway's authenticated GET against an endpoint doing a Redis GET, under wrk.
 bench-gateway: $(STAMP) tools

@@ -39,9 +39,9 @@ import pika
 import redis
 
 from consumer_lib import TokenSource, TokenUpdate
+from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.keys import KeyLayout
 from ops.gateway import add_key
-from producer.publishing import declare_exchange
 from producer.store import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]

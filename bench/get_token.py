@@ -23,8 +23,8 @@ import pika
 import redis
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
+from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.keys import KeyLayout
-from producer.publishing import declare_exchange
 from producer.store import TokenStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

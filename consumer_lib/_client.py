@@ -39,6 +39,7 @@ from ._cache import Offer, TokenCache
 from ._callbacks import CallbackThread, UpdateCallback
 from ._rejections import rejection_reason
 from ._subscriber import Subscriber
+from ._transport import AttachableTransport, Transport
 from .errors import InvalidUpdate, StoreError, TokenUnavailable
 from .settings import ClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
@@ -93,7 +94,10 @@ class TokenClient:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         name: str | None = None,
+        transport: AttachableTransport | None = None,
     ) -> None:
+        """`transport` replaces the RabbitMQ subscriber (see `consumer_lib.testing`)."""
+        self._transport = transport
         self.settings = settings or ClientSettings()
         # Verify keys are required (unless explicitly insecure): fail here, not on receipt.
         self._codec = codec_from_settings(self.settings)
@@ -128,7 +132,15 @@ class TokenClient:
         self._subscriber = self._new_subscriber()
         _renew_in_forked_children(self)
 
-    def _new_subscriber(self) -> Subscriber:
+    def _new_subscriber(self) -> Transport:
+        if self._transport is not None:
+            self._transport.attach(
+                on_body=self._on_body,
+                read_snapshot=self.refresh_from_snapshot,
+                snapshot_wanted=self._successor_overdue,
+                callbacks_idle=lambda timeout_s: self._callbacks.wait_idle(timeout_s),
+            )
+            return self._transport
         return Subscriber(
             self.settings,
             on_body=self._on_body,

@@ -22,14 +22,11 @@ import threading
 import time
 from collections.abc import Callable
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import BasicProperties
-
+from .amqp.connection import Channel, Connection, Delivery
 from .amqp.consumer import ConsumerThread
-from .amqp.params import AMQP_ERRORS, amqp_user_id, connection_parameters, describe_amqp_error
+from .amqp.params import connection_parameters
+from .errors import BrokerError
 from .settings import ClientSettings
-from .wire.refresh_request import REQUEST_TTL_MS
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +70,9 @@ class Subscriber(ConsumerThread):
         self._connection_name = connection_name
         # The live connection, for `send()` from other threads; None while disconnected.
         self._send_lock = threading.Lock()
-        self._live: pika.BlockingConnection | None = None
+        self._live: Connection | None = None
         # Touched only by the subscriber thread (callbacks run there): the send channel.
-        self._send_channel: BlockingChannel | None = None
+        self._send_channel: Channel | None = None
 
     def send(self, exchange: str, body: bytes, message_type: str) -> bool:
         """Publish `body` on `exchange` from the subscriber thread; False when disconnected.
@@ -89,52 +86,42 @@ class Subscriber(ConsumerThread):
             if connection is None or not self._connected.is_set():
                 return False
             try:
-                connection.add_callback_threadsafe(
+                connection.call_threadsafe(
                     lambda: self._publish(connection, exchange, body, message_type)
                 )
-            except AMQP_ERRORS as exc:  # closed between our check and the call
-                log.debug("not sending %s: %s", message_type, describe_amqp_error(exc))
+            except BrokerError as exc:  # closed between our check and the call
+                log.debug("not sending %s: %s", message_type, exc)
                 return False
         return True
 
     def _publish(
-        self, connection: pika.BlockingConnection, exchange: str, body: bytes, message_type: str
+        self, connection: Connection, exchange: str, body: bytes, message_type: str
     ) -> None:
         """Runs in the subscriber thread; never raises into pika's loop."""
         try:
             channel = self._send_channel
             if channel is None or not channel.is_open:
                 channel = self._send_channel = connection.channel()
-            channel.basic_publish(
-                exchange=exchange,
-                routing_key="",
-                body=body,
-                properties=BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=pika.DeliveryMode.Transient,
-                    expiration=str(REQUEST_TTL_MS),
-                    type=message_type,
-                    app_id=self._connection_name[:128],
-                    timestamp=int(time.time()),
-                    user_id=amqp_user_id(channel),
-                ),
-                mandatory=False,
+            channel.publish_small(
+                exchange,
+                body,
+                message_type=message_type,
+                sender=self._connection_name,
+                now_s=time.time(),
             )
-        except AMQP_ERRORS as exc:
-            log.warning(
-                "sending %s to %s failed: %s", message_type, exchange, describe_amqp_error(exc)
-            )
+        except BrokerError as exc:
+            log.warning("sending %s to %s failed: %s", message_type, exchange, exc)
 
     # ------------------------------------------------------------ ConsumerThread hooks
-    def _declare(self, channel: BlockingChannel) -> str:
+    def _declare(self, channel: Channel) -> str:
         # Passive: subscribers need no right to create (or delete) the exchange.
-        channel.exchange_declare(exchange=self._settings.exchange, passive=True)
+        channel.check_exchange(self._settings.exchange)
         return self._settings.exchange
 
-    def _handle(self, body: bytes, properties: BasicProperties) -> None:
-        self._on_body(body, properties.user_id)
+    def _handle(self, delivery: Delivery) -> None:
+        self._on_body(delivery.body, delivery.user_id)
 
-    def _on_subscribed(self, connection: pika.BlockingConnection) -> None:
+    def _on_subscribed(self, connection: Connection) -> None:
         with self._send_lock:
             self._live = connection
         log.info("subscribed to exchange %s", self._settings.exchange)

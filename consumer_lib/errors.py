@@ -6,6 +6,8 @@
     ├── TokenUnavailable     get_token() holds no valid token and none arrived in time
     ├── StoreError           Redis could not be reached or answered nonsense
     ├── BrokerError          RabbitMQ could not be reached, refused us or closed on us
+    │   ├── ExchangeMissing  a passive declare found no such exchange (404)
+    │   └── PublishRefused   the broker nacked a publish (a queue refused it)
     └── UpstreamError        WeChat (or the sandbox) did not give us a token
         (defined in producer.wechat, with its errcode and category)
 
@@ -38,3 +40,12 @@ class StoreError(WxTokenError):
 
 class BrokerError(WxTokenError):
     """RabbitMQ could not be reached, refused the credentials, or closed the channel."""
+
+
+class ExchangeMissing(BrokerError):
+    """A passive declare found no such exchange (RabbitMQ's 404 NOT_FOUND)."""
+
+
+class PublishRefused(BrokerError):
+    """The broker nacked a publish: at least one bound queue refused it (a full queue with
+    `x-overflow=reject-publish`, say); the others may well have received it."""

@@ -13,12 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
-import pika
-
-from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, connection_parameters
-from consumer_lib.errors import BrokerError
+from consumer_lib.amqp import Connection, connection_parameters
 from consumer_lib.settings import ClientSettings
-from consumer_lib.wire.refresh_request import declare_requests_exchange
 
 _PRINT_LOCK = threading.Lock()
 
@@ -60,20 +56,13 @@ def declare_exchanges(settings: ClientSettings) -> None:
     """Create the tokens and requests exchanges, so the subscriber starting before the
     producer finds them (no NOT_FOUND from the broker); `BrokerError` if unreachable."""
     params = connection_parameters(settings.amqp_url, connection_name="wxtoken-demo/setup")
-    try:
-        connection = pika.BlockingConnection(params)
-    except AMQP_ERRORS as exc:
-        raise BrokerError(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    connection = Connection.open(params, what="cannot reach RabbitMQ")
     try:
         channel = connection.channel()
-        from producer.publishing import declare_exchange
-
-        declare_exchange(channel, settings.exchange)
-        declare_requests_exchange(channel, settings.exchange)
-    except AMQP_ERRORS as exc:
-        raise BrokerError(f"declaring the demo exchanges: {type(exc).__name__}") from None
+        channel.declare_exchange(settings.exchange)
+        channel.declare_requests_exchange(settings.exchange)
     finally:
-        close_quietly(connection)
+        connection.close()
 
 
 def free_port() -> int:

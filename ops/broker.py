@@ -1,33 +1,19 @@
 """The ops tools' broker side, without click: a blocking connection, a confirming channel
 on the updates exchange (`broker_channel`, what `wxtoken set` and the gateway's overrides
-publish through) and one on the requests exchange (`requests_channel`). Every pika failure
-becomes a `BrokerError` that names no credentials."""
+publish through) and one on the requests exchange (`requests_channel`). Every broker
+failure is a `BrokerError` (from `consumer_lib.amqp`) that names no credentials."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
-import pika
-
-from consumer_lib.amqp.params import (
-    AMQP_ERRORS,
-    close_quietly,
-    connection_parameters,
-    describe_amqp_error,
-)
-from consumer_lib.errors import BrokerError
+from consumer_lib.amqp import Connection, connection_parameters
 from consumer_lib.settings import CommonSettings
-from consumer_lib.wire.refresh_request import (
-    RefreshRequest,
-    declare_requests_exchange,
-    publish_request,
-)
+from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenUpdate
-from producer.publishing import declare_exchange, publish_update
 
 #: Publishes one update (with `now_s`) on a confirming channel; raises `BrokerError`.
 Publish = Callable[[TokenUpdate, float], None]
@@ -43,15 +29,13 @@ SendControl = Callable[[bytes, float], None]
 ControllerFactory = Callable[[CommonSettings, str], AbstractContextManager[SendControl]]
 
 
-def connect(settings: CommonSettings, sender: str) -> Any:
-    """A blocking pika connection; any failure is a `BrokerError` (naming no credentials)."""
+def connect(settings: CommonSettings, sender: str) -> Connection:
+    """A broker connection; any failure is a `BrokerError` (naming no credentials)."""
     params = connection_parameters(settings.amqp_url, connection_name=sender, tls=settings.amqp_tls)
-    try:
-        return pika.BlockingConnection(params)
-    except AMQP_ERRORS as exc:
-        url = urlsplit(settings.amqp_url)
-        where = f"{url.hostname}:{url.port or 5672}"
-        raise BrokerError(f"cannot reach RabbitMQ at {where}: {describe_amqp_error(exc)}") from None
+    url = urlsplit(settings.amqp_url)
+    return Connection.open(
+        params, what=f"cannot reach RabbitMQ at {url.hostname}:{url.port or 5672}"
+    )
 
 
 @contextmanager
@@ -61,22 +45,16 @@ def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
     exchange = settings.exchange
     connection = connect(settings, sender)
     try:
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            declare_exchange(channel, exchange)
-        except AMQP_ERRORS as exc:
-            raise BrokerError(f"declaring {exchange}: {describe_amqp_error(exc)}") from None
+        channel = connection.channel()
+        channel.confirm()
+        channel.declare_exchange(exchange)
 
         def publish(update: TokenUpdate, now_s: float) -> None:
-            try:
-                publish_update(channel, exchange, update, now_s=now_s, sender=sender, codec=codec)
-            except AMQP_ERRORS as exc:
-                raise BrokerError(f"publishing to {exchange}: {describe_amqp_error(exc)}") from None
+            channel.publish_update(exchange, update, now_s=now_s, sender=sender, codec=codec)
 
         yield publish
     finally:
-        close_quietly(connection)
+        connection.close()
 
 
 @contextmanager
@@ -84,16 +62,13 @@ def requests_channel(settings: CommonSettings, sender: str) -> Iterator[SendRequ
     """Like `broker_channel`, for the requests exchange: yields `send(request, now_s)`."""
     connection = connect(settings, sender)
     try:
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            declare_requests_exchange(channel, settings.exchange)
+        channel = connection.channel()
+        channel.confirm()
+        channel.declare_requests_exchange(settings.exchange)
 
-            def send(request: RefreshRequest, now_s: float) -> None:
-                publish_request(channel, settings.exchange, request, sender=sender, now_s=now_s)
+        def send(request: RefreshRequest, now_s: float) -> None:
+            channel.publish_request(settings.exchange, request, sender=sender, now_s=now_s)
 
-            yield send
-        except AMQP_ERRORS as exc:
-            raise BrokerError(f"requesting a refresh: {describe_amqp_error(exc)}") from None
+        yield send
     finally:
-        close_quietly(connection)
+        connection.close()

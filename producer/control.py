@@ -2,7 +2,7 @@
 
 `wxtoken quota clear APP_ID` publishes a signed `ControlRequest` on the requests exchange
 (see `consumer_lib.wire.control`). The request listener hands every message typed
-`CONTROL_MESSAGE_TYPE` to `ControlHandler.handle(body, properties)`, which, in order:
+`CONTROL_MESSAGE_TYPE` to `ControlHandler.handle(delivery)`, which, in order:
 
 1. opens the envelope with the operator keys (WXTOKEN_VERIFY_KEYS, and the producer's own):
    unsigned, unknown-key, forged and malformed requests are counted and logged in one line;
@@ -28,8 +28,8 @@ from typing import Protocol, runtime_checkable
 
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pika.spec import BasicProperties
 
+from consumer_lib.amqp import Delivery
 from consumer_lib.errors import InvalidUpdate
 from consumer_lib.settings import CommonSettings
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
@@ -114,16 +114,16 @@ class ControlHandler:
         with self._lock:
             setattr(self.stats, field, getattr(self.stats, field) + 1)
 
-    def handle(self, body: bytes, properties: BasicProperties) -> None:
-        """One message typed as a control request; never raises."""
+    def handle(self, delivery: Delivery) -> None:
+        """One message typed as a control request (undecoded); never raises."""
         try:
-            self._handle(body, properties)
+            self._handle(delivery.body, delivery.app_id)
         except Exception:
             log.exception("handling a control request failed")
 
-    def _handle(self, body: bytes, properties: BasicProperties) -> None:
+    def _handle(self, body: bytes, app_id: str | None) -> None:
         self._count("received")
-        sender = str(properties.app_id or "unknown sender")[:64]
+        sender = str(app_id or "unknown sender")[:64]
         try:
             request, signer = ControlRequest.open(body, self._verify_keys)
         except InvalidUpdate as exc:

@@ -426,10 +426,9 @@ class AppRefresher:
             self._fetch_failed(exc)
             return
         self.stats.fetches += 1
-        if self._budget is not None and not forced:
-            self._budget.record_fetch(app_id, self.app.token_api)
         held = self._held
         if held is not None and fetched.value == held.value:
+            self._count_fetch(forced=forced)
             # The stable API in normal mode hands back the token it still considers fresh.
             delay_s = self._transient.next_delay_s()
             log.info(
@@ -469,6 +468,7 @@ class AppRefresher:
         if self._store_reachable:
             try:
                 if not self._write(update):
+                    self._count_fetch(forced=forced)
                     return
             except StoreError as exc:
                 self._store_unreachable(exc)
@@ -478,7 +478,14 @@ class AppRefresher:
             self._unsaved = update
         self._held = update
         self._republish(update, self._clock())
+        self._count_fetch(forced=forced)  # after the publish: a Redis round trip less before it
         self._record(AuditEvent.FORCED_REFRESH if forced else AuditEvent.REFRESH, update, reason)
+
+    def _count_fetch(self, *, forced: bool) -> None:
+        """A scheduled classic fetch counts against the day's budget (forced ones were
+        spent before the fetch)."""
+        if self._budget is not None and not forced:
+            self._budget.record_fetch(self.app.app_id, self.app.token_api)
 
     def _fetch_failed(self, exc: UpstreamError) -> None:
         app_id = self.app.app_id

@@ -6,7 +6,7 @@ binds its own server-named queue to it. Each body is decoded with `RefreshReques
 an invalid one is counted and logged in one line, a valid one is handed to `on_request`,
 whose exceptions are logged and never stop the thread. A message typed
 `CONTROL_MESSAGE_TYPE` (an operator's signed control request) goes to `on_control` instead,
-undecoded (`producer.control.ControlHandler.handle`); without one it is rejected.
+as the undecoded `Delivery` (`producer.control.ControlHandler.handle`); without one it is rejected.
 """
 
 from __future__ import annotations
@@ -16,20 +16,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import BasicProperties
-
-from consumer_lib.amqp.consumer import ConsumerThread
-from consumer_lib.amqp.params import connection_parameters
+from consumer_lib.amqp import Channel, Connection, ConsumerThread, Delivery, connection_parameters
 from consumer_lib.errors import InvalidUpdate
 from consumer_lib.settings import TlsFiles
 from consumer_lib.wire.control import CONTROL_MESSAGE_TYPE
-from consumer_lib.wire.refresh_request import (
-    RefreshRequest,
-    declare_requests_exchange,
-    requests_exchange,
-)
+from consumer_lib.wire.refresh_request import RefreshRequest, requests_exchange
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +48,7 @@ class RequestListener(ConsumerThread):
         reconnect_max_s: float = 5.0,
         rand: Callable[[], float] = random.random,
         tls: TlsFiles | None = None,
-        on_control: Callable[[bytes, BasicProperties], None] | None = None,
+        on_control: Callable[[Delivery], None] | None = None,
     ) -> None:
         super().__init__(
             connection_parameters(
@@ -80,24 +71,24 @@ class RequestListener(ConsumerThread):
         return requests_exchange(self._exchange)
 
     # ------------------------------------------------------------ ConsumerThread hooks
-    def _declare(self, channel: BlockingChannel) -> str:
-        declare_requests_exchange(channel, self._exchange)
+    def _declare(self, channel: Channel) -> str:
+        channel.declare_requests_exchange(self._exchange)
         return self.exchange
 
-    def _on_subscribed(self, connection: pika.BlockingConnection) -> None:
+    def _on_subscribed(self, connection: Connection) -> None:
         del connection
         log.info("listening for refresh requests on %s", self.exchange)
 
-    def _handle(self, body: bytes, properties: BasicProperties) -> None:
+    def _handle(self, delivery: Delivery) -> None:
         self.stats.received += 1
-        if properties.type == CONTROL_MESSAGE_TYPE and self._on_control is not None:
-            self._on_control(body, properties)  # verifies, counts and logs; never raises
+        if delivery.type == CONTROL_MESSAGE_TYPE and self._on_control is not None:
+            self._on_control(delivery)  # verifies, counts and logs; never raises
             return
         try:
-            request = RefreshRequest.decode(body)
+            request = RefreshRequest.decode(delivery.body)
         except InvalidUpdate as exc:
             self.stats.rejected += 1
-            sender = str(properties.app_id or "unknown sender")[:64]
+            sender = str(delivery.app_id or "unknown sender")[:64]
             log.warning("rejected a message from %r: %s", sender, exc)
             return
         log.info("refresh request %s", request)

@@ -14,6 +14,7 @@ message (`_handle`), and may hook the moments around a connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -22,24 +23,24 @@ from collections.abc import Callable, Sequence
 from typing import Self
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
-from pika.spec import Basic, BasicProperties
 
 from ..backoff import Backoff
+from ..errors import BrokerError
+from .connection import Channel, Connection, Delivery
 from .outage import OutageLog
-from .params import AMQP_ERRORS, close_quietly, describe_amqp_error
 
 #: The shortest wait between two reconnect attempts; doubles up to the cap.
 RECONNECT_BASE_S = 0.2
-#: How long one `process_data_events` round may block; also how fast `close()` is.
+#: How often the loop checks its channel and runs `_each_round` while no message comes.
 ROUND_S = 0.5
 
 
-class _Reconnect(Exception):
+def _nothing() -> None:
+    """Scheduled only to make the thread's wait return."""
+
+
+class _Reconnect(BrokerError):
     """The broker cancelled our consumer or closed our channel."""
-
-
-_RECONNECT_ON: tuple[type[Exception], ...] = (*AMQP_ERRORS, _Reconnect)
 
 
 class ConsumerThread:
@@ -67,6 +68,9 @@ class ConsumerThread:
         self._backoff = Backoff(RECONNECT_BASE_S, reconnect_max_s, rand=rand)
         self._outage = OutageLog(logger, outage_name, monotonic=monotonic)
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self._round_due = False  # set by the round timer, in this thread
+        self._waker_lock = threading.Lock()
+        self._waker: Connection | None = None  # the live connection, for close()
 
     # ------------------------------------------------------------ public
     @property
@@ -89,26 +93,31 @@ class ConsumerThread:
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop the thread and wait up to `timeout_s` for it. Idempotent."""
         self._stop.set()
+        with self._waker_lock:
+            waker = self._waker
+        if waker is not None:
+            with contextlib.suppress(BrokerError):  # closed already: nothing to wake
+                waker.call_threadsafe(_nothing)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
 
     # ------------------------------------------------------------ hooks
-    def _declare(self, channel: BlockingChannel) -> str:
+    def _declare(self, channel: Channel) -> str:
         """Declare what this consumer needs; return the exchange to bind the queue to."""
         raise NotImplementedError
 
-    def _handle(self, body: bytes, properties: BasicProperties) -> None:
+    def _handle(self, delivery: Delivery) -> None:
         """One message, in this thread; must not raise."""
         raise NotImplementedError
 
-    def _on_subscribed(self, connection: pika.BlockingConnection) -> None:
+    def _on_subscribed(self, connection: Connection) -> None:
         """Consuming has started; `connected` turns true right after this returns."""
 
     def _on_disconnected(self) -> None:
         """The connection is gone (or going); runs before it is closed."""
 
     def _each_round(self) -> None:
-        """Runs after every `process_data_events` round while connected."""
+        """Runs every `ROUND_S` or so while connected."""
 
     def _wait_to_reconnect(self, delay_s: float) -> None:
         """Wait `delay_s` before the next attempt; a stop ends the wait at once."""
@@ -119,7 +128,7 @@ class ConsumerThread:
         while not self._stop.is_set():
             connection = None
             try:
-                connection = pika.BlockingConnection(self._params)
+                connection = Connection.open(self._params, what="connecting to the broker")
                 channel = self._subscribe(connection)
                 self._on_subscribed(connection)
                 self._connected.set()
@@ -127,47 +136,53 @@ class ConsumerThread:
                 self._backoff.reset()
                 self._outage.recovered()
                 self._consume(connection, channel)
-            except _RECONNECT_ON as exc:
+            except BrokerError as exc:
                 self._connected.clear()
-                self.last_error = describe_amqp_error(exc)
+                self.last_error = str(exc)
                 delay_s = self._backoff.next_delay_s()
                 self._outage.failed(self.last_error, delay_s)
                 self._wait_to_reconnect(delay_s)
             finally:
                 self._connected.clear()
                 self._on_disconnected()
-                close_quietly(connection)
+                if connection is not None:
+                    connection.close()
 
-    def _subscribe(self, connection: pika.BlockingConnection) -> BlockingChannel:
+    def _subscribe(self, connection: Connection) -> Channel:
         channel = connection.channel()
         exchange = self._declare(channel)
-        declared = channel.queue_declare(queue="", exclusive=True, auto_delete=True)
-        queue = declared.method.queue
-        channel.queue_bind(queue=queue, exchange=exchange)
         self._cancelled = False
-        channel.add_on_cancel_callback(self._on_cancel)
-        channel.basic_consume(queue=queue, on_message_callback=self._on_message, auto_ack=True)
+        channel.subscribe(exchange, self._handle, on_cancel=self._on_cancel)
         return channel
 
-    def _consume(self, connection: pika.BlockingConnection, channel: BlockingChannel) -> None:
+    def _consume(self, connection: Connection, channel: Channel) -> None:
+        """Block in pika until a message, the round timer or `close()`: no timer per
+        message, so a message costs only its own handling."""
+
+        def round_due() -> None:
+            self._round_due = True
+            connection.call_later(ROUND_S, round_due)
+
+        connection.call_later(ROUND_S, round_due)
+        with self._waker_lock:
+            self._waker = connection
+        try:
+            self._consume_until_stopped(connection, channel)
+        finally:
+            with self._waker_lock:
+                self._waker = None
+
+    def _consume_until_stopped(self, connection: Connection, channel: Channel) -> None:
         while not self._stop.is_set():
-            connection.process_data_events(time_limit=ROUND_S)
+            connection.process_events(None)
+            if not self._round_due:
+                continue
+            self._round_due = False
             self._each_round()
             if self._cancelled:
                 raise _Reconnect("consumer cancelled by the broker")
             if not channel.is_open:
                 raise _Reconnect("channel closed by the broker")
 
-    def _on_cancel(self, frame: object) -> None:
-        del frame
+    def _on_cancel(self) -> None:
         self._cancelled = True
-
-    def _on_message(
-        self,
-        channel: BlockingChannel,
-        method: Basic.Deliver,
-        properties: BasicProperties,
-        body: bytes,
-    ) -> None:
-        del channel, method
-        self._handle(body, properties)

@@ -1,5 +1,5 @@
-"""RabbitMQ plumbing shared by publisher and subscriber: connection parameters, the
-exchange, and the set of pika exceptions that mean "the broker is away, reconnect".
+"""Connection parameters: one pika parameter set per broker URL, TLS verified, plus the
+user a connection logged in as (`amqp_user_id`).
 
 An AMQP URL setting may name several brokers (the nodes of a cluster), separated by
 commas. `connection_parameters()` returns one parameter set per URL, in the given order,
@@ -15,22 +15,17 @@ own `ssl_options` from the URL are never used, so nothing can turn verification 
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pika
-import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from ..errors import BrokerError
 from ..settings import AMQP_TLS_SCHEMES, TlsFiles, split_urls, tls_context
+from .errors import AMQP_ERRORS, describe_amqp_error
 
 log = logging.getLogger(__name__)
-
-#: Everything pika raises when a connection or channel is lost or refused.
-AMQP_ERRORS: tuple[type[Exception], ...] = (pika.exceptions.AMQPError, OSError)
-
-#: The fanout exchange carries `TokenUpdate` JSON; `type` names the contract.
-MESSAGE_TYPE = "wxtoken.update.v1"
 
 
 def connection_parameters(
@@ -99,15 +94,6 @@ def _redacted(text: str, url: str) -> str:
     return text
 
 
-def describe_amqp_error(exc: BaseException) -> str:
-    """A short description of a pika failure (pika's messages carry no secrets)."""
-    name = exc.__class__.__name__
-    text = str(exc) or name
-    if not text.startswith(name):
-        text = f"{name}: {text}"
-    return text.splitlines()[0][:200]
-
-
 def close_quietly(connection: pika.BlockingConnection | None) -> None:
     """Close `connection` if it is open; a broker already gone is not an error here."""
     if connection is None or not connection.is_open:
@@ -118,7 +104,7 @@ def close_quietly(connection: pika.BlockingConnection | None) -> None:
         log.debug("closing broker connection: %s", describe_amqp_error(exc))
 
 
-def amqp_user_id(channel: BlockingChannel) -> str | None:
+def amqp_user_id(channel: BlockingChannel | Any) -> str | None:
     """The user name the channel's connection logged in with, for the `user_id` property.
 
     Taken from the connection parameters pika actually connected with (with several broker

@@ -20,10 +20,7 @@ from .refresh_request import (
     REQUEST_MESSAGE_TYPE,
     REQUEST_TTL_MS,
     RefreshRequest,
-    declare_requests_exchange,
     fingerprint,
-    publish_request,
-    request_properties,
     requests_exchange,
 )
 from .signing import (
@@ -68,7 +65,6 @@ __all__ = [
     "TokenUpdate",
     "UpdateCodec",
     "codec_from_settings",
-    "declare_requests_exchange",
     "decode_json_model",
     "fingerprint",
     "generate_keypair",
@@ -76,8 +72,6 @@ __all__ = [
     "load_private_key",
     "load_public_keys",
     "mask",
-    "publish_request",
-    "request_properties",
     "requests_exchange",
     "tickets_of",
 ]

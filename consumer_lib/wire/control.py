@@ -20,14 +20,10 @@ import secrets
 from collections.abc import Mapping
 from typing import Annotated
 
-import pika
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from ..amqp.params import amqp_user_id
 from ..errors import InvalidUpdate
-from .refresh_request import request_properties, requests_exchange
 from .signing import seal, unseal
 from .update import AppId, decode_json_model
 
@@ -135,26 +131,3 @@ class ControlAnswer(BaseModel):
     def decode(cls, raw: bytes | str) -> ControlAnswer:
         """Parse and validate; anything wrong raises `InvalidUpdate`."""
         return decode_json_model(cls, raw, max_bytes=MAX_CONTROL_BYTES, what="control answer")
-
-
-def control_properties(
-    *, sender: str, now_s: float, user_id: str | None = None
-) -> pika.BasicProperties:
-    """A refresh request's properties (transient, expiring), typed as a control request."""
-    properties = request_properties(sender=sender, now_s=now_s, user_id=user_id)
-    properties.type = CONTROL_MESSAGE_TYPE
-    return properties
-
-
-def publish_control(
-    channel: BlockingChannel, exchange: str, body: bytes, *, sender: str, now_s: float
-) -> None:
-    """Publish a sealed control request on the requests exchange of `exchange`; raises
-    pika's errors. Not mandatory: with no producer online it is dropped."""
-    channel.basic_publish(
-        exchange=requests_exchange(exchange),
-        routing_key="",
-        body=body,
-        properties=control_properties(sender=sender, now_s=now_s, user_id=amqp_user_id(channel)),
-        mandatory=False,
-    )

@@ -15,8 +15,6 @@ import math
 import re
 from typing import Annotated
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +23,6 @@ from pydantic import (
     field_validator,
 )
 
-from ..amqp.params import amqp_user_id
 from .update import AppId, TokenKind, decode_json_model
 
 #: Anything bigger on the wire is refused before it is parsed.
@@ -58,13 +55,6 @@ def fingerprint(token: str) -> str:
 def requests_exchange(exchange: str) -> str:
     """The fanout exchange carrying requests, next to the token exchange `exchange`."""
     return f"{exchange}.requests"
-
-
-def declare_requests_exchange(channel: BlockingChannel, exchange: str) -> None:
-    """Declare the durable fanout requests exchange of the token exchange `exchange`."""
-    channel.exchange_declare(
-        exchange=requests_exchange(exchange), exchange_type="fanout", durable=True
-    )
 
 
 class RefreshRequest(BaseModel):
@@ -141,36 +131,3 @@ class RefreshRequest(BaseModel):
     def decode(cls, raw: bytes | str) -> RefreshRequest:
         """Parse and validate; anything wrong raises `InvalidUpdate` naming the problem."""
         return decode_json_model(cls, raw, max_bytes=MAX_REQUEST_BYTES, what="refresh request")
-
-
-def request_properties(
-    *, sender: str, now_s: float, user_id: str | None = None
-) -> pika.BasicProperties:
-    """Message properties of a request: transient, expiring after `REQUEST_TTL_MS`, and
-    `user_id` (see `amqp_user_id`) when given."""
-    return pika.BasicProperties(
-        content_type="application/json",
-        delivery_mode=pika.DeliveryMode.Transient,
-        expiration=str(REQUEST_TTL_MS),
-        type=REQUEST_MESSAGE_TYPE,
-        app_id=sender[:128],
-        timestamp=int(now_s),
-        user_id=user_id,
-    )
-
-
-def publish_request(
-    channel: BlockingChannel, exchange: str, request: RefreshRequest, *, sender: str, now_s: float
-) -> None:
-    """Publish `request` on the requests exchange of `exchange`; raises pika's errors.
-
-    Carries the connection's user as `user_id` (see `amqp_user_id`). Not mandatory: with
-    no producer online the request is dropped, which is not an error.
-    """
-    channel.basic_publish(
-        exchange=requests_exchange(exchange),
-        routing_key="",
-        body=request.encode(),
-        properties=request_properties(sender=sender, now_s=now_s, user_id=amqp_user_id(channel)),
-        mandatory=False,
-    )

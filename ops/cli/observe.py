@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import click
-import pika
-import pika.exceptions
 
-from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, describe_amqp_error
-from consumer_lib.errors import BrokerError
+from consumer_lib.amqp import Delivery
+from consumer_lib.errors import ExchangeMissing
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.kinds import TokenKind
 from producer.upstream_errors import UpstreamErrors
@@ -99,42 +96,40 @@ def watch(
     settings = obj.get_settings()
     received = 0
 
-    def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+    def on_message(delivery: Delivery) -> None:
         nonlocal received
         if count is not None and received >= count:
             return
+        body = delivery.body
         if kind is not None and _format.message_kind(body, codec=obj.codec()) not in (kind, None):
             return
         received += 1
         emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=obj.codec()))
 
+    def on_cancel() -> None:
+        emit("the broker cancelled the subscription", err=True)
+
     connection = connect(settings, f"wxtoken-watch/{obj.operator}")
     try:
         channel = connection.channel()
         try:
-            channel.exchange_declare(exchange=settings.exchange, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404:
-                raise
+            channel.check_exchange(settings.exchange)
+        except ExchangeMissing:
             raise CliError(
                 f"exchange {settings.exchange!r} does not exist yet "
                 "(the producer or `wxtoken set` declares it)"
             ) from None
-        queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
-        channel.queue_bind(queue=queue, exchange=settings.exchange)
-        channel.basic_consume(queue=queue, on_message_callback=on_message, auto_ack=True)
+        channel.subscribe(settings.exchange, on_message, on_cancel=on_cancel)
         emit(f"watching exchange {settings.exchange} (Ctrl-C to stop)", err=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         while count is None or received < count:
             limit_s = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if limit_s <= 0:
                 break
-            connection.process_data_events(time_limit=limit_s)
+            connection.process_events(limit_s)
     except KeyboardInterrupt:
         return
-    except AMQP_ERRORS as exc:
-        raise BrokerError(f"watching {settings.exchange}: {describe_amqp_error(exc)}") from None
     finally:
-        close_quietly(connection)
+        connection.close()
     if count is not None and received < count:
         raise CliError(f"timed out after {timeout:g} s with {received} of {count} message(s)")

@@ -14,8 +14,7 @@ from contextlib import contextmanager
 
 import click
 
-from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, describe_amqp_error
-from consumer_lib.errors import BrokerError, InvalidUpdate, StoreError
+from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.settings import CommonSettings
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.control import (
@@ -24,9 +23,7 @@ from consumer_lib.wire.control import (
     ControlRequest,
     ControlResult,
     new_request_id,
-    publish_control,
 )
-from consumer_lib.wire.refresh_request import declare_requests_exchange
 from consumer_lib.wire.signing import key_id, load_private_key
 
 from .. import _format
@@ -44,19 +41,16 @@ def control_channel(settings: CommonSettings, sender: str) -> Iterator[SendContr
     """Connect, open a confirming channel, declare the requests exchange; yield `send`."""
     connection = connect(settings, sender)
     try:
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            declare_requests_exchange(channel, settings.exchange)
+        channel = connection.channel()
+        channel.confirm()
+        channel.declare_requests_exchange(settings.exchange)
 
-            def send(body: bytes, now_s: float) -> None:
-                publish_control(channel, settings.exchange, body, sender=sender, now_s=now_s)
+        def send(body: bytes, now_s: float) -> None:
+            channel.publish_control(settings.exchange, body, sender=sender, now_s=now_s)
 
-            yield send
-        except AMQP_ERRORS as exc:
-            raise BrokerError(f"sending the request: {describe_amqp_error(exc)}") from None
+        yield send
     finally:
-        close_quietly(connection)
+        connection.close()
 
 
 @click.group()

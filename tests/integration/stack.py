@@ -11,11 +11,11 @@ import pika
 import pytest
 import redis
 
+from consumer_lib.amqp import declare_exchange
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenUpdate
 from ops.sandbox import SandboxConfig, SandboxServer
-from producer.publishing import declare_exchange
 
 from .procs import Child, Producer, Subscriber
 

@@ -16,7 +16,8 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from consumer_lib import ClientSettings, TokenClient, TokenUpdate
-from producer.publishing import Publisher, declare_exchange, publish_update
+from consumer_lib.amqp import declare_exchange, publish_update
+from producer.publishing import Publisher
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

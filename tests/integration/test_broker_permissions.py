@@ -33,16 +33,19 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from consumer_lib import ClientSettings, TokenClient
+from consumer_lib.amqp import (
+    declare_exchange,
+    declare_requests_exchange,
+    publish_request,
+    publish_update,
+)
 from consumer_lib.amqp.params import close_quietly, connection_parameters
 from consumer_lib.wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
     RefreshRequest,
-    declare_requests_exchange,
-    publish_request,
     requests_exchange,
 )
 from consumer_lib.wire.update import TokenUpdate
-from producer.publishing import declare_exchange, publish_update
 from producer.request_listener import RequestListener
 from tests.conftest import AMQP_URL, IN_CI, require_service
 from tests.unit._helpers import make_update

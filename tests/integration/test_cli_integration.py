@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUnavailable, mask
-from producer.publishing import declare_exchange
+from consumer_lib.amqp import declare_exchange
 from tests.waiting import wait_for
 
 APP = "wxcli0000000001"

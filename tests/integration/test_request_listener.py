@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
+from consumer_lib.amqp import declare_exchange, publish_update
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
@@ -23,7 +24,6 @@ from consumer_lib.wire.refresh_request import (
     requests_exchange,
 )
 from consumer_lib.wire.signing import UpdateCodec, load_private_key
-from producer.publishing import declare_exchange, publish_update
 from producer.request_listener import RequestListener
 from producer.store import TokenStore
 from tests.unit._helpers import make_update

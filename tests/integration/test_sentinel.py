@@ -17,10 +17,10 @@ import pika
 import pytest
 
 from consumer_lib import ClientSettings, StoreError, TokenClient, TokenKind, TokenUpdate
+from consumer_lib.amqp import declare_exchange
 from consumer_lib.snapshot import SnapshotReader, connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from producer.lease import Leadership
-from producer.publishing import declare_exchange
 from producer.store import TokenStore
 from tests.integration.servers import HOST, RedisServer, SentinelServer
 from tests.integration.tcp_proxy import TcpProxy, proxy_to

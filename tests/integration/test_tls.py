@@ -23,13 +23,14 @@ import redis
 from redis.connection import SSLConnection
 
 from consumer_lib import ClientSettings, StoreError, TokenClient, TokenKind, TokenSource
+from consumer_lib.amqp import declare_exchange
 from consumer_lib.amqp.params import AMQP_ERRORS, connection_parameters
 from consumer_lib.settings import TlsFiles
 from consumer_lib.snapshot import SnapshotReader, connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenUpdate
-from producer.publishing import Publisher, declare_exchange
+from producer.publishing import Publisher
 from producer.store import TokenStore
 from tests.integration.servers import Pki, RedisServer, make_pki
 from tests.integration.stack import make_stack

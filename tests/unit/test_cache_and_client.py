@@ -21,6 +21,7 @@ from consumer_lib import (
     TokenUpdate,
 )
 from consumer_lib._cache import Offer, TokenCache
+from consumer_lib.testing import StubTransport
 from consumer_lib.wire.keys import KeyLayout
 from producer.store import TokenStore
 from tests.conftest import FakeClock
@@ -176,12 +177,22 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def make_client(clock: FakeClock, redis_client: redis.Redis) -> TokenClient:
-    """A client that is never started on purpose; a miss starts it against a dead broker."""
+def make_client(
+    clock: FakeClock, redis_client: redis.Redis, transport: StubTransport | None = None
+) -> TokenClient:
+    """A client fed by `transport` (a miss starts it), else by a dead broker."""
     settings = ClientSettings(
         insecure_accept_unsigned=True, amqp_url=DEAD_AMQP, reconnect_max_s=0.5, poll_interval_s=0.5
     )
-    return TokenClient(settings, redis_client=redis_client, clock=clock, name="unit-test")
+    return TokenClient(
+        settings, redis_client=redis_client, clock=clock, name="unit-test", transport=transport
+    )
+
+
+@pytest.fixture
+def stub() -> StubTransport:
+    """What the broker would deliver; the tests push through it."""
+    return StubTransport(connected=False)
 
 
 @pytest.fixture
@@ -191,9 +202,9 @@ def fake_redis() -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def client(
-    clean_env: None, clock: FakeClock, fake_redis: fakeredis.FakeRedis
+    clean_env: None, clock: FakeClock, fake_redis: fakeredis.FakeRedis, stub: StubTransport
 ) -> Iterator[TokenClient]:
-    made = make_client(clock, fake_redis)
+    made = make_client(clock, fake_redis, stub)
     yield made
     made.close()
 
@@ -204,29 +215,31 @@ def store(fake_redis: fakeredis.FakeRedis) -> TokenStore:
     return TokenStore(fake_redis)
 
 
-def test_client_serves_pushed_token(client: TokenClient) -> None:
+def test_client_serves_pushed_token(client: TokenClient, stub: StubTransport) -> None:
     """A message received is served by `get_token` from memory."""
-    client._on_body(token(1).encode())
+    stub.push_raw(token(1).encode())
     assert client.get_token(APP) == token(1).value
     assert client.get(APP) == token(1)
     assert client.stats.accepted == 1
     assert not client._started
 
 
-def test_client_drops_older_version_and_counts_it(client: TokenClient) -> None:
+def test_client_drops_older_version_and_counts_it(client: TokenClient, stub: StubTransport) -> None:
     """An older message after a newer one is dropped and counted as stale."""
-    client._on_body(token(2).encode())
-    client._on_body(token(1).encode())
-    client._on_body(token(2).encode())
+    stub.push_raw(token(2).encode())
+    stub.push_raw(token(1).encode())
+    stub.push_raw(token(2).encode())
     assert client.get_token(APP) == token(2).value
     assert client.stats.stale == 2
     assert client.stats.accepted == 1
 
 
-def test_client_counts_expired_message(client: TokenClient, clock: FakeClock) -> None:
+def test_client_counts_expired_message(
+    client: TokenClient, clock: FakeClock, stub: StubTransport
+) -> None:
     """A message that arrives already expired is dropped and counted."""
     clock.advance(8000)
-    client._on_body(token(1).encode())
+    stub.push_raw(token(1).encode())
     assert client.stats.expired == 1
     assert client.stats.accepted == 0
 
@@ -244,11 +257,11 @@ def test_client_counts_expired_message(client: TokenClient, clock: FakeClock) ->
     ],
 )
 def test_client_rejects_garbage_logging_one_line_without_token(
-    client: TokenClient, caplog: pytest.LogCaptureFixture, body: bytes
+    client: TokenClient, caplog: pytest.LogCaptureFixture, body: bytes, stub: StubTransport
 ) -> None:
     """Garbage is counted as rejected and logged as one line that holds no token."""
     caplog.set_level(logging.DEBUG, logger="consumer_lib")
-    client._on_body(body)
+    stub.push_raw(body)
     assert client.stats.rejected == 1
     assert client.stats.accepted == 0
     rejections = [r for r in caplog.records if "rejected" in r.getMessage()]
@@ -259,10 +272,10 @@ def test_client_rejects_garbage_logging_one_line_without_token(
     assert "zzzzzz" not in line
 
 
-def test_client_keeps_serving_after_garbage(client: TokenClient) -> None:
+def test_client_keeps_serving_after_garbage(client: TokenClient, stub: StubTransport) -> None:
     """A bad message between good ones does not disturb the held token."""
-    client._on_body(token(1).encode())
-    client._on_body(b"{garbage")
+    stub.push_raw(token(1).encode())
+    stub.push_raw(b"{garbage")
     assert client.get_token(APP) == token(1).value
 
 
@@ -277,10 +290,12 @@ def test_client_refresh_from_snapshot(client: TokenClient, store: TokenStore) ->
     assert client.stats.accepted == 2
 
 
-def test_client_older_snapshot_is_dropped(client: TokenClient, store: TokenStore) -> None:
+def test_client_older_snapshot_is_dropped(
+    client: TokenClient, store: TokenStore, stub: StubTransport
+) -> None:
     """A snapshot older than the pushed token does not replace it."""
     store.write(token(4))
-    client._on_body(token(6).encode())
+    stub.push_raw(token(6).encode())
     client.refresh_from_snapshot()
     assert client.get_token(APP) == token(6).value
     assert client.stats.stale == 1
@@ -303,9 +318,11 @@ def test_client_corrupt_snapshot_is_rejected(
     assert "BROKEN-TOKEN-0123456789" not in caplog.text
 
 
-def test_get_token_never_returns_expired(client: TokenClient, clock: FakeClock) -> None:
+def test_get_token_never_returns_expired(
+    client: TokenClient, clock: FakeClock, stub: StubTransport
+) -> None:
     """Once the clock passes expires_at, `get_token` raises instead of returning the old token."""
-    client._on_body(token(1, lifetime_s=30).encode())
+    stub.push_raw(token(1, lifetime_s=30).encode())
     clock.advance(29)
     assert client.get_token(APP, timeout=0) == token(1).value
     clock.advance(1)
@@ -315,20 +332,20 @@ def test_get_token_never_returns_expired(client: TokenClient, clock: FakeClock) 
     assert token(1).value not in str(info.value)
 
 
-def test_on_update_called_once_per_accepted(client: TokenClient) -> None:
+def test_on_update_called_once_per_accepted(client: TokenClient, stub: StubTransport) -> None:
     """Callbacks see each accepted update exactly once, not stale or garbage ones."""
     seen: list[int] = []
     client.on_update(lambda update: seen.append(update.version))
     for body in (token(1), token(1), token(3), token(2)):
-        client._on_body(body.encode())
-    client._on_body(b"garbage")
-    client._on_body(token(9).encode())  # the last one: once it is seen, all before it were
+        stub.push_raw(body.encode())
+    stub.push_raw(b"garbage")
+    stub.push_raw(token(9).encode())  # the last one: once it is seen, all before it were
     wait_for(lambda: 9 in seen, message="the callback of v9")
     assert seen == [1, 3, 9]
 
 
 def test_raising_callback_does_not_break_delivery(
-    client: TokenClient, caplog: pytest.LogCaptureFixture
+    client: TokenClient, caplog: pytest.LogCaptureFixture, stub: StubTransport
 ) -> None:
     """A callback that raises is logged; later callbacks and later updates still go through."""
     seen: list[int] = []
@@ -338,8 +355,8 @@ def test_raising_callback_does_not_break_delivery(
 
     client.on_update(broken)
     client.on_update(lambda update: seen.append(update.version))
-    client._on_body(token(1).encode())
-    client._on_body(token(2).encode())
+    stub.push_raw(token(1).encode())
+    stub.push_raw(token(2).encode())
     wait_for(lambda: 2 in seen, message="the callback of v2")
     assert seen == [1, 2]
     assert client.get_token(APP) == token(2).value
@@ -377,13 +394,15 @@ def test_unreachable_redis_is_named(clean_env: None, clock: FakeClock) -> None:
         client.close()
 
 
-def test_unreachable_redis_does_not_hide_pushed_tokens(clean_env: None, clock: FakeClock) -> None:
+def test_unreachable_redis_does_not_hide_pushed_tokens(
+    clean_env: None, clock: FakeClock, stub: StubTransport
+) -> None:
     """Tokens pushed over the broker are served even when Redis is away."""
-    client = make_client(clock, unreachable_redis())
+    client = make_client(clock, unreachable_redis(), stub)
     try:
         client.refresh_from_snapshot()
         assert client.last_store_error is not None
-        client._on_body(token(1).encode())
+        stub.push_raw(token(1).encode())
         assert client.get_token(APP) == token(1).value
     finally:
         client.close()
@@ -396,17 +415,19 @@ def test_closed_client_cannot_start(client: TokenClient) -> None:
         client.get_token("wxnobody", timeout=0.1)
 
 
-def test_token_source_is_visible(client: TokenClient) -> None:
+def test_token_source_is_visible(client: TokenClient, stub: StubTransport) -> None:
     """`get()` tells an override from a scheduled refresh."""
     override = make_update(version=9, value="OVERRIDE-0123456789", source=TokenSource.OVERRIDE)
-    client._on_body(override.encode())
+    stub.push_raw(override.encode())
     assert client.get(APP).source is TokenSource.OVERRIDE
 
 
-def test_client_get_ticket_serves_pushed_ticket_and_refuses_tokens(client: TokenClient) -> None:
+def test_client_get_ticket_serves_pushed_ticket_and_refuses_tokens(
+    client: TokenClient, stub: StubTransport
+) -> None:
     """get_ticket reads the ticket kind; asking it for an access token is a ValueError."""
     update = make_update(kind=TokenKind.WX_CARD_TICKET, value="CARD-TICKET-0001-zzzzzzzz")
-    client._on_body(update.encode())
+    stub.push_raw(update.encode())
     assert client.get_ticket("wxapp1", "wx_card") == "CARD-TICKET-0001-zzzzzzzz"
     assert client.get_token("wxapp1", kind="wx_card_ticket") == "CARD-TICKET-0001-zzzzzzzz"
     with pytest.raises(ValueError, match="not a ticket"):

@@ -13,9 +13,9 @@ import fakeredis
 import pytest
 import responses
 from click.testing import CliRunner, Result
-from pika.spec import BasicProperties
 from pydantic import SecretStr
 
+from consumer_lib.amqp import Delivery
 from consumer_lib.errors import BrokerError
 from consumer_lib.settings import CommonSettings
 from consumer_lib.wire.control import (
@@ -87,7 +87,9 @@ class FakeBroker:
         def send(body: bytes, now_s: float) -> None:
             self.sent.append(body)
             if self.handler is not None:
-                self.handler.handle(body, BasicProperties(type=CONTROL_MESSAGE_TYPE))
+                self.handler.handle(
+                    Delivery(body, user_id=None, app_id=sender, type=CONTROL_MESSAGE_TYPE)
+                )
 
         yield send
 

@@ -11,9 +11,9 @@ import fakeredis
 import pytest
 import responses
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pika.spec import BasicProperties
 from pydantic import SecretStr
 
+from consumer_lib.amqp import Delivery
 from consumer_lib.errors import InvalidUpdate
 from consumer_lib.wire.control import (
     CONTROL_MESSAGE_TYPE,
@@ -49,7 +49,12 @@ WECOM_APP = AppConfig(
     corp_id="ww0000000000000001",
     agent_id="1000002",
 )
-PROPS = BasicProperties(type=CONTROL_MESSAGE_TYPE, app_id="wxtoken-ops/ops:alice@host")
+SENDER = "wxtoken-ops/ops:alice@host"
+
+
+def delivery(body: bytes) -> Delivery:
+    """A message typed as a control request, as the request listener hands it on."""
+    return Delivery(body, user_id=None, app_id=SENDER, type=CONTROL_MESSAGE_TYPE)
 
 
 @pytest.fixture
@@ -125,7 +130,7 @@ def test_a_signed_request_clears_the_quota_audits_and_answers(
     answers `done` where the CLI waits."""
     responses.post(CLEAR_URL, json={"errcode": 0, "errmsg": "ok"})
     req = request(now())
-    handler.handle(req.seal(OPERATOR), PROPS)
+    handler.handle(delivery(req.seal(OPERATOR)))
     assert clear_calls() == 1
     sent = json.loads(responses.calls[0].request.body or b"{}")
     assert sent == {"appid": APP, "appsecret": SECRET}
@@ -148,7 +153,7 @@ def test_48006_is_answered_with_its_errcode_and_meaning(
     """WeChat's "used up this month" reaches the CLI as errcode 48006 with its meaning."""
     responses.post(CLEAR_URL, json={"errcode": 48006, "errmsg": "forbid to clear quota"})
     req = request(now())
-    handler.handle(req.seal(OPERATOR), PROPS)
+    handler.handle(delivery(req.seal(OPERATOR)))
     answer = answer_of(fake_redis, req)
     assert answer is not None
     assert answer.result is ControlResult.FAILED
@@ -171,7 +176,7 @@ def test_a_garbage_answer_from_upstream_is_a_failure_not_a_clear(
     """An answer that is not WeChat's JSON is reported as failed, never as cleared."""
     responses.post(CLEAR_URL, body=body)
     req = request(now())
-    handler.handle(req.seal(OPERATOR), PROPS)
+    handler.handle(delivery(req.seal(OPERATOR)))
     answer = answer_of(fake_redis, req)
     assert answer is not None
     assert answer.result is ControlResult.FAILED
@@ -189,7 +194,7 @@ def test_an_unsigned_request_is_refused_counted_and_logged(
     """Plain JSON (what a consumer credential could publish) never reaches upstream."""
     req = request(now())
     with caplog.at_level(logging.WARNING, logger="producer.control"):
-        handler.handle(req.model_dump_json().encode(), PROPS)
+        handler.handle(delivery(req.model_dump_json().encode()))
     assert clear_calls() == 0
     assert answer_of(fake_redis, req) is None
     assert handler.stats.rejected == 1
@@ -205,7 +210,7 @@ def test_a_request_signed_by_an_unknown_key_is_refused(
     """A valid signature by a key the producer does not trust is no better than none."""
     stranger = Ed25519PrivateKey.generate()
     req = request(now())
-    handler.handle(req.seal(stranger), PROPS)
+    handler.handle(delivery(req.seal(stranger)))
     assert clear_calls() == 0
     assert answer_of(fake_redis, req) is None
     assert handler.stats.rejected == 1
@@ -219,7 +224,7 @@ def test_a_tampered_request_is_refused(
     req = request(now(), app_id="wxother00000001")
     envelope = json.loads(req.seal(OPERATOR))
     envelope["payload"] = envelope["payload"].replace("wxother00000001", APP)
-    handler.handle(json.dumps(envelope).encode(), PROPS)
+    handler.handle(delivery(json.dumps(envelope).encode()))
     assert clear_calls() == 0
     assert handler.stats.rejected == 1
 
@@ -233,9 +238,9 @@ def test_a_replayed_request_spends_the_quota_once(
     responses.post(CLEAR_URL, json={"errcode": 0, "errmsg": "ok"})
     req = request(now())
     sealed = req.seal(OPERATOR)
-    handler.handle(sealed, PROPS)
+    handler.handle(delivery(sealed))
     now.advance(5)
-    handler.handle(sealed, PROPS)
+    handler.handle(delivery(sealed))
     assert clear_calls() == 1
     assert handler.stats.replayed == 1
     answer = answer_of(fake_redis, req)
@@ -251,7 +256,7 @@ def test_a_request_outside_the_window_is_refused(
 ) -> None:
     """Too old (a replay after the id was forgotten) or from the future: no upstream call."""
     req = request(now() + offset_s)
-    handler.handle(req.seal(OPERATOR), PROPS)
+    handler.handle(delivery(req.seal(OPERATOR)))
     assert clear_calls() == 0
     assert handler.stats.expired == 1
     answer = answer_of(fake_redis, req)
@@ -268,7 +273,7 @@ def test_a_standby_ignores_a_valid_request(
     """Only the leader acts, and a standby does not claim the request id either."""
     leader.leading = False
     req = request(now())
-    handler.handle(req.seal(OPERATOR), PROPS)
+    handler.handle(delivery(req.seal(OPERATOR)))
     assert clear_calls() == 0
     assert handler.stats.ignored == 1
     assert fake_redis.get(KEYS.control_seen(req.request_id)) is None
@@ -289,7 +294,7 @@ def test_an_app_we_cannot_clear_is_refused_with_the_reason(
 ) -> None:
     """An unknown app or a WeCom app gets a `refused` answer naming why, and is audited."""
     req = request(now(), app_id=app_id)
-    handler.handle(req.seal(OPERATOR), PROPS)
+    handler.handle(delivery(req.seal(OPERATOR)))
     assert clear_calls() == 0
     answer = answer_of(fake_redis, req)
     assert answer is not None
@@ -319,7 +324,7 @@ def test_a_signed_but_malformed_request_is_refused(
     """A correctly signed payload with a bad field is still rejected before anything runs."""
     payload = json.loads(request(now()).model_dump_json())
     payload.update(changes)
-    handler.handle(seal(OPERATOR, json.dumps(payload).encode()), PROPS)
+    handler.handle(delivery(seal(OPERATOR, json.dumps(payload).encode())))
     assert clear_calls() == 0
     assert handler.stats.rejected == 1
     assert not list(fake_redis.scan_iter(match=f"{KEYS.prefix}:control:*"))
@@ -332,7 +337,7 @@ def test_a_signed_but_malformed_request_is_refused(
 )
 def test_garbage_never_raises(body: bytes, handler: ControlHandler) -> None:
     """Whatever arrives, the handler counts it and returns."""
-    handler.handle(body, PROPS)
+    handler.handle(delivery(body))
     assert handler.stats.rejected == 1
 
 
@@ -353,10 +358,10 @@ def test_the_request_listener_hands_control_messages_to_the_hook() -> None:
         "amqp://guest:guest@127.0.0.1:1/%2F",
         "wxunit.tokens",
         on_request=lambda r: pytest.fail("not a refresh request"),
-        on_control=lambda body, props: got.append(body),
+        on_control=lambda message: got.append(message.body),
         connection_name="test",
     )
-    listener._handle(b"sealed", PROPS)
+    listener._handle(delivery(b"sealed"))
     assert got == [b"sealed"]
     assert listener.stats.rejected == 0
     bare = RequestListener(
@@ -365,7 +370,7 @@ def test_the_request_listener_hands_control_messages_to_the_hook() -> None:
         on_request=lambda r: pytest.fail("not a refresh request"),
         connection_name="test",
     )
-    bare._handle(b"sealed", PROPS)
+    bare._handle(delivery(b"sealed"))
     assert bare.stats.rejected == 1
 
 

@@ -15,15 +15,18 @@ from hypothesis import strategies as st
 
 from consumer_lib import ClientSettings, InvalidUpdate, TokenKind
 from consumer_lib._subscriber import Subscriber
+from consumer_lib.amqp import (
+    Connection,
+    declare_requests_exchange,
+    publish_request,
+    request_properties,
+)
 from consumer_lib.wire.refresh_request import (
     MAX_REQUEST_BYTES,
     REQUEST_MESSAGE_TYPE,
     REQUEST_TTL_MS,
     RefreshRequest,
-    declare_requests_exchange,
     fingerprint,
-    publish_request,
-    request_properties,
     requests_exchange,
     safe_requester,
 )
@@ -317,7 +320,7 @@ def test_send_schedules_a_transient_expiring_publish_on_the_connection() -> None
     """`send` hands the publish to the connection's thread; it goes out not mandatory."""
     subscriber = make_subscriber()
     connection = FakeConnection()
-    subscriber._live = connection
+    subscriber._live = Connection(connection)  # type: ignore[arg-type]
     subscriber._connected.set()
     assert subscriber.send("ex.requests", b"body", REQUEST_MESSAGE_TYPE) is True
     assert connection.channel_obj.published == []  # nothing until the thread runs it
@@ -333,7 +336,7 @@ def test_a_failing_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
     """An AMQP error inside the scheduled publish is one WARNING, never an exception."""
     subscriber = make_subscriber()
     connection = FakeConnection(fail=True)
-    subscriber._live = connection
+    subscriber._live = Connection(connection)  # type: ignore[arg-type]
     subscriber._connected.set()
     assert subscriber.send("ex.requests", b"body", REQUEST_MESSAGE_TYPE)
     connection.run_callbacks()

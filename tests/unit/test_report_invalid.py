@@ -8,31 +8,21 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, TokenClient
+from consumer_lib.testing import StubTransport
 from consumer_lib.wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint
 from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 
 
-class FakeSubscriber:
-    """Stands in for the broker thread: records what `send` was given."""
-
-    def __init__(self, connected: bool = True) -> None:
-        self.connected = connected
-        self.sent: list[tuple[str, bytes, str]] = []
-
-    def send(self, exchange: str, body: bytes, message_type: str) -> bool:
-        if not self.connected:
-            return False
-        self.sent.append((exchange, body, message_type))
-        return True
-
-    def close(self) -> None:
-        """Nothing to stop."""
+@pytest.fixture
+def stub() -> StubTransport:
+    """Stands in for the broker thread: records what the client sends."""
+    return StubTransport()
 
 
 @pytest.fixture
-def client(clock: FakeClock) -> Iterator[TokenClient]:
+def client(clock: FakeClock, stub: StubTransport) -> Iterator[TokenClient]:
     clock.now_s = T0 + 10
     made = TokenClient(
         ClientSettings(
@@ -42,22 +32,24 @@ def client(clock: FakeClock) -> Iterator[TokenClient]:
         ),
         redis_client=fakeredis.FakeRedis(),
         clock=clock,
+        transport=stub,
     )
-    made._subscriber = FakeSubscriber()  # type: ignore[assignment]
-    made._on_body(make_update(version=3).encode())
+    stub.push(make_update(version=3))
     yield made
     made.close()
 
 
-def sent(client: TokenClient) -> list[tuple[str, bytes, str]]:
-    return client._subscriber.sent  # type: ignore[attr-defined,no-any-return]
+def sent(stub: StubTransport) -> list[tuple[str, bytes, str]]:
+    return stub.sent
 
 
-def test_report_sends_the_fingerprint_not_the_token(client: TokenClient) -> None:
+def test_report_sends_the_fingerprint_not_the_token(
+    client: TokenClient, stub: StubTransport
+) -> None:
     """A report goes to the requests exchange carrying only the token's SHA-256."""
     token = make_update(version=3).value
     assert client.report_invalid("wxapp1", token, reason="errcode 40001")
-    [(exchange, body, message_type)] = sent(client)
+    [(exchange, body, message_type)] = sent(stub)
     request = RefreshRequest.decode(body)
     assert exchange == "wx.test.requests"
     assert message_type == REQUEST_MESSAGE_TYPE
@@ -66,57 +58,63 @@ def test_report_sends_the_fingerprint_not_the_token(client: TokenClient) -> None
     assert token.encode() not in body
 
 
-def test_same_token_is_reported_once_per_process(client: TokenClient) -> None:
+def test_same_token_is_reported_once_per_process(client: TokenClient, stub: StubTransport) -> None:
     """Many reports of one token from one process send one request; the leader coalesces."""
     token = make_update(version=3).value
     results = [client.report_invalid("wxapp1", token) for _ in range(50)]
     assert results.count(True) == 1
-    assert len(sent(client)) == 1
+    assert len(sent(stub)) == 1
 
 
-def test_no_report_when_a_newer_token_is_already_held(client: TokenClient) -> None:
+def test_no_report_when_a_newer_token_is_already_held(
+    client: TokenClient, stub: StubTransport
+) -> None:
     """Reporting a token this process already replaced sends nothing: get_token() has
     the new one."""
-    client._on_body(make_update(version=4, value="TOKEN-newer-one-0002").encode())
+    stub.push(make_update(version=4, value="TOKEN-newer-one-0002"))
     assert not client.report_invalid("wxapp1", make_update(version=3).value)
-    assert sent(client) == []
+    assert sent(stub) == []
 
 
-def test_broker_unreachable_reads_the_snapshot_instead(client: TokenClient) -> None:
+def test_broker_unreachable_reads_the_snapshot_instead(
+    client: TokenClient, stub: StubTransport
+) -> None:
     """With no broker connection the report returns False and Redis is read for a newer
     token."""
-    client._subscriber = FakeSubscriber(connected=False)  # type: ignore[assignment]
+    stub.is_connected = False
     newer = make_update(version=4, value="TOKEN-newer-in-redis-0004")
     TokenStore(client._redis).write(newer)
     assert not client.report_invalid("wxapp1", make_update(version=3).value)
     assert client.get_token("wxapp1", timeout=0) == newer.value
 
 
-def test_bad_app_id_is_a_value_error(client: TokenClient) -> None:
+def test_bad_app_id_is_a_value_error(client: TokenClient, stub: StubTransport) -> None:
     """A malformed app id raises ValueError before anything is sent."""
     with pytest.raises(ValueError, match="app_id"):
         client.report_invalid("not an app id!", "TOKEN-x")
-    assert sent(client) == []
+    assert sent(stub) == []
 
 
 @pytest.mark.parametrize("kind", ["jsapi", "wx_card", "corp_jsapi", "agent_config"])
-def test_report_for_each_ticket_kind(client: TokenClient, kind: str) -> None:
+def test_report_for_each_ticket_kind(client: TokenClient, stub: StubTransport, kind: str) -> None:
     """A ticket report names the ticket's kind; a different ticket already held stays quiet."""
     from consumer_lib import TokenKind
 
     ticket_kind = TokenKind.parse(kind)
     held = make_update(version=2, kind=ticket_kind, value="TICKET-held-0002-zzzzzzzzz")
-    client._on_body(held.encode())
+    stub.push(held)
     assert not client.report_invalid("wxapp1", "TICKET-older-zzzzzzzzzzzz", kind=kind)
     assert client.report_invalid("wxapp1", held.value, kind=kind)
-    [(_, body, _)] = sent(client)
+    [(_, body, _)] = sent(stub)
     request = RefreshRequest.decode(body)
     assert (request.kind, request.reported_version) == (ticket_kind, 2)
     assert request.token_sha256 == fingerprint(held.value)
 
 
-def test_report_with_an_unknown_kind_is_a_value_error(client: TokenClient) -> None:
+def test_report_with_an_unknown_kind_is_a_value_error(
+    client: TokenClient, stub: StubTransport
+) -> None:
     """report_invalid refuses a kind that does not exist, sending nothing."""
     with pytest.raises(ValueError, match="unknown credential kind"):
         client.report_invalid("wxapp1", "x" * 20, kind="jsapi_tickets")
-    assert sent(client) == []
+    assert sent(stub) == []

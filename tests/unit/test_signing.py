@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from consumer_lib import ClientSettings, ConfigError, InvalidUpdate, TokenClient
 from consumer_lib.settings import CommonSettings
+from consumer_lib.testing import StubTransport
 from consumer_lib.wire.signing import (
     PLAIN,
     UpdateCodec,
@@ -215,14 +216,15 @@ def test_client_drops_forged_messages_and_keeps_its_token(
         ClientSettings(verify_keys=str(public_path), amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"),
         redis_client=fakeredis.FakeRedis(),
         clock=clock,
+        transport=(stub := StubTransport()),
     )
     try:
         genuine = make_update(version=3)
         signer = UpdateCodec(signer=load_private_key(tmp_path / "k"))
-        client._on_body(signer.encode(genuine))
+        stub.push_raw(signer.encode(genuine))
         forged = make_update(version=9, value="TOKEN-from-the-attacker-9999")
-        client._on_body(forged.encode())
-        client._on_body(UpdateCodec(signer=OTHER_KEY).encode(forged))
+        stub.push_raw(forged.encode())
+        stub.push_raw(UpdateCodec(signer=OTHER_KEY).encode(forged))
         assert client.get_token("wxapp1", timeout=0) == genuine.value
         assert client.stats.rejected == 2
         assert forged.value not in caplog.text

@@ -9,13 +9,16 @@ import pytest
 
 from consumer_lib import ClientSettings, ConfigError, TokenClient
 from consumer_lib.settings import load_settings
+from consumer_lib.testing import StubTransport
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 
 DEAD_AMQP = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 
-def client_trusting(trusted: str, clock: FakeClock) -> TokenClient:
+def client_trusting(
+    trusted: str, clock: FakeClock, transport: StubTransport | None = None
+) -> TokenClient:
     clock.now_s = T0 + 1
     return TokenClient(
         ClientSettings(
@@ -23,42 +26,50 @@ def client_trusting(trusted: str, clock: FakeClock) -> TokenClient:
         ),
         redis_client=fakeredis.FakeRedis(),
         clock=clock,
+        transport=transport,
     )
 
 
 @pytest.fixture
-def client(clock: FakeClock) -> Iterator[TokenClient]:
-    made = client_trusting("wxtoken-producer, wxtoken-ops", clock)
+def stub() -> StubTransport:
+    return StubTransport()
+
+
+@pytest.fixture
+def client(clock: FakeClock, stub: StubTransport) -> Iterator[TokenClient]:
+    made = client_trusting("wxtoken-producer, wxtoken-ops", clock, stub)
     yield made
     made.close()
 
 
-def test_updates_from_trusted_users_are_accepted(client: TokenClient) -> None:
+def test_updates_from_trusted_users_are_accepted(client: TokenClient, stub: StubTransport) -> None:
     """The producer's and the operators' users may publish."""
-    client._on_body(make_update(version=1).encode(), "wxtoken-producer")
-    client._on_body(make_update(version=2, value="TOKEN-override-0002").encode(), "wxtoken-ops")
+    stub.push_raw(make_update(version=1).encode(), user_id="wxtoken-producer")
+    stub.push_raw(
+        make_update(version=2, value="TOKEN-override-0002").encode(), user_id="wxtoken-ops"
+    )
     assert client.get_token("wxapp1", timeout=0) == "TOKEN-override-0002"
     assert client.stats.rejected == 0
 
 
 @pytest.mark.parametrize("user_id", ["wxtoken-consumer", None, ""])
 def test_updates_from_anyone_else_are_rejected(
-    client: TokenClient, user_id: str | None, caplog: pytest.LogCaptureFixture
+    client: TokenClient, user_id: str | None, caplog: pytest.LogCaptureFixture, stub: StubTransport
 ) -> None:
     """Another user, or a message without user_id, is dropped, counted and logged."""
-    client._on_body(make_update(version=1).encode(), "wxtoken-producer")
-    client._on_body(make_update(version=9, value="TOKEN-intruder-0009").encode(), user_id)
+    stub.push_raw(make_update(version=1).encode(), user_id="wxtoken-producer")
+    stub.push_raw(make_update(version=9, value="TOKEN-intruder-0009").encode(), user_id=user_id)
     assert client.get_token("wxapp1", timeout=0) == make_update(version=1).value
     assert client.stats.rejected == 1
     assert "untrusted user" in caplog.text
     assert "TOKEN-intruder-0009" not in caplog.text
 
 
-def test_without_the_setting_any_user_may_publish(clock: FakeClock) -> None:
+def test_without_the_setting_any_user_may_publish(clock: FakeClock, stub: StubTransport) -> None:
     """With no trusted list the broker's permissions alone decide who may publish."""
-    open_client = client_trusting("", clock)
+    open_client = client_trusting("", clock, stub)
     try:
-        open_client._on_body(make_update().encode(), "whoever")
+        stub.push_raw(make_update().encode(), user_id="whoever")
         assert open_client.stats.accepted == 1
     finally:
         open_client.close()
