@@ -64,6 +64,8 @@ class ProducerView:
     publishes: Callable[[], tuple[int, int]] | None = None
     #: times this producer became the leader
     lease_acquisitions: Callable[[], int] | None = None
+    #: the publisher's thread runs and its loop turns (connected or not)
+    publisher_healthy: Callable[[], bool] | None = None
 
 
 def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> ProducerView:
@@ -78,7 +80,15 @@ def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> Pr
         meter=meter,
         publishes=lambda: (service.publisher.published_count, service.publisher.nacked_count),
         lease_acquisitions=lambda: service.leadership.acquisitions,
+        publisher_healthy=lambda: service.publisher.healthy,
     )
+
+
+def is_healthy(view: ProducerView) -> tuple[bool, str]:
+    """Alive: the publisher's loop turns (a broker outage is not a failure of ours)."""
+    if view.publisher_healthy is not None and not view.publisher_healthy():
+        return False, "the publisher thread stopped or its loop stalled"
+    return True, "alive"
 
 
 def is_ready(view: ProducerView) -> tuple[bool, str]:

@@ -42,7 +42,7 @@ def start_status(
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        from .metrics import ProducerCollector, is_ready, view_of
+        from .metrics import ProducerCollector, is_healthy, is_ready, view_of
         from .status_server import StatusServer
     except ImportError:
         raise ConfigError(
@@ -57,6 +57,7 @@ def start_status(
             settings.metrics_port,
             metrics=lambda: (generate_latest(registry), CONTENT_TYPE_LATEST),
             ready=lambda: is_ready(view),
+            healthy=lambda: is_healthy(view),
         )
     except OSError as exc:
         raise ConfigError(

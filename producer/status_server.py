@@ -1,8 +1,9 @@
 """The producer's HTTP port: `/metrics` (Prometheus), `/healthz` (alive), `/readyz`.
 
 A stdlib `ThreadingHTTPServer` in a daemon thread: scrapes and probes are rare, so no web
-framework is needed. `/readyz` answers 200 when `ready()` says so, else 503, with the
-reason as JSON. Anything else is 404. Requests are not logged.
+framework is needed. `/healthz` answers 200 while `healthy()` says so (the publisher's loop
+is turning), else 503; `/readyz` answers 200 when `ready()` says so, else 503; both with
+the reason as JSON. Anything else is 404. Requests are not logged.
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ log = logging.getLogger(__name__)
 
 #: (body, content type) of the metrics page.
 Metrics = Callable[[], tuple[bytes, str]]
-#: (ready?, why)
+#: (ready?, why) and (healthy?, why)
 Ready = Callable[[], tuple[bool, str]]
 
 
+def _always_alive() -> tuple[bool, str]:
+    return True, "alive"
+
+
 class StatusServer:
-    def __init__(self, host: str, port: int, *, metrics: Metrics, ready: Ready) -> None:
-        handler = _handler(metrics, ready)
+    def __init__(
+        self, host: str, port: int, *, metrics: Metrics, ready: Ready, healthy: Ready | None = None
+    ) -> None:
+        handler = _handler(metrics, ready, healthy or _always_alive)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -45,7 +52,7 @@ class StatusServer:
         self._server.server_close()
 
 
-def _handler(metrics: Metrics, ready: Ready) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics: Metrics, ready: Ready, healthy: Ready) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "wxtoken"
         sys_version = ""
@@ -56,7 +63,11 @@ def _handler(metrics: Metrics, ready: Ready) -> type[BaseHTTPRequestHandler]:
                 body, content_type = metrics()
                 self._send(200, body, content_type)
             elif path == "/healthz":
-                self._json(200, {"status": "alive"})
+                ok, why = healthy()
+                if ok:
+                    self._json(200, {"status": "alive"})
+                else:
+                    self._json(503, {"status": "unhealthy", "reason": why})
             elif path == "/readyz":
                 ok, why = ready()
                 self._json(

@@ -21,7 +21,7 @@ from consumer_lib.wire.keys import KeyLayout
 from producer.apps import AppConfig, TokenApi
 from producer.budget import RefreshBudget
 from producer.errcodes import FailureKind
-from producer.metrics import ProducerCollector, ProducerView, is_ready
+from producer.metrics import ProducerCollector, ProducerView, is_healthy, is_ready
 from producer.refresher import RefresherStats
 from producer.status_server import StatusServer
 from producer.store import TokenStore
@@ -204,6 +204,49 @@ def test_status_server_routes() -> None:
         assert json.loads(body)["error"] == "not_found"
     finally:
         server.close()
+
+
+def test_healthz_follows_the_publisher_loop() -> None:
+    """/healthz is 503 with the reason once the publisher's loop stopped turning, 200
+    again when it turns; a producer without that probe is simply alive."""
+    turning = [True]
+    view = ProducerView(
+        apps=list,
+        is_leader=lambda: False,
+        epoch=lambda: None,
+        broker_connected=lambda: False,  # a broker outage alone is not unhealthy
+        redis_reachable=lambda: True,
+        publisher_healthy=lambda: turning[0],
+    )
+    server = StatusServer(
+        "127.0.0.1",
+        0,
+        metrics=lambda: (b"", "text/plain"),
+        ready=lambda: (True, "leader"),
+        healthy=lambda: is_healthy(view),
+    ).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert _get(base + "/healthz") == (200, b'{"status": "alive"}')
+        turning[0] = False
+        status, body = _get(base + "/healthz")
+        assert status == 503
+        assert json.loads(body) == {
+            "status": "unhealthy",
+            "reason": "the publisher thread stopped or its loop stalled",
+        }
+        turning[0] = True
+        assert _get(base + "/healthz")[0] == 200
+    finally:
+        server.close()
+    bare = ProducerView(
+        apps=list,
+        is_leader=lambda: False,
+        epoch=lambda: None,
+        broker_connected=lambda: False,
+        redis_reachable=lambda: True,
+    )
+    assert is_healthy(bare) == (True, "alive")
 
 
 @pytest.mark.parametrize(
