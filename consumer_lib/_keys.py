@@ -5,6 +5,7 @@
 {prefix}:known                     set of "{app_id}:{kind}" ever written, for `status`
 {prefix}:leader                    "{epoch}|{owner}" of the producer holding the lease (PX)
 {prefix}:leader_epoch              counter of lease acquisitions
+{prefix}:served                    JSON: the app ids the current leader serves, by whom
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class KeyLayout:
     @property
     def leader_epoch(self) -> str:
         return f"{self.prefix}:leader_epoch"
+
+    @property
+    def served(self) -> str:
+        return f"{self.prefix}:served"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

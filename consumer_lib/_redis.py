@@ -46,13 +46,20 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
 
-def connect_redis(url: str, *, timeout_s: float = 2.0, tls: TlsFiles | None = None) -> redis.Redis:
+def connect_redis(
+    url: str,
+    *,
+    timeout_s: float = 2.0,
+    tls: TlsFiles | None = None,
+    max_connections: int | None = None,
+) -> redis.Redis:
     """A client with bounded timeouts and two quick retries; connects lazily.
 
     `url` is a plain Redis URL or a sentinel one (then the client follows the master).
     `tls` (from `settings.redis_tls`) names the CA and client certificate files of a
-    `rediss` URL. A malformed URL, or `tls` with a non-TLS URL, raises `ValueError`
-    (settings have validated both before).
+    `rediss` URL. `max_connections` sizes the pool to the threads that share the client.
+    A malformed URL, or `tls` with a non-TLS URL, raises `ValueError` (settings have
+    validated both before).
     """
     secure = urlsplit(url).scheme.lower() in REDIS_TLS_SCHEMES
     if tls is not None and not secure:
@@ -67,6 +74,8 @@ def connect_redis(url: str, *, timeout_s: float = 2.0, tls: TlsFiles | None = No
         "client_name": "wxtoken",
         **tls_options,
     }
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     if is_sentinel_url(url):
         return _connect_sentinel(parse_sentinel_url(url), timeout_s=timeout_s, options=options)
     client = redis.Redis.from_url(url, **options)

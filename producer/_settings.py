@@ -57,3 +57,9 @@ class ProducerSettings(CommonSettings):
     heartbeat_s: Annotated[int, Field(ge=0, le=600)] = 30
     reconnect_max_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+    #: Worker threads stepping credentials, and so upstream calls in flight at most.
+    upstream_concurrency: Annotated[int, Field(ge=1, le=24)] = 16
+    #: An optional cap on upstream calls per second, for the whole producer.
+    upstream_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    #: Every credential's snapshot is read from Redis in one batch this often.
+    follow_interval_s: Annotated[float, Field(ge=0.1, le=300)] = 5.0
