@@ -23,9 +23,9 @@ import pika
 import redis
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
-from consumer_lib._keys import KeyLayout
-from producer._publisher import declare_exchange
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from producer.publishing import declare_exchange
+from producer.store import TokenStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

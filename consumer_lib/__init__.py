@@ -7,7 +7,7 @@ with TokenClient.from_env() as tokens:
 """
 
 from ._client import ClientStats, TokenClient
-from ._errors import (
+from .errors import (
     BrokerError,
     ConfigError,
     InvalidUpdate,
@@ -15,8 +15,8 @@ from ._errors import (
     TokenUnavailable,
     WxTokenError,
 )
-from ._model import TokenKind, TokenSource, TokenUpdate, mask
-from ._settings import ClientSettings
+from .settings import ClientSettings
+from .wire.update import TokenKind, TokenSource, TokenUpdate, mask
 
 __all__ = [
     "BrokerError",

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._model import TokenKind, TokenUpdate
+from .wire.update import TokenKind, TokenUpdate
 
 Key = tuple[str, TokenKind]
 

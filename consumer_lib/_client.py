@@ -36,14 +36,19 @@ from typing import Self
 import redis
 
 from ._cache import Offer, TokenCache
-from ._errors import InvalidUpdate, StoreError, TokenUnavailable
-from ._keys import KeyLayout
-from ._model import TokenKind, TokenUpdate
-from ._redis import SnapshotReader, connect_redis
-from ._refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint, requests_exchange
-from ._settings import ClientSettings, load_settings
-from ._signing import codec_from_settings
 from ._subscriber import Subscriber
+from .errors import InvalidUpdate, StoreError, TokenUnavailable
+from .settings import ClientSettings, load_settings
+from .snapshot import SnapshotReader, connect_redis
+from .wire.keys import KeyLayout
+from .wire.refresh_request import (
+    REQUEST_MESSAGE_TYPE,
+    RefreshRequest,
+    fingerprint,
+    requests_exchange,
+)
+from .wire.signing import codec_from_settings
+from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
-from ._amqp import AMQP_ERRORS, amqp_user_id, connection_parameters, describe_amqp_error
-from ._consumer_thread import ConsumerThread
-from ._refresh_request import REQUEST_TTL_MS
-from ._settings import ClientSettings
+from .amqp.consumer import ConsumerThread
+from .amqp.params import AMQP_ERRORS, amqp_user_id, connection_parameters, describe_amqp_error
+from .settings import ClientSettings
+from .wire.refresh_request import REQUEST_TTL_MS
 
 log = logging.getLogger(__name__)
 

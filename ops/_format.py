@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from consumer_lib._errors import InvalidUpdate
-from consumer_lib._model import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
-from consumer_lib._signing import PLAIN, UpdateCodec
-from producer._audit import AuditEntry
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.wire.signing import PLAIN, UpdateCodec
+from consumer_lib.wire.update import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
+from producer.audit import AuditEntry
 
 #: One entry of the snapshot, as `SnapshotReader.read_many` returns it.
 SnapshotEntry = TokenUpdate | InvalidUpdate | None

@@ -27,13 +27,13 @@ from urllib.parse import urlsplit
 import requests
 
 from consumer_lib import ClientSettings, ConfigError, TokenClient, TokenUpdate
-from consumer_lib._settings import (
+from consumer_lib.settings import (
     is_sentinel_url,
     load_settings,
     parse_sentinel_url,
     split_urls,
 )
-from consumer_lib._signing import generate_keypair
+from consumer_lib.wire.signing import generate_keypair
 
 from ._sandbox import SandboxConfig, SandboxServer
 

@@ -14,12 +14,12 @@ import threading
 from collections.abc import Iterable
 from types import FrameType
 
-from consumer_lib._errors import ConfigError
-from consumer_lib._settings import load_settings
+from consumer_lib.errors import ConfigError
+from consumer_lib.settings import load_settings
 
-from ._apps import load_apps
 from ._service import ProducerService
-from ._settings import ProducerSettings
+from .apps import load_apps
+from .settings import ProducerSettings
 
 log = logging.getLogger("producer")
 

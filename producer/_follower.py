@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib._errors import InvalidUpdate, StoreError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenUpdate
-from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
-from consumer_lib._signing import PLAIN, UpdateCodec
+from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import PLAIN, UpdateCodec
+from consumer_lib.wire.update import TokenUpdate
 
-from ._refresher import AppRefresher
+from .refresher import AppRefresher
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from consumer_lib._model import TokenUpdate
-from consumer_lib._refresh_request import RefreshRequest, fingerprint
+from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
+from consumer_lib.wire.update import TokenUpdate
 
-from ._apps import TokenApi
-from ._budget import BudgetDecision, RefreshBudget
+from .apps import TokenApi
+from .budget import BudgetDecision, RefreshBudget
 
 #: An audit entry of a batch of reports names at most this many requesters.
 AUDIT_NAMED_REQUESTERS = 3

@@ -31,29 +31,29 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
-from consumer_lib._errors import StoreError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind
-from consumer_lib._outage import OutageLog
-from consumer_lib._redis import connect_redis
-from consumer_lib._refresh_request import RefreshRequest
-from consumer_lib._signing import codec_from_settings
+from consumer_lib.amqp.outage import OutageLog
+from consumer_lib.errors import StoreError
+from consumer_lib.snapshot import connect_redis
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import RefreshRequest
+from consumer_lib.wire.signing import codec_from_settings
+from consumer_lib.wire.update import TokenKind
 
-from ._apps import AppConfig
-from ._audit import AuditLog
-from ._budget import RefreshBudget
 from ._follower import SnapshotFollower
-from ._lease import Leadership
-from ._publisher import Publisher
-from ._refresher import AppRefresher, Fetcher
-from ._request_listener import RequestListener
-from ._settings import ProducerSettings
-from ._store import TokenStore
-from ._wechat import WeChatClient
 from .announcement import announce
+from .apps import AppConfig
+from .audit import AuditLog
+from .budget import RefreshBudget
+from .lease import Leadership
 from .politeness import UpstreamGate
+from .publishing import Publisher
+from .refresher import AppRefresher, Fetcher
+from .request_listener import RequestListener
 from .scheduler import Scheduler, WorkerPool
+from .settings import ProducerSettings
+from .store import TokenStore
 from .timing import RefreshTiming, republish_phase_s
+from .wechat import WeChatClient
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Annotated
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from consumer_lib._errors import InvalidUpdate, StoreError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import AppId
-from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import AppId
 
 #: A larger value is refused when read (it would be 200,000 app ids or more).
 MAX_ANNOUNCEMENT_BYTES = 8 * 1024 * 1024

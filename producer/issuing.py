@@ -24,11 +24,11 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consumer_lib._errors import StoreError
-from consumer_lib._model import TokenKind, TokenUpdate
+from consumer_lib.errors import StoreError
+from consumer_lib.wire.update import TokenKind, TokenUpdate
 
-from ._audit import AuditEvent, AuditLog
-from ._store import TokenStore
+from .audit import AuditEvent, AuditLog
+from .store import TokenStore
 
 
 class IssueOutcome(enum.Enum):

@@ -19,11 +19,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consumer_lib._backoff import Backoff
-from consumer_lib._model import TokenUpdate
+from consumer_lib.backoff import Backoff
+from consumer_lib.wire.update import TokenUpdate
 
-from ._errcodes import FailureKind
-from ._wechat import UpstreamError
+from .errcodes import FailureKind
+from .wechat import UpstreamError
 
 log = logging.getLogger(__name__)
 

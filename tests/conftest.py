@@ -104,7 +104,7 @@ def _cleanup(names: dict[str, str]) -> None:
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One Ed25519 key pair for the session: (private key file, public key file)."""
-    from consumer_lib._signing import generate_keypair
+    from consumer_lib.wire.signing import generate_keypair
 
     return generate_keypair(tmp_path_factory.mktemp("keys") / "wxtoken-test.key")
 

@@ -11,11 +11,11 @@ import pika
 import pytest
 import redis
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenUpdate
-from consumer_lib._redis import SnapshotReader
+from consumer_lib.snapshot import SnapshotReader
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import TokenUpdate
 from ops._sandbox import SandboxConfig, SandboxServer
-from producer._publisher import declare_exchange
+from producer.publishing import declare_exchange
 
 from .procs import Child, Producer, Subscriber
 

@@ -16,7 +16,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from consumer_lib import ClientSettings, TokenClient, TokenUpdate
-from producer._publisher import Publisher, declare_exchange, publish_update
+from producer.publishing import Publisher, declare_exchange, publish_update
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

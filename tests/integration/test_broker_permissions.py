@@ -33,17 +33,17 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from consumer_lib import ClientSettings, TokenClient
-from consumer_lib._amqp import close_quietly, connection_parameters
-from consumer_lib._model import TokenUpdate
-from consumer_lib._refresh_request import (
+from consumer_lib.amqp.params import close_quietly, connection_parameters
+from consumer_lib.wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
     RefreshRequest,
     declare_requests_exchange,
     publish_request,
     requests_exchange,
 )
-from producer._publisher import declare_exchange, publish_update
-from producer._request_listener import RequestListener
+from consumer_lib.wire.update import TokenUpdate
+from producer.publishing import declare_exchange, publish_update
+from producer.request_listener import RequestListener
 from tests.conftest import AMQP_URL, IN_CI, require_service
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for

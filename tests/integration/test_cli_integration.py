@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUnavailable, mask
-from producer._publisher import declare_exchange
+from producer.publishing import declare_exchange
 from tests.waiting import wait_for
 
 APP = "wxcli0000000001"

@@ -11,8 +11,8 @@ import pika
 import requests
 
 from consumer_lib import TokenSource
-from consumer_lib._model import TokenUpdate
-from producer._publisher import publish_update
+from consumer_lib.wire.update import TokenUpdate
+from producer.publishing import publish_update
 from tests.waiting import wait_for
 
 from .procs import REPO_ROOT, wait_line

@@ -26,9 +26,9 @@ import redis
 from pika.adapters.blocking_connection import BlockingChannel
 
 from consumer_lib import ClientSettings, TokenClient, TokenKind, TokenUpdate
-from consumer_lib._keys import KeyLayout
-from producer._publisher import declare_exchange, publish_update
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from producer.publishing import declare_exchange, publish_update
+from producer.store import TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

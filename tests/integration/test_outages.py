@@ -20,9 +20,9 @@ import pytest
 import redis
 import requests
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenUpdate
-from consumer_lib._redis import SnapshotReader
+from consumer_lib.snapshot import SnapshotReader
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import TokenUpdate
 from tests.waiting import wait_for
 
 from .procs import Child, Subscriber, wait_line

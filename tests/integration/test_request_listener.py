@@ -15,17 +15,17 @@ import pytest
 import redis
 
 from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
-from consumer_lib._keys import KeyLayout
-from consumer_lib._refresh_request import (
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
     RefreshRequest,
     fingerprint,
     requests_exchange,
 )
-from consumer_lib._signing import UpdateCodec, load_private_key
-from producer._publisher import declare_exchange, publish_update
-from producer._request_listener import RequestListener
-from producer._store import TokenStore
+from consumer_lib.wire.signing import UpdateCodec, load_private_key
+from producer.publishing import declare_exchange, publish_update
+from producer.request_listener import RequestListener
+from producer.store import TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

@@ -17,10 +17,10 @@ import pika
 import pytest
 
 from consumer_lib import ClientSettings, StoreError, TokenClient, TokenKind, TokenUpdate
-from consumer_lib._keys import KeyLayout
-from consumer_lib._redis import SnapshotReader, connect_redis
-from producer._publisher import declare_exchange
-from producer._store import TokenStore
+from consumer_lib.snapshot import SnapshotReader, connect_redis
+from consumer_lib.wire.keys import KeyLayout
+from producer.publishing import declare_exchange
+from producer.store import TokenStore
 from tests.integration.servers import HOST, RedisServer, SentinelServer
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for

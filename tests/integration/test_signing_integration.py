@@ -9,9 +9,9 @@ import pika
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._signing import UpdateCodec
-from producer._publisher import publish_update
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import UpdateCodec
+from producer.publishing import publish_update
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

@@ -23,14 +23,14 @@ import redis
 from redis.connection import SSLConnection
 
 from consumer_lib import ClientSettings, StoreError, TokenClient, TokenKind, TokenSource
-from consumer_lib._amqp import AMQP_ERRORS, connection_parameters
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenUpdate
-from consumer_lib._redis import SnapshotReader, connect_redis
-from consumer_lib._settings import TlsFiles
-from consumer_lib._signing import codec_from_settings
-from producer._publisher import Publisher, declare_exchange
-from producer._store import TokenStore
+from consumer_lib.amqp.params import AMQP_ERRORS, connection_parameters
+from consumer_lib.settings import TlsFiles
+from consumer_lib.snapshot import SnapshotReader, connect_redis
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import codec_from_settings
+from consumer_lib.wire.update import TokenUpdate
+from producer.publishing import Publisher, declare_exchange
+from producer.store import TokenStore
 from tests.integration.servers import Pki, RedisServer, make_pki
 from tests.integration.stack import make_stack
 from tests.waiting import wait_for

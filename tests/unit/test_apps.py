@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from consumer_lib import ConfigError
-from producer._apps import AppConfig, TokenApi, load_apps
+from producer.apps import AppConfig, TokenApi, load_apps
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 WECHAT = "https://api.weixin.qq.com"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from consumer_lib._backoff import Backoff
+from consumer_lib.backoff import Backoff
 
 
 def test_ceiling_doubles_per_failure() -> None:

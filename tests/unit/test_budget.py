@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import fakeredis
 import pytest
 
-from consumer_lib._keys import KeyLayout
-from producer._apps import TokenApi
-from producer._budget import (
+from consumer_lib.wire.keys import KeyLayout
+from producer.apps import TokenApi
+from producer.budget import (
     COUNT_TTL_S,
     RefreshBudget,
     budget_count_key,

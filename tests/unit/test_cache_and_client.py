@@ -21,8 +21,8 @@ from consumer_lib import (
     TokenUpdate,
 )
 from consumer_lib._cache import Offer, TokenCache
-from consumer_lib._keys import KeyLayout
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update, unreachable_redis
 

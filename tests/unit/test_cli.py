@@ -12,13 +12,14 @@ import fakeredis
 import pytest
 from click.testing import CliRunner, Result
 
-from consumer_lib._errors import BrokerError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
-from consumer_lib._settings import CommonSettings
+from consumer_lib.errors import BrokerError
+from consumer_lib.settings import CommonSettings
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from ops import _format
-from ops.cli import OpsContext, Publish, main
-from producer._store import TokenStore
+from ops.cli import main
+from ops.cli.context import OpsContext, Publish
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 
 PREFIX = "wxunit"

@@ -12,14 +12,15 @@ import fakeredis
 import pytest
 from click.testing import CliRunner, Result
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenUpdate, mask
-from consumer_lib._refresh_request import RefreshRequest
-from consumer_lib._settings import CommonSettings
+from consumer_lib.settings import CommonSettings
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import RefreshRequest
+from consumer_lib.wire.update import TokenUpdate, mask
 from ops import _format
-from ops.cli import OpsContext, Publish, SendRequest, main
-from producer._audit import AuditEvent, AuditLog, audit_key
-from producer._store import TokenStore
+from ops.cli import main
+from ops.cli.context import OpsContext, Publish, SendRequest
+from producer.audit import AuditEvent, AuditLog, audit_key
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 

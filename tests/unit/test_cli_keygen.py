@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from consumer_lib._signing import UpdateCodec, load_private_key, load_public_keys
+from consumer_lib.wire.signing import UpdateCodec, load_private_key, load_public_keys
 from ops.cli import main
 from tests.unit._helpers import make_update
 

@@ -11,13 +11,14 @@ import fakeredis
 import pytest
 from click.testing import CliRunner, Result
 
-from consumer_lib._errors import BrokerError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind, TokenUpdate
-from consumer_lib._refresh_request import RefreshRequest, fingerprint
-from consumer_lib._settings import CommonSettings
-from ops.cli import OpsContext, SendRequest, main
-from producer._store import TokenStore
+from consumer_lib.errors import BrokerError
+from consumer_lib.settings import CommonSettings
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
+from consumer_lib.wire.update import TokenKind, TokenUpdate
+from ops.cli import main
+from ops.cli.context import OpsContext, SendRequest
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 

@@ -23,10 +23,10 @@ import pika
 import pytest
 import yaml
 
-from consumer_lib._errors import ConfigError
-from consumer_lib._settings import load_settings
-from producer._apps import TokenApi, load_apps, parse_apps
-from producer._settings import ProducerSettings
+from consumer_lib.errors import ConfigError
+from consumer_lib.settings import load_settings
+from producer.apps import TokenApi, load_apps, parse_apps
+from producer.settings import ProducerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -686,7 +686,7 @@ def test_dockerfile_copies_code_but_no_configuration_or_secrets() -> None:
         assert source not in (".", "./", "*"), "copy named paths, not the whole context"
         assert not re.search(r"deploy|secret|\.env|apps.*\.toml", source), source
     copied = {s.rstrip("/") for s in sources}
-    packages = set(_pyproject()["tool"]["setuptools"]["packages"])
+    packages = {name.split(".")[0] for name in _pyproject()["tool"]["setuptools"]["packages"]}
     assert packages <= copied, f"packages not copied: {packages - copied}"
     assert {"pyproject.toml", "README.md"} <= copied
     for keyword, rest in _dockerfile():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from consumer_lib._keys import KeyLayout
-from producer._apps import TokenApi
-from producer._lease import Leadership
-from producer._refresher import AppRefresher, RefreshTiming
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from producer.apps import TokenApi
+from producer.lease import Leadership
+from producer.refresher import AppRefresher, RefreshTiming
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 from tests.unit.test_refresher import APP, FakeFetcher

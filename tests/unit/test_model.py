@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from consumer_lib import InvalidUpdate, TokenKind, TokenSource, TokenUpdate, mask
-from consumer_lib._model import MAX_ENCODED_BYTES, MAX_LIFETIME_S, MAX_TOKEN_CHARS
+from consumer_lib.wire.update import MAX_ENCODED_BYTES, MAX_LIFETIME_S, MAX_TOKEN_CHARS
 from tests.unit._helpers import T0, make_update
 
 TOKEN = "SECRETTOKEN_0123456789abcdefghij"

@@ -7,10 +7,10 @@ import fakeredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumer_lib import TokenUpdate
-from consumer_lib._keys import KeyLayout
-from consumer_lib._signing import UpdateCodec
-from producer._refresher import AppRefresher
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import UpdateCodec
+from producer.refresher import AppRefresher
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 from tests.unit.test_refresher import APP, APP_ID, FakeFetcher

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer_lib import ClientSettings, InvalidUpdate, TokenKind
-from consumer_lib._refresh_request import (
+from consumer_lib._subscriber import Subscriber
+from consumer_lib.wire.refresh_request import (
     MAX_REQUEST_BYTES,
     REQUEST_MESSAGE_TYPE,
     REQUEST_TTL_MS,
@@ -25,7 +26,6 @@ from consumer_lib._refresh_request import (
     request_properties,
     requests_exchange,
 )
-from consumer_lib._subscriber import Subscriber
 from tests.unit._helpers import T0
 
 TOKEN = "SECRETTOKEN_0123456789abcdefghij"

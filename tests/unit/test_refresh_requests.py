@@ -7,13 +7,13 @@ import pytest
 from pydantic import SecretStr
 
 from consumer_lib import TokenUpdate
-from consumer_lib._keys import KeyLayout
-from consumer_lib._refresh_request import RefreshRequest
-from producer._apps import AppConfig, TokenApi
-from producer._budget import RefreshBudget
-from producer._refresher import AppRefresher
-from producer._store import TokenStore
-from producer._wechat import FetchedToken
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import RefreshRequest
+from producer.apps import AppConfig, TokenApi
+from producer.budget import RefreshBudget
+from producer.refresher import AppRefresher
+from producer.store import TokenStore
+from producer.wechat import FetchedToken
 from tests.conftest import FakeClock
 
 APP_ID = "wxapp1"

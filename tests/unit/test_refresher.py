@@ -15,12 +15,12 @@ import responses
 from pydantic import SecretStr
 
 from consumer_lib import TokenKind, TokenSource, TokenUpdate
-from consumer_lib._keys import KeyLayout
-from producer._apps import AppConfig, TokenApi
-from producer._errcodes import FailureKind
-from producer._refresher import AppRefresher, RefreshTiming
-from producer._store import TokenStore
-from producer._wechat import FetchedToken, UpstreamError, WeChatClient, parse_token_answer
+from consumer_lib.wire.keys import KeyLayout
+from producer.apps import AppConfig, TokenApi
+from producer.errcodes import FailureKind
+from producer.refresher import AppRefresher, RefreshTiming
+from producer.store import TokenStore
+from producer.wechat import FetchedToken, UpstreamError, WeChatClient, parse_token_answer
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

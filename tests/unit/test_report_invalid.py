@@ -8,8 +8,8 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, TokenClient
-from consumer_lib._refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint
-from producer._store import TokenStore
+from consumer_lib.wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

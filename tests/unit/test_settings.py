@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from consumer_lib import ClientSettings, ConfigError
-from consumer_lib._settings import load_settings
-from producer._settings import ProducerSettings
+from consumer_lib.settings import load_settings
+from producer.settings import ProducerSettings
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer_lib import ClientSettings, ConfigError, InvalidUpdate, TokenClient
-from consumer_lib._settings import CommonSettings
-from consumer_lib._signing import (
+from consumer_lib.settings import CommonSettings
+from consumer_lib.wire.signing import (
     PLAIN,
     UpdateCodec,
     codec_from_settings,
@@ -29,7 +29,7 @@ from consumer_lib._signing import (
     load_private_key,
     load_public_keys,
 )
-from producer._store import TokenStore
+from producer.store import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

@@ -10,8 +10,8 @@ import fakeredis
 import pytest
 
 from consumer_lib import InvalidUpdate, StoreError, TokenKind, TokenSource
-from consumer_lib._keys import KeyLayout
-from producer._store import TokenStore
+from consumer_lib.wire.keys import KeyLayout
+from producer.store import TokenStore
 from tests.unit._helpers import T0, make_update, unreachable_redis
 
 KEYS = KeyLayout()

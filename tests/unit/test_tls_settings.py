@@ -17,11 +17,11 @@ from redis.connection import SSLConnection
 from redis.sentinel import SentinelManagedSSLConnection
 
 from consumer_lib import ClientSettings, ConfigError
-from consumer_lib._amqp import connection_parameters
-from consumer_lib._errors import BrokerError
-from consumer_lib._redis import connect_redis
-from consumer_lib._settings import TlsFiles, load_settings, tls_context
-from producer._settings import ProducerSettings
+from consumer_lib.amqp.params import connection_parameters
+from consumer_lib.errors import BrokerError
+from consumer_lib.settings import TlsFiles, load_settings, tls_context
+from consumer_lib.snapshot import connect_redis
+from producer.settings import ProducerSettings
 from tests.integration.servers import Pki, make_pki
 
 REDISS = "rediss://cache.internal:6380/0"
@@ -103,7 +103,7 @@ def test_an_unreadable_file_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pki: Pki
 ) -> None:
     """A file this process may not read is refused at startup (access is faked: root reads all)."""
-    monkeypatch.setattr("consumer_lib._settings.os.access", lambda path, mode: False)
+    monkeypatch.setattr("consumer_lib.settings.tls.os.access", lambda path, mode: False)
     message = config_error(monkeypatch, amqp_url=AMQPS, amqp_tls_cert_file=str(pki.ca_file))
     assert message.startswith("WXTOKEN_AMQP_TLS_CERT_FILE: not readable")
 

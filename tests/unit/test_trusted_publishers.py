@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, ConfigError, TokenClient
-from consumer_lib._settings import load_settings
+from consumer_lib.settings import load_settings
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

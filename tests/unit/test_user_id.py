@@ -22,8 +22,8 @@ from typing import Any
 import pika
 import pytest
 
-from consumer_lib._refresh_request import RefreshRequest, amqp_user_id, publish_request
-from producer._publisher import publish_update
+from consumer_lib.wire.refresh_request import RefreshRequest, amqp_user_id, publish_request
+from producer.publishing import publish_update
 from tests.unit._helpers import make_update
 
 ROOT = Path(__file__).resolve().parents[2]

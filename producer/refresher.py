@@ -28,20 +28,20 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from consumer_lib._errors import InvalidUpdate, StoreError
-from consumer_lib._model import TokenKind, TokenSource, TokenUpdate
-from consumer_lib._refresh_request import RefreshRequest
+from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.wire.refresh_request import RefreshRequest
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 
-from ._apps import AppConfig, TokenApi
-from ._audit import AuditEvent, AuditLog
-from ._budget import RefreshBudget
 from ._refresher_stats import RefresherStats
 from ._reports import ReportBox, judge
-from ._store import TokenStore
-from ._wechat import FetchedToken, UpstreamError
+from .apps import AppConfig, TokenApi
+from .audit import AuditEvent, AuditLog
+from .budget import RefreshBudget
 from .issuing import IssueOutcome, Issuer
 from .politeness import UpstreamGate
+from .store import TokenStore
 from .timing import MIN_WAIT_S, RefreshTiming, Retries, wait_until
+from .wechat import FetchedToken, UpstreamError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._model import TokenKind
+from .update import TokenKind
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from consumer_lib._errors import ConfigError
-from consumer_lib._model import AppId
+from consumer_lib.errors import ConfigError
+from consumer_lib.wire.update import AppId
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pydantic import (
     field_validator,
 )
 
-from ._amqp import amqp_user_id
-from ._model import AppId, TokenKind, decode_json_model
+from ..amqp.params import amqp_user_id
+from .update import AppId, TokenKind, decode_json_model
 
 #: Anything bigger on the wire is refused before it is parsed.
 MAX_REQUEST_BYTES = 4 * 1024

@@ -25,9 +25,9 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from ._amqp import AMQP_ERRORS, close_quietly, describe_amqp_error
-from ._backoff import Backoff
-from ._outage import OutageLog
+from ..backoff import Backoff
+from .outage import OutageLog
+from .params import AMQP_ERRORS, close_quietly, describe_amqp_error
 
 #: The shortest wait between two reconnect attempts; doubles up to the cap.
 RECONNECT_BASE_S = 0.2

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import InvalidUpdate
+from ..errors import InvalidUpdate
 
 #: WeChat promises tokens of at most 512 characters.
 MAX_TOKEN_CHARS = 512

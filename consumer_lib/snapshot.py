@@ -4,7 +4,7 @@ redis-py's exceptions stop here: everything that goes wrong becomes `StoreError`
 a stored value that does not decode becomes `InvalidUpdate`.
 
 `connect_redis()` is the one place clients are built. A `redis+sentinel://` URL (see
-`_settings`) gives a client of the master that the sentinels currently name: its
+`consumer_lib.settings`) gives a client of the master that the sentinels currently name: its
 `SentinelConnectionPool` asks them again on every new connection, so after a failover the
 next reconnect (one of the quick retries, or the next call) reaches the promoted replica.
 While no master is known, redis-py raises `MasterNotFoundError`, a `ConnectionError`, so
@@ -27,10 +27,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from ._errors import InvalidUpdate, StoreError
-from ._keys import KeyLayout
-from ._model import TokenKind, TokenUpdate
-from ._settings import (
+from .errors import InvalidUpdate, StoreError
+from .settings import (
     REDIS_TLS_SCHEMES,
     SentinelUrl,
     TlsFiles,
@@ -38,7 +36,9 @@ from ._settings import (
     parse_sentinel_url,
     refuse_key_password,
 )
-from ._signing import PLAIN, UpdateCodec
+from .wire.keys import KeyLayout
+from .wire.signing import PLAIN, UpdateCodec
+from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
 

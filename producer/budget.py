@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 
 import redis
 
-from consumer_lib._keys import KeyLayout
-from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.wire.keys import KeyLayout
 
-from ._apps import TokenApi
+from .apps import TokenApi
 
 log = logging.getLogger(__name__)
 

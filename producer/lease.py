@@ -26,10 +26,10 @@ from collections.abc import Callable
 
 import redis
 
-from consumer_lib._errors import StoreError
-from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 
-from ._apps import TokenApi
+from .apps import TokenApi
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from consumer_lib._amqp import (
+from consumer_lib.amqp.outage import OutageLog
+from consumer_lib.amqp.params import (
     AMQP_ERRORS,
     MESSAGE_TYPE,
     amqp_user_id,
@@ -27,11 +28,10 @@ from consumer_lib._amqp import (
     connection_parameters,
     describe_amqp_error,
 )
-from consumer_lib._backoff import Backoff
-from consumer_lib._model import TokenKind, TokenUpdate
-from consumer_lib._outage import OutageLog
-from consumer_lib._settings import TlsFiles
-from consumer_lib._signing import PLAIN, UpdateCodec
+from consumer_lib.backoff import Backoff
+from consumer_lib.settings import TlsFiles
+from consumer_lib.wire.signing import PLAIN, UpdateCodec
+from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
     ├── StoreError           Redis could not be reached or answered nonsense
     ├── BrokerError          RabbitMQ could not be reached, refused us or closed on us
     └── UpstreamError        WeChat (or the sandbox) did not give us a token
-        (defined in producer._wechat, with its errcode and category)
+        (defined in producer.wechat, with its errcode and category)
 
 Third-party exceptions (redis, pika, requests, pydantic) are translated into these in the
 module that talks to the service, so callers catch one base class.

@@ -14,11 +14,11 @@ from typing import Any
 
 import requests
 
-from consumer_lib._errors import WxTokenError
-from consumer_lib._model import MAX_LIFETIME_S, MAX_TOKEN_CHARS
+from consumer_lib.errors import WxTokenError
+from consumer_lib.wire.update import MAX_LIFETIME_S, MAX_TOKEN_CHARS
 
-from ._apps import AppConfig, TokenApi
-from ._errcodes import FailureKind, describe
+from .apps import AppConfig, TokenApi
+from .errcodes import FailureKind, describe
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ._errors import ConfigError, InvalidUpdate
-from ._model import MAX_ENCODED_BYTES, TokenUpdate
-from ._settings import CommonSettings
+from ..errors import ConfigError, InvalidUpdate
+from ..settings import CommonSettings
+from .update import MAX_ENCODED_BYTES, TokenUpdate
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib._errors import InvalidUpdate, StoreError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind, TokenUpdate
-from consumer_lib._redis import REDIS_ERRORS, SnapshotReader, describe_redis_error
-from consumer_lib._signing import PLAIN, UpdateCodec
+from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, SnapshotReader, describe_redis_error
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.signing import PLAIN, UpdateCodec
+from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 _STORED_VERSION = """
 local function stored_version(key)

@@ -6,7 +6,7 @@ commas. `connection_parameters()` returns one parameter set per URL, in the give
 and `pika.BlockingConnection(list)` tries them in that order on every (re)connect, so the
 first node is preferred and the others take over while it is away.
 
-Every `amqps://` URL gets our own `ssl.SSLContext` (`_settings.tls_context`): the broker's
+Every `amqps://` URL gets our own `ssl.SSLContext` (`settings.tls_context`): the broker's
 certificate must verify against the system's CAs plus the configured CA file, for the host
 name in that URL, and the client certificate is presented when one is configured. pika's
 own `ssl_options` from the URL are never used, so nothing can turn verification off.
@@ -21,8 +21,8 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from ._errors import BrokerError
-from ._settings import AMQP_TLS_SCHEMES, TlsFiles, split_urls, tls_context
+from ..errors import BrokerError
+from ..settings import AMQP_TLS_SCHEMES, TlsFiles, split_urls, tls_context
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from consumer_lib._settings import CommonSettings
+from consumer_lib.settings import CommonSettings
 
 
 def _check_http_url(url: str) -> str:

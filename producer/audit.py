@@ -14,7 +14,7 @@ left out when there is nothing to say:
     kind          access_token (jsapi_ticket is reserved)
     who           the producer id, or `ops:<user>@<host>` for the CLI
     version       (optional) the token version the event is about, an integer
-    masked_token  (optional) the token as `consumer_lib._model.mask` shows it, never whole
+    masked_token  (optional) the token as `consumer_lib.wire.update.mask` shows it, never whole
     reason        (optional) why: "scheduled", "expired", "none held",
                   "reported rejected (3 reports)", the operator's --reason... (at most 256)
 
@@ -40,10 +40,10 @@ from typing import Any
 
 import redis
 
-from consumer_lib._errors import StoreError
-from consumer_lib._keys import KeyLayout
-from consumer_lib._model import TokenKind, mask
-from consumer_lib._redis import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import TokenKind, mask
 
 log = logging.getLogger(__name__)
 

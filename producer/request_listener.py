@@ -18,15 +18,15 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import BasicProperties
 
-from consumer_lib._amqp import connection_parameters
-from consumer_lib._consumer_thread import ConsumerThread
-from consumer_lib._errors import InvalidUpdate
-from consumer_lib._refresh_request import (
+from consumer_lib.amqp.consumer import ConsumerThread
+from consumer_lib.amqp.params import connection_parameters
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.settings import TlsFiles
+from consumer_lib.wire.refresh_request import (
     RefreshRequest,
     declare_requests_exchange,
     requests_exchange,
 )
-from consumer_lib._settings import TlsFiles
 
 log = logging.getLogger(__name__)
 

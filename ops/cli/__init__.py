@@ -1,0 +1,79 @@
+"""`wxtoken`, the operators' command line: a thin shell over the Redis store and the exchange.
+
+Commands: set (override a token read from stdin), refresh (ask the producers for a new
+token), get, status, watch, history (the audit trail), sandbox, keygen. Settings come from
+`WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing service exits 1; both
+print one line on stderr.
+Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
+
+    context   OpsContext, the broker channels, the helpers the commands share
+    tokens    set, refresh, get
+    observe   status, watch, history
+    sandbox   sandbox
+    keys      keygen
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from consumer_lib.errors import ConfigError, StoreError, WxTokenError
+
+from . import keys, observe, sandbox, tokens
+from .context import BadConfig, CliError, OpsContext
+
+
+class _Group(click.Group):
+    """Turns our errors into one line on stderr: exit 2 for configuration, else 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise BadConfig(str(exc)) from None
+        except StoreError as exc:
+            raise CliError(f"Redis: {exc}") from None
+        except WxTokenError as exc:
+            raise CliError(str(exc)) from None
+
+
+def _configure_logging(verbose: int) -> None:
+    """WARNING by default, -v INFO, -vv DEBUG; left alone if the process configured it."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if verbose < 2:  # pika logs a refused connection with a traceback; we say it in one line
+        handler.addFilter(lambda record: not record.name.startswith("pika."))
+    root.addHandler(handler)
+    root.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbose))
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="Log more: -v for INFO, -vv for DEBUG.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """Operate wxtoken: override, inspect and watch WeChat tokens; run the sandbox."""
+    _configure_logging(verbose)
+    if ctx.obj is None:
+        ctx.obj = OpsContext()
+    if not isinstance(ctx.obj, OpsContext):
+        raise TypeError(f"context object must be an OpsContext, not {type(ctx.obj).__name__}")
+    ctx.call_on_close(ctx.obj.close)
+
+
+for _command in (
+    tokens.set_token,
+    tokens.refresh,
+    tokens.get,
+    observe.status,
+    observe.watch,
+    observe.history,
+    sandbox.sandbox,
+    keys.keygen,
+):
+    main.add_command(_command)

@@ -1,0 +1,114 @@
+"""`wxtoken status`, `watch` and `history`: what Redis holds, what is published, who did what."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+import pika
+import pika.exceptions
+
+from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, describe_amqp_error
+from consumer_lib.errors import BrokerError
+from consumer_lib.snapshot import SnapshotReader
+
+from .. import _format
+from .context import CliError, OpsContext, audit_log, checked, connect, emit
+
+
+@click.command()
+@click.argument("app_id", required=False, callback=checked(_format.check_app_id))
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
+@click.option(
+    "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most N."
+)
+@click.pass_obj
+def history(obj: OpsContext, app_id: str | None, as_json: bool, limit: int) -> None:
+    """Show the audit trail, newest first: of APP_ID, or of every app.
+
+    Refreshes, overrides and refresh requests: when, who, version, the token masked, why.
+    """
+    entries = audit_log(obj).read(app_id, limit=limit)
+    if as_json:
+        click.echo(_format.to_json(_format.history_records(entries)))
+    elif not entries:
+        click.echo(f"no audit entries under key prefix {obj.keys().prefix!r}", err=True)
+    else:
+        click.echo(_format.history_table(entries))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
+@click.pass_obj
+def status(obj: OpsContext, as_json: bool) -> None:
+    """Show every known app and kind.
+
+    Version, source, seconds left, age and producer; `missing` once a token expired or
+    vanished, `invalid` when Redis holds something that is not a valid update.
+    """
+    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
+    entries = reader.read_many(reader.known())
+    records = _format.status_records(entries, now_s=obj.clock())
+    if as_json:
+        click.echo(_format.to_json(records))
+    elif not records:
+        click.echo(f"no apps known under key prefix {obj.keys().prefix!r}", err=True)
+    else:
+        click.echo(_format.status_table(records))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after N messages.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop after S seconds; with --count, exit 1 if fewer arrived.",
+)
+@click.pass_obj
+def watch(obj: OpsContext, as_json: bool, count: int | None, timeout: float | None) -> None:
+    """Print updates as they are published.
+
+    One line per message, the token masked, until Ctrl-C, --count or --timeout.
+    """
+    settings = obj.get_settings()
+    received = 0
+
+    def on_message(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        nonlocal received
+        if count is not None and received >= count:
+            return
+        received += 1
+        emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=obj.codec()))
+
+    connection = connect(settings, f"wxtoken-watch/{obj.operator}")
+    try:
+        channel = connection.channel()
+        try:
+            channel.exchange_declare(exchange=settings.exchange, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            raise CliError(
+                f"exchange {settings.exchange!r} does not exist yet "
+                "(the producer or `wxtoken set` declares it)"
+            ) from None
+        queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+        channel.queue_bind(queue=queue, exchange=settings.exchange)
+        channel.basic_consume(queue=queue, on_message_callback=on_message, auto_ack=True)
+        emit(f"watching exchange {settings.exchange} (Ctrl-C to stop)", err=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while count is None or received < count:
+            limit_s = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if limit_s <= 0:
+                break
+            connection.process_data_events(time_limit=limit_s)
+    except KeyboardInterrupt:
+        return
+    except AMQP_ERRORS as exc:
+        raise BrokerError(f"watching {settings.exchange}: {describe_amqp_error(exc)}") from None
+    finally:
+        close_quietly(connection)
+    if count is not None and received < count:
+        raise CliError(f"timed out after {timeout:g} s with {received} of {count} message(s)")

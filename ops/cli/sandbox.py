@@ -1,0 +1,81 @@
+"""`wxtoken sandbox`: the local stand-in for WeChat, in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+
+from .context import CliError, emit
+
+DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-secret-2"
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="WXTOKEN_SANDBOX_HOST")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="WXTOKEN_SANDBOX_PORT",
+    help="0 picks a free port.",
+)
+@click.option(
+    "--apps",
+    "apps_spec",
+    default=DEFAULT_SANDBOX_APPS,
+    envvar="WXTOKEN_SANDBOX_APPS",
+    metavar="APPID:SECRET,...",
+    help="Apps the sandbox knows (local fake secrets).",
+)
+@click.option(
+    "--expires-in",
+    type=click.IntRange(min=1),
+    default=7200,
+    show_default=True,
+    help="Lifetime of the tokens it hands out, in seconds.",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds a superseded token stays valid.",
+)
+def sandbox(host: str, port: int, apps_spec: str, expires_in: int, overlap: float) -> None:
+    """Run the WeChat sandbox in the foreground.
+
+    Prints one line with its URL, then serves until SIGTERM or Ctrl-C.
+    """
+    from .._sandbox import SandboxConfig, SandboxServer, parse_apps
+
+    try:
+        apps = parse_apps(apps_spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--apps'") from None
+    config = SandboxConfig(
+        apps=apps, expires_in_s=expires_in, overlap_s=overlap, host=host, port=port
+    )
+    try:
+        server = SandboxServer(config)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        emit(f"sandbox listening on {server.base_url}")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    emit("sandbox stopped", err=True)

@@ -1,0 +1,160 @@
+"""`wxtoken set`, `refresh` and `get`: override, replace and show one app's token."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from pydantic import ValidationError
+
+from consumer_lib.errors import BrokerError, StoreError
+from consumer_lib.wire.refresh_request import RefreshRequest
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
+from producer.audit import AuditEvent
+from producer.store import TokenStore
+
+from .. import _format
+from .context import KINDS, CliError, OpsContext, audit_log, checked, read_token
+
+log = logging.getLogger(__name__)
+
+MAX_EXPIRES_IN_S = 86_400
+
+
+@click.command("set")
+@click.argument("app_id", callback=checked(_format.check_app_id))
+@click.option(
+    "--expires-in",
+    type=click.IntRange(1, MAX_EXPIRES_IN_S),
+    required=True,
+    metavar="SECONDS",
+    help="Seconds the token stays valid from now (1..86400).",
+)
+@click.option("--kind", type=KINDS, default=TokenKind.ACCESS_TOKEN.value, show_default=True)
+@click.option(
+    "--reason", callback=checked(_format.check_reason), help="Why; stored and published with it."
+)
+@click.option("--allow-new-app", is_flag=True, help="Accept an app Redis has never held.")
+@click.pass_obj
+def set_token(
+    obj: OpsContext,
+    app_id: str,
+    expires_in: int,
+    kind: str,
+    reason: str | None,
+    allow_new_app: bool,
+) -> None:
+    """Store and publish a token read from stdin.
+
+    For a token obtained elsewhere: standard input keeps it out of shell history and `ps`
+    (on a terminal it is prompted for, hidden). The broker is reached before anything is
+    written, so a failure leaves nothing half-done.
+    """
+    token = read_token()
+    token_kind = TokenKind(kind)
+    store = TokenStore(obj.get_redis(), obj.keys(), obj.codec(must_sign=True))
+    if not allow_new_app and (app_id, token_kind) not in store.reader.known():
+        raise click.UsageError(
+            f"Redis has never held {app_id}/{kind} under prefix {obj.keys().prefix!r}; "
+            "check the app id, or pass --allow-new-app to introduce it"
+        )
+    with obj.open_publisher() as publish:
+        now_s = obj.clock()
+        try:
+            version = store.next_version(app_id, token_kind, now_s=now_s)
+            update = TokenUpdate(
+                app_id=app_id,
+                kind=token_kind,
+                value=token,
+                issued_at=now_s,
+                expires_at=now_s + expires_in,
+                version=version,
+                source=TokenSource.OVERRIDE,
+                producer_id=obj.operator,
+                reason=reason,
+            )
+            result = store.write(update)
+        except StoreError as exc:
+            raise CliError(f"Redis: {exc}; nothing was published") from None
+        except ValidationError as exc:  # our checks above should make this unreachable
+            problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
+            raise click.UsageError(f"cannot build the update: {problems}") from None
+        if not result.written:
+            newer = f"version {result.stored.version}" if result.stored else "a newer version"
+            raise CliError(
+                f"not written: Redis already holds {newer} of {app_id}/{kind}, "
+                f"newer than {version}; nothing was published"
+            )
+        log.info("stored %s", update)
+        audit_log(obj).record(
+            AuditEvent.OVERRIDE,
+            app_id,
+            kind=kind,
+            who=obj.operator,
+            version=version,
+            masked_token=update.masked,
+            reason=reason,
+        )
+        try:
+            publish(update, obj.clock())
+        except BrokerError as exc:
+            raise CliError(
+                f"stored {app_id}/{kind} version {version} in Redis but publishing failed "
+                f"({exc}); subscribers will find it in the snapshot when they next read it"
+            ) from None
+    click.echo(f"published {app_id}/{kind}: version {version}")
+
+
+@click.command()
+@click.argument("app_id", callback=checked(_format.check_app_id))
+@click.option("--kind", type=KINDS, default=TokenKind.ACCESS_TOKEN.value, show_default=True)
+@click.option("--reason", callback=checked(_format.check_reason), help="Why; sent with it.")
+@click.pass_obj
+def refresh(obj: OpsContext, app_id: str, kind: str, reason: str | None) -> None:
+    """Ask the producers to replace the stored token of APP_ID.
+
+    Sends the stored token's SHA-256, never the token. The leader refreshes once within
+    WeChat's limits, or re-publishes the current token if this one was already replaced.
+    """
+    update = obj.stored_update(app_id, TokenKind(kind))
+    now_s = obj.clock()
+    request = RefreshRequest.for_token(
+        app_id,
+        update.value,
+        kind=update.kind,
+        reported_version=update.version,
+        requester=obj.operator,
+        now_s=now_s,
+        reason=reason,
+    )
+    with obj.open_requester() as send:
+        send(request, now_s)
+    audit_log(obj).record(
+        AuditEvent.REFRESH_REQUEST,
+        app_id,
+        kind=kind,
+        who=obj.operator,
+        version=update.version,
+        masked_token=update.masked,
+        reason=reason,
+    )
+    click.echo(f"refresh requested for {app_id}/{kind} (version {update.version})")
+
+
+@click.command()
+@click.argument("app_id", callback=checked(_format.check_app_id))
+@click.option("--kind", type=KINDS, default=TokenKind.ACCESS_TOKEN.value, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--reveal", is_flag=True, help="Print the whole token (it is a credential).")
+@click.pass_obj
+def get(obj: OpsContext, app_id: str, kind: str, as_json: bool, reveal: bool) -> None:
+    """Show the stored update of APP_ID.
+
+    The token is masked unless --reveal.
+    """
+    update = obj.stored_update(app_id, TokenKind(kind))
+    now_s = obj.clock()
+    if as_json:
+        click.echo(_format.to_json(_format.update_dict(update, now_s=now_s, reveal=reveal)))
+    else:
+        click.echo(_format.describe_update(update, now_s=now_s, reveal=reveal))
