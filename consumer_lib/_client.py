@@ -108,6 +108,9 @@ class TokenClient:
         self._closed = False
         self.last_store_error: str | None = None
         self._reports: dict[tuple[str, TokenKind, str], float] = {}
+        # The message bytes of each held update, both ways (see `_remember_body`).
+        self._held_bodies: dict[bytes, tuple[str, TokenKind]] = {}
+        self._body_of: dict[tuple[str, TokenKind], bytes] = {}
         self.stats = ClientStats()
         self._name = name
         self._rand = rand
@@ -339,12 +342,31 @@ class TokenClient:
             # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
             self._reject("message", InvalidUpdate(f"published by untrusted user {user_id!r}"))
             return
+        if body in self._held_bodies:
+            # The exact bytes of an update held and verified already: a routine re-publish,
+            # dropped without checking its signature again.
+            self.stats.stale += 1
+            return
         try:
             update = self._codec.decode(body)
         except InvalidUpdate as exc:
             self._reject("message", exc)
             return
         self._offer(update, origin="broker")
+        self._remember_body(update, body)
+
+    def _remember_body(self, update: TokenUpdate, body: bytes) -> None:
+        """Keep `body` as the bytes of the held update of its app and kind, if it is that
+        one; only the subscriber thread calls this (and reads `_held_bodies`)."""
+        key = (update.app_id, update.kind)
+        held = self._cache.held(*key)
+        if held is None or held != update:
+            return
+        old = self._body_of.get(key)
+        if old is not None:
+            self._held_bodies.pop(old, None)
+        self._body_of[key] = body
+        self._held_bodies[body] = key
 
     def _reject(self, what: str, exc: InvalidUpdate) -> None:
         self.stats.rejected += 1

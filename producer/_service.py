@@ -40,6 +40,7 @@ from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenKind
 
 from ._follower import SnapshotFollower
+from ._remembering_codec import RememberingCodec
 from .announcement import announce
 from .apps import AppConfig
 from .audit import AuditLog
@@ -57,6 +58,8 @@ from .wechat import WeChatClient
 
 log = logging.getLogger(__name__)
 
+#: The leader reads every snapshot this many times less often than a standby.
+LEADER_FOLLOW_FACTOR = 3
 #: Redis connections beyond one per worker: lease, follower, listener, spare.
 EXTRA_REDIS_CONNECTIONS = 6
 
@@ -119,7 +122,8 @@ class ProducerService:
         )
         self._redis = client
         self._keys = keys = KeyLayout(settings.key_prefix)
-        codec = codec_from_settings(settings, must_sign=True)
+        codec = RememberingCodec(codec_from_settings(settings, must_sign=True))
+        self._codec = codec
         self.store = TokenStore(client, keys, codec)
         # The owner id is unique per process run, even where hostnames and pids repeat.
         self.leadership = Leadership(
@@ -272,6 +276,7 @@ class ProducerService:
             new = [self._refreshers[app_id] for app_id in added]
         for app_id in removed:
             self.scheduler.remove(app_id)
+            self._codec.forget(app_id, TokenKind.ACCESS_TOKEN)
         for refresher in new:
             self.scheduler.add(refresher.app.app_id, refresher.step)
         result = Reloaded(added, removed, changed, len(wanted) - len(added) - len(changed))
@@ -323,13 +328,30 @@ class ProducerService:
             try:
                 self._follow()
                 if took_over:
-                    self.scheduler.wake_all()
+                    self._take_over()
                     self._announce()
             except Exception:
                 log.exception("unexpected error in the follower loop")
                 if took_over:
                     self.scheduler.wake_all()
-            self._follow_now.wait(self._settings.follow_interval_s)
+            # The leader writes what it holds: its reads only repair and adopt overrides.
+            every_s = self._settings.follow_interval_s
+            self._follow_now.wait(every_s * (LEADER_FOLLOW_FACTOR if self._leading() else 1))
+
+    def _leading(self) -> bool:
+        return self.leadership.is_leader
+
+    def _take_over(self) -> None:
+        """Every credential re-publishes what it holds now and says when it next needs a
+        step: no upstream call, and no ten thousand steps queued behind the publisher."""
+        now_m = time.monotonic()
+        for refresher in self.refreshers:
+            delay_s = refresher.take_over()
+            key = refresher.app.app_id
+            if delay_s is None:
+                self.scheduler.wake(key)  # a step is running: run another right after
+            else:
+                self.scheduler.advance(key, now_m + delay_s)
 
     def _follow(self) -> None:
         try:

@@ -198,6 +198,22 @@ class AppRefresher:
         finally:
             self._step_lock.release()
 
+    def take_over(self) -> float | None:
+        """On taking the lease: publish the held token now, without a step; returns the
+        seconds until the next step is needed (None while a step runs: it takes over)."""
+        if not self._step_lock.acquire(blocking=False):
+            return None
+        try:
+            now_s = self._clock()
+            if not self._gate.may_fetch(self.app.token_api):
+                return STANDBY_WAIT_S if self._follows_store else STANDBY_IDLE_S
+            held = self._held
+            if held is not None and held.is_valid_at(now_s) and now_s >= self._republish_at:
+                self._republish(held, now_s)
+            return self._seconds_to_next_step(now_s)
+        finally:
+            self._step_lock.release()
+
     def _republish(self, held: TokenUpdate, now_s: float) -> None:
         self._publish(held)
         self._last_publish_s = now_s

@@ -175,6 +175,16 @@ class Scheduler:
                     self._push(key, entry)
             self._changed.notify()
 
+    def advance(self, key: Hashable, due_at: float) -> None:
+        """Make `key`'s task due at `due_at` if that is earlier than planned."""
+        with self._changed:
+            entry = self._entries.get(key)
+            if entry is None or entry.running or entry.due_at <= due_at:
+                return
+            entry.due_at = due_at
+            self._push(key, entry)
+            self._changed.notify()
+
     def due_at(self, key: Hashable) -> float | None:
         """When `key`'s task is next due (None while it runs or when unknown)."""
         with self._changed:
