@@ -277,6 +277,21 @@ def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -
         if not ready:
             row.notes.append("subscriber did not get ready")
         time.sleep(6)  # the standby's first batched reads
+        if os.environ.get("BENCH_PYSPY"):  # a profile of the leader's steady state
+            subprocess.Popen(
+                [
+                    os.environ["BENCH_PYSPY"],
+                    "record",
+                    "-d",
+                    str(int(window_s)),
+                    "-p",
+                    str(leader.pid),
+                    "-o",
+                    str(tmp.parent / f"leader-{count}.svg"),
+                    "-r",
+                    "50",
+                ]
+            )
         usage = measure(
             {"leader": leader.pid, "standby": standby.pid, "subscriber": subscriber.pid},
             window_s,

@@ -294,16 +294,21 @@ class TokenClient:
         """Read every known app's snapshot from Redis and keep what is newer."""
         self.stats.snapshot_reads += 1
         try:
-            found = self._snapshot.read_many(self._snapshot.known())
+            found = self._snapshot.read_many_raw(self._snapshot.known())
         except StoreError as exc:
             self._store_failed(exc)
             return
         self.last_store_error = None
-        for (app_id, kind), update in found.items():
-            if isinstance(update, InvalidUpdate):
-                self._reject(f"snapshot of {app_id}/{kind}", update)
-            elif update is not None:
-                self._offer(update, origin="snapshot")
+        for (app_id, kind), raw in found.items():
+            if raw is None or raw in self._held_bodies:
+                continue  # nothing stored, or exactly what is held
+            try:
+                update = self._snapshot.decode(raw)
+            except InvalidUpdate as exc:
+                self._reject(f"snapshot of {app_id}/{kind}", exc)
+                continue
+            self._offer(update, origin="snapshot")
+            self._remember_body(update, raw)
 
     def _read_one(self, app_id: str, kind: TokenKind) -> None:
         try:
@@ -356,8 +361,8 @@ class TokenClient:
         self._remember_body(update, body)
 
     def _remember_body(self, update: TokenUpdate, body: bytes) -> None:
-        """Keep `body` as the bytes of the held update of its app and kind, if it is that
-        one; only the subscriber thread calls this (and reads `_held_bodies`)."""
+        """Keep `body` (a message, or the bytes Redis stores: the producer writes what it
+        publishes) as the bytes of the held update of its app and kind, if it is that one."""
         key = (update.app_id, update.kind)
         held = self._cache.held(*key)
         if held is None or held != update:

@@ -184,18 +184,31 @@ class SnapshotReader:
                 log.warning("ignoring malformed member in %s", self._keys.known)
         return sorted(found)
 
-    def read_many(
+    def read_many_raw(
         self, wanted: list[tuple[str, TokenKind]]
-    ) -> dict[tuple[str, TokenKind], TokenUpdate | InvalidUpdate | None]:
-        """One MGET for many apps; a value that does not decode is returned as its error."""
+    ) -> dict[tuple[str, TokenKind], bytes | None]:
+        """The stored bytes of many apps, undecoded: one MGET."""
         if not wanted:
             return {}
         try:
             raws = self._client.mget([self._keys.token(app, kind) for app, kind in wanted])
         except REDIS_ERRORS as exc:
             raise StoreError(f"reading snapshot: {describe_redis_error(exc)}") from None
+        return {
+            key: raw.encode() if isinstance(raw, str) else raw
+            for key, raw in zip(wanted, raws, strict=True)
+        }
+
+    def decode(self, raw: bytes | str) -> TokenUpdate:
+        """Verify and parse stored bytes (`InvalidUpdate` when they are not an update)."""
+        return self._codec.decode(raw)
+
+    def read_many(
+        self, wanted: list[tuple[str, TokenKind]]
+    ) -> dict[tuple[str, TokenKind], TokenUpdate | InvalidUpdate | None]:
+        """One MGET for many apps; a value that does not decode is returned as its error."""
         result: dict[tuple[str, TokenKind], TokenUpdate | InvalidUpdate | None] = {}
-        for key, raw in zip(wanted, raws, strict=True):
+        for key, raw in self.read_many_raw(wanted).items():
             if raw is None:
                 result[key] = None
                 continue

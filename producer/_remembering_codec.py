@@ -51,6 +51,13 @@ class RememberingCodec(UpdateCodec):
         self._keep(update, raw.encode() if isinstance(raw, str) else raw)
         return update
 
+    def bytes_of(self, update: TokenUpdate) -> bytes | None:
+        """The bytes kept for exactly `update`, if any."""
+        known = self._latest.get((update.app_id, update.kind))
+        if known is not None and (known[0] is update or known[0] == update):
+            return known[1]
+        return None
+
     def _keep(self, update: TokenUpdate, raw: bytes) -> None:
         key = (update.app_id, update.kind)
         with self._lock:

@@ -44,6 +44,8 @@ Job = Callable[[], None]
 CRASH_PAUSE_S = 5.0
 #: The scheduling thread looks at the heap at least this often, whatever is due.
 IDLE_WAIT_S = 1.0
+#: ... and sleeps at least this long: tasks due within it are dispatched together.
+MIN_SLEEP_S = 0.02
 
 
 @dataclass
@@ -123,6 +125,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._changed = threading.Condition()
         self._stopped = False
+        #: While the scheduling thread waits: when it wakes by itself (else -inf).
+        self._sleeping_until = -math.inf
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     # ------------------------------------------------------------ tasks
@@ -136,7 +140,6 @@ class Scheduler:
             entry = _Entry(task, self._monotonic() if due_at is None else due_at)
             self._entries[key] = entry
             self._push(key, entry)
-            self._changed.notify()
 
     def remove(self, key: Hashable) -> None:
         """Forget `key`'s task; a run in progress finishes, and it is not run again."""
@@ -173,7 +176,6 @@ class Scheduler:
                 elif entry.due_at > now:
                     entry.due_at = now
                     self._push(key, entry)
-            self._changed.notify()
 
     def advance(self, key: Hashable, due_at: float) -> None:
         """Make `key`'s task due at `due_at` if that is earlier than planned."""
@@ -183,7 +185,6 @@ class Scheduler:
                 return
             entry.due_at = due_at
             self._push(key, entry)
-            self._changed.notify()
 
     def due_at(self, key: Hashable) -> float | None:
         """When `key`'s task is next due (None while it runs or when unknown)."""
@@ -226,13 +227,19 @@ class Scheduler:
 
     def _loop(self) -> None:
         while True:
-            next_due = self.run_due(self._monotonic())
+            self.run_due(self._monotonic())
             with self._changed:
                 if self._stopped:
                     return
-                wait_s = min(IDLE_WAIT_S, max(0.0, next_due - self._monotonic()))
-                if wait_s > 0 and not (self._heap and self._heap[0][0] <= self._monotonic()):
-                    self._changed.wait(wait_s)
+                now = self._monotonic()
+                next_due = self._next_due_locked()  # under the lock: nothing slips in
+                if next_due <= now:
+                    continue
+                # Tasks due within MIN_SLEEP_S of each other go out in one wake-up.
+                wait_s = min(IDLE_WAIT_S, max(MIN_SLEEP_S, next_due - now))
+                self._sleeping_until = now + wait_s
+                self._changed.wait(wait_s)
+                self._sleeping_until = -math.inf  # awake: no one needs to notify
                 if self._stopped:
                     return
 
@@ -257,12 +264,13 @@ class Scheduler:
             entry.due_at = self._monotonic() + (0.0 if entry.woken else delay_s)
             entry.woken = False
             self._push(key, entry)
-            self._changed.notify()
 
     def _push(self, key: Hashable, entry: _Entry) -> None:
         # A process-wide sequence: a slot left by a replaced entry never matches the new one.
         entry.generation = next(self._seq)
         heapq.heappush(self._heap, (entry.due_at, entry.generation, entry.generation, key))
+        if entry.due_at < self._sleeping_until:
+            self._changed.notify()  # due before the scheduling thread would wake
         if len(self._heap) > 4 * len(self._entries) + 64:
             self._compact_locked()
 
