@@ -4,7 +4,6 @@ and a bad file that changes nothing."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
@@ -61,7 +60,7 @@ def apps_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def service(apps_file: Path) -> Iterator[tuple[ProducerService, Upstream, ProducerSettings]]:
+def service(apps_file: Path) -> tuple[ProducerService, Upstream, ProducerSettings]:
     settings = ProducerSettings(
         apps_file=apps_file,
         wechat_base_url=BASE_URL,
@@ -79,7 +78,7 @@ def service(apps_file: Path) -> Iterator[tuple[ProducerService, Upstream, Produc
     )
     for refresher in made.refreshers:
         made.scheduler.add(refresher.app.app_id, refresher.step)
-    yield made, upstream, settings
+    return made, upstream, settings
 
 
 def test_a_good_file_adds_removes_and_changes_only_what_changed(
@@ -103,7 +102,8 @@ def test_a_good_file_adds_removes_and_changes_only_what_changed(
     assert sorted(svc.scheduler.keys()) == ["wxadd", "wxchange", "wxkeep"]  # type: ignore[type-var]
     assert svc.refresher("wxdrop") is None
     assert svc.refresher("wxkeep") is kept
-    assert kept is not None and kept.held is not None
+    assert kept is not None
+    assert kept.held is not None
     due = svc.scheduler.due_at("wxadd")
     assert due is not None
     svc.scheduler.run_due(due)  # the new app is due now (the pool is not running here)
