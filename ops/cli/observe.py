@@ -10,8 +10,9 @@ import pika
 import pika.exceptions
 
 from consumer_lib.amqp.params import AMQP_ERRORS, close_quietly, describe_amqp_error
-from consumer_lib.errors import BrokerError
+from consumer_lib.errors import BrokerError, InvalidUpdate
 from consumer_lib.snapshot import SnapshotReader
+from producer.announcement import read_announcement
 
 from .. import _format
 from .context import CliError, OpsContext, audit_log, checked, connect, emit
@@ -49,13 +50,29 @@ def status(obj: OpsContext, as_json: bool) -> None:
     """
     reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
     entries = reader.read_many(reader.known())
-    records = _format.status_records(entries, now_s=obj.clock())
+    served, about_leader = _served(obj)
+    records = _format.status_records(entries, now_s=obj.clock(), served=served)
     if as_json:
         click.echo(_format.to_json(records))
     elif not records:
         click.echo(f"no apps known under key prefix {obj.keys().prefix!r}", err=True)
     else:
+        click.echo(about_leader, err=True)
         click.echo(_format.status_table(records))
+
+
+def _served(obj: OpsContext) -> tuple[set[str] | None, str]:
+    """The apps the leader announced it serves, and one line about it for stderr."""
+    try:
+        announced = read_announcement(obj.get_redis(), obj.keys())
+    except InvalidUpdate as exc:
+        return None, f"leader's announcement unreadable: {exc}"
+    if announced is None:
+        return None, "no producer has announced the apps it serves"
+    return set(announced.apps), (
+        f"leader {announced.producer_id} (epoch {announced.epoch}) serves "
+        f"{len(announced.apps)} app(s), announced {_format.seconds(obj.clock() - announced.at)} ago"
+    )
 
 
 @click.command()
