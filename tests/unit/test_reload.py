@@ -29,6 +29,10 @@ class Upstream:
     def __init__(self) -> None:
         self.secrets: list[tuple[str, str]] = []
 
+    @property
+    def calls(self) -> int:
+        return len(self.secrets)
+
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
         self.secrets.append((app.app_id, app.secret.get_secret_value()))
         return FetchedToken(value=f"TOKEN-{app.app_id}-{len(self.secrets):04d}", expires_in_s=7200)
