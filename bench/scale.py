@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -176,6 +177,13 @@ def raw_publish_baseline(count: int) -> float:
     return elapsed
 
 
+def read_line(child: subprocess.Popen[str], timeout_s: float) -> str:
+    """The child's next stdout line, or "" after `timeout_s`."""
+    assert child.stdout is not None
+    readable, _, _ = select.select([child.stdout], [], [], timeout_s)
+    return child.stdout.readline().strip() if readable else ""
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -241,8 +249,7 @@ def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -
     consumer = RawConsumer(exchange)
     try:
         sandbox = spawn([__file__, "--serve-sandbox", str(tmp / "apps.json")], {}, "sandbox.log")
-        assert sandbox.stdout is not None
-        base_url = sandbox.stdout.readline().strip()
+        base_url = read_line(sandbox, 30)
         common = {
             "WXTOKEN_REDIS_URL": REDIS_URL,
             "WXTOKEN_AMQP_URL": AMQP_URL,
@@ -273,8 +280,7 @@ def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -
         row.filled = int(client.scard(known))
         standby = spawn(["-m", "producer"], {**producer_env, "WXTOKEN_PRODUCER_ID": "b"}, "b.log")
         subscriber = spawn([__file__, "--subscriber", str(row.filled)], common, "sub.log")
-        assert subscriber.stdout is not None
-        ready = subscriber.stdout.readline().strip() == "ready"
+        ready = read_line(subscriber, 120) == "ready"
         if not ready:
             row.notes.append("subscriber did not get ready")
         time.sleep(6)  # the standby's first batched reads
