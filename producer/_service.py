@@ -25,11 +25,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import redis
-import requests
-from requests.adapters import HTTPAdapter
 
 from consumer_lib.amqp.outage import OutageLog
 from consumer_lib.errors import StoreError
@@ -39,6 +36,7 @@ from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenKind
 
+from ._fleet import Fleet, Reloaded
 from ._follower import SnapshotFollower
 from ._remembering_codec import RememberingCodec
 from .announcement import announce
@@ -54,7 +52,7 @@ from .scheduler import Scheduler, WorkerPool
 from .settings import ProducerSettings
 from .store import TokenStore
 from .timing import RefreshTiming, republish_phase_s
-from .wechat import WeChatClient
+from .wechat import WeChatClient, pooled_session
 
 log = logging.getLogger(__name__)
 
@@ -62,39 +60,6 @@ log = logging.getLogger(__name__)
 LEADER_FOLLOW_FACTOR = 3
 #: Redis connections beyond one per worker: lease, follower, listener, spare.
 EXTRA_REDIS_CONNECTIONS = 6
-
-
-def timing_from(settings: ProducerSettings) -> RefreshTiming:
-    return RefreshTiming(
-        margin_ratio=settings.refresh_margin_ratio,
-        margin_max_s=settings.refresh_margin_max_s,
-        republish_interval_s=settings.republish_interval_s,
-        retry_base_s=settings.retry_base_s,
-        retry_cap_s=settings.retry_cap_s,
-        config_retry_s=settings.config_retry_s,
-        quota_retry_base_s=settings.quota_retry_base_s,
-        quota_retry_cap_s=settings.quota_retry_cap_s,
-        takeover_s=settings.lease_ttl_s,
-    )
-
-
-def http_session(pool_size: int) -> requests.Session:
-    """A session whose connection pool fits the worker pool (requests' default is 10)."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-@dataclass(frozen=True)
-class Reloaded:
-    """What a reload changed (app ids)."""
-
-    added: list[str]
-    removed: list[str]
-    changed: list[str]
-    unchanged: int
 
 
 class ProducerService:
@@ -146,11 +111,11 @@ class ProducerService:
         )
         self._fetcher: Fetcher = fetcher or WeChatClient(
             settings.wechat_base_url,
-            session=http_session(workers),
+            session=pooled_session(workers),
             connect_timeout_s=settings.http_connect_timeout_s,
             read_timeout_s=settings.http_read_timeout_s,
         )
-        self._timing = timing_from(settings)
+        self._timing = RefreshTiming.from_settings(settings)
         self._budget = RefreshBudget(client, keys, clock=clock)
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
         self.audit = AuditLog(client, keys, clock=clock)
@@ -161,10 +126,7 @@ class ProducerService:
         self.scheduler = Scheduler(self.pool.submit)
         self.follower = SnapshotFollower(client, keys, codec)
         self._follow_outage = OutageLog(log, "Redis (batched snapshot read)")
-        self._apps_lock = threading.Lock()
-        self._refreshers: dict[str, AppRefresher] = {}
-        for app in apps:
-            self._refreshers[app.app_id] = self._new_refresher(app)
+        self.fleet = Fleet(apps, self._new_refresher)
         self._follow_now = threading.Event()
         self._took_over = threading.Event()
         self.requests = RequestListener(
@@ -183,12 +145,10 @@ class ProducerService:
 
     @property
     def refreshers(self) -> list[AppRefresher]:
-        with self._apps_lock:
-            return list(self._refreshers.values())
+        return self.fleet.all()
 
     def refresher(self, app_id: str) -> AppRefresher | None:
-        with self._apps_lock:
-            return self._refreshers.get(app_id)
+        return self.fleet.get(app_id)
 
     def _new_refresher(self, app: AppConfig) -> AppRefresher:
         return AppRefresher(
@@ -255,32 +215,16 @@ class ProducerService:
 
     # ------------------------------------------------------------ apps
     def reload(self, apps: Sequence[AppConfig]) -> Reloaded:
-        """Serve `apps` from now on: new ones are fetched at once, removed ones are no
-        longer refreshed (their snapshot expires by itself), changed ones (secret, API)
-        use the new configuration from their next fetch; unchanged ones are untouched."""
-        wanted = {app.app_id: app for app in apps}
-        added: list[str] = []
-        changed: list[str] = []
-        with self._apps_lock:
-            removed = [app_id for app_id in self._refreshers if app_id not in wanted]
-            for app_id in removed:
-                del self._refreshers[app_id]
-            for app_id, app in wanted.items():
-                refresher = self._refreshers.get(app_id)
-                if refresher is None:
-                    self._refreshers[app_id] = self._new_refresher(app)
-                    added.append(app_id)
-                elif refresher.app != app:
-                    refresher.app = app
-                    changed.append(app_id)
-            new = [self._refreshers[app_id] for app_id in added]
-        for app_id in removed:
+        """Serve `apps` from now on (`Fleet.apply`): new ones are fetched at once, removed
+        ones are no longer refreshed (their snapshot expires by itself), changed ones use
+        the new configuration from their next fetch; unchanged ones are untouched."""
+        result = self.fleet.apply(apps)
+        for app_id in result.removed:
             self.scheduler.remove(app_id)
             self._codec.forget(app_id, TokenKind.ACCESS_TOKEN)
-        for refresher in new:
+        for refresher in result.new:
             self.scheduler.add(refresher.app.app_id, refresher.step)
-        result = Reloaded(added, removed, changed, len(wanted) - len(added) - len(changed))
-        if self.leadership.is_leader and (added or removed):
+        if self.leadership.is_leader and (result.added or result.removed):
             self._announce()
         return result
 
@@ -362,8 +306,7 @@ class ProducerService:
         self._follow_outage.recovered()
 
     def _announce(self) -> None:
-        with self._apps_lock:
-            app_ids = list(self._refreshers)
+        app_ids = self.fleet.app_ids()
         try:
             announce(
                 self._redis,

@@ -23,6 +23,7 @@ from consumer_lib.backoff import Backoff
 from consumer_lib.wire.update import TokenUpdate
 
 from .errcodes import FailureKind
+from .settings import ProducerSettings
 from .wechat import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,20 @@ class RefreshTiming:
     #: How long a takeover may take (the lease TTL): a margin shorter than this lets a
     #: token lapse when the leader dies just before its refresh point.
     takeover_s: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings) -> RefreshTiming:
+        return cls(
+            margin_ratio=settings.refresh_margin_ratio,
+            margin_max_s=settings.refresh_margin_max_s,
+            republish_interval_s=settings.republish_interval_s,
+            retry_base_s=settings.retry_base_s,
+            retry_cap_s=settings.retry_cap_s,
+            config_retry_s=settings.config_retry_s,
+            quota_retry_base_s=settings.quota_retry_base_s,
+            quota_retry_cap_s=settings.quota_retry_cap_s,
+            takeover_s=settings.lease_ttl_s,
+        )
 
     def margin_s(self, update: TokenUpdate) -> float:
         lifetime_s = update.expires_at - update.issued_at

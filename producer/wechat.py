@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from consumer_lib.errors import WxTokenError
 from consumer_lib.wire.update import MAX_LIFETIME_S, MAX_TOKEN_CHARS
@@ -41,6 +42,16 @@ class FetchedToken:
 
     def __repr__(self) -> str:
         return f"FetchedToken(value=<{len(self.value)} chars>, expires_in_s={self.expires_in_s})"
+
+
+def pooled_session(pool_size: int) -> requests.Session:
+    """A session whose connection pool fits `pool_size` concurrent callers (requests keeps
+    10 per host by default, and logs "Connection pool is full" beyond that)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 class WeChatClient:
