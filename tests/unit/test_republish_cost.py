@@ -130,3 +130,38 @@ def test_the_producer_signs_each_update_once(signer: tuple[UpdateCodec, Path]) -
     assert fresh.encode(decoded) == first
     assert fresh.bytes_of(decoded) == first
     assert CountingCodec.encodes == 0
+
+
+def test_the_overdue_check_runs_at_most_once_a_second(clock: FakeClock) -> None:
+    """The consume loop ends a round after every message; the look over every held token
+    for an overdue successor runs once a second however many messages arrive, and an
+    overdue one still makes it read the snapshot."""
+    from consumer_lib._subscriber import Subscriber
+
+    asked: list[float] = []
+    reads: list[float] = []
+    overdue = [False]
+
+    def wanted() -> bool:
+        asked.append(clock())
+        return overdue[0]
+
+    subscriber = Subscriber(
+        ClientSettings(
+            insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
+        ),
+        on_body=lambda body, user: None,
+        read_snapshot=lambda: reads.append(clock()),
+        snapshot_wanted=wanted,
+        connection_name="client:test",
+        monotonic=clock,
+    )
+    for _ in range(500):  # 500 messages within the same instant
+        subscriber._each_round()
+    assert len(asked) == 1
+    clock.advance(1.0)
+    overdue[0] = True
+    for _ in range(500):
+        subscriber._each_round()
+    assert len(asked) == 2
+    assert reads == [clock()]
