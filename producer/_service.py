@@ -12,10 +12,11 @@ Threads, whatever the number of apps (at most `upstream_concurrency` + 6):
 
 Any number of producer processes may run against one Redis: the lease decides which one
 fetches and publishes; the others follow Redis in batches and take over when the leader
-dies or stops (a clean stop releases the lease, so a standby takes over at once). On
-taking over, a standby reads every snapshot once more, then wakes every credential: each
-re-publishes the token it holds, with no upstream call. Refresh requests reach every
-producer; only the leader acts on them.
+dies or stops (a clean stop releases the lease, so a standby takes over at once; a
+standby tries the lease every `STANDBY_LEASE_POLL_S`). On taking over, a standby reads
+every snapshot once more, then every credential re-publishes the token it holds, with no
+upstream call, and tells the scheduler when it next needs a step. Refresh requests reach
+every producer; only the leader acts on them. SIGHUP (in `__main__`) calls `reload()`.
 """
 
 from __future__ import annotations
