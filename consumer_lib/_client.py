@@ -108,7 +108,9 @@ class TokenClient:
         self._closed = False
         self.last_store_error: str | None = None
         self._reports: dict[tuple[str, TokenKind, str], float] = {}
-        # The message bytes of each held update, both ways (see `_remember_body`).
+        # The message bytes of each held update, both ways (see `_remember_body`); looked
+        # up without a lock (one dict read), changed under `_bodies_lock`.
+        self._bodies_lock = threading.Lock()
         self._held_bodies: dict[bytes, tuple[str, TokenKind]] = {}
         self._body_of: dict[tuple[str, TokenKind], bytes] = {}
         self.stats = ClientStats()
@@ -157,6 +159,7 @@ class TokenClient:
         if self._closed:
             return
         self._lock = threading.Lock()
+        self._bodies_lock = threading.Lock()
         inherited = self._cache
         self._cache = TokenCache(self._clock)
         for update in list(inherited._updates.values()):  # no lock: one thread runs now
@@ -367,11 +370,12 @@ class TokenClient:
         held = self._cache.held(*key)
         if held is None or held != update:
             return
-        old = self._body_of.get(key)
-        if old is not None:
-            self._held_bodies.pop(old, None)
-        self._body_of[key] = body
-        self._held_bodies[body] = key
+        with self._bodies_lock:
+            old = self._body_of.get(key)
+            if old is not None:
+                self._held_bodies.pop(old, None)
+            self._body_of[key] = body
+            self._held_bodies[body] = key
 
     def _reject(self, what: str, exc: InvalidUpdate) -> None:
         self.stats.rejected += 1
