@@ -26,31 +26,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import pika
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _scale_measure import (  # noqa: E402 - after the path is set
+    RawConsumer,
+    measure,
+    proc_status,
+    raw_publish_baseline,
+    read_line,
+    upstream_calls,
+    wait_until,
+)
+from _scale_report import LEASE_TTL_S, Row, print_table  # noqa: E402 - after the path is set
 
 REDIS_URL = os.environ.get("WXTOKEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AMQP_URL = os.environ.get("WXTOKEN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 SECRET = "benchsecret0123456789abcdef"
-LEASE_TTL_S = 5
-TICKS_S = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------ child modes
@@ -76,146 +79,6 @@ def run_subscriber(count: int) -> None:
         time.sleep(0.2)
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM})
-
-
-# ------------------------------------------------------------------ measuring
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_S  # utime + stime
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("Threads", "VmRSS"):
-            found[name] = int(value.split()[0])
-    return found
-
-
-@dataclass
-class Usage:
-    cpu_pct: float
-    rss_mib: float
-    threads: int
-
-
-def measure(pids: dict[str, int], window_s: float) -> dict[str, Usage]:
-    before = {name: proc_cpu_s(pid) for name, pid in pids.items()}
-    start = time.monotonic()
-    most_threads = dict.fromkeys(pids, 0)
-    while time.monotonic() - start < window_s:
-        for name, pid in pids.items():
-            most_threads[name] = max(most_threads[name], proc_status(pid)["Threads"])
-        time.sleep(0.5)
-    elapsed = time.monotonic() - start
-    return {
-        name: Usage(
-            cpu_pct=100 * (proc_cpu_s(pid) - before[name]) / elapsed,
-            rss_mib=proc_status(pid)["VmRSS"] / 1024,
-            threads=most_threads[name],
-        )
-        for name, pid in pids.items()
-    }
-
-
-class RawConsumer:
-    """A raw pika consumer of the exchange in a thread: which apps it has seen, and when."""
-
-    def __init__(self, exchange: str) -> None:
-        self._exchange = exchange
-        self.seen: set[str] = set()
-        self.messages = 0
-        self.last_at = 0.0
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-
-    def _run(self) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        channel = connection.channel()
-        channel.exchange_declare(self._exchange, "fanout", durable=True)
-        queue = channel.queue_declare("", exclusive=True).method.queue
-        channel.queue_bind(queue, self._exchange)
-
-        def on_message(_ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
-            self.messages += 1
-            self.seen.add(str(properties.message_id).partition(":")[0])
-            self.last_at = time.monotonic()
-
-        channel.basic_consume(queue, on_message, auto_ack=True)
-        self._ready.set()
-        while not self._stop.is_set():
-            connection.process_data_events(time_limit=0.2)
-        connection.close()
-
-    def reset(self) -> None:
-        self.seen = set()
-        self.messages = 0
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def raw_publish_baseline(count: int) -> float:
-    """Seconds for a raw pika publisher with confirms to send `count` 700-byte messages."""
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    exchange = f"bench.raw.{uuid.uuid4().hex[:8]}"
-    channel.exchange_declare(exchange, "fanout", auto_delete=True)
-    channel.confirm_delivery()
-    body = b"x" * 700
-    started = time.monotonic()
-    for n in range(count):
-        channel.basic_publish(exchange, "", body, pika.BasicProperties(message_id=str(n)))
-    elapsed = time.monotonic() - started
-    channel.exchange_delete(exchange)
-    connection.close()
-    return elapsed
-
-
-def read_line(child: subprocess.Popen[str], timeout_s: float) -> str:
-    """The child's next stdout line, or "" after `timeout_s`."""
-    assert child.stdout is not None
-    readable, _, _ = select.select([child.stdout], [], [], timeout_s)
-    return child.stdout.readline().strip() if readable else ""
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step_s)
-    return condition()
-
-
-def upstream_calls(base_url: str) -> int:
-    with urllib.request.urlopen(f"{base_url}/sandbox/stats", timeout=30) as answer:  # noqa: S310
-        stats = json.load(answer)
-    return sum(sum(kinds.values()) for kinds in stats["fetches"].values())
-
-
-# ------------------------------------------------------------------ one size
-@dataclass
-class Row:
-    apps: int
-    fill_s: float | None = None
-    filled: int = 0
-    leader: Usage | None = None
-    standby: Usage | None = None
-    subscriber: Usage | None = None
-    max_threads: int = 0
-    takeover_s: float | None = None
-    takeover_from_kill_s: float | None = None
-    takeover_seen: int = 0
-    takeover_calls: int | None = None
-    stop_s: float | None = None
-    raw_publish_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -> Row:
@@ -284,21 +147,6 @@ def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -
         if not ready:
             row.notes.append("subscriber did not get ready")
         time.sleep(6)  # the standby's first batched reads
-        if os.environ.get("BENCH_PYSPY"):  # a profile of the leader's steady state
-            subprocess.Popen(
-                [
-                    os.environ["BENCH_PYSPY"],
-                    "record",
-                    "-d",
-                    str(int(window_s)),
-                    "-p",
-                    str(leader.pid),
-                    "-o",
-                    str(tmp.parent / f"leader-{count}.svg"),
-                    "-r",
-                    "50",
-                ]
-            )
         usage = measure(
             {"leader": leader.pid, "standby": standby.pid, "subscriber": subscriber.pid},
             window_s,
@@ -351,86 +199,6 @@ def cleanup(client: redis.Redis, prefix: str) -> None:
             batch = []
     if batch:
         client.delete(*batch)
-
-
-# ------------------------------------------------------------------ the table
-def show(value: float | None, fmt: str = "{:.1f}") -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def print_table(rows: list[Row]) -> None:
-    print()
-    print(f"os.cpu_count() = {os.cpu_count()}; load average now {os.getloadavg()[0]:.2f}")
-    header = ["measure", *[f"{r.apps:,} apps" for r in rows], "goal (10,000)"]
-    lines = [
-        [
-            "all tokens in Redis from empty, s",
-            *[show(r.fill_s) if r.fill_s else f"{r.filled:,} only" for r in rows],
-            "<= 60",
-        ],
-        ["producer threads (most seen)", *[str(r.max_threads) for r in rows], "<= 32"],
-        ["leader CPU, % of one core", *[show(r.leader and r.leader.cpu_pct) for r in rows], "<= 5"],
-        [
-            "leader RSS, MiB",
-            *[show(r.leader and r.leader.rss_mib, "{:.0f}") for r in rows],
-            "<= 250",
-        ],
-        [
-            "standby CPU, % of one core",
-            *[show(r.standby and r.standby.cpu_pct) for r in rows],
-            "<= 2",
-        ],
-        ["standby RSS, MiB", *[show(r.standby and r.standby.rss_mib, "{:.0f}") for r in rows], ""],
-        ["takeover after the lease, s", *[show(r.takeover_s, "{:.2f}") for r in rows], "<= 5"],
-        [
-            "  ... from the SIGKILL, s",
-            *[show(r.takeover_from_kill_s, "{:.2f}") for r in rows],
-            f"<= {LEASE_TTL_S} + 5",
-        ],
-        ["  apps re-published / held", *[f"{r.takeover_seen:,}/{r.filled:,}" for r in rows], "all"],
-        ["  upstream calls during takeover", *[str(r.takeover_calls) for r in rows], "0"],
-        [
-            "  baseline: raw confirmed publish, s",
-            *[show(r.raw_publish_s, "{:.2f}") for r in rows],
-            "",
-        ],
-        [
-            "  takeover / baseline",
-            *[
-                show(
-                    r.takeover_s / r.raw_publish_s if r.takeover_s and r.raw_publish_s else None,
-                    "{:.1f}x",
-                )
-                for r in rows
-            ],
-            "",
-        ],
-        [
-            "subscriber CPU, % of one core",
-            *[show(r.subscriber and r.subscriber.cpu_pct) for r in rows],
-            "<= 3",
-        ],
-        [
-            "subscriber RSS, MiB",
-            *[show(r.subscriber and r.subscriber.rss_mib, "{:.0f}") for r in rows],
-            "<= 150",
-        ],
-        ["clean stop on SIGTERM, s", *[show(r.stop_s, "{:.2f}") for r in rows], "<= 2"],
-    ]
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    for line in [header, ["-" * w for w in widths], *lines]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-    base = rows[0]
-    for row in rows[1:]:
-        if base.leader and row.leader:
-            print(
-                f"growth {base.apps:,} -> {row.apps:,} apps: leader CPU x"
-                f"{row.leader.cpu_pct / max(base.leader.cpu_pct, 0.01):.1f}, RSS x"
-                f"{row.leader.rss_mib / base.leader.rss_mib:.1f}"
-            )
-    for row in rows:
-        for note in row.notes:
-            print(f"note ({row.apps:,} apps): {note}")
 
 
 def main() -> None:
