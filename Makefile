@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ typecheck: $(STAMP)
 ## get_token() against a Redis GET of the same key, in one run.
 bench: $(STAMP)
 	$(BIN)/python bench/get_token.py
+
+## One producer with 1,000, 10,000 and 100,000 apps: fill, CPU, RSS, takeover, stop.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

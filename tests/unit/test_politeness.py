@@ -124,3 +124,18 @@ def test_45011_for_one_app_pauses_the_others(clock: FakeClock) -> None:
     for refresher in fleet[1:]:
         refresher.step()
     assert upstream.calls == ["wxpolite0", "wxpolite1", "wxpolite2", "wxpolite3"]
+
+
+def test_http_and_redis_pools_fit_the_workers() -> None:
+    """The HTTP pool holds a connection per worker (requests keeps 10 by default) and the
+    Redis pool is bounded to what the producer's threads can use at once."""
+    from consumer_lib.snapshot import connect_redis
+    from producer.wechat import pooled_session
+
+    session = pooled_session(24)
+    adapter = session.get_adapter("http://127.0.0.1:9/cgi-bin/stable_token")
+    assert adapter._pool_maxsize == 24  # type: ignore[attr-defined]
+    client = connect_redis("redis://127.0.0.1:1/0", max_connections=30)
+    assert client.connection_pool.max_connections == 30
+    client.close()
+    session.close()
