@@ -125,8 +125,12 @@ class AppRefresher(Fetching):
     def _step(self) -> float:
         leading = self._gate.may_fetch(self.app.token_api)
         now = self._clock()
+        # Fed by a follower, a step reads its own snapshot only when what Redis holds now
+        # decides something: before an upstream call, before judging reports (an override
+        # reported rejected must be known as the current token), to store an unsaved one.
         about_to_fetch = self._refresh_due(now) and now >= self._retry_at
-        if self._follows_store or (leading and (about_to_fetch or self._unsaved is not None)):
+        must_read = about_to_fetch or self._unsaved is not None or bool(self._reports)
+        if self._follows_store or (leading and must_read):
             self._sync_with_store(leading=leading)
         if not leading:
             self._republish_at = 0.0  # announce the token at once on taking over

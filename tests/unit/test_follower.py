@@ -228,3 +228,24 @@ def test_the_leader_reads_its_own_snapshot_only_before_a_fetch(leader: Fleet) ->
     refresher.step()
     assert refresher.held == theirs
     assert leader.upstream.calls == 1
+
+
+def test_a_reported_override_is_known_as_current_before_it_is_judged(leader: Fleet) -> None:
+    """An override stored between two batched reads and then reported rejected is read
+    first, so the report is about the current token: one forced refresh, not a re-publish
+    of the leader's older token."""
+    from consumer_lib.wire.refresh_request import RefreshRequest
+
+    refresher = leader.refreshers[0]
+    refresher.step()
+    override = leader.someone_writes(
+        APPS[0], "TOKEN-override-0123456789", source=TokenSource.OVERRIDE
+    )
+    refresher.request_refresh(
+        RefreshRequest.for_token(APPS[0], override.value, requester="ops", now_s=leader.clock())
+    )
+    refresher.step()
+    assert refresher.stats.forced_refreshes == 1
+    assert leader.upstream.calls == len(APPS[:1]) + 1
+    assert refresher.held is not None
+    assert refresher.held.version > override.version
