@@ -82,7 +82,8 @@ def test_an_unconfirmed_write_is_written_again(
     clock.advance(refresher.step())
     refresher.step()
     assert fetcher.calls == 1
-    assert len(writes) >= 2 and all(w == writes[0] for w in writes)
+    assert len(writes) >= 2
+    assert all(w == writes[0] for w in writes)
     assert TokenStore(client, KeyLayout()).read(APP) == writes[0]
 
 
