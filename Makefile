@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-gateway tools pin-images clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-gateway bench-scale tools pin-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-fanout: $(STAMP)
 ## The gateway's authenticated GET against an endpoint doing a Redis GET, under wrk.
 bench-gateway: $(STAMP) tools
 	$(BIN)/python bench/gateway.py
+
+## One producer with 1,000, 10,000 and 100,000 apps: fill, CPU, RSS, takeover, stop.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
 
 ## Debian tools the tests and benches call: promtool (package prometheus) and wrk.
 ## Installed with apt-get when missing (needs root, as on CI; .ci/run calls it).

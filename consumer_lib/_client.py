@@ -123,6 +123,11 @@ class TokenClient:
         self._closed = False
         self.last_store_error: str | None = None
         self._reports: dict[tuple[str, TokenKind, str], float] = {}
+        # The message bytes of each held update, both ways (see `_remember_body`); looked
+        # up without a lock (one dict read), changed under `_bodies_lock`.
+        self._bodies_lock = threading.Lock()
+        self._held_bodies: dict[bytes, tuple[str, TokenKind]] = {}
+        self._body_of: dict[tuple[str, TokenKind], bytes] = {}
         self.stats = ClientStats()
         #: Rejected updates by reason (`_rejections.REASONS`), for metrics; counted under
         #: the stats lock, read a copy with `rejections_dict()`.
@@ -185,6 +190,7 @@ class TokenClient:
         self._stats_lock = threading.Lock()
         # The parent's callback thread does not exist here; its queue stays the parent's.
         self._callbacks = CallbackThread(self._callbacks._callbacks)  # no lock: one thread
+        self._bodies_lock = threading.Lock()
         inherited = self._cache
         self._cache = TokenCache(self._clock)
         for update in list(inherited._updates.values()):  # no lock: one thread runs now
@@ -340,16 +346,21 @@ class TokenClient:
         """Read every known app's snapshot from Redis and keep what is newer."""
         self._count("snapshot_reads")
         try:
-            found = self._snapshot.read_many(self._snapshot.known())
+            found = self._snapshot.read_many_raw(self._snapshot.known())
         except StoreError as exc:
             self._store_failed(exc)
             return
         self.last_store_error = None
-        for (app_id, kind), update in found.items():
-            if isinstance(update, InvalidUpdate):
-                self._reject(f"snapshot of {app_id}/{kind}", update)
-            elif update is not None:
-                self._offer(update, origin="snapshot")
+        for (app_id, kind), raw in found.items():
+            if raw is None or raw in self._held_bodies:
+                continue  # nothing stored, or exactly what is held
+            try:
+                update = self._snapshot.decode(raw)
+            except InvalidUpdate as exc:
+                self._reject(f"snapshot of {app_id}/{kind}", exc)
+                continue
+            self._offer(update, origin="snapshot")
+            self._remember_body(update, raw)
 
     def _read_one(self, app_id: str, kind: TokenKind) -> None:
         try:
@@ -388,12 +399,32 @@ class TokenClient:
             # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
             self._reject("message", InvalidUpdate(f"published by untrusted user {user_id!r}"))
             return
+        if body in self._held_bodies:
+            # The exact bytes of an update held and verified already: a routine re-publish,
+            # dropped without checking its signature again.
+            self._count("stale")
+            return
         try:
             update = self._codec.decode(body)
         except InvalidUpdate as exc:
             self._reject("message", exc)
             return
         self._offer(update, origin="broker")
+        self._remember_body(update, body)
+
+    def _remember_body(self, update: TokenUpdate, body: bytes) -> None:
+        """Keep `body` (a message, or the bytes Redis stores: the producer writes what it
+        publishes) as the bytes of the held update of its app and kind, if it is that one."""
+        key = (update.app_id, update.kind)
+        held = self._cache.held(*key)
+        if held is None or held != update:
+            return
+        with self._bodies_lock:
+            old = self._body_of.get(key)
+            if old is not None:
+                self._held_bodies.pop(old, None)
+            self._body_of[key] = body
+            self._held_bodies[body] = key
 
     def _reject(self, what: str, exc: InvalidUpdate) -> None:
         reason = rejection_reason(exc)

@@ -30,6 +30,9 @@ from .settings import ClientSettings
 
 log = logging.getLogger(__name__)
 
+#: How often, at most, the consume loop asks whether a held token's successor is overdue.
+OVERDUE_CHECK_S = 1.0
+
 
 class Subscriber(ConsumerThread):
     """Consumes the exchange in a daemon thread; hands each body, with the broker-checked
@@ -67,6 +70,7 @@ class Subscriber(ConsumerThread):
         self._monotonic = monotonic
         self._rand = rand
         self._last_poll = -float("inf")
+        self._last_overdue_check = -float("inf")
         self._connection_name = connection_name
         # The live connection, for `send()` from other threads; None while disconnected.
         self._send_lock = threading.Lock()
@@ -134,6 +138,12 @@ class Subscriber(ConsumerThread):
         self._send_channel = None
 
     def _each_round(self) -> None:
+        # Rounds end after every message; looking over every held token each time would
+        # cost a core with thousands of apps. Once a second is plenty for "overdue".
+        now = self._monotonic()
+        if now - self._last_overdue_check < OVERDUE_CHECK_S:
+            return
+        self._last_overdue_check = now
         if self._snapshot_wanted():
             self._poll_snapshot(force=False)
 

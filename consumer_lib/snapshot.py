@@ -46,13 +46,20 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
 
-def connect_redis(url: str, *, timeout_s: float = 2.0, tls: TlsFiles | None = None) -> redis.Redis:
+def connect_redis(
+    url: str,
+    *,
+    timeout_s: float = 2.0,
+    tls: TlsFiles | None = None,
+    max_connections: int | None = None,
+) -> redis.Redis:
     """A client with bounded timeouts and two quick retries; connects lazily.
 
     `url` is a plain Redis URL or a sentinel one (then the client follows the master).
     `tls` (from `settings.redis_tls`) names the CA and client certificate files of a
-    `rediss` URL. A malformed URL, or `tls` with a non-TLS URL, raises `ValueError`
-    (settings have validated both before).
+    `rediss` URL. `max_connections` sizes the pool to the threads that share the client.
+    A malformed URL, or `tls` with a non-TLS URL, raises `ValueError` (settings have
+    validated both before).
     """
     secure = urlsplit(url).scheme.lower() in REDIS_TLS_SCHEMES
     if tls is not None and not secure:
@@ -67,6 +74,8 @@ def connect_redis(url: str, *, timeout_s: float = 2.0, tls: TlsFiles | None = No
         "client_name": "wxtoken",
         **tls_options,
     }
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     if is_sentinel_url(url):
         return _connect_sentinel(parse_sentinel_url(url), timeout_s=timeout_s, options=options)
     client = redis.Redis.from_url(url, **options)
@@ -175,18 +184,31 @@ class SnapshotReader:
                 log.warning("ignoring malformed member in %s", self._keys.known)
         return sorted(found)
 
-    def read_many(
+    def read_many_raw(
         self, wanted: list[tuple[str, TokenKind]]
-    ) -> dict[tuple[str, TokenKind], TokenUpdate | InvalidUpdate | None]:
-        """One MGET for many apps; a value that does not decode is returned as its error."""
+    ) -> dict[tuple[str, TokenKind], bytes | None]:
+        """The stored bytes of many apps, undecoded: one MGET."""
         if not wanted:
             return {}
         try:
             raws = self._client.mget([self._keys.token(app, kind) for app, kind in wanted])
         except REDIS_ERRORS as exc:
             raise StoreError(f"reading snapshot: {describe_redis_error(exc)}") from None
+        return {
+            key: raw.encode() if isinstance(raw, str) else raw
+            for key, raw in zip(wanted, raws, strict=True)
+        }
+
+    def decode(self, raw: bytes | str) -> TokenUpdate:
+        """Verify and parse stored bytes (`InvalidUpdate` when they are not an update)."""
+        return self._codec.decode(raw)
+
+    def read_many(
+        self, wanted: list[tuple[str, TokenKind]]
+    ) -> dict[tuple[str, TokenKind], TokenUpdate | InvalidUpdate | None]:
+        """One MGET for many apps; a value that does not decode is returned as its error."""
         result: dict[tuple[str, TokenKind], TokenUpdate | InvalidUpdate | None] = {}
-        for key, raw in zip(wanted, raws, strict=True):
+        for key, raw in self.read_many_raw(wanted).items():
             if raw is None:
                 result[key] = None
                 continue

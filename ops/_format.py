@@ -6,7 +6,7 @@ Nothing here ever renders a whole token unless the caller passes `reveal=True`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,18 @@ SnapshotEntry = TokenUpdate | InvalidUpdate | None
 
 MAX_REASON_CHARS = 256  # TokenUpdate.reason
 _APP_ID = TypeAdapter(AppId)
-STATUS_COLUMNS = ("APP", "KIND", "STATE", "VERSION", "SOURCE", "LEFT", "AGE", "PRODUCER", "NOTE")
+STATUS_COLUMNS = (
+    "APP",
+    "KIND",
+    "STATE",
+    "VERSION",
+    "SOURCE",
+    "LEFT",
+    "AGE",
+    "PRODUCER",
+    "SERVED",
+    "NOTE",
+)
 HISTORY_COLUMNS = ("TIME", "EVENT", "APP", "KIND", "VERSION", "WHO", "TOKEN", "REASON")
 
 
@@ -101,9 +112,11 @@ def status_records(
     *,
     now_s: float,
     failures: Mapping[tuple[str, TokenKind], UpstreamFailure] | None = None,
+    served: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One JSON-able record per (app, kind), with a `state` of ok, expired, missing, invalid,
-    and the last failed fetch (`upstream_error`) when it is newer than the token held."""
+    the last failed fetch (`upstream_error`) when it is newer than the token held, and
+    `served`: whether the leader's announcement lists the app (None without one)."""
     failures = failures or {}
     records = []
     for (app_id, kind), entry in sorted(entries.items()):
@@ -118,6 +131,7 @@ def status_records(
             "producer_id": None,
             "reason": None,
             "error": None,
+            "served": None if served is None else app_id in served,
         }
         if isinstance(entry, InvalidUpdate):
             record.update(state="invalid", error=str(entry))
@@ -165,6 +179,7 @@ def status_table(records: Sequence[Mapping[str, Any]]) -> str:
                 cell(record["seconds_left"], duration=True),
                 cell(record["age_s"], duration=True),
                 cell(record["producer_id"]),
+                cell({True: "yes", False: "no"}.get(record["served"])),
                 _note(record),
             ]
         )

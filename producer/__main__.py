@@ -1,10 +1,17 @@
-"""`wxtoken-producer`: read settings and the apps file, then refresh until SIGTERM/SIGINT."""
+"""`wxtoken-producer`: read settings and the apps file, then refresh until SIGTERM/SIGINT.
+
+SIGHUP reads the apps file again and applies it without a restart (`ProducerService.reload`);
+a file that does not load keeps the running set and logs one line naming the problem.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Iterable
 from types import FrameType
 
 from consumer_lib.errors import ConfigError
@@ -59,13 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         log.info("received %s, stopping", signal.Signals(signum).name)
         service.request_stop()
 
+    reload_wanted = threading.Event()
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        reload_wanted.set()  # the main loop does the file I/O, not the signal handler
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     log.info(
         "producer %s starting: %d app(s) [%s], upstream %s",
         settings.producer_id,
         len(apps),
-        ", ".join(a.app_id for a in apps),
+        _listed(a.app_id for a in apps),
         settings.wechat_base_url,
     )
     service.start()
@@ -76,14 +90,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        while not service.wait(1.0):
-            pass
+        while not service.wait(0.2):
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                reload_apps(service, settings)
     finally:
         service.close()
         if status is not None:
             status.close()
     log.info("producer stopped")
     return 0
+
+
+def reload_apps(service: ProducerService, settings: ProducerSettings) -> None:
+    """Apply the apps file as it is now; a bad file changes nothing (one ERROR line)."""
+    try:
+        apps = load_apps(
+            settings.apps_file,
+            wechat_base_url=settings.wechat_base_url,
+            wecom_base_url=settings.wecom_base_url,
+        )
+    except ConfigError as exc:
+        log.error(
+            "apps file not reloaded, still serving %d app(s): %s", len(service.refreshers), exc
+        )
+        return
+    done = service.reload(apps)
+    log.info(
+        "apps file reloaded: %d app(s); added %d [%s], removed %d [%s], changed %d [%s]",
+        len(apps),
+        len(done.added),
+        _listed(done.added),
+        len(done.removed),
+        _listed(done.removed),
+        len(done.changed),
+        _listed(done.changed),
+    )
+
+
+def _listed(app_ids: Iterable[str], limit: int = 10) -> str:
+    """At most `limit` app ids for a log line, then how many more."""
+    shown = list(itertools.islice(app_ids, limit + 1))
+    if len(shown) <= limit:
+        return ", ".join(shown)
+    return ", ".join(shown[:limit]) + ", ..."
 
 
 if __name__ == "__main__":

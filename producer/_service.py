@@ -1,9 +1,22 @@
-"""The producer process: a lease thread, one refresher thread per app, one publisher thread.
+"""The producer process: a lease, a scheduler over every credential, a follower, a publisher.
 
-Any number of producer processes may run against one Redis: the lease (`Leadership`)
-decides which one fetches and publishes; the others follow Redis and take over when the
-leader dies or stops. A clean stop releases the lease, so a standby takes over at once.
-Refresh requests (passive refresh) arrive on every producer; only the leader acts on them.
+Threads, whatever the number of apps (at most `upstream_concurrency` + 6):
+
+    main          waits for a signal; reloads the apps file on SIGHUP
+    lease         takes and renews the leader lease (`Leadership`)
+    scheduler     one heap of due times; hands due credentials to the workers
+    refresh-N     `upstream_concurrency` workers running `AppRefresher.step`
+    follower      one batched read of every snapshot per `follow_interval_s`
+    publisher     the one pika connection that publishes (`Publisher`)
+    requests      the refresh request listener
+
+Any number of producer processes may run against one Redis: the lease decides which one
+fetches and publishes; the others follow Redis in batches and take over when the leader
+dies or stops (a clean stop releases the lease, so a standby takes over at once; a
+standby tries the lease every `STANDBY_LEASE_POLL_S`). On taking over, a standby reads
+every snapshot once more, then every credential re-publishes the token it holds, with no
+upstream call, and tells the scheduler when it next needs a step. Refresh requests reach
+every producer; only the leader acts on them. SIGHUP (in `__main__`) calls `reload()`.
 """
 
 from __future__ import annotations
@@ -16,47 +29,47 @@ from collections.abc import Callable, Sequence
 
 import redis
 
+from consumer_lib.amqp.outage import OutageLog
+from consumer_lib.errors import StoreError
 from consumer_lib.snapshot import connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenKind
 
+from ._fleet import Fleet, Reloaded
+from ._follower import SnapshotFollower
+from ._remembering_codec import RememberingCodec
+from .announcement import announce
 from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
 from .control import ControlHandler, QuotaClearer, operator_keys
+from .fetching import Upstream
 from .lease import Leadership
+from .politeness import UpstreamGate
 from .publishing import Publisher
-from .refresher import AppRefresher, Fetcher, RefreshTiming
+from .refresher import AppRefresher, Fetcher
 from .request_listener import RequestListener
+from .scheduler import Scheduler, WorkerPool
 from .settings import ProducerSettings
 from .store import TokenStore
+from .timing import RefreshTiming, republish_phase_s
 from .upstream_errors import UpstreamErrors
-from .wechat import WeChatClient
+from .upstream_meter import MeteredFetcher
 
 log = logging.getLogger(__name__)
 
-#: After an unexpected error in a refresher loop, wait this long before the next step.
-CRASH_PAUSE_S = 5.0
-
-
-def timing_from(settings: ProducerSettings) -> RefreshTiming:
-    return RefreshTiming(
-        margin_ratio=settings.refresh_margin_ratio,
-        margin_max_s=settings.refresh_margin_max_s,
-        republish_interval_s=settings.republish_interval_s,
-        retry_base_s=settings.retry_base_s,
-        retry_cap_s=settings.retry_cap_s,
-        config_retry_s=settings.config_retry_s,
-        quota_retry_base_s=settings.quota_retry_base_s,
-        quota_retry_cap_s=settings.quota_retry_cap_s,
-        takeover_s=settings.lease_ttl_s,
-    )
+#: A standby tries to take the lease at least this often (one small Lua call each).
+STANDBY_LEASE_POLL_S = 0.25
+#: The leader reads every snapshot this many times less often than a standby.
+LEADER_FOLLOW_FACTOR = 3
+#: Redis connections beyond one per worker: lease, follower, listener, spare.
+EXTRA_REDIS_CONNECTIONS = 6
 
 
 class ProducerService:
-    """Wires refreshers, store and publisher together; `start()`, then `close()`."""
+    """Wires scheduler, refreshers, follower, store and publisher; `start()`, `close()`."""
 
     def __init__(
         self,
@@ -68,14 +81,21 @@ class ProducerService:
         publisher: Publisher | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._settings = settings
         self._stop = threading.Event()
+        self._clock = clock
+        workers = settings.upstream_concurrency
         client = redis_client or connect_redis(
-            settings.redis_url, timeout_s=settings.redis_timeout_s, tls=settings.redis_tls
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            tls=settings.redis_tls,
+            max_connections=workers + EXTRA_REDIS_CONNECTIONS,
         )
-        keys = KeyLayout(settings.key_prefix)
-        codec = codec_from_settings(settings, must_sign=True)
+        self._redis = client
+        self._keys = keys = KeyLayout(settings.key_prefix)
+        codec = RememberingCodec(codec_from_settings(settings, must_sign=True))
+        self._codec = codec
         self.store = TokenStore(client, keys, codec)
-        self._wakes = [threading.Event() for _ in apps]
         # The owner id is unique per process run, even where hostnames and pids repeat.
         self.leadership = Leadership(
             client,
@@ -83,7 +103,7 @@ class ProducerService:
             epoch_key=keys.leader_epoch,
             owner=f"{settings.producer_id}#{random.getrandbits(32):08x}",
             ttl_s=settings.lease_ttl_s,
-            on_change=lambda leading: self._wake_refreshers(),
+            on_change=self._on_leadership,
         )
         self.publisher = publisher or Publisher(
             settings.amqp_url,
@@ -95,49 +115,39 @@ class ProducerService:
             clock=clock,
             codec=codec,
         )
-        upstream: Fetcher = fetcher or WeChatClient(
-            settings.wechat_base_url,
-            connect_timeout_s=settings.http_connect_timeout_s,
-            read_timeout_s=settings.http_read_timeout_s,
-        )
-        timing = timing_from(settings)
-        budget = RefreshBudget(client, keys, clock=clock)
-        self.budget = budget  # read by producer.metrics
+        # WeChat or WeCom by the app (`Upstream`), HTTP pools sized to the workers.
+        self._fetcher: Fetcher = fetcher or Upstream.from_settings(settings)
+        self._timing = RefreshTiming.from_settings(settings)
+        self._budget = RefreshBudget(client, keys, clock=clock)
+        self.budget = self._budget  # read by producer.metrics
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
         self.audit = AuditLog(client, keys, clock=clock)
         #: The last failed fetch per credential, for `wxtoken status`; never raises.
         self.upstream_errors = UpstreamErrors(client, keys, clock=clock)
+        # A metered fetcher (the metrics port) counts fetches; quota clear goes to its inner.
+        inner = self._fetcher.inner if isinstance(self._fetcher, MeteredFetcher) else self._fetcher
         #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
         self.control = ControlHandler(
             client,
             keys,
             apps=apps,
-            upstream=upstream if isinstance(upstream, QuotaClearer) else None,
+            upstream=inner if isinstance(inner, QuotaClearer) else None,
             verify_keys=operator_keys(settings),
             is_leader=lambda: self.leadership.is_leader,
             producer_id=settings.producer_id,
             audit=self.audit,
             clock=clock,
         )
-        self.refreshers = [
-            AppRefresher(
-                app,
-                fetcher=upstream,
-                store=self.store,
-                publish=self.publisher.publish,
-                producer_id=settings.producer_id,
-                timing=timing,
-                gate=self.leadership,
-                budget=budget,
-                clock=clock,
-                audit=self.audit,
-                on_fetch_failed=self.upstream_errors.record,
-            )
-            for app in apps
-        ]
-        self._by_app = {
-            r.app.app_id: (r, wake) for r, wake in zip(self.refreshers, self._wakes, strict=True)
-        }
+        self.upstream = UpstreamGate(
+            rate_per_s=settings.upstream_rate_per_s, pause_s=settings.quota_retry_base_s
+        )
+        self.pool = WorkerPool(workers, name="refresh")
+        self.scheduler = Scheduler(self.pool.submit)
+        self.follower = SnapshotFollower(client, keys, codec)
+        self._follow_outage = OutageLog(log, "Redis (batched snapshot read)")
+        self.fleet = Fleet(apps, self._new_refresher)
+        self._follow_now = threading.Event()
+        self._took_over = threading.Event()
         self.requests = RequestListener(
             settings.amqp_url,
             settings.exchange,
@@ -150,88 +160,188 @@ class ProducerService:
         )
         self._threads = [
             threading.Thread(target=self._run_lease, name="lease", daemon=True),
-            *(
-                threading.Thread(
-                    target=self._run_refresher,
-                    args=(refresher, wake),
-                    name=f"refresh-{refresher.app.app_id}",
-                    daemon=True,
-                )
-                for refresher, wake in zip(self.refreshers, self._wakes, strict=True)
-            ),
+            threading.Thread(target=self._run_follower, name="follower", daemon=True),
         ]
 
+    @property
+    def refreshers(self) -> list[AppRefresher]:
+        return self.fleet.all()
+
+    def refresher(self, app_id: str) -> AppRefresher | None:
+        return self.fleet.get(app_id)
+
+    def _new_refresher(self, app: AppConfig) -> AppRefresher:
+        return AppRefresher(
+            app,
+            fetcher=self._fetcher,
+            store=self.store,
+            publish=self.publisher.publish,
+            producer_id=self._settings.producer_id,
+            timing=self._timing,
+            gate=self.leadership,
+            budget=self._budget,
+            clock=self._clock,
+            audit=self.audit,
+            on_fetch_failed=self.upstream_errors.record,
+            upstream=self.upstream,
+            follows_store=False,
+            republish_phase_s=republish_phase_s(
+                app.app_id, TokenKind.ACCESS_TOKEN, self._timing.republish_interval_s
+            ),
+        )
+
+    # ------------------------------------------------------------ lifecycle
     def start(self) -> ProducerService:
         self.publisher.start()
         self.requests.start()
+        # A restart adopts what Redis holds in one batch before any credential steps.
+        self._follow()
+        self.pool.start()
+        for refresher in self.refreshers:
+            self.scheduler.add(refresher.app.app_id, refresher.step)
+        self.scheduler.start()
         for thread in self._threads:
             thread.start()
         return self
 
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until `close()` is called (e.g. from a signal handler); True if it was."""
+        """Block until a stop is requested (e.g. by a signal handler); True if it was."""
         return self._stop.wait(timeout_s)
 
     def request_stop(self) -> None:
         """Ask every loop to stop; safe from a signal handler."""
         self._stop.set()
-        self._wake_refreshers()
+        self._follow_now.set()
 
     def close(self, timeout_s: float = 1.5) -> None:
         """Stop all threads, release the lease, giving it all `timeout_s`. Idempotent.
 
-        A refresher blocked in an upstream call is a daemon thread and is abandoned; its
-        late write is fenced off, since the lease is released.
+        A worker blocked in an upstream call is a daemon thread and is abandoned; its late
+        write is fenced off, since the lease is released.
         """
         self.request_stop()
         deadline = time.monotonic() + timeout_s
+
+        def left(share: float = 1.0) -> float:
+            return max(0.05, (deadline - time.monotonic()) * share)
+
+        self.scheduler.stop(left(0.2))
+        self.pool.close(left(0.3))
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
+                thread.join(left(0.3))
         self.leadership.release()
-        self.requests.close(max(0.1, deadline - time.monotonic()))
-        self.publisher.close(max(0.1, deadline - time.monotonic()))
+        self.requests.close(left(0.5))
+        self.publisher.close(left())
 
+    # ------------------------------------------------------------ apps
+    def reload(self, apps: Sequence[AppConfig]) -> Reloaded:
+        """Serve `apps` from now on (`Fleet.apply`): new ones are fetched at once, removed
+        ones are no longer refreshed (their snapshot expires by itself), changed ones use
+        the new configuration from their next fetch; unchanged ones are untouched."""
+        result = self.fleet.apply(apps)
+        self.control.serve(apps)
+        for app_id in result.removed:
+            self.scheduler.remove(app_id)
+            self._codec.forget(app_id, TokenKind.ACCESS_TOKEN)
+        for refresher in result.new:
+            self.scheduler.add(refresher.app.app_id, refresher.step)
+        if self.leadership.is_leader and (result.added or result.removed):
+            self._announce()
+        return result
+
+    # ------------------------------------------------------------ events
     def _on_request(self, request: RefreshRequest) -> None:
         """From the listener thread: hand a request to its app's refresher, if we lead."""
-        found = self._by_app.get(request.app_id)
-        if found is None or request.kind is not TokenKind.ACCESS_TOKEN:
+        refresher = self.refresher(request.app_id)
+        if refresher is None or request.kind is not TokenKind.ACCESS_TOKEN:
             log.debug(
                 "ignoring a refresh request for %s/%s: not served here",
                 request.app_id,
                 request.kind,
             )
             return
-        refresher, wake = found
         if not self.leadership.may_fetch(refresher.app.token_api):
             return  # standbys hear every request too; the leader answers
         log.info("refresh requested for %s by %s", request.app_id, request.requester)
         refresher.request_refresh(request)
-        wake.set()
+        self.scheduler.wake(request.app_id)
 
-    def _wake_refreshers(self) -> None:
-        for wake in self._wakes:
-            wake.set()
+    def _on_leadership(self, leading: bool) -> None:
+        """From the lease thread. Taking over: read every snapshot, then wake everything
+        (the follower thread does both, in that order). Stepping down: wake everything."""
+        if leading:
+            self._took_over.set()
+            self._follow_now.set()
+        else:
+            self.scheduler.wake_all()
 
+    # ------------------------------------------------------------ loops
     def _run_lease(self) -> None:
         while not self._stop.is_set():
             try:
                 delay_s = self.leadership.tick()
+                if not self.leadership.is_leader:
+                    # A standby notices a lapsed lease within this, not within a second:
+                    # the takeover re-publishes 10,000 tokens and every moment counts.
+                    delay_s = min(delay_s, STANDBY_LEASE_POLL_S)
             except Exception:
                 log.exception("unexpected error in the lease loop")
                 delay_s = 1.0
             self._stop.wait(delay_s)
 
-    def _run_refresher(self, refresher: AppRefresher, wake: threading.Event) -> None:
-        jitter = random.Random()
-        # Spread the first fetches of many apps a little.
-        self._stop.wait(jitter.random() * 0.2)
+    def _run_follower(self) -> None:
         while not self._stop.is_set():
+            self._follow_now.clear()  # first: a takeover signalled from now on is not lost
+            took_over = self._took_over.is_set()
+            self._took_over.clear()
             try:
-                delay_s = refresher.step()
+                self._follow()
+                if took_over:
+                    self._take_over()
+                    self._announce()
             except Exception:
-                # Never let one bad step end the loop: log it and try again later.
-                log.exception("%s: unexpected error in the refresh loop", refresher.app.app_id)
-                delay_s = CRASH_PAUSE_S
-            wake.wait(delay_s)  # a leadership change or a stop ends the wait early
-            wake.clear()
+                log.exception("unexpected error in the follower loop")
+                if took_over:
+                    self.scheduler.wake_all()
+            # The leader writes what it holds: its reads only repair and adopt overrides.
+            every_s = self._settings.follow_interval_s
+            self._follow_now.wait(every_s * (LEADER_FOLLOW_FACTOR if self._leading() else 1))
+
+    def _leading(self) -> bool:
+        return self.leadership.is_leader
+
+    def _take_over(self) -> None:
+        """Every credential re-publishes what it holds now and says when it next needs a
+        step: no upstream call, and no ten thousand steps queued behind the publisher."""
+        now_m = time.monotonic()
+        for refresher in self.refreshers:
+            delay_s = refresher.take_over()
+            key = refresher.app.app_id
+            if delay_s is None:
+                self.scheduler.wake(key)  # a step is running: run another right after
+            else:
+                self.scheduler.advance(key, now_m + delay_s)
+
+    def _follow(self) -> None:
+        try:
+            self.follower.tick(self.refreshers)
+        except StoreError as exc:
+            self._follow_outage.failed(str(exc), self._settings.follow_interval_s)
+            return
+        self._follow_outage.recovered()
+
+    def _announce(self) -> None:
+        app_ids = self.fleet.app_ids()
+        try:
+            announce(
+                self._redis,
+                self._keys,
+                producer_id=self._settings.producer_id,
+                owner=self.leadership.owner,
+                epoch=self.leadership.epoch,
+                app_ids=app_ids,
+                now_s=self._clock(),
+            )
+        except StoreError as exc:
+            log.warning("could not announce the served apps: %s", exc)

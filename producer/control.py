@@ -114,6 +114,10 @@ class ControlHandler:
         with self._lock:
             setattr(self.stats, field, getattr(self.stats, field) + 1)
 
+    def serve(self, apps: Sequence[AppConfig]) -> None:
+        """Act for `apps` from now on (the service's reload)."""
+        self._apps = {app.app_id: app for app in apps}
+
     def handle(self, delivery: Delivery) -> None:
         """One message typed as a control request (undecoded); never raises."""
         try:

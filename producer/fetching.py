@@ -16,7 +16,7 @@ from consumer_lib.wire.kinds import Platform, TokenKind
 from .app_config import AppConfig
 from .settings import ProducerSettings
 from .upstream import FetchedToken, UpstreamError
-from .wechat import TokenCheck, WeChatClient
+from .wechat import TokenCheck, WeChatClient, pooled_session
 from .wecom import WecomClient
 
 __all__ = ["FetchedToken", "TokenCheck", "Upstream", "UpstreamError"]
@@ -30,13 +30,22 @@ class Upstream:
 
     @classmethod
     def from_settings(cls, settings: ProducerSettings) -> Upstream:
+        """Both clients, each with an HTTP pool of `upstream_concurrency` connections (one
+        per worker that may call at once)."""
         connect_s, read_s = settings.http_connect_timeout_s, settings.http_read_timeout_s
+        pool_size = settings.upstream_concurrency
         return cls(
             WeChatClient(
-                settings.wechat_base_url, connect_timeout_s=connect_s, read_timeout_s=read_s
+                settings.wechat_base_url,
+                session=pooled_session(pool_size),
+                connect_timeout_s=connect_s,
+                read_timeout_s=read_s,
             ),
             WecomClient(
-                settings.wecom_base_url, connect_timeout_s=connect_s, read_timeout_s=read_s
+                settings.wecom_base_url,
+                session=pooled_session(pool_size),
+                connect_timeout_s=connect_s,
+                read_timeout_s=read_s,
             ),
         )
 

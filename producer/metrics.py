@@ -40,9 +40,9 @@ from prometheus_client.registry import Collector
 
 from consumer_lib import TokenUpdate
 
+from ._refresher_stats import RefresherStats
 from .apps import AppConfig
 from .budget import RefreshBudget
-from .refresher import RefresherStats
 from .upstream_meter import LATENCY_BUCKETS_S, MeteredFetcher
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from consumer_lib.errors import ConfigError
 
+from .fetching import Upstream
 from .settings import ProducerSettings
 from .upstream_meter import MeteredFetcher
-from .wechat import WeChatClient
 
 if TYPE_CHECKING:
     from ._service import ProducerService
@@ -21,16 +21,10 @@ if TYPE_CHECKING:
 
 
 def metered_upstream(settings: ProducerSettings) -> MeteredFetcher | None:
-    """The WeChat client the service would build, wrapped to count calls; None if off."""
+    """The `Upstream` the service would build, wrapped to count calls; None if off."""
     if settings.metrics_port is None:
         return None
-    return MeteredFetcher(
-        WeChatClient(
-            settings.wechat_base_url,
-            connect_timeout_s=settings.http_connect_timeout_s,
-            read_timeout_s=settings.http_read_timeout_s,
-        )
-    )
+    return MeteredFetcher(Upstream.from_settings(settings))
 
 
 def start_status(

@@ -70,3 +70,9 @@ class ProducerSettings(CommonSettings):
     #: `/metrics`, `/healthz` and `/readyz` on this port (none when unset; 0 picks one).
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     metrics_host: str = "127.0.0.1"
+    #: Worker threads stepping credentials, and so upstream calls in flight at most.
+    upstream_concurrency: Annotated[int, Field(ge=1, le=24)] = 16
+    #: An optional cap on upstream calls per second, for the whole producer.
+    upstream_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    #: Every credential's snapshot is read from Redis in one batch this often.
+    follow_interval_s: Annotated[float, Field(ge=0.1, le=300)] = 5.0

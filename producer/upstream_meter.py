@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .apps import AppConfig
 from .errcodes import ERRCODES
-from .refresher import Fetcher
+from .ports import Fetcher
 from .wechat import FetchedToken, UpstreamError
 
 #: Upper bounds of the latency histogram, seconds (WeChat answers in 50-500 ms).
@@ -51,6 +51,11 @@ class MeteredFetcher:
         #: (app_id, outcome, errcode label) -> calls
         self._outcomes: dict[tuple[str, str, str], int] = {}
         self._latency: dict[str, LatencyHistogram] = {}
+
+    @property
+    def inner(self) -> Fetcher:
+        """The fetcher counted (its other calls, e.g. `clear_quota`, are not)."""
+        return self._inner
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
         started = self._monotonic()

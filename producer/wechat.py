@@ -7,6 +7,7 @@ import enum
 import logging
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from consumer_lib.wire.kinds import Platform, TokenKind
 
@@ -30,6 +31,16 @@ class TokenCheck(enum.StrEnum):
 
     ACCEPTED = "accepted"
     REFUSED = "refused"  # 40001/40014/42001 (WeCom: also 301002): the token is dead here
+
+
+def pooled_session(pool_size: int) -> requests.Session:
+    """A session whose connection pool fits `pool_size` concurrent callers (requests keeps
+    10 per host by default, and logs "Connection pool is full" beyond that)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 class WeChatClient:

@@ -15,6 +15,7 @@
 {prefix}:control:seen:{request_id}        a control request the leader took (SET NX EX): no replay
 {prefix}:control:answer:{request_id}      the leader's ControlAnswer as JSON, for the CLI (EX)
 {prefix}:upstream_errors                  hash "{app_id}:{kind}" -> last failed fetch, as JSON
+{prefix}:served                           JSON: the app ids the current leader serves, by whom
 
 `{api}` is the WeChat endpoint the app uses (`stable` or `classic`, `producer.apps.TokenApi`).
 Nothing else builds a key string: the producer's modules, the ops CLI and the subscriber's
@@ -80,6 +81,10 @@ class KeyLayout:
     def verify_keys(self) -> str:
         """The verify key ids the producers announce, comma-separated."""
         return f"{self.prefix}:verify_keys"
+
+    @property
+    def served(self) -> str:
+        return f"{self.prefix}:served"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

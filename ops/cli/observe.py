@@ -7,9 +7,10 @@ import time
 import click
 
 from consumer_lib.amqp import Delivery
-from consumer_lib.errors import ExchangeMissing
+from consumer_lib.errors import ExchangeMissing, InvalidUpdate
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.kinds import TokenKind
+from producer.announcement import read_announcement
 from producer.upstream_errors import UpstreamErrors
 
 from .. import _format
@@ -62,13 +63,29 @@ def status(obj: OpsContext, kind: TokenKind | None, as_json: bool) -> None:
     known = sorted(set(reader.known()) | set(failures))
     wanted = [entry for entry in known if kind is None or entry[1] is kind]
     entries = reader.read_many(wanted)
-    records = _format.status_records(entries, now_s=obj.clock(), failures=failures)
+    served, about_leader = _served(obj)
+    records = _format.status_records(entries, now_s=obj.clock(), failures=failures, served=served)
     if as_json:
         click.echo(_format.to_json(records))
     elif not records:
         click.echo(f"no apps known under key prefix {obj.keys().prefix!r}", err=True)
     else:
+        click.echo(about_leader, err=True)
         click.echo(_format.status_table(records))
+
+
+def _served(obj: OpsContext) -> tuple[set[str] | None, str]:
+    """The apps the leader announced it serves, and one line about it for stderr."""
+    try:
+        announced = read_announcement(obj.get_redis(), obj.keys())
+    except InvalidUpdate as exc:
+        return None, f"leader's announcement unreadable: {exc}"
+    if announced is None:
+        return None, "no producer has announced the apps it serves"
+    return set(announced.apps), (
+        f"leader {announced.producer_id} (epoch {announced.epoch}) serves "
+        f"{len(announced.apps)} app(s), announced {_format.seconds(obj.clock() - announced.at)} ago"
+    )
 
 
 @click.command()

@@ -11,6 +11,7 @@ from consumer_lib.errors import BrokerError, StoreError
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.audit import AuditEvent
+from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
 
 from .. import _format
@@ -59,10 +60,11 @@ def set_token(
             "check the app id, or pass --allow-new-app to introduce it"
         )
     _warn_unless_producers_accept(store, obj.codec(must_sign=True).signer_key_id)
+    issuer = Issuer(store, audit=audit_log(obj), who=obj.operator)
     with obj.open_publisher() as publish:
         now_s = obj.clock()
         try:
-            version = store.next_version(app_id, token_kind, now_s=now_s)
+            version = issuer.new_version(app_id, token_kind, now_s=now_s)
             update = TokenUpdate(
                 app_id=app_id,
                 kind=token_kind,
@@ -74,35 +76,30 @@ def set_token(
                 producer_id=obj.operator,
                 reason=reason,
             )
-            result = store.write(update)
+            issued = issuer.issue(
+                update,
+                publish=lambda u: publish(u, obj.clock()),
+                event=AuditEvent.OVERRIDE,
+                reason=reason,
+            )
         except StoreError as exc:
             raise CliError(f"Redis: {exc}; nothing was published") from None
         except ValidationError as exc:  # our checks above should make this unreachable
             problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
             raise click.UsageError(f"cannot build the update: {problems}") from None
-        if not result.written:
-            newer = f"version {result.stored.version}" if result.stored else "a newer version"
-            raise CliError(
-                f"not written: Redis already holds {newer} of {app_id}/{kind}, "
-                f"newer than {version}; nothing was published"
-            )
-        log.info("stored %s", update)
-        audit_log(obj).record(
-            AuditEvent.OVERRIDE,
-            app_id,
-            kind=kind,
-            who=obj.operator,
-            version=version,
-            masked_token=update.masked,
-            reason=reason,
-        )
-        try:
-            publish(update, obj.clock())
         except BrokerError as exc:
             raise CliError(
                 f"stored {app_id}/{kind} version {version} in Redis but publishing failed "
                 f"({exc}); subscribers will find it in the snapshot when they next read it"
             ) from None
+        if issued.outcome is not IssueOutcome.WRITTEN:
+            stored = issued.stored
+            newer = f"version {stored.version}" if stored else "a newer version"
+            raise CliError(
+                f"not written: Redis already holds {newer} of {app_id}/{kind}, "
+                f"newer than {version}; nothing was published"
+            )
+        log.info("stored and published %s", update)
     click.echo(f"published {app_id}/{kind}: version {version}")
 
 

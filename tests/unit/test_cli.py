@@ -449,6 +449,36 @@ def test_status_of_an_empty_prefix_says_so(
     assert json.loads(result.stdout) == []
 
 
+@pytest.mark.usefixtures("mixed_snapshot")
+def test_status_shows_which_apps_the_leader_serves(
+    fake_redis: fakeredis.FakeRedis, publisher: FakePublisher, now: FakeClock
+) -> None:
+    """With the leader's announcement, each app says whether it is served, and one line on
+    stderr names the leader; a garbage announcement is reported, not fatal."""
+    from producer.announcement import announce
+
+    announce(
+        fake_redis,
+        KEYS,
+        producer_id="producer-a",
+        owner="producer-a#1",
+        epoch=3,
+        app_ids=[APP, "wxgone"],
+        now_s=now(),
+    )
+    result = run(["status", "--json"], redis_client=fake_redis, publisher=publisher, clock=now)
+    served = {record["app_id"]: record["served"] for record in json.loads(result.stdout)}
+    assert served == {APP: True, "wxgone": True, "wxbroken": False}
+    result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert "leader producer-a (epoch 3) serves 2 app(s)" in result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows[APP][8] == "yes"
+    fake_redis.set(KEYS.served, b"{garbage")
+    result = run(["status", "--json"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert result.exit_code == 0
+    assert {record["served"] for record in json.loads(result.stdout)} == {None}
+
+
 # --------------------------------------------------------------------------- settings, misc
 @pytest.mark.parametrize("command", [["status"], ["get", APP], ["watch", "--count", "1"]])
 def test_bad_redis_url_is_one_line_exit_2(

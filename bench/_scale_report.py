@@ -1,0 +1,107 @@
+"""The table `bench/scale.py` prints: one `Row` per fleet size, against the goals."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from _scale_measure import Usage
+
+LEASE_TTL_S = 5
+
+
+@dataclass
+class Row:
+    apps: int
+    fill_s: float | None = None
+    filled: int = 0
+    leader: Usage | None = None
+    standby: Usage | None = None
+    subscriber: Usage | None = None
+    max_threads: int = 0
+    takeover_s: float | None = None
+    takeover_from_kill_s: float | None = None
+    takeover_seen: int = 0
+    takeover_calls: int | None = None
+    stop_s: float | None = None
+    raw_publish_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def show(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def print_table(rows: list[Row]) -> None:
+    print()
+    print(f"os.cpu_count() = {os.cpu_count()}; load average now {os.getloadavg()[0]:.2f}")
+    header = ["measure", *[f"{r.apps:,} apps" for r in rows], "goal (10,000)"]
+    lines = [
+        [
+            "all tokens in Redis from empty, s",
+            *[show(r.fill_s) if r.fill_s else f"{r.filled:,} only" for r in rows],
+            "<= 60",
+        ],
+        ["producer threads (most seen)", *[str(r.max_threads) for r in rows], "<= 32"],
+        ["leader CPU, % of one core", *[show(r.leader and r.leader.cpu_pct) for r in rows], "<= 5"],
+        [
+            "leader RSS, MiB",
+            *[show(r.leader and r.leader.rss_mib, "{:.0f}") for r in rows],
+            "<= 250",
+        ],
+        [
+            "standby CPU, % of one core",
+            *[show(r.standby and r.standby.cpu_pct) for r in rows],
+            "<= 2",
+        ],
+        ["standby RSS, MiB", *[show(r.standby and r.standby.rss_mib, "{:.0f}") for r in rows], ""],
+        ["takeover after the lease, s", *[show(r.takeover_s, "{:.2f}") for r in rows], "<= 5"],
+        [
+            "  ... from the SIGKILL, s",
+            *[show(r.takeover_from_kill_s, "{:.2f}") for r in rows],
+            f"<= {LEASE_TTL_S} + 5",
+        ],
+        ["  apps re-published / held", *[f"{r.takeover_seen:,}/{r.filled:,}" for r in rows], "all"],
+        ["  upstream calls during takeover", *[str(r.takeover_calls) for r in rows], "0"],
+        [
+            "  baseline: raw confirmed publish, s",
+            *[show(r.raw_publish_s, "{:.2f}") for r in rows],
+            "",
+        ],
+        [
+            "  takeover / baseline",
+            *[
+                show(
+                    r.takeover_s / r.raw_publish_s if r.takeover_s and r.raw_publish_s else None,
+                    "{:.1f}x",
+                )
+                for r in rows
+            ],
+            "",
+        ],
+        [
+            "subscriber CPU, % of one core",
+            *[show(r.subscriber and r.subscriber.cpu_pct) for r in rows],
+            "<= 3",
+        ],
+        [
+            "subscriber RSS, MiB",
+            *[show(r.subscriber and r.subscriber.rss_mib, "{:.0f}") for r in rows],
+            "<= 150",
+        ],
+        ["clean stop on SIGTERM, s", *[show(r.stop_s, "{:.2f}") for r in rows], "<= 2"],
+    ]
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+    for line in [header, ["-" * w for w in widths], *lines]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    base = rows[0]
+    for row in rows[1:]:
+        if base.leader and row.leader:
+            print(
+                f"growth {base.apps:,} -> {row.apps:,} apps: leader CPU x"
+                f"{row.leader.cpu_pct / max(base.leader.cpu_pct, 0.01):.1f}, RSS x"
+                f"{row.leader.rss_mib / base.leader.rss_mib:.1f}"
+            )
+    for row in rows:
+        for note in row.notes:
+            print(f"note ({row.apps:,} apps): {note}")

@@ -1,0 +1,234 @@
+"""How one producer copes with 1,000, 10,000 and 100,000 apps, against the local services.
+
+    .venv/bin/python bench/scale.py                 # the whole table (a few minutes)
+    .venv/bin/python bench/scale.py --apps 10000    # one size
+
+For each size: a stand-in WeChat (the sandbox, in a child process, on loopback), real
+producer processes (`python -m producer`) against the local Redis and RabbitMQ with a
+unique key prefix and exchange, a raw pika consumer of the exchange in this process, and
+one subscriber process (`TokenClient`) holding every app. It measures:
+
+- fill: seconds from starting the leader on an empty Redis until every token is there;
+- threads of the leader (from /proc), the most seen;
+- steady state of the leader, the standby and the subscriber: CPU in % of one core and RSS
+  (from /proc/<pid>/stat and status) over a window with re-publishing going on;
+- takeover: SIGKILL the leader; seconds after its lease ran out until the raw consumer has
+  seen every app re-published by the new leader, and upstream calls meanwhile (sandbox);
+- stop: seconds from SIGTERM until the (new) leader has exited.
+
+Baseline, in the same run: a raw pika publisher with confirms sending one message per app
+(what the takeover re-publish costs at least). Other processes share this machine: the load
+average is printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _scale_measure import (  # noqa: E402 - after the path is set
+    RawConsumer,
+    measure,
+    proc_status,
+    raw_publish_baseline,
+    read_line,
+    upstream_calls,
+    wait_until,
+)
+from _scale_report import LEASE_TTL_S, Row, print_table  # noqa: E402 - after the path is set
+
+REDIS_URL = os.environ.get("WXTOKEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("WXTOKEN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+SECRET = "benchsecret0123456789abcdef"
+
+
+# ------------------------------------------------------------------ child modes
+def serve_sandbox(apps_json: str) -> None:
+    """Child mode: the sandbox for the given app ids; prints its base URL, runs until killed."""
+    from ops._sandbox import SandboxConfig, SandboxServer
+
+    app_ids = json.loads(Path(apps_json).read_text())
+    server = SandboxServer(SandboxConfig(apps=dict.fromkeys(app_ids, SECRET), expires_in_s=7200))
+    print(server.base_url, flush=True)
+    server.serve_forever()
+
+
+def run_subscriber(count: int) -> None:
+    """Child mode: a TokenClient; prints `ready` once it holds `count` apps, runs until killed."""
+    import logging
+
+    from consumer_lib import TokenClient
+
+    logging.basicConfig(level=logging.WARNING)
+    client = TokenClient.from_env().start()
+    while len(client._cache.snapshot()) < count:  # bench-only peek at the holdings
+        time.sleep(0.2)
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM})
+
+
+def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -> Row:
+    row = Row(count)
+    tag = uuid.uuid4().hex[:8]
+    prefix, exchange = f"bench-scale-{tag}", f"bench.scale.{tag}"
+    app_ids = [f"wxb{tag}{n:09d}" for n in range(count)]
+    (tmp / "apps.json").write_text(json.dumps(app_ids))
+    apps_file = tmp / f"apps-{tag}.toml"
+    apps_file.write_text(
+        "".join(f'[[apps]]\napp_id = "{a}"\nsecret_env = "BENCH_SECRET"\n' for a in app_ids)
+    )
+    from consumer_lib.wire.signing import generate_keypair
+
+    key, public = generate_keypair(tmp / f"key-{tag}")
+    children: list[subprocess.Popen[str]] = []
+
+    def spawn(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=(tmp / log_name).open("w"),
+            text=True,
+        )
+        children.append(child)
+        return child
+
+    client = redis.Redis.from_url(REDIS_URL)
+    consumer = RawConsumer(exchange)
+    try:
+        sandbox = spawn([__file__, "--serve-sandbox", str(tmp / "apps.json")], {}, "sandbox.log")
+        base_url = read_line(sandbox, 30)
+        common = {
+            "WXTOKEN_REDIS_URL": REDIS_URL,
+            "WXTOKEN_AMQP_URL": AMQP_URL,
+            "WXTOKEN_KEY_PREFIX": prefix,
+            "WXTOKEN_EXCHANGE": exchange,
+            "WXTOKEN_VERIFY_KEYS": str(public),
+        }
+        producer_env = {
+            **common,
+            "WXTOKEN_SIGNING_KEY_FILE": str(key),
+            "WXTOKEN_APPS_FILE": str(apps_file),
+            "WXTOKEN_WECHAT_BASE_URL": base_url,
+            "WXTOKEN_LEASE_TTL_S": str(LEASE_TTL_S),
+            "WXTOKEN_LOG_LEVEL": "WARNING",
+            "BENCH_SECRET": SECRET,
+        }
+        known = f"{prefix}:known"
+        started = time.monotonic()
+        leader = spawn(["-m", "producer"], {**producer_env, "WXTOKEN_PRODUCER_ID": "a"}, "a.log")
+        threads_seen = [0]
+
+        def filled() -> bool:
+            threads_seen[0] = max(threads_seen[0], proc_status(leader.pid)["Threads"])
+            return int(client.scard(known)) >= count
+
+        if wait_until(filled, fill_timeout_s, step_s=0.25):
+            row.fill_s = time.monotonic() - started
+        row.filled = int(client.scard(known))
+        standby = spawn(["-m", "producer"], {**producer_env, "WXTOKEN_PRODUCER_ID": "b"}, "b.log")
+        subscriber = spawn([__file__, "--subscriber", str(row.filled)], common, "sub.log")
+        ready = read_line(subscriber, 120) == "ready"
+        if not ready:
+            row.notes.append("subscriber did not get ready")
+        time.sleep(6)  # the standby's first batched reads
+        usage = measure(
+            {"leader": leader.pid, "standby": standby.pid, "subscriber": subscriber.pid},
+            window_s,
+        )
+        row.leader, row.standby, row.subscriber = (
+            usage["leader"],
+            usage["standby"],
+            usage["subscriber"],
+        )
+        row.max_threads = max(threads_seen[0], usage["leader"].threads, usage["standby"].threads)
+        # Takeover: the lease runs out PTTL ms after the kill.
+        calls_before = upstream_calls(base_url)
+        lease_left_s = max(0, int(client.pttl(f"{prefix}:leader"))) / 1000
+        leader.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        leader.wait(10)
+        consumer.reset()
+        lease_end = killed + lease_left_s
+        if wait_until(lambda: len(consumer.seen) >= row.filled, LEASE_TTL_S + 60, step_s=0.01):
+            row.takeover_s = time.monotonic() - lease_end
+            row.takeover_from_kill_s = time.monotonic() - killed
+        row.takeover_seen = len(consumer.seen)
+        row.takeover_calls = upstream_calls(base_url) - calls_before
+        # Clean stop of the new leader.
+        stop_started = time.monotonic()
+        standby.send_signal(signal.SIGTERM)
+        try:
+            standby.wait(30)
+            row.stop_s = time.monotonic() - stop_started
+        except subprocess.TimeoutExpired:
+            row.notes.append("the new leader did not stop within 30 s")
+        row.raw_publish_s = raw_publish_baseline(row.filled)
+    finally:
+        consumer.close()
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+        cleanup(client, prefix)
+        client.close()
+    return row
+
+
+def cleanup(client: redis.Redis, prefix: str) -> None:
+    batch = []
+    for name in client.scan_iter(match=f"{prefix}:*", count=5000):
+        batch.append(name)
+        if len(batch) >= 5000:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", default="1000,10000,100000", help="comma-separated sizes")
+    parser.add_argument("--window", type=float, default=20.0, help="steady-state seconds")
+    parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
+    parser.add_argument("--subscriber", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_sandbox:
+        serve_sandbox(args.serve_sandbox)
+        return
+    if args.subscriber is not None:
+        run_subscriber(args.subscriber)
+        return
+    sizes = [int(s) for s in args.apps.split(",")]
+    print(f"os.cpu_count() = {os.cpu_count()}; load average {os.getloadavg()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="wxtoken-bench-") as tmp:
+        for count in sizes:
+            big = count >= 100_000
+            window_s = args.window / 2 if big else args.window
+            print(f"{count:,} apps: filling, then {window_s:.0f} s steady state ...", flush=True)
+            row = run_size(
+                count, window_s=window_s, fill_timeout_s=240 if big else 120, tmp=Path(tmp)
+            )
+            rows.append(row)
+            print(f"  done: {row}", flush=True)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""A refresher's side of upstream: fetching a token, and issuing it as a new version.
+
+`Fetching` is the part of `AppRefresher` that calls WeChat: it asks the shared
+`UpstreamGate` first (rate cap, fleet pause), takes the fencing version before the call
+(a version counter poisoned beyond repair skips the call), backs off by failure kind
+(`timing.Retries`, each failure also handed to `on_fetch_failed`), and hands a new
+token to `Issuer.issue` (compare-and-set, audit, publish); with Redis away the token is
+published anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from consumer_lib.wire.kinds import TokenKind
+from consumer_lib.wire.update import TokenSource, TokenUpdate
+
+from ._store_sync import StoreSync
+from .apps import TokenApi
+from .audit import AuditEvent
+from .budget import RefreshBudget
+from .issuing import IssueOutcome
+from .politeness import UpstreamGate
+from .ports import Fetcher
+from .timing import Retries
+from .upstream import UpstreamError
+
+log = logging.getLogger(__name__)
+
+
+class Fetching(StoreSync):
+    """Upstream calls of one credential; mixed into `AppRefresher`."""
+
+    _fetcher: Fetcher
+    _upstream: UpstreamGate | None
+    _budget: RefreshBudget | None
+    _retries: Retries
+    _producer_id: str
+    _warned_margin: bool
+    _on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None
+
+    def _republish(self, held: TokenUpdate, now_s: float) -> None:
+        raise NotImplementedError
+
+    def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None:
+        """Fetch a new token; `forced` (a reported rejection) uses the stable API's
+        `force_refresh`, since in normal mode it would hand back the rejected token.
+        `reason` goes into the audit entry of the new token."""
+        app = self.app  # a reload may replace it; this fetch uses one config throughout
+        started_s = self._clock()
+        if self._upstream is not None:
+            wait_s = self._upstream.reserve(started_s)
+            if wait_s > 0:  # rate cap or fleet pause: come back later, nothing spent
+                self._retry_at = started_s + wait_s
+                return
+        # The fencing version is taken before the fetch: if another producer stores a token
+        # while ours is in flight, theirs has the higher version and ours is refused.
+        version = self._allocate_version(started_s)
+        if version is None:  # the version counter is poisoned beyond repair: spend nothing
+            self._retry_at = started_s + self._timing.config_retry_s
+            return
+        force_refresh = forced and app.token_api is TokenApi.STABLE
+        try:
+            fetched = self._fetcher.fetch(app, force_refresh=force_refresh)
+        except UpstreamError as exc:
+            if self._upstream is not None:
+                self._upstream.answered(exc.errcode, self._clock())
+            self.stats.fetch_failures += 1
+            self.stats.last_error = str(exc)
+            if self._on_fetch_failed is not None:
+                self._on_fetch_failed(app.app_id, self.kind, exc)
+            self._retry_at = self._clock() + self._retries.after_failure(exc)
+            return
+        self.stats.fetches += 1
+        held = self._held
+        if held is not None and fetched.value == held.value:
+            self._count_fetch(forced=forced)
+            # The stable API in normal mode hands back the token it still considers fresh.
+            delay_s = self._retries.transient.next_delay_s()
+            log.info(
+                "%s: upstream has not renewed %s yet; asking again in %.1f s",
+                app.app_id,
+                held.masked,
+                delay_s,
+            )
+            self._retry_at = self._clock() + delay_s
+            return
+        self._retries.reset()
+        self._retry_at = 0.0
+        update = TokenUpdate(
+            app_id=app.app_id,
+            kind=self.kind,
+            value=fetched.value,
+            issued_at=started_s,
+            expires_at=started_s + fetched.expires_in_s,
+            version=version,
+            source=TokenSource.REFRESH,
+            producer_id=self._producer_id,
+            epoch=self._gate.epoch,
+        )
+        log.info("%s: fetched %s, lives %d s", app.app_id, update, fetched.expires_in_s)
+        self._warn_short_margin(update)
+        self._issue(update, forced=forced, reason=reason)
+        # Counted after the publish: one Redis round trip less between the upstream answer
+        # and the subscribers.
+        self._count_fetch(forced=forced)
+
+    def _count_fetch(self, *, forced: bool) -> None:
+        """Count a fetch nobody asked for in the fleet-wide budget (requests spend their own)."""
+        if self._budget is not None and not forced:
+            self._budget.record_fetch(self.app.app_id, self.app.token_api)
+
+    def _issue(self, update: TokenUpdate, *, forced: bool, reason: str) -> None:
+        now_s = self._clock()
+        issued = self._issuer.issue(
+            update,
+            publish=lambda u: self._republish(u, now_s),
+            event=AuditEvent.FORCED_REFRESH if forced else AuditEvent.REFRESH,
+            reason=reason,
+            fence_owner=self._gate.fence_owner,
+            # With Redis away, publish first: the write waits for the next probe of Redis.
+            write=self._store_reachable,
+            publish_unsaved=True,
+        )
+        if issued.outcome is IssueOutcome.FENCED:
+            self._fenced_off(update)
+            return
+        if issued.outcome is IssueOutcome.REFUSED:
+            self._refused(update, issued.stored)
+            return
+        if issued.outcome is IssueOutcome.UNSAVED:
+            if issued.error is not None:
+                self._store_unreachable(issued.error)
+            self._unsaved = update
+        self._held = update
+
+    def _warn_short_margin(self, update: TokenUpdate) -> None:
+        margin_s = self._timing.margin_s(update)
+        if margin_s < self._timing.takeover_s and not self._warned_margin:
+            self._warned_margin = True
+            log.warning(
+                "%s: refresh margin %.1f s is shorter than the lease TTL %.1f s: if the leader "
+                "dies just before a refresh, the token can expire before a standby takes over; "
+                "lower WXTOKEN_LEASE_TTL_S",
+                update.app_id,
+                margin_s,
+                self._timing.takeover_s,
+            )

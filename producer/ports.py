@@ -1,0 +1,42 @@
+"""What a refresher needs from outside: an upstream to fetch from, and a gate that says
+whether this producer may fetch now (the lease) and fences its writes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .apps import AppConfig, TokenApi
+from .wechat import FetchedToken
+
+
+class Fetcher(Protocol):
+    """What the refresher needs from upstream (`WeChatClient` is one)."""
+
+    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken: ...
+
+
+class Gate(Protocol):
+    """Whether this producer may fetch now (`Leadership` is one), and its write fence."""
+
+    @property
+    def fence_owner(self) -> str | None: ...
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    def may_fetch(self, token_api: TokenApi) -> bool: ...
+
+    def fenced(self) -> None: ...
+
+
+class SoleProducer:
+    """The gate of a producer that needs no lease: always fetches, writes unfenced."""
+
+    fence_owner: str | None = None
+    epoch: int | None = None
+
+    def may_fetch(self, token_api: TokenApi) -> bool:
+        return True
+
+    def fenced(self) -> None:
+        """Nothing to step down from."""

@@ -1,0 +1,136 @@
+"""When a credential is refreshed, re-published and retried: pure arithmetic on seconds.
+
+- A token is replaced when `margin_s` of its life is left: `margin_ratio` of its lifetime,
+  at most `margin_max_s` (WeChat renews stable tokens, and keeps a replaced classic token
+  usable, only in the last 300 s).
+- Re-publishing runs every `republish_interval_s`, each credential at its own phase of the
+  interval (`republish_phase_s`, from a hash of the app id, the same on every producer), so
+  a fleet of 10,000 apps sends a steady trickle instead of 10,000 messages at once.
+- Upstream failures back off by kind (`Retries`): transient ones from `retry_base_s`
+  doubling to `retry_cap_s`, configuration ones every `config_retry_s` (jittered), quota
+  ones from `quota_retry_base_s` doubling to `quota_retry_cap_s`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumer_lib.backoff import Backoff
+from consumer_lib.wire.update import TokenUpdate
+
+from .errcodes import FailureKind
+from .settings import ProducerSettings
+from .wechat import UpstreamError
+
+log = logging.getLogger(__name__)
+
+#: Never busy-loop: the shortest wait a step asks for.
+MIN_WAIT_S = 0.05
+
+
+@dataclass(frozen=True)
+class RefreshTiming:
+    """When to refresh, re-publish and retry; all in seconds."""
+
+    margin_ratio: float = 0.2
+    margin_max_s: float = 300.0
+    republish_interval_s: float = 60.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 60.0
+    config_retry_s: float = 300.0
+    quota_retry_base_s: float = 60.0
+    quota_retry_cap_s: float = 3600.0
+    store_retry_s: float = 2.0
+    #: How long a takeover may take (the lease TTL): a margin shorter than this lets a
+    #: token lapse when the leader dies just before its refresh point.
+    takeover_s: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings) -> RefreshTiming:
+        return cls(
+            margin_ratio=settings.refresh_margin_ratio,
+            margin_max_s=settings.refresh_margin_max_s,
+            republish_interval_s=settings.republish_interval_s,
+            retry_base_s=settings.retry_base_s,
+            retry_cap_s=settings.retry_cap_s,
+            config_retry_s=settings.config_retry_s,
+            quota_retry_base_s=settings.quota_retry_base_s,
+            quota_retry_cap_s=settings.quota_retry_cap_s,
+            takeover_s=settings.lease_ttl_s,
+        )
+
+    def margin_s(self, update: TokenUpdate) -> float:
+        lifetime_s = update.expires_at - update.issued_at
+        return min(self.margin_max_s, lifetime_s * self.margin_ratio)
+
+    def refresh_at(self, update: TokenUpdate) -> float:
+        """The moment `update` should be replaced."""
+        return update.expires_at - self.margin_s(update)
+
+    def next_republish_at(self, now_s: float, phase_s: float | None) -> float:
+        """The next re-publish after one at `now_s`: a whole interval later without a phase,
+        else the credential's next slot (`phase_s` modulo the interval) after `now_s`."""
+        interval_s = self.republish_interval_s
+        if phase_s is None:
+            return now_s + interval_s
+        into_s = (now_s - phase_s) % interval_s
+        gap_s = interval_s - into_s
+        if gap_s < interval_s / 2:  # never twice within half an interval
+            gap_s += interval_s
+        return now_s + gap_s
+
+
+def republish_phase_s(app_id: str, kind: str, interval_s: float) -> float:
+    """A stable offset in [0, interval_s) for one credential, the same on every producer."""
+    digest = hashlib.blake2b(f"{app_id}:{kind}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * interval_s
+
+
+class Retries:
+    """How long one credential waits after an upstream failure, by kind; logs each one."""
+
+    def __init__(self, timing: RefreshTiming, *, rand: Callable[[], float], app_id: str) -> None:
+        self._timing = timing
+        self._rand = rand
+        self._app_id = app_id
+        self.transient = Backoff(timing.retry_base_s, timing.retry_cap_s, rand=rand)
+        self.quota = Backoff(timing.quota_retry_base_s, timing.quota_retry_cap_s, rand=rand)
+
+    def reset(self) -> None:
+        self.transient.reset()
+        self.quota.reset()
+
+    def after_failure(self, exc: UpstreamError) -> float:
+        """The wait after `exc`, logged in one line naming the app and the reason."""
+        app_id = self._app_id
+        if exc.kind is FailureKind.CONFIG:
+            delay_s = self._timing.config_retry_s * (0.9 + 0.2 * self._rand())
+            log.error(
+                "%s: upstream refuses our configuration: %s; fix it, retrying in %.0f s",
+                app_id,
+                exc,
+                delay_s,
+            )
+        elif exc.kind is FailureKind.QUOTA:
+            delay_s = self.quota.next_delay_s()
+            log.error("%s: upstream quota exhausted: %s; backing off %.0f s", app_id, exc, delay_s)
+        else:
+            delay_s = self.transient.next_delay_s()
+            log.warning(
+                "%s: token fetch failed (%s), attempt %d; retrying in %.1f s",
+                app_id,
+                exc,
+                self.transient.attempts,
+                delay_s,
+            )
+        return delay_s
+
+
+def wait_until(now_s: float, *moments: float) -> float:
+    """Seconds from `now_s` to the earliest of `moments`, never below `MIN_WAIT_S`."""
+    earliest = min(moments, default=math.inf)
+    return max(MIN_WAIT_S, earliest - now_s)

@@ -1,0 +1,128 @@
+"""`Issuer.issue()`: version, compare-and-set, audit, publish, in one place for the
+refresher and `wxtoken set`."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from consumer_lib.errors import StoreError
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
+from producer.audit import AuditEvent, AuditLog
+from producer.issuing import IssueOutcome, Issuer
+from producer.store import TokenStore
+from tests.conftest import FakeClock
+from tests.unit._helpers import make_update, unreachable_redis
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def issuer_for(client: object, clock: FakeClock) -> Issuer:
+    return Issuer(
+        TokenStore(client, KeyLayout()),  # type: ignore[arg-type]
+        audit=AuditLog(client, KeyLayout(), clock=clock),  # type: ignore[arg-type]
+        who="ops:alice@host",
+    )
+
+
+def fresh(issuer: Issuer, clock: FakeClock, value: str = "TOKEN-new-0123456789") -> TokenUpdate:
+    version = issuer.new_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=clock())
+    return make_update(value=value, version=version, issued_at=clock(), source=TokenSource.OVERRIDE)
+
+
+def test_an_issued_token_is_stored_recorded_and_published(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """One call: Redis holds it, the audit trail names it (masked), it is published once."""
+    issuer = issuer_for(client, clock)
+    update = fresh(issuer, clock)
+    published: list[TokenUpdate] = []
+    issued = issuer.issue(update, publish=published.append, event=AuditEvent.OVERRIDE, reason="x")
+    assert issued.outcome is IssueOutcome.WRITTEN
+    assert issued.published
+    assert TokenStore(client, KeyLayout()).read("wxapp1") == update
+    assert published == [update]
+    [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
+    assert (entry.event, entry.version, entry.who) == ("override", update.version, "ops:alice@host")
+    assert entry.masked_token == update.masked
+    assert update.value not in repr(entry)
+
+
+def test_versions_keep_rising(client: fakeredis.FakeRedis, clock: FakeClock) -> None:
+    """Each new version is above every one handed out before."""
+    issuer = issuer_for(client, clock)
+    versions = [
+        issuer.new_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=clock()) for _ in range(5)
+    ]
+    assert versions == sorted(set(versions))
+
+
+def test_a_stale_version_is_refused_and_neither_recorded_nor_published(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """When Redis holds a newer version, nothing else happens; the newer one is returned."""
+    issuer = issuer_for(client, clock)
+    old = fresh(issuer, clock, "TOKEN-old-0123456789")
+    newer = fresh(issuer, clock, "TOKEN-newer-0123456789")
+    published: list[TokenUpdate] = []
+    issuer.issue(newer, publish=published.append, event=AuditEvent.OVERRIDE, reason=None)
+    issued = issuer.issue(old, publish=published.append, event=AuditEvent.OVERRIDE, reason=None)
+    assert issued.outcome is IssueOutcome.REFUSED
+    assert issued.stored == newer
+    assert published == [newer]
+    assert len(AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")) == 1
+
+
+def test_a_writer_without_the_lease_is_fenced(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """A fence owner that does not hold the lease writes, records and publishes nothing."""
+    issuer = issuer_for(client, clock)
+    client.set(KeyLayout().leader, "7|someone-else")
+    published: list[TokenUpdate] = []
+    issued = issuer.issue(
+        fresh(issuer, clock),
+        publish=published.append,
+        event=AuditEvent.REFRESH,
+        reason="scheduled",
+        fence_owner="me",
+    )
+    assert issued.outcome is IssueOutcome.FENCED
+    assert published == []
+    assert TokenStore(client, KeyLayout()).read("wxapp1") is None
+
+
+def test_redis_away_raises_unless_publishing_unsaved_is_allowed(clock: FakeClock) -> None:
+    """The CLI's override must land in Redis first (StoreError); the producer publishes a
+    fresh token anyway and is told it is unsaved."""
+    issuer = issuer_for(unreachable_redis(), clock)
+    update = make_update(version=5, issued_at=clock())
+    published: list[TokenUpdate] = []
+    with pytest.raises(StoreError):
+        issuer.issue(update, publish=published.append, event=AuditEvent.OVERRIDE, reason=None)
+    assert published == []
+    issued = issuer.issue(
+        update,
+        publish=published.append,
+        event=AuditEvent.REFRESH,
+        reason="scheduled",
+        publish_unsaved=True,
+    )
+    assert issued.outcome is IssueOutcome.UNSAVED
+    assert isinstance(issued.error, StoreError)
+    assert published == [update]
+
+
+def test_skipping_the_write_needs_publish_unsaved(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """An update may skip Redis only when it may go out unsaved."""
+    issuer = issuer_for(client, clock)
+    with pytest.raises(ValueError, match="unsaved"):
+        issuer.issue(
+            fresh(issuer, clock), publish=print, event=AuditEvent.REFRESH, reason=None, write=False
+        )
