@@ -1,6 +1,7 @@
 """The ops tools' broker side, without click: a blocking connection, a confirming channel
 on the updates exchange (`broker_channel`, what `wxtoken set` and the gateway's overrides
-publish through) and one on the requests exchange (`requests_channel`). Every broker
+publish through) and on the requests exchange (`requests_channel` for refresh requests,
+`control_channel` for `wxtoken quota clear`'s sealed control requests). Every broker
 failure is a `BrokerError` (from `consumer_lib.amqp`) that names no credentials."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from urllib.parse import urlsplit
 
-from consumer_lib.amqp import Connection, connection_parameters
+from consumer_lib.amqp import Channel, Connection, connection_parameters
 from consumer_lib.settings import CommonSettings
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.signing import codec_from_settings
@@ -25,7 +26,7 @@ SendRequest = Callable[[RefreshRequest, float], None]
 RequesterFactory = Callable[[CommonSettings, str], AbstractContextManager[SendRequest]]
 #: Publishes one sealed control request (with `now_s`) on the requests exchange; `BrokerError`.
 SendControl = Callable[[bytes, float], None]
-#: Opens the broker for control requests (see `ops.cli.quota.control_channel`).
+#: Opens the broker for control requests (`control_channel`).
 ControllerFactory = Callable[[CommonSettings, str], AbstractContextManager[SendControl]]
 
 
@@ -58,17 +59,35 @@ def broker_channel(settings: CommonSettings, sender: str) -> Iterator[Publish]:
 
 
 @contextmanager
-def requests_channel(settings: CommonSettings, sender: str) -> Iterator[SendRequest]:
-    """Like `broker_channel`, for the requests exchange: yields `send(request, now_s)`."""
+def _requests_exchange(settings: CommonSettings, sender: str) -> Iterator[Channel]:
+    """Connect, open a confirming channel and declare the requests exchange; yield it."""
     connection = connect(settings, sender)
     try:
         channel = connection.channel()
         channel.confirm()
         channel.declare_requests_exchange(settings.exchange)
+        yield channel
+    finally:
+        connection.close()
+
+
+@contextmanager
+def requests_channel(settings: CommonSettings, sender: str) -> Iterator[SendRequest]:
+    """Like `broker_channel`, for the requests exchange: yields `send(request, now_s)`."""
+    with _requests_exchange(settings, sender) as channel:
 
         def send(request: RefreshRequest, now_s: float) -> None:
             channel.publish_request(settings.exchange, request, sender=sender, now_s=now_s)
 
         yield send
-    finally:
-        connection.close()
+
+
+@contextmanager
+def control_channel(settings: CommonSettings, sender: str) -> Iterator[SendControl]:
+    """Like `requests_channel`, for sealed control requests: yields `send(body, now_s)`."""
+    with _requests_exchange(settings, sender) as channel:
+
+        def send(body: bytes, now_s: float) -> None:
+            channel.publish_control(settings.exchange, body, sender=sender, now_s=now_s)
+
+        yield send

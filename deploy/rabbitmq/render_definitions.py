@@ -13,44 +13,39 @@ stripped). Passwords go into AMQP URLs unencoded, so they must be URL-safe: at l
 
     python3 deploy/rabbitmq/render_definitions.py [--output PATH] [--mode 644]
 
-Standard library only. Any problem prints one line on stderr and exits 1; the passwords
+Standard library only; what it shares with deploy/redis/render_acl.py is in deploy/_render.py.
+Any problem prints one line on stderr and exits 1; the passwords
 are never printed.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
 import json
-import os
-import re
 import secrets
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))  # deploy/, for _render (this is no package)
+
+from _render import RenderError, Service, run  # noqa: E402
+
 TEMPLATE = HERE / "definitions.template.json"
 OUTPUT = HERE / "definitions.json"
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
 SALT_BYTES = 4
-MIN_PASSWORD_CHARS = 16
-_URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
-_USER_PREFIX = "wxtoken-"
-
-
-class RenderError(Exception):
-    """A problem with the template, a password or the output: one line, no secret in it."""
+RABBITMQ = Service(name="RabbitMQ", url="an AMQP URL", variable_prefix="WXTOKEN_MQ")
 
 
 def password_variable(user: str) -> str:
     """The variable holding `user`'s password: wxtoken-producer -> WXTOKEN_MQ_PRODUCER_PASSWORD."""
-    role = user.removeprefix(_USER_PREFIX)
-    return f"WXTOKEN_MQ_{re.sub(r'[^A-Za-z0-9]', '_', role).upper()}_PASSWORD"
+    return RABBITMQ.password_variable(user)
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -72,37 +67,6 @@ def password_matches(password: str, password_hash: str) -> bool:
     if len(raw) != SALT_BYTES + hashlib.sha256().digest_size:
         return False
     return hmac.compare_digest(hash_password(password, salt=raw[:SALT_BYTES]), password_hash)
-
-
-def _check_password(password: str, source: str) -> str:
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise RenderError(f"{source}: shorter than {MIN_PASSWORD_CHARS} characters")
-    if not _URL_SAFE.fullmatch(password):
-        raise RenderError(
-            f"{source}: only A-Z a-z 0-9 . _ ~ - may be used (it goes into an AMQP URL "
-            "as it is); `openssl rand -hex 24` makes a good one"
-        )
-    return password
-
-
-def read_password(user: str, environ: Mapping[str, str]) -> str | None:
-    """`user`'s password from its variable or its `*_FILE` variable; None when neither is set."""
-    variable = password_variable(user)
-    file_variable = f"{variable}_FILE"
-    value = environ.get(variable) or None
-    path = environ.get(file_variable) or None
-    if value is not None and path is not None:
-        raise RenderError(f"set {variable} or {file_variable}, not both")
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-            raise RenderError(f"{file_variable}: cannot read {path}: {reason}") from None
-        return _check_password(text.strip(), f"{file_variable} ({path})")
-    if value is not None:
-        return _check_password(value, variable)
-    return None
 
 
 def template_users(template: Mapping[str, Any]) -> list[str]:
@@ -143,75 +107,24 @@ def load_template(path: Path) -> dict[str, Any]:
     return data
 
 
-def collect_passwords(users: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """Every user's password; `RenderError` naming all missing variables at once."""
-    passwords: dict[str, str] = {}
-    missing: list[str] = []
-    for user in users:
-        password = read_password(user, environ)
-        if password is None:
-            missing.append(password_variable(user))
-        else:
-            passwords[user] = password
-    if missing:
-        raise RenderError(
-            f"no password for {len(missing)} RabbitMQ user(s): set {', '.join(missing)} "
-            "(or the same names with _FILE, naming a file)"
-        )
-    return passwords
-
-
-def write_private(path: Path, text: str, mode: int) -> None:
-    """Write `text` to `path` atomically, the file created with `mode` from the start."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal file mode: {text!r}") from None
-    if not 0 <= mode <= 0o777:
-        raise argparse.ArgumentTypeError(f"not a file mode: {text!r}")
-    return mode
+def _render_file(template_path: Path, environ: Mapping[str, str]) -> tuple[str, int]:
+    template = load_template(template_path)
+    passwords = RABBITMQ.collect_passwords(template_users(template), environ)
+    return json.dumps(render(template, passwords), indent=2) + "\n", len(passwords)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Render the definitions; 0 on success, 1 (one line on stderr) on any problem."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--template", type=Path, default=TEMPLATE, help="default: %(default)s")
-    parser.add_argument("--output", type=Path, default=OUTPUT, help="default: %(default)s")
-    parser.add_argument(
-        "--mode",
-        type=_mode,
-        default=0o600,
-        help="octal mode of the output (default 600; the RabbitMQ container reads it as "
-        "uid 999, so chown it to 999 or use 644 on a single-user machine)",
+    return run(
+        name="render_definitions",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        service=RABBITMQ,
+        template=TEMPLATE,
+        output=OUTPUT,
+        renderer=_render_file,
+        argv=argv,
+        environ=environ,
     )
-    args = parser.parse_args(argv)
-    try:
-        template = load_template(args.template)
-        passwords = collect_passwords(
-            template_users(template), os.environ if environ is None else environ
-        )
-        definitions = render(template, passwords)
-        write_private(args.output, json.dumps(definitions, indent=2) + "\n", args.mode)
-    except RenderError as exc:
-        print(f"render_definitions: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"render_definitions: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output} ({len(passwords)} users, mode {args.mode:o})", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,67 +13,38 @@ stripped). Passwords go into Redis URLs unencoded, so they must be URL-safe: at 
 
     python3 deploy/redis/render_acl.py [--output PATH] [--mode 644]
 
-Standard library only. Any problem prints one line on stderr and exits 1; the passwords
+Standard library only; what it shares with deploy/rabbitmq/render_definitions.py is in
+deploy/_render.py. Any problem prints one line on stderr and exits 1; the passwords
 are never printed.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import os
-import re
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))  # deploy/, for _render (this is no package)
+
+from _render import RenderError, Service, run  # noqa: E402
+
 TEMPLATE = HERE / "users.template.acl"
 OUTPUT = HERE / "users.acl"
-MIN_PASSWORD_CHARS = 16
 PLACEHOLDER = "{password}"
-_URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
-_USER_PREFIX = "wxtoken-"
-
-
-class RenderError(Exception):
-    """A problem with the template, a password or the output: one line, no secret in it."""
+REDIS = Service(name="Redis", url="a Redis URL", variable_prefix="WXTOKEN_REDIS")
 
 
 def password_variable(user: str) -> str:
     """wxtoken-producer -> WXTOKEN_REDIS_PRODUCER_PASSWORD."""
-    role = user.removeprefix(_USER_PREFIX)
-    return f"WXTOKEN_REDIS_{re.sub(r'[^A-Za-z0-9]', '_', role).upper()}_PASSWORD"
+    return REDIS.password_variable(user)
 
 
 def hash_password(password: str) -> str:
     """Redis's hashed password form: `#` and the hex SHA-256 of the password."""
     return "#" + hashlib.sha256(password.encode("utf-8")).hexdigest()
-
-
-def read_password(user: str, environ: Mapping[str, str]) -> str | None:
-    """`user`'s password from its variable or its `*_FILE` variable; None when neither is set."""
-    variable = password_variable(user)
-    file_variable = f"{variable}_FILE"
-    value = environ.get(variable) or None
-    path = environ.get(file_variable) or None
-    if value is not None and path is not None:
-        raise RenderError(f"set {variable} or {file_variable}, not both")
-    source = variable
-    if path is not None:
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            raise RenderError(f"{file_variable}: cannot read {path}") from None
-        source = f"{file_variable} ({path})"
-    if value is None:
-        return None
-    if len(value) < MIN_PASSWORD_CHARS:
-        raise RenderError(f"{source}: shorter than {MIN_PASSWORD_CHARS} characters")
-    if not _URL_SAFE.fullmatch(value):
-        raise RenderError(f"{source}: only A-Z a-z 0-9 . _ ~ - may be used")
-    return value
 
 
 def template_users(text: str) -> list[str]:
@@ -109,66 +80,27 @@ def render(text: str, passwords: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect_passwords(users: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """Every user's password; `RenderError` naming all missing variables at once."""
-    passwords: dict[str, str] = {}
-    missing: list[str] = []
-    for user in users:
-        password = read_password(user, environ)
-        if password is None:
-            missing.append(password_variable(user))
-        else:
-            passwords[user] = password
-    if missing:
-        raise RenderError(
-            f"no password for {len(missing)} Redis user(s): set {', '.join(missing)} "
-            "(or the same names with _FILE, naming a file)"
-        )
-    return passwords
-
-
-def write_private(path: Path, text: str, mode: int) -> None:
-    """Write `text` to `path` atomically, the file created with `mode` from the start."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _render_file(template_path: Path, environ: Mapping[str, str]) -> tuple[str, int]:
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        text = template_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise RenderError(f"cannot read the template {template_path}") from None
+    passwords = REDIS.collect_passwords(template_users(text), environ)
+    return render(text, passwords), len(passwords)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Render the ACL file; 0 on success, 1 (one line on stderr) on any problem."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--template", type=Path, default=TEMPLATE, help="default: %(default)s")
-    parser.add_argument("--output", type=Path, default=OUTPUT, help="default: %(default)s")
-    parser.add_argument(
-        "--mode",
-        type=lambda text: int(text, 8),
-        default=0o600,
-        help="octal mode of the output (default 600; the Redis container reads it as "
-        "uid 999, so chown it to 999 or use 644 on a single-user machine)",
+    return run(
+        name="render_acl",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        service=REDIS,
+        template=TEMPLATE,
+        output=OUTPUT,
+        renderer=_render_file,
+        argv=argv,
+        environ=environ,
     )
-    args = parser.parse_args(argv)
-    try:
-        try:
-            text = args.template.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            raise RenderError(f"cannot read the template {args.template}") from None
-        users = template_users(text)
-        passwords = collect_passwords(users, os.environ if environ is None else environ)
-        write_private(args.output, render(text, passwords), args.mode)
-    except RenderError as exc:
-        print(f"render_acl: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"render_acl: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output} ({len(passwords)} users, mode {args.mode:o})", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,13 +9,9 @@ check), 2 for bad arguments or a missing signing key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
 from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.settings import CommonSettings
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.control import (
     ControlAction,
@@ -27,30 +23,13 @@ from consumer_lib.wire.control import (
 from consumer_lib.wire.signing import key_id, load_private_key
 
 from .. import _format
-from ..broker import SendControl, connect
+from ..broker import control_channel
 from .context import BadConfig, CliError, OpsContext, checked, emit
 
 #: How often the CLI looks for the answer.
 POLL_S = 0.25
 #: WeChat's allowance of clear_quota calls per app and month.
 CLEARS_PER_MONTH = 10
-
-
-@contextmanager
-def control_channel(settings: CommonSettings, sender: str) -> Iterator[SendControl]:
-    """Connect, open a confirming channel, declare the requests exchange; yield `send`."""
-    connection = connect(settings, sender)
-    try:
-        channel = connection.channel()
-        channel.confirm()
-        channel.declare_requests_exchange(settings.exchange)
-
-        def send(body: bytes, now_s: float) -> None:
-            channel.publish_control(settings.exchange, body, sender=sender, now_s=now_s)
-
-        yield send
-    finally:
-        connection.close()
 
 
 @click.group()

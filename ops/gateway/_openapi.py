@@ -5,7 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 _JSON = "application/json"
-_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _ref(schema: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An answer with a JSON body of `schema`."""
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    """A required JSON request body of the named schema."""
+    return {"required": True, "content": {_JSON: {"schema": _ref(schema)}}}
+
+
+_ERROR = _ref("Error")
 _APP_ID = {
     "name": "app_id",
     "in": "path",
@@ -22,7 +38,7 @@ _REASON = {
 
 
 def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": {_JSON: {"schema": _ERROR}}}
+    answer = _json(description, _ERROR)
     if retry_after:
         answer["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
     return answer
@@ -49,10 +65,7 @@ def _kind_paths(segment: str) -> dict[str, Any]:
                 "operationId": f"get_{segment}",
                 "parameters": [_APP_ID],
                 "responses": {
-                    "200": {
-                        "description": "the current token",
-                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Token"}}},
-                    },
+                    "200": _json("the current token", _ref("Token")),
                     **_AUTH_ERRORS,
                     "503": _error("no valid token held; the reason says why", retry_after=True),
                 },
@@ -61,19 +74,10 @@ def _kind_paths(segment: str) -> dict[str, Any]:
                 "summary": "Override: store and publish a token obtained elsewhere",
                 "operationId": f"override_{segment}",
                 "parameters": [_APP_ID],
-                "requestBody": {
-                    "required": True,
-                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Override"}}},
-                },
+                "requestBody": _json_body("Override"),
                 "responses": {
-                    "201": {
-                        "description": "stored and published",
-                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Stored"}}},
-                    },
-                    "202": {
-                        "description": "stored, but publishing failed",
-                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Stored"}}},
-                    },
+                    "201": _json("stored and published", _ref("Stored")),
+                    "202": _json("stored, but publishing failed", _ref("Stored")),
                     **_AUTH_ERRORS,
                     "409": _error("Redis holds a newer version; nothing changed"),
                     **_BODY_ERRORS,
@@ -89,19 +93,29 @@ def _kind_paths(segment: str) -> dict[str, Any]:
                 "summary": "Report a token WeChat rejected (40001, 40014, 42001)",
                 "operationId": f"report_{segment}",
                 "parameters": [_APP_ID],
-                "requestBody": {
-                    "required": True,
-                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Report"}}},
-                },
+                "requestBody": _json_body("Report"),
                 "responses": {
-                    "202": {
-                        "description": "the producers were asked (or it was coalesced)",
-                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Reported"}}},
-                    },
+                    "202": _json(
+                        "the producers were asked (or it was coalesced)", _ref("Reported")
+                    ),
                     **_AUTH_ERRORS,
                     **_BODY_ERRORS,
                 },
             }
+        },
+    }
+
+
+def _credential(field: str) -> dict[str, Any]:
+    """A token or ticket as the gateway answers it: the value under `field`, and its life."""
+    return {
+        "type": "object",
+        "required": [field, "expires_in", "expires_at", "version"],
+        "properties": {
+            field: {"type": "string"},
+            "expires_in": {"type": "integer", "minimum": 0},
+            "expires_at": {"type": "number"},
+            "version": {"type": "integer", "minimum": 1},
         },
     }
 
@@ -136,10 +150,7 @@ def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
                 "operationId": "get_ticket",
                 "parameters": [_APP_ID, ticket_type],
                 "responses": {
-                    "200": {
-                        "description": "the current ticket",
-                        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Ticket"}}},
-                    },
+                    "200": _json("the current ticket", _ref("Ticket")),
                     **_AUTH_ERRORS,
                     "404": not_found,
                     "503": _error("no valid ticket held; the reason says why", retry_after=True),
@@ -152,12 +163,10 @@ def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
                 "operationId": "get_jssdk_config",
                 "parameters": [_APP_ID, url],
                 "responses": {
-                    "200": {
-                        "description": "appId, timestamp, nonceStr and signature for wx.config",
-                        "content": {
-                            _JSON: {"schema": {"$ref": "#/components/schemas/JsSdkConfig"}}
-                        },
-                    },
+                    "200": _json(
+                        "appId, timestamp, nonceStr and signature for wx.config",
+                        _ref("JsSdkConfig"),
+                    ),
                     **_AUTH_ERRORS,
                     "422": _error("the url is missing, relative, not http(s), or has spaces"),
                     "503": _error("no valid jsapi ticket held", retry_after=True),
@@ -200,17 +209,8 @@ def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[
                 "operationId": path.strip("/"),
                 "security": [],
                 "responses": {
-                    "200": {"description": what, "content": {_JSON: {"schema": health}}},
-                    **(
-                        {
-                            "503": {
-                                "description": "not ready",
-                                "content": {_JSON: {"schema": health}},
-                            }
-                        }
-                        if path == "/readyz"
-                        else {}
-                    ),
+                    "200": _json(what, health),
+                    **({"503": _json("not ready", health)} if path == "/readyz" else {}),
                 },
             }
         }
@@ -227,26 +227,8 @@ def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[
                     "required": ["error", "reason"],
                     "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
                 },
-                "Token": {
-                    "type": "object",
-                    "required": ["access_token", "expires_in", "expires_at", "version"],
-                    "properties": {
-                        "access_token": {"type": "string"},
-                        "expires_in": {"type": "integer", "minimum": 0},
-                        "expires_at": {"type": "number"},
-                        "version": {"type": "integer", "minimum": 1},
-                    },
-                },
-                "Ticket": {
-                    "type": "object",
-                    "required": ["ticket", "expires_in", "expires_at", "version"],
-                    "properties": {
-                        "ticket": {"type": "string"},
-                        "expires_in": {"type": "integer", "minimum": 0},
-                        "expires_at": {"type": "number"},
-                        "version": {"type": "integer", "minimum": 1},
-                    },
-                },
+                "Token": _credential("access_token"),
+                "Ticket": _credential("ticket"),
                 "JsSdkConfig": {
                     "type": "object",
                     "required": ["appId", "timestamp", "nonceStr", "signature"],

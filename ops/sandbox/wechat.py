@@ -25,6 +25,7 @@ import secrets
 
 from .config import SandboxConfig
 from .faults import err
+from .issuer import CredentialIssuer
 from .records import CallCounts, RollingLimit, TicketBook, TokenBook, TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,18 @@ def _parse_body(body: object) -> object:
     return body
 
 
-class OfficialAccounts:
+class OfficialAccounts(CredentialIssuer):
     """The official-account (and mini-program) half of the sandbox."""
+
+    platform = "wechat"
+    invalid_token = (40001, _INVALID)
+    ticket_types = TICKET_TYPES
+    invalid_ticket_type = (40097, "invalid args")
 
     def __init__(
         self, config: SandboxConfig, tokens: TokenBook, tickets: TicketBook, calls: CallCounts
     ) -> None:
-        self.config, self._tokens, self._tickets, self._calls = config, tokens, tickets, calls
+        super().__init__(config, tokens, tickets, calls)
         self._current: dict[tuple[str, str], str] = {}  # (appid, "classic"|"stable") -> token
         self._forced = RollingLimit(FORCE_REFRESH_PER_DAY, _DAY_S)
         self._cleared = RollingLimit(config.clear_quota_per_month, _MONTH_S)
@@ -148,40 +154,23 @@ class OfficialAccounts:
             current.valid_until = min(current.valid_until, now)
         return self._issue(appid, "stable", now)
 
-    def lookup(self, access_token: str | None, now: float) -> TokenRecord | dict[str, object]:
-        """The record of a live official-account token, else WeChat's error answer."""
-        if not access_token:
-            return err(41001, "access_token missing")
-        record = self._tokens.get(access_token)
-        if record is None or record.platform != "wechat":
-            return err(40001, _INVALID)
-        if now >= record.expires_at:
-            return err(42001, "access_token expired")
-        if now >= record.valid_until:
-            return err(40001, _INVALID)
-        return record
-
     def ticket(
         self, access_token: str | None, ticket_type: str | None, now: float
     ) -> dict[str, object]:
-        found = self.lookup(access_token, now)
+        found = self._ticket_caller(access_token, ticket_type, now)
         if isinstance(found, dict):
             return found
-        if ticket_type not in TICKET_TYPES:
-            return err(40097, "invalid args")
         assert access_token is not None
+        assert ticket_type is not None
         self._calls.add(f"getticket/{ticket_type}", found.owner)
-        held = self._tickets.current_of(found.owner, ticket_type)
-        if held is None or held[1].expires_at - now <= self.config.overlap_s:
-            value = self._tickets.issue(
-                found.owner, ticket_type, access_token, now, self.config.expires_in_s
-            )
-            self._calls.add(f"issued/{ticket_type}", found.owner)
-            expires_at = now + self.config.expires_in_s
-        else:
-            value, expires_at = held[0], held[1].expires_at
-        left_s = int(expires_at - now)
-        return {"errcode": 0, "errmsg": "ok", "ticket": value, "expires_in": left_s}
+        return self._ticket_answer(
+            found.owner,
+            ticket_type,
+            access_token,
+            now,
+            renew_within_s=self.config.overlap_s,
+            min_expires_in_s=0,
+        )
 
     def clear_quota(self, body: object, now: float) -> dict[str, object]:
         body = _parse_body(body)

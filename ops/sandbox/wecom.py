@@ -24,7 +24,8 @@ import secrets
 
 from .config import SandboxConfig, WecomAgent
 from .faults import err
-from .records import CallCounts, RollingLimit, TicketBook, TokenBook, TokenRecord
+from .issuer import CredentialIssuer
+from .records import CallCounts, RollingLimit, TicketBook, TokenBook
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +33,18 @@ WECOM_TICKET_TYPES = frozenset({"corp_jsapi", "agent_config"})
 _HOUR_S = 3600.0
 
 
-class WecomCorps:
+class WecomCorps(CredentialIssuer):
     """The WeCom half of the sandbox."""
+
+    platform = "wecom"
+    invalid_token = (40014, "invalid access_token")
+    ticket_types = WECOM_TICKET_TYPES
+    invalid_ticket_type = (40058, "invalid parameter: type")
 
     def __init__(
         self, config: SandboxConfig, tokens: TokenBook, tickets: TicketBook, calls: CallCounts
     ) -> None:
-        self.config, self._tokens, self._tickets, self._calls = config, tokens, tickets, calls
+        super().__init__(config, tokens, tickets, calls)
         self.agents = {agent.key: agent for agent in config.agents}
         self._corps = {agent.corp_id for agent in config.agents}
         self._current: dict[str, str] = {}  # agent key -> token
@@ -82,29 +88,15 @@ class WecomCorps:
             "expires_in": self.config.expires_in_s,
         }
 
-    def lookup(self, access_token: str | None, now: float) -> TokenRecord | dict[str, object]:
-        """The record of a live WeCom token, else WeCom's error answer."""
-        if not access_token:
-            return err(41001, "access_token missing")
-        record = self._tokens.get(access_token)
-        if record is None or record.platform != "wecom":
-            return err(40014, "invalid access_token")
-        if now >= record.expires_at:
-            return err(42001, "access_token expired")
-        if now >= record.valid_until:
-            return err(40014, "invalid access_token")
-        return record
-
     def ticket(
         self, access_token: str | None, ticket_type: str | None, now: float
     ) -> dict[str, object]:
         """Answer get_jsapi_ticket (``corp_jsapi``) or ticket/get (``agent_config``)."""
-        found = self.lookup(access_token, now)
+        found = self._ticket_caller(access_token, ticket_type, now)
         if isinstance(found, dict):
             return found
-        if ticket_type not in WECOM_TICKET_TYPES:
-            return err(40058, "invalid parameter: type")
         assert access_token is not None
+        assert ticket_type is not None
         agent = self.agents[found.owner]
         per_agent = f"{agent.key}#{ticket_type}"
         if ticket_type == "corp_jsapi" and not self._corp_limit.has_room(agent.corp_id, now):
@@ -116,17 +108,9 @@ class WecomCorps:
             self._corp_limit.record(agent.corp_id, now)
         self._agent_limit.record(per_agent, now)
         self._calls.add(f"wecom_ticket/{ticket_type}", agent.key)
-        held = self._tickets.current_of(agent.key, ticket_type)
-        if held is None or held[1].expires_at <= now:
-            value = self._tickets.issue(
-                agent.key, ticket_type, access_token, now, self.config.expires_in_s
-            )
-            self._calls.add(f"issued/{ticket_type}", agent.key)
-            expires_at = now + self.config.expires_in_s
-        else:
-            value, expires_at = held[0], held[1].expires_at
-        left_s = max(1, int(expires_at - now))
-        return {"errcode": 0, "errmsg": "ok", "ticket": value, "expires_in": left_s}
+        return self._ticket_answer(
+            agent.key, ticket_type, access_token, now, renew_within_s=0.0, min_expires_in_s=1
+        )
 
     def agent_get(
         self, access_token: str | None, agent_id: str | None, now: float
