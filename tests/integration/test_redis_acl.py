@@ -24,7 +24,7 @@ from producer.audit import AuditLog
 from producer.budget import RefreshBudget
 from producer.errcodes import FailureKind
 from producer.lease import Leadership
-from producer.store import TokenStore
+from producer.store import StoreError, TokenStore
 from producer.upstream import UpstreamError
 from producer.upstream_errors import UpstreamErrors
 from tests.integration.servers import HOST, RedisServer
@@ -50,6 +50,7 @@ PASSWORDS = {
     "wxtoken-producer": "producer-password-0123456789",
     "wxtoken-ops": "ops-password-0123456789abcd",
     "wxtoken-consumer": "consumer-password-0123456789",
+    "wxtoken-gateway": "gateway-password-0123456789",
 }
 
 
@@ -96,6 +97,13 @@ def ops(acl_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def consumer(acl_server: RedisServer) -> Iterator[redis.Redis]:
     client = _login(acl_server, "wxtoken-consumer")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def gateway(acl_server: RedisServer) -> Iterator[redis.Redis]:
+    client = _login(acl_server, "wxtoken-gateway")
     yield client
     client.close()
 
@@ -264,3 +272,48 @@ def test_quota_clear_keys_work_for_their_roles_only(
     _refused(lambda: consumer.hgetall(KEYS.upstream_errors))
     _refused(lambda: consumer.get(answer))
     _refused(lambda: consumer.set(seen, "x"))
+
+
+def test_gateway_reads_and_audits_but_writes_no_token(
+    producer: redis.Redis, ops: redis.Redis, gateway: redis.Redis
+) -> None:
+    """wxtoken-gateway reads snapshots like a consumer and appends its report entries to the
+    audit trail (read back by ops with the key's name); it may not read or delete the trail,
+    write a token, a version or the known set, allocate a version through the store's script,
+    run any script, or read the lease, the budgets or the upstream failures."""
+    store = TokenStore(producer, KEYS)
+    now_s = time.time()
+    version = store.next_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s + 180)
+    update = make_update(app_id=APP, version=version, issued_at=now_s)
+    assert store.write(update).written
+    reader = SnapshotReader(gateway, KEYS)
+    assert reader.read(APP) == update
+    assert (APP, TokenKind.ACCESS_TOKEN) in reader.known()
+    audit = AuditLog(gateway, KEYS)
+    audit.record("report", APP, who="wxtoken-gateway/key:acl-test", version=version)
+    entries = AuditLog(ops, KEYS).read(APP, limit=20)
+    assert any(e.who == "wxtoken-gateway/key:acl-test" for e in entries)
+    token_key = KEYS.token(APP, TokenKind.ACCESS_TOKEN)
+    audit_key = AuditLog(ops, KEYS).key
+    _refused(lambda: gateway.xrevrange(audit_key))  # the trail is write-only to it
+    _refused(lambda: gateway.delete(audit_key))
+    _refused(lambda: gateway.xadd(f"{KEYS.prefix}:other", {"x": "1"}))
+    _refused(lambda: gateway.set(token_key, "forged"))
+    _refused(lambda: gateway.delete(token_key))
+    _refused(lambda: gateway.sadd(KEYS.known, "wxforged:access_token"))
+    _refused(lambda: gateway.incr(KEYS.version(APP, TokenKind.ACCESS_TOKEN)))
+    with pytest.raises(StoreError):  # the override path needs wxtoken-ops' rights
+        TokenStore(gateway, KEYS).next_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s)
+    forged = make_update(app_id=APP, version=version + 1, issued_at=now_s, value="GW-" + "g" * 30)
+    with pytest.raises(StoreError):
+        TokenStore(gateway, KEYS).write(forged)
+    _refused(lambda: gateway.eval("return 1", 0))
+    _refused(lambda: gateway.evalsha("0" * 40, 0))
+    _refused(lambda: gateway.script_load("return 1"))
+    _refused(lambda: gateway.get(KEYS.leader))
+    _refused(lambda: gateway.get(f"{KEYS.prefix}:budget:{APP}:classic:last"))
+    _refused(lambda: gateway.hgetall(KEYS.upstream_errors))
+    _refused(lambda: gateway.publish("wxtoken", "x"))
+    _refused(lambda: gateway.flushall())
+    _refused(lambda: gateway.keys("*"))
+    assert reader.read(APP) == update, "nothing changed"

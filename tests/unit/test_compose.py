@@ -53,6 +53,7 @@ COMPOSE_ENV = {
     REDIS_PRODUCER_PASSWORD_VARIABLE: "not-a-real-redis-password-0123",
     "WXTOKEN_MQ_CONSUMER_PASSWORD": "not-a-real-password-9876543210",
     "WXTOKEN_REDIS_CONSUMER_PASSWORD": "not-a-real-redis-password-4567",
+    "WXTOKEN_REDIS_GATEWAY_PASSWORD": "not-a-real-redis-password-8901",
 }
 #: The oldest Redis 7.2 release with the fixes for CVE-2024-31449, CVE-2024-46981 and
 #: CVE-2025-49844 (7.2.5 has none of them).
@@ -910,7 +911,8 @@ def test_gateway_environment_is_valid_gateway_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The gateway's environment passes validation: it listens on all interfaces of its
-    container, on the port compose publishes, and logs in as the consumer user."""
+    container, on the port compose publishes, and logs in as the consumer user on the broker
+    and as the gateway user (reads and the audit trail) on Redis."""
     for variable in list(os.environ):
         if variable.startswith("WXTOKEN_"):
             monkeypatch.delenv(variable)
@@ -923,8 +925,8 @@ def test_gateway_environment_is_valid_gateway_settings(
     assert gateway["ports"] == [f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"]
     params = pika.URLParameters(settings.amqp_url)
     assert params.credentials.username == "wxtoken-consumer"
-    redis_password = COMPOSE_ENV["WXTOKEN_REDIS_CONSUMER_PASSWORD"]
-    assert settings.redis_url == f"redis://wxtoken-consumer:{redis_password}@redis:6379/0"
+    redis_password = COMPOSE_ENV["WXTOKEN_REDIS_GATEWAY_PASSWORD"]
+    assert settings.redis_url == f"redis://wxtoken-gateway:{redis_password}@redis:6379/0"
     assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
     assert str(settings.gateway_keys_file) == "/run/secrets/gateway_keys"
     assert "gateway_keys" in gateway["secrets"]
@@ -965,3 +967,21 @@ def test_producer_healthcheck_asks_readyz_on_its_metrics_port() -> None:
     assert env["WXTOKEN_METRICS_HOST"] == "0.0.0.0"
     assert f"http://127.0.0.1:{port}/readyz" in producer["healthcheck"]["test"][3]
     assert f"127.0.0.1:{port}:{port}" in producer["ports"]
+
+
+def test_every_redis_user_of_compose_is_in_the_acl_template() -> None:
+    """Each service's Redis URL names a user the ACL template defines (a user missing from
+    it could not log in), and the gateway has a user of its own, not the consumer's."""
+    template = REDIS_ACL_TEMPLATE.read_text(encoding="utf-8")
+    defined = {line.split()[1] for line in template.splitlines() if line.startswith("user ")}
+    used = {}
+    for name, service in _services().items():
+        url = _environment(service).get("WXTOKEN_REDIS_URL")
+        if url:
+            used[name] = url.split("//", 1)[1].split(":", 1)[0]
+    assert used["gateway"] == "wxtoken-gateway"
+    assert set(used.values()) <= defined, used
+    gateway_line = next(x for x in template.splitlines() if x.startswith("user wxtoken-gateway "))
+    assert "+xadd" in gateway_line.split()
+    assert "%W~wxtoken:audit" in gateway_line.split()
+    assert not {"+set", "+evalsha", "+eval", "+del", "+xrevrange"} & set(gateway_line.split())
