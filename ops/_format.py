@@ -183,12 +183,7 @@ def status_table(records: Sequence[Mapping[str, Any]]) -> str:
                 _note(record),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS) - 1)]
-    lines = []
-    for row in rows:
-        padded = [value.ljust(width) for value, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*padded, row[-1]]).rstrip())
-    return "\n".join(lines)
+    return _table(rows)
 
 
 def _note(record: Mapping[str, Any]) -> str:
@@ -270,7 +265,13 @@ def history_table(entries: Sequence[AuditEntry]) -> str:
                 *map(_one_line, (entry.who, entry.masked_token, entry.reason)),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HISTORY_COLUMNS) - 1)]
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """`rows` (the header first) as aligned columns two spaces apart; the last column is
+    not padded, so lines carry no trailing blanks."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:
         padded = [value.ljust(width) for value, width in zip(row, widths, strict=False)]

@@ -19,6 +19,7 @@ from consumer_lib.settings import DOTENV, load_settings
 
 from ._service import ProducerService
 from .apps import load_apps
+from .logsetup import configure_logging
 from .observability import metered_upstream, start_status
 from .settings import ProducerSettings
 
@@ -30,17 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     del argv  # configuration comes from WXTOKEN_* variables only
     try:
         settings = load_settings(ProducerSettings, DOTENV)
-        logging.basicConfig(
-            level=settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        # pika logs every failed reconnect at ERROR with a traceback; the producer says
-        # "broker unavailable" itself, once per outage. DEBUG shows pika's own account.
-        if settings.log_level != "DEBUG":
-            logging.getLogger("pika").setLevel(logging.CRITICAL)
-        # urllib3 logs each request URL at DEBUG: for the classic API that holds the secret.
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+        configure_logging(settings.log_level)
         apps = load_apps(
             settings.apps_file,
             wechat_base_url=settings.wechat_base_url,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from consumer_lib.errors import StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, mask
+
+from .outage import OutageNotice
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,11 @@ class AuditLog:
         self.key = audit_key(keys)
         self._max_entries = max_entries
         self._clock = clock
-        self._lock = threading.Lock()
-        self._reachable = True
+        self._outage = OutageNotice(
+            log,
+            "audit trail unavailable (%s); dropping entries until Redis answers",
+            "audit trail available again",
+        )
 
     def record(
         self,
@@ -153,21 +157,12 @@ class AuditLog:
                 approximate=True,
             )
         except REDIS_ERRORS as exc:
-            with self._lock:
-                first, self._reachable = self._reachable, False
-            if first:
-                log.warning(
-                    "audit trail unavailable (%s); dropping entries until Redis answers",
-                    describe_redis_error(exc),
-                )
+            self._outage.failed(describe_redis_error(exc))
             return
         except Exception:
             log.exception("audit entry %s for %s dropped", event, app_id)
             return
-        with self._lock:
-            recovered, self._reachable = not self._reachable, True
-        if recovered:
-            log.info("audit trail available again")
+        self._outage.succeeded()
 
     def read(
         self, app_id: str | None = None, *, kind: str | None = None, limit: int = 50

@@ -2,9 +2,9 @@
 
     version  ->  sign + compare-and-set into Redis  ->  audit  ->  publish
 
-The refresher issues what it fetched from WeChat; `wxtoken set` issues an operator's
-override. Both go through `Issuer`, so a new version is always allocated, stored, recorded
-and published the same way:
+The refresher issues what it fetched from WeChat; `wxtoken set` and the gateway's override
+issue an operator's token (`override_update`). All go through `Issuer`, so a new version
+is always allocated, stored, recorded and published the same way:
 
 - `new_version()` hands out a version above every one handed out or stored for the app
   and kind, never below the caller's clock in milliseconds (`TokenStore.next_version`).
@@ -26,10 +26,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consumer_lib.errors import StoreError
-from consumer_lib.wire.update import TokenKind, TokenUpdate
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 
 from .audit import AuditEvent, AuditLog
 from .store import TokenStore
+
+
+def override_update(
+    app_id: str,
+    kind: TokenKind,
+    token: str,
+    *,
+    version: int,
+    now_s: float,
+    expires_in_s: int,
+    producer_id: str,
+    reason: str | None,
+) -> TokenUpdate:
+    """An operator's token obtained elsewhere (`wxtoken set`, the gateway's override), as
+    the update to issue: valid `expires_in_s` from `now_s`. Raises pydantic's
+    `ValidationError` for a value the update model refuses."""
+    return TokenUpdate(
+        app_id=app_id,
+        kind=kind,
+        value=token,
+        issued_at=now_s,
+        expires_at=now_s + expires_in_s,
+        version=version,
+        source=TokenSource.OVERRIDE,
+        producer_id=producer_id,
+        reason=reason,
+    )
 
 
 class IssueOutcome(enum.Enum):

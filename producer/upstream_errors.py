@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -31,6 +30,7 @@ from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, decode_json_model
 
+from .outage import OutageNotice
 from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ class UpstreamErrors:
         self._client = redis_client
         self._key = keys.upstream_errors
         self._clock = clock
-        self._lock = threading.Lock()
-        self._reachable = True
+        self._outage = OutageNotice(log, "cannot record upstream failures (%s) until Redis answers")
 
     def record(self, app_id: str, kind: TokenKind, exc: UpstreamError) -> None:
         """Store `exc` as the last failure of `app_id`/`kind`; on a Redis failure log
@@ -92,16 +91,9 @@ class UpstreamErrors:
         try:
             self._client.hset(self._key, KeyLayout.member(app_id, kind), failure.model_dump_json())
         except REDIS_ERRORS as exc_redis:
-            with self._lock:
-                first, self._reachable = self._reachable, False
-            if first:
-                log.warning(
-                    "cannot record upstream failures (%s) until Redis answers",
-                    describe_redis_error(exc_redis),
-                )
+            self._outage.failed(describe_redis_error(exc_redis))
             return
-        with self._lock:
-            self._reachable = True
+        self._outage.succeeded()
 
     def read_all(self) -> dict[tuple[str, TokenKind], UpstreamFailure]:
         """Every credential's last failure; malformed fields or values are skipped."""

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 
 from consumer_lib.errors import BrokerError, StoreError
 from consumer_lib.wire.refresh_request import RefreshRequest
-from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
+from consumer_lib.wire.update import TokenKind
 from producer.audit import AuditEvent
-from producer.issuing import IssueOutcome, Issuer
+from producer.issuing import IssueOutcome, Issuer, override_update
 from producer.store import TokenStore
 
 from .. import _format
@@ -65,14 +65,13 @@ def set_token(
         now_s = obj.clock()
         try:
             version = issuer.new_version(app_id, token_kind, now_s=now_s)
-            update = TokenUpdate(
-                app_id=app_id,
-                kind=token_kind,
-                value=token,
-                issued_at=now_s,
-                expires_at=now_s + expires_in,
+            update = override_update(
+                app_id,
+                token_kind,
+                token,
                 version=version,
-                source=TokenSource.OVERRIDE,
+                now_s=now_s,
+                expires_in_s=expires_in,
                 producer_id=obj.operator,
                 reason=reason,
             )

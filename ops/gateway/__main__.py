@@ -8,6 +8,7 @@ import sys
 
 from consumer_lib import ConfigError
 from consumer_lib.settings import load_settings
+from producer.logsetup import configure_logging
 
 from ._routes import build_app
 from ._settings import GatewaySettings
@@ -23,13 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(GatewaySettings)
-        logging.basicConfig(
-            level=settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        if settings.log_level != "DEBUG":
-            logging.getLogger("pika").setLevel(logging.CRITICAL)
+        configure_logging(settings.log_level)
         gateway = make_gateway(settings)
     except ConfigError as exc:
         print(f"wxtoken-gateway: configuration error: {exc}", file=sys.stderr)

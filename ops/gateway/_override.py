@@ -12,8 +12,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from consumer_lib import BrokerError, TokenKind, TokenSource, TokenUpdate, WxTokenError
+from consumer_lib import BrokerError, TokenKind, TokenUpdate, WxTokenError
 from producer.audit import AuditEvent, AuditLog
+from producer.issuing import IssueOutcome, Issuer, override_update
 from producer.store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -51,38 +52,34 @@ class Overrider:
         """Store and publish `token`; raises `OverrideRefused`, `StoreError`, `BrokerError`
         (nothing changed) or `PublishFailed` (stored, not published)."""
         who = f"{self.operator}/key:{key_name}"[:128]
+        issuer = Issuer(self.store, audit=self.audit, who=who)
         with self.open_publisher() as publish:
             now_s = self.clock()
-            version = self.store.next_version(app_id, kind, now_s=now_s)
-            update = TokenUpdate(
-                app_id=app_id,
-                kind=kind,
-                value=token,
-                issued_at=now_s,
-                expires_at=now_s + expires_in_s,
+            version = issuer.new_version(app_id, kind, now_s=now_s)
+            update = override_update(
+                app_id,
+                kind,
+                token,
                 version=version,
-                source=TokenSource.OVERRIDE,
+                now_s=now_s,
+                expires_in_s=expires_in_s,
                 producer_id=who,
                 reason=reason,
             )
-            result = self.store.write(update)
-            if not result.written:
-                newer = f"version {result.stored.version}" if result.stored else "a newer version"
+            try:
+                issued = issuer.issue(
+                    update,
+                    publish=lambda u: publish(u, self.clock()),
+                    event=AuditEvent.OVERRIDE,
+                    reason=reason,
+                )
+            except BrokerError as exc:
+                raise PublishFailed(f"stored version {version}, publishing failed: {exc}") from None
+            if issued.outcome is not IssueOutcome.WRITTEN:
+                stored = issued.stored
+                newer = f"version {stored.version}" if stored else "a newer version"
                 raise OverrideRefused(
                     f"Redis already holds {newer} of {app_id}/{kind}, newer than {version}"
                 )
-            log.info("override stored %s by key %s", update, key_name)
-            self.audit.record(
-                AuditEvent.OVERRIDE,
-                app_id,
-                kind=kind.value,
-                who=who,
-                version=version,
-                masked_token=update.masked,
-                reason=reason,
-            )
-            try:
-                publish(update, self.clock())
-            except BrokerError as exc:
-                raise PublishFailed(f"stored version {version}, publishing failed: {exc}") from None
+            log.info("override stored and published %s by key %s", update, key_name)
         return update
