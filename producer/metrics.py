@@ -20,13 +20,16 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
     wxtoken_producer_lease_epoch                           changes() of it counts takeovers
     wxtoken_producer_lease_acquisitions_total              times this one became the leader
     wxtoken_producer_publishes_total{result}               confirmed | nacked
+    wxtoken_producer_messages_received_total               on the requests exchange
+    wxtoken_producer_messages_rejected_total{message,reason}  refresh_request: invalid |
+                                                  failed; control: invalid | expired | replayed
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,6 +69,20 @@ class ProducerView:
     lease_acquisitions: Callable[[], int] | None = None
     #: the publisher's thread runs and its loop turns (connected or not)
     publisher_healthy: Callable[[], bool] | None = None
+    #: messages received on the requests exchange, and those refused by (message, reason)
+    messages: Callable[[], tuple[int, Mapping[tuple[str, str], int]]] | None = None
+
+
+def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], int]]:
+    """Counts of the request listener and the control handler (bounded reasons)."""
+    listener, control = service.requests.stats, service.control.stats
+    return listener.received, {
+        ("refresh_request", "invalid"): listener.rejected,
+        ("refresh_request", "failed"): listener.handler_errors,
+        ("control", "invalid"): control.rejected,
+        ("control", "expired"): control.expired,
+        ("control", "replayed"): control.replayed,
+    }
 
 
 def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> ProducerView:
@@ -81,6 +98,7 @@ def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> Pr
         publishes=lambda: (service.publisher.published_count, service.publisher.nacked_count),
         lease_acquisitions=lambda: service.leadership.acquisitions,
         publisher_healthy=lambda: service.publisher.healthy,
+        messages=lambda: _messages(service),
     )
 
 
@@ -140,6 +158,21 @@ class ProducerCollector(Collector):
             publishes.add_metric(["confirmed"], confirmed)
             publishes.add_metric(["nacked"], nacked)
             yield publishes
+        if view.messages is not None:
+            received, refused = view.messages()
+            yield CounterMetricFamily(
+                "wxtoken_producer_messages_received",
+                "Messages received on the requests exchange (reports, control requests).",
+                value=received,
+            )
+            rejected = _counter(
+                "wxtoken_producer_messages_rejected",
+                "Messages refused or failed, by message type and reason.",
+                ["message", "reason"],
+            )
+            for (message, reason), count in sorted(refused.items()):
+                rejected.add_metric([message, reason], count)
+            yield rejected
         yield GaugeMetricFamily(
             "wxtoken_producer_broker_connected",
             "1 while the publisher's channel is open.",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 
 import httpx
+import pika
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer_lib.wire.refresh_request import requests_exchange
 from tests.waiting import wait_for
 
 from .gateway_stack import RunningGateway, free_port, gateway
@@ -63,6 +65,18 @@ def test_producer_serves_metrics_and_health(stack: Stack) -> None:
     snapshot = stack.snapshot(app_id)
     assert snapshot is not None
     assert snapshot.value not in httpx.get(base + "/metrics", timeout=5).text
+    assert metrics["wxtoken_producer_redis_reachable"][0][1] == 1
+    assert metrics["wxtoken_producer_broker_connected"][0][1] == 1
+    versions = {labels["app_id"]: v for labels, v in metrics["wxtoken_producer_token_version"]}
+    assert versions[app_id] == snapshot.version
+
+    _publish_garbage_request(stack)
+    wait_for(
+        lambda: _rejected(base, "refresh_request", "invalid") >= 1,
+        timeout_s=20,
+        message="the garbage request counted as rejected",
+    )
+    assert _metrics(base + "/metrics")["wxtoken_producer_messages_received_total"][0][1] >= 1
 
     stack.producer(WXTOKEN_METRICS_PORT=str(standby_port))
     standby = f"http://127.0.0.1:{standby_port}"
@@ -72,6 +86,24 @@ def test_producer_serves_metrics_and_health(stack: Stack) -> None:
         message="the standby ready",
     )
     assert _metrics(standby + "/metrics")["wxtoken_producer_leader"][0][1] == 0
+
+
+def _publish_garbage_request(stack: Stack) -> None:
+    """Not a refresh request: bytes no producer can decode, on its requests exchange."""
+    connection = pika.BlockingConnection(pika.URLParameters(stack.service_env["WXTOKEN_AMQP_URL"]))
+    try:
+        connection.channel().basic_publish(
+            exchange=requests_exchange(stack.service_env["WXTOKEN_EXCHANGE"]),
+            routing_key="",
+            body=b"\x00not json{",
+        )
+    finally:
+        connection.close()
+
+
+def _rejected(base: str, message: str, reason: str) -> float:
+    samples = _metrics(base + "/metrics").get("wxtoken_producer_messages_rejected_total", [])
+    return sum(v for labels, v in samples if labels == {"message": message, "reason": reason})
 
 
 def test_gateway_serves_client_metrics(gateway: RunningGateway) -> None:

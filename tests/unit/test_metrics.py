@@ -137,6 +137,7 @@ def test_producer_collector(clock: FakeClock) -> None:
         meter=meter,
         publishes=lambda: (11, 2),
         lease_acquisitions=lambda: 3,
+        messages=lambda: (6, {("refresh_request", "invalid"): 2, ("control", "expired"): 1}),
     )
     registry = CollectorRegistry()
     registry.register(ProducerCollector(view, clock=clock))
@@ -155,6 +156,11 @@ def test_producer_collector(clock: FakeClock) -> None:
     assert samples[("wxtoken_producer_lease_acquisitions_total", ())] == 3
     assert samples[("wxtoken_producer_publishes_total", (("result", "confirmed"),))] == 11
     assert samples[("wxtoken_producer_publishes_total", (("result", "nacked"),))] == 2
+    assert samples[("wxtoken_producer_messages_received_total", ())] == 6
+    garbage = (("message", "refresh_request"), ("reason", "invalid"))
+    assert samples[("wxtoken_producer_messages_rejected_total", garbage)] == 2
+    late = (("message", "control"), ("reason", "expired"))
+    assert samples[("wxtoken_producer_messages_rejected_total", late)] == 1
     assert is_ready(view) == (True, "leader")
 
 
