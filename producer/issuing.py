@@ -3,7 +3,7 @@
     version  ->  sign + compare-and-set into Redis  ->  audit  ->  publish
 
 The refresher issues what it fetched from WeChat; `wxtoken set` and the gateway's override
-issue an operator's token (`override_update`). All go through `Issuer`, so a new version
+issue an operator's token (`new_override`). All go through `Issuer`, so a new version
 is always allocated, stored, recorded and published the same way:
 
 - `new_version()` hands out a version above every one handed out or stored for the app
@@ -32,33 +32,6 @@ from .audit import AuditEvent, AuditLog
 from .store import TokenStore
 
 
-def override_update(
-    app_id: str,
-    kind: TokenKind,
-    token: str,
-    *,
-    version: int,
-    now_s: float,
-    expires_in_s: int,
-    producer_id: str,
-    reason: str | None,
-) -> TokenUpdate:
-    """An operator's token obtained elsewhere (`wxtoken set`, the gateway's override), as
-    the update to issue: valid `expires_in_s` from `now_s`. Raises pydantic's
-    `ValidationError` for a value the update model refuses."""
-    return TokenUpdate(
-        app_id=app_id,
-        kind=kind,
-        value=token,
-        issued_at=now_s,
-        expires_at=now_s + expires_in_s,
-        version=version,
-        source=TokenSource.OVERRIDE,
-        producer_id=producer_id,
-        reason=reason,
-    )
-
-
 class IssueOutcome(enum.Enum):
     WRITTEN = "written"
     #: Redis was unreachable (or known to be), or no replica confirmed the write:
@@ -83,6 +56,16 @@ class Issued:
     def published(self) -> bool:
         return self.outcome in (IssueOutcome.WRITTEN, IssueOutcome.UNSAVED)
 
+    @property
+    def refusal(self) -> str:
+        """With `REFUSED`: what Redis holds instead, for a message to the operator."""
+        newer = f"version {self.stored.version}" if self.stored else "a newer version"
+        update = self.update
+        return (
+            f"Redis already holds {newer} of {update.app_id}/{update.kind}, "
+            f"newer than {update.version}"
+        )
+
 
 class Issuer:
     """Allocates versions and issues updates through one store and one audit trail."""
@@ -95,6 +78,32 @@ class Issuer:
     def new_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
         """A fresh version (see the module docstring); `StoreError` when Redis is away."""
         return self.store.next_version(app_id, kind, now_s=now_s)
+
+    def new_override(
+        self,
+        app_id: str,
+        kind: TokenKind,
+        token: str,
+        *,
+        now_s: float,
+        expires_in_s: int,
+        reason: str | None,
+    ) -> TokenUpdate:
+        """An operator's token obtained elsewhere (`wxtoken set`, the gateway's override)
+        as an update with a fresh version, valid `expires_in_s` from `now_s`, by this
+        issuer; `issue()` it. `StoreError` when Redis is away, pydantic's `ValidationError`
+        for a value the update model refuses."""
+        return TokenUpdate(
+            app_id=app_id,
+            kind=kind,
+            value=token,
+            issued_at=now_s,
+            expires_at=now_s + expires_in_s,
+            version=self.new_version(app_id, kind, now_s=now_s),
+            source=TokenSource.OVERRIDE,
+            producer_id=self._who,
+            reason=reason,
+        )
 
     def issue(
         self,

@@ -11,7 +11,7 @@ from consumer_lib.errors import BrokerError, StoreError
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import TokenKind
 from producer.audit import AuditEvent
-from producer.issuing import IssueOutcome, Issuer, override_update
+from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
 
 from .. import _format
@@ -64,17 +64,10 @@ def set_token(
     with obj.open_publisher() as publish:
         now_s = obj.clock()
         try:
-            version = issuer.new_version(app_id, token_kind, now_s=now_s)
-            update = override_update(
-                app_id,
-                token_kind,
-                token,
-                version=version,
-                now_s=now_s,
-                expires_in_s=expires_in,
-                producer_id=obj.operator,
-                reason=reason,
+            update = issuer.new_override(
+                app_id, token_kind, token, now_s=now_s, expires_in_s=expires_in, reason=reason
             )
+            version = update.version
             issued = issuer.issue(
                 update,
                 publish=lambda u: publish(u, obj.clock()),
@@ -92,12 +85,7 @@ def set_token(
                 f"({exc}); subscribers will find it in the snapshot when they next read it"
             ) from None
         if issued.outcome is not IssueOutcome.WRITTEN:
-            stored = issued.stored
-            newer = f"version {stored.version}" if stored else "a newer version"
-            raise CliError(
-                f"not written: Redis already holds {newer} of {app_id}/{kind}, "
-                f"newer than {version}; nothing was published"
-            )
+            raise CliError(f"not written: {issued.refusal}; nothing was published")
         log.info("stored and published %s", update)
     click.echo(f"published {app_id}/{kind}: version {version}")
 

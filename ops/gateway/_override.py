@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from consumer_lib import BrokerError, TokenKind, TokenUpdate, WxTokenError
 from producer.audit import AuditEvent, AuditLog
-from producer.issuing import IssueOutcome, Issuer, override_update
+from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,8 @@ class Overrider:
         issuer = Issuer(self.store, audit=self.audit, who=who)
         with self.open_publisher() as publish:
             now_s = self.clock()
-            version = issuer.new_version(app_id, kind, now_s=now_s)
-            update = override_update(
-                app_id,
-                kind,
-                token,
-                version=version,
-                now_s=now_s,
-                expires_in_s=expires_in_s,
-                producer_id=who,
-                reason=reason,
+            update = issuer.new_override(
+                app_id, kind, token, now_s=now_s, expires_in_s=expires_in_s, reason=reason
             )
             try:
                 issued = issuer.issue(
@@ -74,12 +66,10 @@ class Overrider:
                     reason=reason,
                 )
             except BrokerError as exc:
-                raise PublishFailed(f"stored version {version}, publishing failed: {exc}") from None
+                raise PublishFailed(
+                    f"stored version {update.version}, publishing failed: {exc}"
+                ) from None
             if issued.outcome is not IssueOutcome.WRITTEN:
-                stored = issued.stored
-                newer = f"version {stored.version}" if stored else "a newer version"
-                raise OverrideRefused(
-                    f"Redis already holds {newer} of {app_id}/{kind}, newer than {version}"
-                )
+                raise OverrideRefused(issued.refusal)
             log.info("override stored and published %s by key %s", update, key_name)
         return update
