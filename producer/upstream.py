@@ -164,3 +164,39 @@ def take_credential(data: dict[str, Any], field: str) -> FetchedToken:
     ):
         raise UpstreamError("answer lacks a sensible expires_in", kind=FailureKind.TRANSIENT)
     return FetchedToken(value=value, expires_in_s=int(expires_in))
+
+
+class UpstreamClient:
+    """What WeChat's and WeCom's clients share: a base URL, a session, timeouts, and GET and
+    POST through `call()` and `judge()`. One upstream call per method of a subclass; every
+    failure is an `UpstreamError` with its kind."""
+
+    platform: Platform
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._session = session or requests.Session()
+        self._timeout = (connect_timeout_s, read_timeout_s)
+
+    def _get(self, path: str, params: dict[str, str], *, uses_token: bool) -> dict[str, object]:
+        status, body = call(
+            lambda: self._session.get(
+                f"{self._base_url}{path}", params=params, timeout=self._timeout, stream=True
+            )
+        )
+        return judge(status, body, platform=self.platform, uses_token=uses_token)
+
+    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+        status, body = call(
+            lambda: self._session.post(
+                f"{self._base_url}{path}", json=payload, timeout=self._timeout, stream=True
+            )
+        )
+        return judge(status, body, platform=self.platform, uses_token=False)

@@ -14,8 +14,8 @@ from consumer_lib.wire.kinds import Platform, TokenKind
 from .app_config import AppConfig, TokenApi
 from .errcodes import FailureKind
 from .upstream import FetchedToken as FetchedToken  # re-exported: the refresher's import
+from .upstream import UpstreamClient, judge, take_credential
 from .upstream import UpstreamError as UpstreamError
-from .upstream import call, judge, take_credential
 
 log = logging.getLogger(__name__)
 
@@ -43,38 +43,10 @@ def pooled_session(pool_size: int) -> requests.Session:
     return session
 
 
-class WeChatClient:
+class WeChatClient(UpstreamClient):
     """One upstream call per method; every failure is an `UpstreamError` with its kind."""
 
     platform = Platform.WECHAT
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        session: requests.Session | None = None,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 10.0,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._session = session or requests.Session()
-        self._timeout = (connect_timeout_s, read_timeout_s)
-
-    def _get(self, path: str, params: dict[str, str], *, uses_token: bool) -> dict[str, object]:
-        status, body = call(
-            lambda: self._session.get(
-                f"{self._base_url}{path}", params=params, timeout=self._timeout, stream=True
-            )
-        )
-        return judge(status, body, platform=self.platform, uses_token=uses_token)
-
-    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
-        status, body = call(
-            lambda: self._session.post(
-                f"{self._base_url}{path}", json=payload, timeout=self._timeout, stream=True
-            )
-        )
-        return judge(status, body, platform=self.platform, uses_token=False)
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
         """The app's access token (stable_token, or token for classic apps)."""

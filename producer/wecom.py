@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 
-import requests
-
 from consumer_lib.wire.kinds import Platform, TokenKind
 
 from .app_config import AppConfig
 from .errcodes import FailureKind
-from .upstream import FetchedToken, UpstreamError, call, judge, take_credential
+from .upstream import FetchedToken, UpstreamClient, UpstreamError, take_credential
 from .wechat import TokenCheck
 
 log = logging.getLogger(__name__)
@@ -28,30 +26,10 @@ WECOM_TICKET_CALLS: dict[TokenKind, tuple[str, dict[str, str]]] = {
 }
 
 
-class WecomClient:
+class WecomClient(UpstreamClient):
     """One upstream call per method; every failure is an `UpstreamError` with its kind."""
 
     platform = Platform.WECOM
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        session: requests.Session | None = None,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 10.0,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._session = session or requests.Session()
-        self._timeout = (connect_timeout_s, read_timeout_s)
-
-    def _get(self, path: str, params: dict[str, str], *, uses_token: bool) -> dict[str, object]:
-        status, body = call(
-            lambda: self._session.get(
-                f"{self._base_url}{path}", params=params, timeout=self._timeout, stream=True
-            )
-        )
-        return judge(status, body, platform=self.platform, uses_token=uses_token)
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
         """The agent's access token. WeCom has no forced refresh: `force_refresh` is
