@@ -9,6 +9,7 @@ address upstream says it saw when the IP is not whitelisted (40164, 61004, 60020
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import json
 import logging
@@ -166,6 +167,13 @@ def take_credential(data: dict[str, Any], field: str) -> FetchedToken:
     return FetchedToken(value=value, expires_in_s=int(expires_in))
 
 
+class TokenCheck(enum.StrEnum):
+    """What a cheap call made with a token said about it."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "refused"  # 40001/40014/42001 (WeCom: also 301002): the token is dead here
+
+
 class UpstreamClient:
     """What WeChat's and WeCom's clients share: a base URL, a session, timeouts, and GET and
     POST through `call()` and `judge()`. One upstream call per method of a subclass; every
@@ -200,3 +208,20 @@ class UpstreamClient:
             )
         )
         return judge(status, body, platform=self.platform, uses_token=False)
+
+    def check_token(self, access_token: str) -> TokenCheck:
+        """getcallbackip with `access_token`: does upstream accept it right now (refused:
+        40001/40014/42001, WeCom's 301002)? Other failures (busy, IP, garbage) raise, since
+        they say nothing about the token."""
+        try:
+            data = self._get(
+                "/cgi-bin/getcallbackip", {"access_token": access_token}, uses_token=True
+            )
+        except UpstreamError as exc:
+            if exc.kind is FailureKind.TOKEN_INVALID:
+                return TokenCheck.REFUSED
+            raise
+        ips = data.get("ip_list")
+        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+            raise UpstreamError("answer lacks an ip_list", kind=FailureKind.TRANSIENT)
+        return TokenCheck.ACCEPTED

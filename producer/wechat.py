@@ -3,7 +3,6 @@ clear_quota. Each method makes one call and judges the answer strictly (`upstrea
 
 from __future__ import annotations
 
-import enum
 import logging
 
 import requests
@@ -14,6 +13,7 @@ from consumer_lib.wire.kinds import Platform, TokenKind
 from .app_config import AppConfig, TokenApi
 from .errcodes import FailureKind
 from .upstream import FetchedToken as FetchedToken  # re-exported: the refresher's import
+from .upstream import TokenCheck as TokenCheck  # re-exported: fetching's import
 from .upstream import UpstreamClient, judge, take_credential
 from .upstream import UpstreamError as UpstreamError
 
@@ -24,13 +24,6 @@ WECHAT_TICKET_TYPES: dict[TokenKind, str] = {
     TokenKind.JSAPI_TICKET: "jsapi",
     TokenKind.WX_CARD_TICKET: "wx_card",
 }
-
-
-class TokenCheck(enum.StrEnum):
-    """What a cheap call made with a token said about it."""
-
-    ACCEPTED = "accepted"
-    REFUSED = "refused"  # 40001/40014/42001 (WeCom: also 301002): the token is dead here
 
 
 def pooled_session(pool_size: int) -> requests.Session:
@@ -75,22 +68,6 @@ class WeChatClient(UpstreamClient):
         params = {"access_token": access_token, "type": ticket_type}
         data = self._get("/cgi-bin/ticket/getticket", params, uses_token=True)
         return take_credential(data, "ticket")
-
-    def check_token(self, access_token: str) -> TokenCheck:
-        """getcallbackip with `access_token`: does upstream accept it right now? Other
-        failures (busy, IP, garbage) raise, since they say nothing about the token."""
-        try:
-            data = self._get(
-                "/cgi-bin/getcallbackip", {"access_token": access_token}, uses_token=True
-            )
-        except UpstreamError as exc:
-            if exc.kind is FailureKind.TOKEN_INVALID:
-                return TokenCheck.REFUSED
-            raise
-        ips = data.get("ip_list")
-        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
-            raise UpstreamError("answer lacks an ip_list", kind=FailureKind.TRANSIENT)
-        return TokenCheck.ACCEPTED
 
     def clear_quota(self, app: AppConfig) -> None:
         """POST clear_quota/v2 with the app id and secret (works when no token can be had;

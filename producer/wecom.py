@@ -15,7 +15,6 @@ from consumer_lib.wire.kinds import Platform, TokenKind
 from .app_config import AppConfig
 from .errcodes import FailureKind
 from .upstream import FetchedToken, UpstreamClient, UpstreamError, take_credential
-from .wechat import TokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +49,3 @@ class WecomClient(UpstreamClient):
         path, extra = found
         data = self._get(path, {"access_token": access_token, **extra}, uses_token=True)
         return take_credential(data, "ticket")
-
-    def check_token(self, access_token: str) -> TokenCheck:
-        """getcallbackip with the agent's token: accepted, or refused (40014/42001)."""
-        try:
-            data = self._get(
-                "/cgi-bin/getcallbackip", {"access_token": access_token}, uses_token=True
-            )
-        except UpstreamError as exc:
-            if exc.kind is FailureKind.TOKEN_INVALID:
-                return TokenCheck.REFUSED
-            raise
-        ips = data.get("ip_list")
-        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
-            raise UpstreamError("answer lacks an ip_list", kind=FailureKind.TRANSIENT)
-        return TokenCheck.ACCEPTED
