@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-gateway bench-scale tools pin-images clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale tools pin-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 ## Upstream answer to the last of 50 subscribers, against raw pika fan-out (about 2 min).
 bench-fanout: $(STAMP)
 	$(BIN)/python bench/fanout.py
+
+## CPU per message of one TokenClient process against one raw pika consumer (about 30 s).
+bench-subscriber-cpu: $(STAMP)
+	$(BIN)/python bench/subscriber_cpu.py
 
 ## The gateway's authenticated GET against an endpoint doing a Redis GET, under wrk.
 bench-gateway: $(STAMP) tools

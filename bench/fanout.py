@@ -41,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pika
 import redis
-from ops._sandbox import SandboxConfig, SandboxServer
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import UpdateCodec, generate_keypair, load_private_key
+from ops.sandbox import SandboxConfig, SandboxServer
 from producer.store import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]

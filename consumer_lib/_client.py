@@ -148,7 +148,7 @@ class TokenClient:
             return self._transport
         return Subscriber(
             self.settings,
-            on_body=self._on_body,
+            on_body=self._on_message,
             read_snapshot=self.refresh_from_snapshot,
             snapshot_wanted=self._successor_overdue,
             connection_name=self._name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
@@ -393,7 +393,11 @@ class TokenClient:
             log.warning("Redis snapshot unavailable: %s", exc)
         self.last_store_error = str(exc)
 
-    def _on_body(self, body: bytes, user_id: str | None = None) -> None:
+    def _on_message(self, body: bytes, user_id: str | None = None) -> None:
+        """A message, on the subscriber's own thread: callbacks may run right here."""
+        self._on_body(body, user_id, inline=True)
+
+    def _on_body(self, body: bytes, user_id: str | None = None, *, inline: bool = False) -> None:
         trusted = self._trusted_publishers
         if trusted and user_id not in trusted:
             # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
@@ -409,7 +413,7 @@ class TokenClient:
         except InvalidUpdate as exc:
             self._reject("message", exc)
             return
-        self._offer(update, origin="broker")
+        self._offer(update, origin="broker", inline=inline)
         self._remember_body(update, body)
 
     def _remember_body(self, update: TokenUpdate, body: bytes) -> None:
@@ -417,7 +421,7 @@ class TokenClient:
         publishes) as the bytes of the held update of its app and kind, if it is that one."""
         key = (update.app_id, update.kind)
         held = self._cache.held(*key)
-        if held is None or held != update:
+        if held is None or (held is not update and held != update):
             return
         with self._bodies_lock:
             old = self._body_of.get(key)
@@ -433,11 +437,20 @@ class TokenClient:
             self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected %s: %s", what, exc)
 
-    def _offer(self, update: TokenUpdate, *, origin: str) -> None:
+    def _offer(self, update: TokenUpdate, *, origin: str, inline: bool = False) -> None:
+        """Offer to the cache and hand an accepted update to the callbacks. `inline` (the
+        subscriber thread only, never a caller's) runs them right here when nothing else is
+        queued, after the lock is released (a callback may feed the cache itself)."""
+        claimed = False
         with self._offer_lock:
             outcome = self._cache.offer(update)
             if outcome is Offer.ACCEPTED:
-                self._callbacks.submit(update)
+                if inline:
+                    claimed = self._callbacks.claim(update)
+                else:
+                    self._callbacks.submit(update)
+        if claimed:
+            self._callbacks.run_claimed(update)
         if outcome is Offer.STALE:
             self._count("stale")
             held = self._cache.held(update.app_id, update.kind)

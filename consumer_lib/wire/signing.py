@@ -34,6 +34,7 @@ from .update import MAX_ENCODED_BYTES, TokenUpdate
 log = logging.getLogger(__name__)
 
 _ENVELOPE_KEYS = frozenset({"payload", "key_id", "sig"})
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -224,7 +225,7 @@ def _envelope_of(raw: bytes, *, what: str = "update") -> tuple[bytes, str, bytes
         or not isinstance(signature, str)
     ):
         raise InvalidUpdate(f"invalid {what}: envelope fields must be strings")
-    if len(signer_id) != 16 or any(c not in "0123456789abcdef" for c in signer_id):
+    if len(signer_id) != 16 or not _HEX_DIGITS.issuperset(signer_id):
         raise InvalidUpdate(f"invalid {what}: envelope key_id must be 16 hex digits")
     try:
         signature_bytes = base64.b64decode(signature, validate=True)

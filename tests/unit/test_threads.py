@@ -58,12 +58,14 @@ def update(app_id: str, version: int) -> TokenUpdate:
     return make_update(app_id=app_id, version=version, value=f"TOKEN-{app_id}-v{version:04d}")
 
 
+@pytest.mark.parametrize("entry", ["_on_message", "_on_body"])
 def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
-    client: TokenClient, fake_redis: fakeredis.FakeRedis
+    client: TokenClient, fake_redis: fakeredis.FakeRedis, entry: str
 ) -> None:
     """Cold `get()`s read Redis on the caller's thread while another thread pushes newer
-    versions of the same apps; every callback runs on the client's own thread, and each
-    app's versions arrive rising."""
+    versions of the same apps; every callback runs on the client's own threads, and each
+    app's versions arrive rising. `_on_message` is the subscriber thread's entry (it runs
+    callbacks itself when none are queued), `_on_body` a pusher that hands them all over."""
     store = TokenStore(fake_redis, KeyLayout())
     calls: list[tuple[int, str, int]] = []
     client.on_update(lambda got: calls.append((threading.get_ident(), got.app_id, got.version)))
@@ -77,7 +79,7 @@ def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
         for app_id in APPS[1:]:
             reading[app_id].wait(10)  # race the caller's read of this very app
             for version in (2, 3):
-                client._on_body(update(app_id, version).encode())
+                getattr(client, entry)(update(app_id, version).encode())
 
     pusher = threading.Thread(target=push_newer_versions, daemon=True)
     pusher.start()
