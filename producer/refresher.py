@@ -227,7 +227,9 @@ class AppRefresher(Fetching):
         if held is None:
             moments = [self._retry_at]
         else:
-            moments = [self._republish_at, max(self._refresh_at(held), self._retry_at)]
+            moments = [max(self._refresh_at(held), self._retry_at)]
+            if held.is_valid_at(now_s):  # an expired one is not re-published: no busy wait
+                moments.append(self._republish_at)
         if self._unsaved is not None:
             moments.append(now_s + self._timing.store_retry_s)
         return wait_until(now_s, *moments)
