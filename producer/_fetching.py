@@ -48,6 +48,9 @@ class Fetching(StoreSync):
     def _republish(self, held: TokenUpdate, now_s: float) -> None:
         raise NotImplementedError
 
+    def _refresh_at(self, held: TokenUpdate) -> float:
+        raise NotImplementedError
+
     def _held_off_until(self, now_s: float) -> float | None:
         """When a call may be made if not now (a ticket's hourly budget); None: now."""
         del now_s
@@ -106,13 +109,18 @@ class Fetching(StoreSync):
             # ask again right at that expiry, when upstream hands out the successor.
             self._count_fetch(forced=forced)
             self._retries.reset()
-            self._retry_at = renewal.refetch_at_s
+            # Asked early (a report), the usual schedule stands; asked at the margin, ask
+            # again at the expiry, when upstream hands out the successor.
+            early = self._clock() < self._refresh_at(held)
+            self._retry_at = 0.0 if early else renewal.refetch_at_s
             log.info(
                 "%s: upstream handed back %s %s unchanged; asking again in %.1f s",
                 app.app_id,
                 self.kind,
                 held.masked,
-                renewal.refetch_at_s - self._clock(),
+                max(
+                    0.0, (self._refresh_at(held) if early else renewal.refetch_at_s) - self._clock()
+                ),
             )
             return
         self._retries.reset()

@@ -170,6 +170,22 @@ def test_every_kind_one_fetch_per_lifetime_through_a_leader_kill(cred_stack: Sta
     with TokenClient(client_settings(stack)) as tokens:
         assert tokens.wait_connected(10), "client never subscribed"
         check_every_credential(stack, tokens)
+        # A ticket reported rejected whose app token upstream killed early: the report
+        # re-fetches the ticket, which is refused the token (40001), so the token is
+        # refreshed once and the ticket fetched with the new one (the sandbox, like WeChat,
+        # hands back the same ticket within its validity: it stays the one in use).
+        reported_app = next(iter(OFFICIAL))
+        ticket = held(tokens, reported_app, TokenKind.JSAPI_TICKET)
+        old_token = held(tokens, reported_app, TokenKind.ACCESS_TOKEN)
+        assert ticket is not None
+        assert stack.sandbox.state.invalidate(reported_app)
+        tokens.report_invalid(reported_app, ticket, kind="jsapi", reason="invalid signature")
+        wait_for(
+            lambda: held(tokens, reported_app, TokenKind.ACCESS_TOKEN) not in (None, old_token),
+            timeout_s=10,
+            message="the killed token replaced after the ticket's report",
+        )
+        check_every_credential(stack, tokens)
         producers["cred-b"] = stack.producer(WXTOKEN_PRODUCER_ID="cred-b")
         wait_line(
             producers["cred-b"],
@@ -211,4 +227,5 @@ def test_every_kind_one_fetch_per_lifetime_through_a_leader_kill(cred_stack: Sta
     # A WeChat credential is renewed 20 % before its expiry, a WeCom one right after it.
     allowed = math.ceil(elapsed_s / (LIFETIME_S * 0.8)) + 1 + 1  # + the first, + the kill
     for credential, count in counts.items():
-        assert 1 <= count <= allowed, (credential, count, allowed)
+        reported = int(credential == (next(iter(OFFICIAL)), "access_token"))
+        assert 1 <= count <= allowed + reported, (credential, count, allowed)

@@ -285,3 +285,27 @@ def test_passive_refresh_of_a_ticket_refetches_the_ticket_not_the_token(
     assert renewed.version > held.version
     assert len(rig.upstream.token_calls) == 1
     assert rig.published[-1] == renewed
+
+
+def test_an_unchanged_answer_to_a_report_keeps_the_usual_schedule(clock: FakeClock) -> None:
+    """A report answered with the held value back (upstream still considers it fresh)
+    does not push the next refresh to the expiry: it stays at the usual margin."""
+    upstream = FakeUpstream(clock, same=True)
+    rig = Rig(clock, OA.model_copy(update={"tickets": ()}), upstream=upstream)
+    start_s = clock()
+    rig.token.step()
+    held = rig.token.held
+    assert held is not None
+    clock.advance(100)
+    rig.token.request_refresh(
+        RefreshRequest(
+            app_id=OA.app_id,
+            token_sha256=fingerprint(held.value),
+            requester="client:test-1",
+            requested_at=clock(),
+        )
+    )
+    rig.token.step()
+    assert upstream.token_calls == [start_s, start_s + 100]
+    rig.run_until(start_s + 7200 - 1)
+    assert upstream.token_calls[2] == start_s + 7200 - 300  # the usual margin, not later
