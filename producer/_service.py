@@ -205,6 +205,26 @@ class ProducerService:
             )
         return made
 
+    def _task_of(self, refresher: AppRefresher) -> Callable[[], float]:
+        """The scheduled task of a credential: its step; a token's step also wakes its
+        app's tickets that wait for a token (start-up), so they need not poll for it."""
+        if refresher.kind is not TokenKind.ACCESS_TOKEN or not refresher.app.tickets:
+            return refresher.step
+
+        def step_then_wake() -> float:
+            had_token = refresher.held is not None
+            delay_s = refresher.step()
+            if not had_token and refresher.held is not None:
+                app_id = refresher.app.app_id
+                for kind in refresher.app.tickets:
+                    ticket = self.fleet.get(app_id, kind)
+                    if isinstance(ticket, TicketRefresher):
+                        ticket.token_arrived()
+                        self.scheduler.wake(ticket.key)
+            return delay_s
+
+        return step_then_wake
+
     def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
         return {
             "fetcher": self._fetcher,
@@ -232,7 +252,7 @@ class ProducerService:
         self._follow()
         self.pool.start()
         for refresher in self.refreshers:
-            self.scheduler.add(refresher.key, refresher.step)
+            self.scheduler.add(refresher.key, self._task_of(refresher))
         self.scheduler.start()
         for thread in self._threads:
             thread.start()
@@ -279,7 +299,7 @@ class ProducerService:
             self.scheduler.remove(refresher.key)
             self._codec.forget(*refresher.key)
         for refresher in result.new:
-            self.scheduler.add(refresher.key, refresher.step)
+            self.scheduler.add(refresher.key, self._task_of(refresher))
         if self.leadership.is_leader and (result.added or result.removed):
             self._announce()
         return result

@@ -50,14 +50,22 @@ class TicketRefresher(AppRefresher):
         self._token = token
         self._tickets = tickets
         self._ticket_budget = ticket_budget
+        self._waiting_for_token = False
 
     @property
     def token_refresher(self) -> AppRefresher:
         return self._token
 
+    def token_arrived(self) -> None:
+        """The token refresher holds a token now: a ticket waiting for one may fetch at its
+        next step (the service wakes it) instead of at its next look."""
+        if self._waiting_for_token:
+            self._retry_at = 0.0
+
     def _held_off_until(self, now_s: float) -> float | None:
         token = self._token.held
-        if token is None or not token.is_valid_at(now_s):
+        self._waiting_for_token = token is None or not token.is_valid_at(now_s)
+        if self._waiting_for_token:
             return now_s + NO_TOKEN_RETRY_S  # nothing to fetch with yet: spend nothing
         if self._ticket_budget is None or self.app.platform is not Platform.WECOM:
             return None

@@ -101,3 +101,21 @@ def test_a_reload_with_other_tickets_replaces_that_apps_refreshers(
         [("wxoa1", TokenKind.ACCESS_TOKEN), ("wxoa1", JSAPI), ("wxplain", TokenKind.ACCESS_TOKEN)]
     )
     assert service.refresher("wxoa1", CARD) is None
+
+
+def test_a_first_token_wakes_the_tickets_waiting_for_it(tmp_path: Path, clock: FakeClock) -> None:
+    """At start-up a ticket that stepped before its app's token spent nothing; the token's
+    first fetch wakes it, and its next step fetches at once (no wait for its next look)."""
+    service, upstream = make_service(tmp_path, clock)
+    ticket = service.refresher("wxoa1", JSAPI)
+    token = service.refresher("wxoa1")
+    assert ticket is not None
+    assert token is not None
+    ticket.step()
+    assert upstream.ticket_calls == []
+    service._task_of(token)()
+    due = service.scheduler.due_at(("wxoa1", JSAPI))
+    assert due is not None
+    assert due <= time.monotonic()
+    ticket.step()  # same fake-clock moment
+    assert upstream.ticket_calls == [(JSAPI, token.held.value)]  # type: ignore[union-attr]
