@@ -1,5 +1,6 @@
 """The pieces of `make demo` that are not its story: one locked printer, the relay of a
-child's log, the env file its suggested commands use, the exchanges, the gateway."""
+child's log, the env file its suggested commands use, the exchanges, the gateway, the line
+of a jsapi ticket with its JS-SDK signature."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
+from consumer_lib import TokenUpdate
 from consumer_lib.amqp import Connection, connection_parameters
+from consumer_lib.jssdk import jssdk_signature, new_nonce
 from consumer_lib.settings import ClientSettings
+
+from .sandbox import SandboxServer
 
 _PRINT_LOCK = threading.Lock()
 
@@ -93,3 +98,22 @@ def wait_until(check: Callable[[], bool], timeout_s: float, stop: threading.Even
             pass
         stop.wait(0.2)
     return False
+
+
+#: The H5 page the demo signs a `wx.config` for with the jsapi ticket.
+DEMO_PAGE_URL = "https://h5.example.com/pay?order=42"
+
+
+def ticket_line(update: TokenUpdate, sandbox: SandboxServer, *, now_s: float) -> str:
+    """What the subscriber says of a jsapi ticket: it, and a JS-SDK signature made with it
+    for `DEMO_PAGE_URL`, checked by the sandbox as WeChat checks `wx.config`."""
+    nonce, timestamp = new_nonce(), int(now_s)
+    signature = jssdk_signature(update.value, nonce, timestamp, DEMO_PAGE_URL)
+    valid = sandbox.state.verify_signature(
+        update.app_id, "jsapi", DEMO_PAGE_URL, nonce, str(timestamp), signature
+    )
+    return (
+        f"{update.app_id} {update.kind} v{update.version} {update.masked}, "
+        f"{update.seconds_left(now_s):.1f} s left; JS-SDK signature {signature[:12]}... "
+        f"for {DEMO_PAGE_URL}: {'valid' if valid else 'INVALID'}"
+    )

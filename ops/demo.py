@@ -28,7 +28,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from consumer_lib import BrokerError, ClientSettings, ConfigError, TokenClient, TokenUpdate, mask
+from consumer_lib import (
+    BrokerError,
+    ClientSettings,
+    ConfigError,
+    TokenClient,
+    TokenKind,
+    TokenUpdate,
+    mask,
+)
 from consumer_lib.settings import (
     is_sentinel_url,
     load_settings,
@@ -37,10 +45,19 @@ from consumer_lib.settings import (
 )
 from consumer_lib.wire.signing import generate_keypair
 
-from ._demo_parts import declare_exchanges, free_port, say, start_child, wait_until, write_env_file
+from ._demo_parts import (
+    declare_exchanges,
+    free_port,
+    say,
+    start_child,
+    ticket_line,
+    wait_until,
+    write_env_file,
+)
 from .gateway import add_key
 from .sandbox import SandboxConfig, SandboxServer
 
+JSAPI_LINE = 'tickets = ["jsapi"]\n'
 DEMO_APPS = {"wxdemo0000000001": "demo-secret-1", "wxdemo0000000002": "demo-secret-2"}
 DEMO_PREFIX = "wxdemo"
 DEMO_EXCHANGE = "wxtoken.demo"
@@ -145,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     apps_file.write_text(
         "".join(
             f'[[apps]]\napp_id = "{app}"\nsecret_env = "WXDEMO_SECRET_{n}"\n'
-            f'token_api = "{"stable" if n == 1 else "classic"}"\n\n'
+            f'token_api = "{"stable" if n == 1 else "classic"}"\n'
+            # The first app keeps a jsapi ticket: the subscriber signs a wx.config with it.
+            + (JSAPI_LINE if n == 1 else "")
+            + "\n"
             for n, app in enumerate(DEMO_APPS, 1)
         )
     )
@@ -216,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     checker.trust_env = False
 
     def on_update(update: TokenUpdate) -> None:
+        if update.kind is TokenKind.JSAPI_TICKET:
+            say("subscriber", ticket_line(update, sandbox, now_s=time.time()))
+            return
         answer = checker.get(
             f"{sandbox.base_url}/cgi-bin/getcallbackip",
             params={"access_token": update.value},

@@ -37,15 +37,6 @@ def main(argv: list[str] | None = None) -> int:
             wechat_base_url=settings.wechat_base_url,
             wecom_base_url=settings.wecom_base_url,
         )
-        for app in apps:
-            # The refresher drives access tokens of WeChat apps only, until the scheduler
-            # takes over every credential kind (see producer/ticket_fetch.py, renewal.py).
-            if app.tickets or app.wecom_agent is not None:
-                log.warning(
-                    "%s: its %s are not refreshed by this producer yet",
-                    app.app_id,
-                    "WeCom token and tickets" if app.wecom_agent else "tickets",
-                )
         meter = metered_upstream(settings)
         service = ProducerService(settings, apps, fetcher=meter)
     except ConfigError as exc:

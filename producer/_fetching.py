@@ -17,16 +17,20 @@ from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenSource, TokenUpdate
 
 from ._store_sync import StoreSync
-from .apps import TokenApi
+from .apps import AppConfig, TokenApi
 from .audit import AuditEvent
 from .budget import RefreshBudget
 from .issuing import IssueOutcome
 from .politeness import UpstreamGate
 from .ports import Fetcher
+from .renewal import judge_fetch
 from .timing import Retries
-from .upstream import UpstreamError
+from .upstream import FetchedToken, UpstreamError
 
 log = logging.getLogger(__name__)
+
+#: An unchanged answer at (or past) the held expiry is asked again no sooner than this.
+UNCHANGED_MIN_RETRY_S = 0.5
 
 
 class Fetching(StoreSync):
@@ -38,10 +42,23 @@ class Fetching(StoreSync):
     _retries: Retries
     _producer_id: str
     _warned_margin: bool
+    _answer_lag_s: float
     _on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None
 
     def _republish(self, held: TokenUpdate, now_s: float) -> None:
         raise NotImplementedError
+
+    def _refresh_at(self, held: TokenUpdate) -> float:
+        raise NotImplementedError
+
+    def _held_off_until(self, now_s: float) -> float | None:
+        """When a call may be made if not now (a ticket's hourly budget); None: now."""
+        del now_s
+        return None
+
+    def _call_upstream(self, app: AppConfig, *, force_refresh: bool) -> FetchedToken:
+        """The one upstream call of a refresh (a ticket refresher calls its ticket API)."""
+        return self._fetcher.fetch(app, force_refresh=force_refresh)
 
     def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None:
         """Fetch a new token; `forced` (a reported rejection) uses the stable API's
@@ -54,6 +71,10 @@ class Fetching(StoreSync):
             if wait_s > 0:  # rate cap or fleet pause: come back later, nothing spent
                 self._retry_at = started_s + wait_s
                 return
+        held_off_until = self._held_off_until(started_s)
+        if held_off_until is not None:
+            self._retry_at = held_off_until
+            return
         # The fencing version is taken before the fetch: if another producer stores a token
         # while ours is in flight, theirs has the higher version and ours is refused.
         version = self._allocate_version(started_s)
@@ -62,7 +83,7 @@ class Fetching(StoreSync):
             return
         force_refresh = forced and app.token_api is TokenApi.STABLE
         try:
-            fetched = self._fetcher.fetch(app, force_refresh=force_refresh)
+            fetched = self._call_upstream(app, force_refresh=force_refresh)
         except UpstreamError as exc:
             if self._upstream is not None:
                 self._upstream.answered(exc.errcode, self._clock())
@@ -74,20 +95,39 @@ class Fetching(StoreSync):
             return
         self.stats.fetches += 1
         held = self._held
-        if held is not None and fetched.value == held.value:
+        renewal = judge_fetch(
+            fetched,
+            requested_at_s=started_s,
+            held_value=None if held is None else held.value,
+            held_expires_at_s=None if held is None else held.expires_at,
+            margin_s=0.0,  # a changed value is timed by `RefreshTiming`, below
+            min_retry_s=UNCHANGED_MIN_RETRY_S,
+        )
+        if held is not None and not renewal.changed:
+            # WeCom's gettoken (and the stable API in normal mode, a ticket API too) hands
+            # back the value it still considers fresh: publish nothing, keep the expiry,
+            # ask again right at that expiry, when upstream hands out the successor.
             self._count_fetch(forced=forced)
-            # The stable API in normal mode hands back the token it still considers fresh.
-            delay_s = self._retries.transient.next_delay_s()
+            self._retries.reset()
+            # Asked early (a report), the usual schedule stands; asked at the margin, ask
+            # again at the expiry, when upstream hands out the successor.
+            early = self._clock() < self._refresh_at(held)
+            self._retry_at = 0.0 if early else renewal.refetch_at_s
             log.info(
-                "%s: upstream has not renewed %s yet; asking again in %.1f s",
+                "%s: upstream handed back %s %s unchanged; asking again in %.1f s",
                 app.app_id,
+                self.kind,
                 held.masked,
-                delay_s,
+                max(
+                    0.0, (self._refresh_at(held) if early else renewal.refetch_at_s) - self._clock()
+                ),
             )
-            self._retry_at = self._clock() + delay_s
             return
         self._retries.reset()
         self._retry_at = 0.0
+        # How late upstream may have started the value's life after our request: a value
+        # renewed only once expired (WeCom) is asked again that much after its expiry.
+        self._answer_lag_s = max(0.0, self._clock() - started_s)
         update = TokenUpdate(
             app_id=app.app_id,
             kind=self.kind,

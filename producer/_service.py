@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import redis
 
@@ -54,6 +55,9 @@ from .request_listener import RequestListener
 from .scheduler import Scheduler, WorkerPool
 from .settings import ProducerSettings
 from .store import TokenStore
+from .ticket_budget import TicketBudget
+from .ticket_fetch import TicketFetcher
+from .ticket_refresher import TicketRefresher
 from .timing import RefreshTiming, republish_phase_s
 from .upstream_errors import UpstreamErrors
 from .upstream_meter import MeteredFetcher
@@ -145,7 +149,15 @@ class ProducerService:
         self.scheduler = Scheduler(self.pool.submit)
         self.follower = SnapshotFollower(client, keys, codec)
         self._follow_outage = OutageLog(log, "Redis (batched snapshot read)")
-        self.fleet = Fleet(apps, self._new_refresher)
+        #: WeCom's hourly ticket limits, fleet-wide (400 per corp, 100 per agent and kind).
+        self.ticket_budget = TicketBudget(client, keys, clock=clock)
+        tickets = self._fetcher
+        #: What fetches tickets (`Upstream`, or the meter around it); None: a fetcher made
+        #: for tokens only (tests), whose apps' tickets are not kept.
+        self._tickets: TicketFetcher | None = (
+            cast(TicketFetcher, tickets) if hasattr(tickets, "fetch_ticket") else None
+        )
+        self.fleet = Fleet(apps, self._new_refreshers)
         self._follow_now = threading.Event()
         self._took_over = threading.Event()
         self.requests = RequestListener(
@@ -167,28 +179,70 @@ class ProducerService:
     def refreshers(self) -> list[AppRefresher]:
         return self.fleet.all()
 
-    def refresher(self, app_id: str) -> AppRefresher | None:
-        return self.fleet.get(app_id)
+    def refresher(
+        self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN
+    ) -> AppRefresher | None:
+        return self.fleet.get(app_id, kind)
 
-    def _new_refresher(self, app: AppConfig) -> AppRefresher:
-        return AppRefresher(
-            app,
-            fetcher=self._fetcher,
-            store=self.store,
-            publish=self.publisher.publish,
-            producer_id=self._settings.producer_id,
-            timing=self._timing,
-            gate=self.leadership,
-            budget=self._budget,
-            clock=self._clock,
-            audit=self.audit,
-            on_fetch_failed=self.upstream_errors.record,
-            upstream=self.upstream,
-            follows_store=False,
-            republish_phase_s=republish_phase_s(
-                app.app_id, TokenKind.ACCESS_TOKEN, self._timing.republish_interval_s
+    def _new_refreshers(self, app: AppConfig) -> list[AppRefresher]:
+        """One refresher per credential of `app`, the access token first (`credentials`)."""
+        token = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN))
+        made = [token]
+        if app.tickets and self._tickets is None:
+            log.warning("%s: this fetcher fetches no tickets; they are not kept", app.app_id)
+            return made
+        for credential in app.credentials[1:]:
+            assert self._tickets is not None
+            made.append(
+                TicketRefresher(
+                    app,
+                    kind=credential.kind,
+                    token=token,
+                    tickets=self._tickets,
+                    ticket_budget=self.ticket_budget,
+                    **self._refresher_kwargs(app, credential.kind),
+                )
+            )
+        return made
+
+    def _task_of(self, refresher: AppRefresher) -> Callable[[], float]:
+        """The scheduled task of a credential: its step; a token's step also wakes its
+        app's tickets that wait for a token (start-up), so they need not poll for it."""
+        if refresher.kind is not TokenKind.ACCESS_TOKEN or not refresher.app.tickets:
+            return refresher.step
+
+        def step_then_wake() -> float:
+            had_token = refresher.held is not None
+            delay_s = refresher.step()
+            if not had_token and refresher.held is not None:
+                app_id = refresher.app.app_id
+                for kind in refresher.app.tickets:
+                    ticket = self.fleet.get(app_id, kind)
+                    if isinstance(ticket, TicketRefresher):
+                        ticket.token_arrived()
+                        self.scheduler.wake(ticket.key)
+            return delay_s
+
+        return step_then_wake
+
+    def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
+        return {
+            "fetcher": self._fetcher,
+            "store": self.store,
+            "publish": self.publisher.publish,
+            "producer_id": self._settings.producer_id,
+            "timing": self._timing,
+            "gate": self.leadership,
+            "budget": self._budget,
+            "clock": self._clock,
+            "audit": self.audit,
+            "on_fetch_failed": self.upstream_errors.record,
+            "upstream": self.upstream,
+            "follows_store": False,
+            "republish_phase_s": republish_phase_s(
+                app.app_id, kind, self._timing.republish_interval_s
             ),
-        )
+        }
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> ProducerService:
@@ -198,7 +252,7 @@ class ProducerService:
         self._follow()
         self.pool.start()
         for refresher in self.refreshers:
-            self.scheduler.add(refresher.app.app_id, refresher.step)
+            self.scheduler.add(refresher.key, self._task_of(refresher))
         self.scheduler.start()
         for thread in self._threads:
             thread.start()
@@ -241,20 +295,21 @@ class ProducerService:
         the new configuration from their next fetch; unchanged ones are untouched."""
         result = self.fleet.apply(apps)
         self.control.serve(apps)
-        for app_id in result.removed:
-            self.scheduler.remove(app_id)
-            self._codec.forget(app_id, TokenKind.ACCESS_TOKEN)
+        for refresher in result.dropped:
+            self.scheduler.remove(refresher.key)
+            self._codec.forget(*refresher.key)
         for refresher in result.new:
-            self.scheduler.add(refresher.app.app_id, refresher.step)
+            self.scheduler.add(refresher.key, self._task_of(refresher))
         if self.leadership.is_leader and (result.added or result.removed):
             self._announce()
         return result
 
     # ------------------------------------------------------------ events
     def _on_request(self, request: RefreshRequest) -> None:
-        """From the listener thread: hand a request to its app's refresher, if we lead."""
-        refresher = self.refresher(request.app_id)
-        if refresher is None or request.kind is not TokenKind.ACCESS_TOKEN:
+        """From the listener thread: hand a request to the refresher of its credential
+        (a ticket's report re-fetches the ticket, not the token), if we lead."""
+        refresher = self.refresher(request.app_id, request.kind)
+        if refresher is None:
             log.debug(
                 "ignoring a refresh request for %s/%s: not served here",
                 request.app_id,
@@ -265,7 +320,7 @@ class ProducerService:
             return  # standbys hear every request too; the leader answers
         log.info("refresh requested for %s by %s", request.app_id, request.requester)
         refresher.request_refresh(request)
-        self.scheduler.wake(request.app_id)
+        self.scheduler.wake(refresher.key)
 
     def _on_leadership(self, leading: bool) -> None:
         """From the lease thread. Taking over: read every snapshot, then wake everything
@@ -317,7 +372,7 @@ class ProducerService:
         now_m = time.monotonic()
         for refresher in self.refreshers:
             delay_s = refresher.take_over()
-            key = refresher.app.app_id
+            key = refresher.key
             if delay_s is None:
                 self.scheduler.wake(key)  # a step is running: run another right after
             else:

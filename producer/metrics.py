@@ -42,6 +42,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from consumer_lib import TokenUpdate
+from consumer_lib.wire.kinds import TokenKind
 
 from ._refresher_stats import RefresherStats
 from .apps import AppConfig
@@ -88,7 +89,10 @@ def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], i
 def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> ProducerView:
     """The view of a running `ProducerService` (the one place that knows its insides)."""
     return ProducerView(
-        apps=lambda: [(r.app, r.held, r.stats) for r in service.refreshers],
+        # Per app, as the metrics' labels are: each app's access token (tickets: to come).
+        apps=lambda: [
+            (r.app, r.held, r.stats) for r in service.refreshers if r.kind is TokenKind.ACCESS_TOKEN
+        ],
         is_leader=lambda: service.leadership.is_leader,
         epoch=lambda: service.leadership.epoch,
         broker_connected=lambda: service.publisher.connected,

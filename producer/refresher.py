@@ -37,7 +37,7 @@ from consumer_lib.wire.update import TokenKind, TokenUpdate
 from ._fetching import Fetching
 from ._refresher_stats import RefresherStats
 from ._reports import ReportBox, judge
-from .apps import AppConfig
+from .apps import AppConfig, TokenApi
 from .audit import AuditEvent, AuditLog
 from .budget import RefreshBudget
 from .issuing import Issuer
@@ -55,6 +55,8 @@ __all__ = ["MIN_WAIT_S", "AppRefresher", "Fetcher", "Gate", "RefreshTiming", "So
 STANDBY_WAIT_S = 5.0
 #: A standby fed by a follower has nothing to do until woken; this is only a safety net.
 STANDBY_IDLE_S = 300.0
+#: A WeCom credential is asked for again this long after its expiry (plus the answer lag).
+WECOM_AFTER_EXPIRY_S = 0.02
 #: Answering refresh requests about an old token re-publishes at most this often.
 REPUBLISH_ON_REQUEST_MIN_S = 1.0
 
@@ -80,7 +82,9 @@ class AppRefresher(Fetching):
         follows_store: bool = True,
         republish_phase_s: float | None = None,
         on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None = None,
+        kind: TokenKind = TokenKind.ACCESS_TOKEN,
     ) -> None:
+        self.kind = kind
         #: Replaced by a reload when the secret or API changes; read at each fetch.
         self.app = app
         self._gate: Gate = gate or SoleProducer()
@@ -108,7 +112,13 @@ class AppRefresher(Fetching):
         self._store_reachable = True
         self._store_probed_at = -math.inf
         self._warned_margin = False
+        self._answer_lag_s = 0.0
         self.stats = RefresherStats()
+
+    @property
+    def key(self) -> tuple[str, TokenKind]:
+        """This credential's key in the scheduler: (app id, kind)."""
+        return (self.app.app_id, self.kind)
 
     @property
     def held(self) -> TokenUpdate | None:
@@ -202,17 +212,53 @@ class AppRefresher(Fetching):
 
     def _refresh_due(self, now_s: float) -> bool:
         held = self._held
-        return held is None or now_s >= self._timing.refresh_at(held)
+        return held is None or now_s >= self._refresh_at(held)
+
+    def _refresh_at(self, held: TokenUpdate) -> float:
+        """When to fetch again. WeCom hands out the same value until it has expired (its
+        tokens and tickets alike): asking earlier only gets it back, so ask right after the
+        expiry, late by as much as upstream may have started its life after our request."""
+        if self.app.token_api is TokenApi.WECOM:
+            return held.expires_at + self._answer_lag_s + WECOM_AFTER_EXPIRY_S
+        return self._timing.refresh_at(held)
 
     def _seconds_to_next_step(self, now_s: float) -> float:
         held = self._held
         if held is None:
             moments = [self._retry_at]
         else:
-            moments = [self._republish_at, max(self._timing.refresh_at(held), self._retry_at)]
+            moments = [max(self._refresh_at(held), self._retry_at)]
+            if held.is_valid_at(now_s):  # an expired one is not re-published: no busy wait
+                moments.append(self._republish_at)
         if self._unsaved is not None:
             moments.append(now_s + self._timing.store_retry_s)
         return wait_until(now_s, *moments)
+
+    def refresh_refused(self, refused: str) -> str | None:
+        """A ticket fetch was refused access token `refused`: the passive-refresh path,
+        for a ticket refresher (`ticket_fetch.RefreshToken`). Coalesced (a token other than
+        `refused` is returned as is), within the budget, leader only; never waits on a
+        step in progress. Returns the token to use, or None when none may be had now."""
+        if not self._step_lock.acquire(blocking=False):
+            return None
+        try:
+            held = self._held
+            now_s = self._clock()
+            if held is not None and held.value != refused and held.is_valid_at(now_s):
+                return held.value
+            if not self._gate.may_fetch(self.app.token_api):
+                return None
+            app_id, token_api = self.app.app_id, self.app.token_api
+            decision = self._budget.try_spend(app_id, token_api) if self._budget else None
+            if decision is not None and not decision.allowed:
+                log.warning("%s: token refresh for a ticket over budget: %s", app_id, decision)
+                return None
+            self.stats.forced_refreshes += 1
+            self._refresh(forced=True, reason="a ticket fetch was refused the token")
+            held = self._held
+            return None if held is None or held.value == refused else held.value
+        finally:
+            self._step_lock.release()
 
     # ------------------------------------------------------------------ requests
     def request_refresh(self, request: RefreshRequest) -> None:

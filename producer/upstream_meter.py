@@ -13,6 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
+
+from consumer_lib.wire.kinds import TokenKind
 
 from .apps import AppConfig
 from .errcodes import ERRCODES
@@ -58,10 +61,21 @@ class MeteredFetcher:
         return self._inner
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        return self._metered(app, lambda: self._inner.fetch(app, force_refresh=force_refresh))
+
+    def fetch_ticket(self, app: AppConfig, kind: TokenKind, access_token: str) -> FetchedToken:
+        """A ticket call, counted with the app's other calls; needs an inner that fetches
+        tickets (`producer.fetching.Upstream`)."""
+        fetch = getattr(self._inner, "fetch_ticket", None)
+        if fetch is None:
+            raise TypeError(f"{type(self._inner).__name__} fetches no tickets")
+        return self._metered(app, lambda: cast(FetchedToken, fetch(app, kind, access_token)))
+
+    def _metered(self, app: AppConfig, call: Callable[[], FetchedToken]) -> FetchedToken:
         started = self._monotonic()
         outcome, errcode = "ok", "none"
         try:
-            return self._inner.fetch(app, force_refresh=force_refresh)
+            return call()
         except UpstreamError as exc:
             outcome, errcode = exc.kind.value, errcode_label(exc.errcode)
             raise

@@ -86,6 +86,13 @@ def test_first_minute(demo: list[str]) -> None:
         timeout_s=30,
         message="both apps' tokens at the subscriber",
     )
+    signed = wait_for(
+        lambda: next((line for line in demo if "JS-SDK signature" in line), None),
+        timeout_s=30,
+        message="the jsapi ticket and its signature at the subscriber",
+    )
+    print(f"\n[demo] {signed}")
+    assert signed.endswith(": valid"), signed
     source, status, curl = _suggested(demo)
     assert source.startswith("set -a; . ")
     assert source.endswith("; set +a")

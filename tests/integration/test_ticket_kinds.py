@@ -1,7 +1,7 @@
 """Ticket kinds end to end through Redis, the exchange and consumer_lib (real services):
 the producer keeps the access token, an operator's `wxtoken set --kind` provides a ticket
 the sandbox issued, and a service's `jssdk_config` signs with it so the sandbox accepts it.
-(The refresher driving tickets itself is the next stage.)"""
+(The producer fetching tickets itself: test_credential_fleet.py.)"""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from consumer_lib import TokenKind, TokenSource, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
+from producer._fetching import UNCHANGED_MIN_RETRY_S
 from producer.apps import AppConfig, TokenApi
 from producer.errcodes import FailureKind
 from producer.refresher import AppRefresher, RefreshTiming
@@ -431,7 +432,8 @@ def test_quota_minimum_is_far_above_transient(clock: FakeClock) -> None:
 
 
 def test_same_token_from_stable_api_is_not_a_new_version(clock: FakeClock) -> None:
-    """When the stable API hands back the held token, no new version goes out and it asks again."""
+    """When the stable API hands back the held token, no new version goes out, its first
+    expiry is kept, and it is asked for again at that expiry, not in a storm before it."""
     rig = Rig(clock, rand=lambda: 1.0)
     rig.fetcher.give(
         FetchedToken(value="STABLE-TOKEN-0123456789", expires_in_s=7200),
@@ -439,18 +441,25 @@ def test_same_token_from_stable_api_is_not_a_new_version(clock: FakeClock) -> No
         FetchedToken(value="STABLE-TOKEN-0123456789", expires_in_s=299),
         FetchedToken(value="RENEWED-TOKEN-0123456789", expires_in_s=7200),
     )
+    expiry_s = clock() + 7200
     rig.step()
     clock.advance(6900)
-    assert rig.step() == 1
-    clock.advance(1)
-    assert rig.step() == 2
+    rig.step()
+    assert rig.fetcher.calls == 2
+    while clock() < expiry_s:  # every step the refresher asks for until the expiry
+        clock.advance(min(rig.step(), expiry_s - clock()))
+    assert rig.fetcher.calls == 2
     assert {u.value for u in rig.published} == {"STABLE-TOKEN-0123456789"}
     assert {u.version for u in rig.published} == {rig.published[0].version}
-    clock.advance(2)
+    assert {u.expires_at for u in rig.published} == {expiry_s}
+    rig.step()  # at the expiry: still the same one (upstream's clock lags)
+    assert rig.fetcher.calls == 3
+    clock.advance(UNCHANGED_MIN_RETRY_S)
     rig.step()
     assert rig.fetcher.calls == 4
     assert rig.latest() is not None
     assert rig.latest().value == "RENEWED-TOKEN-0123456789"  # type: ignore[union-attr]
+    assert rig.published[-1].value == "RENEWED-TOKEN-0123456789"
     assert rig.stored() == rig.latest()
     rig.redis.close()
 

@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenUpdate
 from producer.__main__ import reload_apps
 from producer._service import ProducerService
@@ -81,7 +82,7 @@ def service(apps_file: Path) -> tuple[ProducerService, Upstream, ProducerSetting
         clock=CLOCK,
     )
     for refresher in made.refreshers:
-        made.scheduler.add(refresher.app.app_id, refresher.step)
+        made.scheduler.add(refresher.key, refresher.step)
     return made, upstream, settings
 
 
@@ -103,12 +104,14 @@ def test_a_good_file_adds_removes_and_changes_only_what_changed(
         ["wxchange"],
         1,
     )
-    assert sorted(svc.scheduler.keys()) == ["wxadd", "wxchange", "wxkeep"]  # type: ignore[type-var]
+    assert sorted(svc.scheduler.keys()) == [  # type: ignore[type-var]
+        (app_id, TokenKind.ACCESS_TOKEN) for app_id in ("wxadd", "wxchange", "wxkeep")
+    ]
     assert svc.refresher("wxdrop") is None
     assert svc.refresher("wxkeep") is kept
     assert kept is not None
     assert kept.held is not None
-    due = svc.scheduler.due_at("wxadd")
+    due = svc.scheduler.due_at(("wxadd", TokenKind.ACCESS_TOKEN))
     assert due is not None
     svc.scheduler.run_due(due)  # the new app is due now (the pool is not running here)
     changed = svc.refresher("wxchange")
@@ -135,7 +138,7 @@ def test_a_bad_file_keeps_the_running_set_and_says_why(
         assert str(apps_file) in errors[0].getMessage()
         assert "not reloaded" in errors[0].getMessage()
         assert {r.app.app_id: r for r in svc.refreshers} == before
-    assert sorted(svc.scheduler.keys()) == sorted(before)  # type: ignore[type-var]
+    assert sorted(svc.scheduler.keys()) == [(a, TokenKind.ACCESS_TOKEN) for a in sorted(before)]  # type: ignore[type-var]
 
 
 def test_the_leader_announces_the_apps_it_serves(

@@ -10,6 +10,7 @@ import fakeredis
 from pydantic import SecretStr
 
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import TokenKind
 from producer._service import ProducerService
 from producer.apps import AppConfig
 from producer.settings import ProducerSettings
@@ -37,7 +38,7 @@ def service(
         publisher=publisher,  # type: ignore[arg-type]
     )
     for refresher in made.refreshers:
-        made.scheduler.add(refresher.app.app_id, refresher.step)
+        made.scheduler.add(refresher.key, refresher.step)
     return made, upstream, publisher
 
 
@@ -59,7 +60,7 @@ def test_a_standby_takes_over_with_every_token_and_no_upstream_call(tmp_path: Pa
     assert all(r.held is not None for r in standby.refreshers)
     idle_until = time.monotonic() + 300  # where a standby's own steps leave it
     for refresher in standby.refreshers:
-        standby.scheduler.add(refresher.app.app_id, refresher.step, due_at=idle_until)
+        standby.scheduler.add(refresher.key, refresher.step, due_at=idle_until)
 
     fakeredis.FakeRedis(server=server).delete(KeyLayout("wxtake").leader)  # the leader died
     standby.leadership.tick()
@@ -73,5 +74,5 @@ def test_a_standby_takes_over_with_every_token_and_no_upstream_call(tmp_path: Pa
     }
     assert standby_upstream.calls == 0
     now_m = time.monotonic()
-    due = [standby.scheduler.due_at(a.app_id) for a in APPS]
+    due = [standby.scheduler.due_at((a.app_id, TokenKind.ACCESS_TOKEN)) for a in APPS]
     assert all(d is not None and now_m + 1 < d < idle_until for d in due)

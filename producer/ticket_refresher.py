@@ -1,0 +1,99 @@
+"""Keeping one ticket of an app fresh: an `AppRefresher` of another kind.
+
+A ticket (jsapi, wx_card, WeCom's corp_jsapi and agent_config) is scheduled, stored,
+versioned and published exactly like the access token, under its own kind, on its own
+``expires_in``. What differs is the upstream call:
+- it is made with the access token the app's token refresher holds now; without one
+  (start-up, an upstream outage) it waits for it, spending nothing;
+- a refused token (40001/40014/42001, WeCom's 301002) goes through the token refresher's
+  passive-refresh path once (`AppRefresher.refresh_refused`), never waiting on its lock;
+- a WeCom ticket spends from the fleet-wide hourly `TicketBudget` first, and waits until
+  the budget allows it when refused.
+A token refresh never touches the tickets: a ticket stays valid until its own expiry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from consumer_lib.wire.kinds import Platform, TokenKind
+
+from .app_config import AppConfig
+from .refresher import AppRefresher
+from .ticket_budget import TicketBudget
+from .ticket_fetch import TicketFetcher, fetch_ticket
+from .upstream import FetchedToken
+
+log = logging.getLogger(__name__)
+
+#: Without an access token to fetch with, a ticket looks again this often.
+NO_TOKEN_RETRY_S = 0.5
+
+
+class TicketRefresher(AppRefresher):
+    """The refresh state machine of one ticket of one app."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        kind: TokenKind,
+        token: AppRefresher,
+        tickets: TicketFetcher,
+        ticket_budget: TicketBudget | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kind is TokenKind.ACCESS_TOKEN:
+            raise ValueError("a TicketRefresher keeps a ticket, not the access token")
+        super().__init__(app, kind=kind, **kwargs)
+        self._token = token
+        self._tickets = tickets
+        self._ticket_budget = ticket_budget
+        self._waiting_for_token = False
+
+    @property
+    def token_refresher(self) -> AppRefresher:
+        return self._token
+
+    def token_arrived(self) -> None:
+        """The token refresher holds a token now: a ticket waiting for one may fetch at its
+        next step (the service wakes it) instead of at its next look."""
+        if self._waiting_for_token:
+            self._retry_at = 0.0
+
+    def _held_off_until(self, now_s: float) -> float | None:
+        token = self._token.held
+        self._waiting_for_token = token is None or not token.is_valid_at(now_s)
+        if self._waiting_for_token:
+            return now_s + NO_TOKEN_RETRY_S  # nothing to fetch with yet: spend nothing
+        if self._ticket_budget is None or self.app.platform is not Platform.WECOM:
+            return None
+        decision = self._ticket_budget.try_spend(self.app, self.kind)
+        if decision.allowed:
+            return None
+        retry_at_s = decision.retry_at_s if decision.retry_at_s is not None else now_s + 60.0
+        log.warning(
+            "%s: %s over WeCom's hourly ticket limit (%s); next call in %.0f s",
+            self.app.app_id,
+            self.kind,
+            decision.reason,
+            retry_at_s - now_s,
+        )
+        return max(retry_at_s, now_s + NO_TOKEN_RETRY_S)
+
+    def _call_upstream(self, app: AppConfig, *, force_refresh: bool) -> FetchedToken:
+        del force_refresh  # a ticket API has no forced mode
+        token = self._token.held
+        now_s = self._clock()
+        access_token = token.value if token is not None and token.is_valid_at(now_s) else None
+        return fetch_ticket(
+            self._tickets,
+            app,
+            self.kind,
+            access_token=access_token,
+            refresh_token=self._token.refresh_refused,
+        )
+
+    def _count_fetch(self, *, forced: bool) -> None:
+        """A ticket call spends no token budget (WeCom's tickets spend `TicketBudget`)."""
