@@ -7,12 +7,12 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
 
     wxtoken_producer_token_seconds_left{app_id,kind}       the token this producer holds
     wxtoken_producer_token_version{app_id,kind}
-    wxtoken_producer_fetches_total{app_id}                 upstream calls that gave a token
-    wxtoken_producer_fetch_failures_total{app_id}
-    wxtoken_producer_forced_refreshes_total{app_id}        after reports of the current token
-    wxtoken_producer_refresh_requests_total{app_id,handling}  received | old_token | over_budget
-    wxtoken_producer_writes_fenced_total{app_id}
-    wxtoken_producer_store_failures_total{app_id}
+    wxtoken_producer_fetches_total{app_id,kind}            upstream calls that gave a token
+    wxtoken_producer_fetch_failures_total{app_id,kind}
+    wxtoken_producer_forced_refreshes_total{app_id,kind}   after reports of the current token
+    wxtoken_producer_refresh_requests_total{app_id,kind,handling}  received | old_token | ...
+    wxtoken_producer_writes_fenced_total{app_id,kind}
+    wxtoken_producer_store_failures_total{app_id,kind}
     wxtoken_producer_upstream_calls_total{app_id,outcome,errcode}
     wxtoken_producer_upstream_seconds{app_id}              histogram
     wxtoken_producer_budget_used{app_id,api} / wxtoken_producer_budget_limit{app_id,api}
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 class ProducerView:
     """What the collector reads; every callable is cheap and does no I/O."""
 
-    apps: Callable[[], Sequence[tuple[AppConfig, TokenUpdate | None, RefresherStats]]]
+    apps: Callable[[], Sequence[tuple[AppConfig, TokenKind, TokenUpdate | None, RefresherStats]]]
     is_leader: Callable[[], bool]
     epoch: Callable[[], int | None]
     broker_connected: Callable[[], bool]
@@ -89,10 +89,8 @@ def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], i
 def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> ProducerView:
     """The view of a running `ProducerService` (the one place that knows its insides)."""
     return ProducerView(
-        # Per app, as the metrics' labels are: each app's access token (tickets: to come).
-        apps=lambda: [
-            (r.app, r.held, r.stats) for r in service.refreshers if r.kind is TokenKind.ACCESS_TOKEN
-        ],
+        # Per app and kind: each credential (access token, tickets) has its own refresher.
+        apps=lambda: [(r.app, r.kind, r.held, r.stats) for r in service.refreshers],
         is_leader=lambda: service.leadership.is_leader,
         epoch=lambda: service.leadership.epoch,
         broker_connected=lambda: service.publisher.connected,
@@ -201,37 +199,40 @@ class ProducerCollector(Collector):
             labels=["app_id", "kind"],
         )
         fetches = _counter(
-            "wxtoken_producer_fetches", "Upstream fetches that gave a token.", ["app_id"]
+            "wxtoken_producer_fetches", "Upstream fetches that gave a token.", ["app_id", "kind"]
         )
         failures = _counter(
-            "wxtoken_producer_fetch_failures", "Upstream fetches that failed.", ["app_id"]
+            "wxtoken_producer_fetch_failures", "Upstream fetches that failed.", ["app_id", "kind"]
         )
         forced = _counter(
             "wxtoken_producer_forced_refreshes",
             "Refreshes forced by reports that the current token was rejected.",
-            ["app_id"],
+            ["app_id", "kind"],
         )
         requests = _counter(
             "wxtoken_producer_refresh_requests",
             "Refresh requests (reports) received, and how they were handled.",
-            ["app_id", "handling"],
+            ["app_id", "kind", "handling"],
         )
         fenced = _counter(
-            "wxtoken_producer_writes_fenced", "Writes refused: the lease was lost.", ["app_id"]
+            "wxtoken_producer_writes_fenced",
+            "Writes refused: the lease was lost.",
+            ["app_id", "kind"],
         )
-        store = _counter("wxtoken_producer_store_failures", "Redis failures.", ["app_id"])
-        for app, held, stats in self._view.apps():
+        store = _counter("wxtoken_producer_store_failures", "Redis failures.", ["app_id", "kind"])
+        for app, kind, held, stats in self._view.apps():
+            labels = [app.app_id, kind.value]
             if held is not None:
-                left.add_metric([app.app_id, held.kind.value], held.seconds_left(now_s))
-                version.add_metric([app.app_id, held.kind.value], held.version)
-            fetches.add_metric([app.app_id], stats.fetches)
-            failures.add_metric([app.app_id], stats.fetch_failures)
-            forced.add_metric([app.app_id], stats.forced_refreshes)
-            requests.add_metric([app.app_id, "received"], stats.requests_received)
-            requests.add_metric([app.app_id, "old_token"], stats.requests_about_old_tokens)
-            requests.add_metric([app.app_id, "over_budget"], stats.requests_over_budget)
-            fenced.add_metric([app.app_id], stats.writes_fenced)
-            store.add_metric([app.app_id], stats.store_failures)
+                left.add_metric(labels, held.seconds_left(now_s))
+                version.add_metric(labels, held.version)
+            fetches.add_metric(labels, stats.fetches)
+            failures.add_metric(labels, stats.fetch_failures)
+            forced.add_metric(labels, stats.forced_refreshes)
+            requests.add_metric([*labels, "received"], stats.requests_received)
+            requests.add_metric([*labels, "old_token"], stats.requests_about_old_tokens)
+            requests.add_metric([*labels, "over_budget"], stats.requests_over_budget)
+            fenced.add_metric(labels, stats.writes_fenced)
+            store.add_metric(labels, stats.store_failures)
         yield from (left, version, fetches, failures, forced, requests, fenced, store)
 
     def _upstream(self) -> Iterator[Metric]:

@@ -54,9 +54,10 @@ def test_producer_serves_metrics_and_health(stack: Stack) -> None:
     published = {labels["result"]: v for labels, v in metrics["wxtoken_producer_publishes_total"]}
     assert published["confirmed"] >= 1
     fetched = {
-        labels["app_id"]: value for labels, value in metrics["wxtoken_producer_fetches_total"]
+        (labels["app_id"], labels["kind"]): value
+        for labels, value in metrics["wxtoken_producer_fetches_total"]
     }
-    assert fetched[app_id] >= 1
+    assert fetched[(app_id, "access_token")] >= 1
     calls = metrics["wxtoken_producer_upstream_calls_total"]
     assert any(labels["outcome"] == "ok" for labels, _ in calls)
     assert metrics["wxtoken_producer_upstream_seconds_count"]

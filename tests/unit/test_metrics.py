@@ -18,6 +18,7 @@ from consumer_lib import ClientSettings, InvalidUpdate, TokenClient
 from consumer_lib._rejections import REASONS, rejection_reason
 from consumer_lib.metrics import TokenClientCollector
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import TokenKind
 from producer.apps import AppConfig, TokenApi
 from producer.budget import RefreshBudget
 from producer.errcodes import FailureKind
@@ -128,7 +129,7 @@ def test_producer_collector(clock: FakeClock) -> None:
     stats = RefresherStats(fetches=3, forced_refreshes=1, requests_received=4)
     held = make_update(app_id="wxapp1", value=TOKEN, version=9)
     view = ProducerView(
-        apps=lambda: [(app, held, stats)],
+        apps=lambda: [(app, TokenKind.ACCESS_TOKEN, held, stats)],
         is_leader=lambda: True,
         epoch=lambda: 7,
         broker_connected=lambda: True,
@@ -144,8 +145,9 @@ def test_producer_collector(clock: FakeClock) -> None:
     samples = _samples(registry)
     app_label = (("app_id", "wxapp1"),)
     assert samples[("wxtoken_producer_token_version", (*app_label, ("kind", "access_token")))] == 9
-    assert samples[("wxtoken_producer_fetches_total", app_label)] == 3
-    assert samples[("wxtoken_producer_forced_refreshes_total", app_label)] == 1
+    credential = (*app_label, ("kind", "access_token"))
+    assert samples[("wxtoken_producer_fetches_total", credential)] == 3
+    assert samples[("wxtoken_producer_forced_refreshes_total", credential)] == 1
     calls = (*app_label, ("errcode", "61004"), ("outcome", "config"))
     assert samples[("wxtoken_producer_upstream_calls_total", calls)] == 1
     assert samples[("wxtoken_producer_upstream_seconds_count", app_label)] == 2
