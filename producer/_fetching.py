@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: An unchanged answer at (or past) the held expiry is asked again no sooner than this.
 UNCHANGED_MIN_RETRY_S = 0.5
+#: A fetch held back for want of lease is tried again this soon (the lease ticks faster).
+LEASE_RECHECK_S = 0.5
 
 
 class Fetching(StoreSync):
@@ -82,6 +84,20 @@ class Fetching(StoreSync):
             self._retry_at = started_s + self._timing.config_retry_s
             return
         force_refresh = forced and app.token_api is TokenApi.STABLE
+        # The step checked the lease when it began; an audit write, the budget script and the
+        # version allocation may each have waited out a Redis timeout since. Check again now,
+        # so a deposed leader never starts a fetch its successor may also make (and, cut off
+        # from Redis, never a forced refresh).
+        if not self._gate.may_fetch_now(
+            app.token_api, need_s=self._timing.lease_needed_s(), force_refresh=forced
+        ):
+            log.info(
+                "%s: %s fetch not started: not enough confirmed lease left for the call",
+                app.app_id,
+                self.kind,
+            )
+            self._retry_at = self._clock() + LEASE_RECHECK_S
+            return
         try:
             fetched = self._call_upstream(app, force_refresh=force_refresh)
         except UpstreamError as exc:

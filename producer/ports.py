@@ -26,6 +26,10 @@ class Gate(Protocol):
 
     def may_fetch(self, token_api: TokenApi) -> bool: ...
 
+    def may_fetch_now(
+        self, token_api: TokenApi, *, need_s: float, force_refresh: bool = False
+    ) -> bool: ...
+
     def fenced(self) -> None: ...
 
 
@@ -36,6 +40,11 @@ class SoleProducer:
     epoch: int | None = None
 
     def may_fetch(self, token_api: TokenApi) -> bool:
+        return True
+
+    def may_fetch_now(
+        self, token_api: TokenApi, *, need_s: float, force_refresh: bool = False
+    ) -> bool:
         return True
 
     def fenced(self) -> None:

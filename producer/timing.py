@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 MIN_WAIT_S = 0.05
 
 
+#: A healthy leader's trusted lease never drops below about 0.47 of its TTL (trusted for 0.8
+#: of it, renewed every third): asking for at most 0.4 of it never stalls a healthy leader.
+LEASE_CALL_SHARE = 0.4
+
+
 @dataclass(frozen=True)
 class RefreshTiming:
     """When to refresh, re-publish and retry; all in seconds."""
@@ -48,6 +53,10 @@ class RefreshTiming:
     #: How long a takeover may take (the lease TTL): a margin shorter than this lets a
     #: token lapse when the leader dies just before its refresh point.
     takeover_s: float = 0.0
+    #: The longest an upstream call may take (connect plus read timeout): right before one,
+    #: the lease must have that much trusted life left, capped at `LEASE_CALL_SHARE` of the
+    #: lease TTL (a longer call is covered by the write fence). 0: no such check.
+    upstream_call_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: ProducerSettings) -> RefreshTiming:
@@ -61,7 +70,14 @@ class RefreshTiming:
             quota_retry_base_s=settings.quota_retry_base_s,
             quota_retry_cap_s=settings.quota_retry_cap_s,
             takeover_s=settings.lease_ttl_s,
+            upstream_call_s=settings.http_connect_timeout_s + settings.http_read_timeout_s,
         )
+
+    def lease_needed_s(self) -> float:
+        """How much trusted lease must be left for an upstream call to start now."""
+        if self.takeover_s <= 0:
+            return self.upstream_call_s
+        return min(self.upstream_call_s, self.takeover_s * LEASE_CALL_SHARE)
 
     def margin_s(self, update: TokenUpdate) -> float:
         lifetime_s = update.expires_at - update.issued_at

@@ -38,6 +38,11 @@ class Gate:
     def may_fetch(self, token_api: TokenApi) -> bool:
         return self.leading
 
+    def may_fetch_now(
+        self, token_api: TokenApi, *, need_s: float, force_refresh: bool = False
+    ) -> bool:
+        return self.leading
+
     def fenced(self) -> None:
         self.leading = False
 

@@ -383,3 +383,56 @@ def test_a_squatted_lease_is_given_a_ttl_and_replaced(
     client.delete(KEYS.leader)  # as when that TTL runs out (fakeredis keeps real time)
     lead.tick()
     assert lead.is_leader
+
+
+class SlowVersionStore(TokenStore):
+    """A store whose version allocation waits out a Redis timeout (the fake clock moves)."""
+
+    def __init__(self, client: fakeredis.FakeRedis, clock: FakeClock, delay_s: float) -> None:
+        super().__init__(client, KEYS)
+        self._clock = clock
+        self.delay_s = delay_s
+
+    def next_version(self, app_id: str, kind: object, *, now_s: float) -> int:  # type: ignore[override]
+        self._clock.advance(self.delay_s)
+        return super().next_version(app_id, kind, now_s=now_s)  # type: ignore[arg-type]
+
+
+def test_a_fetch_is_not_started_once_the_lease_ran_low_during_the_step(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """The step began as leader, but the version allocation took seconds: right before the
+    upstream call the lease has too little trusted life left, so no fetch starts; after a
+    renewal the next step fetches."""
+    gate = leadership(client_of(server), "a", clock, ttl_s=10.0)
+    gate.tick()  # trusted for 8 s
+    fetcher = FakeFetcher(clock)
+    store = SlowVersionStore(client_of(server), clock, delay_s=5.0)
+    timing = RefreshTiming(takeover_s=10.0, upstream_call_s=15.0)  # needs 4 s of lease
+    refresher = AppRefresher(
+        APP,
+        fetcher=fetcher,
+        store=store,
+        publish=lambda update: None,
+        producer_id=gate.owner,
+        timing=timing,
+        gate=gate,
+        clock=clock,
+    )
+    wait_s = refresher.step()
+    assert fetcher.calls == 0, "a call started with 3 s of lease left could outlive it"
+    assert refresher.held is None
+    assert wait_s <= 1.0, "tried again soon, not after a backoff"
+    store.delay_s = 0.0
+    clock.advance(wait_s)
+    gate.tick()
+    refresher.step()
+    assert fetcher.calls == 1
+    assert refresher.held is not None
+
+
+def test_lease_needed_for_a_call_is_capped_below_what_a_healthy_leader_holds() -> None:
+    """A 15 s call timeout with a 10 s lease asks for 4 s: a healthy leader always has it."""
+    assert RefreshTiming(takeover_s=10.0, upstream_call_s=15.0).lease_needed_s() == 4.0
+    assert RefreshTiming(takeover_s=10.0, upstream_call_s=2.0).lease_needed_s() == 2.0
+    assert RefreshTiming().lease_needed_s() == 0.0
