@@ -10,10 +10,10 @@
 #
 # No `# syntax=` line on purpose: it would pull an unpinned frontend image at build time.
 
-# Exact tag, so a rebuild does not silently move to another Python or Debian point release;
-# `make pin-images` adds the digest (deploy/pin_images.py), so a re-pushed tag cannot change
-# what is built either.
-ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm
+# Exact tag, so a rebuild does not silently move to another Python or Debian point release,
+# and its digest, so a re-pushed tag cannot change what is built either; `make pin-images`
+# (deploy/pin_images.py) resolves the tag again.
+ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm@sha256:2333bd330d12de02514770b3585cad313644316047cdee24a7acfdece6de6efb
 
 # ---- build: the project's wheel plus wheels of all its dependencies -------------------------
 FROM ${PYTHON_IMAGE} AS build

@@ -55,9 +55,9 @@ COMPOSE_ENV = {
     "WXTOKEN_REDIS_CONSUMER_PASSWORD": "not-a-real-redis-password-4567",
     "WXTOKEN_REDIS_GATEWAY_PASSWORD": "not-a-real-redis-password-8901",
 }
-#: The oldest Redis 7.2 release with the fixes for CVE-2024-31449, CVE-2024-46981 and
-#: CVE-2025-49844 (7.2.5 has none of them).
-PATCHED_REDIS_7_2 = (7, 2, 11)
+#: Per Redis series, the oldest release with the fixes for CVE-2024-31449, CVE-2024-46981
+#: and CVE-2025-49844 (7.2.5 has none of them).
+PATCHED_REDIS = {(7, 2): (7, 2, 11), (7, 4): (7, 4, 6)}
 BIN = Path(sys.executable).parent
 REAL_WECHAT = "https://api.weixin.qq.com"
 
@@ -153,13 +153,12 @@ def _option(command: list[str], flag: str) -> str:
 
 
 def _is_pinned(ref: str) -> bool:
-    """An image reference with a digest, or a tag holding an exact x.y.z version."""
-    if re.search(r"@sha256:[0-9a-f]{64}$", ref):
-        return True
-    last = ref.rsplit("/", 1)[-1]
-    if ":" not in last:
+    """An image reference naming an exact x.y.z tag AND its digest (`name:tag@sha256:...`):
+    the tag says what it is, the digest that nobody can move it."""
+    match = re.fullmatch(r"(?P<name>[\w./-]+):(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}", ref)
+    if match is None:
         return False
-    tag = last.rsplit(":", 1)[1]
+    tag = match["tag"]
     return tag != "latest" and re.search(r"\d+\.\d+\.\d+", tag) is not None
 
 
@@ -244,7 +243,7 @@ def test_pulled_images_are_pinned_to_exact_versions() -> None:
     for name, ref in pulled.items():
         assert _is_pinned(_interpolate(ref)), f"{name}: image {ref!r} is not pinned"
     assert pulled["rabbitmq"].startswith("rabbitmq:3.13.")
-    assert pulled["rabbitmq"].endswith("-management")
+    assert pulled["rabbitmq"].partition("@")[0].endswith("-management")
 
 
 def test_our_services_build_the_image_from_this_repository() -> None:
@@ -541,15 +540,15 @@ def test_rendered_definitions_are_ignored_by_git() -> None:
 
 
 def test_redis_image_has_the_lua_cve_fixes() -> None:
-    """compose's Redis is a 7.2 release at or after the one fixing the Lua CVEs."""
+    """compose's Redis is a 7.2 or 7.4 release at or after the one fixing the Lua CVEs."""
     image = _services()["redis"]["image"]
     assert _is_pinned(image), image
     tag = image.split("@", 1)[0].rsplit(":", 1)[1]
     match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)(?:-[\w.-]+)?", tag)
     assert match, tag
     version = tuple(int(part) for part in match.groups())
-    assert version[:2] == PATCHED_REDIS_7_2[:2], f"another series than 7.2: {tag}"
-    assert version >= PATCHED_REDIS_7_2, f"{tag} predates the Lua CVE fixes"
+    assert version[:2] in PATCHED_REDIS, f"a series this test does not know: {tag}"
+    assert version >= PATCHED_REDIS[version[:2]], f"{tag} predates the Lua CVE fixes"
 
 
 def test_redis_loads_the_shipped_acl_file_read_only() -> None:
@@ -884,13 +883,13 @@ def test_pin_images_pins_every_pulled_image_and_keeps_the_files_valid() -> None:
 
     compose = pin_images.pin(COMPOSE.read_text(encoding="utf-8"), resolve)
     dockerfile = pin_images.pin(DOCKERFILE.read_text(encoding="utf-8"), resolve)
-    pulled = {s["image"] for s in _services().values() if "image" in s}
-    assert pulled | {_global_args()["PYTHON_IMAGE"]} == set(asked)
+    tags = {s["image"].partition("@")[0] for s in _services().values() if "image" in s}
+    assert tags | {_global_args()["PYTHON_IMAGE"].partition("@")[0]} == set(asked)
     assert pin_images.unpinned(compose) == []
     assert pin_images.unpinned(dockerfile) == []
     services = yaml.safe_load(compose)["services"]
-    for name in pulled:
-        assert any(s.get("image") == f"{name}@sha256:{'ab' * 32}" for s in services.values())
+    for tag in tags:
+        assert any(s.get("image") == f"{tag}@sha256:{'ab' * 32}" for s in services.values())
     assert pin_images.pin(compose, resolve) == compose, "re-pinning is stable"
     assert "make pin-images" in DOCKERFILE.read_text(encoding="utf-8")
     assert "pin-images:" in (ROOT / "Makefile").read_text(encoding="utf-8")
