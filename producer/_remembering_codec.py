@@ -36,6 +36,10 @@ class RememberingCodec(UpdateCodec):
     def verifies(self) -> bool:
         return self._inner.verifies
 
+    @property
+    def verify_key_ids(self) -> list[str]:
+        return self._inner.verify_key_ids
+
     def encode(self, update: TokenUpdate) -> bytes:
         key = (update.app_id, update.kind)
         known = self._latest.get(key)

@@ -400,3 +400,7 @@ class ProducerService:
             )
         except StoreError as exc:
             log.warning("could not announce the served apps: %s", exc)
+        try:  # so that `wxtoken set` can warn before publishing what would be deleted
+            self.store.announce_verify_keys(self._codec.verify_key_ids)
+        except StoreError as exc:
+            log.warning("could not announce the verify key ids: %s", exc)

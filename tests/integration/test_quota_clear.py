@@ -1,6 +1,7 @@
-"""`wxtoken quota clear` end to end: the real CLI, a real producer process, the real Redis
-and RabbitMQ, the sandbox WeChat. The operator signs with a key of their own, which the
-producer trusts through WXTOKEN_VERIFY_KEYS."""
+"""Operator keys end to end (`wxtoken quota clear`, and `wxtoken set`'s check of the keys
+the leader announces): the real CLI, a real producer process, the real Redis and RabbitMQ,
+the sandbox WeChat. The operator signs with a key of their own, which the producer trusts
+through WXTOKEN_VERIFY_KEYS."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from .procs import REPO_ROOT, Producer, wait_line
 from .stack import Stack
 
 
-def wxtoken(stack: Stack, *args: str, key_file: Path) -> subprocess.CompletedProcess[str]:
+def wxtoken(
+    stack: Stack, *args: str, key_file: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **stack.service_env, "WXTOKEN_SIGNING_KEY_FILE": str(key_file)}
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -150,3 +154,41 @@ def test_status_shows_the_caller_ip_a_refused_fetch_named(stack: Stack) -> None:
     row = wait_for(status_row, timeout_s=30, interval_s=0.5, message="status naming the IP")
     print(row)
     assert "IP 127.0.0.1 not whitelisted" in row
+
+
+def test_set_warns_when_the_leader_would_delete_its_override(stack: Stack, tmp_path: Path) -> None:
+    """The leader announces the key ids it verifies with; `wxtoken set` signed with a key
+    not among them warns (the producer would delete the override as invalid), and one
+    signed with a trusted key does not."""
+    operator_key, operator_public = generate_keypair(tmp_path / "operator.key")
+    stranger_key, _ = generate_keypair(tmp_path / "stranger.key")
+    leading_producer(stack, operator_public)
+    app_id = stack.app_ids[0]
+    client = redis.Redis.from_url(stack.service_env["WXTOKEN_REDIS_URL"])
+    try:
+        announced_key = KeyLayout(stack.service_env["WXTOKEN_KEY_PREFIX"]).verify_keys
+        wait_for(lambda: client.get(announced_key), timeout_s=30, message="announced key ids")
+        print("announced:", client.get(announced_key))
+    finally:
+        client.close()
+    wait_for(lambda: stack.snapshot(app_id), timeout_s=30, message="a first token")
+
+    def set_token(key_file: Path) -> subprocess.CompletedProcess[str]:
+        result = wxtoken(
+            stack,
+            "set",
+            app_id,
+            "--expires-in",
+            "600",
+            key_file=key_file,
+            stdin="an-operator-token-0123456789\n",
+        )
+        print(result.stdout, result.stderr)
+        return result
+
+    trusted = set_token(operator_key)
+    assert trusted.returncode == 0, trusted.stderr
+    assert "warning" not in trusted.stderr
+    stranger = set_token(stranger_key)
+    assert "warning: the producers verify with key ids" in stranger.stderr
+    assert "WXTOKEN_VERIFY_KEYS" in stranger.stderr
