@@ -8,6 +8,11 @@ Lua script, on the keys `KeyLayout.budget_count` (spends that UTC day) and
 `KeyLayout.budget_spend` keeps one spend's answer for 10 minutes, so a replayed script (a
 retry after a lost reply) spends nothing.
 
+Refreshes caused by refresh requests have a second, smaller budget of their own
+(`try_spend_requested`: `requested_per_day`, default 50, and a spacing of 60 s, 30 s for
+stable apps), counted by the same script on the `KeyLayout.requested_*` keys, so a flood of
+requests can never take the quota the scheduled refreshes need.
+
 With Redis away the count goes on in memory from the last count Redis gave, the decision
 says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
 `try_spend()` counts the fetch it allows; `record_fetch()` counts one nobody asked about
@@ -61,6 +66,12 @@ def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: TokenApi) ->
     return keys.budget_last_forced(app_id, token_api)
 
 
+#: The key builders of one count: (day counter, last spend, one spend's answer).
+_KeysOf = tuple[
+    Callable[[str, str, str], str], Callable[[str, str], str], Callable[[str, str, str], str]
+]
+
+
 @dataclass(frozen=True)
 class BudgetDecision:
     """Whether a refresh may go upstream now, why, and the day's count against its limit."""
@@ -95,9 +106,19 @@ class RefreshBudget:
         forced_min_interval_s: float = 30.0,
         classic_per_day: int = 2000,
         new_spend_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        requested_per_day: int = 50,
+        requested_min_interval_s: float = 60.0,
     ) -> None:
-        if forced_per_day < 0 or classic_per_day < 0 or forced_min_interval_s < 0:
+        if min(forced_per_day, classic_per_day, forced_min_interval_s, requested_per_day) < 0:
             raise ValueError("budget limits must not be negative")
+        if requested_min_interval_s < 0:
+            raise ValueError("budget limits must not be negative")
+        self._requested_per_day = requested_per_day
+        self._requested_gap_ms = math.ceil(requested_min_interval_s * 1000)
+        self._keys_of: dict[str, _KeysOf] = {
+            "budget": (keys.budget_count, keys.budget_last_forced, keys.budget_spend),
+            "requested": (keys.requested_count, keys.requested_last, keys.requested_spend),
+        }
         self._keys = keys
         self._clock = clock
         self._forced_per_day = forced_per_day
@@ -105,6 +126,7 @@ class RefreshBudget:
         self._classic_per_day = classic_per_day
         self._script = redis_client.register_script(load_lua("budget_spend.lua"))
         self._local: dict[tuple[str, TokenApi], _Local] = {}
+        self._local_requested: dict[tuple[str, TokenApi], _Local] = {}
         self._lock = threading.Lock()
         self._redis_down = False
         self._new_spend_id = new_spend_id
@@ -116,6 +138,25 @@ class RefreshBudget:
         else:
             limit, gap_ms, what = self._classic_per_day, 0, "classic"
         return self._spend(app_id, token_api, limit=limit, gap_ms=gap_ms, what=what)
+
+    def try_spend_requested(
+        self, app_id: str, token_api: TokenApi, *, verified: bool = False
+    ) -> BudgetDecision:
+        """Spend one request-caused refresh of `app_id` from its own daily cap, spaced
+        `requested_min_interval_s` apart (WeChat's 30 s for stable apps); a refusal the
+        producer `verified` upstream skips the spacing, never the cap. The refresh also
+        spends `try_spend` (WeChat's own limits): call both."""
+        gap_ms = 0 if verified else self._requested_gap_ms
+        if token_api is TokenApi.STABLE and not verified:
+            gap_ms = min(gap_ms, self._forced_min_interval_ms)
+        return self._spend(
+            app_id,
+            token_api,
+            limit=self._requested_per_day,
+            gap_ms=gap_ms,
+            what="request-caused",
+            pool="requested",
+        )
 
     def record_fetch(self, app_id: str, token_api: TokenApi) -> None:
         """Count a classic fetch that no `try_spend` allowed (a scheduled refresh).
@@ -141,29 +182,38 @@ class RefreshBudget:
 
     # ------------------------------------------------------------------ internals
     def _spend(
-        self, app_id: str, token_api: TokenApi, *, limit: int, gap_ms: int, what: str
+        self,
+        app_id: str,
+        token_api: TokenApi,
+        *,
+        limit: int,
+        gap_ms: int,
+        what: str,
+        pool: str = "budget",
     ) -> BudgetDecision:
         now_s = self._clock()
         now_ms = math.floor(now_s * 1000)
         day = budget_day(now_s)
         shown_limit = self._classic_per_day if limit < 0 else limit
+        count_key, last_key, spend_key = self._keys_of[pool]
+        locals_ = self._local if pool == "budget" else self._local_requested
         with self._lock:
-            local = self._local.get((app_id, token_api))
+            local = locals_.get((app_id, token_api))
             if local is None or local.day != day:
                 # A new day starts from zero; the spacing of forced refreshes carries over.
                 previous = local or _Local(day)
                 local = _Local(
                     day, last_ms=previous.last_ms, unsynced_last_ms=previous.unsynced_last_ms
                 )
-                self._local[(app_id, token_api)] = local
+                locals_[(app_id, token_api)] = local
             try:
                 # A fresh id per spend: redis-py retries a call whose reply was lost with the
                 # same arguments, and the script answers a known id without spending again.
                 reply = self._script(
                     keys=[
-                        budget_count_key(self._keys, app_id, token_api, day),
-                        budget_last_forced_key(self._keys, app_id, token_api),
-                        budget_spend_key(self._keys, app_id, token_api, self._new_spend_id()),
+                        count_key(app_id, token_api, day),
+                        last_key(app_id, token_api),
+                        spend_key(app_id, token_api, self._new_spend_id()),
                     ],
                     args=[
                         limit,
