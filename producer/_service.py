@@ -140,7 +140,11 @@ class ProducerService:
         # A metered fetcher (the metrics port) counts fetches; quota clear goes to its inner.
         inner = self._fetcher.inner if isinstance(self._fetcher, MeteredFetcher) else self._fetcher
         #: Checks a reported token upstream before a request-caused refresh (`token_probe`).
-        self.probe = TokenProbe(inner, clock=clock) if isinstance(inner, TokenProber) else None
+        self.probe = (
+            TokenProbe(inner, clock=clock, ttl_s=settings.token_check_ttl_s)
+            if isinstance(inner, TokenProber)
+            else None
+        )
         #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
         self.control = ControlHandler(
             client,

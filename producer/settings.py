@@ -81,6 +81,10 @@ class ProducerSettings(CommonSettings):
     requested_refreshes_per_day: Annotated[int, Field(ge=0, le=2000)] = 50
     #: ... at least this far apart per app (a stable app's: at most WeChat's 30 s).
     requested_refresh_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    #: A reported token's check upstream (getcallbackip) is reused this long: a flood costs
+    #: one check per token per this, and a token revoked during a flood of false reports
+    #: about it is refreshed within this.
+    token_check_ttl_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     #: Refresh requests each requester (its broker login, `user_id`; all requests without
     #: one share one allowance) may send per second, and in a burst; the rest is dropped.
     request_rate_per_requester_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0
