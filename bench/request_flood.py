@@ -14,6 +14,8 @@ Issue 8's figure before the fix: 1,999 classic fetches in 60 s, the whole daily 
 
 `--no-requester-limit` lifts the per-requester allowance, so every request reaches the
 leader and the check before refresh, the spacing and the cap are what is measured.
+`--check-fails` makes the sandbox answer every token check with 40164 (IP not whitelisted),
+so no verdict is had and only the spacing and the cap hold (the worst case).
 
 Needs the local Redis and RabbitMQ; uses a fresh key prefix and exchange, removed after.
 """
@@ -37,6 +39,7 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import requests_exchange
 from consumer_lib.wire.signing import generate_keypair
 from ops.sandbox import SandboxConfig, SandboxServer
+from ops.sandbox.faults import Fault
 from producer.audit import AuditLog
 from tests.integration.flooder import Flooder
 from tests.integration.procs import Producer
@@ -78,6 +81,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=170.0, help="requests per second")
     parser.add_argument("--no-requester-limit", action="store_true")
+    parser.add_argument("--check-fails", action="store_true")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     prefix, exchange = f"wxbench-{tag}", f"wxbench.{tag}"
@@ -88,6 +92,8 @@ def main() -> int:
             apps={a: s for a, (s, _) in APPS.items()}, expires_in_s=EXPIRES_IN_S, overlap_s=10
         )
     ).start()
+    if args.check_fails:
+        sandbox.state.set_fault(Fault(mode="ip", endpoints=frozenset({"getcallbackip"})))
     apps_file = tmp / "apps.toml"
     apps_file.write_text(
         "".join(
@@ -139,6 +145,7 @@ def main() -> int:
             f"{sum(len(t) for t in flooder.tokens.values())} tokens reported; 2 producers, "
             f"{EXPIRES_IN_S} s tokens, "
             f"{'no per-requester limit' if args.no_requester_limit else 'default settings'}"
+            f"{', every token check failing (40164)' if args.check_fails else ''}"
         )
         for app_id, (_, api) in APPS.items():
             d = {k: after[app_id][k] - before[app_id][k] for k in after[app_id]}

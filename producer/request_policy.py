@@ -153,6 +153,8 @@ class RequestHandling:
     _held: TokenUpdate | None
     _last_publish_s: float
     _clock: Callable[[], float]
+    #: The fingerprint of the last token an ERROR line said someone else had replaced.
+    _foreign_logged: str | None = None
 
     if TYPE_CHECKING:  # in `Fetching` and `AppRefresher`: stubs here would shadow them
 
@@ -199,7 +201,13 @@ class RequestHandling:
             self.stats.requests_refuted += count
             self._request_audit.refuted(count)
             return None
-        if verdict is ProbeVerdict.REFUSED and held.is_valid_at(self._clock()):
+        sha = fingerprint(held.value)
+        if (
+            verdict is ProbeVerdict.REFUSED
+            and held.is_valid_at(self._clock())
+            and self._foreign_logged != sha
+        ):
+            self._foreign_logged = sha  # one line per token, even if its refresh fails
             log.error(
                 "%s: upstream refuses %s v%d that should live %.0f s more: something else "
                 "has refreshed this app (another server fetching tokens with the same "

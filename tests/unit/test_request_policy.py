@@ -192,6 +192,19 @@ def test_a_refused_valid_token_logs_one_error_and_refreshes(
     assert rejected.value not in caplog.text
 
 
+def test_the_error_line_is_written_once_per_token(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the cap spent, the refused token stays; its reports do not repeat the line."""
+    rig = Rig(clock, answer=TokenCheck.REFUSED, requested_per_day=0)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(30):
+            rig.flood_current(5)
+            clock.advance(1)
+    assert rig.request_fetches == 0
+    assert sum(r.levelno == logging.ERROR for r in caplog.records) == 1
+
+
 def test_verified_refusals_skip_the_spacing(clock: FakeClock) -> None:
     """A refusal upstream confirmed refreshes again 10 s after the last one (classic)."""
     rig = Rig(clock, answer=TokenCheck.REFUSED)
