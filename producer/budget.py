@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Day counters outlive their day by one, so a clock slightly off still finds them.
 COUNT_TTL_S = 2 * 86_400
+#: A stable app's request-caused refreshes keep this much more than the forced spacing.
+STABLE_MARGIN_MS = 1000
 #: Redis away, or an answer that is not the script's: either way, count in memory.
 _FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError, TypeError, IndexError)
 
@@ -143,12 +145,16 @@ class RefreshBudget:
         self, app_id: str, token_api: TokenApi, *, verified: bool = False
     ) -> BudgetDecision:
         """Spend one request-caused refresh of `app_id` from its own daily cap, spaced
-        `requested_min_interval_s` apart (WeChat's 30 s for stable apps); a refusal the
-        producer `verified` upstream skips the spacing, never the cap. The refresh also
+        `requested_min_interval_s` apart (a stable app's: WeChat's 30 s plus a second,
+        verified or not); a refusal the producer `verified` upstream skips the spacing,
+        never the cap. The refresh also
         spends `try_spend` (WeChat's own limits): call both."""
-        gap_ms = 0 if verified else self._requested_gap_ms
-        if token_api is TokenApi.STABLE and not verified:
-            gap_ms = min(gap_ms, self._forced_min_interval_ms)
+        if token_api is TokenApi.STABLE:
+            # WeChat's own 30 s, and a second more: checked first, this count must never let
+            # a refresh through that the forced count then refuses (each would spend one).
+            gap_ms = self._forced_min_interval_ms + STABLE_MARGIN_MS
+        else:
+            gap_ms = 0 if verified else self._requested_gap_ms
         return self._spend(
             app_id,
             token_api,

@@ -55,6 +55,14 @@ class FakeProber:
         return self.answer
 
 
+class TickingClock(FakeClock):
+    """A fake clock that moves 1 ms at each read."""
+
+    def __call__(self) -> float:
+        self.now_s += 0.001
+        return self.now_s
+
+
 class Rig:
     """One producer's refresher of one app; `peer()` makes another against the same Redis."""
 
@@ -233,6 +241,21 @@ def test_stable_apps_keep_wechats_thirty_seconds(clock: FakeClock) -> None:
         clock.advance(1)
     assert 1 <= rig.request_fetches <= 4
     assert all(rig.fetcher.forced[1:])
+
+
+@pytest.mark.parametrize("answer", [None, TokenCheck.REFUSED])
+def test_a_stable_flood_gets_a_forced_refresh_every_half_minute_not_fewer(
+    clock: FakeClock, answer: TokenCheck | None
+) -> None:
+    """The request count and WeChat's forced count never refuse each other in turn: a
+    refresh each 31 s while reports keep coming (a regression: they used to lock step)."""
+    clock = TickingClock(clock.now_s)  # each read 1 ms later, as real spends are
+    rig = Rig(clock, TokenApi.STABLE, answer=answer)
+    for _ in range(125):
+        rig.flood_current(3)
+        clock.advance(0.5)
+    assert rig.request_fetches == 3  # at 0 s, 31 s, 62 s
+    assert rig.budget.try_spend_requested(APP_ID, TokenApi.STABLE).used_today == 3
 
 
 def test_the_daily_cap_leaves_the_schedule_its_quota(clock: FakeClock) -> None:
