@@ -10,8 +10,9 @@ like this (`RequestHandling._handle_reports`):
    refresh (and if the producer still thought it valid, one ERROR line: something else
    refreshed this app). No verdict (network, IP whitelist, garbage) → as before.
 2. A request-caused refresh spends its own budget first (`RefreshBudget.
-   try_spend_requested`: 50 a day per app by default, 60 s apart, 30 s for stable apps; a
-   verified refusal skips the spacing, not the cap), then WeChat's (`try_spend`).
+   try_spend_requested`: 50 a day per app by default, 60 s apart, 31 s for stable apps;
+   a classic or WeCom refusal verified upstream skips the spacing, not the cap), then
+   WeChat's (`try_spend`).
 3. Audit entries of request batches are summed up (`RequestAudit`): at most one
    `refresh_request` (and one `request_over_budget`) entry per credential per minute,
    carrying the counts since the last one; the over-budget warning is logged as seldom.
