@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale tools pin-images clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood tools pin-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-gateway: $(STAMP) tools
 ## One producer with 1,000, 10,000 and 100,000 apps: fill, CPU, RSS, takeover, stop.
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py
+
+## Issue 8's quota drain: a consumer flooding refresh requests about the current token.
+bench-request-flood: $(STAMP)
+	$(BIN)/python bench/request_flood.py
 
 ## Debian tools the tests and benches call: promtool (package prometheus) and wrk.
 ## Installed with apt-get when missing (needs root, as on CI; .ci/run calls it).

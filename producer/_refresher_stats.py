@@ -18,5 +18,7 @@ class RefresherStats:
     requests_received: int = 0
     requests_about_old_tokens: int = 0
     requests_over_budget: int = 0
+    #: Reports of the current token that upstream said it accepts (`token_probe`).
+    requests_refuted: int = 0
     forced_refreshes: int = 0
     last_error: str | None = None

@@ -2,12 +2,11 @@
 
 Reports (`RefreshRequest`s from `report_invalid()` and `wxtoken refresh`) arrive from the
 request listener's thread at any time; `ReportBox` collects them by token fingerprint and
-the refresher drains the box on its next step. `judge()` turns one drained batch into a
-`Verdict`:
+the refresher drains the box on its next step and `request_policy` decides:
 
 - reports about a token that is no longer current only re-publish the current one;
-- reports about the current token refresh it once (a stable token with `force_refresh`),
-  if the fleet-wide budget allows, else re-publish and count the refusal;
+- reports about the current token are checked upstream first, then refresh it once (a
+  stable token with `force_refresh`) if the budgets allow, else re-publish and count;
 - reports that pile up during that fetch are about the old token by the time they are
   handled.
 """
@@ -17,11 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
-from consumer_lib.wire.update import TokenUpdate
-
-from .apps import TokenApi
-from .budget import BudgetDecision, RefreshBudget
+from consumer_lib.wire.refresh_request import RefreshRequest
 
 #: An audit entry of a batch of reports names at most this many requesters.
 AUDIT_NAMED_REQUESTERS = 3
@@ -62,58 +57,6 @@ class ReportBox:
     def __bool__(self) -> bool:
         with self._lock:
             return bool(self._batch)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What to do about one batch of reports of `held`."""
-
-    about_current: int
-    about_old: int
-    #: The audit reason of the `refresh_request` entry of the batch.
-    summary: str
-    #: Refresh now (forced), with this reason for the new token's audit entry.
-    refresh_reason: str | None = None
-    #: The budget said no: the reason, for the `request_over_budget` entry.
-    over_budget: str | None = None
-    decision: BudgetDecision | None = None
-
-
-def judge(
-    batch: Batch,
-    held: TokenUpdate,
-    *,
-    app_id: str,
-    token_api: TokenApi,
-    budget: RefreshBudget | None,
-) -> Verdict:
-    """Decide what one drained batch asks for; spends the budget when it refreshes."""
-    counts = dict(batch.counts)
-    about_current = counts.pop(fingerprint(held.value), 0)
-    about_old = sum(counts.values())
-    summary = (
-        f"{about_current + about_old} report(s), {about_current} of the current token, "
-        f"{about_old} of older ones; from {named(batch.requesters)}"
-    )
-    if not about_current:
-        return Verdict(about_current, about_old, summary)
-    decision = budget.try_spend(app_id, token_api) if budget is not None else None
-    if decision is None or decision.allowed:
-        note = f"; {decision.reason}" if decision else ""
-        return Verdict(
-            about_current,
-            about_old,
-            summary,
-            refresh_reason=f"reported rejected ({about_current} reports){note}",
-            decision=decision,
-        )
-    return Verdict(
-        about_current,
-        about_old,
-        summary,
-        over_budget=f"reported rejected ({about_current} reports); {decision.reason}",
-        decision=decision,
-    )
 
 
 def named(requesters: set[str]) -> str:

@@ -49,8 +49,10 @@ from .control import ControlHandler, QuotaClearer, operator_keys
 from .fetching import Upstream
 from .lease import Leadership
 from .politeness import UpstreamGate
+from .ports import TokenProber
 from .publishing import Publisher
 from .refresher import AppRefresher, Fetcher
+from .request_limits import RequesterLimits
 from .request_listener import RequestListener
 from .scheduler import Scheduler, WorkerPool
 from .settings import ProducerSettings
@@ -59,6 +61,7 @@ from .ticket_budget import TicketBudget
 from .ticket_fetch import TicketFetcher
 from .ticket_refresher import TicketRefresher
 from .timing import RefreshTiming, republish_phase_s
+from .token_probe import TokenProbe
 from .upstream_errors import UpstreamErrors
 from .upstream_meter import MeteredFetcher
 
@@ -122,7 +125,13 @@ class ProducerService:
         # WeChat or WeCom by the app (`Upstream`), HTTP pools sized to the workers.
         self._fetcher: Fetcher = fetcher or Upstream.from_settings(settings)
         self._timing = RefreshTiming.from_settings(settings)
-        self._budget = RefreshBudget(client, keys, clock=clock)
+        self._budget = RefreshBudget(
+            client,
+            keys,
+            clock=clock,
+            requested_per_day=settings.requested_refreshes_per_day,
+            requested_min_interval_s=settings.requested_refresh_interval_s,
+        )
         self.budget = self._budget  # read by producer.metrics
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
         self.audit = AuditLog(client, keys, clock=clock)
@@ -130,6 +139,12 @@ class ProducerService:
         self.upstream_errors = UpstreamErrors(client, keys, clock=clock)
         # A metered fetcher (the metrics port) counts fetches; quota clear goes to its inner.
         inner = self._fetcher.inner if isinstance(self._fetcher, MeteredFetcher) else self._fetcher
+        #: Checks a reported token upstream before a request-caused refresh (`token_probe`).
+        self.probe = (
+            TokenProbe(inner, clock=clock, ttl_s=settings.token_check_ttl_s)
+            if isinstance(inner, TokenProber)
+            else None
+        )
         #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
         self.control = ControlHandler(
             client,
@@ -166,6 +181,10 @@ class ProducerService:
             tls=settings.amqp_tls,
             on_request=self._on_request,
             on_control=self.control.handle,
+            limits=RequesterLimits(
+                rate_per_s=settings.request_rate_per_requester_per_s,
+                burst=settings.request_burst_per_requester,
+            ),
             connection_name=f"wxtoken-producer/{settings.producer_id}/requests",
             heartbeat_s=settings.heartbeat_s,
             reconnect_max_s=settings.reconnect_max_s,
@@ -238,6 +257,7 @@ class ProducerService:
             "audit": self.audit,
             "on_fetch_failed": self.upstream_errors.record,
             "upstream": self.upstream,
+            "probe": self.probe,
             "follows_store": False,
             "republish_phase_s": republish_phase_s(
                 app.app_id, kind, self._timing.republish_interval_s
@@ -318,7 +338,7 @@ class ProducerService:
             return
         if not self.leadership.may_fetch(refresher.app.token_api):
             return  # standbys hear every request too; the leader answers
-        log.info("refresh requested for %s by %s", request.app_id, request.requester)
+        log.debug("refresh requested for %s by %s", request.app_id, request.requester)
         refresher.request_refresh(request)
         self.scheduler.wake(refresher.key)
 

@@ -8,6 +8,11 @@ Lua script, on the keys `KeyLayout.budget_count` (spends that UTC day) and
 `KeyLayout.budget_spend` keeps one spend's answer for 10 minutes, so a replayed script (a
 retry after a lost reply) spends nothing.
 
+Refreshes caused by refresh requests have a second, smaller budget of their own
+(`try_spend_requested`: `requested_per_day`, default 50, and a spacing of 60 s, 30 s for
+stable apps), counted by the same script on the `KeyLayout.requested_*` keys, so a flood of
+requests can never take the quota the scheduled refreshes need.
+
 With Redis away the count goes on in memory from the last count Redis gave, the decision
 says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
 `try_spend()` counts the fetch it allows; `record_fetch()` counts one nobody asked about
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Day counters outlive their day by one, so a clock slightly off still finds them.
 COUNT_TTL_S = 2 * 86_400
+#: A stable app's request-caused refreshes keep this much more than the forced spacing.
+STABLE_MARGIN_MS = 1000
 #: Redis away, or an answer that is not the script's: either way, count in memory.
 _FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError, TypeError, IndexError)
 
@@ -59,6 +66,12 @@ def budget_spend_key(keys: KeyLayout, app_id: str, token_api: TokenApi, spend_id
 def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: TokenApi) -> str:
     """When `app_id`'s last forced refresh through `token_api` was spent, in ms."""
     return keys.budget_last_forced(app_id, token_api)
+
+
+#: The key builders of one count: (day counter, last spend, one spend's answer).
+_KeysOf = tuple[
+    Callable[[str, str, str], str], Callable[[str, str], str], Callable[[str, str, str], str]
+]
 
 
 @dataclass(frozen=True)
@@ -95,9 +108,19 @@ class RefreshBudget:
         forced_min_interval_s: float = 30.0,
         classic_per_day: int = 2000,
         new_spend_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        requested_per_day: int = 50,
+        requested_min_interval_s: float = 60.0,
     ) -> None:
-        if forced_per_day < 0 or classic_per_day < 0 or forced_min_interval_s < 0:
+        if min(forced_per_day, classic_per_day, forced_min_interval_s, requested_per_day) < 0:
             raise ValueError("budget limits must not be negative")
+        if requested_min_interval_s < 0:
+            raise ValueError("budget limits must not be negative")
+        self._requested_per_day = requested_per_day
+        self._requested_gap_ms = math.ceil(requested_min_interval_s * 1000)
+        self._keys_of: dict[str, _KeysOf] = {
+            "budget": (keys.budget_count, keys.budget_last_forced, keys.budget_spend),
+            "requested": (keys.requested_count, keys.requested_last, keys.requested_spend),
+        }
         self._keys = keys
         self._clock = clock
         self._forced_per_day = forced_per_day
@@ -105,6 +128,7 @@ class RefreshBudget:
         self._classic_per_day = classic_per_day
         self._script = redis_client.register_script(load_lua("budget_spend.lua"))
         self._local: dict[tuple[str, TokenApi], _Local] = {}
+        self._local_requested: dict[tuple[str, TokenApi], _Local] = {}
         self._lock = threading.Lock()
         self._redis_down = False
         self._new_spend_id = new_spend_id
@@ -116,6 +140,29 @@ class RefreshBudget:
         else:
             limit, gap_ms, what = self._classic_per_day, 0, "classic"
         return self._spend(app_id, token_api, limit=limit, gap_ms=gap_ms, what=what)
+
+    def try_spend_requested(
+        self, app_id: str, token_api: TokenApi, *, verified: bool = False
+    ) -> BudgetDecision:
+        """Spend one request-caused refresh of `app_id` from its own daily cap, spaced
+        `requested_min_interval_s` apart (a stable app's: WeChat's 30 s plus a second,
+        verified or not); a refusal the producer `verified` upstream skips the spacing,
+        never the cap. The refresh also
+        spends `try_spend` (WeChat's own limits): call both."""
+        if token_api is TokenApi.STABLE:
+            # WeChat's own 30 s, and a second more: checked first, this count must never let
+            # a refresh through that the forced count then refuses (each would spend one).
+            gap_ms = self._forced_min_interval_ms + STABLE_MARGIN_MS
+        else:
+            gap_ms = 0 if verified else self._requested_gap_ms
+        return self._spend(
+            app_id,
+            token_api,
+            limit=self._requested_per_day,
+            gap_ms=gap_ms,
+            what="request-caused",
+            pool="requested",
+        )
 
     def record_fetch(self, app_id: str, token_api: TokenApi) -> None:
         """Count a classic fetch that no `try_spend` allowed (a scheduled refresh).
@@ -141,29 +188,38 @@ class RefreshBudget:
 
     # ------------------------------------------------------------------ internals
     def _spend(
-        self, app_id: str, token_api: TokenApi, *, limit: int, gap_ms: int, what: str
+        self,
+        app_id: str,
+        token_api: TokenApi,
+        *,
+        limit: int,
+        gap_ms: int,
+        what: str,
+        pool: str = "budget",
     ) -> BudgetDecision:
         now_s = self._clock()
         now_ms = math.floor(now_s * 1000)
         day = budget_day(now_s)
         shown_limit = self._classic_per_day if limit < 0 else limit
+        count_key, last_key, spend_key = self._keys_of[pool]
+        locals_ = self._local if pool == "budget" else self._local_requested
         with self._lock:
-            local = self._local.get((app_id, token_api))
+            local = locals_.get((app_id, token_api))
             if local is None or local.day != day:
                 # A new day starts from zero; the spacing of forced refreshes carries over.
                 previous = local or _Local(day)
                 local = _Local(
                     day, last_ms=previous.last_ms, unsynced_last_ms=previous.unsynced_last_ms
                 )
-                self._local[(app_id, token_api)] = local
+                locals_[(app_id, token_api)] = local
             try:
                 # A fresh id per spend: redis-py retries a call whose reply was lost with the
                 # same arguments, and the script answers a known id without spending again.
                 reply = self._script(
                     keys=[
-                        budget_count_key(self._keys, app_id, token_api, day),
-                        budget_last_forced_key(self._keys, app_id, token_api),
-                        budget_spend_key(self._keys, app_id, token_api, self._new_spend_id()),
+                        count_key(app_id, token_api, day),
+                        last_key(app_id, token_api),
+                        spend_key(app_id, token_api, self._new_spend_id()),
                     ],
                     args=[
                         limit,

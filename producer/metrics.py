@@ -10,7 +10,8 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
     wxtoken_producer_fetches_total{app_id,kind}            upstream calls that gave a token
     wxtoken_producer_fetch_failures_total{app_id,kind}
     wxtoken_producer_forced_refreshes_total{app_id,kind}   after reports of the current token
-    wxtoken_producer_refresh_requests_total{app_id,kind,handling}  received | old_token | ...
+    wxtoken_producer_refresh_requests_total{app_id,kind,handling}  received | old_token |
+                                                  over_budget | refuted
     wxtoken_producer_writes_fenced_total{app_id,kind}
     wxtoken_producer_store_failures_total{app_id,kind}
     wxtoken_producer_upstream_calls_total{app_id,outcome,errcode}
@@ -22,7 +23,7 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
     wxtoken_producer_publishes_total{result}               confirmed | nacked
     wxtoken_producer_messages_received_total               on the requests exchange
     wxtoken_producer_messages_rejected_total{message,reason}  refresh_request: invalid |
-                                                  failed; control: invalid | expired | replayed
+                                      failed | over_rate; control: invalid | expired | replayed
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
 """
 
@@ -80,6 +81,7 @@ def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], i
     return listener.received, {
         ("refresh_request", "invalid"): listener.rejected,
         ("refresh_request", "failed"): listener.handler_errors,
+        ("refresh_request", "over_rate"): listener.dropped,
         ("control", "invalid"): control.rejected,
         ("control", "expired"): control.expired,
         ("control", "replayed"): control.replayed,
@@ -231,6 +233,7 @@ class ProducerCollector(Collector):
             requests.add_metric([*labels, "received"], stats.requests_received)
             requests.add_metric([*labels, "old_token"], stats.requests_about_old_tokens)
             requests.add_metric([*labels, "over_budget"], stats.requests_over_budget)
+            requests.add_metric([*labels, "refuted"], stats.requests_refuted)
             fenced.add_metric(labels, stats.writes_fenced)
             store.add_metric(labels, stats.store_failures)
         yield from (left, version, fetches, failures, forced, requests, fenced, store)

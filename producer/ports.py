@@ -3,16 +3,24 @@ whether this producer may fetch now (the lease) and fences its writes."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .apps import AppConfig, TokenApi
-from .wechat import FetchedToken
+from .wechat import FetchedToken, TokenCheck
 
 
 class Fetcher(Protocol):
     """What the refresher needs from upstream (`WeChatClient` is one)."""
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken: ...
+
+
+@runtime_checkable
+class TokenProber(Protocol):
+    """Asks upstream whether an access token works (`Upstream.check_token` is one):
+    ACCEPTED or REFUSED; any other answer raises `UpstreamError`."""
+
+    def check_token(self, app: AppConfig, access_token: str) -> TokenCheck: ...
 
 
 class Gate(Protocol):

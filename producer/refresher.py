@@ -3,7 +3,7 @@
 `AppRefresher.step()` does whatever is due now and returns how many seconds may pass
 before it must be called again. The service's scheduler calls it (never two steps of one
 credential at once); tests call it by hand on a fake clock. Timing rules are in `timing`,
-passive refresh in `_reports`, issuing a new version in `issuing`.
+refresh requests in `request_policy`, issuing a new version in `issuing`.
 
 What it holds comes from three places: what it fetched, what it adopts from Redis, and
 nothing else. Redis is read in one of two ways:
@@ -17,8 +17,9 @@ Either way: a newer valid stored update is adopted; as leader, a snapshot that i
 or older than the held token is written back, and one that does not verify is deleted.
 With Redis away a fresh token is published anyway and written once Redis is back.
 
-The class is assembled from three modules: `_store_sync` (Redis), `_fetching` (upstream
-and issuing), and this one (the step, passive refresh, timing of the next step).
+The class is assembled from four modules: `_store_sync` (Redis), `_fetching` (upstream
+and issuing), `request_policy` (refresh requests: checked, spaced, capped, audited in
+summary), and this one (the step, timing of the next step).
 """
 
 from __future__ import annotations
@@ -31,25 +32,34 @@ import time
 from collections.abc import Callable
 
 from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 from ._fetching import Fetching
 from ._refresher_stats import RefresherStats
-from ._reports import ReportBox, judge
+from ._reports import ReportBox
 from .apps import AppConfig, TokenApi
-from .audit import AuditEvent, AuditLog
+from .audit import AuditLog
 from .budget import RefreshBudget
 from .issuing import Issuer
 from .politeness import UpstreamGate
 from .ports import Fetcher, Gate, SoleProducer
+from .request_policy import REPUBLISH_ON_REQUEST_MIN_S, RequestAudit, RequestHandling
 from .store import TokenStore
 from .timing import MIN_WAIT_S, RefreshTiming, Retries, wait_until
+from .token_probe import TokenProbe
 from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MIN_WAIT_S", "AppRefresher", "Fetcher", "Gate", "RefreshTiming", "SoleProducer"]
+__all__ = [
+    "MIN_WAIT_S",
+    "REPUBLISH_ON_REQUEST_MIN_S",
+    "AppRefresher",
+    "Fetcher",
+    "Gate",
+    "RefreshTiming",
+    "SoleProducer",
+]
 
 #: A standby that reads Redis itself steps this often; the service wakes it on a change.
 STANDBY_WAIT_S = 5.0
@@ -57,11 +67,9 @@ STANDBY_WAIT_S = 5.0
 STANDBY_IDLE_S = 300.0
 #: A WeCom credential is asked for again this long after its expiry (plus the answer lag).
 WECOM_AFTER_EXPIRY_S = 0.02
-#: Answering refresh requests about an old token re-publishes at most this often.
-REPUBLISH_ON_REQUEST_MIN_S = 1.0
 
 
-class AppRefresher(Fetching):
+class AppRefresher(RequestHandling, Fetching):
     """The refresh state machine of one app's access token."""
 
     def __init__(
@@ -83,6 +91,7 @@ class AppRefresher(Fetching):
         republish_phase_s: float | None = None,
         on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None = None,
         kind: TokenKind = TokenKind.ACCESS_TOKEN,
+        probe: TokenProbe | None = None,
     ) -> None:
         self.kind = kind
         #: Replaced by a reload when the secret or API changes; read at each fetch.
@@ -93,6 +102,9 @@ class AppRefresher(Fetching):
         self._fetcher = fetcher
         self._store = store
         self._issuer = Issuer(store, audit=audit, who=producer_id)
+        #: Asks upstream whether a reported token is really refused (`request_policy`).
+        self._probe = probe
+        self._request_audit = RequestAudit(self._issuer, clock=clock)
         self._publish = publish
         self._producer_id = producer_id
         self._timing = timing or RefreshTiming()
@@ -148,7 +160,7 @@ class AppRefresher(Fetching):
         if not leading:
             self._republish_at = 0.0  # announce the token at once on taking over
             return STANDBY_WAIT_S if self._follows_store else STANDBY_IDLE_S
-        self._handle_reports()
+        self._handle_reports()  # also writes the summed-up audit entry once it is due
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
             self._refresh(reason=self._refresh_reason(now))
@@ -259,48 +271,3 @@ class AppRefresher(Fetching):
             return None if held is None or held.value == refused else held.value
         finally:
             self._step_lock.release()
-
-    # ------------------------------------------------------------------ requests
-    def request_refresh(self, request: RefreshRequest) -> None:
-        """Note that a subscriber or operator saw a token rejected; thread-safe.
-
-        The service wakes this refresher; `step()` decides what to do.
-        """
-        self._reports.add(request)
-        self.stats.requests_received = self._reports.received
-
-    def _handle_reports(self) -> None:
-        held = self._held
-        if held is None or not self._reports:
-            self._reports.drain()
-            return
-        batch = self._reports.drain()
-        app_id = self.app.app_id
-        verdict = judge(
-            batch, held, app_id=app_id, token_api=self.app.token_api, budget=self._budget
-        )
-        self.stats.requests_about_old_tokens += verdict.about_old
-        self._issuer.record(AuditEvent.REFRESH_REQUEST, held, verdict.summary)
-        if verdict.refresh_reason is not None:
-            self.stats.forced_refreshes += 1
-            log.warning(
-                "%s: v%d reported rejected upstream (%d report(s)); refreshing it now%s",
-                app_id,
-                held.version,
-                verdict.about_current,
-                f" ({verdict.decision.reason})" if verdict.decision else "",
-            )
-            self._refresh(forced=True, reason=verdict.refresh_reason)
-            return
-        if verdict.over_budget is not None:
-            self.stats.requests_over_budget += verdict.about_current
-            self._issuer.record(AuditEvent.REQUEST_OVER_BUDGET, held, verdict.over_budget)
-            log.warning(
-                "%s: refresh request over budget (%s); re-publishing v%d instead",
-                app_id,
-                verdict.decision.reason if verdict.decision else "",
-                held.version,
-            )
-        now_s = self._clock()
-        if held.is_valid_at(now_s) and now_s - self._last_publish_s >= REPUBLISH_ON_REQUEST_MIN_S:
-            self._republish(held, now_s)

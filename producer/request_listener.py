@@ -7,6 +7,9 @@ an invalid one is counted and logged in one line, a valid one is handed to `on_r
 whose exceptions are logged and never stop the thread. A message typed
 `CONTROL_MESSAGE_TYPE` (an operator's signed control request) goes to `on_control` instead,
 as the undecoded `Delivery` (`producer.control.ControlHandler.handle`); without one it is rejected.
+With `limits` (`RequesterLimits`), a valid request over its sender's allowance (by the
+broker-checked `user_id`) is dropped and counted in `stats.dropped`. Each request is
+logged at DEBUG only: a flood must not flood the log (drops are logged once a minute).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from consumer_lib.settings import TlsFiles
 from consumer_lib.wire.control import CONTROL_MESSAGE_TYPE
 from consumer_lib.wire.refresh_request import RefreshRequest, requests_exchange
 
+from .request_limits import RequesterLimits
+
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +37,8 @@ class RequestListenerStats:
     received: int = 0
     rejected: int = 0
     handler_errors: int = 0
+    #: Valid requests dropped: their sender was over its allowance (`RequesterLimits`).
+    dropped: int = 0
 
 
 class RequestListener(ConsumerThread):
@@ -49,6 +56,7 @@ class RequestListener(ConsumerThread):
         rand: Callable[[], float] = random.random,
         tls: TlsFiles | None = None,
         on_control: Callable[[Delivery], None] | None = None,
+        limits: RequesterLimits | None = None,
     ) -> None:
         super().__init__(
             connection_parameters(
@@ -63,6 +71,7 @@ class RequestListener(ConsumerThread):
         self._exchange = exchange
         self._on_request = on_request
         self._on_control = on_control
+        self._limits = limits
         self.stats = RequestListenerStats()
 
     @property
@@ -91,7 +100,10 @@ class RequestListener(ConsumerThread):
             sender = str(delivery.app_id or "unknown sender")[:64]
             log.warning("rejected a message from %r: %s", sender, exc)
             return
-        log.info("refresh request %s", request)
+        if self._limits is not None and not self._limits.admit(delivery.user_id, request.requester):
+            self.stats.dropped += 1
+            return
+        log.debug("refresh request %s (user_id %r)", request, delivery.user_id)
         try:
             self._on_request(request)
         except Exception:

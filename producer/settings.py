@@ -76,3 +76,16 @@ class ProducerSettings(CommonSettings):
     upstream_rate_per_s: Annotated[float, Field(gt=0, le=10_000)] | None = None
     #: Every credential's snapshot is read from Redis in one batch this often.
     follow_interval_s: Annotated[float, Field(ge=0.1, le=300)] = 5.0
+    #: Refreshes refresh requests may cause per app and UTC day, fleet-wide (WeChat's
+    #: classic quota is 2,000, its forced stable refreshes 20: the rest is the schedule's).
+    requested_refreshes_per_day: Annotated[int, Field(ge=0, le=2000)] = 50
+    #: ... at least this far apart per app (a stable app's: at most WeChat's 30 s).
+    requested_refresh_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    #: A reported token's check upstream (getcallbackip) is reused this long: a flood costs
+    #: one check per token per this, and a token revoked during a flood of false reports
+    #: about it is refreshed within this.
+    token_check_ttl_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    #: Refresh requests each requester (its broker login, `user_id`; all requests without
+    #: one share one allowance) may send per second, and in a burst; the rest is dropped.
+    request_rate_per_requester_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0
+    request_burst_per_requester: Annotated[int, Field(ge=1, le=100_000)] = 30

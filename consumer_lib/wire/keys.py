@@ -8,6 +8,9 @@
 {prefix}:budget:{app_id}:{api}:{YYYYMMDD} refreshes spent (and fetches recorded) that UTC day
 {prefix}:budget:{app_id}:{api}:last       last forced refresh, UNIX milliseconds
 {prefix}:budget:{app_id}:{api}:spend:{id} one spend's answer, 10 min: a replay spends nothing
+{prefix}:requested:{app_id}:{api}:{YYYYMMDD}  refreshes caused by refresh requests that UTC day
+{prefix}:requested:{app_id}:{api}:last        last request-caused refresh, UNIX milliseconds
+{prefix}:requested:{app_id}:{api}:spend:{id}  one such spend's answer, 10 min (as above)
 {prefix}:verify_keys                      the producers' verify key ids, comma-separated (announced)
 {prefix}:audit                            stream, the audit trail, newest last
 {prefix}:ticket_budget:corp:{corp_id}     WeCom corp tickets of the corp (hourly window)
@@ -76,6 +79,18 @@ class KeyLayout:
     def budget_spend(self, app_id: str, api: str, spend_id: str) -> str:
         """One spend's answer, kept a while so that a replayed script spends nothing."""
         return f"{self.prefix}:budget:{app_id}:{api}:spend:{spend_id}"
+
+    def requested_count(self, app_id: str, api: str, day: str) -> str:
+        """Request-caused refreshes that UTC `day` of the app's `api` (its own cap)."""
+        return f"{self.prefix}:requested:{app_id}:{api}:{day}"
+
+    def requested_last(self, app_id: str, api: str) -> str:
+        """When the app's last request-caused refresh was spent, UNIX milliseconds."""
+        return f"{self.prefix}:requested:{app_id}:{api}:last"
+
+    def requested_spend(self, app_id: str, api: str, spend_id: str) -> str:
+        """One request-caused spend's answer, kept so that a replayed script spends nothing."""
+        return f"{self.prefix}:requested:{app_id}:{api}:spend:{spend_id}"
 
     @property
     def verify_keys(self) -> str:

@@ -132,9 +132,11 @@ def test_bad_bodies_change_nothing(gateway: RunningGateway) -> None:
 
 
 def test_report_refreshes_through_the_producer(gateway: RunningGateway) -> None:
-    """Reporting the served token gets a new version from the producer; audited by key name."""
+    """Reporting the served token, once upstream refuses it, gets a new version from the
+    producer; audited by key name."""
     app_id = gateway.stack.app_ids[0]
     served = gateway.get(_path(app_id)).json()
+    assert gateway.stack.sandbox.state.invalidate(app_id)  # the producer checks before it refreshes
     answer = gateway.post(
         _path(app_id, ":report"), role="reporter", json={"access_token": served["access_token"]}
     )

@@ -1,4 +1,8 @@
-"""Passive refresh: subscribers report a token WeChat rejected; the leader refreshes once."""
+"""Passive refresh: subscribers report a token WeChat rejected; the leader refreshes once.
+
+The sandbox revokes the token first: the leader checks a reported token upstream before it
+refreshes, and a token upstream still accepts is not refreshed (tests/integration/
+test_request_flood.py)."""
 
 from __future__ import annotations
 
@@ -68,8 +72,8 @@ class Reporter:
 def test_two_hundred_reports_cause_one_refresh(
     tmp_path: Path, service_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """200 reports of the same token from 20 processes at once cost exactly one upstream
-    fetch, each process sends at most one request, and every process then holds the new
+    """200 reports of the same (revoked) token from 20 processes at once cost exactly one
+    upstream fetch, each process sends at most one request, and every process then holds the new
     token (how soon is printed: it depends on the machine's load)."""
     stack = make_stack(
         tmp_path, service_env, token_api="stable", expires_in_s=120, overlap_s=30, app_count=1
@@ -91,6 +95,7 @@ def test_two_hundred_reports_cause_one_refresh(
         old = stack.snapshot(app_id)
         assert old is not None
         issued_before = stack.issued(app_id)
+        assert stack.sandbox.state.invalidate(app_id)  # WeChat now refuses the held token
         for reporter in reporters:
             reporter.go()
         wait_for(

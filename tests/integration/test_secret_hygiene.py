@@ -78,6 +78,17 @@ def test_debug_logs_and_cli_output_hold_no_secret_and_no_whole_token(
             "drill",
             stdin=answer["access_token"],
         )
+        # The producer checks a reported token upstream: make upstream refuse the override.
+        overridden = wait_for(
+            lambda: (
+                (held := stack.snapshot(other_app))
+                and held.value == answer["access_token"]
+                and held
+            ),
+            timeout_s=10,
+            message="the override stored",
+        )
+        assert stack.sandbox.state.invalidate(other_app)
         cli_output += wxtoken(stack, "refresh", other_app, "--reason", "drill")
         wait_line(
             producer,
@@ -95,7 +106,8 @@ def test_debug_logs_and_cli_output_hold_no_secret_and_no_whole_token(
         ):
             cli_output += wxtoken(stack, *args)
         subscriber.wait_calls(other_app, 3)
-        assert subscriber.bad_calls() == []
+        # Calls made with the revoked override (until its successor arrived) fail, as meant.
+        assert [c for c in subscriber.bad_calls() if c["version"] != overridden.version] == []
 
         tokens = set(stack.sandbox.state.issued_tokens()) | {answer["access_token"]}
         assert len(tokens) >= 5  # the fault, refreshes, the override and the forced refresh

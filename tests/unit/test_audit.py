@@ -304,6 +304,7 @@ def test_a_batch_of_reports_records_one_request_and_one_forced_refresh(clock: Fa
     assert request.masked_token == rejected.masked
     assert request.reason == (
         "203 report(s), 200 of the current token, 3 of older ones; "
+        "0 refuted upstream, 0 over budget, 1 refresh(es); "
         "from client:svc-a, client:svc-b, ops:alice@h"
     )
     assert (new.event, new.version, new.masked_token) == (

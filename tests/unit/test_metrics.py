@@ -126,7 +126,7 @@ def test_producer_collector(clock: FakeClock) -> None:
     meter.fetch(app)
     budget = RefreshBudget(fakeredis.FakeRedis(), KeyLayout(), clock=clock)
     budget.try_spend("wxapp1", TokenApi.STABLE)
-    stats = RefresherStats(fetches=3, forced_refreshes=1, requests_received=4)
+    stats = RefresherStats(fetches=3, forced_refreshes=1, requests_received=4, requests_refuted=3)
     held = make_update(app_id="wxapp1", value=TOKEN, version=9)
     view = ProducerView(
         apps=lambda: [(app, TokenKind.ACCESS_TOKEN, held, stats)],
@@ -138,7 +138,14 @@ def test_producer_collector(clock: FakeClock) -> None:
         meter=meter,
         publishes=lambda: (11, 2),
         lease_acquisitions=lambda: 3,
-        messages=lambda: (6, {("refresh_request", "invalid"): 2, ("control", "expired"): 1}),
+        messages=lambda: (
+            6,
+            {
+                ("refresh_request", "invalid"): 2,
+                ("refresh_request", "over_rate"): 5,
+                ("control", "expired"): 1,
+            },
+        ),
     )
     registry = CollectorRegistry()
     registry.register(ProducerCollector(view, clock=clock))
@@ -148,6 +155,8 @@ def test_producer_collector(clock: FakeClock) -> None:
     credential = (*app_label, ("kind", "access_token"))
     assert samples[("wxtoken_producer_fetches_total", credential)] == 3
     assert samples[("wxtoken_producer_forced_refreshes_total", credential)] == 1
+    refuted = (*app_label, ("handling", "refuted"), ("kind", "access_token"))
+    assert samples[("wxtoken_producer_refresh_requests_total", refuted)] == 3
     calls = (*app_label, ("errcode", "61004"), ("outcome", "config"))
     assert samples[("wxtoken_producer_upstream_calls_total", calls)] == 1
     assert samples[("wxtoken_producer_upstream_seconds_count", app_label)] == 2
@@ -161,6 +170,8 @@ def test_producer_collector(clock: FakeClock) -> None:
     assert samples[("wxtoken_producer_messages_received_total", ())] == 6
     garbage = (("message", "refresh_request"), ("reason", "invalid"))
     assert samples[("wxtoken_producer_messages_rejected_total", garbage)] == 2
+    flood = (("message", "refresh_request"), ("reason", "over_rate"))
+    assert samples[("wxtoken_producer_messages_rejected_total", flood)] == 5
     late = (("message", "control"), ("reason", "expired"))
     assert samples[("wxtoken_producer_messages_rejected_total", late)] == 1
     assert is_ready(view) == (True, "leader")
