@@ -27,6 +27,7 @@ from ._cache import TokenCache
 from ._callbacks import CallbackThread, UpdateCallback
 from ._feeding import UpdateFeed
 from ._forking import renew_in_forked_children
+from ._offset import ClockOffset
 from ._reporting import REPORT_EVERY_S, InvalidReporter
 from ._stats import ClientCounters, ClientStats
 from ._subscriber import Subscriber
@@ -65,7 +66,9 @@ class TokenClient:
         self._owns_redis = redis_client is None
         self._redis = redis_client or self._connect_redis()
         self._clock = clock
-        self._cache = TokenCache(clock)
+        #: This host's clock minus the producer's, from the messages' send times.
+        self._offset = ClockOffset()
+        self._cache = TokenCache(clock, self._offset)
         self._callbacks = CallbackThread()
         self._counters = ClientCounters()
         self._feed = UpdateFeed(
@@ -75,6 +78,8 @@ class TokenClient:
             codec=self._codec,
             trusted_publishers=self.settings.trusted_publisher_names(),
             counters=self._counters,
+            offset=self._offset,
+            clock=clock,
         )
         self._reporter = InvalidReporter(self.settings.exchange, clock=clock)
         self._lock = threading.Lock()
@@ -152,10 +157,8 @@ class TokenClient:
         self._reporter.renew_lock()
         # The parent's callback thread does not exist here; its queue stays the parent's.
         self._callbacks = CallbackThread(self._callbacks._callbacks)  # no lock: one thread
-        inherited = self._cache
-        self._cache = TokenCache(self._clock)
-        for update in list(inherited._updates.values()):  # no lock: one thread runs now
-            self._cache.offer(update)
+        self._offset.renew_lock()
+        self._cache = self._cache.renewed()  # no lock: one thread runs now
         if self._owns_redis:
             self._redis = self._connect_redis()
         self._feed.after_fork(
@@ -288,19 +291,38 @@ class TokenClient:
         self._feed.refresh_from_snapshot()
 
     def _successor_overdue(self) -> bool:
-        return successor_overdue(self._cache.snapshot().values(), self._clock())
+        return successor_overdue(self._cache.seconds_left().values())
 
-    def _on_message(self, body: bytes, user_id: str | None = None) -> None:
+    def _on_message(
+        self, body: bytes, user_id: str | None = None, sent_s: float | None = None
+    ) -> None:
         """A message, on the subscriber's own thread: callbacks may run right here."""
-        self._feed.on_body(body, user_id, inline=True)
+        self._feed.on_body(body, user_id, sent_s, inline=True)
 
-    def _on_body(self, body: bytes, user_id: str | None = None, *, inline: bool = False) -> None:
-        self._feed.on_body(body, user_id, inline=inline)
+    def _on_body(
+        self,
+        body: bytes,
+        user_id: str | None = None,
+        sent_s: float | None = None,
+        *,
+        inline: bool = False,
+    ) -> None:
+        self._feed.on_body(body, user_id, sent_s, inline=inline)
 
     # ------------------------------------------------------------ stats
     def stats_dict(self) -> dict[str, int]:
-        """A consistent copy of `stats`."""
-        return self._counters.stats_dict()
+        """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
+        producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
+        return {
+            **self._counters.stats_dict(),
+            "clock_offset_ms": self._offset.estimate_ms(),
+            "invalid_sent_headers": self._offset.invalid_headers,
+        }
+
+    @property
+    def clock_offset_s(self) -> float:
+        """The offset applied to producer times (0 within the 1 s dead band)."""
+        return self._offset.offset_s
 
     def rejections_dict(self) -> dict[str, int]:
         """A consistent copy of `rejections` (rejected updates by reason)."""

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from ._cache import Offer, TokenCache
 from ._callbacks import CallbackThread
+from ._offset import ABSURD_S, ClockOffset
 from ._stats import ClientCounters
 from .errors import InvalidUpdate, StoreError
 from .snapshot import SnapshotReader
@@ -34,8 +37,12 @@ class UpdateFeed:
         codec: UpdateCodec,
         trusted_publishers: frozenset[str],
         counters: ClientCounters,
+        offset: ClockOffset,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
+        self.offset = offset
+        self._clock = clock
         self.callbacks = callbacks
         self.snapshot = snapshot
         self._codec = codec
@@ -63,7 +70,16 @@ class UpdateFeed:
         self._bodies_lock = threading.Lock()
 
     # ------------------------------------------------------------ messages
-    def on_body(self, body: bytes, user_id: str | None = None, *, inline: bool = False) -> None:
+    def on_body(
+        self,
+        body: bytes,
+        user_id: str | None = None,
+        sent_s: float | None = None,
+        *,
+        inline: bool = False,
+    ) -> None:
+        """A message from the broker; `sent_s` is the producer's send time from its header
+        (None when absent or invalid), one sample of the clock offset."""
         trusted = self._trusted
         if trusted and user_id not in trusted:
             # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
@@ -71,6 +87,7 @@ class UpdateFeed:
                 "message", InvalidUpdate(f"published by untrusted user {user_id!r}")
             )
             return
+        self.offset.sample(sent_s, self._clock())
         if body in self._held_bodies:
             # The exact bytes of an update held and verified already: a routine re-publish,
             # dropped without checking its signature again.
@@ -89,12 +106,13 @@ class UpdateFeed:
         """Read every known app's snapshot from Redis and keep what is newer."""
         self._counters.count("snapshot_reads")
         try:
-            found = self.snapshot.read_many_raw(self.snapshot.known())
+            found = self.snapshot.read_many_raw_ttl(self.snapshot.known())
         except StoreError as exc:
             self._store_failed(exc)
             return
+        received_s = self._clock()
         self.last_store_error = None
-        for (app_id, kind), raw in found.items():
+        for (app_id, kind), (raw, ttl_ms) in found.items():
             if raw is None or raw in self._held_bodies:
                 continue  # nothing stored, or exactly what is held
             try:
@@ -102,22 +120,32 @@ class UpdateFeed:
             except InvalidUpdate as exc:
                 self._counters.reject(f"snapshot of {app_id}/{kind}", exc)
                 continue
-            self.offer(update, origin="snapshot")
+            self.offer(
+                update, origin="snapshot", deadline_s=self._deadline(update, received_s, ttl_ms)
+            )
             self.remember_body(update, raw)
 
     def read_one(self, app_id: str, kind: TokenKind) -> None:
         """Read one app's snapshot (a caller waiting for it, a broker that is away)."""
         try:
-            update = self.snapshot.read(app_id, kind)
+            ((raw, ttl_ms),) = self.snapshot.read_many_raw_ttl([(app_id, kind)]).values()
         except StoreError as exc:
             self._store_failed(exc)
             return
+        received_s = self._clock()
+        self.last_store_error = None
+        if raw is None:
+            return
+        try:
+            update = self.snapshot.decode(raw)
         except InvalidUpdate as exc:
             self._counters.reject(f"snapshot of {app_id}/{kind}", exc)
             return
-        self.last_store_error = None
-        if update is not None:
-            self.offer(update, origin="snapshot")
+        self.offer(update, origin="snapshot", deadline_s=self._deadline(update, received_s, ttl_ms))
+        self.remember_body(update, raw)
+
+    def _deadline(self, update: TokenUpdate, received_s: float, ttl_ms: int | None) -> float | None:
+        return snapshot_deadline(update, received_s, ttl_ms, self.offset.offset_s)
 
     def _store_failed(self, exc: StoreError) -> None:
         self._counters.count("snapshot_failures")
@@ -140,13 +168,20 @@ class UpdateFeed:
             self._body_of[key] = body
             self._held_bodies[body] = key
 
-    def offer(self, update: TokenUpdate, *, origin: str, inline: bool = False) -> None:
+    def offer(
+        self,
+        update: TokenUpdate,
+        *,
+        origin: str,
+        inline: bool = False,
+        deadline_s: float | None = None,
+    ) -> None:
         """Offer to the cache and hand an accepted update to the callbacks. `inline` (the
         subscriber thread only, never a caller's) runs them right here when nothing else is
         queued, after the lock is released (a callback may feed the cache itself)."""
         claimed = False
         with self._offer_lock:
-            outcome = self.cache.offer(update)
+            outcome = self.cache.offer(update, deadline_s=deadline_s)
             if outcome is Offer.ACCEPTED:
                 if inline:
                     claimed = self.callbacks.claim(update)
@@ -175,3 +210,23 @@ class UpdateFeed:
             return
         self._counters.count("accepted")
         log.debug("accepted %s from %s", update, origin)
+
+
+def _deadline(received_s: float, ttl_ms: int | None) -> float | None:
+    """The local expiry of a snapshot whose key had `ttl_ms` left when the reply came."""
+    return None if ttl_ms is None else received_s + ttl_ms / 1000.0
+
+
+def snapshot_deadline(
+    update: TokenUpdate, received_s: float, ttl_ms: int | None, offset_s: float
+) -> float | None:
+    """The local expiry of a snapshot read at `received_s` with `ttl_ms` left in Redis:
+    never more than the token's lifetime from the read. None (use `expires_at` + offset)
+    when Redis gave no TTL, or one a day or more away from what `expires_at` says: that is
+    no clock skew but a key whose TTL was not set from the update (a writer of its own)."""
+    deadline = _deadline(received_s, ttl_ms)
+    if deadline is None:
+        return None
+    if abs(deadline - (update.expires_at + offset_s)) >= ABSURD_S:
+        return None
+    return min(deadline, received_s + max(0.0, update.expires_at - update.issued_at))

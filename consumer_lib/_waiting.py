@@ -13,13 +13,13 @@ OVERDUE_SHARE = 0.1
 OVERDUE_MAX_S = 150.0
 
 
-def successor_overdue(held: Iterable[TokenUpdate], now_s: float) -> bool:
+def successor_overdue(held: Iterable[tuple[TokenUpdate, float]]) -> bool:
     """True when a held token is in the last tenth of its life (at most 150 s) with no
     successor pushed: the producer refreshes earlier, so a publish went missing. A token
-    dead for longer than its lifetime (an app no longer served) stops counting."""
-    for update in held:
+    dead for longer than its lifetime (an app no longer served) stops counting. `held`:
+    each update with its seconds left on this host's clock."""
+    for update, left_s in held:
         lifetime_s = update.expires_at - update.issued_at
-        left_s = update.seconds_left(now_s)
         if -lifetime_s < left_s < min(OVERDUE_SHARE * lifetime_s, OVERDUE_MAX_S):
             return True
     return False

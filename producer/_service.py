@@ -99,7 +99,7 @@ class ProducerService:
         self._keys = keys = KeyLayout(settings.key_prefix)
         codec = RememberingCodec(codec_from_settings(settings, must_sign=True))
         self._codec = codec
-        self.store = TokenStore(client, keys, codec)
+        self.store = TokenStore(client, keys, codec, clock=clock)
         # The owner id is unique per process run, even where hostnames and pids repeat.
         self.leadership = Leadership(
             client,
