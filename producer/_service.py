@@ -45,6 +45,7 @@ from .announcement import announce
 from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
+from .clock_skew import SkewMonitor
 from .control import ControlHandler, QuotaClearer, operator_keys
 from .fetching import Upstream
 from .lease import Leadership
@@ -109,6 +110,8 @@ class ProducerService:
             ttl_s=settings.lease_ttl_s,
             on_change=self._on_leadership,
         )
+        #: This producer's clock against Redis's, checked on lease ticks.
+        self.clock_skew = SkewMonitor(client, keys, producer_id=settings.producer_id, clock=clock)
         self.publisher = publisher or Publisher(
             settings.amqp_url,
             settings.exchange,
@@ -336,6 +339,7 @@ class ProducerService:
         while not self._stop.is_set():
             try:
                 delay_s = self.leadership.tick()
+                self.clock_skew.check()
                 if not self.leadership.is_leader:
                     # A standby notices a lapsed lease within this, not within a second:
                     # the takeover re-publishes 10,000 tokens and every moment counts.
