@@ -29,6 +29,10 @@ log = logging.getLogger("consumer_lib._client")
 SENT_MS_HEADER = "x-wxtoken-sent-ms"
 #: Offsets within this band are taken as 0 (clocks in sync, or the same host).
 DEAD_BAND_S = 1.0
+#: An offset outside the dead band is applied this much smaller: the estimate is late by
+#: the smallest delay in the window (milliseconds), so a token corrected for skew ends a
+#: quarter second early rather than a few milliseconds late.
+SAFETY_S = 0.25
 #: An offset beyond this is reported once (WARNING) and shown in stats.
 SKEW_WARN_S = 5.0
 #: The window the minimum is taken over (messages).
@@ -84,7 +88,7 @@ class ClockOffset:
             best = min(self._samples)
             count = len(self._samples)
             self.estimate_s = best
-            self.offset_s = 0.0 if abs(best) < DEAD_BAND_S else best
+            self.offset_s = 0.0 if abs(best) < DEAD_BAND_S else best - SAFETY_S
             warn = abs(best) > SKEW_WARN_S
             first_warning = warn and not self._warned
             self._warned = warn

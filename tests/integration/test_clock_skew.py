@@ -55,7 +55,9 @@ def test_a_subscriber_keeps_a_valid_token_across_a_refresh_whatever_the_producer
     skew_s: float,
 ) -> None:
     """Every call the subscriber makes is accepted, it never lacks a token, it switches to
-    the refreshed token before the first one really expires; both sides report the skew."""
+    the refreshed token before the first one really expires; both sides report the skew.
+    Once the producer stops, the subscriber's token ends with WeChat's: `TokenUnavailable`,
+    never a call WeChat refuses."""
     stack = skewed_stack
     app_id = stack.app_ids[0]
     caplog.set_level(logging.WARNING, logger="producer.clock_skew")
@@ -90,5 +92,22 @@ def test_a_subscriber_keeps_a_valid_token_across_a_refresh_whatever_the_producer
         finally:
             client.close()
         assert abs(report.skew_s - skew_s) < 2
+
+        # No more refreshes: the held token must end when WeChat's does, not 5 min off.
+        second = stack.snapshot(app_id)
+        assert second is not None
+        producer.close()
+        second_expiry_s = second.expires_at - skew_s
+
+        def unavailable_after_expiry() -> bool:
+            return any(e["t"] >= second_expiry_s for e in subscriber.events("unavailable"))
+
+        wait_for(unavailable_after_expiry, timeout_s=60, message="TokenUnavailable at expiry")
+        last_call = max(c["t"] for c in subscriber.calls(app_id) if c["errcode"] == 0)
+        print(
+            f"[clock skew {skew_s:+.0f} s] last accepted call "
+            f"{second_expiry_s - last_call:.2f} s before the token expired"
+        )
+        assert subscriber.bad_calls() == [], f"rejected calls; see {subscriber.log_path}"
     finally:
         producer.close()
