@@ -4,8 +4,9 @@
         token = tokens.get_token("wx1234567890abcdef")
 
 `get_token()` answers from memory, with no I/O once a token is held, and never returns a
-token past its `expires_at`. Updates arrive pushed over RabbitMQ; the Redis snapshot
-covers a late start and broker outages. The highest version always wins.
+token past its expiry on this host's clock (`_cache`, `_offset`). Updates arrive pushed over
+RabbitMQ; the Redis snapshot covers a late start and broker outages. The highest version
+wins (unless the held token has expired: see `_cache`).
 Forking: see `consumer_lib._forking`.
 """
 
@@ -70,7 +71,7 @@ class TokenClient:
         self._offset = ClockOffset()
         self._cache = TokenCache(clock, self._offset)
         self._callbacks = CallbackThread()
-        self._counters = ClientCounters()
+        self._counters = ClientCounters()  # stats_dict() adds the offset's figures
         self._feed = UpdateFeed(
             cache=self._cache,
             callbacks=self._callbacks,
@@ -313,11 +314,7 @@ class TokenClient:
     def stats_dict(self) -> dict[str, int]:
         """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
         producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
-        return {
-            **self._counters.stats_dict(),
-            "clock_offset_ms": self._offset.estimate_ms(),
-            "invalid_sent_headers": self._offset.invalid_headers,
-        }
+        return self._counters.stats_dict(self._offset)
 
     @property
     def clock_offset_s(self) -> float:

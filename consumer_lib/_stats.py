@@ -8,6 +8,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from ._offset import ClockOffset
 from ._rejections import rejection_reason
 from .errors import InvalidUpdate
 
@@ -57,9 +58,15 @@ class ClientCounters:
             self.rejections[reason] = self.rejections.get(reason, 0) + 1
         log.warning("rejected %s: %s", what, exc)
 
-    def stats_dict(self) -> dict[str, int]:
+    def stats_dict(self, offset: ClockOffset | None = None) -> dict[str, int]:
+        """The counts, and with `offset` its estimate (`clock_offset_ms`, 0 before any
+        message) and the messages whose send time was garbage (`invalid_sent_headers`)."""
         with self._lock:
-            return asdict(self.stats)
+            counts = asdict(self.stats)
+        if offset is not None:
+            counts["clock_offset_ms"] = offset.estimate_ms()
+            counts["invalid_sent_headers"] = offset.invalid_headers
+        return counts
 
     def rejections_dict(self) -> dict[str, int]:
         with self._lock:
