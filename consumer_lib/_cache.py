@@ -1,14 +1,27 @@
 """The in-memory token holder of a subscriber: the highest version wins, expiry is checked
-on every read, and readers can wait for a token to arrive."""
+on every read, and readers can wait for a token to arrive.
+
+Expiry is local: an update's `expires_at` is the producer's clock, so the cache adds the
+estimated offset of this host's clock (`ClockOffset.offset_s`, 0 when the clocks agree), or
+uses the local deadline a snapshot read gave (`PTTL` counted from the reply).
+
+One exception to "highest version wins": when the held token has expired here, a valid
+update with a lower version is taken (WARNING). That is what a writer with a slower clock
+allocates after Redis lost its data; refusing it would leave the app without a token.
+"""
 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable
 
+from ._offset import ClockOffset
 from .wire.update import TokenKind, TokenUpdate
+
+log = logging.getLogger("consumer_lib._client")
 
 Key = tuple[str, TokenKind]
 
@@ -24,23 +37,58 @@ class Offer(enum.Enum):
 class TokenCache:
     """Thread-safe map of (app, kind) to the newest update; reads take no lock."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, offset: ClockOffset | None = None
+    ) -> None:
         self._clock = clock
+        self._offset = offset or ClockOffset()
         self._updates: dict[Key, TokenUpdate] = {}
+        #: Local deadlines of updates read from a snapshot (`PTTL`); others use the offset.
+        self._deadlines: dict[Key, float] = {}
         self._changed = threading.Condition()
 
-    def offer(self, update: TokenUpdate) -> Offer:
-        """Keep `update` if it is newer than what is held and not expired."""
-        if not update.is_valid_at(self._clock()):
+    def renewed(self) -> TokenCache:
+        """A new cache holding the same updates, with fresh locks (in a forked child, where
+        only one thread runs: no lock taken)."""
+        fresh = TokenCache(self._clock, self._offset)
+        fresh._updates = dict(self._updates)
+        fresh._deadlines = dict(self._deadlines)
+        return fresh
+
+    def expires_local(self, update: TokenUpdate, deadline_s: float | None = None) -> float:
+        """When `update` expires on this host's clock."""
+        if deadline_s is not None:
+            return deadline_s
+        return update.expires_at + self._offset.offset_s
+
+    def offer(self, update: TokenUpdate, *, deadline_s: float | None = None) -> Offer:
+        """Keep `update` if it is newer than what is held and not expired. `deadline_s`:
+        its local expiry when known (a snapshot's `PTTL`), else `expires_at` + offset."""
+        now_s = self._clock()
+        if now_s >= self.expires_local(update, deadline_s):
             return Offer.EXPIRED
         key = (update.app_id, update.kind)
         with self._changed:
             held = self._updates.get(key)
             if held is not None and held.version >= update.version:
-                return Offer.STALE
+                if held.version == update.version or now_s < self._held_expiry(key, held):
+                    return Offer.STALE
+                log.warning(
+                    "took %s although older than the held v%d: that one has expired here "
+                    "(a writer with a slower clock after Redis lost its data?)",
+                    update,
+                    held.version,
+                )
             self._updates[key] = update
+            if deadline_s is None:
+                self._deadlines.pop(key, None)
+            else:
+                self._deadlines[key] = deadline_s
             self._changed.notify_all()
         return Offer.ACCEPTED
+
+    def _held_expiry(self, key: Key, held: TokenUpdate) -> float:
+        return self.expires_local(held, self._deadlines.get(key))
 
     def held(self, app_id: str, kind: TokenKind) -> TokenUpdate | None:
         """The newest update held, valid or not."""
@@ -48,8 +96,9 @@ class TokenCache:
 
     def current(self, app_id: str, kind: TokenKind) -> TokenUpdate | None:
         """The held update if it has not expired: the hot path, no lock and no I/O."""
-        update = self._updates.get((app_id, kind))
-        if update is not None and self._clock() < update.expires_at:
+        key = (app_id, kind)
+        update = self._updates.get(key)
+        if update is not None and self._clock() < self._held_expiry(key, update):
             return update
         return None
 
@@ -71,3 +120,12 @@ class TokenCache:
         """A copy of everything held."""
         with self._changed:
             return dict(self._updates)
+
+    def seconds_left(self) -> dict[Key, tuple[TokenUpdate, float]]:
+        """Everything held with its seconds left on this host's clock (negative: expired)."""
+        now_s = self._clock()
+        with self._changed:
+            return {
+                key: (update, self._held_expiry(key, update) - now_s)
+                for key, update in self._updates.items()
+            }

@@ -4,19 +4,10 @@
         token = tokens.get_token("wx1234567890abcdef")
 
 `get_token()` answers from memory, with no I/O once a token is held, and never returns a
-token past its `expires_at`. Updates arrive pushed over RabbitMQ; the Redis snapshot
-covers a late start and broker outages. The highest version always wins.
-
-Forking (gunicorn `--preload`, multiprocessing's fork): a client made, even started,
-before `os.fork()` works in every child. An `os.register_at_fork` hook, held through a
-weak reference so it keeps no client alive, runs in each child and gives the client there
-its own background thread and broker connection (a new `Subscriber`, started if the
-parent's was), its own Redis connections (a new client when we built the parent's; a
-client passed in is left to redis-py, whose pools notice the new pid and reconnect) and
-fresh locks (one held by a parent thread at the fork would never be released). The tokens
-held are kept: they are still valid data. The parent's thread does not exist in the
-child; its pika connection object is dropped there, never closed, since closing would
-write to the socket the parent still uses.
+token past its expiry on this host's clock (`_cache`, `_offset`). Updates arrive pushed over
+RabbitMQ; the Redis snapshot covers a late start and broker outages. The highest version
+wins (unless the held token has expired: see `_cache`).
+Forking: see `consumer_lib._forking`.
 """
 
 from __future__ import annotations
@@ -27,60 +18,32 @@ import random
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 import redis
 
-from ._cache import Offer, TokenCache
+from ._cache import TokenCache
 from ._callbacks import CallbackThread, UpdateCallback
-from ._rejections import rejection_reason
+from ._feeding import UpdateFeed
+from ._forking import renew_in_forked_children
+from ._offset import ClockOffset
+from ._reporting import REPORT_EVERY_S, InvalidReporter
+from ._stats import ClientCounters, ClientStats
 from ._subscriber import Subscriber
 from ._transport import AttachableTransport, Transport
-from .errors import InvalidUpdate, StoreError, TokenUnavailable
+from ._waiting import OVERDUE_MAX_S, OVERDUE_SHARE, successor_overdue, why_unavailable
+from .errors import TokenUnavailable
 from .settings import ClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
 from .wire.keys import KeyLayout
-from .wire.refresh_request import (
-    REQUEST_MESSAGE_TYPE,
-    RefreshRequest,
-    fingerprint,
-    requests_exchange,
-    safe_requester,
-)
 from .wire.signing import codec_from_settings
 from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
 
-#: A process reports one token at most this often (seconds); the leader coalesces the rest.
-REPORT_EVERY_S = 30.0
-
-#: A held token this close to expiry (share of its lifetime, capped) with no successor
-#: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
-OVERDUE_SHARE = 0.1
-OVERDUE_MAX_S = 150.0
-
-
-@dataclass
-class ClientStats:
-    """What the client did with what it received; `rejected` are invalid bytes.
-
-    The client counts under a lock; read a consistent copy with `TokenClient.stats_dict()`.
-    """
-
-    accepted: int = 0
-    stale: int = 0
-    expired: int = 0
-    rejected: int = 0
-    snapshot_reads: int = 0
-    snapshot_failures: int = 0
-
-
-Counter = Literal["accepted", "stale", "expired", "rejected", "snapshot_reads", "snapshot_failures"]
+__all__ = ["OVERDUE_MAX_S", "OVERDUE_SHARE", "REPORT_EVERY_S", "ClientStats", "TokenClient"]
 
 
 class TokenClient:
@@ -101,41 +64,46 @@ class TokenClient:
         self.settings = settings or ClientSettings()
         # Verify keys are required (unless explicitly insecure): fail here, not on receipt.
         self._codec = codec_from_settings(self.settings)
-        self._trusted_publishers = self.settings.trusted_publisher_names()
         self._owns_redis = redis_client is None
-        self._redis = redis_client or connect_redis(
+        self._redis = redis_client or self._connect_redis()
+        self._clock = clock
+        #: This host's clock minus the producer's, from the messages' send times.
+        self._offset = ClockOffset()
+        self._cache = TokenCache(clock, self._offset)
+        self._callbacks = CallbackThread()
+        self._counters = ClientCounters()  # stats_dict() adds the offset's figures
+        self._feed = UpdateFeed(
+            cache=self._cache,
+            callbacks=self._callbacks,
+            snapshot=self._snapshot_reader(),
+            codec=self._codec,
+            trusted_publishers=self.settings.trusted_publisher_names(),
+            counters=self._counters,
+            offset=self._offset,
+            clock=clock,
+        )
+        self._reporter = InvalidReporter(self.settings.exchange, clock=clock)
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self.stats: ClientStats = self._counters.stats
+        #: Rejected updates by reason (`_rejections.REASONS`), for metrics; read a copy
+        #: with `rejections_dict()`.
+        self.rejections: dict[str, int] = self._counters.rejections
+        self._name = name
+        self._rand = rand
+        self._subscriber = self._new_subscriber()
+        renew_in_forked_children(self)
+
+    def _connect_redis(self) -> redis.Redis:
+        return connect_redis(
             self.settings.redis_url,
             timeout_s=self.settings.redis_timeout_s,
             tls=self.settings.redis_tls,
         )
-        self._snapshot = SnapshotReader(
-            self._redis, KeyLayout(self.settings.key_prefix), self._codec
-        )
-        self._clock = clock
-        self._cache = TokenCache(clock)
-        self._callbacks = CallbackThread()
-        # Offering to the cache and queueing the callbacks happen as one step, so the
-        # callbacks see updates in the order the cache took them, whichever thread fed them.
-        self._offer_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._started = False
-        self._closed = False
-        self.last_store_error: str | None = None
-        self._reports: dict[tuple[str, TokenKind, str], float] = {}
-        # The message bytes of each held update, both ways (see `_remember_body`); looked
-        # up without a lock (one dict read), changed under `_bodies_lock`.
-        self._bodies_lock = threading.Lock()
-        self._held_bodies: dict[bytes, tuple[str, TokenKind]] = {}
-        self._body_of: dict[tuple[str, TokenKind], bytes] = {}
-        self.stats = ClientStats()
-        #: Rejected updates by reason (`_rejections.REASONS`), for metrics; counted under
-        #: the stats lock, read a copy with `rejections_dict()`.
-        self.rejections: dict[str, int] = {}
-        self._name = name
-        self._rand = rand
-        self._subscriber = self._new_subscriber()
-        _renew_in_forked_children(self)
+
+    def _snapshot_reader(self) -> SnapshotReader:
+        return SnapshotReader(self._redis, KeyLayout(self.settings.key_prefix), self._codec)
 
     def _new_subscriber(self) -> Transport:
         if self._transport is not None:
@@ -186,24 +154,17 @@ class TokenClient:
         if self._closed:
             return
         self._lock = threading.Lock()
-        self._offer_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
+        self._counters.renew_lock()
+        self._reporter.renew_lock()
         # The parent's callback thread does not exist here; its queue stays the parent's.
         self._callbacks = CallbackThread(self._callbacks._callbacks)  # no lock: one thread
-        self._bodies_lock = threading.Lock()
-        inherited = self._cache
-        self._cache = TokenCache(self._clock)
-        for update in list(inherited._updates.values()):  # no lock: one thread runs now
-            self._cache.offer(update)
+        self._offset.renew_lock()
+        self._cache = self._cache.renewed()  # no lock: one thread runs now
         if self._owns_redis:
-            self._redis = connect_redis(
-                self.settings.redis_url,
-                timeout_s=self.settings.redis_timeout_s,
-                tls=self.settings.redis_tls,
-            )
-            self._snapshot = SnapshotReader(
-                self._redis, KeyLayout(self.settings.key_prefix), self._codec
-            )
+            self._redis = self._connect_redis()
+        self._feed.after_fork(
+            cache=self._cache, callbacks=self._callbacks, snapshot=self._snapshot_reader()
+        )
         self._subscriber = self._new_subscriber()
         if self._started:
             self._subscriber.start()
@@ -227,6 +188,11 @@ class TokenClient:
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until subscribed to the exchange (for tests and start-up checks)."""
         return self._subscriber.wait_connected(timeout_s)
+
+    @property
+    def last_store_error(self) -> str | None:
+        """Why the last Redis read failed; None once one succeeds."""
+        return self._feed.last_store_error
 
     # ------------------------------------------------------------ reading
     def get_token(
@@ -291,216 +257,70 @@ class TokenClient:
         held = self._cache.held(app_id, kind)
         if held is not None and held.value != token:
             return False  # already replaced here: get_token() returns the newer one
-        key = (app_id, kind, fingerprint(token))
-        now_m = time.monotonic()
-        with self._lock:
-            self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
-            if key in self._reports:
-                return False
-            self._reports[key] = now_m
-        request = RefreshRequest.for_token(
-            app_id,
-            token,
-            kind=kind,
-            requester=safe_requester(f"client:{socket.gethostname()}-{os.getpid()}"),
-            now_s=self._clock(),
-            reported_version=held.version if held is not None else None,
-            reason=reason,
+        sent = self._reporter.report(
+            app_id, token, kind, held=held, reason=reason, send=self._subscriber.send
         )
-        sent = self._subscriber.send(
-            requests_exchange(self.settings.exchange), request.encode(), REQUEST_MESSAGE_TYPE
-        )
+        if sent is None:
+            return False
         if not sent:
             log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
-            self._read_one(app_id, kind)
+            self._feed.read_one(app_id, kind)
         return sent
 
     def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:
         if not self._started:
             self.start()
-        self._read_one(app_id, kind)
+        self._feed.read_one(app_id, kind)
         update = self._cache.wait_for(app_id, kind, timeout_s)
         if update is None:
-            raise TokenUnavailable(self._why_unavailable(app_id, kind, timeout_s))
+            raise TokenUnavailable(
+                why_unavailable(
+                    app_id,
+                    kind,
+                    timeout_s,
+                    held=self._cache.held(app_id, kind),
+                    connected=self.connected,
+                    broker_error=self._subscriber.last_error,
+                    store_error=self.last_store_error,
+                )
+            )
         return update
-
-    def _why_unavailable(self, app_id: str, kind: TokenKind, timeout_s: float) -> str:
-        held = self._cache.held(app_id, kind)
-        if held is not None:
-            what = f"the held {kind} v{held.version} expired at {held.expires_at:.0f}"
-        else:
-            what = f"no {kind} for app {app_id!r}"
-        broker = (
-            "broker connected"
-            if self.connected
-            else (f"broker unreachable ({self._subscriber.last_error or 'connecting'})")
-        )
-        if self.last_store_error is not None:
-            store = f"Redis unreachable ({self.last_store_error})"
-        else:
-            store = "Redis has no valid snapshot for it (is a producer running for this app?)"
-        return f"{what} and none arrived within {timeout_s:g} s: {store}; {broker}"
 
     # ------------------------------------------------------------ feeding
     def refresh_from_snapshot(self) -> None:
         """Read every known app's snapshot from Redis and keep what is newer."""
-        self._count("snapshot_reads")
-        try:
-            found = self._snapshot.read_many_raw(self._snapshot.known())
-        except StoreError as exc:
-            self._store_failed(exc)
-            return
-        self.last_store_error = None
-        for (app_id, kind), raw in found.items():
-            if raw is None or raw in self._held_bodies:
-                continue  # nothing stored, or exactly what is held
-            try:
-                update = self._snapshot.decode(raw)
-            except InvalidUpdate as exc:
-                self._reject(f"snapshot of {app_id}/{kind}", exc)
-                continue
-            self._offer(update, origin="snapshot")
-            self._remember_body(update, raw)
-
-    def _read_one(self, app_id: str, kind: TokenKind) -> None:
-        try:
-            update = self._snapshot.read(app_id, kind)
-        except StoreError as exc:
-            self._store_failed(exc)
-            return
-        except InvalidUpdate as exc:
-            self._reject(f"snapshot of {app_id}/{kind}", exc)
-            return
-        self.last_store_error = None
-        if update is not None:
-            self._offer(update, origin="snapshot")
+        self._feed.refresh_from_snapshot()
 
     def _successor_overdue(self) -> bool:
-        """True when a held token is in the last tenth of its life (at most 150 s) with no
-        successor pushed: the producer refreshes earlier, so a publish went missing. A token
-        dead for longer than its lifetime (an app no longer served) stops counting."""
-        now_s = self._clock()
-        for update in self._cache.snapshot().values():
-            lifetime_s = update.expires_at - update.issued_at
-            left_s = update.seconds_left(now_s)
-            if -lifetime_s < left_s < min(OVERDUE_SHARE * lifetime_s, OVERDUE_MAX_S):
-                return True
-        return False
+        return successor_overdue(self._cache.seconds_left().values())
 
-    def _store_failed(self, exc: StoreError) -> None:
-        self._count("snapshot_failures")
-        if self.last_store_error is None:
-            log.warning("Redis snapshot unavailable: %s", exc)
-        self.last_store_error = str(exc)
-
-    def _on_message(self, body: bytes, user_id: str | None = None) -> None:
+    def _on_message(
+        self, body: bytes, user_id: str | None = None, sent_s: float | None = None
+    ) -> None:
         """A message, on the subscriber's own thread: callbacks may run right here."""
-        self._on_body(body, user_id, inline=True)
+        self._feed.on_body(body, user_id, sent_s, inline=True)
 
-    def _on_body(self, body: bytes, user_id: str | None = None, *, inline: bool = False) -> None:
-        trusted = self._trusted_publishers
-        if trusted and user_id not in trusted:
-            # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
-            self._reject("message", InvalidUpdate(f"published by untrusted user {user_id!r}"))
-            return
-        if body in self._held_bodies:
-            # The exact bytes of an update held and verified already: a routine re-publish,
-            # dropped without checking its signature again.
-            self._count("stale")
-            return
-        try:
-            update = self._codec.decode(body)
-        except InvalidUpdate as exc:
-            self._reject("message", exc)
-            return
-        self._offer(update, origin="broker", inline=inline)
-        self._remember_body(update, body)
+    def _on_body(
+        self,
+        body: bytes,
+        user_id: str | None = None,
+        sent_s: float | None = None,
+        *,
+        inline: bool = False,
+    ) -> None:
+        self._feed.on_body(body, user_id, sent_s, inline=inline)
 
-    def _remember_body(self, update: TokenUpdate, body: bytes) -> None:
-        """Keep `body` (a message, or the bytes Redis stores: the producer writes what it
-        publishes) as the bytes of the held update of its app and kind, if it is that one."""
-        key = (update.app_id, update.kind)
-        held = self._cache.held(*key)
-        if held is None or (held is not update and held != update):
-            return
-        with self._bodies_lock:
-            old = self._body_of.get(key)
-            if old is not None:
-                self._held_bodies.pop(old, None)
-            self._body_of[key] = body
-            self._held_bodies[body] = key
-
-    def _reject(self, what: str, exc: InvalidUpdate) -> None:
-        reason = rejection_reason(exc)
-        with self._stats_lock:
-            self.stats.rejected += 1
-            self.rejections[reason] = self.rejections.get(reason, 0) + 1
-        log.warning("rejected %s: %s", what, exc)
-
-    def _offer(self, update: TokenUpdate, *, origin: str, inline: bool = False) -> None:
-        """Offer to the cache and hand an accepted update to the callbacks. `inline` (the
-        subscriber thread only, never a caller's) runs them right here when nothing else is
-        queued, after the lock is released (a callback may feed the cache itself)."""
-        claimed = False
-        with self._offer_lock:
-            outcome = self._cache.offer(update)
-            if outcome is Offer.ACCEPTED:
-                if inline:
-                    claimed = self._callbacks.claim(update)
-                else:
-                    self._callbacks.submit(update)
-        if claimed:
-            self._callbacks.run_claimed(update)
-        if outcome is Offer.STALE:
-            self._count("stale")
-            held = self._cache.held(update.app_id, update.kind)
-            if held is not None and held.version > update.version:
-                # Re-publishes of the held version are routine; an older one is not.
-                log.warning(
-                    "dropped %s from %s: older than the held v%d", update, origin, held.version
-                )
-            return
-        if outcome is Offer.EXPIRED:
-            self._count("expired")
-            # A snapshot may simply be read at the end of its life; a message should not be.
-            log.log(
-                logging.WARNING if origin == "broker" else logging.DEBUG,
-                "dropped expired %s from %s",
-                update,
-                origin,
-            )
-            return
-        self._count("accepted")
-        log.debug("accepted %s from %s", update, origin)
-
-    def _count(self, counter: Counter) -> None:
-        with self._stats_lock:
-            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-
+    # ------------------------------------------------------------ stats
     def stats_dict(self) -> dict[str, int]:
-        """A consistent copy of `stats`."""
-        with self._stats_lock:
-            return asdict(self.stats)
+        """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
+        producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
+        return self._counters.stats_dict(self._offset)
+
+    @property
+    def clock_offset_s(self) -> float:
+        """The offset applied to producer times (0 within the 1 s dead band)."""
+        return self._offset.offset_s
 
     def rejections_dict(self) -> dict[str, int]:
         """A consistent copy of `rejections` (rejected updates by reason)."""
-        with self._stats_lock:
-            return dict(self.rejections)
-
-
-def _renew_in_forked_children(client: TokenClient) -> None:
-    """Register `client._after_fork_in_child` for every later fork, via a weak reference."""
-    if not hasattr(os, "register_at_fork"):  # no fork on this platform
-        return
-    ref = weakref.ref(client)
-
-    def after_in_child() -> None:
-        alive = ref()
-        if alive is None:
-            return
-        try:
-            alive._after_fork_in_child()
-        except Exception:
-            log.exception("renewing the token client in the forked child %d failed", os.getpid())
-
-    os.register_at_fork(after_in_child=after_in_child)
+        return self._counters.rejections_dict()

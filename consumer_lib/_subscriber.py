@@ -36,13 +36,13 @@ OVERDUE_CHECK_S = 1.0
 
 class Subscriber(ConsumerThread):
     """Consumes the exchange in a daemon thread; hands each body, with the broker-checked
-    `user_id` of its publisher, to `on_body`."""
+    `user_id` of its publisher and the send time in its header, to `on_body`."""
 
     def __init__(
         self,
         settings: ClientSettings,
         *,
-        on_body: Callable[[bytes, str | None], None],
+        on_body: Callable[[bytes, str | None, float | None], None],
         read_snapshot: Callable[[], None],
         snapshot_wanted: Callable[[], bool],
         connection_name: str,
@@ -123,7 +123,7 @@ class Subscriber(ConsumerThread):
         return self._settings.exchange
 
     def _handle(self, delivery: Delivery) -> None:
-        self._on_body(delivery.body, delivery.user_id)
+        self._on_body(delivery.body, delivery.user_id, delivery.sent_s)
 
     def _on_subscribed(self, connection: Connection) -> None:
         with self._send_lock:

@@ -17,6 +17,7 @@ wire, at most `max_apps` of them) and the kind; never a token.
                                                       unsigned, bad_signature, unknown_key,
                                                       untrusted_publisher, oversize
     wxtoken_client_snapshot_reads_total / _failures_total
+    wxtoken_client_clock_offset_seconds              this host's clock minus the producer's
     wxtoken_client_broker_connected                   1 while pushed updates arrive
     wxtoken_client_redis_reachable                    0 after a failed snapshot read
 """
@@ -56,7 +57,6 @@ class TokenClientCollector(Collector):
         self._max_apps = max_apps
 
     def collect(self) -> Iterator[Metric]:
-        now_s = self._clock()
         left = GaugeMetricFamily(
             "wxtoken_client_token_seconds_left",
             "Seconds until the held token expires (negative once expired).",
@@ -67,9 +67,9 @@ class TokenClientCollector(Collector):
             "Version of the held token.",
             labels=["app_id", "kind"],
         )
-        held = sorted(self._client._cache.snapshot().items())[: self._max_apps]
-        for (app_id, kind), update in held:
-            left.add_metric([app_id, kind.value], update.seconds_left(now_s))
+        held = sorted(self._client._cache.seconds_left().items())[: self._max_apps]
+        for (app_id, kind), (update, left_s) in held:
+            left.add_metric([app_id, kind.value], left_s)
             version.add_metric([app_id, kind.value], update.version)
         yield left
         yield version
@@ -105,6 +105,12 @@ class TokenClientCollector(Collector):
             "wxtoken_client_snapshot_failures",
             "Snapshot reads that failed (Redis unreachable).",
             value=stats.snapshot_failures,
+        )
+        yield GaugeMetricFamily(
+            "wxtoken_client_clock_offset_seconds",
+            "This host's clock minus the producer's, estimated from the messages' send times "
+            "(0 before any message).",
+            value=self._client.stats_dict()["clock_offset_ms"] / 1000.0,
         )
         yield GaugeMetricFamily(
             "wxtoken_client_broker_connected",

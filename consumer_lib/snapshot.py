@@ -199,6 +199,32 @@ class SnapshotReader:
             for key, raw in zip(wanted, raws, strict=True)
         }
 
+    def read_many_raw_ttl(
+        self, wanted: list[tuple[str, TokenKind]]
+    ) -> dict[tuple[str, TokenKind], tuple[bytes | None, int | None]]:
+        """The stored bytes of many apps, undecoded, each with its key's `PTTL` in ms
+        (None when the key has no expiry, or is gone): one round trip.
+
+        The producer sets the expiry relative to its own clock (`PX`), so `PTTL` counted
+        from the reply's arrival is the token's remaining life on the reader's clock, with
+        no clock compared across hosts; the reply's travel time only shortens it."""
+        if not wanted:
+            return {}
+        keys = [self._keys.token(app, kind) for app, kind in wanted]
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.mget(keys)
+            for key in keys:
+                pipe.pttl(key)
+            replies = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"reading snapshot: {describe_redis_error(exc)}") from None
+        raws, ttls = replies[0], replies[1:]
+        return {
+            key: (raw.encode() if isinstance(raw, str) else raw, _ttl_ms(ttl))
+            for key, raw, ttl in zip(wanted, raws, ttls, strict=True)
+        }
+
     def decode(self, raw: bytes | str) -> TokenUpdate:
         """Verify and parse stored bytes (`InvalidUpdate` when they are not an update)."""
         return self._codec.decode(raw)
@@ -217,3 +243,10 @@ class SnapshotReader:
             except InvalidUpdate as exc:
                 result[key] = exc
         return result
+
+
+def _ttl_ms(reply: object) -> int | None:
+    """A `PTTL` reply as a positive number of ms; None for -1/-2 or anything odd."""
+    if isinstance(reply, bool) or not isinstance(reply, int) or reply <= 0:
+        return None
+    return reply

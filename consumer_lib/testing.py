@@ -165,8 +165,29 @@ class EmptyRedis:
         del key
         return set()
 
+    def pipeline(self, transaction: bool = True) -> _EmptyPipeline:
+        del transaction
+        return _EmptyPipeline()
+
     def close(self) -> None:
         """Nothing to close."""
+
+
+class _EmptyPipeline:
+    """The snapshot reader's one pipeline (MGET and a PTTL per key) on `EmptyRedis`."""
+
+    def __init__(self) -> None:
+        self._replies: list[Any] = []
+
+    def mget(self, keys: list[Any]) -> None:
+        self._replies.append([None for _ in keys])
+
+    def pttl(self, key: object) -> None:
+        del key
+        self._replies.append(-2)
+
+    def execute(self) -> list[Any]:
+        return self._replies
 
 
 def stub_client(

@@ -45,6 +45,7 @@ from .announcement import announce
 from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
+from .clock_skew import SkewMonitor
 from .control import ControlHandler, QuotaClearer, operator_keys
 from .fetching import Upstream
 from .lease import Leadership
@@ -102,7 +103,7 @@ class ProducerService:
         self._keys = keys = KeyLayout(settings.key_prefix)
         codec = RememberingCodec(codec_from_settings(settings, must_sign=True))
         self._codec = codec
-        self.store = TokenStore(client, keys, codec)
+        self.store = TokenStore(client, keys, codec, clock=clock)
         # The owner id is unique per process run, even where hostnames and pids repeat.
         self.leadership = Leadership(
             client,
@@ -112,6 +113,8 @@ class ProducerService:
             ttl_s=settings.lease_ttl_s,
             on_change=self._on_leadership,
         )
+        #: This producer's clock against Redis's, checked on lease ticks.
+        self.clock_skew = SkewMonitor(client, keys, producer_id=settings.producer_id, clock=clock)
         self.publisher = publisher or Publisher(
             settings.amqp_url,
             settings.exchange,
@@ -356,6 +359,7 @@ class ProducerService:
         while not self._stop.is_set():
             try:
                 delay_s = self.leadership.tick()
+                self.clock_skew.check()
                 if not self.leadership.is_leader:
                     # A standby notices a lapsed lease within this, not within a second:
                     # the takeover re-publishes 10,000 tokens and every moment counts.

@@ -24,6 +24,7 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
     wxtoken_producer_messages_received_total               on the requests exchange
     wxtoken_producer_messages_rejected_total{message,reason}  refresh_request: invalid |
                                       failed | over_rate; control: invalid | expired | replayed
+    wxtoken_producer_clock_skew_seconds                   this clock minus Redis's (TIME)
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
 """
 
@@ -73,6 +74,8 @@ class ProducerView:
     publisher_healthy: Callable[[], bool] | None = None
     #: messages received on the requests exchange, and those refused by (message, reason)
     messages: Callable[[], tuple[int, Mapping[tuple[str, str], int]]] | None = None
+    #: this producer's clock minus Redis's (s), None before it was measured
+    clock_skew: Callable[[], float | None] | None = None
 
 
 def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], int]]:
@@ -103,6 +106,7 @@ def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> Pr
         lease_acquisitions=lambda: service.leadership.acquisitions,
         publisher_healthy=lambda: service.publisher.healthy,
         messages=lambda: _messages(service),
+        clock_skew=lambda: service.clock_skew.skew_s,
     )
 
 
@@ -132,6 +136,13 @@ class ProducerCollector(Collector):
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        skew_s = self._view.clock_skew() if self._view.clock_skew is not None else None
+        if skew_s is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_producer_clock_skew_seconds",
+                "This producer's wall clock minus Redis's, from TIME on lease ticks.",
+                value=skew_s,
+            )
         yield from self._tokens_and_stats()
         yield from self._upstream()
         yield from self._budget()

@@ -40,6 +40,7 @@ from ._reports import ReportBox
 from .apps import AppConfig, TokenApi
 from .audit import AuditLog
 from .budget import RefreshBudget
+from .clock import JumpProofDeadline, boottime
 from .issuing import Issuer
 from .politeness import UpstreamGate
 from .ports import Fetcher, Gate, SoleProducer
@@ -92,7 +93,9 @@ class AppRefresher(RequestHandling, Fetching):
         on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None = None,
         kind: TokenKind = TokenKind.ACCESS_TOKEN,
         probe: TokenProbe | None = None,
+        steady: Callable[[], float] = boottime,
     ) -> None:
+        """`steady`: a clock that never jumps (see `JumpProofDeadline`)."""
         self.kind = kind
         #: Replaced by a reload when the secret or API changes; read at each fetch.
         self.app = app
@@ -109,6 +112,7 @@ class AppRefresher(RequestHandling, Fetching):
         self._producer_id = producer_id
         self._timing = timing or RefreshTiming()
         self._clock = clock
+        self._deadline = JumpProofDeadline(clock, steady)
         self._upstream = upstream
         self._on_fetch_failed = on_fetch_failed  # UpstreamErrors.record, for `wxtoken status`
         self._follows_store = follows_store
@@ -231,8 +235,11 @@ class AppRefresher(RequestHandling, Fetching):
         tokens and tickets alike): asking earlier only gets it back, so ask right after the
         expiry, late by as much as upstream may have started its life after our request."""
         if self.app.token_api is TokenApi.WECOM:
-            return held.expires_at + self._answer_lag_s + WECOM_AFTER_EXPIRY_S
-        return self._timing.refresh_at(held)
+            at_s = held.expires_at + self._answer_lag_s + WECOM_AFTER_EXPIRY_S
+        else:
+            at_s = self._timing.refresh_at(held)
+        # Never later than the same moment counted on a clock that does not jump.
+        return self._deadline.effective((held.version, held.expires_at), at_s)
 
     def _seconds_to_next_step(self, now_s: float) -> float:
         held = self._held

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -69,10 +71,13 @@ class TokenStore:
         *,
         replicas: int | None = None,
         replica_wait_ms: int = 250,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`replicas`: how many replicas must confirm a write (`ReplicaWait`; by default 1
-        behind Sentinel, else 0)."""
+        behind Sentinel, else 0). `clock` is the writer's, the one `expires_at` is on: the
+        key expires after `expires_at - clock()` (PX), so Redis's clock never matters."""
         self._client = client
+        self._clock = clock
         self._keys = keys or KeyLayout()
         self._codec = codec
         self._reader = SnapshotReader(client, self._keys, codec)
@@ -182,7 +187,7 @@ class TokenStore:
 
         Idempotent: a replay of the same update (redis-py retries a script whose reply was
         lost) finds its own write and reports it written (`replayed`)."""
-        expires_at_ms = math.floor(update.expires_at * 1000)
+        expires_in_ms = math.floor((update.expires_at - self._clock()) * 1000)
         keys = [
             self._keys.token(update.app_id, update.kind),
             self._keys.version(update.app_id, update.kind),
@@ -198,7 +203,7 @@ class TokenStore:
                 args=[
                     self._codec.encode(update),
                     update.version,
-                    expires_at_ms,
+                    max(0, expires_in_ms),
                     KeyLayout.member(update.app_id, update.kind),
                     fence_owner or "",
                     # The writer's clock is the update's issue time (its version at least).

@@ -33,6 +33,9 @@ class Delivery:
     #: The publisher's own name for itself (not checked by anyone).
     app_id: str | None
     type: str | None
+    #: The producer's send time (its clock, s) from the `SENT_MS_HEADER` header; None when
+    #: absent or not a number (unsigned: only the producer may publish to the exchange).
+    sent_s: float | None = None
 
 
 OnDelivery = Callable[[Delivery], None]
@@ -138,7 +141,15 @@ class Channel:
         returns the queue's name. `on_cancel` runs when the broker cancels the consumer."""
 
         def deliver(_channel: Any, _method: Any, properties: Any, body: bytes) -> None:
-            on_delivery(Delivery(body, properties.user_id, properties.app_id, properties.type))
+            on_delivery(
+                Delivery(
+                    body,
+                    properties.user_id,
+                    properties.app_id,
+                    properties.type,
+                    messages.sent_s(properties.headers),
+                )
+            )
 
         with translated(f"subscribing to {exchange}"):
             declared = self._raw.queue_declare(queue="", exclusive=True, auto_delete=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pika
 
+from .._offset import SENT_MS_HEADER, parse_sent_ms
 from ..wire.control import CONTROL_MESSAGE_TYPE
 from ..wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
@@ -31,6 +32,14 @@ from .params import amqp_user_id
 
 #: The fanout exchange carries `TokenUpdate` JSON; `type` names the contract.
 MESSAGE_TYPE = "wxtoken.update.v1"
+
+
+def sent_s(headers: object) -> float | None:
+    """The publisher's send time in a message's headers (`SENT_MS_HEADER`), in seconds;
+    None when there is none or it is garbage."""
+    if not isinstance(headers, dict):
+        return None
+    return parse_sent_ms(headers.get(SENT_MS_HEADER))
 
 
 def declare_exchange(channel: Any, exchange: str) -> None:
@@ -48,9 +57,12 @@ def declare_requests_exchange(channel: Any, exchange: str) -> None:
 def update_properties(
     update: TokenUpdate, *, now_s: float, sender: str, user_id: str | None
 ) -> pika.BasicProperties:
-    """Properties of a token update: transient, expiring from queues with the token."""
+    """Properties of a token update: transient, expiring from queues with the token, and
+    the send time `now_s` in ms (`SENT_MS_HEADER`, outside the signed body, which stays the
+    same bytes in every re-publish) for the subscribers' clock offset estimate."""
     ttl_ms = max(1, int((update.expires_at - now_s) * 1000))
     return pika.BasicProperties(
+        headers={SENT_MS_HEADER: round(now_s * 1000)},
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Transient,
         expiration=str(ttl_ms),

@@ -19,6 +19,7 @@
 {prefix}:control:answer:{request_id}      the leader's ControlAnswer as JSON, for the CLI (EX)
 {prefix}:upstream_errors                  hash "{app_id}:{kind}" -> last failed fetch, as JSON
 {prefix}:served                           JSON: the app ids the current leader serves, by whom
+{prefix}:clock_skew                       hash: producer id -> its clock minus Redis's (JSON)
 
 `{api}` is the WeChat endpoint the app uses (`stable` or `classic`, `producer.apps.TokenApi`).
 Nothing else builds a key string: the producer's modules, the ops CLI and the subscriber's
@@ -100,6 +101,10 @@ class KeyLayout:
     @property
     def served(self) -> str:
         return f"{self.prefix}:served"
+
+    @property
+    def clock_skew(self) -> str:
+        return f"{self.prefix}:clock_skew"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

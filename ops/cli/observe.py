@@ -11,6 +11,8 @@ from consumer_lib.errors import ExchangeMissing, InvalidUpdate
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.kinds import TokenKind
 from producer.announcement import read_announcement
+from producer.clock_skew import WARN_S as SKEW_WARN_S
+from producer.clock_skew import read_skews
 from producer.upstream_errors import UpstreamErrors
 
 from .. import _format
@@ -71,7 +73,20 @@ def status(obj: OpsContext, kind: TokenKind | None, as_json: bool) -> None:
         click.echo(f"no apps known under key prefix {obj.keys().prefix!r}", err=True)
     else:
         click.echo(about_leader, err=True)
+        for line in _skew_lines(obj):
+            click.echo(line, err=True)
         click.echo(_format.status_table(records))
+
+
+def _skew_lines(obj: OpsContext) -> list[str]:
+    """One WARNING line per producer whose clock was last measured more than `WARN_S`
+    from Redis's."""
+    return [
+        f"WARNING: producer {report.producer_id}'s clock is {report.skew_s:+.1f} s from "
+        f"Redis's (measured {_format.seconds(obj.clock() - report.at)} ago): fix NTP"
+        for report in read_skews(obj.get_redis(), obj.keys())
+        if abs(report.skew_s) > SKEW_WARN_S
+    ]
 
 
 def _served(obj: OpsContext) -> tuple[set[str] | None, str]:

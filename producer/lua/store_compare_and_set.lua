@@ -1,5 +1,6 @@
 -- KEYS: token key, version key, known set, and the lease only for a fenced write.
--- ARGV: json, version, expiry (ms), member, fence owner, ceiling (ms).
+-- ARGV: json, version, ms left to expiry (on the writer's clock), member, fence owner,
+-- ceiling (ms). The expiry is relative (PX), never PXAT: Redis's clock is not the writer's.
 -- Returns {1} when written, {3} when this very update is already stored (a replay of our own
 -- write, e.g. a retry after a lost reply), {0, stored json} when a version at least as high
 -- is stored, {2} when fenced off: the writer named an owner that does not hold the lease.
@@ -15,7 +16,11 @@ local raw = redis.pcall('GET', KEYS[1])
 local stored = stored_version(raw, ceiling)
 if stored == v and raw == ARGV[1] then return {3} end
 if stored >= v then return {0, raw} end
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])  -- expired already: what a PXAT in the past did
+end
 redis.call('SADD', KEYS[3], ARGV[4])
 local last = valid_version(tonumber(redis.pcall('GET', KEYS[2])), ceiling) or 0
 if v > last then redis.call('SET', KEYS[2], ARGV[2]) end

@@ -419,6 +419,22 @@ def test_status_table_shows_missing_and_invalid_entries(
     assert OLD_TOKEN not in result.output
 
 
+@pytest.mark.usefixtures("seeded")
+def test_status_warns_about_a_producer_clock_skewed_from_redis(
+    fake_redis: fakeredis.FakeRedis, publisher: FakePublisher, now: FakeClock
+) -> None:
+    """A producer that measured its clock 300 s from Redis's is named on stderr; one within
+    5 s is not; garbage in the hash is skipped."""
+    fake_redis.hset(KEYS.clock_skew, "prod-a", json.dumps({"skew_s": -300.2, "at": now() - 20}))
+    fake_redis.hset(KEYS.clock_skew, "prod-b", json.dumps({"skew_s": 0.4, "at": now() - 20}))
+    fake_redis.hset(KEYS.clock_skew, "prod-c", b"{garbage")
+    result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert result.exit_code == 0, result.output
+    assert "producer prod-a's clock is -300.2 s from Redis's" in result.stderr
+    assert "prod-b" not in result.stderr
+    assert "prod-c" not in result.stderr
+
+
 @pytest.mark.usefixtures("mixed_snapshot")
 def test_status_json_lists_every_entry_without_tokens(
     fake_redis: fakeredis.FakeRedis, publisher: FakePublisher, now: FakeClock

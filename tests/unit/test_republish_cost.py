@@ -50,8 +50,9 @@ def client(
         redis_client=redis_client,
         clock=clock,
     )
-    made._codec = CountingCodec(verify_keys=made._codec._keys.values())  # type: ignore[arg-type]
-    made._snapshot._codec = made._codec
+    counting = CountingCodec(verify_keys=made._codec._keys.values())  # type: ignore[arg-type]
+    made._feed._codec = counting
+    made._feed.snapshot._codec = counting
     CountingCodec.decodes = 0
     yield made, redis_client
     made.close()

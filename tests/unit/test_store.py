@@ -62,14 +62,18 @@ def test_key_prefix_separates_deployments(client: fakeredis.FakeRedis) -> None:
     assert green.write(make_update(version=1)).written
 
 
-def test_expiry_matches_expires_at(store: TokenStore, client: fakeredis.FakeRedis) -> None:
-    """The token key expires exactly at the update's expires_at (PXAT), in milliseconds."""
-    issued = time.time()
-    update = make_update(issued_at=issued, lifetime_s=7200.123)
+def test_expiry_is_relative_to_the_writers_clock(client: fakeredis.FakeRedis) -> None:
+    """The token key lives `expires_at - now` on the writer's clock (PX, not PXAT): a
+    producer five minutes behind Redis still gives the key its whole remaining life."""
+    behind_s = 300.0
+    writer_now = time.time() - behind_s
+    store = TokenStore(client, clock=lambda: writer_now)
+    update = make_update(issued_at=writer_now - 0.123, lifetime_s=7200.123)
     store.write(update)
     key = KEYS.token("wxapp1")
-    assert client.pexpiretime(key) == math.floor(update.expires_at * 1000)
-    assert 0 < client.pttl(key) <= 7_200_123
+    assert 7_199_000 < client.pttl(key) <= 7_200_000
+    # With PXAT the key would have expired 300 s early, at the writer's expires_at.
+    assert client.pexpiretime(key) > math.floor(update.expires_at * 1000) + 299_000
 
 
 def test_version_key_has_no_expiry(store: TokenStore, client: fakeredis.FakeRedis) -> None:

@@ -1,0 +1,106 @@
+"""How far this host's clock is from the producer's, estimated from the messages it sends.
+
+Every token message carries the producer's send time (`SENT_MS_HEADER`, its wall clock in
+ms; unsigned, but only the producer may publish to the exchange). Each message gives one
+sample `receipt - sent` = offset + delay, where the delay (network, queueing, a busy
+subscriber) is never negative: the smallest sample of a recent window is the best estimate,
+NTP-style, and one delayed sample cannot raise it while a better one is in the window.
+
+`offset_s` is what to add to a producer time (`expires_at`) to get this host's time. It is 0
+while the estimate is within `DEAD_BAND_S`, so a synced or single-host deployment behaves
+exactly as before. The estimate errs only by the smallest delay in the window (it never
+undershoots the true offset), so the local expiry is late by at most that delay: the
+producer refreshes a fifth of a lifetime ahead, and the snapshot path does not use it at
+all (it counts Redis's `PTTL` from the reply). The window is counted in messages (the
+producer re-publishes every minute), so after a failover to a producer with another clock
+the estimate follows within `WINDOW` messages, at once when the new clock is ahead.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+
+log = logging.getLogger("consumer_lib._client")
+
+#: The AMQP header with the producer's wall clock at publish, in integer milliseconds.
+SENT_MS_HEADER = "x-wxtoken-sent-ms"
+#: Offsets within this band are taken as 0 (clocks in sync, or the same host).
+DEAD_BAND_S = 1.0
+#: An offset outside the dead band is applied this much smaller: the estimate is late by
+#: the smallest delay in the window (milliseconds), so a token corrected for skew ends a
+#: quarter second early rather than a few milliseconds late.
+SAFETY_S = 0.25
+#: An offset beyond this is reported once (WARNING) and shown in stats.
+SKEW_WARN_S = 5.0
+#: The window the minimum is taken over (messages).
+WINDOW = 32
+#: A sent time further than this from ours is garbage, not a clock (a day).
+ABSURD_S = 86_400.0
+
+
+def parse_sent_ms(raw: object) -> float | None:
+    """The header's value in seconds: None when absent, NaN when garbage (not an integer
+    of ms in 1..2^53); `ClockOffset.sample` ignores both and counts the NaN."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | bytes | str):
+        return math.nan
+    try:
+        value = int(raw)
+    except ValueError:
+        return math.nan
+    if not 0 < value < 2**53:
+        return math.nan
+    return value / 1000.0
+
+
+class ClockOffset:
+    """The windowed-minimum estimate of (our clock - the producer's clock)."""
+
+    def __init__(self, *, window: int = WINDOW) -> None:
+        self._lock = threading.Lock()
+        self._samples: collections.deque[float] = collections.deque(maxlen=window)
+        #: Seconds to add to a producer time to get ours (read without a lock).
+        self.offset_s = 0.0
+        #: The raw estimate, dead band not applied (None before any sample).
+        self.estimate_s: float | None = None
+        self.invalid_headers = 0
+        self._warned = False
+
+    def renew_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def sample(self, sent_s: float | None, received_s: float) -> None:
+        """One message sent at `sent_s` (producer clock; None: no header, an older producer
+        or a test seam; NaN: garbage) and received at `received_s` (ours). Garbage, and a
+        send time a day or more from ours, are ignored and counted (`invalid_headers`)."""
+        if sent_s is None:
+            return
+        if not math.isfinite(sent_s) or abs(received_s - sent_s) >= ABSURD_S:
+            with self._lock:
+                self.invalid_headers += 1
+            return
+        with self._lock:
+            self._samples.append(received_s - sent_s)
+            best = min(self._samples)
+            count = len(self._samples)
+            self.estimate_s = best
+            self.offset_s = 0.0 if abs(best) < DEAD_BAND_S else best - SAFETY_S
+            warn = abs(best) > SKEW_WARN_S
+            first_warning = warn and not self._warned
+            self._warned = warn
+        if first_warning:
+            log.warning(
+                "this host's clock is %+.1f s from the producer's (estimated from %d messages): "
+                "token expiry is corrected for it, but fix the clocks (NTP)",
+                best,
+                count,
+            )
+
+    def estimate_ms(self) -> int:
+        """The estimate in ms for stats (0 before any sample)."""
+        estimate = self.estimate_s
+        return 0 if estimate is None else round(estimate * 1000)

@@ -1,0 +1,50 @@
+"""Reading the cache when it holds no valid token: the overdue-successor check that makes
+the subscriber read Redis early, and the message of a `TokenUnavailable`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .wire.update import TokenKind, TokenUpdate
+
+#: A held token this close to expiry (share of its lifetime, capped) with no successor
+#: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
+OVERDUE_SHARE = 0.1
+OVERDUE_MAX_S = 150.0
+
+
+def successor_overdue(held: Iterable[tuple[TokenUpdate, float]]) -> bool:
+    """True when a held token is in the last tenth of its life (at most 150 s) with no
+    successor pushed: the producer refreshes earlier, so a publish went missing. A token
+    dead for longer than its lifetime (an app no longer served) stops counting. `held`:
+    each update with its seconds left on this host's clock."""
+    for update, left_s in held:
+        lifetime_s = update.expires_at - update.issued_at
+        if -lifetime_s < left_s < min(OVERDUE_SHARE * lifetime_s, OVERDUE_MAX_S):
+            return True
+    return False
+
+
+def why_unavailable(
+    app_id: str,
+    kind: TokenKind,
+    timeout_s: float,
+    *,
+    held: TokenUpdate | None,
+    connected: bool,
+    broker_error: str | None,
+    store_error: str | None,
+) -> str:
+    """The message of the `TokenUnavailable` raised after waiting `timeout_s` in vain."""
+    if held is not None:
+        what = f"the held {kind} v{held.version} expired at {held.expires_at:.0f}"
+    else:
+        what = f"no {kind} for app {app_id!r}"
+    broker = (
+        "broker connected" if connected else f"broker unreachable ({broker_error or 'connecting'})"
+    )
+    if store_error is not None:
+        store = f"Redis unreachable ({store_error})"
+    else:
+        store = "Redis has no valid snapshot for it (is a producer running for this app?)"
+    return f"{what} and none arrived within {timeout_s:g} s: {store}; {broker}"
