@@ -7,7 +7,8 @@ the refresher drains the box on its next step. `judge()` turns one drained batch
 
 - reports about a token that is no longer current only re-publish the current one;
 - reports about the current token refresh it once (a stable token with `force_refresh`),
-  if the fleet-wide budget allows, else re-publish and count the refusal;
+  if the fleet-wide budget allows, else re-publish and count the refusal; each kind
+  spends its own budget (a ticket's reports never spend its access token's);
 - reports that pile up during that fetch are about the old token by the time they are
   handled.
 """
@@ -15,13 +16,13 @@ the refresher drains the box on its next step. `judge()` turns one drained batch
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
 from consumer_lib.wire.update import TokenUpdate
 
-from .apps import TokenApi
-from .budget import BudgetDecision, RefreshBudget
+from .budget import BudgetDecision
 
 #: An audit entry of a batch of reports names at most this many requesters.
 AUDIT_NAMED_REQUESTERS = 3
@@ -80,14 +81,10 @@ class Verdict:
 
 
 def judge(
-    batch: Batch,
-    held: TokenUpdate,
-    *,
-    app_id: str,
-    token_api: TokenApi,
-    budget: RefreshBudget | None,
+    batch: Batch, held: TokenUpdate, *, spend: Callable[[], BudgetDecision | None]
 ) -> Verdict:
-    """Decide what one drained batch asks for; spends the budget when it refreshes."""
+    """Decide what one drained batch asks for; `spend()` spends the credential's budget of
+    one refresh (None: no budget kept) and is called only when a refresh is asked for."""
     counts = dict(batch.counts)
     about_current = counts.pop(fingerprint(held.value), 0)
     about_old = sum(counts.values())
@@ -97,7 +94,7 @@ def judge(
     )
     if not about_current:
         return Verdict(about_current, about_old, summary)
-    decision = budget.try_spend(app_id, token_api) if budget is not None else None
+    decision = spend()
     if decision is None or decision.allowed:
         note = f"; {decision.reason}" if decision else ""
         return Verdict(

@@ -40,10 +40,12 @@ from ._reports import ReportBox, judge
 from .apps import AppConfig, TokenApi
 from .audit import AuditEvent, AuditLog
 from .budget import RefreshBudget
+from .errcodes import FailureKind
 from .issuing import Issuer
 from .politeness import UpstreamGate
 from .ports import Fetcher, Gate, SoleProducer
 from .store import TokenStore
+from .ticket_fetch import TokenBusy
 from .timing import MIN_WAIT_S, RefreshTiming, Retries, wait_until
 from .upstream import UpstreamError
 
@@ -238,17 +240,18 @@ class AppRefresher(Fetching):
         """A ticket fetch was refused access token `refused`: the passive-refresh path,
         for a ticket refresher (`ticket_fetch.RefreshToken`). Coalesced (a token other than
         `refused` is returned as is), within the budget, leader only; never waits on a
-        step in progress. Returns the token to use, or None when none may be had now."""
+        step in progress (raises `TokenBusy`). Returns the token to use, None when the budget
+        refuses; raises `UpstreamError` (transient) when not leading or the refresh failed."""
         if not self._step_lock.acquire(blocking=False):
-            return None
+            raise TokenBusy(f"{self.app.app_id}: a step of its access token is in progress")
         try:
             held = self._held
             now_s = self._clock()
             if held is not None and held.value != refused and held.is_valid_at(now_s):
                 return held.value
-            if not self._gate.may_fetch(self.app.token_api):
-                return None
             app_id, token_api = self.app.app_id, self.app.token_api
+            if not self._gate.may_fetch(token_api):
+                raise UpstreamError(f"{app_id}: not the leader", kind=FailureKind.TRANSIENT)
             decision = self._budget.try_spend(app_id, token_api) if self._budget else None
             if decision is not None and not decision.allowed:
                 log.warning("%s: token refresh for a ticket over budget: %s", app_id, decision)
@@ -256,7 +259,10 @@ class AppRefresher(Fetching):
             self.stats.forced_refreshes += 1
             self._refresh(forced=True, reason="a ticket fetch was refused the token")
             held = self._held
-            return None if held is None or held.value == refused else held.value
+            if held is None or held.value == refused:
+                failed = f"{app_id}: its access token refresh failed ({self.stats.last_error})"
+                raise UpstreamError(failed, kind=FailureKind.TRANSIENT)
+            return held.value
         finally:
             self._step_lock.release()
 
@@ -274,11 +280,8 @@ class AppRefresher(Fetching):
         if held is None or not self._reports:
             self._reports.drain()
             return
-        batch = self._reports.drain()
         app_id = self.app.app_id
-        verdict = judge(
-            batch, held, app_id=app_id, token_api=self.app.token_api, budget=self._budget
-        )
+        verdict = judge(self._reports.drain(), held, spend=self._spend_on_report)
         self.stats.requests_about_old_tokens += verdict.about_old
         self._issuer.record(AuditEvent.REFRESH_REQUEST, held, verdict.summary)
         if verdict.refresh_reason is not None:

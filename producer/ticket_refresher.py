@@ -8,7 +8,9 @@ versioned and published exactly like the access token, under its own kind, on it
 - a refused token (40001/40014/42001, WeCom's 301002) goes through the token refresher's
   passive-refresh path once (`AppRefresher.refresh_refused`), never waiting on its lock;
 - a WeCom ticket spends from the fleet-wide hourly `TicketBudget` first, and waits until
-  the budget allows it when refused.
+  the budget allows it when refused;
+- a report of the ticket (`report_invalid(..., kind=)`) spends the ticket's own daily
+  count (`RefreshBudget.try_spend_ticket`), never the access token's budget.
 A token refresh never touches the tickets: a ticket stays valid until its own expiry.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 from consumer_lib.wire.kinds import Platform, TokenKind
 
 from .app_config import AppConfig
+from .budget import BudgetDecision
 from .refresher import AppRefresher
 from .ticket_budget import TicketBudget
 from .ticket_fetch import TicketFetcher, fetch_ticket
@@ -97,3 +100,10 @@ class TicketRefresher(AppRefresher):
 
     def _count_fetch(self, *, forced: bool) -> None:
         """A ticket call spends no token budget (WeCom's tickets spend `TicketBudget`)."""
+
+    def _spend_on_report(self) -> BudgetDecision | None:
+        """A report of this ticket spends the ticket's own count of this kind, never the
+        access token's forced or classic budget."""
+        if self._budget is None:
+            return None
+        return self._budget.try_spend_ticket(self.app.app_id, self.kind)
