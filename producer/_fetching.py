@@ -41,7 +41,6 @@ class Fetching(StoreSync):
     _upstream: UpstreamGate | None
     _budget: RefreshBudget | None
     _retries: Retries
-    _producer_id: str
     _warned_margin: bool
     _answer_lag_s: float
     _on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None
@@ -141,7 +140,7 @@ class Fetching(StoreSync):
             expires_at=started_s + fetched.expires_in_s,
             version=version,
             source=TokenSource.REFRESH,
-            producer_id=self._producer_id,
+            producer_id=self._issuer.who,
             epoch=self._gate.epoch,
         )
         log.info("%s: fetched %s, lives %d s", app.app_id, update, fetched.expires_in_s)
