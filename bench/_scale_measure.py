@@ -63,7 +63,8 @@ def measure(pids: dict[str, int], window_s: float) -> dict[str, Usage]:
 
 
 class RawConsumer:
-    """A raw pika consumer of the exchange in a thread: which apps it has seen, and when."""
+    """A raw pika consumer of the exchange in a thread: which credentials ("app:kind") it
+    has seen, and when."""
 
     def __init__(self, exchange: str) -> None:
         self._exchange = exchange
@@ -85,7 +86,7 @@ class RawConsumer:
 
         def on_message(_ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
             self.messages += 1
-            self.seen.add(str(properties.message_id).partition(":")[0])
+            self.seen.add(str(properties.message_id).rpartition(":")[0])  # app:kind:version
             self.last_at = time.monotonic()
 
         channel.basic_consume(queue, on_message, auto_ack=True)
@@ -137,6 +138,13 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 
 
 
 def upstream_calls(base_url: str) -> int:
+    """Every token and ticket call the sandbox answered so far."""
     with urllib.request.urlopen(f"{base_url}/sandbox/stats", timeout=30) as answer:  # noqa: S310
         stats = json.load(answer)
-    return sum(sum(kinds.values()) for kinds in stats["fetches"].values())
+    tokens = sum(sum(kinds.values()) for kinds in stats["fetches"].values())
+    tickets = sum(
+        sum(owners.values())
+        for endpoint, owners in stats["calls"].items()
+        if endpoint.startswith(("getticket/", "wecom_ticket/"))
+    )
+    return tokens + tickets

@@ -1,7 +1,11 @@
 """How one producer copes with 1,000, 10,000 and 100,000 apps, against the local services.
 
-    .venv/bin/python bench/scale.py                 # the whole table (a few minutes)
-    .venv/bin/python bench/scale.py --apps 10000    # one size
+    .venv/bin/python bench/scale.py                    # the whole table (a few minutes)
+    .venv/bin/python bench/scale.py --apps 10000       # one size
+    .venv/bin/python bench/scale.py --apps 10000t      # 10,000 apps with both tickets
+
+A size ending in `t` gives every app `tickets = ["jsapi", "wx_card"]`: three credentials
+an app (10000t: 30,000 credentials); the figures count credentials, not apps.
 
 For each size: a stand-in WeChat (the sandbox, in a child process, on loopback), real
 producer processes (`python -m producer`) against the local Redis and RabbitMQ with a
@@ -59,7 +63,7 @@ SECRET = "benchsecret0123456789abcdef"
 # ------------------------------------------------------------------ child modes
 def serve_sandbox(apps_json: str) -> None:
     """Child mode: the sandbox for the given app ids; prints its base URL, runs until killed."""
-    from ops._sandbox import SandboxConfig, SandboxServer
+    from ops.sandbox import SandboxConfig, SandboxServer
 
     app_ids = json.loads(Path(apps_json).read_text())
     server = SandboxServer(SandboxConfig(apps=dict.fromkeys(app_ids, SECRET), expires_in_s=7200))
@@ -81,16 +85,31 @@ def run_subscriber(count: int) -> None:
     signal.sigwait({signal.SIGTERM})
 
 
-def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -> Row:
-    row = Row(count)
+def parse_size(spec: str) -> tuple[int, bool]:
+    """`10000` or `10000t` (every app with both tickets) -> (apps, with tickets)."""
+    with_tickets = spec.endswith("t")
+    count = int(spec.removesuffix("t"))
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"not a fleet size: {spec!r}")
+    return count, with_tickets
+
+
+def run_size(
+    count: int, *, window_s: float, fill_timeout_s: float, tmp: Path, with_tickets: bool = False
+) -> Row:
+    row = Row(count, tickets=with_tickets)
     tag = uuid.uuid4().hex[:8]
     prefix, exchange = f"bench-scale-{tag}", f"bench.scale.{tag}"
     app_ids = [f"wxb{tag}{n:09d}" for n in range(count)]
     (tmp / "apps.json").write_text(json.dumps(app_ids))
     apps_file = tmp / f"apps-{tag}.toml"
+    tickets = 'tickets = ["jsapi", "wx_card"]\n' if with_tickets else ""
     apps_file.write_text(
-        "".join(f'[[apps]]\napp_id = "{a}"\nsecret_env = "BENCH_SECRET"\n' for a in app_ids)
+        "".join(
+            f'[[apps]]\napp_id = "{a}"\nsecret_env = "BENCH_SECRET"\n{tickets}' for a in app_ids
+        )
     )
+    credentials = row.credentials
     from consumer_lib.wire.signing import generate_keypair
 
     key, public = generate_keypair(tmp / f"key-{tag}")
@@ -113,6 +132,8 @@ def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -
     try:
         sandbox = spawn([__file__, "--serve-sandbox", str(tmp / "apps.json")], {}, "sandbox.log")
         base_url = read_line(sandbox, 30)
+        if not base_url.startswith("http"):
+            raise SystemExit(f"the sandbox did not start; see {tmp / 'sandbox.log'}")
         common = {
             "WXTOKEN_REDIS_URL": REDIS_URL,
             "WXTOKEN_AMQP_URL": AMQP_URL,
@@ -136,7 +157,7 @@ def run_size(count: int, *, window_s: float, fill_timeout_s: float, tmp: Path) -
 
         def filled() -> bool:
             threads_seen[0] = max(threads_seen[0], proc_status(leader.pid)["Threads"])
-            return int(client.scard(known)) >= count
+            return int(client.scard(known)) >= credentials
 
         if wait_until(filled, fill_timeout_s, step_s=0.25):
             row.fill_s = time.monotonic() - started
@@ -203,7 +224,11 @@ def cleanup(client: redis.Redis, prefix: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--apps", default="1000,10000,100000", help="comma-separated sizes")
+    parser.add_argument(
+        "--apps",
+        default="1000,10000,10000t,100000",
+        help="comma-separated sizes; a trailing t: every app with both tickets (rows to run)",
+    )
     parser.add_argument("--window", type=float, default=20.0, help="steady-state seconds")
     parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
     parser.add_argument("--subscriber", type=int, help=argparse.SUPPRESS)
@@ -214,16 +239,21 @@ def main() -> None:
     if args.subscriber is not None:
         run_subscriber(args.subscriber)
         return
-    sizes = [int(s) for s in args.apps.split(",")]
+    sizes = [parse_size(s.strip()) for s in args.apps.split(",")]
     print(f"os.cpu_count() = {os.cpu_count()}; load average {os.getloadavg()}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="wxtoken-bench-") as tmp:
-        for count in sizes:
-            big = count >= 100_000
+        for count, with_tickets in sizes:
+            big = count * (3 if with_tickets else 1) >= 100_000
             window_s = args.window / 2 if big else args.window
-            print(f"{count:,} apps: filling, then {window_s:.0f} s steady state ...", flush=True)
+            what = f"{count:,} apps{' with both tickets' if with_tickets else ''}"
+            print(f"{what}: filling, then {window_s:.0f} s steady state ...", flush=True)
             row = run_size(
-                count, window_s=window_s, fill_timeout_s=240 if big else 120, tmp=Path(tmp)
+                count,
+                window_s=window_s,
+                fill_timeout_s=240 if big else 120,
+                tmp=Path(tmp),
+                with_tickets=with_tickets,
             )
             rows.append(row)
             print(f"  done: {row}", flush=True)

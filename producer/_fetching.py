@@ -19,11 +19,12 @@ from consumer_lib.wire.update import TokenSource, TokenUpdate
 from ._store_sync import StoreSync
 from .apps import AppConfig, TokenApi
 from .audit import AuditEvent
-from .budget import RefreshBudget
+from .budget import BudgetDecision, RefreshBudget
 from .issuing import IssueOutcome
 from .politeness import UpstreamGate
 from .ports import Fetcher
 from .renewal import judge_fetch
+from .ticket_fetch import TokenBusy
 from .timing import Retries
 from .upstream import FetchedToken, UpstreamError
 
@@ -42,7 +43,6 @@ class Fetching(StoreSync):
     _upstream: UpstreamGate | None
     _budget: RefreshBudget | None
     _retries: Retries
-    _producer_id: str
     _warned_margin: bool
     _answer_lag_s: float
     _on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None
@@ -100,6 +100,10 @@ class Fetching(StoreSync):
             return
         try:
             fetched = self._call_upstream(app, force_refresh=force_refresh)
+        except TokenBusy as exc:  # a ticket's token is in a step: soon again, not a failure
+            log.info("%s; its %s again in %.1f s", exc, self.kind, exc.retry_in_s)
+            self._retry_at = self._clock() + exc.retry_in_s
+            return
         except UpstreamError as exc:
             if self._upstream is not None:
                 self._upstream.answered(exc.errcode, self._clock())
@@ -152,7 +156,7 @@ class Fetching(StoreSync):
             expires_at=started_s + fetched.expires_in_s,
             version=version,
             source=TokenSource.REFRESH,
-            producer_id=self._producer_id,
+            producer_id=self._issuer.who,
             epoch=self._gate.epoch,
         )
         log.info("%s: fetched %s, lives %d s", app.app_id, update, fetched.expires_in_s)
@@ -166,6 +170,13 @@ class Fetching(StoreSync):
         """Count a fetch nobody asked for in the fleet-wide budget (requests spend their own)."""
         if self._budget is not None and not forced:
             self._budget.record_fetch(self.app.app_id, self.app.token_api)
+
+    def _spend_on_report(self) -> BudgetDecision | None:
+        """Spend the fleet-wide budget of one report-caused refresh (None: none kept): the
+        access token's forced (stable) or classic count; a ticket overrides this."""
+        if self._budget is None:
+            return None
+        return self._budget.try_spend(self.app.app_id, self.app.token_api)
 
     def _issue(self, update: TokenUpdate, *, forced: bool, reason: str) -> None:
         now_s = self._clock()

@@ -50,6 +50,7 @@ class TickStats:
     invalid: int = 0
     observed: int = 0
     skipped_busy: int = 0
+    changed_meanwhile: int = 0
 
 
 class SnapshotFollower:
@@ -76,32 +77,41 @@ class SnapshotFollower:
     def tick(self, refreshers: Sequence[AppRefresher]) -> TickStats:
         """One batched read, fed to the refreshers; `StoreError` when Redis is away."""
         names = [self._keys.token(r.app.app_id, r.kind) for r in refreshers]
+        # What each held before the read: one that changed since (a step fetched and wrote
+        # it meanwhile) is not judged by this read, older than its own write.
+        helds = [r.held for r in refreshers]
         raws = self._read(names)
         stats = TickStats(read=len(names))
-        verified: dict[str, tuple[bytes, TokenUpdate | InvalidUpdate]] = {}
-        for refresher, name, raw in zip(refreshers, names, raws, strict=True):
-            held = refresher.held
+        # Updated in place: a quiet tick allocates nothing that outlives it.
+        verified = self._verified
+        for refresher, name, raw, held in zip(refreshers, names, raws, helds, strict=True):
             if raw is None:
-                if held is not None and self._observe(refresher, None, stats):
+                verified.pop(name, None)
+                if held is not None and self._observe(refresher, held, None, stats):
                     stats.observed += 1
                 continue
-            known = self._verified.get(name)
+            known = verified.get(name)
             if known is not None and known[0] == raw:
                 stored = known[1]
-            elif held is not None and self._bytes_of(held) == raw:
-                stored = held  # what this producer wrote or already verified
             else:
-                stored = self._decode(raw)
-                stats.decoded += 1
-            verified[name] = (raw, stored)
+                mine = None if held is None else self._bytes_of(held)
+                if held is not None and mine is not None and mine == raw:
+                    stored = held  # what this producer wrote or already verified
+                    raw = mine  # kept once, not twice (the codec remembers these bytes)
+                else:
+                    stored = self._decode(raw)
+                    stats.decoded += 1
+                verified[name] = (raw, stored)
             if isinstance(stored, InvalidUpdate):
                 stats.invalid += 1
             elif held is not None and held.version == stored.version:
                 continue  # the usual case: nothing new
-            if self._observe(refresher, stored, stats):
+            if self._observe(refresher, held, stored, stats):
                 stats.observed += 1
-        # Only what is still stored and still served is remembered.
-        self._verified = verified
+        if len(verified) > len(names):
+            # Only what is still served is remembered (a reload dropped some).
+            served = set(names)
+            self._verified = {k: v for k, v in verified.items() if k in served}
         self.ticks += 1
         return stats
 
@@ -112,9 +122,16 @@ class SnapshotFollower:
     def _observe(
         self,
         refresher: AppRefresher,
+        held_when_read: TokenUpdate | None,
         stored: TokenUpdate | InvalidUpdate | None,
         stats: TickStats,
     ) -> bool:
+        if refresher.held is not held_when_read:
+            # A step replaced it during the read (a fill: thousands at once): what was
+            # read is older than its write; the next tick looks again. Without this, each
+            # such credential was "lost by Redis" and written back, warning, once more.
+            stats.changed_meanwhile += 1
+            return False
         if refresher.observe(stored):
             return True
         stats.skipped_busy += 1

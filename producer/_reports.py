@@ -7,6 +7,7 @@ the refresher drains the box on its next step and `request_policy` decides:
 - reports about a token that is no longer current only re-publish the current one;
 - reports about the current token are checked upstream first, then refresh it once (a
   stable token with `force_refresh`) if the budgets allow, else re-publish and count;
+  each kind spends its own budget (a ticket's reports never spend its access token's);
 - reports that pile up during that fetch are about the old token by the time they are
   handled.
 """

@@ -16,7 +16,11 @@ requests can never take the quota the scheduled refreshes need.
 With Redis away the count goes on in memory from the last count Redis gave, the decision
 says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
 `try_spend()` counts the fetch it allows; `record_fetch()` counts one nobody asked about
-(the scheduled classic fetches, which use the same daily quota upstream). Never raises.
+(the scheduled classic fetches, which use the same daily quota upstream). A ticket's
+report-caused refreshes have their own count per kind (`try_spend_ticket`, the `api` part
+of the keys is the kind, e.g. `jsapi_ticket`), with the forced limits: they never spend
+the access token's budget, so a ticket report cannot use up the token's forced refreshes
+or hold its next one back by the spacing. Never raises.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import redis
 
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import TokenKind
 
 from .apps import TokenApi
 from .scripts import load_lua
@@ -53,17 +58,17 @@ def budget_day(now_s: float) -> str:
     return datetime.fromtimestamp(now_s, UTC).strftime("%Y%m%d")
 
 
-def budget_count_key(keys: KeyLayout, app_id: str, token_api: TokenApi, day: str) -> str:
+def budget_count_key(keys: KeyLayout, app_id: str, token_api: str, day: str) -> str:
     """The counter of refreshes of `app_id` through `token_api` on UTC day `day`."""
     return keys.budget_count(app_id, token_api, day)
 
 
-def budget_spend_key(keys: KeyLayout, app_id: str, token_api: TokenApi, spend_id: str) -> str:
+def budget_spend_key(keys: KeyLayout, app_id: str, token_api: str, spend_id: str) -> str:
     """Where the answer of one spend is kept for a while, so a replay spends nothing."""
     return keys.budget_spend(app_id, token_api, spend_id)
 
 
-def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: TokenApi) -> str:
+def budget_last_forced_key(keys: KeyLayout, app_id: str, token_api: str) -> str:
     """When `app_id`'s last forced refresh through `token_api` was spent, in ms."""
     return keys.budget_last_forced(app_id, token_api)
 
@@ -127,8 +132,9 @@ class RefreshBudget:
         self._forced_min_interval_ms = math.ceil(forced_min_interval_s * 1000)
         self._classic_per_day = classic_per_day
         self._script = redis_client.register_script(load_lua("budget_spend.lua"))
-        self._local: dict[tuple[str, TokenApi], _Local] = {}
-        self._local_requested: dict[tuple[str, TokenApi], _Local] = {}
+        #: Keyed by app and the `api` of the keys: a `TokenApi`, or a ticket's kind.
+        self._local: dict[tuple[str, str], _Local] = {}
+        self._local_requested: dict[tuple[str, str], _Local] = {}
         self._lock = threading.Lock()
         self._redis_down = False
         self._new_spend_id = new_spend_id
@@ -164,6 +170,19 @@ class RefreshBudget:
             pool="requested",
         )
 
+    def try_spend_ticket(self, app_id: str, kind: TokenKind) -> BudgetDecision:
+        """Spend one report-caused refresh of ticket `kind` of `app_id`: its own count (the
+        forced limits: `forced_per_day`, `forced_min_interval_s` apart), not the token's."""
+        if kind is TokenKind.ACCESS_TOKEN:
+            raise ValueError("the access token spends through try_spend")
+        return self._spend(
+            app_id,
+            kind.value,
+            limit=self._forced_per_day,
+            gap_ms=self._forced_min_interval_ms,
+            what=f"{kind} report",
+        )
+
     def record_fetch(self, app_id: str, token_api: TokenApi) -> None:
         """Count a classic fetch that no `try_spend` allowed (a scheduled refresh).
 
@@ -172,9 +191,10 @@ class RefreshBudget:
         if token_api is TokenApi.CLASSIC:
             self._spend(app_id, token_api, limit=-1, gap_ms=0, what="classic")
 
-    def used_today(self) -> list[tuple[str, TokenApi, int, int]]:
+    def used_today(self) -> list[tuple[str, str, int, int]]:
         """(app, api, used, limit) of today as this process last saw them (no I/O): for
-        metrics. Apps this process has not counted for today are absent."""
+        metrics; `api` is a `TokenApi` value or a ticket's kind. Apps this process has not
+        counted for today are absent."""
         day = budget_day(self._clock())
         with self._lock:
             return [
@@ -183,14 +203,15 @@ class RefreshBudget:
                 if local.day == day
             ]
 
-    def _limit_of(self, token_api: TokenApi) -> int:
-        return self._forced_per_day if token_api is TokenApi.STABLE else self._classic_per_day
+    def _limit_of(self, api: str) -> int:
+        classic = api in (TokenApi.CLASSIC, TokenApi.WECOM)  # else stable, or a ticket's kind
+        return self._classic_per_day if classic else self._forced_per_day
 
     # ------------------------------------------------------------------ internals
     def _spend(
         self,
         app_id: str,
-        token_api: TokenApi,
+        token_api: str,
         *,
         limit: int,
         gap_ms: int,

@@ -75,6 +75,11 @@ class Issuer:
         self._audit = audit
         self._who = who
 
+    @property
+    def who(self) -> str:
+        """The producer id new versions are issued by."""
+        return self._who
+
     def new_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
         """A fresh version (see the module docstring); `StoreError` when Redis is away."""
         return self.store.next_version(app_id, kind, now_s=now_s)

@@ -289,7 +289,7 @@ class ProducerCollector(Collector):
             labels=["app_id", "api"],
         )
         for app_id, api, count, most in sorted(budget.used_today()):
-            used.add_metric([app_id, api.value], count)
-            limit.add_metric([app_id, api.value], most)
+            used.add_metric([app_id, str(api)], count)
+            limit.add_metric([app_id, str(api)], most)
         yield used
         yield limit

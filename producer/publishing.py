@@ -97,6 +97,9 @@ class Publisher:
         self._backoff = Backoff(0.2, reconnect_max_s, rand=rand)
         self._lock = threading.Lock()
         self._pending: dict[_Key, TokenUpdate] = {}  # under _lock
+        #: A wake of the thread is on its way and it has not taken the pending ones since:
+        #: publish() need not wake it again (500 publishes a second woke it 500 times).
+        self._woken = False  # under _lock
         self._live: Connection | None = None  # under _lock
         # Touched only by the publisher thread:
         self._retry: dict[_Key, tuple[float, TokenUpdate]] = {}  # due (monotonic), update
@@ -138,7 +141,10 @@ class Publisher:
     def publish(self, update: TokenUpdate) -> None:
         """Queue `update` for publishing; a newer pending one for the same app wins."""
         self._put(update)
-        self._wake()
+        with self._lock:
+            woken, self._woken = self._woken, True
+        if not woken:
+            self._wake()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the thread (pending updates not yet published are dropped). Idempotent."""
@@ -239,6 +245,7 @@ class Publisher:
     def _take_pending(self, limit: int) -> tuple[list[TokenUpdate], bool]:
         """Up to `limit` pending updates, and whether more are waiting."""
         with self._lock:
+            self._woken = False  # a publish() from now on wakes the thread again
             if len(self._pending) <= limit:
                 updates = list(self._pending.values())
                 self._pending.clear()

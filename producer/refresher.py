@@ -41,11 +41,13 @@ from .apps import AppConfig, TokenApi
 from .audit import AuditLog
 from .budget import RefreshBudget
 from .clock import JumpProofDeadline, boottime
+from .errcodes import FailureKind
 from .issuing import Issuer
 from .politeness import UpstreamGate
 from .ports import Fetcher, Gate, SoleProducer
 from .request_policy import REPUBLISH_ON_REQUEST_MIN_S, RequestAudit, RequestHandling
 from .store import TokenStore
+from .ticket_fetch import TokenBusy
 from .timing import MIN_WAIT_S, RefreshTiming, Retries, wait_until
 from .token_probe import TokenProbe
 from .upstream import UpstreamError
@@ -95,6 +97,7 @@ class AppRefresher(RequestHandling, Fetching):
         probe: TokenProbe | None = None,
         steady: Callable[[], float] = boottime,
     ) -> None:
+        # At most 29 attributes with a subclass's (28 here): beyond, the dict is 5x larger.
         """`steady`: a clock that never jumps (see `JumpProofDeadline`)."""
         self.kind = kind
         #: Replaced by a reload when the secret or API changes; read at each fetch.
@@ -109,7 +112,6 @@ class AppRefresher(RequestHandling, Fetching):
         self._probe = probe
         self._request_audit = RequestAudit(self._issuer, clock=clock)
         self._publish = publish
-        self._producer_id = producer_id
         self._timing = timing or RefreshTiming()
         self._clock = clock
         self._deadline = JumpProofDeadline(clock, steady)
@@ -257,17 +259,18 @@ class AppRefresher(RequestHandling, Fetching):
         """A ticket fetch was refused access token `refused`: the passive-refresh path,
         for a ticket refresher (`ticket_fetch.RefreshToken`). Coalesced (a token other than
         `refused` is returned as is), within the budget, leader only; never waits on a
-        step in progress. Returns the token to use, or None when none may be had now."""
+        step in progress (raises `TokenBusy`). Returns the token to use, None when the budget
+        refuses; raises `UpstreamError` (transient) when not leading or the refresh failed."""
         if not self._step_lock.acquire(blocking=False):
-            return None
+            raise TokenBusy(f"{self.app.app_id}: a step of its access token is in progress")
         try:
             held = self._held
             now_s = self._clock()
             if held is not None and held.value != refused and held.is_valid_at(now_s):
                 return held.value
-            if not self._gate.may_fetch(self.app.token_api):
-                return None
             app_id, token_api = self.app.app_id, self.app.token_api
+            if not self._gate.may_fetch(token_api):
+                raise UpstreamError(f"{app_id}: not the leader", kind=FailureKind.TRANSIENT)
             decision = self._budget.try_spend(app_id, token_api) if self._budget else None
             if decision is not None and not decision.allowed:
                 log.warning("%s: token refresh for a ticket over budget: %s", app_id, decision)
@@ -275,6 +278,9 @@ class AppRefresher(RequestHandling, Fetching):
             self.stats.forced_refreshes += 1
             self._refresh(forced=True, reason="a ticket fetch was refused the token")
             held = self._held
-            return None if held is None or held.value == refused else held.value
+            if held is None or held.value == refused:
+                failed = f"{app_id}: its access token refresh failed ({self.stats.last_error})"
+                raise UpstreamError(failed, kind=FailureKind.TRANSIENT)
+            return held.value
         finally:
             self._step_lock.release()

@@ -163,6 +163,8 @@ class RequestHandling:
 
         def _republish(self, held: TokenUpdate, now_s: float) -> None: ...
 
+        def _spend_on_report(self) -> BudgetDecision | None: ...
+
     def request_refresh(self, request: RefreshRequest) -> None:
         """Note that a subscriber or operator saw a token rejected; thread-safe.
 
@@ -226,7 +228,10 @@ class RequestHandling:
                     self._budget.try_spend_requested(app_id, token_api, verified=verified)
                 )
             if all(d.allowed for d in decisions):
-                decisions.append(self._budget.try_spend(app_id, token_api))
+                # The credential's own count: a ticket's never spends its access token's.
+                spent = self._spend_on_report()
+                if spent is not None:
+                    decisions.append(spent)
         refused = next((d for d in decisions if not d.allowed), None)
         if refused is not None:
             self.stats.requests_over_budget += count

@@ -6,6 +6,12 @@ client raises `UpstreamError` of kind TOKEN_INVALID), the token in hand is dead 
 it has not expired (an outside fetch superseded it, WeCom invalidated it early): refresh
 it the way a passive refresh would (coalesced, within the day's budget), then fetch the
 ticket once more with the new token. Never a loop: a second refusal is an error.
+
+How the ticket backs off when the token cannot be refreshed at once:
+- a step of the token refresher is in progress (it may be refreshing that very token):
+  `TokenBusy`, asked again `TOKEN_BUSY_RETRY_S` later; never waiting on its lock;
+- the token's budget refuses the refresh: QUOTA (the long backoff);
+- not the leader any more, or the token refresh failed upstream: TRANSIENT.
 """
 
 from __future__ import annotations
@@ -30,8 +36,23 @@ class TicketFetcher(Protocol):
     def fetch_ticket(self, app: AppConfig, kind: TokenKind, access_token: str) -> FetchedToken: ...
 
 
+#: A ticket refused its token while the token refresher was in a step asks again this
+#: much later (by then that step holds the token it fetched, or has given up).
+TOKEN_BUSY_RETRY_S = 1.0
+
+
+class TokenBusy(UpstreamError):
+    """The token refresher is in a step now: ask again in `retry_in_s`, spending nothing
+    and waiting on no lock. Not an upstream failure: not counted or recorded as one."""
+
+    def __init__(self, message: str, *, retry_in_s: float = TOKEN_BUSY_RETRY_S) -> None:
+        super().__init__(message, kind=FailureKind.TRANSIENT)
+        self.retry_in_s = retry_in_s
+
+
 #: Given the refused token, refresh the app's access token and return the new one, or
-#: None when that is not allowed now (budget spent, not the leader, upstream failing).
+#: None when its budget refuses; raises `TokenBusy` while a token step is in progress, and
+#: `UpstreamError` (TRANSIENT) when not the leader or the refresh failed upstream.
 RefreshToken = Callable[[str], str | None]
 
 
@@ -64,11 +85,18 @@ def fetch_ticket(
         refused,
     )
     fresh = refresh_token(access_token)
-    if fresh is None or fresh == access_token:
+    if fresh is None:
         raise UpstreamError(
-            f"{app.app_id}: {kind} fetch refused the access token and its refresh is not "
-            f"allowed now ({refused})",
+            f"{app.app_id}: {kind} fetch refused the access token and the token's budget "
+            f"refuses its refresh now ({refused})",
             kind=FailureKind.QUOTA,
+            errcode=refused.errcode,
+        )
+    if fresh == access_token:
+        raise UpstreamError(
+            f"{app.app_id}: {kind} fetch refused the access token and its refresh handed the "
+            f"same one back ({refused})",
+            kind=FailureKind.TRANSIENT,
             errcode=refused.errcode,
         )
     try:

@@ -254,3 +254,29 @@ def test_a_reported_override_is_known_as_current_before_it_is_judged(leader: Fle
     assert leader.upstream.calls == len(APPS[:1]) + 1
     assert refresher.held is not None
     assert refresher.held.version > override.version
+
+
+def test_a_token_fetched_during_the_read_is_not_written_back(
+    leader: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fill: the batched read finds nothing, while the steps fetch and write every token
+    meanwhile. What was read predates those writes: nothing is "lost by Redis", so nothing
+    is written back (no second write, no warning per credential)."""
+    read = leader.follower._read
+
+    def read_while_the_steps_fetch(names: list[str]) -> list[bytes | None]:
+        raws = read(names)
+        for refresher in leader.refreshers:
+            refresher.step()
+        return raws
+
+    monkeypatch.setattr(leader.follower, "_read", read_while_the_steps_fetch)
+    writes: list[TokenUpdate] = []
+    write = leader.store.write
+    monkeypatch.setattr(leader.store, "write", lambda u, **kw: writes.append(u) or write(u, **kw))
+    stats = leader.follower.tick(leader.refreshers)
+    assert leader.upstream.calls == len(APPS)
+    assert len(writes) == len(APPS)  # each fetch's own write, none written back
+    assert stats.observed == 0
+    for refresher in leader.refreshers:
+        assert leader.stored(refresher.app.app_id) == refresher.held

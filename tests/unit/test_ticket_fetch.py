@@ -60,9 +60,14 @@ def test_refused_token_is_refreshed_then_the_ticket_fetched_with_the_new_one() -
     assert (refresh.calls, upstream.asked) == (["OLD"], ["OLD", "NEW"])
 
 
-@pytest.mark.parametrize("answer", [None, "OLD"])
-def test_refresh_not_allowed_is_a_quota_failure(answer: str | None) -> None:
-    """No refresh allowed now (budget spent): a QUOTA error, and no second ticket call."""
+@pytest.mark.parametrize(
+    ("answer", "kind"), [(None, FailureKind.QUOTA), ("OLD", FailureKind.TRANSIENT)]
+)
+def test_refresh_not_allowed_fails_without_a_second_call(
+    answer: str | None, kind: FailureKind
+) -> None:
+    """The token's budget refuses its refresh: a QUOTA error (the long backoff); the same
+    token handed back: a transient one. Either way no second ticket call."""
     upstream = FakeUpstream({"OLD"})
     with pytest.raises(UpstreamError) as info:
         fetch_ticket(
@@ -72,7 +77,7 @@ def test_refresh_not_allowed_is_a_quota_failure(answer: str | None) -> None:
             access_token="OLD",
             refresh_token=Refresher(answer),
         )
-    assert (info.value.kind, info.value.errcode) == (FailureKind.QUOTA, 40001)
+    assert (info.value.kind, info.value.errcode) == (kind, 40001)
     assert upstream.asked == ["OLD"]
 
 

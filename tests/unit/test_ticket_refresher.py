@@ -10,10 +10,12 @@ from consumer_lib import TokenKind, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
 from producer.app_config import AppConfig, TokenApi
+from producer.budget import RefreshBudget, budget_day
 from producer.errcodes import FailureKind
 from producer.refresher import AppRefresher, RefreshTiming
 from producer.store import TokenStore
 from producer.ticket_budget import TicketBudget
+from producer.ticket_fetch import TOKEN_BUSY_RETRY_S
 from producer.ticket_refresher import NO_TOKEN_RETRY_S, TicketRefresher
 from producer.upstream import FetchedToken, UpstreamError
 from tests.conftest import FakeClock
@@ -70,6 +72,7 @@ class Rig:
         *,
         upstream: FakeUpstream | None = None,
         ticket_budget: TicketBudget | None = None,
+        budget: RefreshBudget | None = None,
     ) -> None:
         self.clock = clock
         self.redis = fakeredis.FakeRedis()
@@ -85,6 +88,7 @@ class Rig:
             "clock": clock,
             "rand": lambda: 0.5,
             "on_fetch_failed": lambda *failure: self.failures.append(failure),
+            "budget": budget,
         }
         self.token = AppRefresher(app, **common)  # type: ignore[arg-type]
         self.tickets = {
@@ -193,15 +197,57 @@ def test_a_second_refusal_is_a_config_error_not_a_loop(clock: FakeClock) -> None
 
 
 def test_a_ticket_never_waits_on_the_token_lock(clock: FakeClock) -> None:
-    """While the token's step runs, a refused ticket does not wait for it: it fails over
-    quota (backs off) and the token is not fetched twice."""
+    """While the token's step runs, a refused ticket does not wait for it, nor back off as
+    for a quota: it asks again a second later (no failure recorded) and then gets the
+    token refreshed once and its ticket."""
     rig = Rig(clock)
     rig.token.step()
     rig.upstream.live_tokens.clear()
+    ticket = rig.tickets[JSAPI]
     with rig.token._step_lock:
-        rig.tickets[JSAPI].step()
+        delay_s = ticket.step()
+    assert len(rig.upstream.token_calls) == 1
+    assert rig.failures == []
+    assert delay_s == TOKEN_BUSY_RETRY_S
+    clock.advance(delay_s)
+    ticket.step()
+    assert len(rig.upstream.token_calls) == 2  # the ticket's one refresh of the token
+    token, held = rig.token.held, ticket.held
+    assert token is not None
+    assert held is not None
+    assert rig.upstream.ticket_calls[-1] == (JSAPI, token.value)
+    assert rig.failures == []
+
+
+def test_a_refused_token_refresh_backs_the_ticket_off_as_for_quota(clock: FakeClock) -> None:
+    """Only a real budget refusal of the token refresh is a quota failure (long backoff)."""
+    budget = RefreshBudget(fakeredis.FakeRedis(), KeyLayout("wxrb"), clock=clock, forced_per_day=0)
+    rig = Rig(clock, budget=budget)
+    rig.token.step()
+    rig.upstream.live_tokens.clear()
+    delay_s = rig.tickets[JSAPI].step()
     assert len(rig.upstream.token_calls) == 1
     assert [exc.kind for _, _, exc in rig.failures] == [FailureKind.QUOTA]
+    assert delay_s >= 30  # quota_retry_base_s 60, jittered
+
+
+def test_a_failed_token_refresh_retries_the_ticket_soon(clock: FakeClock) -> None:
+    """The token refresh for a refused ticket failed upstream: a transient failure, the
+    short backoff, not the quota one."""
+    rig = Rig(clock)
+    rig.token.step()
+    rig.upstream.live_tokens.clear()
+
+    def down(app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        raise UpstreamError("-1 system busy", kind=FailureKind.TRANSIENT)
+
+    rig.upstream.fetch = down  # type: ignore[method-assign]
+    delay_s = rig.tickets[JSAPI].step()
+    assert [(kind, exc.kind) for _, kind, exc in rig.failures] == [
+        (TokenKind.ACCESS_TOKEN, FailureKind.TRANSIENT),
+        (JSAPI, FailureKind.TRANSIENT),
+    ]
+    assert delay_s <= 2 * RefreshTiming().retry_base_s
 
 
 def test_wecom_same_token_rule_one_fetch_per_lifetime(clock: FakeClock) -> None:
@@ -309,3 +355,50 @@ def test_an_unchanged_answer_to_a_report_keeps_the_usual_schedule(clock: FakeClo
     assert upstream.token_calls == [start_s, start_s + 100]
     rig.run_until(start_s + 7200 - 1)
     assert upstream.token_calls[2] == start_s + 7200 - 300  # the usual margin, not later
+
+
+def report(app: AppConfig, kind: TokenKind, value: str, at_s: float) -> RefreshRequest:
+    return RefreshRequest(
+        app_id=app.app_id,
+        kind=kind,
+        token_sha256=fingerprint(value),
+        requester="client:test-1",
+        requested_at=at_s,
+    )
+
+
+def test_a_ticket_report_spends_its_own_budget_not_the_tokens(clock: FakeClock) -> None:
+    """Reports of the jsapi ticket, then of the token right after: the token's forced
+    refresh is still allowed (a ticket report spent neither its day's count nor its 30 s
+    spacing); the ticket's reports have their own count and spacing."""
+    client = fakeredis.FakeRedis()
+    keys = KeyLayout("wxrb")
+    budget = RefreshBudget(client, keys, clock=clock)
+    rig = Rig(clock, budget=budget)
+    rig.token.step()
+    ticket = rig.tickets[JSAPI]
+    ticket.step()
+    first = ticket.held
+    assert first is not None
+    ticket.request_refresh(report(OA, JSAPI, first.value, clock()))
+    ticket.step()
+    second = ticket.held
+    assert second is not None
+    assert second.value != first.value
+    token = rig.token.held
+    assert token is not None
+    rig.token.request_refresh(report(OA, TokenKind.ACCESS_TOKEN, token.value, clock()))
+    rig.token.step()
+    renewed = rig.token.held
+    assert renewed is not None
+    assert renewed.value != token.value
+    day = budget_day(clock())
+    assert int(client.get(keys.budget_count(OA.app_id, "stable", day)) or 0) == 1
+    assert int(client.get(keys.budget_count(OA.app_id, "jsapi_ticket", day)) or 0) == 1
+    # A second ticket report within 30 s is over the ticket's own spacing: re-published.
+    ticket.request_refresh(report(OA, JSAPI, second.value, clock()))
+    ticket.step()
+    held = ticket.held
+    assert held is not None
+    assert held.value == second.value
+    assert ticket.stats.requests_over_budget == 1
