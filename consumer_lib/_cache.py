@@ -45,14 +45,20 @@ class TokenCache:
         self._updates: dict[Key, TokenUpdate] = {}
         #: Local deadlines of updates read from a snapshot (`PTTL`); others use the offset.
         self._deadlines: dict[Key, float] = {}
+        #: The hot path's view: (token value, local expiry) per key, replaced whole (one
+        #: dict read and one clock read serve `get_token`), recomputed when the offset moves.
+        self.entries: dict[Key, tuple[str, float]] = {}
         self._changed = threading.Condition()
+        self._offset.on_change.append(self._reoffset)
 
     def renewed(self) -> TokenCache:
         """A new cache holding the same updates, with fresh locks (in a forked child, where
         only one thread runs: no lock taken)."""
         fresh = TokenCache(self._clock, self._offset)
+        self._offset.on_change.remove(self._reoffset)
         fresh._updates = dict(self._updates)
         fresh._deadlines = dict(self._deadlines)
+        fresh.entries = dict(self.entries)
         return fresh
 
     def expires_local(self, update: TokenUpdate, deadline_s: float | None = None) -> float:
@@ -84,8 +90,16 @@ class TokenCache:
                 self._deadlines.pop(key, None)
             else:
                 self._deadlines[key] = deadline_s
+            self.entries[key] = (update.value, self.expires_local(update, deadline_s))
             self._changed.notify_all()
         return Offer.ACCEPTED
+
+    def _reoffset(self) -> None:
+        """The clock offset moved: recompute the local expiry of what has no deadline."""
+        with self._changed:
+            for key, update in self._updates.items():
+                if key not in self._deadlines:
+                    self.entries[key] = (update.value, self.expires_local(update))
 
     def _held_expiry(self, key: Key, held: TokenUpdate) -> float:
         return self.expires_local(held, self._deadlines.get(key))

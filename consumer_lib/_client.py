@@ -201,8 +201,14 @@ class TokenClient:
         """The current token string; waits up to `timeout` s if none is held.
 
         `kind` is a `TokenKind` or its value; an unknown one raises `ValueError`."""
+        # The hot path: one dict read, one clock read. A kind's wire value finds its entry
+        # too (`TokenKind` is a `StrEnum`); anything else takes the slow path and is parsed.
+        cache = self._cache
+        entry = cache.entries.get((app_id, kind))  # type: ignore[arg-type]
+        if entry is not None and self._clock() < entry[1]:
+            return entry[0]
         kind = TokenKind.parse(kind)
-        update = self._cache.current(app_id, kind)
+        update = cache.current(app_id, kind)
         if update is not None:
             return update.value
         return self._wait(app_id, kind, timeout).value

@@ -22,6 +22,7 @@ import collections
 import logging
 import math
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger("consumer_lib._client")
 
@@ -69,6 +70,8 @@ class ClockOffset:
         self.estimate_s: float | None = None
         self.invalid_headers = 0
         self._warned = False
+        #: Called (no arguments, outside the lock) whenever `offset_s` changes.
+        self.on_change: list[Callable[[], None]] = []
 
     def renew_lock(self) -> None:
         self._lock = threading.Lock()
@@ -88,10 +91,15 @@ class ClockOffset:
             best = min(self._samples)
             count = len(self._samples)
             self.estimate_s = best
+            before = self.offset_s
             self.offset_s = 0.0 if abs(best) < DEAD_BAND_S else best - SAFETY_S
+            changed = self.offset_s != before
             warn = abs(best) > SKEW_WARN_S
             first_warning = warn and not self._warned
             self._warned = warn
+        if changed:
+            for listener in list(self.on_change):
+                listener()
         if first_warning:
             log.warning(
                 "this host's clock is %+.1f s from the producer's (estimated from %d messages): "

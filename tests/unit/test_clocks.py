@@ -277,3 +277,41 @@ def test_a_steady_clock_alone_changes_nothing() -> None:
         wall.advance(10)
         steady.advance(10)
         assert deadline.effective("v1", T0 + 100) == pytest.approx(T0 + 100)
+
+
+def test_the_hot_path_follows_an_offset_learnt_after_the_token_arrived(
+    clock: FakeClock, offset: ClockOffset
+) -> None:
+    """A token taken while the clocks seemed in sync, then a message shows the producer is
+    300 s behind: what `get_token` reads (`entries`) moves its expiry by the offset."""
+    cache = TokenCache(clock, offset)
+    clock.now_s = T0 + 300  # the producer's clock reads T0
+    update = make_update(lifetime_s=600)
+    assert cache.offer(update) is Offer.ACCEPTED
+    assert cache.entries[(APP, ACCESS)] == (update.value, update.expires_at)
+    offset.sample(T0, clock.now_s + 0.01)
+    value, expires_local = cache.entries[(APP, ACCESS)]
+    assert value == update.value
+    assert expires_local == pytest.approx(update.expires_at + 300.01 - SAFETY_S)
+    assert expires_local == cache.expires_local(update)
+
+
+def test_get_token_serves_the_fast_entry_only_while_it_is_valid(clock: FakeClock) -> None:
+    """`get_token` by kind, by its wire value and by a ticket's name; past the expiry it
+    no longer returns the held token (it waits, then says why)."""
+    from consumer_lib.errors import TokenUnavailable
+    from consumer_lib.testing import stub_client
+
+    tokens, stub = stub_client(clock=clock)
+    stub.push_token(APP, "TOKEN-A", expires_in_s=60)
+    stub.push_token(APP, "TICKET-A", expires_in_s=60, kind=TokenKind.JSAPI_TICKET)
+    assert tokens.get_token(APP) == "TOKEN-A"
+    assert tokens.get_token(APP, kind="access_token") == "TOKEN-A"
+    assert tokens.get_token(APP, kind="jsapi") == "TICKET-A"
+    assert tokens.get_ticket(APP, "jsapi") == "TICKET-A"
+    clock.advance(60.0)
+    with pytest.raises(TokenUnavailable):
+        tokens.get_token(APP, timeout=0.01)
+    with pytest.raises(ValueError, match="unknown credential kind"):
+        tokens.get_token(APP, kind="no_such_kind")
+    tokens.close()
