@@ -100,10 +100,20 @@ class RefreshTiming:
         return now_s + gap_s
 
 
+#: Re-publish phases are whole multiples of this: the credentials of one slot are due at
+#: the same moment, so the scheduler, the workers and the publisher thread each wake once
+#: per slot (a batch) rather than once per message.
+REPUBLISH_SLOT_S = 1.0
+
+
 def republish_phase_s(app_id: str, kind: str, interval_s: float) -> float:
-    """A stable offset in [0, interval_s) for one credential, the same on every producer."""
+    """A stable offset in [0, interval_s) for one credential, the same on every producer,
+    on a `REPUBLISH_SLOT_S` boundary (when the interval holds more than one slot)."""
     digest = hashlib.blake2b(f"{app_id}:{kind}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 * interval_s
+    phase_s = int.from_bytes(digest, "big") / 2**64 * interval_s
+    if interval_s < 2 * REPUBLISH_SLOT_S:
+        return phase_s
+    return math.floor(phase_s / REPUBLISH_SLOT_S) * REPUBLISH_SLOT_S
 
 
 class Retries:
