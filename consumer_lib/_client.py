@@ -33,8 +33,7 @@ from ._reporting import REPORT_EVERY_S, InvalidReporter
 from ._stats import ClientCounters, ClientStats
 from ._subscriber import Subscriber
 from ._transport import AttachableTransport, Transport
-from ._waiting import OVERDUE_MAX_S, OVERDUE_SHARE, successor_overdue, why_unavailable
-from .errors import TokenUnavailable
+from ._waiting import OVERDUE_MAX_S, OVERDUE_SHARE, successor_overdue, wait_for_update
 from .settings import ClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
 from .wire.keys import KeyLayout
@@ -276,21 +275,7 @@ class TokenClient:
     def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:
         if not self._started:
             self.start()
-        self._feed.read_one(app_id, kind)
-        update = self._cache.wait_for(app_id, kind, timeout_s)
-        if update is None:
-            raise TokenUnavailable(
-                why_unavailable(
-                    app_id,
-                    kind,
-                    timeout_s,
-                    held=self._cache.held(app_id, kind),
-                    connected=self.connected,
-                    broker_error=self._subscriber.last_error,
-                    store_error=self.last_store_error,
-                )
-            )
-        return update
+        return wait_for_update(self._cache, self._feed, self._subscriber, app_id, kind, timeout_s)
 
     # ------------------------------------------------------------ feeding
     def refresh_from_snapshot(self) -> None:
