@@ -6,6 +6,7 @@ leader coalesces the reports of the whole fleet.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,8 @@ from .wire.refresh_request import (
     safe_requester,
 )
 from .wire.update import TokenKind, TokenUpdate
+
+log = logging.getLogger("consumer_lib._client")
 
 #: A process reports one token at most this often (seconds); the leader coalesces the rest.
 REPORT_EVERY_S = 30.0
@@ -47,6 +50,29 @@ class InvalidReporter:
     def renew_lock(self) -> None:
         """In a forked child: a lock held by a parent thread would never be released."""
         self._lock = threading.Lock()
+
+    def report_rejected(
+        self,
+        app_id: str,
+        token: str,
+        kind: TokenKind,
+        *,
+        held: TokenUpdate | None,
+        reason: str | None,
+        send: Send,
+        read_snapshot: Callable[[str, TokenKind], None],
+    ) -> bool:
+        """`TokenClient.report_invalid`: report `token` unless a different one is `held`;
+        with the broker unreachable, read the app's snapshot instead (`read_snapshot`)."""
+        if held is not None and held.value != token:
+            return False  # already replaced here: get_token() returns the newer one
+        sent = self.report(app_id, token, kind, held=held, reason=reason, send=send)
+        if sent is None:
+            return False
+        if not sent:
+            log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
+            read_snapshot(app_id, kind)
+        return sent
 
     def report(
         self,
