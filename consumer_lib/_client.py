@@ -256,7 +256,7 @@ class TokenClient:
         snapshot is read instead). A malformed `app_id` raises `ValueError`.
         """
         kind = TokenKind.parse(kind)
-        return self._reporter.report_rejected(
+        return self._reporter.report(
             app_id,
             token,
             kind,

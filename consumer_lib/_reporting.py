@@ -51,7 +51,7 @@ class InvalidReporter:
         """In a forked child: a lock held by a parent thread would never be released."""
         self._lock = threading.Lock()
 
-    def report_rejected(
+    def report(
         self,
         app_id: str,
         token: str,
@@ -62,36 +62,18 @@ class InvalidReporter:
         send: Send,
         read_snapshot: Callable[[str, TokenKind], None],
     ) -> bool:
-        """`TokenClient.report_invalid`: report `token` unless a different one is `held`;
-        with the broker unreachable, read the app's snapshot instead (`read_snapshot`)."""
+        """`TokenClient.report_invalid`: send a request about `token`; True if it went out.
+        False when none was needed (a different token is `held`, or this process reported
+        this token in the last `REPORT_EVERY_S`) or the broker is unreachable, in which
+        case the app's snapshot is read instead (`read_snapshot`)."""
         if held is not None and held.value != token:
             return False  # already replaced here: get_token() returns the newer one
-        sent = self.report(app_id, token, kind, held=held, reason=reason, send=send)
-        if sent is None:
-            return False
-        if not sent:
-            log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
-            read_snapshot(app_id, kind)
-        return sent
-
-    def report(
-        self,
-        app_id: str,
-        token: str,
-        kind: TokenKind,
-        *,
-        held: TokenUpdate | None,
-        reason: str | None,
-        send: Send,
-    ) -> bool | None:
-        """Send a request about `token`: its result, or None when none was needed (this
-        process reported this token in the last `REPORT_EVERY_S`)."""
         key = (app_id, kind, fingerprint(token))
         now_m = self._monotonic()
         with self._lock:
             self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
             if key in self._reports:
-                return None
+                return False
             self._reports[key] = now_m
         request = RefreshRequest.for_token(
             app_id,
@@ -102,4 +84,8 @@ class InvalidReporter:
             reported_version=held.version if held is not None else None,
             reason=reason,
         )
-        return send(self._exchange, request.encode(), REQUEST_MESSAGE_TYPE)
+        sent = send(self._exchange, request.encode(), REQUEST_MESSAGE_TYPE)
+        if not sent:
+            log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
+            read_snapshot(app_id, kind)
+        return sent
