@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from consumer_lib.wire.update import TokenKind, TokenUpdate
@@ -33,61 +34,48 @@ from .upstream_errors import UpstreamErrors
 log = logging.getLogger("producer._service")
 
 
+@dataclass(frozen=True, kw_only=True)
 class CredentialRefreshers:
     """Makes the refreshers of an app's credentials (`of_app`), from shared parts."""
 
-    def __init__(
-        self,
-        *,
-        fetcher: Fetcher,
-        store: TokenStore,
-        publish: Callable[[TokenUpdate], None],
-        producer_id: str,
-        timing: RefreshTiming,
-        gate: Leadership,
-        budget: RefreshBudget,
-        clock: Callable[[], float],
-        audit: AuditLog,
-        upstream_errors: UpstreamErrors,
-        upstream: UpstreamGate,
-        probe: TokenProbe | None,
-        ticket_budget: TicketBudget,
-    ) -> None:
-        self._fetcher = fetcher
-        self._store = store
-        self._publish = publish
-        self._producer_id = producer_id
-        self._timing = timing
-        self._gate = gate
-        self._budget = budget
-        self._clock = clock
-        self._audit = audit
-        self._upstream_errors = upstream_errors
-        self._upstream = upstream
-        self._probe = probe
-        self._ticket_budget = ticket_budget
-        #: What fetches tickets (`Upstream`, or the meter around it); None: a fetcher made
-        #: for tokens only (tests), whose apps' tickets are not kept.
-        self._tickets: TicketFetcher | None = (
-            cast(TicketFetcher, fetcher) if hasattr(fetcher, "fetch_ticket") else None
-        )
+    fetcher: Fetcher
+    store: TokenStore
+    publish: Callable[[TokenUpdate], None]
+    producer_id: str
+    timing: RefreshTiming
+    gate: Leadership
+    budget: RefreshBudget
+    clock: Callable[[], float]
+    audit: AuditLog
+    upstream_errors: UpstreamErrors
+    upstream: UpstreamGate
+    probe: TokenProbe | None
+    ticket_budget: TicketBudget
+
+    @property
+    def _tickets(self) -> TicketFetcher | None:
+        """What fetches tickets (`Upstream`, or the meter around it); None: a fetcher made
+        for tokens only (tests), whose apps' tickets are not kept."""
+        fetcher = self.fetcher
+        return cast(TicketFetcher, fetcher) if hasattr(fetcher, "fetch_ticket") else None
 
     def of_app(self, app: AppConfig) -> list[AppRefresher]:
         """One refresher per credential of `app`, the access token first (`credentials`)."""
         token = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN))
         made = [token]
-        if app.tickets and self._tickets is None:
+        tickets = self._tickets
+        if app.tickets and tickets is None:
             log.warning("%s: this fetcher fetches no tickets; they are not kept", app.app_id)
             return made
         for credential in app.credentials[1:]:
-            assert self._tickets is not None
+            assert tickets is not None
             made.append(
                 TicketRefresher(
                     app,
                     kind=credential.kind,
                     token=token,
-                    tickets=self._tickets,
-                    ticket_budget=self._ticket_budget,
+                    tickets=tickets,
+                    ticket_budget=self.ticket_budget,
                     **self._refresher_kwargs(app, credential.kind),
                 )
             )
@@ -95,21 +83,21 @@ class CredentialRefreshers:
 
     def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
         return {
-            "fetcher": self._fetcher,
-            "store": self._store,
-            "publish": self._publish,
-            "producer_id": self._producer_id,
-            "timing": self._timing,
-            "gate": self._gate,
-            "budget": self._budget,
-            "clock": self._clock,
-            "audit": self._audit,
-            "on_fetch_failed": self._upstream_errors.record,
-            "upstream": self._upstream,
-            "probe": self._probe,
+            "fetcher": self.fetcher,
+            "store": self.store,
+            "publish": self.publish,
+            "producer_id": self.producer_id,
+            "timing": self.timing,
+            "gate": self.gate,
+            "budget": self.budget,
+            "clock": self.clock,
+            "audit": self.audit,
+            "on_fetch_failed": self.upstream_errors.record,
+            "upstream": self.upstream,
+            "probe": self.probe,
             "follows_store": False,
             "republish_phase_s": republish_phase_s(
-                app.app_id, kind, self._timing.republish_interval_s
+                app.app_id, kind, self.timing.republish_interval_s
             ),
         }
 
