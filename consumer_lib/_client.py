@@ -12,7 +12,6 @@ Forking: see `consumer_lib._forking`.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import socket
@@ -33,15 +32,12 @@ from ._reporting import REPORT_EVERY_S, InvalidReporter
 from ._stats import ClientCounters, ClientStats
 from ._subscriber import Subscriber
 from ._transport import AttachableTransport, Transport
-from ._waiting import OVERDUE_MAX_S, OVERDUE_SHARE, successor_overdue, why_unavailable
-from .errors import TokenUnavailable
+from ._waiting import OVERDUE_MAX_S, OVERDUE_SHARE, successor_overdue, wait_for_update
 from .settings import ClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
 from .wire.keys import KeyLayout
 from .wire.signing import codec_from_settings
 from .wire.update import TokenKind, TokenUpdate
-
-log = logging.getLogger(__name__)
 
 __all__ = ["OVERDUE_MAX_S", "OVERDUE_SHARE", "REPORT_EVERY_S", "ClientStats", "TokenClient"]
 
@@ -260,37 +256,20 @@ class TokenClient:
         snapshot is read instead). A malformed `app_id` raises `ValueError`.
         """
         kind = TokenKind.parse(kind)
-        held = self._cache.held(app_id, kind)
-        if held is not None and held.value != token:
-            return False  # already replaced here: get_token() returns the newer one
-        sent = self._reporter.report(
-            app_id, token, kind, held=held, reason=reason, send=self._subscriber.send
+        return self._reporter.report(
+            app_id,
+            token,
+            kind,
+            held=self._cache.held(app_id, kind),
+            reason=reason,
+            send=self._subscriber.send,
+            read_snapshot=self._feed.read_one,
         )
-        if sent is None:
-            return False
-        if not sent:
-            log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
-            self._feed.read_one(app_id, kind)
-        return sent
 
     def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:
         if not self._started:
             self.start()
-        self._feed.read_one(app_id, kind)
-        update = self._cache.wait_for(app_id, kind, timeout_s)
-        if update is None:
-            raise TokenUnavailable(
-                why_unavailable(
-                    app_id,
-                    kind,
-                    timeout_s,
-                    held=self._cache.held(app_id, kind),
-                    connected=self.connected,
-                    broker_error=self._subscriber.last_error,
-                    store_error=self.last_store_error,
-                )
-            )
-        return update
+        return wait_for_update(self._cache, self._feed, self._subscriber, app_id, kind, timeout_s)
 
     # ------------------------------------------------------------ feeding
     def refresh_from_snapshot(self) -> None:

@@ -6,6 +6,7 @@ leader coalesces the reports of the whole fleet.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,8 @@ from .wire.refresh_request import (
     safe_requester,
 )
 from .wire.update import TokenKind, TokenUpdate
+
+log = logging.getLogger("consumer_lib._client")
 
 #: A process reports one token at most this often (seconds); the leader coalesces the rest.
 REPORT_EVERY_S = 30.0
@@ -57,15 +60,20 @@ class InvalidReporter:
         held: TokenUpdate | None,
         reason: str | None,
         send: Send,
-    ) -> bool | None:
-        """Send a request about `token`: its result, or None when none was needed (this
-        process reported this token in the last `REPORT_EVERY_S`)."""
+        read_snapshot: Callable[[str, TokenKind], None],
+    ) -> bool:
+        """`TokenClient.report_invalid`: send a request about `token`; True if it went out.
+        False when none was needed (a different token is `held`, or this process reported
+        this token in the last `REPORT_EVERY_S`) or the broker is unreachable, in which
+        case the app's snapshot is read instead (`read_snapshot`)."""
+        if held is not None and held.value != token:
+            return False  # already replaced here: get_token() returns the newer one
         key = (app_id, kind, fingerprint(token))
         now_m = self._monotonic()
         with self._lock:
             self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
             if key in self._reports:
-                return None
+                return False
             self._reports[key] = now_m
         request = RefreshRequest.for_token(
             app_id,
@@ -76,4 +84,8 @@ class InvalidReporter:
             reported_version=held.version if held is not None else None,
             reason=reason,
         )
-        return send(self._exchange, request.encode(), REQUEST_MESSAGE_TYPE)
+        sent = send(self._exchange, request.encode(), REQUEST_MESSAGE_TYPE)
+        if not sent:
+            log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
+            read_snapshot(app_id, kind)
+        return sent

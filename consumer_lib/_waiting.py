@@ -1,11 +1,19 @@
-"""Reading the cache when it holds no valid token: the overdue-successor check that makes
-the subscriber read Redis early, and the message of a `TokenUnavailable`."""
+"""Reading the cache when it holds no valid token: the wait for one (`wait_for_update`),
+the overdue-successor check that makes the subscriber read Redis early, and the message of
+a `TokenUnavailable`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+from .errors import TokenUnavailable
 from .wire.update import TokenKind, TokenUpdate
+
+if TYPE_CHECKING:
+    from ._cache import TokenCache
+    from ._feeding import UpdateFeed
+    from ._transport import Transport
 
 #: A held token this close to expiry (share of its lifetime, capped) with no successor
 #: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
@@ -48,3 +56,30 @@ def why_unavailable(
     else:
         store = "Redis has no valid snapshot for it (is a producer running for this app?)"
     return f"{what} and none arrived within {timeout_s:g} s: {store}; {broker}"
+
+
+def wait_for_update(
+    cache: TokenCache,
+    feed: UpdateFeed,
+    transport: Transport,
+    app_id: str,
+    kind: TokenKind,
+    timeout_s: float,
+) -> TokenUpdate:
+    """Read `app_id`'s snapshot once, then wait up to `timeout_s` for a valid update of
+    `kind`; raises `TokenUnavailable`, saying why, when none arrives."""
+    feed.read_one(app_id, kind)
+    update = cache.wait_for(app_id, kind, timeout_s)
+    if update is None:
+        raise TokenUnavailable(
+            why_unavailable(
+                app_id,
+                kind,
+                timeout_s,
+                held=cache.held(app_id, kind),
+                connected=transport.connected,
+                broker_error=transport.last_error,
+                store_error=feed.last_store_error,
+            )
+        )
+    return update

@@ -17,6 +17,10 @@ standby tries the lease every `STANDBY_LEASE_POLL_S`). On taking over, a standby
 every snapshot once more, then every credential re-publishes the token it holds, with no
 upstream call, and tells the scheduler when it next needs a step. Refresh requests reach
 every producer; only the leader acts on them. SIGHUP (in `__main__`) calls `reload()`.
+
+`ProducerService` composes the parts: the refreshers of each app's credentials are made
+by `_credential_refreshers`, the lease and follower threads' duties (following, taking
+over, announcing the served apps) are `_succession`'s.
 """
 
 from __future__ import annotations
@@ -26,22 +30,20 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
 
 import redis
 
-from consumer_lib.amqp.outage import OutageLog
-from consumer_lib.errors import StoreError
 from consumer_lib.snapshot import connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenKind
 
+from ._credential_refreshers import CredentialRefreshers, scheduled_step
 from ._fleet import Fleet, Reloaded
 from ._follower import SnapshotFollower
 from ._remembering_codec import RememberingCodec
-from .announcement import announce
+from ._succession import Succession
 from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
@@ -59,19 +61,13 @@ from .scheduler import Scheduler, WorkerPool
 from .settings import ProducerSettings
 from .store import TokenStore
 from .ticket_budget import TicketBudget
-from .ticket_fetch import TicketFetcher
-from .ticket_refresher import TicketRefresher
-from .timing import RefreshTiming, republish_phase_s
+from .timing import RefreshTiming
 from .token_probe import TokenProbe
 from .upstream_errors import UpstreamErrors
 from .upstream_meter import MeteredFetcher
 
 log = logging.getLogger(__name__)
 
-#: A standby tries to take the lease at least this often (one small Lua call each).
-STANDBY_LEASE_POLL_S = 0.25
-#: The leader reads every snapshot this many times less often than a standby.
-LEADER_FOLLOW_FACTOR = 3
 #: Redis connections beyond one per worker: lease, follower, listener, spare.
 EXTRA_REDIS_CONNECTIONS = 6
 
@@ -91,7 +87,6 @@ class ProducerService:
     ) -> None:
         self._settings = settings
         self._stop = threading.Event()
-        self._clock = clock
         workers = settings.upstream_concurrency
         client = redis_client or connect_redis(
             settings.redis_url,
@@ -100,7 +95,7 @@ class ProducerService:
             max_connections=workers + EXTRA_REDIS_CONNECTIONS,
         )
         self._redis = client
-        self._keys = keys = KeyLayout(settings.key_prefix)
+        keys = KeyLayout(settings.key_prefix)
         codec = RememberingCodec(codec_from_settings(settings, must_sign=True))
         self._codec = codec
         self.store = TokenStore(client, keys, codec, clock=clock)
@@ -127,15 +122,13 @@ class ProducerService:
         )
         # WeChat or WeCom by the app (`Upstream`), HTTP pools sized to the workers.
         self._fetcher: Fetcher = fetcher or Upstream.from_settings(settings)
-        self._timing = RefreshTiming.from_settings(settings)
-        self._budget = RefreshBudget(
+        self.budget = RefreshBudget(  # read by producer.metrics
             client,
             keys,
             clock=clock,
             requested_per_day=settings.requested_refreshes_per_day,
             requested_min_interval_s=settings.requested_refresh_interval_s,
         )
-        self.budget = self._budget  # read by producer.metrics
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
         self.audit = AuditLog(client, keys, clock=clock)
         #: The last failed fetch per credential, for `wxtoken status`; never raises.
@@ -166,18 +159,40 @@ class ProducerService:
         self.pool = WorkerPool(workers, name="refresh")
         self.scheduler = Scheduler(self.pool.submit)
         self.follower = SnapshotFollower(client, keys, codec)
-        self._follow_outage = OutageLog(log, "Redis (batched snapshot read)")
         #: WeCom's hourly ticket limits, fleet-wide (400 per corp, 100 per agent and kind).
         self.ticket_budget = TicketBudget(client, keys, clock=clock)
-        tickets = self._fetcher
-        #: What fetches tickets (`Upstream`, or the meter around it); None: a fetcher made
-        #: for tokens only (tests), whose apps' tickets are not kept.
-        self._tickets: TicketFetcher | None = (
-            cast(TicketFetcher, tickets) if hasattr(tickets, "fetch_ticket") else None
+        made = CredentialRefreshers(
+            fetcher=self._fetcher,
+            store=self.store,
+            publish=self.publisher.publish,
+            producer_id=settings.producer_id,
+            timing=RefreshTiming.from_settings(settings),
+            gate=self.leadership,
+            budget=self.budget,
+            clock=clock,
+            audit=self.audit,
+            upstream_errors=self.upstream_errors,
+            upstream=self.upstream,
+            probe=self.probe,
+            ticket_budget=self.ticket_budget,
         )
-        self.fleet = Fleet(apps, self._new_refreshers)
-        self._follow_now = threading.Event()
-        self._took_over = threading.Event()
+        self.fleet = Fleet(apps, made.of_app)
+        #: The lease and follower threads: who leads, following, taking over, announcing.
+        self.succession = Succession(
+            leadership=self.leadership,
+            clock_skew=self.clock_skew,
+            follower=self.follower,
+            fleet=self.fleet,
+            scheduler=self.scheduler,
+            store=self.store,
+            codec=codec,
+            redis_client=client,
+            keys=keys,
+            producer_id=settings.producer_id,
+            follow_interval_s=settings.follow_interval_s,
+            clock=clock,
+            stop=self._stop,
+        )
         self.requests = RequestListener(
             settings.amqp_url,
             settings.exchange,
@@ -192,10 +207,6 @@ class ProducerService:
             heartbeat_s=settings.heartbeat_s,
             reconnect_max_s=settings.reconnect_max_s,
         )
-        self._threads = [
-            threading.Thread(target=self._run_lease, name="lease", daemon=True),
-            threading.Thread(target=self._run_follower, name="follower", daemon=True),
-        ]
 
     @property
     def refreshers(self) -> list[AppRefresher]:
@@ -206,78 +217,21 @@ class ProducerService:
     ) -> AppRefresher | None:
         return self.fleet.get(app_id, kind)
 
-    def _new_refreshers(self, app: AppConfig) -> list[AppRefresher]:
-        """One refresher per credential of `app`, the access token first (`credentials`)."""
-        token = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN))
-        made = [token]
-        if app.tickets and self._tickets is None:
-            log.warning("%s: this fetcher fetches no tickets; they are not kept", app.app_id)
-            return made
-        for credential in app.credentials[1:]:
-            assert self._tickets is not None
-            made.append(
-                TicketRefresher(
-                    app,
-                    kind=credential.kind,
-                    token=token,
-                    tickets=self._tickets,
-                    ticket_budget=self.ticket_budget,
-                    **self._refresher_kwargs(app, credential.kind),
-                )
-            )
-        return made
-
     def _task_of(self, refresher: AppRefresher) -> Callable[[], float]:
-        """The scheduled task of a credential: its step; a token's step also wakes its
-        app's tickets that wait for a token (start-up), so they need not poll for it."""
-        if refresher.kind is not TokenKind.ACCESS_TOKEN or not refresher.app.tickets:
-            return refresher.step
-
-        def step_then_wake() -> float:
-            had_token = refresher.held is not None
-            delay_s = refresher.step()
-            if not had_token and refresher.held is not None:
-                app_id = refresher.app.app_id
-                for kind in refresher.app.tickets:
-                    ticket = self.fleet.get(app_id, kind)
-                    if isinstance(ticket, TicketRefresher):
-                        ticket.token_arrived()
-                        self.scheduler.wake(ticket.key)
-            return delay_s
-
-        return step_then_wake
-
-    def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
-        return {
-            "fetcher": self._fetcher,
-            "store": self.store,
-            "publish": self.publisher.publish,
-            "producer_id": self._settings.producer_id,
-            "timing": self._timing,
-            "gate": self.leadership,
-            "budget": self._budget,
-            "clock": self._clock,
-            "audit": self.audit,
-            "on_fetch_failed": self.upstream_errors.record,
-            "upstream": self.upstream,
-            "probe": self.probe,
-            "follows_store": False,
-            "republish_phase_s": republish_phase_s(
-                app.app_id, kind, self._timing.republish_interval_s
-            ),
-        }
+        """What the scheduler runs when `refresher` is due (`scheduled_step`)."""
+        return scheduled_step(refresher, self.fleet, self.scheduler)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> ProducerService:
         self.publisher.start()
         self.requests.start()
         # A restart adopts what Redis holds in one batch before any credential steps.
-        self._follow()
+        self.succession.follow()
         self.pool.start()
         for refresher in self.refreshers:
             self.scheduler.add(refresher.key, self._task_of(refresher))
         self.scheduler.start()
-        for thread in self._threads:
+        for thread in self.succession.threads:
             thread.start()
         return self
 
@@ -288,7 +242,7 @@ class ProducerService:
     def request_stop(self) -> None:
         """Ask every loop to stop; safe from a signal handler."""
         self._stop.set()
-        self._follow_now.set()
+        self.succession.wake_follower()
 
     def close(self, timeout_s: float = 1.5) -> None:
         """Stop all threads, release the lease, giving it all `timeout_s`. Idempotent.
@@ -304,7 +258,7 @@ class ProducerService:
 
         self.scheduler.stop(left(0.2))
         self.pool.close(left(0.3))
-        for thread in self._threads:
+        for thread in self.succession.threads:
             if thread.is_alive():
                 thread.join(left(0.3))
         self.leadership.release()
@@ -324,7 +278,7 @@ class ProducerService:
         for refresher in result.new:
             self.scheduler.add(refresher.key, self._task_of(refresher))
         if self.leadership.is_leader and (result.added or result.removed):
-            self._announce()
+            self.succession.announce()
         return result
 
     # ------------------------------------------------------------ events
@@ -346,85 +300,5 @@ class ProducerService:
         self.scheduler.wake(refresher.key)
 
     def _on_leadership(self, leading: bool) -> None:
-        """From the lease thread. Taking over: read every snapshot, then wake everything
-        (the follower thread does both, in that order). Stepping down: wake everything."""
-        if leading:
-            self._took_over.set()
-            self._follow_now.set()
-        else:
-            self.scheduler.wake_all()
-
-    # ------------------------------------------------------------ loops
-    def _run_lease(self) -> None:
-        while not self._stop.is_set():
-            try:
-                delay_s = self.leadership.tick()
-                self.clock_skew.check()
-                if not self.leadership.is_leader:
-                    # A standby notices a lapsed lease within this, not within a second:
-                    # the takeover re-publishes 10,000 tokens and every moment counts.
-                    delay_s = min(delay_s, STANDBY_LEASE_POLL_S)
-            except Exception:
-                log.exception("unexpected error in the lease loop")
-                delay_s = 1.0
-            self._stop.wait(delay_s)
-
-    def _run_follower(self) -> None:
-        while not self._stop.is_set():
-            self._follow_now.clear()  # first: a takeover signalled from now on is not lost
-            took_over = self._took_over.is_set()
-            self._took_over.clear()
-            try:
-                self._follow()
-                if took_over:
-                    self._take_over()
-                    self._announce()
-            except Exception:
-                log.exception("unexpected error in the follower loop")
-                if took_over:
-                    self.scheduler.wake_all()
-            # The leader writes what it holds: its reads only repair and adopt overrides.
-            every_s = self._settings.follow_interval_s
-            self._follow_now.wait(every_s * (LEADER_FOLLOW_FACTOR if self._leading() else 1))
-
-    def _leading(self) -> bool:
-        return self.leadership.is_leader
-
-    def _take_over(self) -> None:
-        """Every credential re-publishes what it holds now and says when it next needs a
-        step: no upstream call, and no ten thousand steps queued behind the publisher."""
-        now_m = time.monotonic()
-        for refresher in self.refreshers:
-            delay_s = refresher.take_over()
-            key = refresher.key
-            if delay_s is None:
-                self.scheduler.wake(key)  # a step is running: run another right after
-            else:
-                self.scheduler.advance(key, now_m + delay_s)
-
-    def _follow(self) -> None:
-        try:
-            self.follower.tick(self.refreshers)
-        except StoreError as exc:
-            self._follow_outage.failed(str(exc), self._settings.follow_interval_s)
-            return
-        self._follow_outage.recovered()
-
-    def _announce(self) -> None:
-        app_ids = self.fleet.app_ids()
-        try:
-            announce(
-                self._redis,
-                self._keys,
-                producer_id=self._settings.producer_id,
-                owner=self.leadership.owner,
-                epoch=self.leadership.epoch,
-                app_ids=app_ids,
-                now_s=self._clock(),
-            )
-        except StoreError as exc:
-            log.warning("could not announce the served apps: %s", exc)
-        try:  # so that `wxtoken set` can warn before publishing what would be deleted
-            self.store.announce_verify_keys(self._codec.verify_key_ids)
-        except StoreError as exc:
-            log.warning("could not announce the verify key ids: %s", exc)
+        """From the lease thread (`Succession.on_leadership`)."""
+        self.succession.on_leadership(leading)

@@ -13,8 +13,9 @@ Refreshes caused by refresh requests have a second, smaller budget of their own
 stable apps), counted by the same script on the `KeyLayout.requested_*` keys, so a flood of
 requests can never take the quota the scheduled refreshes need.
 
-With Redis away the count goes on in memory from the last count Redis gave, the decision
-says so in its `reason`, and the spends made meanwhile are added to Redis once it answers.
+With Redis away the count goes on in memory from the last count Redis gave
+(`_local_budget`), the decision says so in its `reason`, and the spends made meanwhile are
+added to Redis once it answers.
 `try_spend()` counts the fetch it allows; `record_fetch()` counts one nobody asked about
 (the scheduled classic fetches, which use the same daily quota upstream). A ticket's
 report-caused refreshes have their own count per kind (`try_spend_ticket`, the `api` part
@@ -40,6 +41,7 @@ from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 
+from ._local_budget import LocalCount, decision_reason
 from .apps import TokenApi
 from .scripts import load_lua
 
@@ -89,17 +91,6 @@ class BudgetDecision:
     limit: int
 
 
-@dataclass
-class _Local:
-    """One app and API's count as this process knows it, for when Redis is away."""
-
-    day: str
-    used: int = 0
-    last_ms: int = 0
-    unsynced: int = 0  # spends and fetches made while Redis was away
-    unsynced_last_ms: int = 0
-
-
 class RefreshBudget:
     """Per-app budget of request-caused refreshes, shared fleet-wide through Redis."""
 
@@ -133,8 +124,8 @@ class RefreshBudget:
         self._classic_per_day = classic_per_day
         self._script = redis_client.register_script(load_lua("budget_spend.lua"))
         #: Keyed by app and the `api` of the keys: a `TokenApi`, or a ticket's kind.
-        self._local: dict[tuple[str, str], _Local] = {}
-        self._local_requested: dict[tuple[str, str], _Local] = {}
+        self._local: dict[tuple[str, str], LocalCount] = {}
+        self._local_requested: dict[tuple[str, str], LocalCount] = {}
         self._lock = threading.Lock()
         self._redis_down = False
         self._new_spend_id = new_spend_id
@@ -227,12 +218,7 @@ class RefreshBudget:
         with self._lock:
             local = locals_.get((app_id, token_api))
             if local is None or local.day != day:
-                # A new day starts from zero; the spacing of forced refreshes carries over.
-                previous = local or _Local(day)
-                local = _Local(
-                    day, last_ms=previous.last_ms, unsynced_last_ms=previous.unsynced_last_ms
-                )
-                locals_[(app_id, token_api)] = local
+                local = locals_[(app_id, token_api)] = LocalCount.of_day(day, local)
             try:
                 # A fresh id per spend: redis-py retries a call whose reply was lost with the
                 # same arguments, and the script answers a known id without spending again.
@@ -267,12 +253,12 @@ class RefreshBudget:
                 self._redis_down = False
             local.used, local.last_ms = used, max(local.last_ms, last_ms)
             local.unsynced = local.unsynced_last_ms = 0
-            reason = self._reason(allowed, what, used, limit, last_ms, gap_ms, now_ms)
+            reason = decision_reason(allowed, what, used, limit, last_ms, gap_ms, now_ms)
             return BudgetDecision(allowed, reason, used, shown_limit)
 
     def _spend_locally(
         self,
-        local: _Local,
+        local: LocalCount,
         *,
         limit: int,
         gap_ms: int,
@@ -284,27 +270,7 @@ class RefreshBudget:
         if not self._redis_down:
             log.warning("refresh budget: Redis unreachable (%s); counting in memory", error)
             self._redis_down = True
-        allowed = limit < 0 or (
-            local.used < limit and (gap_ms <= 0 or abs(now_ms - local.last_ms) >= gap_ms)
-        )
-        if allowed:
-            local.used += 1
-            local.unsynced += 1
-            if gap_ms > 0:
-                local.last_ms = local.unsynced_last_ms = now_ms
-        reason = self._reason(allowed, what, local.used, limit, local.last_ms, gap_ms, now_ms)
+        allowed = local.spend(limit=limit, gap_ms=gap_ms, now_ms=now_ms)
+        reason = decision_reason(allowed, what, local.used, limit, local.last_ms, gap_ms, now_ms)
         reason = f"{reason} (Redis unreachable, counted in memory: {error})"
         return BudgetDecision(allowed, reason, local.used, shown_limit)
-
-    @staticmethod
-    def _reason(
-        allowed: bool, what: str, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
-    ) -> str:
-        if limit < 0:
-            return f"{what} fetch recorded, {used} today"
-        if allowed:
-            return f"{what} refresh {used} of {limit} today"
-        if used >= limit:
-            return f"daily limit of {limit} {what} refreshes reached"
-        ago_s = abs(now_ms - last_ms) / 1000
-        return f"last {what} refresh {ago_s:.1f} s ago, less than {gap_ms / 1000:g} s"

@@ -56,7 +56,7 @@ def test_a_standby_takes_over_with_every_token_and_no_upstream_call(tmp_path: Pa
     for refresher in leader.refreshers:
         refresher.step()
     assert leader_upstream.calls == len(APPS)
-    standby._follow()
+    standby.succession.follow()
     assert all(r.held is not None for r in standby.refreshers)
     idle_until = time.monotonic() + 300  # where a standby's own steps leave it
     for refresher in standby.refreshers:
@@ -65,9 +65,9 @@ def test_a_standby_takes_over_with_every_token_and_no_upstream_call(tmp_path: Pa
     fakeredis.FakeRedis(server=server).delete(KeyLayout("wxtake").leader)  # the leader died
     standby.leadership.tick()
     assert standby.leadership.is_leader
-    assert standby._took_over.is_set()
-    standby._follow()
-    standby._take_over()
+    assert standby.succession.takeover_pending
+    standby.succession.follow()
+    standby.succession.take_over()
     assert {u.app_id for u in published.published} == {a.app_id for a in APPS}
     assert {u.version for u in published.published} == {
         r.held.version for r in leader.refreshers if r.held is not None

@@ -1,0 +1,55 @@
+"""The refresh budget's count as this process knows it, and the words of its decisions.
+
+`RefreshBudget` keeps one `LocalCount` per app and API: the last count Redis gave, and,
+while Redis is away, the count in memory (`spend`) with the spends Redis has not seen yet,
+which the next script call adds there. `decision_reason` says why a spend was allowed or
+refused, in Redis or in memory alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LocalCount:
+    """One app and API's count as this process knows it, for when Redis is away."""
+
+    day: str
+    used: int = 0
+    last_ms: int = 0
+    unsynced: int = 0  # spends and fetches made while Redis was away
+    unsynced_last_ms: int = 0
+
+    @classmethod
+    def of_day(cls, day: str, previous: LocalCount | None) -> LocalCount:
+        """A new day starts from zero; the spacing of forced refreshes carries over."""
+        previous = previous or cls(day)
+        return cls(day, last_ms=previous.last_ms, unsynced_last_ms=previous.unsynced_last_ms)
+
+    def spend(self, *, limit: int, gap_ms: int, now_ms: int) -> bool:
+        """Spend one in memory if the count and spacing allow it (`limit` < 0: record one
+        fetch, always allowed); True if spent."""
+        allowed = limit < 0 or (
+            self.used < limit and (gap_ms <= 0 or abs(now_ms - self.last_ms) >= gap_ms)
+        )
+        if allowed:
+            self.used += 1
+            self.unsynced += 1
+            if gap_ms > 0:
+                self.last_ms = self.unsynced_last_ms = now_ms
+        return allowed
+
+
+def decision_reason(
+    allowed: bool, what: str, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
+) -> str:
+    """Why a spend of `what` was allowed or refused, or that a fetch was recorded."""
+    if limit < 0:
+        return f"{what} fetch recorded, {used} today"
+    if allowed:
+        return f"{what} refresh {used} of {limit} today"
+    if used >= limit:
+        return f"daily limit of {limit} {what} refreshes reached"
+    ago_s = abs(now_ms - last_ms) / 1000
+    return f"last {what} refresh {ago_s:.1f} s ago, less than {gap_ms / 1000:g} s"
