@@ -121,7 +121,12 @@ class ProducerService:
             codec=codec,
         )
         # WeChat or WeCom by the app (`Upstream`), HTTP pools sized to the workers.
-        self._fetcher: Fetcher = fetcher or Upstream.from_settings(settings)
+        #: What this service made itself, and so closes: its Redis pool, its HTTP pools.
+        self._owned_redis = client if redis_client is None else None
+        self._owned_upstream: Upstream | None = None
+        if fetcher is None:
+            fetcher = self._owned_upstream = Upstream.from_settings(settings)
+        self._fetcher: Fetcher = fetcher
         self.budget = RefreshBudget(  # read by producer.metrics
             client,
             keys,
@@ -264,6 +269,11 @@ class ProducerService:
         self.leadership.release()
         self.requests.close(left(0.5))
         self.publisher.close(left())
+        # Last: an abandoned worker's late call then fails fast instead of leaking a socket.
+        if self._owned_upstream is not None:
+            self._owned_upstream.close()
+        if self._owned_redis is not None:
+            self._owned_redis.close()
 
     # ------------------------------------------------------------ apps
     def reload(self, apps: Sequence[AppConfig]) -> Reloaded:

@@ -49,6 +49,11 @@ class Upstream:
             ),
         )
 
+    def close(self) -> None:
+        """Close both clients' HTTP pools."""
+        self.wechat.close()
+        self.wecom.close()
+
     def client_for(self, app: AppConfig) -> WeChatClient | WecomClient:
         return self.wecom if app.platform is Platform.WECOM else self.wechat
 

@@ -209,6 +209,10 @@ class UpstreamClient:
         self._timeout = (connect_timeout_s, read_timeout_s)
         resolve_environment_once(self._session, self._base_url)
 
+    def close(self) -> None:
+        """Close the HTTP pool's connections (a call after this opens new ones)."""
+        self._session.close()
+
     def _get(self, path: str, params: dict[str, str], *, uses_token: bool) -> dict[str, object]:
         status, body = call(
             lambda: self._session.get(
