@@ -11,9 +11,12 @@ while the estimate is within `DEAD_BAND_S`, so a synced or single-host deploymen
 exactly as before. The estimate errs only by the smallest delay in the window (it never
 undershoots the true offset), so the local expiry is late by at most that delay: the
 producer refreshes a fifth of a lifetime ahead, and the snapshot path does not use it at
-all (it counts Redis's `PTTL` from the reply). The window is counted in messages (the
-producer re-publishes every minute), so after a failover to a producer with another clock
-the estimate follows within `WINDOW` messages, at once when the new clock is ahead.
+all (it counts Redis's `PTTL` from the reply). The window is five minutes of local time
+(`BUCKETS` of `BUCKET_S`), not a number of messages: re-publishes come in bursts, and a
+burst read late by a busy subscriber would otherwise fill the window with delayed samples
+and pass for a clock offset. After a failover to a producer with another clock the
+estimate follows within the window, at once when the new clock is ahead. Most messages
+cost one comparison; `offset_s` moves only by `MIN_CHANGE_S` or more.
 """
 
 from __future__ import annotations
@@ -36,8 +39,14 @@ DEAD_BAND_S = 1.0
 SAFETY_S = 0.25
 #: An offset beyond this is reported once (WARNING) and shown in stats.
 SKEW_WARN_S = 5.0
-#: The window the minimum is taken over (messages).
-WINDOW = 32
+#: The window the minimum is taken over: `BUCKETS` buckets of `BUCKET_S` seconds of local
+#: time, each keeping its smallest sample. Counted in time, not messages: re-publishes come
+#: in bursts of hundreds, and a burst a busy subscriber reads late must not fill the window.
+BUCKET_S = 10.0
+BUCKETS = 30
+#: `offset_s` moves only by at least this much (or to or from 0): each move recomputes the
+#: local expiry of everything held.
+MIN_CHANGE_S = 0.05
 #: A sent time further than this from ours is garbage, not a clock (a day).
 ABSURD_S = 86_400.0
 
@@ -61,9 +70,10 @@ def parse_sent_ms(raw: object) -> float | None:
 class ClockOffset:
     """The windowed-minimum estimate of (our clock - the producer's clock)."""
 
-    def __init__(self, *, window: int = WINDOW) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._samples: collections.deque[float] = collections.deque(maxlen=window)
+        #: (bucket number, smallest sample in it), oldest first.
+        self._buckets: collections.deque[tuple[int, float]] = collections.deque()
         #: Seconds to add to a producer time to get ours (read without a lock).
         self.offset_s = 0.0
         #: The raw estimate, dead band not applied (None before any sample).
@@ -86,23 +96,38 @@ class ClockOffset:
             with self._lock:
                 self.invalid_headers += 1
             return
+        value = received_s - sent_s
+        bucket = math.floor(received_s / BUCKET_S)
         with self._lock:
-            self._samples.append(received_s - sent_s)
-            best = min(self._samples)
-            count = len(self._samples)
+            buckets = self._buckets
+            if buckets and buckets[-1][0] >= bucket:
+                if value >= buckets[-1][1]:
+                    return  # the window's minimum cannot change: the common case, O(1)
+                buckets[-1] = (buckets[-1][0], value)
+            else:
+                buckets.append((bucket, value))
+                while buckets[0][0] <= bucket - BUCKETS:
+                    buckets.popleft()
+            best = min(smallest for _, smallest in buckets)
             self.estimate_s = best
             before = self.offset_s
-            self.offset_s = 0.0 if abs(best) < DEAD_BAND_S else best - SAFETY_S
-            changed = self.offset_s != before
+            wanted = 0.0 if abs(best) < DEAD_BAND_S else best - SAFETY_S
+            changed = wanted != before and (
+                wanted == 0.0 or before == 0.0 or abs(wanted - before) >= MIN_CHANGE_S
+            )
+            if changed:
+                self.offset_s = wanted
             warn = abs(best) > SKEW_WARN_S
             first_warning = warn and not self._warned
             self._warned = warn
+            count = len(buckets)
         if changed:
             for listener in list(self.on_change):
                 listener()
         if first_warning:
             log.warning(
-                "this host's clock is %+.1f s from the producer's (estimated from %d messages): "
+                "this host's clock is %+.1f s from the producer's (estimated over %d periods "
+                "of 10 s): "
                 "token expiry is corrected for it, but fix the clocks (NTP)",
                 best,
                 count,

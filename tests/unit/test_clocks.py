@@ -15,7 +15,13 @@ import pytest
 
 from consumer_lib import ClientSettings, TokenClient, TokenKind
 from consumer_lib._cache import Offer, TokenCache
-from consumer_lib._offset import SAFETY_S, ClockOffset, parse_sent_ms
+from consumer_lib._offset import (
+    BUCKET_S,
+    MIN_CHANGE_S,
+    SAFETY_S,
+    ClockOffset,
+    parse_sent_ms,
+)
 from consumer_lib.amqp.messages import SENT_MS_HEADER, sent_s, update_properties
 from consumer_lib.wire.keys import KeyLayout
 from producer.clock import JumpProofDeadline
@@ -37,7 +43,10 @@ def test_the_offset_is_the_smallest_sample_so_a_delayed_message_does_not_extend_
     for delay_s in (0.020, 0.005, 30.0, 0.010):
         sent_producer_s = T0 + 1000
         offset.sample(sent_producer_s, sent_producer_s + 300 + delay_s)
-    assert offset.offset_s == pytest.approx(300.005 - SAFETY_S)
+    assert offset.estimate_s == pytest.approx(300.005)
+    # `offset_s` moves in steps of MIN_CHANGE_S or more; it stays short of the estimate by at
+    # least SAFETY_S - MIN_CHANGE_S, never above it.
+    assert 300.005 - SAFETY_S <= offset.offset_s <= 300.005 - (SAFETY_S - MIN_CHANGE_S)
 
 
 def test_the_offset_follows_a_clock_that_moved_ahead_at_once() -> None:
@@ -315,3 +324,31 @@ def test_get_token_serves_the_fast_entry_only_while_it_is_valid(clock: FakeClock
     with pytest.raises(ValueError, match="unknown credential kind"):
         tokens.get_token(APP, kind="no_such_kind")
     tokens.close()
+
+
+def test_a_burst_read_late_does_not_pass_for_a_clock_offset() -> None:
+    """Same clocks; a burst of 500 re-publishes read by a busy subscriber, each later than
+    the one before (up to 3 s). Samples from the last five minutes include prompt ones, so
+    the offset stays 0, and the estimate is not recomputed for every message."""
+    offset = ClockOffset()
+    changes: list[float] = []
+    offset.on_change.append(lambda: changes.append(offset.offset_s))
+    now_s = T0
+    for _ in range(20):  # prompt messages for a while
+        offset.sample(now_s - 0.003, now_s)
+        now_s += BUCKET_S
+    for n in range(500):  # the late burst
+        offset.sample(now_s, now_s + 3.0 * n / 500)
+    assert offset.offset_s == 0.0
+    assert changes == []
+
+
+def test_a_producer_clock_behind_moves_the_offset_once_not_per_message() -> None:
+    offset = ClockOffset()
+    changes: list[float] = []
+    offset.on_change.append(lambda: changes.append(offset.offset_s))
+    for n in range(1000):
+        received_s = T0 + n * 0.1
+        offset.sample(received_s - 300.0 - 0.001 * (n % 7), received_s)
+    assert len(changes) <= 3, changes
+    assert offset.offset_s == pytest.approx(300.0 - SAFETY_S, abs=MIN_CHANGE_S + 0.01)
