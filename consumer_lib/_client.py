@@ -200,7 +200,10 @@ class TokenClient:
         # The hot path: one dict read, one clock read. A kind's wire value finds its entry
         # too (`TokenKind` is a `StrEnum`); anything else takes the slow path and is parsed.
         cache = self._cache
-        entry = cache.entries.get((app_id, kind))  # type: ignore[arg-type]
+        try:
+            entry = cache.entries.get((app_id, kind))  # type: ignore[arg-type]
+        except TypeError:  # unhashable: not a kind; `parse` below says so (ValueError)
+            entry = None
         if entry is not None and self._clock() < entry[1]:
             return entry[0]
         kind = TokenKind.parse(kind)

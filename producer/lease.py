@@ -132,7 +132,8 @@ class Leadership:
         only a normal-mode stable fetch of the last leader may go on while Redis is away
         (WeChat hands every caller the same stable token).
         """
-        if self.lease_left_s() >= need_s:
+        left_s = self.lease_left_s()
+        if left_s > 0 and left_s >= need_s:
             return True
         if force_refresh:
             return False

@@ -323,6 +323,8 @@ def test_get_token_serves_the_fast_entry_only_while_it_is_valid(clock: FakeClock
         tokens.get_token(APP, timeout=0.01)
     with pytest.raises(ValueError, match="unknown credential kind"):
         tokens.get_token(APP, kind="no_such_kind")
+    with pytest.raises(ValueError, match="unknown credential kind"):
+        tokens.get_token(APP, kind=["access_token"])  # type: ignore[arg-type]
     tokens.close()
 
 

@@ -436,3 +436,16 @@ def test_lease_needed_for_a_call_is_capped_below_what_a_healthy_leader_holds() -
     assert RefreshTiming(takeover_s=10.0, upstream_call_s=15.0).lease_needed_s() == 4.0
     assert RefreshTiming(takeover_s=10.0, upstream_call_s=2.0).lease_needed_s() == 2.0
     assert RefreshTiming().lease_needed_s() == 0.0
+
+
+def test_a_standby_may_not_start_a_call_even_when_none_needs_lease(
+    server: fakeredis.FakeServer, clock: FakeClock
+) -> None:
+    """`need_s=0` (no call timeout configured) still needs a lease held now."""
+    lead = leadership(client_of(server), "a", clock)
+    standby = leadership(client_of(server), "b", clock)
+    lead.tick()
+    standby.tick()
+    assert lead.may_fetch_now(TokenApi.CLASSIC, need_s=0.0)
+    assert not standby.may_fetch_now(TokenApi.CLASSIC, need_s=0.0)
+    assert not standby.may_fetch_now(TokenApi.STABLE, need_s=0.0, force_refresh=True)
