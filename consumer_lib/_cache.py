@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from ._offset import ClockOffset
+from ._overdue import OverdueWatch
 from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger("consumer_lib._client")
@@ -48,6 +49,7 @@ class TokenCache:
         #: The hot path's view: (token value, local expiry) per key, replaced whole (one
         #: dict read and one clock read serve `get_token`), recomputed when the offset moves.
         self.entries: dict[Key, tuple[str, float]] = {}
+        self._overdue = OverdueWatch(self._updates)
         self._changed = threading.Condition()
         self._offset.on_change.append(self._reoffset)
 
@@ -59,6 +61,8 @@ class TokenCache:
         fresh._updates = dict(self._updates)
         fresh._deadlines = dict(self._deadlines)
         fresh.entries = dict(self.entries)
+        fresh._overdue = OverdueWatch(fresh._updates)
+        fresh._overdue.rebuild(fresh._expiries())
         return fresh
 
     def expires_local(self, update: TokenUpdate, deadline_s: float | None = None) -> float:
@@ -90,7 +94,9 @@ class TokenCache:
                 self._deadlines.pop(key, None)
             else:
                 self._deadlines[key] = deadline_s
-            self.entries[key] = (update.value, self.expires_local(update, deadline_s))
+            expires_s = self.expires_local(update, deadline_s)
+            self.entries[key] = (update.value, expires_s)
+            self._overdue.hold(key, update, expires_s)
             self._changed.notify_all()
         return Offer.ACCEPTED
 
@@ -100,6 +106,10 @@ class TokenCache:
             for key, update in self._updates.items():
                 if key not in self._deadlines:
                     self.entries[key] = (update.value, self.expires_local(update))
+            self._overdue.rebuild(self._expiries())
+
+    def _expiries(self) -> list[tuple[Key, TokenUpdate, float]]:
+        return [(key, u, self._held_expiry(key, u)) for key, u in self._updates.items()]
 
     def _held_expiry(self, key: Key, held: TokenUpdate) -> float:
         return self.expires_local(held, self._deadlines.get(key))
@@ -134,6 +144,13 @@ class TokenCache:
         """A copy of everything held."""
         with self._changed:
             return dict(self._updates)
+
+    def any_overdue(self) -> bool:
+        """True when a held token is in the last tenth of its life (at most 150 s) with no
+        successor: a publish went missing (`OverdueWatch`); cheap however much is held."""
+        now_s = self._clock()
+        with self._changed:
+            return self._overdue.any_overdue(now_s)
 
     def seconds_left(self) -> dict[Key, tuple[TokenUpdate, float]]:
         """Everything held with its seconds left on this host's clock (negative: expired)."""

@@ -28,11 +28,12 @@ from ._callbacks import CallbackThread, UpdateCallback
 from ._feeding import UpdateFeed
 from ._forking import renew_in_forked_children
 from ._offset import ClockOffset
+from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
 from ._reporting import REPORT_EVERY_S, InvalidReporter
 from ._stats import ClientCounters, ClientStats
 from ._subscriber import Subscriber
 from ._transport import AttachableTransport, Transport
-from ._waiting import OVERDUE_MAX_S, OVERDUE_SHARE, successor_overdue, wait_for_update
+from ._waiting import wait_for_update
 from .settings import ClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
 from .wire.keys import KeyLayout
@@ -280,7 +281,7 @@ class TokenClient:
         self._feed.refresh_from_snapshot()
 
     def _successor_overdue(self) -> bool:
-        return successor_overdue(self._cache.seconds_left().values())
+        return self._cache.any_overdue()  # the cache of now (a forked child has its own)
 
     def _on_message(
         self, body: bytes, user_id: str | None = None, sent_s: float | None = None

@@ -1,10 +1,8 @@
-"""Reading the cache when it holds no valid token: the wait for one (`wait_for_update`),
-the overdue-successor check that makes the subscriber read Redis early, and the message of
-a `TokenUnavailable`."""
+"""Reading the cache when it holds no valid token: the wait for one (`wait_for_update`) and
+the message of a `TokenUnavailable`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .errors import TokenUnavailable
@@ -14,23 +12,6 @@ if TYPE_CHECKING:
     from ._cache import TokenCache
     from ._feeding import UpdateFeed
     from ._transport import Transport
-
-#: A held token this close to expiry (share of its lifetime, capped) with no successor
-#: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
-OVERDUE_SHARE = 0.1
-OVERDUE_MAX_S = 150.0
-
-
-def successor_overdue(held: Iterable[tuple[TokenUpdate, float]]) -> bool:
-    """True when a held token is in the last tenth of its life (at most 150 s) with no
-    successor pushed: the producer refreshes earlier, so a publish went missing. A token
-    dead for longer than its lifetime (an app no longer served) stops counting. `held`:
-    each update with its seconds left on this host's clock."""
-    for update, left_s in held:
-        lifetime_s = update.expires_at - update.issued_at
-        if -lifetime_s < left_s < min(OVERDUE_SHARE * lifetime_s, OVERDUE_MAX_S):
-            return True
-    return False
 
 
 def why_unavailable(
