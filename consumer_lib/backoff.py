@@ -9,6 +9,8 @@ from collections.abc import Callable
 class Backoff:
     """`next_delay_s()` grows from `base_s` to `cap_s`; `reset()` after a success."""
 
+    __slots__ = ("_attempt", "_base_s", "_cap_s", "_rand")
+
     def __init__(
         self, base_s: float, cap_s: float, *, rand: Callable[[], float] = random.random
     ) -> None:

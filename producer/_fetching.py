@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenSource, TokenUpdate
@@ -39,6 +40,8 @@ LEASE_RECHECK_S = 0.5
 class Fetching(StoreSync):
     """Upstream calls of one credential; mixed into `AppRefresher`."""
 
+    if not TYPE_CHECKING:  # the state is in `AppRefresher`'s slots (mypy checks those)
+        __slots__ = ()
     _fetcher: Fetcher
     _upstream: UpstreamGate | None
     _budget: RefreshBudget | None

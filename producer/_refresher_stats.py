@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class RefresherStats:
     """What one refresher did; plain counters, read without a lock."""
 

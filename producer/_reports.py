@@ -23,7 +23,7 @@ from consumer_lib.wire.refresh_request import RefreshRequest
 AUDIT_NAMED_REQUESTERS = 3
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
     """Reports drained at once: count per token fingerprint, and some requesters."""
 
@@ -35,29 +35,34 @@ class Batch:
 
 
 class ReportBox:
-    """Thread-safe collection of reports for one credential."""
+    """Thread-safe collection of reports for one credential; holds no batch until a
+    report arrives (a fleet has tens of thousands of boxes, nearly all empty)."""
+
+    __slots__ = ("_batch", "_lock", "received")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._batch = Batch()
+        self._batch: Batch | None = None
         self.received = 0
 
     def add(self, request: RefreshRequest) -> None:
         with self._lock:
-            counts = self._batch.counts
-            counts[request.token_sha256] = counts.get(request.token_sha256, 0) + 1
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = Batch()
+            batch.counts[request.token_sha256] = batch.counts.get(request.token_sha256, 0) + 1
             self.received += 1
-            if len(self._batch.requesters) <= AUDIT_NAMED_REQUESTERS:
-                self._batch.requesters.add(request.requester)
+            if len(batch.requesters) <= AUDIT_NAMED_REQUESTERS:
+                batch.requesters.add(request.requester)
 
     def drain(self) -> Batch:
         with self._lock:
-            batch, self._batch = self._batch, Batch()
-        return batch
+            batch, self._batch = self._batch, None
+        return batch if batch is not None else Batch()
 
     def __bool__(self) -> bool:
         with self._lock:
-            return bool(self._batch)
+            return self._batch is not None and bool(self._batch)
 
 
 def named(requesters: set[str]) -> str:

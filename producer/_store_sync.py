@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.wire.update import TokenKind, TokenUpdate
@@ -29,9 +30,12 @@ log = logging.getLogger(__name__)
 
 
 class StoreSync:
-    """Redis handling of one credential; mixed into `AppRefresher`, which sets the state."""
+    """Redis handling of one credential; mixed into `AppRefresher`, which sets the state
+    (and declares its slots)."""
 
-    kind = TokenKind.ACCESS_TOKEN
+    if not TYPE_CHECKING:  # the state is in `AppRefresher`'s slots (mypy checks those)
+        __slots__ = ()
+    kind: TokenKind
     app: AppConfig
     stats: RefresherStats
     _clock: Callable[[], float]

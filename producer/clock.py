@@ -38,6 +38,8 @@ class JumpProofDeadline:
     forward only brings a refresh earlier, which costs one fetch at most.
     """
 
+    __slots__ = ("_anchor_steady_s", "_anchor_wall_s", "_key", "_steady", "_wall")
+
     def __init__(self, wall: Callable[[], float], steady: Callable[[], float] = boottime) -> None:
         self._wall = wall
         self._steady = steady

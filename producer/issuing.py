@@ -70,6 +70,8 @@ class Issued:
 class Issuer:
     """Allocates versions and issues updates through one store and one audit trail."""
 
+    __slots__ = ("_audit", "_who", "store")
+
     def __init__(self, store: TokenStore, *, audit: AuditLog | None, who: str) -> None:
         self.store = store
         self._audit = audit

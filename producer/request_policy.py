@@ -50,7 +50,7 @@ REPUBLISH_ON_REQUEST_MIN_S = 1.0
 AUDIT_EVERY_S = 60.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """Counts of the batches not yet in the audit trail."""
 
@@ -77,19 +77,34 @@ class _Pending:
 class RequestAudit:
     """Sums up request batches into at most one audit entry per event every `every_s`."""
 
+    __slots__ = (
+        "_clock",
+        "_every_s",
+        "_issuer",
+        "_over_budget_at",
+        "_over_budget_entry",
+        "_pending",
+        "_written_at",
+    )
+
     def __init__(
         self, issuer: Issuer, *, clock: Callable[[], float], every_s: float = AUDIT_EVERY_S
     ) -> None:
         self._issuer = issuer
         self._clock = clock
         self._every_s = every_s
-        self._pending = _Pending()
+        self._pending: _Pending | None = None  # made by the first report (most never get one)
         self._written_at = -math.inf
         self._over_budget_at = -math.inf
         self._over_budget_entry: tuple[TokenUpdate, str] | None = None
 
+    def _counts(self) -> _Pending:
+        if self._pending is None:
+            self._pending = _Pending()
+        return self._pending
+
     def add(self, batch: Batch, about_current: int) -> None:
-        pending = self._pending
+        pending = self._counts()
         pending.about_current += about_current
         pending.about_old += sum(batch.counts.values()) - about_current
         for requester in sorted(batch.requesters):
@@ -98,15 +113,15 @@ class RequestAudit:
             pending.requesters.add(requester)
 
     def refuted(self, count: int) -> None:
-        self._pending.refuted += count
+        self._counts().refuted += count
 
     def refreshed(self) -> None:
-        self._pending.refreshed += 1
+        self._counts().refreshed += 1
 
     def over_budget(self, held: TokenUpdate, count: int, reason: str) -> bool:
         """Count reports the budget turned away; True (and an audit entry) at most once
         every `every_s`, when the caller should log it too."""
-        self._pending.over_budget += count
+        self._counts().over_budget += count
         now_s = self._clock()
         if now_s - self._over_budget_at < self._every_s:
             return False
@@ -128,7 +143,7 @@ class RequestAudit:
             self._over_budget_entry = None
 
     def _write(self, held: TokenUpdate, now_s: float) -> None:
-        pending, self._pending = self._pending, _Pending()
+        pending, self._pending = self._counts(), None
         self._written_at = now_s
         self._issuer.record(AuditEvent.REFRESH_REQUEST, held, pending.summary())
         if pending.refuted:
@@ -144,6 +159,8 @@ class RequestAudit:
 class RequestHandling:
     """Refresh requests of one credential; mixed into `AppRefresher`."""
 
+    if not TYPE_CHECKING:  # the state is in `AppRefresher`'s slots (mypy checks those)
+        __slots__ = ()
     app: AppConfig
     kind: TokenKind
     stats: RefresherStats
@@ -155,7 +172,7 @@ class RequestHandling:
     _last_publish_s: float
     _clock: Callable[[], float]
     #: The fingerprint of the last token an ERROR line said someone else had replaced.
-    _foreign_logged: str | None = None
+    _foreign_logged: str | None
 
     if TYPE_CHECKING:  # in `Fetching` and `AppRefresher`: stubs here would shadow them
 

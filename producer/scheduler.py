@@ -48,7 +48,7 @@ IDLE_WAIT_S = 1.0
 MIN_SLEEP_S = 0.02
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     task: Task
     due_at: float

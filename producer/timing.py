@@ -119,6 +119,8 @@ def republish_phase_s(app_id: str, kind: str, interval_s: float) -> float:
 class Retries:
     """How long one credential waits after an upstream failure, by kind; logs each one."""
 
+    __slots__ = ("_app_id", "_rand", "_timing", "quota", "transient")
+
     def __init__(self, timing: RefreshTiming, *, rand: Callable[[], float], app_id: str) -> None:
         self._timing = timing
         self._rand = rand
