@@ -56,6 +56,11 @@ class Fetching(StoreSync):
     def _refresh_at(self, held: TokenUpdate) -> float:
         raise NotImplementedError
 
+    def _can_fetch(self, now_s: float) -> bool:
+        """Whether a fetch has what it needs (a ticket: a valid token); no side effects."""
+        del now_s
+        return True
+
     def _held_off_until(self, now_s: float) -> float | None:
         """When a call may be made if not now (a ticket's hourly budget); None: now."""
         del now_s

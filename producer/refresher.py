@@ -196,7 +196,9 @@ class AppRefresher(RequestHandling, Fetching):
         # Fed by a follower, a step reads its own snapshot only when what Redis holds now
         # decides something: before an upstream call, before judging reports (an override
         # reported rejected must be known as the current token), to store an unsaved one.
-        about_to_fetch = self._refresh_due(now) and now >= self._retry_at
+        # (A ticket without a valid token is not about to fetch: at start-up, 20,000
+        # tickets would each read Redis once for nothing before their tokens arrive.)
+        about_to_fetch = self._refresh_due(now) and now >= self._retry_at and self._can_fetch(now)
         must_read = about_to_fetch or self._unsaved is not None or bool(self._reports)
         if self._follows_store or (leading and must_read):
             self._sync_with_store(leading=leading)

@@ -75,6 +75,10 @@ class TicketRefresher(AppRefresher):
         if self._source.waiting_for_token:
             self._retry_at = 0.0
 
+    def _can_fetch(self, now_s: float) -> bool:
+        token = self._source.token.held
+        return token is not None and token.is_valid_at(now_s)
+
     def _held_off_until(self, now_s: float) -> float | None:
         token = self._source.token.held
         self._source.waiting_for_token = token is None or not token.is_valid_at(now_s)

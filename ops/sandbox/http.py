@@ -12,9 +12,11 @@ WeChat would); the wait ends, and the connection is dropped unanswered, once the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -71,6 +73,10 @@ _GET_ROUTES: dict[str, tuple[str, Answer]] = {
 }
 
 
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE_IDLE_S = 30.0
+
+
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -78,8 +84,29 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self, config: SandboxConfig, state: SandboxState, stopping: threading.Event
     ) -> None:
         self.state, self.stopping = state, stopping
+        # Keep-alive connections outlive a request: closing the server closes them too.
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__((config.host, config.port), _Handler)
         self.timeout = POLL_S
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._open_lock:
+            still_open = list(self._open)
+        for connection in still_open:
+            with contextlib.suppress(OSError):  # already closed by its client
+                connection.shutdown(socket.SHUT_RDWR)  # its handler reads EOF and ends
 
     def server_bind(self) -> None:  # skip HTTPServer's getfqdn(), which may hit DNS
         TCPServer.server_bind(self)
@@ -100,6 +127,14 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
 class _Handler(BaseHTTPRequestHandler):
     server: SandboxHTTPServer
     server_version = "WeChatSandbox/1.0"
+    # Keep-alive, as WeChat's servers do: HTTP/1.0 closed the connection after each
+    # answer, so every call cost a TCP handshake and a new server thread. Every answer
+    # has a Content-Length (`_send`); an idle connection is closed after `timeout`.
+    protocol_version = "HTTP/1.1"
+    timeout = KEEP_ALIVE_IDLE_S
+    # The headers and the body go out in two writes: with Nagle's algorithm on, the body
+    # waited for the client's delayed ACK (40 ms) on every kept-alive answer.
+    disable_nagle_algorithm = True
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         logger.debug("sandbox %s %s -> %s", self.command, urlsplit(self.path).path, code)
