@@ -30,7 +30,7 @@ from ._forking import renew_in_forked_children
 from ._offset import ClockOffset
 from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
 from ._reporting import REPORT_EVERY_S, InvalidReporter
-from ._stats import ClientCounters, ClientStats
+from ._stats import ClientCounters, ClientStats, StatsView
 from ._subscriber import Subscriber
 from ._transport import AttachableTransport, Transport
 from ._waiting import wait_for_update
@@ -43,7 +43,7 @@ from .wire.update import TokenKind, TokenUpdate
 __all__ = ["OVERDUE_MAX_S", "OVERDUE_SHARE", "REPORT_EVERY_S", "ClientStats", "TokenClient"]
 
 
-class TokenClient:
+class TokenClient(StatsView):
     """Holds the newest token of every app in memory, kept current by a background thread."""
 
     def __init__(
@@ -298,18 +298,3 @@ class TokenClient:
         inline: bool = False,
     ) -> None:
         self._feed.on_body(body, user_id, sent_s, inline=inline)
-
-    # ------------------------------------------------------------ stats
-    def stats_dict(self) -> dict[str, int]:
-        """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
-        producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
-        return self._counters.stats_dict(self._offset)
-
-    @property
-    def clock_offset_s(self) -> float:
-        """The offset applied to producer times (0 within the 1 s dead band)."""
-        return self._offset.offset_s
-
-    def rejections_dict(self) -> dict[str, int]:
-        """A consistent copy of `rejections` (rejected updates by reason)."""
-        return self._counters.rejections_dict()

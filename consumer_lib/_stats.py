@@ -71,3 +71,24 @@ class ClientCounters:
     def rejections_dict(self) -> dict[str, int]:
         with self._lock:
             return dict(self.rejections)
+
+
+class StatsView:
+    """`TokenClient`'s read-outs of its counters and clock offset (mixed in)."""
+
+    _counters: ClientCounters
+    _offset: ClockOffset
+
+    def stats_dict(self) -> dict[str, int]:
+        """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
+        producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
+        return self._counters.stats_dict(self._offset)
+
+    @property
+    def clock_offset_s(self) -> float:
+        """The offset applied to producer times (0 within the 1 s dead band)."""
+        return self._offset.offset_s
+
+    def rejections_dict(self) -> dict[str, int]:
+        """A consistent copy of `rejections` (rejected updates by reason)."""
+        return self._counters.rejections_dict()

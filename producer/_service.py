@@ -52,10 +52,8 @@ from .control import ControlHandler, QuotaClearer, operator_keys
 from .fetching import Upstream
 from .lease import Leadership
 from .politeness import UpstreamGate
-from .ports import TokenProber
 from .publishing import Publisher
 from .refresher import AppRefresher, Fetcher
-from .request_limits import RequesterLimits
 from .request_listener import RequestListener
 from .scheduler import Scheduler, WorkerPool
 from .settings import ProducerSettings
@@ -141,11 +139,7 @@ class ProducerService:
         # A metered fetcher (the metrics port) counts fetches; quota clear goes to its inner.
         inner = self._fetcher.inner if isinstance(self._fetcher, MeteredFetcher) else self._fetcher
         #: Checks a reported token upstream before a request-caused refresh (`token_probe`).
-        self.probe = (
-            TokenProbe(inner, clock=clock, ttl_s=settings.token_check_ttl_s)
-            if isinstance(inner, TokenProber)
-            else None
-        )
+        self.probe = TokenProbe.of(inner, clock=clock, ttl_s=settings.token_check_ttl_s)
         #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
         self.control = ControlHandler(
             client,
@@ -198,19 +192,8 @@ class ProducerService:
             clock=clock,
             stop=self._stop,
         )
-        self.requests = RequestListener(
-            settings.amqp_url,
-            settings.exchange,
-            tls=settings.amqp_tls,
-            on_request=self._on_request,
-            on_control=self.control.handle,
-            limits=RequesterLimits(
-                rate_per_s=settings.request_rate_per_requester_per_s,
-                burst=settings.request_burst_per_requester,
-            ),
-            connection_name=f"wxtoken-producer/{settings.producer_id}/requests",
-            heartbeat_s=settings.heartbeat_s,
-            reconnect_max_s=settings.reconnect_max_s,
+        self.requests = RequestListener.from_settings(
+            settings, on_request=self._on_request, on_control=self.control.handle
         )
 
     @property

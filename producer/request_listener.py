@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from consumer_lib.amqp import Channel, Connection, ConsumerThread, Delivery, connection_parameters
 from consumer_lib.errors import InvalidUpdate
@@ -26,6 +27,9 @@ from consumer_lib.wire.control import CONTROL_MESSAGE_TYPE
 from consumer_lib.wire.refresh_request import RefreshRequest, requests_exchange
 
 from .request_limits import RequesterLimits
+
+if TYPE_CHECKING:
+    from .settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,30 @@ class RequestListenerStats:
 
 class RequestListener(ConsumerThread):
     """Consumes the requests exchange of `exchange` in a daemon thread."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ProducerSettings,
+        *,
+        on_request: Callable[[RefreshRequest], None],
+        on_control: Callable[[Delivery], None] | None,
+    ) -> RequestListener:
+        """The producer's listener: its broker, exchange and per-requester allowance."""
+        return cls(
+            settings.amqp_url,
+            settings.exchange,
+            tls=settings.amqp_tls,
+            on_request=on_request,
+            on_control=on_control,
+            limits=RequesterLimits(
+                rate_per_s=settings.request_rate_per_requester_per_s,
+                burst=settings.request_burst_per_requester,
+            ),
+            connection_name=f"wxtoken-producer/{settings.producer_id}/requests",
+            heartbeat_s=settings.heartbeat_s,
+            reconnect_max_s=settings.reconnect_max_s,
+        )
 
     def __init__(
         self,

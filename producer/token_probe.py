@@ -65,6 +65,13 @@ class TokenProbe:
         #: Upstream calls made (a flood shows here as at most one per token per minute).
         self.probes = 0
 
+    @classmethod
+    def of(cls, fetcher: object, *, clock: Callable[[], float], ttl_s: float) -> TokenProbe | None:
+        """A probe through `fetcher` if it can check tokens (`TokenProber`), else None."""
+        if isinstance(fetcher, TokenProber):
+            return cls(fetcher, clock=clock, ttl_s=ttl_s)
+        return None
+
     def check(self, app: AppConfig, token: str) -> ProbeVerdict:
         """The verdict on `token` of `app`: cached when asked within `ttl_s`."""
         sha = fingerprint(token)
