@@ -7,6 +7,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.client import HTTPConnection
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -583,6 +585,24 @@ def test_http_unknown_path_is_404(
     answer = http.request(method, f"{server.base_url}{path}", timeout=5)
     assert answer.status_code == 404
     assert path in answer.json()["error"]
+
+
+def test_connections_are_kept_alive_as_wechats_are() -> None:
+    """Several calls on one connection, as on WeChat's servers: an HTTP/1.0 answer closed
+    it after each call (a handshake and a server thread per fetch, for 30,000 of them)."""
+    with SandboxServer(SandboxConfig(apps=APPS)) as server:
+        where = urlsplit(server.base_url)
+        connection = HTTPConnection(where.hostname, where.port, timeout=5)
+        try:
+            for _ in range(3):
+                connection.request("GET", "/sandbox/stats")
+                answer = connection.getresponse()
+                assert answer.status == 200
+                assert answer.version == 11
+                json.loads(answer.read())
+                assert not answer.will_close
+        finally:
+            connection.close()
 
 
 def test_stop_is_idempotent_and_closes_the_port(http: requests.Session) -> None:
