@@ -50,6 +50,9 @@ class TokenCache:
         #: dict read and one clock read serve `get_token`), recomputed when the offset moves.
         self.entries: dict[Key, tuple[str, float]] = {}
         self._overdue = OverdueWatch(self._updates)
+        #: The offset moved since the watch was built: rebuilt at the next look, so a
+        #: burst of offset changes costs one rebuild a second, not one per change.
+        self._overdue_stale = False
         self._changed = threading.Condition()
         self._offset.on_change.append(self._reoffset)
 
@@ -106,7 +109,7 @@ class TokenCache:
             for key, update in self._updates.items():
                 if key not in self._deadlines:
                     self.entries[key] = (update.value, self.expires_local(update))
-            self._overdue.rebuild(self._expiries())
+            self._overdue_stale = True
 
     def _expiries(self) -> list[tuple[Key, TokenUpdate, float]]:
         return [(key, u, self._held_expiry(key, u)) for key, u in self._updates.items()]
@@ -150,6 +153,9 @@ class TokenCache:
         successor: a publish went missing (`OverdueWatch`); cheap however much is held."""
         now_s = self._clock()
         with self._changed:
+            if self._overdue_stale:
+                self._overdue.rebuild(self._expiries())
+                self._overdue_stale = False
             return self._overdue.any_overdue(now_s)
 
     def seconds_left(self) -> dict[Key, tuple[TokenUpdate, float]]:

@@ -57,10 +57,14 @@ class OverdueWatch:
 
     def rebuild(self, expiries: Iterable[tuple[Key, TokenUpdate, float]]) -> None:
         """Every held update with its (new) local expiry: after the clock offset moved."""
-        self._due = []
-        self._overdue = {}
+        due = []
         for key, update, expires_local_s in expiries:
-            self.hold(key, update, expires_local_s)
+            from_s, until_s = overdue_window(update, expires_local_s)
+            self._pushed += 1
+            due.append((from_s, self._pushed, key, update, until_s))
+        heapq.heapify(due)
+        self._due = due
+        self._overdue = {}
 
     def any_overdue(self, now_s: float) -> bool:
         """True when a held token is overdue at `now_s` (this host's clock)."""
