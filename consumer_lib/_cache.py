@@ -26,6 +26,9 @@ log = logging.getLogger("consumer_lib._client")
 
 Key = tuple[str, TokenKind]
 
+#: Replaced moments the overdue heap may hold beyond two per held token.
+OVERDUE_SLACK = 1024
+
 
 class Offer(enum.Enum):
     """What became of an update offered to the cache."""
@@ -100,6 +103,11 @@ class TokenCache:
             expires_s = self.expires_local(update, deadline_s)
             self.entries[key] = (update.value, expires_s)
             self._overdue.hold(key, update, expires_s)
+            if self._overdue.entries > 2 * len(self._updates) + OVERDUE_SLACK:
+                # Replaced moments leave the heap when they come due, at the looks; with
+                # no looks (a stub transport), or many updates a lifetime, compact it here.
+                self._overdue_stale = True
+                self._rebuild_overdue()
             self._changed.notify_all()
         return Offer.ACCEPTED
 
@@ -110,6 +118,12 @@ class TokenCache:
                 if key not in self._deadlines:
                     self.entries[key] = (update.value, self.expires_local(update))
             self._overdue_stale = True
+
+    def _rebuild_overdue(self) -> None:
+        """Under the lock: rebuild the overdue watch if the offset moved since."""
+        if self._overdue_stale:
+            self._overdue.rebuild(self._expiries())
+            self._overdue_stale = False
 
     def _expiries(self) -> list[tuple[Key, TokenUpdate, float]]:
         return [(key, u, self._held_expiry(key, u)) for key, u in self._updates.items()]
@@ -153,9 +167,7 @@ class TokenCache:
         successor: a publish went missing (`OverdueWatch`); cheap however much is held."""
         now_s = self._clock()
         with self._changed:
-            if self._overdue_stale:
-                self._overdue.rebuild(self._expiries())
-                self._overdue_stale = False
+            self._rebuild_overdue()
             return self._overdue.any_overdue(now_s)
 
     def seconds_left(self) -> dict[Key, tuple[TokenUpdate, float]]:

@@ -55,6 +55,11 @@ class OverdueWatch:
         self._pushed += 1
         heapq.heappush(self._due, (from_s, self._pushed, key, update, until_s))
 
+    @property
+    def entries(self) -> int:
+        """Moments in the heap, replaced ones included (they leave when they come due)."""
+        return len(self._due)
+
     def rebuild(self, expiries: Iterable[tuple[Key, TokenUpdate, float]]) -> None:
         """Every held update with its (new) local expiry: after the clock offset moved."""
         due = []

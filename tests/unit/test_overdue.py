@@ -92,3 +92,14 @@ def test_a_forked_childs_cache_watches_what_it_inherited(clock: FakeClock) -> No
     child = cache.renewed()
     clock.now_s = T0 + 7200 - 149
     assert child.any_overdue()
+
+
+def test_the_watch_stays_small_without_looks(clock: FakeClock) -> None:
+    """A client whose transport never asks (a stub), taking update after update of one
+    app: replaced moments are compacted away, and the answer stays right."""
+    cache = cache_at(clock)
+    for version in range(1, 5001):
+        cache.offer(make_update(version=version, lifetime_s=7200))
+    assert cache._overdue.entries <= 2 + 1024
+    clock.now_s = T0 + 7200 - 149
+    assert cache.any_overdue()
