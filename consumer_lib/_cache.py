@@ -120,7 +120,8 @@ class TokenCache:
             self._overdue_stale = True
 
     def _rebuild_overdue(self) -> None:
-        """Under the lock: rebuild the overdue watch if the offset moved since."""
+        """Under the lock: rebuild the overdue watch if marked stale (the offset moved, or
+        replaced moments piled up)."""
         if self._overdue_stale:
             self._overdue.rebuild(self._expiries())
             self._overdue_stale = False
