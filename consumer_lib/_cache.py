@@ -103,7 +103,7 @@ class TokenCache:
             expires_s = self.expires_local(update, deadline_s)
             self.entries[key] = (update.value, expires_s)
             self._overdue.hold(key, update, expires_s)
-            if self._overdue.entries > 2 * len(self._updates) + OVERDUE_SLACK:
+            if self._overdue.moments > 2 * len(self._updates) + OVERDUE_SLACK:
                 # Replaced moments leave the heap when they come due, at the looks; with
                 # no looks (a stub transport), or many updates a lifetime, compact it here.
                 self._overdue_stale = True

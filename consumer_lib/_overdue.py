@@ -56,7 +56,7 @@ class OverdueWatch:
         heapq.heappush(self._due, (from_s, self._pushed, key, update, until_s))
 
     @property
-    def entries(self) -> int:
+    def moments(self) -> int:
         """Moments in the heap, replaced ones included (they leave when they come due)."""
         return len(self._due)
 

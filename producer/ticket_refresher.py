@@ -80,8 +80,7 @@ class TicketRefresher(AppRefresher):
         return token is not None and token.is_valid_at(now_s)
 
     def _held_off_until(self, now_s: float) -> float | None:
-        token = self._source.token.held
-        self._source.waiting_for_token = token is None or not token.is_valid_at(now_s)
+        self._source.waiting_for_token = not self._can_fetch(now_s)
         if self._source.waiting_for_token:
             return now_s + NO_TOKEN_RETRY_S  # nothing to fetch with yet: spend nothing
         if self._source.budget is None or self.app.platform is not Platform.WECOM:

@@ -49,7 +49,7 @@ def test_a_successor_pushed_in_time_is_never_overdue(clock: FakeClock) -> None:
         )
     clock.now_s = T0 + 7150
     assert not cache.any_overdue()
-    assert len(cache._overdue._due) == 1000  # the replaced ones left when they came due
+    assert cache._overdue.moments == 1000  # the replaced ones left when they came due
     clock.now_s = T0 + 6000 + 7200 - 100
     assert cache.any_overdue()
 
@@ -100,6 +100,6 @@ def test_the_watch_stays_small_without_looks(clock: FakeClock) -> None:
     cache = cache_at(clock)
     for version in range(1, 5001):
         cache.offer(make_update(version=version, lifetime_s=7200))
-    assert cache._overdue.entries <= 2 + 1024
+    assert cache._overdue.moments <= 2 + 1024
     clock.now_s = T0 + 7200 - 149
     assert cache.any_overdue()
