@@ -150,9 +150,10 @@ def test_consumer_lib_source_imports_nothing_from_producer_or_ops() -> None:
 
 
 def test_base_dependencies_are_what_consumer_lib_needs() -> None:
-    """The base install is pika, redis, pydantic, pydantic-settings and cryptography."""
+    """The base install is pika, redis, pydantic, pydantic-settings, cryptography (keys)
+    and PyNaCl (signature checks)."""
     base = _names(_project()["dependencies"])  # type: ignore[arg-type]
-    assert base == {"pika", "redis", "pydantic", "pydantic-settings", "cryptography"}
+    assert base == {"pika", "redis", "pydantic", "pydantic-settings", "cryptography", "pynacl"}
     extras = _project()["optional-dependencies"]
     assert isinstance(extras, dict)
     assert "requests" in _names(extras["producer"])
