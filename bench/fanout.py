@@ -13,7 +13,10 @@ One run, one machine, both sides at once:
              publisher started publishing.
 
 Prints p50/p99 of both and the ratio (goal: wxtoken p99 <= 1.2x raw p99), with the core
-count. Needs the local Redis and RabbitMQ.
+count, and where the time goes: one more raw consumer on each exchange (an observer) dates
+the broker's first delivery, the producer's send-time header dates its publish, each
+subscriber process's CPU is read from /proc, and one signature check is timed in-process.
+Needs the local Redis and RabbitMQ.
 
     .venv/bin/python bench/fanout.py [--subscribers 50] [--apps 10] [--seconds 60]
 """
@@ -21,6 +24,8 @@ count. Needs the local Redis and RabbitMQ.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -41,11 +46,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pika
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange
+from consumer_lib.amqp.messages import sent_s
 from consumer_lib.wire.keys import KeyLayout
-from consumer_lib.wire.signing import UpdateCodec, generate_keypair, load_private_key
+from consumer_lib.wire.signing import (
+    UpdateCodec,
+    generate_keypair,
+    load_private_key,
+    signature_ok,
+    verifier,
+)
 from ops.sandbox import SandboxConfig, SandboxServer
 from producer.store import TokenStore
 
@@ -81,6 +94,56 @@ def raw_subscriber(number: int, exchange: str, out: Any, stop: Event) -> None:
     while not stop.is_set():
         connection.process_data_events(time_limit=0.5)
     connection.close()
+
+
+def observer(side: str, exchange: str, out: Any, stop: Event) -> None:
+    """One more raw consumer on each side (so both fan out to as many queues): on wxtoken's,
+    it reads the producer's send time from each message's header."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    name = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+    channel.queue_bind(queue=name, exchange=exchange)
+
+    def received(_channel: Any, _method: Any, properties: Any, body: bytes) -> None:
+        if side == "wx":
+            data = json.loads(body)
+            payload = json.loads(data["payload"]) if "payload" in data else data
+            out.put(("sent-wx", 0, payload["value"], sent_s(properties.headers) or 0.0))
+
+    channel.basic_consume(queue=name, on_message_callback=received, auto_ack=True)
+    out.put(("ready", 0, "observer", 0.0))
+    while not stop.is_set():
+        connection.process_data_events(time_limit=0.5)
+    connection.close()
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes `pids` have used so far."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def signature_check_us() -> tuple[float, float]:
+    """One Ed25519 check of an update-sized payload, in µs: libsodium (what consumer_lib
+    uses) and OpenSSL (through cryptography), in this process."""
+    key = Ed25519PrivateKey.generate()
+    payload = b"x" * 350
+    signature = key.sign(payload)
+    checker = verifier(key.public_key())
+    rounds = 2000
+    started = time.perf_counter()
+    for _ in range(rounds):
+        signature_ok(checker, signature, payload)
+    sodium_us = (time.perf_counter() - started) / rounds * 1e6
+    public_key = key.public_key()
+    started = time.perf_counter()
+    for _ in range(rounds):
+        public_key.verify(signature, payload)
+    return sodium_us, (time.perf_counter() - started) / rounds * 1e6
 
 
 def sandbox_process(apps: dict[str, str], out: Any, stop: Event) -> None:
@@ -188,11 +251,20 @@ def main() -> int:
             ctx.Process(target=raw_subscriber, args=(n, raw_exchange, out, stop), daemon=True)
             for n in range(args.subscribers)
         ]
+        + [
+            ctx.Process(target=observer, args=("wx", exchange, out, stop), daemon=True),
+            ctx.Process(target=observer, args=("raw", raw_exchange, out, stop), daemon=True),
+        ]
     )
+
     for child in children:
         child.start()
+    wx_pids = [child.pid or 0 for child in children[1 : 1 + args.subscribers]]
+    raw_pids = [
+        child.pid or 0 for child in children[1 + args.subscribers : 1 + 2 * args.subscribers]
+    ]
     ready, base_url = 0, ""
-    while ready < 2 * args.subscribers or not base_url:
+    while ready < 2 * args.subscribers + 2 or not base_url:
         kind, _, what, _ = out.get(timeout=120)
         ready += kind == "ready"
         base_url = what if kind == "sandbox" else base_url
@@ -238,6 +310,7 @@ def main() -> int:
     received: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     raw_started: dict[str, float] = {}
     answered: dict[str, float] = {}
+    published: dict[str, float] = {}  # wxtoken's tokens: the producer's send-time header
 
     def collect() -> None:
         while True:
@@ -253,13 +326,21 @@ def main() -> int:
                 answered[key] = at
             elif kind in ("wx", "raw"):
                 received[(kind, key)].setdefault(number, at)
+            elif kind == "sent-wx":
+                published[key] = at
 
     collector = threading.Thread(target=collect, daemon=True)
     collector.start()
     warm_up_s = EXPIRES_IN_S + 2.0  # past the first fetches, which subscribers may read
     measure_from = time.time() + warm_up_s
+    cpu_before: dict[str, float] = {}
+    cpu_used: dict[str, float] = {}
     try:
-        time.sleep(warm_up_s + args.seconds)
+        time.sleep(warm_up_s)
+        cpu_pids = {"wx": wx_pids, "raw": raw_pids}
+        cpu_before = {side: cpu_s(pids) for side, pids in cpu_pids.items()}
+        time.sleep(args.seconds)
+        cpu_used = {side: cpu_s(pids) - cpu_before[side] for side, pids in cpu_pids.items()}
     finally:
         measure_to = time.time() - 1.0  # leave the last second time to arrive
         producer.terminate()
@@ -314,7 +395,51 @@ def main() -> int:
     p50_ratio = percentile(wx_ms, 0.5) / percentile(raw_ms, 0.5)
     p99_ratio = percentile(wx_ms, 0.99) / percentile(raw_ms, 0.99)
     print(f"ratio wxtoken/raw: p50 {p50_ratio:.2f}  p99 {p99_ratio:.2f} (goal: p99 <= 1.2)")
+    window = (measure_from, measure_from + args.seconds)
+    print_where_the_time_goes(
+        answered, raw_started, published, received, cpu_used, window, args.subscribers
+    )
     return 0
+
+
+def print_where_the_time_goes(
+    answered: dict[str, float],
+    raw_started: dict[str, float],
+    published: dict[str, float],
+    received: dict[tuple[str, str], dict[int, float]],
+    cpu_used: dict[str, float],
+    window: tuple[float, float],
+    subscribers: int,
+) -> None:
+    """Medians of each leg, the subscribers' CPU a message, and one signature check."""
+    print("where the time goes (p50, ms after the upstream answer / the raw publish):")
+    sides = (("wxtoken", "wx", answered), ("raw pika", "raw", raw_started))
+    for name, side, started in sides:
+        legs: dict[str, list[float]] = defaultdict(list)
+        for key, at in started.items():
+            got = received.get((side, key), {})
+            if not window[0] <= at <= window[1] or len(got) < subscribers:
+                continue
+            if side == "wx" and key in published:  # the header has ms resolution
+                legs["published"].append((published[key] - at) * 1000)
+            legs["first holder"].append((min(got.values()) - at) * 1000)
+            legs["last holder"].append((max(got.values()) - at) * 1000)
+        print(
+            f"  {name:9s}"
+            + "".join(f"  {leg} {statistics.median(v):5.1f}" for leg, v in legs.items() if v)
+        )
+    for name, side, started in sides:
+        messages = subscribers * sum(1 for at in started.values() if window[0] <= at <= window[1])
+        if messages and side in cpu_used:
+            print(
+                f"  {name:9s} subscriber CPU a message: {cpu_used[side] / messages * 1e6:4.0f} µs "
+                "(each process's /proc over the window, idle rounds included)"
+            )
+    sodium_us, openssl_us = signature_check_us()
+    print(
+        f"  one Ed25519 check in this process: libsodium {sodium_us:.0f} µs (consumer_lib's), "
+        f"OpenSSL {openssl_us:.0f} µs"
+    )
 
 
 if __name__ == "__main__":
