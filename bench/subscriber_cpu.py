@@ -4,7 +4,10 @@ The fan-out's latency on a small machine is the subscribers' CPU queued on its c
 this measures what one process spends per message: the same signed bodies, published one
 at a time, first to a `TokenClient` (verifying, with an `on_update` callback), then to a raw
 pika consumer, each in a process of its own; CPU is the process's user + system time over
-the messages. Prints both, their ratio and the core count. Needs the local RabbitMQ.
+the messages. Signed, a third process is the floor for any subscriber that checks
+signatures: a raw pika consumer that checks each envelope's signature (libsodium, as
+consumer_lib does) and does nothing else. Prints all, the ratios and the core count. Needs
+the local RabbitMQ.
 
     .venv/bin/python bench/subscriber_cpu.py [--messages 3000] [--unsigned]
 """
@@ -12,6 +15,8 @@ the messages. Prints both, their ratio and the core count. Needs the local Rabbi
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -29,7 +34,14 @@ import pika
 
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange
-from consumer_lib.wire.signing import UpdateCodec, generate_keypair, load_private_key
+from consumer_lib.wire.signing import (
+    UpdateCodec,
+    generate_keypair,
+    load_private_key,
+    load_public_keys,
+    signature_ok,
+    verifier,
+)
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 GAP_S = 0.0005  # between two publishes: one message at a time, as in the fan-out
@@ -58,14 +70,21 @@ def wx_side(settings: dict[str, Any], out: Any, messages: int) -> None:
         out.put(cpu_s())
 
 
-def raw_side(exchange: str, out: Any, messages: int) -> None:
+def raw_side(exchange: str, out: Any, messages: int, public_key: Path | None = None) -> None:
+    """A raw pika consumer; with `public_key`, it checks each envelope's signature too."""
+    checker = verifier(load_public_keys([public_key])[0]) if public_key else None
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
     name = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
     channel.queue_bind(queue=name, exchange=exchange)
     seen = [0]
 
-    def received(_channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+    def received(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        if checker is not None:
+            envelope = json.loads(body)
+            signature = base64.b64decode(envelope["sig"])
+            if not signature_ok(checker, signature, envelope["payload"].encode()):
+                raise SystemExit("bad signature")
         seen[0] += 1
         if seen[0] == messages:
             out.put(cpu_s())
@@ -117,13 +136,14 @@ def main() -> int:
         for n in range(args.messages)
     ]
     per_message_us: dict[str, float] = {}
-    for side in ("wxtoken", "raw pika"):
+    sides = ("wxtoken", "raw pika") if args.unsigned else ("wxtoken", "raw pika", "check only")
+    for side in sides:
         out: Any = ctx.Queue()
-        target, target_args = (
-            (wx_side, (settings, out, args.messages))
-            if side == "wxtoken"
-            else (raw_side, (exchange, out, args.messages))
-        )
+        target, target_args = {
+            "wxtoken": (wx_side, (settings, out, args.messages)),
+            "raw pika": (raw_side, (exchange, out, args.messages)),
+            "check only": (raw_side, (exchange, out, args.messages, public)),
+        }[side]
         child = ctx.Process(target=target, args=target_args, daemon=True)
         child.start()
         before_s = out.get(timeout=60)
@@ -140,6 +160,12 @@ def main() -> int:
     print(f"wxtoken   {wx_us:7.1f} us CPU per message")
     print(f"raw pika  {raw_us:7.1f} us CPU per message")
     print(f"ratio wxtoken/raw: {wx_us / raw_us:.2f} (extra {wx_us - raw_us:.1f} us)")
+    if "check only" in per_message_us:
+        check_us = per_message_us["check only"]
+        print(
+            f"floor, raw pika + signature check only: {check_us:7.1f} us CPU per message, "
+            f"{check_us / raw_us:.2f}x raw"
+        )
     return 0
 
 
