@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +140,12 @@ def main() -> int:
     sides = ("wxtoken", "raw pika") if args.unsigned else ("wxtoken", "raw pika", "check only")
     for side in sides:
         out: Any = ctx.Queue()
-        target, target_args = {
+        runs: dict[str, tuple[Callable[..., None], tuple[Any, ...]]] = {
             "wxtoken": (wx_side, (settings, out, args.messages)),
             "raw pika": (raw_side, (exchange, out, args.messages)),
             "check only": (raw_side, (exchange, out, args.messages, public)),
-        }[side]
+        }
+        target, target_args = runs[side]
         child = ctx.Process(target=target, args=target_args, daemon=True)
         child.start()
         before_s = out.get(timeout=60)
