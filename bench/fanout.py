@@ -24,12 +24,9 @@ Needs the local Redis and RabbitMQ.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import multiprocessing as mp
 import os
 import queue
-import random
 import statistics
 import subprocess
 import sys
@@ -38,178 +35,36 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pika
 import redis
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
-from consumer_lib.amqp import declare_exchange
-from consumer_lib.amqp.messages import sent_s
-from consumer_lib.wire.keys import KeyLayout
-from consumer_lib.wire.signing import (
-    UpdateCodec,
-    generate_keypair,
-    load_private_key,
-    signature_ok,
-    verifier,
+from _fanout_report import (
+    cpu_s,
+    percentile,
+    print_where_the_time_goes,
 )
-from ops.sandbox import SandboxConfig, SandboxServer
-from producer.store import TokenStore
+from _fanout_sides import (
+    AMQP_URL,
+    EXPIRES_IN_S,
+    REDIS_URL,
+    observer,
+    raw_publisher,
+    raw_subscriber,
+    sandbox_process,
+    seed_staggered,
+    wx_subscriber,
+)
+
+from consumer_lib.amqp import declare_exchange
+from consumer_lib.wire.signing import generate_keypair
 
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_URL = "redis://127.0.0.1:6379/0"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-EXPIRES_IN_S = 8  # the producer refreshes each token 20 % (1.6 s) before its end
-BODY_BYTES = 600  # about a signed update's size
 IDLE_WINDOW_S = 5.0
-
-
-def wx_subscriber(number: int, settings: dict[str, Any], out: Any, stop: Event) -> None:
-    """A service process: a TokenClient, and a callback reporting each new token."""
-    client = TokenClient(ClientSettings(**settings), name=f"wxbench-sub-{number}")
-    client.on_update(lambda update: out.put(("wx", number, update.value, time.time())))
-    with client:
-        if client.wait_connected(30):
-            out.put(("ready", number, "wx", 0.0))
-        stop.wait()
-
-
-def raw_subscriber(number: int, exchange: str, out: Any, stop: Event) -> None:
-    """A raw pika consumer of the raw fanout exchange."""
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    name = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
-    channel.queue_bind(queue=name, exchange=exchange)
-
-    def received(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        out.put(("raw", number, body[:32].decode(), time.time()))
-
-    channel.basic_consume(queue=name, on_message_callback=received, auto_ack=True)
-    out.put(("ready", number, "raw", 0.0))
-    while not stop.is_set():
-        connection.process_data_events(time_limit=0.5)
-    connection.close()
-
-
-def observer(side: str, exchange: str, out: Any, stop: Event) -> None:
-    """One more raw consumer on each side (so both fan out to as many queues): on wxtoken's,
-    it reads the producer's send time from each message's header."""
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    name = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
-    channel.queue_bind(queue=name, exchange=exchange)
-
-    def received(_channel: Any, _method: Any, properties: Any, body: bytes) -> None:
-        if side == "wx":
-            data = json.loads(body)
-            payload = json.loads(data["payload"]) if "payload" in data else data
-            out.put(("sent-wx", 0, payload["value"], sent_s(properties.headers) or 0.0))
-
-    channel.basic_consume(queue=name, on_message_callback=received, auto_ack=True)
-    out.put(("ready", 0, "observer", 0.0))
-    while not stop.is_set():
-        connection.process_data_events(time_limit=0.5)
-    connection.close()
-
-
-def cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds the processes `pids` have used so far."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def signature_check_us() -> tuple[float, float]:
-    """One Ed25519 check of an update-sized payload, in µs: libsodium (what consumer_lib
-    uses) and OpenSSL (through cryptography), in this process."""
-    key = Ed25519PrivateKey.generate()
-    payload = b"x" * 350
-    signature = key.sign(payload)
-    checker = verifier(key.public_key())
-    rounds = 2000
-    started = time.perf_counter()
-    for _ in range(rounds):
-        signature_ok(checker, signature, payload)
-    sodium_us = (time.perf_counter() - started) / rounds * 1e6
-    public_key = key.public_key()
-    started = time.perf_counter()
-    for _ in range(rounds):
-        public_key.verify(signature, payload)
-    return sodium_us, (time.perf_counter() - started) / rounds * 1e6
-
-
-def sandbox_process(apps: dict[str, str], out: Any, stop: Event) -> None:
-    """The sandbox WeChat, reporting the moment it answers each token request."""
-    sandbox = SandboxServer(SandboxConfig(apps=apps, expires_in_s=EXPIRES_IN_S, overlap_s=2))
-    issue = sandbox.state.classic_token
-
-    def recording(*args: Any, **kwargs: Any) -> dict[str, object]:
-        reply = issue(*args, **kwargs)
-        if "access_token" in reply:
-            out.put(("answered", 0, str(reply["access_token"]), time.time()))
-        return reply
-
-    sandbox.state.classic_token = recording  # type: ignore[method-assign]
-    sandbox.start()
-    try:
-        out.put(("sandbox", 0, sandbox.base_url, 0.0))
-        stop.wait()
-    finally:
-        sandbox.stop()
-
-
-def raw_publisher(exchange: str, interval_s: float, out: Any, stop: Event) -> None:
-    """Publishes with confirms at about the rate wxtoken refreshes tokens."""
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    channel = connection.channel()
-    channel.confirm_delivery()
-    jitter = random.Random()
-    while not stop.is_set():
-        message_id = uuid.uuid4().hex
-        body = (message_id + "x" * BODY_BYTES).encode()
-        started = time.time()
-        channel.basic_publish(exchange=exchange, routing_key="", body=body)
-        out.put(("rawpub", 0, message_id, started))
-        connection.process_data_events(time_limit=interval_s * (0.5 + jitter.random()))
-    connection.close()
-
-
-def seed_staggered(apps: dict[str, str], prefix: str, key_file: Path, interval_s: float) -> None:
-    """Tokens in Redis whose refresh points are `interval_s` apart: the producer adopts
-    them, so its refreshes come evenly spread (as in a real fleet), not ten at once."""
-    store = TokenStore(
-        redis.Redis.from_url(REDIS_URL),
-        KeyLayout(prefix),
-        UpdateCodec(signer=load_private_key(key_file)),
-    )
-    now = time.time()
-    for n, app_id in enumerate(apps):
-        expires_at = now + 2 * EXPIRES_IN_S * 0.2 + n * interval_s
-        store.write(
-            TokenUpdate(
-                app_id=app_id,
-                value=f"TOKEN-seed-{n:04d}-" + "x" * 120,
-                issued_at=expires_at - EXPIRES_IN_S,
-                expires_at=expires_at,
-                version=n + 1,
-                source=TokenSource.REFRESH,
-                producer_id="bench-seed",
-            )
-        )
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -410,46 +265,6 @@ def main() -> int:
         answered, raw_started, published, received, cpu_used, window, args.subscribers
     )
     return 0
-
-
-def print_where_the_time_goes(
-    answered: dict[str, float],
-    raw_started: dict[str, float],
-    published: dict[str, float],
-    received: dict[tuple[str, str], dict[int, float]],
-    cpu_used: dict[str, float],
-    window: tuple[float, float],
-    subscribers: int,
-) -> None:
-    """Medians of each leg, the subscribers' CPU a message, and one signature check."""
-    print("where the time goes (p50, ms after the upstream answer / the raw publish):")
-    sides = (("wxtoken", "wx", answered), ("raw pika", "raw", raw_started))
-    for name, side, started in sides:
-        legs: dict[str, list[float]] = defaultdict(list)
-        for key, at in started.items():
-            got = received.get((side, key), {})
-            if not window[0] <= at <= window[1] or len(got) < subscribers:
-                continue
-            if side == "wx" and key in published:  # the header has ms resolution
-                legs["published"].append((published[key] - at) * 1000)
-            legs["first holder"].append((min(got.values()) - at) * 1000)
-            legs["last holder"].append((max(got.values()) - at) * 1000)
-        print(
-            f"  {name:9s}"
-            + "".join(f"  {leg} {statistics.median(v):5.1f}" for leg, v in legs.items() if v)
-        )
-    for name, side, started in sides:
-        messages = subscribers * sum(1 for at in started.values() if window[0] <= at <= window[1])
-        if messages and side in cpu_used:
-            print(
-                f"  {name:9s} subscriber CPU a message: {cpu_used[side] / messages * 1e6:4.0f} µs "
-                "(from /proc, less what they spend idle)"
-            )
-    sodium_us, openssl_us = signature_check_us()
-    print(
-        f"  one Ed25519 check in this process: libsodium {sodium_us:.0f} µs (consumer_lib's), "
-        f"OpenSSL {openssl_us:.0f} µs"
-    )
 
 
 if __name__ == "__main__":
