@@ -5,9 +5,9 @@ this measures what one process spends per message: the same signed bodies, publi
 at a time, first to a `TokenClient` (verifying, with an `on_update` callback), then to a raw
 pika consumer, each in a process of its own; CPU is the process's user + system time over
 the messages. Signed, a third process is the floor for any subscriber that checks
-signatures: a raw pika consumer that checks each envelope's signature (libsodium, as
-consumer_lib does) and does nothing else. Prints all, the ratios and the core count. Needs
-the local RabbitMQ.
+signatures: a raw pika consumer that checks each envelope's signature (`unseal`, on
+libsodium as consumer_lib does) and does nothing else. Prints all, the ratios and the core
+count. Needs the local RabbitMQ.
 
     .venv/bin/python bench/subscriber_cpu.py [--messages 3000] [--unsigned]
 """
@@ -15,8 +15,6 @@ the local RabbitMQ.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -38,10 +36,10 @@ from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.signing import (
     UpdateCodec,
     generate_keypair,
+    key_id,
     load_private_key,
     load_public_keys,
-    signature_ok,
-    verifier,
+    unseal,
 )
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -72,8 +70,9 @@ def wx_side(settings: dict[str, Any], out: Any, messages: int) -> None:
 
 
 def raw_side(exchange: str, out: Any, messages: int, public_key: Path | None = None) -> None:
-    """A raw pika consumer; with `public_key`, it checks each envelope's signature too."""
-    checker = verifier(load_public_keys([public_key])[0]) if public_key else None
+    """A raw pika consumer; with `public_key`, it checks each envelope's signature too
+    (`unseal`: the envelope and its signature, not the update inside)."""
+    keys = {key_id(key): key for key in load_public_keys([public_key])} if public_key else None
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
     name = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
@@ -81,11 +80,8 @@ def raw_side(exchange: str, out: Any, messages: int, public_key: Path | None = N
     seen = [0]
 
     def received(_channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        if checker is not None:
-            envelope = json.loads(body)
-            signature = base64.b64decode(envelope["sig"])
-            if not signature_ok(checker, signature, envelope["payload"].encode()):
-                raise SystemExit("bad signature")
+        if keys is not None:
+            unseal(body, keys, what="update")  # raises InvalidUpdate on a bad signature
         seen[0] += 1
         if seen[0] == messages:
             out.put(cpu_s())
