@@ -1,25 +1,46 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
-# Both create .venv and install the project with its development tools first.
+# Both create .venv with exactly the versions in uv.lock (hashes checked by uv) first.
+# Only `make lock` changes uv.lock.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv itself, pinned, in a venv of its own (.tools), so `uv sync` never removes it from .venv.
+UV_VERSION := 0.13.10
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# Never let uv download a Python of its own: the machine's $(PYTHON) is the one we test.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-unit test-integration lint typecheck bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood tools pin-images clean
+.PHONY: demo test test-unit test-integration test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood tools pin-images clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# --locked: the lock must match pyproject.toml (else: `make lock`); --exact removes anything
+# installed by hand, so every machine runs what CI ran.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --exact --all-extras
 	touch $(STAMP)
+
+## Re-resolve every dependency (extras and dev tools included) into uv.lock.
+lock: $(UV)
+	$(UV) lock --upgrade
+
+## The sdist and the wheel, in dist/ (what the Dockerfile installs).
+dist: $(UV)
+	rm -rf dist
+	$(UV) build --sdist --wheel --out-dir dist
 
 ## Run the sandbox WeChat, the producer and a subscriber that prints each token it gets.
 demo: $(STAMP)
 	$(BIN)/python -m ops.demo
 
 ## Lint, type-check, then every test (unit and integration, slow ones included).
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -63,13 +84,25 @@ bench-scale: $(STAMP)
 bench-request-flood: $(STAMP)
 	$(BIN)/python bench/request_flood.py
 
+## The unit tests and the type check with the lowest versions pyproject.toml admits, and
+## with the newest ones: the ranges users get are proven at both ends (not in .ci/run).
+test-lowest: $(UV)
+	bash deploy/test_resolution.sh lowest-direct .venv-lowest
+test-latest: $(UV)
+	bash deploy/test_resolution.sh highest .venv-latest
+
 ## Debian tools the tests and benches call: promtool (package prometheus) and wrk.
-## Installed with apt-get when missing (needs root, as on CI; .ci/run calls it).
+## Installed with apt-get when missing and we are root (as on CI and these machines);
+## otherwise say what the tests will skip and how to install it.
 tools:
-	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null; then \
+	@if command -v promtool >/dev/null && command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing promtool (prometheus) and wrk with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends prometheus wrk >/dev/null; \
+	else \
+	  echo "NOTE: promtool or wrk is missing and this is not root: the alert-rule tests and" \
+	       "the gateway bench's test will be SKIPPED. Install them: sudo apt-get install prometheus wrk"; \
 	fi
 
 ## Pin compose's and the Dockerfile's images by digest (needs docker buildx and the registry).
@@ -77,4 +110,4 @@ pin-images:
 	$(PYTHON) deploy/pin_images.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) .venv-lowest .venv-latest dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -120,7 +120,7 @@ def _connect_sentinel(
     The sentinels are asked with the same timeouts but no retry of their own: the next
     sentinel in the list is the retry, and the master connection's retries cover the rest.
     """
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8 on
         list(parsed.sentinels),
         sentinel_kwargs={
             "socket_timeout": timeout_s,
@@ -129,7 +129,7 @@ def _connect_sentinel(
             "client_name": "wxtoken",
         },
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8 on
         parsed.service,
         redis_class=_SentinelMasterRedis,
         db=parsed.db,
