@@ -15,21 +15,32 @@
 # (deploy/pin_images.py) resolves the tag again.
 ARG PYTHON_IMAGE=python:3.11.17-slim-bookworm@sha256:2333bd330d12de02514770b3585cad313644316047cdee24a7acfdece6de6efb
 
-# ---- build: the project's wheel plus wheels of all its dependencies -------------------------
+# ---- build: the project's wheel plus wheels of exactly the locked dependencies ----------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_ROOT_USER_ACTION=ignore
+    PIP_ROOT_USER_ACTION=ignore \
+    UV_PYTHON_DOWNLOADS=never
 WORKDIR /src
-# Only what the wheel is built from: the metadata, the readme it declares, the three packages.
-COPY pyproject.toml README.md ./
+# uv reads the lock; the same version as the Makefile's UV_VERSION.
+ARG UV_VERSION=0.13.10
+RUN python -m pip install "uv==${UV_VERSION}"
+# Only what the wheel is built from: the metadata, the lock, the readme and license it
+# declares, the three packages.
+COPY pyproject.toml uv.lock README.md LICENSE ./
 COPY consumer_lib/ consumer_lib/
 COPY producer/ producer/
 COPY ops/ ops/
 # The image runs the producer, the ops CLI and the gateway, so it carries their three extras
 # (the gateway's brings Starlette, uvicorn and prometheus-client, which the producer's metrics
-# port uses too).
-RUN python -m pip wheel --wheel-dir /wheels '.[producer,ops,gateway]'
+# port uses too): exactly the locked versions, each wheel checked against the lock's hash.
+# tests/integration/test_packaging.py installs the same export and runs compose's commands.
+RUN mkdir -p /wheels \
+ && uv export --frozen --no-dev --no-emit-project \
+        --extra producer --extra ops --extra gateway -o /wheels/requirements.txt \
+ && python -m pip download --require-hashes --only-binary=:all: --no-deps \
+        --dest /wheels -r /wheels/requirements.txt \
+ && uv build --wheel --out-dir /wheels/project
 
 # ---- runtime: a venv with the wheels installed offline, run as an unprivileged user ---------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -49,7 +60,9 @@ RUN groupadd --system --gid 10001 wxtoken \
 # The wheels are bind-mounted from the build stage, so they never land in a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-index --find-links /wheels 'wxtoken[producer,ops,gateway]' \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --require-hashes \
+        -r /wheels/requirements.txt \
+ && /opt/venv/bin/pip install --no-index --no-deps /wheels/project/wxtoken-*.whl \
  && mkdir -p /srv/wxtoken
 # An empty working directory: the settings also read `.env` from the working directory, and
 # in a container the environment alone must decide.

@@ -87,9 +87,9 @@ bench-request-flood: $(STAMP)
 ## The unit tests and the type check with the lowest versions pyproject.toml admits, and
 ## with the newest ones: the ranges users get are proven at both ends (not in .ci/run).
 test-lowest: $(UV)
-	bash deploy/test_resolution.sh lowest-direct .venv-lowest
+	.ci/test-resolution lowest-direct .venv-lowest
 test-latest: $(UV)
-	bash deploy/test_resolution.sh highest .venv-latest
+	.ci/test-resolution highest .venv-latest
 
 ## Debian tools the tests and benches call: promtool (package prometheus) and wrk.
 ## Installed with apt-get when missing and we are root (as on CI and these machines);

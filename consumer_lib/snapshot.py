@@ -109,7 +109,9 @@ class _SentinelMasterRedis(redis.Redis):
         super().close()
         pool = self.connection_pool
         if isinstance(pool, SentinelConnectionPool):
-            pool.sentinel_manager.close()
+            # What Sentinel.close() does from redis 8.2 on; older versions have no close().
+            for sentinel in pool.sentinel_manager.sentinels:
+                sentinel.close()
 
 
 def _connect_sentinel(

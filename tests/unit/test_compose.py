@@ -797,9 +797,10 @@ def test_dockerfile_copies_code_but_no_configuration_or_secrets() -> None:
         assert source not in (".", "./", "*"), "copy named paths, not the whole context"
         assert not re.search(r"deploy|secret|\.env|apps.*\.toml", source), source
     copied = {s.rstrip("/") for s in sources}
-    packages = {name.split(".")[0] for name in _pyproject()["tool"]["setuptools"]["packages"]}
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
     assert packages <= copied, f"packages not copied: {packages - copied}"
-    assert {"pyproject.toml", "README.md"} <= copied
+    assert {"pyproject.toml", "uv.lock", "README.md", "LICENSE"} <= copied
     for keyword, rest in _dockerfile():
         if keyword in ("ENV", "ARG"):
             assert not re.search(r"secret|password|passwd", rest, re.IGNORECASE), rest
@@ -951,11 +952,12 @@ def test_gateway_healthcheck_asks_readyz_on_its_port() -> None:
 
 
 def test_image_installs_the_gateway_extra() -> None:
-    """The image carries the producer's, the ops CLI's and the gateway's dependencies, so
-    `wxtoken-producer`, `wxtoken` and `wxtoken-gateway` all run in it."""
+    """The image carries the producer's, the ops CLI's and the gateway's locked dependencies,
+    hash-checked, so `wxtoken-producer`, `wxtoken` and `wxtoken-gateway` all run in it."""
     runs = " ".join(rest for keyword, rest in _dockerfile() if keyword == "RUN")
-    assert "'.[producer,ops,gateway]'" in runs
-    assert "'wxtoken[producer,ops,gateway]'" in runs
+    assert "--frozen" in runs
+    assert set(re.findall(r"--extra (\w+)", runs)) == {"producer", "ops", "gateway"}
+    assert runs.count("--require-hashes") == 2, "downloaded and installed against the lock"
 
 
 def test_producer_healthcheck_asks_readyz_on_its_metrics_port() -> None:
