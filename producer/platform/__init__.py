@@ -1,0 +1,7 @@
+"""Third-party platforms (WeChat's open platform, 第三方平台): the verify ticket pushed to the
+callback receiver, the component token, and the authorizers' tokens, with the chain's durable
+parts (ticket, refresh tokens, callback log) in a real database.
+
+    events.py    PlatformEvent: what a verified, decrypted authorization-event push says
+    errors.py    CallbackRejected (a push we refuse), RegistryUnavailable (the database)
+"""
