@@ -930,9 +930,20 @@ def test_gateway_environment_is_valid_gateway_settings(
     redis_password = COMPOSE_ENV["WXTOKEN_REDIS_GATEWAY_PASSWORD"]
     assert settings.redis_url == f"redis://wxtoken-gateway:{redis_password}@redis:6379/0"
     assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
-    assert str(settings.gateway_keys_file) == "/run/secrets/gateway_keys"
-    assert "gateway_keys" in gateway["secrets"]
-    assert _compose()["secrets"]["gateway_keys"]["file"].startswith("./deploy/secrets/")
+    # The keys file's directory is mounted, not the file (a compose file secret): the CLI
+    # replaces the file by rename, which a single-file mount never shows (issue 18.6).
+    keys_file = settings.gateway_keys_file
+    assert str(keys_file) == "/run/wxtoken/gateway/keys.json"
+    keys_mount = next(
+        m
+        for m in gateway["volumes"]
+        if isinstance(m, dict) and m["target"] == str(keys_file.parent)
+    )
+    assert keys_mount["type"] == "bind"
+    assert keys_mount["source"] == "./deploy/secrets/gateway"
+    assert keys_mount["read_only"] is True
+    assert "gateway_keys" not in gateway.get("secrets", [])
+    assert "gateway_keys" not in _compose()["secrets"]
     verify = settings.verify_key_files()
     mounted = {m["target"] for m in gateway["volumes"] if isinstance(m, dict)}
     assert verify
