@@ -43,7 +43,7 @@ from consumer_lib.wire.kinds import TokenKind
 
 from ._local_budget import LocalCount, decision_reason
 from .apps import TokenApi
-from .scripts import load_lua
+from .scripts import FunctionLibrary
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class RefreshBudget:
         self._forced_per_day = forced_per_day
         self._forced_min_interval_ms = math.ceil(forced_min_interval_s * 1000)
         self._classic_per_day = classic_per_day
-        self._script = redis_client.register_script(load_lua("budget_spend.lua"))
+        self._script = FunctionLibrary(redis_client).function("budget_spend")
         #: Keyed by app and the `api` of the keys: a `TokenApi`, or a ticket's kind.
         self._local: dict[tuple[str, str], LocalCount] = {}
         self._local_requested: dict[tuple[str, str], LocalCount] = {}

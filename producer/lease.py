@@ -31,7 +31,7 @@ from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from .apps import TokenApi
 from .clock import boottime
 from .replicas import ReplicaWait
-from .scripts import load_lua
+from .scripts import FunctionLibrary
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ class Leadership:
         self._on_change = on_change
         self._monotonic = monotonic
         self._rand = rand
-        self._acquire = client.register_script(load_lua("lease_acquire.lua"))
-        self._release = client.register_script(load_lua("lease_release.lua"))
+        functions = FunctionLibrary(client)
+        self._acquire = functions.function("lease_acquire")
+        self._release = functions.function("lease_release")
         self._replicas = ReplicaWait(client, replicas=replicas, timeout_ms=replica_wait_ms)
         self._reported_broken: str | None = None
         self._said_unconfirmed = False

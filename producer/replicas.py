@@ -2,7 +2,7 @@
 
 Replication is asynchronous: a master that dies right after a lease grant or a token write
 can take it along, and the replica promoted in its place never saw it. With `replicas` > 0
-a script runs in a pipeline followed by `ROLE` and `WAIT n timeout_ms` on the same
+a function (FCALL) runs in a pipeline followed by `ROLE` and `WAIT n timeout_ms` on the same
 connection (WAIT counts only that connection's writes), and the write is confirmed only
 when enough replicas acknowledged it.
 
@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 from redis.sentinel import SentinelConnectionPool
+
+from .scripts import RedisScript, is_missing_function
 
 
 def default_replicas(client: redis.Redis) -> int:
@@ -29,7 +30,8 @@ def default_replicas(client: redis.Redis) -> int:
 
 
 class ReplicaWait:
-    """Runs scripts and says whether `replicas` replicas confirmed their writes."""
+    """Runs the library's functions (`producer.scripts`) and says whether `replicas`
+    replicas confirmed their writes."""
 
     def __init__(
         self, client: redis.Redis, *, replicas: int | None = None, timeout_ms: int = 250
@@ -50,11 +52,24 @@ class ReplicaWait:
         # Starts high, so the first write behind Sentinel does wait.
         self._connected = self.replicas
 
-    def run(self, script: Script, *, keys: list[Any], args: list[Any]) -> tuple[Any, bool]:
+    def run(self, script: RedisScript, *, keys: list[Any], args: list[Any]) -> tuple[Any, bool]:
         """The script's reply and whether enough replicas confirmed (always True when none
         are required). Raises what redis-py raises."""
         if self.replicas <= 0:
             return script(keys=keys, args=args), True
+        try:
+            return self._run_and_wait(script, keys=keys, args=args)
+        except redis.exceptions.ResponseError as exc:
+            if not is_missing_function(exc):
+                raise
+        # The library was lost since it was checked (a restart without data): check and
+        # load it again, then once more.
+        script.forget_loaded()
+        return self._run_and_wait(script, keys=keys, args=args)
+
+    def _run_and_wait(
+        self, script: RedisScript, *, keys: list[Any], args: list[Any]
+    ) -> tuple[Any, bool]:
         waiting_for = min(self.replicas, self._connected)
         pipe = self._client.pipeline(transaction=False)
         script(keys=keys, args=args, client=pipe)

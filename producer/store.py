@@ -25,7 +25,7 @@ from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 from .replicas import ReplicaWait
-from .scripts import load_lua
+from .scripts import FunctionLibrary
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ VERSION_AHEAD_MAX_MS = 30 * 86_400_000
 #: The highest version: exact in Lua and in JSON doubles.
 MAX_VERSION = 2**53 - 1
 
-_VERSIONS = "store_versions.lua"
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -82,11 +81,10 @@ class TokenStore:
         self._codec = codec
         self._reader = SnapshotReader(client, self._keys, codec)
         self._replicas = ReplicaWait(client, replicas=replicas, timeout_ms=replica_wait_ms)
-        self._next_version = client.register_script(load_lua(_VERSIONS, "store_next_version.lua"))
-        self._compare_and_set = client.register_script(
-            load_lua(_VERSIONS, "store_compare_and_set.lua")
-        )
-        self._delete_if_equal = client.register_script(load_lua("store_delete_if_equal.lua"))
+        functions = FunctionLibrary(client)
+        self._next_version = functions.function("store_next_version")
+        self._compare_and_set = functions.function("store_compare_and_set")
+        self._delete_if_equal = functions.function("store_delete_if_equal")
 
     @staticmethod
     def _ceiling_ms(now_ms: int) -> int:

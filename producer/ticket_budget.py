@@ -30,29 +30,12 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 
 from .app_config import AppConfig
+from .scripts import FunctionLibrary
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 _FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, ValueError, TypeError, IndexError)
-
-# KEYS: the windows to spend from. ARGV: now (ms), window (ms), member, then one limit per key.
-# Returns {1} when spent from all, else {0, index of the full key (1-based), its oldest ms}.
-_SPEND = """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    return {0, i, tonumber(oldest[2] or now)}
-  end
-end
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now, ARGV[3])
-  redis.call('PEXPIRE', key, window)
-end
-return {1}
-"""
 
 
 @dataclass(frozen=True)
@@ -80,7 +63,7 @@ class TicketBudget:
             raise ValueError("ticket limits must not be negative")
         self._keys, self._clock = keys, clock
         self._corp_per_hour, self._agent_per_hour = corp_per_hour, agent_per_hour
-        self._script = redis_client.register_script(_SPEND)
+        self._script = FunctionLibrary(redis_client).function("ticket_budget_spend")
         self._local: dict[str, deque[int]] = {}
         self._lock = threading.Lock()
         self._sequence = itertools.count()

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Render RabbitMQ's definitions.json from definitions.template.json and three passwords.
 
-The template (in git) holds the vhost, the users without passwords, their permissions and
-the exchanges. This script adds each user's `password_hash`, computed the way RabbitMQ's
-`rabbit_password_hashing_sha256` does (base64 of a random 4-byte salt followed by
-SHA-256(salt + UTF-8 password)), and writes the result (not in git) for `load_definitions`.
+The template (in git) holds the vhost, the users without passwords (the consumer's with
+per-user `limits` on connections and channels), their permissions, the exchanges and the
+vhost's limits. This script checks that each user's connection limit stays below the
+vhost's (so no single login can take the vhost's whole allowance), adds each user's
+`password_hash`, computed the way RabbitMQ's `rabbit_password_hashing_sha256` does (base64
+of a random 4-byte salt followed by SHA-256(salt + UTF-8 password)), and writes the result
+(not in git) for `load_definitions`.
 
 The password of user `wxtoken-<role>` comes from the variable `WXTOKEN_MQ_<ROLE>_PASSWORD`,
 or from the file named by `WXTOKEN_MQ_<ROLE>_PASSWORD_FILE` (surrounding whitespace is
@@ -107,8 +110,32 @@ def load_template(path: Path) -> dict[str, Any]:
     return data
 
 
+def check_user_limits(template: Mapping[str, Any]) -> None:
+    """Each user's `limits` (RabbitMQ's per-user `max-connections` and `max-channels`) are
+    positive integers, and a user's `max-connections` is below every vhost's: else one login
+    could take all the vhost's connections. `RenderError` naming the user otherwise."""
+    vhost_max = [
+        p["value"]["max-connections"]
+        for p in template.get("parameters", [])
+        if p.get("component") == "vhost-limits" and "max-connections" in p.get("value", {})
+    ]
+    for user in template.get("users", []):
+        limits = user.get("limits", {})
+        for name, value in limits.items():
+            if name not in ("max-connections", "max-channels"):
+                raise RenderError(f"{user['name']}: unknown user limit {name!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise RenderError(f"{user['name']}: {name} must be a positive integer")
+        connections = limits.get("max-connections")
+        if connections is not None and any(connections >= v for v in vhost_max):
+            raise RenderError(
+                f"{user['name']}: max-connections {connections} is not below the vhost's"
+            )
+
+
 def _render_file(template_path: Path, environ: Mapping[str, str]) -> tuple[str, int]:
     template = load_template(template_path)
+    check_user_limits(template)
     passwords = RABBITMQ.collect_passwords(template_users(template), environ)
     return json.dumps(render(template, passwords), indent=2) + "\n", len(passwords)
 

@@ -2,9 +2,9 @@
 
 Commands: set (override a token read from stdin), refresh (ask the producers for a new
 token), get, status, watch, history (the audit trail), quota clear (ask the leader to call
-clear_quota), sandbox, keygen. Settings come from
-`WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing service exits 1; both
-print one line on stderr.
+clear_quota), sandbox, keygen, redis-functions (load the Redis Functions library).
+Settings come from `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing
+service exits 1; both print one line on stderr.
 Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
 
     context   OpsContext, the broker channels, the helpers the commands share
@@ -14,6 +14,7 @@ Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
     sandbox   sandbox
     keys      keygen
     gateway_keys  gateway-key add|list|remove (the gateway's API keys)
+    functions redis-functions (the admin step loading the Lua of every role)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import click
 
 from consumer_lib.errors import ConfigError, StoreError, WxTokenError
 
-from . import gateway_keys, keys, observe, quota, sandbox, tokens
+from . import functions, gateway_keys, keys, observe, quota, sandbox, tokens
 from .context import BadConfig, CliError, OpsContext
 
 
@@ -80,5 +81,6 @@ for _command in (
     sandbox.sandbox,
     keys.keygen,
     gateway_keys.gateway_key,
+    functions.redis_functions,
 ):
     main.add_command(_command)

@@ -7,12 +7,11 @@ re-reads the file within seconds of a change.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from ops.gateway._apikeys import Scope, add_key, load_entries
+from ops.gateway._apikeys import Scope, add_key, load_entries, write_entries
 
 from .context import CliError
 
@@ -84,11 +83,8 @@ def remove(name: str, keys_file: Path) -> None:
     kept = [e for e in entries if e.name != name]
     if len(kept) == len(entries):
         raise click.UsageError(f"no key named {name!r} in {keys_file}")
-    text = json.dumps(
-        {"keys": [e.model_dump(mode="json", exclude_none=True) for e in kept]}, indent=2
-    )
-    tmp = keys_file.with_name(f".{keys_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.chmod(0o600)
-    os.replace(tmp, keys_file)
+    try:
+        write_entries(keys_file, kept)
+    except OSError as exc:
+        raise CliError(f"cannot write {keys_file}: {exc.strerror}") from None
     click.echo(f"removed {name!r} from {keys_file}")

@@ -12,12 +12,14 @@ hash is as safe as a slow one, and it keeps the per-request check cheap. `apps` 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fnmatch
 import hashlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -100,6 +102,11 @@ def new_key() -> str:
 
 def load_entries(path: Path) -> list[KeyEntry]:
     """The entries of a keys file; anything wrong raises `ConfigError` naming the file."""
+    return parse_entries(path, read_keys_file(path))
+
+
+def read_keys_file(path: Path) -> bytes:
+    """The file's bytes (at most `MAX_FILE_BYTES`); `ConfigError` naming the file."""
     try:
         with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
@@ -107,6 +114,11 @@ def load_entries(path: Path) -> list[KeyEntry]:
         raise ConfigError(f"keys file {path}: cannot read it ({exc.strerror})") from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(f"keys file {path}: larger than {MAX_FILE_BYTES} bytes")
+    return raw
+
+
+def parse_entries(path: Path, raw: bytes) -> list[KeyEntry]:
+    """The entries of the bytes `raw` of the keys file `path`; `ConfigError` naming it."""
     try:
         entries = KeysFile.model_validate_json(raw).keys
     except ValidationError as exc:
@@ -165,15 +177,36 @@ def add_key(
         where = ".".join(str(p) for p in first["loc"])
         raise ValueError(f"{where}: {first['msg']}") from None
     entries.append(entry)
+    write_entries(path, entries)
+    return key
+
+
+def write_entries(path: Path, entries: Iterable[KeyEntry]) -> None:
+    """Replace the keys file atomically (a new file renamed over it, so a gateway never
+    reads half a file). The new file keeps the old one's mode and, where this process may,
+    its owner and group, so a gateway that could read the old file reads the new one; a
+    new file is 0600. Raises `OSError`."""
     text = json.dumps(
         {"keys": [e.model_dump(mode="json", exclude_none=True) for e in entries]}, indent=2
     )
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, path)
-    return key
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+        if old is not None:
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+            if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+                with contextlib.suppress(PermissionError):  # not root: the owner is ours
+                    os.chown(tmp, old.st_uid, old.st_gid)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class KeyRing:
@@ -181,29 +214,39 @@ class KeyRing:
 
     `find()` hashes a presented key once: a key found is remembered by its text (only keys
     in the file, so the memory is bounded), an unknown one is hashed again each time.
-    `reload()` re-reads the file when it changed; a broken file keeps the old keys.
+    `reload_if_changed()` re-reads the file and takes its keys when its content changed; a
+    broken file keeps the old keys.
+
+    Changes are found by content (a SHA-256 of the bytes), never by mtime or inode: a
+    rewrite in place may keep the mtime (a coarse clock, a copy with `cp -p`, a restored
+    backup), and the file is replaced by rename (`wxtoken gateway-key`), which a path
+    mounted as a single file (a compose file secret) never shows: mount its directory.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._by_hash: dict[str, ApiKey] = {}
         self._by_key: dict[str, ApiKey] = {}
-        self._mtime_ns = -1
+        self._digest = b""
         self.load()
 
     def load(self) -> None:
         """Read the file; `ConfigError` when it is unreadable or malformed."""
-        stat = _stat(self.path)
-        entries = load_entries(self.path)
+        self._take(read_keys_file(self.path))
+
+    def _take(self, raw: bytes) -> None:
+        entries = parse_entries(self.path, raw)
         self._by_hash = {e.sha256: ApiKey(e) for e in entries}
         self._by_key = {}
-        self._mtime_ns = stat
+        self._digest = hashlib.sha256(raw).digest()
 
     def reload_if_changed(self) -> bool:
-        """Re-read the file if its mtime changed; True when new keys are in force."""
-        if _stat(self.path) == self._mtime_ns:
+        """Re-read the file; when its content changed, its keys are in force from now on
+        (True). `ConfigError` (the old keys stay) when it is unreadable or malformed."""
+        raw = read_keys_file(self.path)
+        if hashlib.sha256(raw).digest() == self._digest:
             return False
-        self.load()
+        self._take(raw)
         return True
 
     def __len__(self) -> int:
@@ -217,10 +260,3 @@ class KeyRing:
         if key is not None:
             self._by_key[presented] = key
         return key
-
-
-def _stat(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError as exc:
-        raise ConfigError(f"keys file {path}: cannot read it ({exc.strerror})") from None

@@ -1,4 +1,4 @@
--- Shared by the store's scripts (prepended to them): what counts as a version.
+-- Shared by the store's functions (once, at the top of the wxtoken library): what counts as a version.
 --
 -- A version is an integer in [1, 2^53 - 1] (exact in Lua and in JSON doubles) and at most
 -- ARGV ceiling: versions follow the writers' clocks in ms, so one far above every clock is

@@ -41,6 +41,18 @@ def write_keys(path: Path) -> dict[str, str]:
     }
 
 
+def keys_files(tmp_path: Path) -> tuple[Path, Path]:
+    """(the keys file on the "host", the same file as the gateway sees it): the gateway
+    reads it through a link to its directory, as compose mounts the directory
+    (deploy/secrets/gateway/ at /run/wxtoken/gateway), so a file replaced by rename shows."""
+    host = tmp_path / "host-gateway-keys"
+    mounted = tmp_path / "mounted-gateway-keys"
+    host.mkdir(exist_ok=True)
+    if not mounted.exists():
+        mounted.symlink_to(host, target_is_directory=True)
+    return host / "keys.json", mounted / "keys.json"
+
+
 class GatewayProc(Child):
     """`python -m ops.gateway` on `port`."""
 
@@ -55,6 +67,9 @@ class RunningGateway:
     proc: GatewayProc
     stack: Stack
     env: dict[str, str] = field(default_factory=dict)
+    #: The keys file as the operator's `wxtoken gateway-key` writes it ("on the host"); the
+    #: gateway reads it through a mounted directory (`WXTOKEN_GATEWAY_KEYS_FILE`).
+    host_keys_file: Path = Path()
 
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
@@ -71,19 +86,19 @@ class RunningGateway:
 def start_gateway(
     stack: Stack, tmp_path: Path, *, scheme: str = "http", **extra_env: str
 ) -> RunningGateway:
-    keys_file = tmp_path / "gateway-keys.json"
+    keys_file, mounted_keys_file = keys_files(tmp_path)
     keys = write_keys(keys_file)
     port = free_port()
     env = {
         **stack.service_env,
-        "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
+        "WXTOKEN_GATEWAY_KEYS_FILE": str(mounted_keys_file),
         "WXTOKEN_GATEWAY_PORT": str(port),
         "WXTOKEN_GATEWAY_OPERATOR": "gateway-test",
         **extra_env,
     }
     proc = GatewayProc(env, tmp_path / f"gateway-{port}.log")
     stack.children.append(proc)
-    return RunningGateway(f"{scheme}://127.0.0.1:{port}", keys, proc, stack, env)
+    return RunningGateway(f"{scheme}://127.0.0.1:{port}", keys, proc, stack, env, keys_file)
 
 
 def wait_ready(gw: RunningGateway, **client_kw: object) -> None:

@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +59,10 @@ ROLES = ("producer", "ops", "consumer")
 APP = "wxperm0000000001"
 #: max-queues of the test's vhost (see `retarget`).
 TEST_MAX_QUEUES = 12
+#: max-connections of the test's vhost, and the consumer user's own limits (see `retarget`):
+#: the shipped ratios, small enough to reach.
+TEST_MAX_CONNECTIONS = 10
+TEST_CONSUMER_LIMITS = {"max-connections": 4, "max-channels": 8}
 
 
 def load_render_module() -> ModuleType:
@@ -111,7 +115,15 @@ def retarget(template: dict[str, Any], vhost: str, users: dict[str, str]) -> dic
     for parameter in copy["parameters"]:
         if parameter["component"] == "vhost-limits":
             # The mechanism, with a limit a test can reach quickly; the shipped one is 1000.
-            parameter["value"] = {**parameter["value"], "max-queues": TEST_MAX_QUEUES}
+            parameter["value"] = {
+                **parameter["value"],
+                "max-queues": TEST_MAX_QUEUES,
+                "max-connections": TEST_MAX_CONNECTIONS,
+            }
+    for user in copy["users"]:
+        if user.get("limits"):  # the mechanism again, at limits a test reaches
+            assert user["name"] == names[f"{SHIPPED_USER_PREFIX}consumer"], user["name"]
+            user["limits"] = dict(TEST_CONSUMER_LIMITS)
     return copy
 
 
@@ -450,6 +462,51 @@ def test_shipped_definitions_limit_queues_and_server_named_queue_sizes() -> None
     assert policy["pattern"] == "^amq\\.gen-"
     assert policy["apply-to"] == "queues"
     assert {"max-length", "max-length-bytes", "message-ttl"} <= set(policy["definition"])
+
+
+def test_shipped_consumer_limits_are_well_below_the_vhosts() -> None:
+    """wxtoken-consumer (every service) has its own connection and channel limits, well
+    below the vhost's connections, so the producer and ops always find room; the render
+    script refuses a user limit at or above the vhost's."""
+    vhost = _shipped_parameter("vhost-limits")["value"]
+    users = {u["name"]: u for u in TEMPLATE["users"]}
+    limits = users["wxtoken-consumer"]["limits"]
+    assert 0 < limits["max-connections"] <= vhost["max-connections"] // 2
+    assert 0 < limits["max-channels"] <= 2 * limits["max-connections"]  # a TokenClient uses 2
+    assert not users["wxtoken-producer"].get("limits")
+    greedy = json.loads(json.dumps(TEMPLATE))
+    greedy["users"][2]["limits"]["max-connections"] = vhost["max-connections"]
+    with pytest.raises(RENDER.RenderError, match="not below the vhost"):
+        RENDER.check_user_limits(greedy)
+
+
+def test_one_consumer_login_cannot_take_the_vhosts_connections(broker: Broker) -> None:
+    """The consumer user opens connections and channels up to its own limits and is refused
+    beyond them; the vhost still has room, so the producer connects and its request
+    listener declares and binds its queue. (Without the user limits the consumer took all
+    the vhost's connections, and the producer was refused.)"""
+    consumer_max = TEST_CONSUMER_LIMITS["max-connections"]
+    with ExitStack() as held:
+        opened: list[pika.BlockingConnection] = []
+        refused: Exception | None = None
+        for number in range(TEST_MAX_CONNECTIONS + 1):
+            try:
+                opened.append(held.enter_context(connected(broker.url("consumer"), f"c{number}")))
+            except pika.exceptions.AMQPConnectionError as exc:
+                refused = exc
+                break
+        assert len(opened) == consumer_max, "the consumer stops at its own limit"
+        assert refused is not None
+        print(f"\nconsumer: {len(opened)} connections, then refused: {refused!r}")
+        channels = [opened[0].channel() for _ in range(TEST_CONSUMER_LIMITS["max-channels"])]
+        assert len(channels) == TEST_CONSUMER_LIMITS["max-channels"]
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+            opened[1].channel()  # the user's channel limit counts across its connections
+        producer = held.enter_context(connected(broker.url("producer"), "wxtest-producer"))
+        listener = producer.channel()
+        queue = listener.queue_declare(queue="", exclusive=True).method.queue
+        listener.queue_bind(queue=queue, exchange=REQUESTS)
+        assert queue.startswith("amq.gen-")
 
 
 def test_a_consumer_cannot_declare_queues_without_bound(broker: Broker) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -184,8 +186,12 @@ def test_health(gateway: RunningGateway) -> None:
 
 
 def test_keys_file_changes_take_effect_without_restart(gateway: RunningGateway) -> None:
-    """A key added to the file works within seconds; a removed one is refused."""
-    keys_file = Path(gateway.env["WXTOKEN_GATEWAY_KEYS_FILE"])
+    """A key added to the file works within seconds; a removed one is refused. The gateway
+    reads the file through its mounted directory while `wxtoken gateway-key` replaces it by
+    rename on the host (as in compose)."""
+    keys_file = gateway.host_keys_file
+    assert Path(gateway.env["WXTOKEN_GATEWAY_KEYS_FILE"]).resolve() == keys_file.resolve()
+    assert Path(gateway.env["WXTOKEN_GATEWAY_KEYS_FILE"]) != keys_file
     path = _path(gateway.stack.app_ids[0])
     runner = CliRunner()
     added = runner.invoke(
@@ -225,3 +231,38 @@ def test_a_broken_keys_file_stops_the_gateway_with_one_line(
     assert done.stderr.count("\n") == 1
     assert "keys file" in done.stderr
     assert str(broken) in done.stderr
+
+
+def test_a_key_removed_by_an_in_place_rewrite_keeping_the_mtime_is_refused(
+    gateway: RunningGateway,
+) -> None:
+    """The file rewritten in place without the key, its mtime set back to what it was (a
+    coarse clock, `cp -p`, a restored copy): the gateway sees the new content and refuses
+    the key within its watch period."""
+    keys_file = gateway.host_keys_file
+    path = _path(gateway.stack.app_ids[0])
+    added = CliRunner().invoke(
+        main, ["gateway-key", "add", "leaked", "--apps", "wxe2e*", "--file", str(keys_file)]
+    )
+    assert added.exit_code == 0, added.output
+    leaked = {"Authorization": f"Bearer {added.stdout.strip()}"}
+    wait_for(
+        lambda: gateway.get(path, role=None, headers=leaked).status_code == 200,
+        timeout_s=15,
+        message="the new key accepted",
+    )
+    before = keys_file.stat()
+    document = json.loads(keys_file.read_text())
+    document["keys"] = [k for k in document["keys"] if k["name"] != "leaked"]
+    with keys_file.open("r+") as handle:  # the same inode, rewritten
+        handle.write(json.dumps(document, indent=2) + "\n")
+        handle.truncate()
+    os.utime(keys_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert keys_file.stat().st_mtime_ns == before.st_mtime_ns
+    assert keys_file.stat().st_ino == before.st_ino
+    wait_for(
+        lambda: gateway.get(path, role=None, headers=leaked).status_code == 401,
+        timeout_s=15,
+        message="the removed key refused",
+    )
+    assert gateway.get(path).status_code == 200

@@ -7,6 +7,7 @@ The file names the key prefix `wxtoken`, so these tests use it, on a server of t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
 from collections.abc import Iterator
@@ -15,16 +16,24 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
+from pydantic import SecretStr
 
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import Platform
 from consumer_lib.wire.update import TokenKind
+from ops.cli import main as cli_main
+from ops.cli.context import OpsContext
+from producer.app_config import AppConfig
 from producer.apps import TokenApi
 from producer.audit import AuditLog
 from producer.budget import RefreshBudget
 from producer.errcodes import FailureKind
 from producer.lease import Leadership
+from producer.scripts import library_code, library_version, load_library
 from producer.store import StoreError, TokenStore
+from producer.ticket_budget import TicketBudget
 from producer.upstream import UpstreamError
 from producer.upstream_errors import UpstreamErrors
 from tests.integration.servers import HOST, RedisServer
@@ -51,20 +60,35 @@ PASSWORDS = {
     "wxtoken-ops": "ops-password-0123456789abcd",
     "wxtoken-consumer": "consumer-password-0123456789",
     "wxtoken-gateway": "gateway-password-0123456789",
+    "wxtoken-admin": "admin-password-0123456789abc",
 }
+#: What an attacker with a role's login would run: never returns, Redis answers BUSY to all.
+RUNAWAY_LUA = "while true do end"
+#: The error of a role that finds no library and may not load it: it names the admin step.
+NOT_LOADED = r"FunctionsNotLoaded: .* run `wxtoken redis-functions`"
 
 
-@pytest.fixture(scope="module")
-def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A private Redis with the shipped ACL file, rendered with the passwords above."""
-    tmp_path = tmp_path_factory.mktemp("acl")
+def _acl_server(tmp_path: Path) -> RedisServer:
+    """A private Redis started with the shipped ACL file, rendered with the passwords above."""
     output = tmp_path / "users.acl"
     environ = {render_acl.password_variable(u): p for u, p in PASSWORDS.items()}
     assert render_acl.main(["--output", str(output)], environ) == 0
     assert set(PASSWORDS) == set(render_acl.template_users(render_acl.TEMPLATE.read_text()))
     server = RedisServer(tmp_path, extra_args=["--aclfile", str(output)])
     server.start()  # PING needs no login: the default user may PING
+    return server
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The shipped ACL file, and the wxtoken functions loaded by the admin step."""
+    server = _acl_server(tmp_path_factory.mktemp("acl"))
     try:
+        admin = _login(server, "wxtoken-admin")
+        try:
+            assert load_library(admin)
+        finally:
+            admin.close()
         yield server
     finally:
         server.kill()  # SHUTDOWN is refused to every user, as it should be
@@ -104,6 +128,13 @@ def consumer(acl_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def gateway(acl_server: RedisServer) -> Iterator[redis.Redis]:
     client = _login(acl_server, "wxtoken-gateway")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def admin(acl_server: RedisServer) -> Iterator[redis.Redis]:
+    client = _login(acl_server, "wxtoken-admin")
     yield client
     client.close()
 
@@ -157,7 +188,19 @@ def test_producer_does_its_job(producer: redis.Redis) -> None:
     budget = RefreshBudget(producer, KEYS)
     assert budget.try_spend(APP, TokenApi.CLASSIC).allowed
     assert "refresh 1 of" in budget.try_spend(APP, TokenApi.STABLE).reason
-    # Writes confirmed by replicas (WAIT, ROLE, SCRIPT EXISTS in a pipeline) are allowed too;
+    corp = AppConfig(
+        app_id="wwaclagent",
+        secret=SecretStr("s" * 32),
+        platform=Platform.WECOM,
+        token_api=TokenApi.WECOM,
+        corp_id="wwaclcorp",
+        agent_id="1000002",
+        tickets=(TokenKind.CORP_JSAPI_TICKET,),
+    )
+    # WeCom's hourly ticket counts (sorted sets) are kept in Redis, not in this process.
+    assert TicketBudget(producer, KEYS).try_spend(corp, TokenKind.CORP_JSAPI_TICKET).allowed
+    assert producer.zcard(KEYS.ticket_budget_corp("wwaclcorp")) == 1
+    # Writes confirmed by replicas (FCALL, ROLE and WAIT in a pipeline) are allowed too;
     # this server has no replica, so they confirm on their own.
     replicated = TokenStore(producer, KEYS, replicas=1)
     second = make_update(app_id=APP, version=version + 1, issued_at=now_s)
@@ -317,3 +360,102 @@ def test_gateway_reads_and_audits_but_writes_no_token(
     _refused(lambda: gateway.flushall())
     _refused(lambda: gateway.keys("*"))
     assert reader.read(APP) == update, "nothing changed"
+
+
+def _no_own_lua(client: redis.Redis) -> None:
+    """Every way of running Lua of one's own is refused: EVAL, SCRIPT LOAD + EVALSHA (the
+    pair that ran `while true do end` as wxtoken-ops), EVAL_RO, FUNCTION LOAD."""
+    _refused(lambda: client.eval(RUNAWAY_LUA, 0))
+    _refused(lambda: client.execute_command("EVAL_RO", RUNAWAY_LUA, 0))  # type: ignore[no-untyped-call]
+    _refused(lambda: client.script_load(RUNAWAY_LUA))
+    sha = hashlib.sha1(RUNAWAY_LUA.encode(), usedforsecurity=False).hexdigest()
+    _refused(lambda: client.evalsha(sha, 0))
+    runaway = (
+        f"#!lua name=runaway\nredis.register_function('runaway', function() {RUNAWAY_LUA} end)"
+    )
+    _refused(lambda: client.function_load(runaway, replace=True))
+    _refused(lambda: client.function_load(library_code(), replace=True))
+    _refused(lambda: client.function_flush())
+    _refused(lambda: client.function_delete("wxtoken"))
+
+
+@pytest.mark.parametrize(
+    "user", ["wxtoken-producer", "wxtoken-ops", "wxtoken-consumer", "wxtoken-gateway"]
+)
+def test_no_role_runs_lua_of_its_own(acl_server: RedisServer, user: str) -> None:
+    """Each service role runs only the loaded library's functions, never Lua it brings."""
+    client = _login(acl_server, user)
+    try:
+        _no_own_lua(client)
+        assert client.ping(), "Redis is not busy"
+    finally:
+        client.close()
+
+
+def test_ops_calls_only_the_stores_functions(ops: redis.Redis) -> None:
+    """wxtoken-ops may FCALL the store's version allocation and compare-and-set, not the
+    lease's, the budgets' or the discard of a value: each is refused before it runs."""
+    _refused(lambda: ops.fcall("wxtoken_lease_acquire", 2, KEYS.leader, KEYS.leader_epoch, "x"))
+    _refused(lambda: ops.fcall("wxtoken_lease_release", 1, KEYS.leader, "x"))
+    _refused(lambda: ops.fcall("wxtoken_budget_spend", 0))
+    _refused(lambda: ops.fcall("wxtoken_ticket_budget_spend", 0))
+    _refused(lambda: ops.fcall("wxtoken_store_delete_if_equal", 1, KEYS.token(APP), "x"))
+
+
+@pytest.mark.parametrize("user", ["wxtoken-consumer", "wxtoken-gateway"])
+def test_readers_call_no_function(acl_server: RedisServer, user: str) -> None:
+    """Consumers and the gateway run no function, not even the store's."""
+    client = _login(acl_server, user)
+    try:
+        _refused(lambda: client.fcall("wxtoken_version", 0))
+        _refused(lambda: client.fcall("wxtoken_store_compare_and_set", 0))
+    finally:
+        client.close()
+
+
+def test_admin_loads_the_library_and_may_kill_a_runaway_script(admin: redis.Redis) -> None:
+    """wxtoken-admin loads the library (the admin step, idempotent), may SCRIPT KILL and
+    FUNCTION KILL (NOTBUSY here: nothing runs, but no NOPERM), and reads no key, calls no
+    function but the version and runs no Lua of its own."""
+    assert not load_library(admin), "already loaded: nothing to do"
+    assert admin.fcall("wxtoken_version", 0) == library_version().encode()
+    for kill in (("SCRIPT", "KILL"), ("FUNCTION", "KILL")):
+        with pytest.raises(redis.exceptions.ResponseError, match="NOTBUSY"):
+            admin.execute_command(*kill)  # type: ignore[no-untyped-call]
+    _refused(lambda: admin.get(KEYS.token(APP)))
+    _refused(lambda: admin.set(KEYS.leader, "1|admin"))
+    _refused(lambda: admin.fcall("wxtoken_lease_acquire", 2, KEYS.leader, KEYS.leader_epoch, "x"))
+    _refused(lambda: admin.eval(RUNAWAY_LUA, 0))
+    _refused(lambda: admin.script_load(RUNAWAY_LUA))
+    _refused(lambda: admin.flushall())
+
+
+def test_without_the_admin_step_a_role_says_what_to_run(tmp_path: Path) -> None:
+    """On a Redis without the library, the producer (which may not load it) fails with an
+    error naming the admin step; after `wxtoken redis-functions` as wxtoken-admin it leads."""
+    server = _acl_server(tmp_path)
+    producer = _login(server, "wxtoken-producer")
+    admin = _login(server, "wxtoken-admin")
+    try:
+        lease = Leadership(
+            producer, lease_key=KEYS.leader, epoch_key=KEYS.leader_epoch, owner="p0", ttl_s=5
+        )
+        with pytest.raises(StoreError, match=NOT_LOADED):
+            TokenStore(producer, KEYS).next_version(APP, TokenKind.ACCESS_TOKEN, now_s=0)
+        lease.tick()
+        assert not lease.is_leader
+        result = CliRunner().invoke(
+            cli_main, ["redis-functions"], obj=OpsContext(redis_client=admin)
+        )
+        assert result.exit_code == 0, result.output
+        assert f"wxtoken functions {library_version()}: loaded" in result.output
+        lease.tick()
+        assert lease.is_leader
+        again = CliRunner().invoke(
+            cli_main, ["redis-functions"], obj=OpsContext(redis_client=admin)
+        )
+        assert "already loaded" in again.output
+    finally:
+        producer.close()
+        admin.close()
+        server.kill()

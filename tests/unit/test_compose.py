@@ -54,6 +54,7 @@ COMPOSE_ENV = {
     "WXTOKEN_MQ_CONSUMER_PASSWORD": "not-a-real-password-9876543210",
     "WXTOKEN_REDIS_CONSUMER_PASSWORD": "not-a-real-redis-password-4567",
     "WXTOKEN_REDIS_GATEWAY_PASSWORD": "not-a-real-redis-password-8901",
+    "WXTOKEN_REDIS_ADMIN_PASSWORD": "not-a-real-redis-password-2345",
 }
 #: Per Redis series, the oldest release with the fixes for CVE-2024-31449, CVE-2024-46981
 #: and CVE-2025-49844 (7.2.5 has none of them).
@@ -355,11 +356,13 @@ def test_redis_persists_with_appendonly_on_a_named_volume() -> None:
 
 
 def test_producer_waits_for_healthy_dependencies_and_restarts() -> None:
-    """The producer starts once RabbitMQ and Redis are healthy, and restarts unless stopped."""
+    """The producer starts once RabbitMQ and Redis are healthy and the admin step loaded
+    the Redis functions, and restarts unless stopped."""
     producer = _services()["producer"]
     assert producer["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
+        "redis-functions": {"condition": "service_completed_successfully"},
     }
     assert producer["restart"] == "unless-stopped"
     assert re.fullmatch(r"\d+s", producer["stop_grace_period"])
@@ -928,9 +931,20 @@ def test_gateway_environment_is_valid_gateway_settings(
     redis_password = COMPOSE_ENV["WXTOKEN_REDIS_GATEWAY_PASSWORD"]
     assert settings.redis_url == f"redis://wxtoken-gateway:{redis_password}@redis:6379/0"
     assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
-    assert str(settings.gateway_keys_file) == "/run/secrets/gateway_keys"
-    assert "gateway_keys" in gateway["secrets"]
-    assert _compose()["secrets"]["gateway_keys"]["file"].startswith("./deploy/secrets/")
+    # The keys file's directory is mounted, not the file (a compose file secret): the CLI
+    # replaces the file by rename, which a single-file mount never shows (issue 18.6).
+    keys_file = settings.gateway_keys_file
+    assert str(keys_file) == "/run/wxtoken/gateway/keys.json"
+    keys_mount = next(
+        m
+        for m in gateway["volumes"]
+        if isinstance(m, dict) and m["target"] == str(keys_file.parent)
+    )
+    assert keys_mount["type"] == "bind"
+    assert keys_mount["source"] == "./deploy/secrets/gateway"
+    assert keys_mount["read_only"] is True
+    assert "gateway_keys" not in gateway.get("secrets", [])
+    assert "gateway_keys" not in _compose()["secrets"]
     verify = settings.verify_key_files()
     mounted = {m["target"] for m in gateway["volumes"] if isinstance(m, dict)}
     assert verify
@@ -986,3 +1000,29 @@ def test_every_redis_user_of_compose_is_in_the_acl_template() -> None:
     assert "+xadd" in gateway_line.split()
     assert "%W~wxtoken:audit" in gateway_line.split()
     assert not {"+set", "+evalsha", "+eval", "+del", "+xrevrange"} & set(gateway_line.split())
+
+
+def test_the_admin_step_loads_the_redis_functions_as_wxtoken_admin() -> None:
+    """A one-shot service runs `wxtoken redis-functions` as wxtoken-admin (the only user that
+    may FUNCTION LOAD) once Redis is healthy; the roles' users get FCALL of named functions
+    and no way to run Lua of their own (EVAL, EVALSHA, SCRIPT LOAD, FUNCTION LOAD)."""
+    step = _services()["redis-functions"]
+    assert step["command"] == ["wxtoken", "redis-functions"]
+    assert step["restart"] == "no"
+    assert step["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    url = _resolved_environment(step, COMPOSE_ENV)["WXTOKEN_REDIS_URL"]
+    password = COMPOSE_ENV["WXTOKEN_REDIS_ADMIN_PASSWORD"]
+    assert url == f"redis://wxtoken-admin:{password}@redis:6379/0"
+    template = REDIS_ACL_TEMPLATE.read_text(encoding="utf-8")
+    users = {
+        line.split()[1]: set(line.split())
+        for line in template.splitlines()
+        if line.startswith("user ")
+    }
+    own_lua = {"+eval", "+evalsha", "+eval_ro", "+evalsha_ro", "+script|load", "+@scripting"}
+    own_lua |= {"+function|load", "+function", "+script", "+fcall", "+fcall_ro", "+@all"}
+    for user, rights in users.items():
+        if user != "wxtoken-admin":
+            assert not own_lua & rights, user
+    assert {"+function|load", "+script|kill", "+function|kill"} <= users["wxtoken-admin"]
+    assert "+fcall|wxtoken_lease_acquire" in users["wxtoken-producer"]

@@ -170,3 +170,67 @@ def test_cli_garbage_exits_2(tmp_path: Path) -> None:
     broken = runner.invoke(main, ["gateway-key", "list", "--file", str(path)])
     assert broken.exit_code == 2
     assert "keys file" in broken.output
+
+
+def test_an_in_place_rewrite_keeping_the_mtime_is_seen(tmp_path: Path) -> None:
+    """Changes are found by content: a key removed by rewriting the same inode, with the
+    mtime set back, is refused at the next look."""
+    path = tmp_path / "keys.json"
+    kept = add_key(path, "kept", apps=["wx*"], scopes=["read"])
+    leaked = add_key(path, "leaked", apps=["wx*"], scopes=["read"])
+    ring = KeyRing(path)
+    before = path.stat()
+    document = json.loads(path.read_text())
+    document["keys"] = [k for k in document["keys"] if k["name"] != "leaked"]
+    with path.open("r+") as handle:
+        handle.write(json.dumps(document))
+        handle.truncate()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert ring.reload_if_changed()
+    assert ring.find(leaked) is None
+    assert ring.find(kept) is not None
+    assert not ring.reload_if_changed(), "the same content again: nothing to do"
+
+
+def test_a_key_removed_by_rename_shows_through_the_directory_not_a_file_mount(
+    tmp_path: Path,
+) -> None:
+    """`gateway-key remove` replaces the file by rename. Seen through its directory (a link
+    to it, as compose now mounts deploy/secrets/gateway/) the key is refused at the next
+    look; through a single-file mount (the old compose file secret: the same inode, here a
+    hard link) the old content stays forever, which is why compose mounts the directory."""
+    host = tmp_path / "host"
+    host.mkdir()
+    keys_file = host / "keys.json"
+    leaked = add_key(keys_file, "leaked", apps=["wx*"], scopes=["read"])
+    add_key(keys_file, "kept", apps=["wx*"], scopes=["read"])
+    directory_mount = tmp_path / "mounted"
+    directory_mount.symlink_to(host, target_is_directory=True)
+    file_mount = tmp_path / "file-mounted.json"
+    os.link(keys_file, file_mount)
+    through_directory = KeyRing(directory_mount / "keys.json")
+    through_file = KeyRing(file_mount)
+    removed = CliRunner().invoke(
+        main, ["gateway-key", "remove", "leaked", "--file", str(keys_file)]
+    )
+    assert removed.exit_code == 0, removed.output
+    assert through_directory.reload_if_changed()
+    assert through_directory.find(leaked) is None
+    assert not through_file.reload_if_changed()
+    assert through_file.find(leaked) is not None
+
+
+def test_rewriting_the_file_keeps_its_mode(tmp_path: Path) -> None:
+    """`add` and `remove` replace the file with one of the same mode (a gateway running as
+    another uid that could read the old file reads the new one); a new file is 0600."""
+    path = tmp_path / "keys.json"
+    add_key(path, "a", apps=["wx*"], scopes=["read"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o640)
+    add_key(path, "b", apps=["wx*"], scopes=["read"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    removed = CliRunner().invoke(main, ["gateway-key", "remove", "a", "--file", str(path)])
+    assert removed.exit_code == 0, removed.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"], "no temporary file left"
