@@ -52,7 +52,6 @@ async function fakeGateway({ answers = [], report = { status: 202 } } = {}) {
       reports.push(JSON.parse(req.body));
       const app = req.url.split('/')[3];
       send(res, report.status, report.body ?? { app_id: app, reported: true });
-      if (report.then) report.then();
       return;
     }
     if (req.method !== 'GET') {
@@ -71,8 +70,6 @@ async function fakeGateway({ answers = [], report = { status: 202 } } = {}) {
     ...server,
     reports,
     reads: () => server.requests.filter((r) => r.method === 'GET').length,
-    /** Queue more read answers. */
-    push: (...more) => queue.push(...more),
   };
 }
 
