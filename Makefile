@@ -14,7 +14,7 @@ UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-unit test-integration test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood tools pin-images clean
+.PHONY: demo test test-unit test-integration test-node test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood tools pin-images clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,7 +39,8 @@ dist: $(UV)
 demo: $(STAMP)
 	$(BIN)/python -m ops.demo
 
-## Lint, type-check, then every test (unit and integration, slow ones included).
+## Lint, type-check, then every test (unit and integration, slow ones included; the Node.js
+## drop-in's, clients/node, through tests/integration/test_node_client.py).
 test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,6 +49,11 @@ test: $(STAMP) tools
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+## The Node.js drop-in's tests alone (clients/node; `make test` runs them through pytest,
+## tests/integration/test_node_client.py, with the end-to-end test against the sandbox).
+test-node:
+	cd clients/node && npm ci --no-audit --no-fund && npm test
 
 test-integration: $(STAMP)
 	$(BIN)/pytest tests/integration
@@ -95,6 +101,9 @@ test-latest: $(UV)
 ## Installed with apt-get when missing and we are root (as on CI and these machines);
 ## otherwise say what the tests will skip and how to install it.
 tools:
+	@command -v node >/dev/null && command -v npm >/dev/null || echo "NOTE: node or npm is" \
+	  "missing: the Node.js drop-in's tests (clients/node) will be SKIPPED (and fail under" \
+	  "CI=true). Install Node.js 20 or newer with npm."
 	@if command -v promtool >/dev/null && command -v wrk >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing promtool (prometheus) and wrk with apt-get"; \
@@ -110,4 +119,4 @@ pin-images:
 	$(PYTHON) deploy/pin_images.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .venv-lowest .venv-latest dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(TOOLS) clients/node/node_modules .venv-lowest .venv-latest dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
