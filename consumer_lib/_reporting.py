@@ -61,11 +61,13 @@ class InvalidReporter:
         reason: str | None,
         send: Send,
         read_snapshot: Callable[[str, TokenKind], None],
+        requester: str | None = None,
     ) -> bool:
         """`TokenClient.report_invalid`: send a request about `token`; True if it went out.
         False when none was needed (a different token is `held`, or this process reported
         this token in the last `REPORT_EVERY_S`) or the broker is unreachable, in which
-        case the app's snapshot is read instead (`read_snapshot`)."""
+        case the app's snapshot is read instead (`read_snapshot`). `requester` names who
+        asks (made safe by `safe_requester`); by default this process."""
         if held is not None and held.value != token:
             return False  # already replaced here: get_token() returns the newer one
         key = (app_id, kind, fingerprint(token))
@@ -79,7 +81,7 @@ class InvalidReporter:
             app_id,
             token,
             kind=kind,
-            requester=safe_requester(f"client:{socket.gethostname()}-{os.getpid()}"),
+            requester=safe_requester(requester or f"client:{socket.gethostname()}-{os.getpid()}"),
             now_s=self._clock(),
             reported_version=held.version if held is not None else None,
             reason=reason,

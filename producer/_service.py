@@ -193,7 +193,10 @@ class ProducerService:
             stop=self._stop,
         )
         self.requests = RequestListener.from_settings(
-            settings, on_request=self._on_request, on_control=self.control.handle
+            settings,
+            on_request=self._on_request,
+            on_control=self.control.handle,
+            screen=self._worth_handling,
         )
 
     @property
@@ -275,6 +278,13 @@ class ProducerService:
         return result
 
     # ------------------------------------------------------------ events
+    def _worth_handling(self, request: RefreshRequest) -> bool:
+        """From the listener thread, before the sender is charged: the request is about a
+        credential served here and its current or a recent token (any producer, leader or
+        standby, holds those: a standby follows Redis)."""
+        refresher = self.refresher(request.app_id, request.kind)
+        return refresher is not None and refresher.knows_token(request.token_sha256)
+
     def _on_request(self, request: RefreshRequest) -> None:
         """From the listener thread: hand a request to the refresher of its credential
         (a ticket's report re-fetches the ticket, not the token), if we lead."""

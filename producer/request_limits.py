@@ -4,8 +4,12 @@ The requester named inside a `RefreshRequest` is whatever its sender wrote; the 
 `user_id` property is checked by RabbitMQ (a message whose `user_id` is not its
 connection's login is refused), so that is the identity limited: `user:<login>`. Requests
 published without a `user_id` cannot be told apart and share one allowance
-(`UNVERIFIED`). Each identity may send `burst` requests at once and `rate_per_s` a second
-after that; the rest is dropped, counted, and logged at most once a minute per identity.
+(`UNVERIFIED`). The allowance is kept per identity and credential (`about`: app and kind),
+so one login's flood about one app cannot starve its own reports about another; the
+request listener drops requests about apps not served and tokens never held before they
+are charged (`RequestListener`'s `screen`). Each (identity, credential) may send `burst`
+requests at once and `rate_per_s` a second after that; the rest is dropped, counted, and
+logged at most once a minute per (identity, credential).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ log = logging.getLogger(__name__)
 UNVERIFIED = "unverified (no user_id)"
 #: Drops of one identity are logged at most this often.
 DROP_LOG_EVERY_S = 60.0
-#: Identities tracked at most (the least recently seen go first).
-MAX_IDENTITIES = 1024
+#: Allowances (identity, credential) tracked at most (the least recently seen go first):
+#: logins times served credentials, since requests about others are never charged.
+MAX_IDENTITIES = 16_384
 
 
 @dataclass
@@ -63,9 +68,10 @@ class RequesterLimits:
         """Whom a request is counted against: its broker login, or `UNVERIFIED`."""
         return f"user:{user_id[:128]}" if user_id else UNVERIFIED
 
-    def admit(self, user_id: str | None, requester: str) -> bool:
-        """True if the request may go on; False (counted, maybe logged) if dropped."""
-        who = self.identity(user_id)
+    def admit(self, user_id: str | None, requester: str, *, about: str | None = None) -> bool:
+        """True if the request may go on; False (counted, maybe logged) if dropped.
+        `about` names the credential (`app/kind`): each has its own allowance."""
+        who = self.identity(user_id) if about is None else f"{self.identity(user_id)} about {about}"
         now_s = self._clock()
         with self._lock:
             bucket = self._buckets.get(who)

@@ -7,9 +7,13 @@ an invalid one is counted and logged in one line, a valid one is handed to `on_r
 whose exceptions are logged and never stop the thread. A message typed
 `CONTROL_MESSAGE_TYPE` (an operator's signed control request) goes to `on_control` instead,
 as the undecoded `Delivery` (`producer.control.ControlHandler.handle`); without one it is rejected.
-With `limits` (`RequesterLimits`), a valid request over its sender's allowance (by the
-broker-checked `user_id`) is dropped and counted in `stats.dropped`. Each request is
-logged at DEBUG only: a flood must not flood the log (drops are logged once a minute).
+With `screen`, a valid request that is worth nothing (about an app or kind not served
+here, or a fingerprint that is neither the current token's nor a recent one's) is dropped
+and counted in `stats.ignored` before anything is charged; then, with `limits`
+(`RequesterLimits`), a request over its sender's allowance for that credential (by the
+broker-checked `user_id`, app and kind) is dropped and counted in `stats.dropped`. Each
+request is logged at DEBUG only: a flood must not flood the log (drops are logged once a
+minute).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class RequestListenerStats:
     handler_errors: int = 0
     #: Valid requests dropped: their sender was over its allowance (`RequesterLimits`).
     dropped: int = 0
+    #: Valid requests dropped before any charge: about nothing served or held (`screen`).
+    ignored: int = 0
 
 
 class RequestListener(ConsumerThread):
@@ -55,6 +61,7 @@ class RequestListener(ConsumerThread):
         *,
         on_request: Callable[[RefreshRequest], None],
         on_control: Callable[[Delivery], None] | None,
+        screen: Callable[[RefreshRequest], bool] | None = None,
     ) -> RequestListener:
         """The producer's listener: its broker, exchange and per-requester allowance."""
         return cls(
@@ -63,6 +70,7 @@ class RequestListener(ConsumerThread):
             tls=settings.amqp_tls,
             on_request=on_request,
             on_control=on_control,
+            screen=screen,
             limits=RequesterLimits(
                 rate_per_s=settings.request_rate_per_requester_per_s,
                 burst=settings.request_burst_per_requester,
@@ -85,6 +93,7 @@ class RequestListener(ConsumerThread):
         tls: TlsFiles | None = None,
         on_control: Callable[[Delivery], None] | None = None,
         limits: RequesterLimits | None = None,
+        screen: Callable[[RefreshRequest], bool] | None = None,
     ) -> None:
         super().__init__(
             connection_parameters(
@@ -100,6 +109,7 @@ class RequestListener(ConsumerThread):
         self._on_request = on_request
         self._on_control = on_control
         self._limits = limits
+        self._screen = screen
         self.stats = RequestListenerStats()
 
     @property
@@ -128,7 +138,13 @@ class RequestListener(ConsumerThread):
             sender = str(delivery.app_id or "unknown sender")[:64]
             log.warning("rejected a message from %r: %s", sender, exc)
             return
-        if self._limits is not None and not self._limits.admit(delivery.user_id, request.requester):
+        if self._screen is not None and not self._screen(request):
+            self.stats.ignored += 1  # costs nothing: charged to no allowance
+            log.debug("ignoring refresh request %s: not served or not held here", request)
+            return
+        if self._limits is not None and not self._limits.admit(
+            delivery.user_id, request.requester, about=f"{request.app_id}/{request.kind}"
+        ):
             self.stats.dropped += 1
             return
         log.debug("refresh request %s (user_id %r)", request, delivery.user_id)

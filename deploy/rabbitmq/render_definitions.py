@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render RabbitMQ's definitions.json from definitions.template.json and three passwords.
+"""Render RabbitMQ's definitions.json from definitions.template.json and four passwords.
 
 The template (in git) holds the vhost, the users without passwords, their permissions and
 the exchanges. This script adds each user's `password_hash`, computed the way RabbitMQ's

@@ -52,6 +52,7 @@ COMPOSE_ENV = {
     PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789",
     REDIS_PRODUCER_PASSWORD_VARIABLE: "not-a-real-redis-password-0123",
     "WXTOKEN_MQ_CONSUMER_PASSWORD": "not-a-real-password-9876543210",
+    "WXTOKEN_MQ_GATEWAY_PASSWORD": "not-a-real-password-5555555555",
     "WXTOKEN_REDIS_CONSUMER_PASSWORD": "not-a-real-redis-password-4567",
     "WXTOKEN_REDIS_GATEWAY_PASSWORD": "not-a-real-redis-password-8901",
 }
@@ -910,8 +911,8 @@ def test_gateway_environment_is_valid_gateway_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The gateway's environment passes validation: it listens on all interfaces of its
-    container, on the port compose publishes, and logs in as the consumer user on the broker
-    and as the gateway user (reads and the audit trail) on Redis."""
+    container, on the port compose publishes, and logs in as the gateway user on the broker
+    (its own allowance of refresh requests) and on Redis (reads only)."""
     for variable in list(os.environ):
         if variable.startswith("WXTOKEN_"):
             monkeypatch.delenv(variable)
@@ -923,7 +924,7 @@ def test_gateway_environment_is_valid_gateway_settings(
     assert settings.gateway_host == "0.0.0.0"
     assert gateway["ports"] == [f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"]
     params = pika.URLParameters(settings.amqp_url)
-    assert params.credentials.username == "wxtoken-consumer"
+    assert params.credentials.username == "wxtoken-gateway"
     redis_password = COMPOSE_ENV["WXTOKEN_REDIS_GATEWAY_PASSWORD"]
     assert settings.redis_url == f"redis://wxtoken-gateway:{redis_password}@redis:6379/0"
     assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
