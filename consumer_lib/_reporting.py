@@ -16,7 +16,6 @@ from collections.abc import Callable
 from .wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
     RefreshRequest,
-    fingerprint,
     requests_exchange,
     safe_requester,
 )
@@ -70,13 +69,8 @@ class InvalidReporter:
         asks (made safe by `safe_requester`); by default this process."""
         if held is not None and held.value != token:
             return False  # already replaced here: get_token() returns the newer one
-        key = (app_id, kind, fingerprint(token))
-        now_m = self._monotonic()
-        with self._lock:
-            self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
-            if key in self._reports:
-                return False
-            self._reports[key] = now_m
+        # Built first: a request that does not validate (it raises) marks nothing, so it
+        # cannot keep this token's valid reports back.
         request = RefreshRequest.for_token(
             app_id,
             token,
@@ -86,6 +80,13 @@ class InvalidReporter:
             reported_version=held.version if held is not None else None,
             reason=reason,
         )
+        key = (app_id, kind, request.token_sha256)
+        now_m = self._monotonic()
+        with self._lock:
+            self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
+            if key in self._reports:
+                return False
+            self._reports[key] = now_m
         sent = send(self._exchange, request.encode(), REQUEST_MESSAGE_TYPE)
         if not sent:
             log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)

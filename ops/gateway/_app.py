@@ -34,6 +34,7 @@ from consumer_lib import (
 )
 from consumer_lib.jssdk import MAX_URL_CHARS, jssdk_config, page_url
 from consumer_lib.wire.kinds import TICKET_NAMES
+from consumer_lib.wire.refresh_request import ReasonText
 
 from ._apikeys import ApiKey, KeyRing, Scope
 from ._fastpath import authorization
@@ -59,7 +60,6 @@ KEYS_RELOAD_EVERY_S = 2.0
 TokenText = Annotated[
     str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")
 ]
-ReasonText = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class ReportBody(BaseModel):
