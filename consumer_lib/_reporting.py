@@ -1,7 +1,10 @@
 """Passive refresh: telling the producers that WeChat refused a token (`report_invalid`).
 
 Only the token's SHA-256 goes out, once per token per `REPORT_EVERY_S` from a process; the
-leader coalesces the reports of the whole fleet.
+leader coalesces the reports of the whole fleet. The tokens reported lately are kept in
+the order they were reported, so the expired ones are dropped from the front: each report
+costs O(1) amortised, however many there are; at most `MAX_TRACKED` are kept (the oldest
+go first, and may then be reported again before their time: the leader coalesces them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from .wire.refresh_request import (
@@ -25,6 +29,8 @@ log = logging.getLogger("consumer_lib._client")
 
 #: A process reports one token at most this often (seconds); the leader coalesces the rest.
 REPORT_EVERY_S = 30.0
+#: Tokens remembered as reported at most (a gateway may be asked about many).
+MAX_TRACKED = 10_000
 
 #: Publishes (exchange, body, message type) on the client's connection; False if it is down.
 Send = Callable[[str, bytes, str], bool]
@@ -39,12 +45,21 @@ class InvalidReporter:
         *,
         clock: Callable[[], float],
         monotonic: Callable[[], float] = time.monotonic,
+        max_tracked: int = MAX_TRACKED,
     ) -> None:
+        if max_tracked < 1:
+            raise ValueError("max_tracked must be at least 1")
         self._exchange = requests_exchange(exchange)
         self._clock = clock
         self._monotonic = monotonic
+        self._max_tracked = max_tracked
         self._lock = threading.Lock()
-        self._reports: dict[tuple[str, TokenKind, str], float] = {}
+        #: When each token was last reported, oldest first (a monotonic clock only grows).
+        self._reports: OrderedDict[tuple[str, TokenKind, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Tokens remembered as reported (expired ones go at the next report)."""
+        return len(self._reports)
 
     def renew_lock(self) -> None:
         """In a forked child: a lock held by a parent thread would never be released."""
@@ -83,10 +98,17 @@ class InvalidReporter:
         key = (app_id, kind, request.token_sha256)
         now_m = self._monotonic()
         with self._lock:
-            self._reports = {k: t for k, t in self._reports.items() if now_m - t < REPORT_EVERY_S}
-            if key in self._reports:
+            reports = self._reports
+            while reports:  # the front is the oldest: stop at the first one still fresh
+                oldest = next(iter(reports.values()))
+                if now_m - oldest < REPORT_EVERY_S:
+                    break
+                reports.popitem(last=False)
+            if key in reports:
                 return False
-            self._reports[key] = now_m
+            reports[key] = now_m
+            if len(reports) > self._max_tracked:
+                reports.popitem(last=False)
         sent = send(self._exchange, request.encode(), REQUEST_MESSAGE_TYPE)
         if not sent:
             log.warning("could not report %s/%s rejected: broker unreachable", app_id, kind)
