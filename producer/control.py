@@ -5,7 +5,9 @@
 `CONTROL_MESSAGE_TYPE` to `ControlHandler.handle(delivery)`, which, in order:
 
 1. opens the envelope with the operator keys (WXTOKEN_VERIFY_KEYS, and the producer's own):
-   unsigned, unknown-key, forged and malformed requests are counted and logged in one line;
+   unsigned, unknown-key, forged and malformed requests are counted and logged at most
+   once a minute, with the count since (`SummedWarning`; the listener has charged each
+   message to its sender's allowance before);
 2. ignores the request unless this producer leads (standbys hear every request too);
 3. refuses a request issued outside `CONTROL_WINDOW_S` of our clock, and one whose
    `request_id` was taken before (SET NX on `KeyLayout.control_seen`): a replay;
@@ -47,6 +49,7 @@ from consumer_lib.wire.signing import key_id, load_private_key, load_public_keys
 
 from .app_config import AppConfig
 from .audit import AuditEvent, AuditLog
+from .summed_log import SummedWarning
 from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,7 @@ class ControlHandler:
         self._clock = clock
         self._run = run
         self._lock = threading.Lock()
+        self._refusals = SummedWarning(log, clock=clock)
         self.stats = ControlStats()
 
     def _count(self, field: str) -> None:
@@ -132,7 +136,7 @@ class ControlHandler:
             request, signer = ControlRequest.open(body, self._verify_keys)
         except InvalidUpdate as exc:
             self._count("rejected")
-            log.warning("refused a control request from %r: %s", sender, exc)
+            self._refusals.note("refused a control request from %r: %s", sender, exc)
             return
         if not self._is_leader():
             self._count("ignored")
