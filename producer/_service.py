@@ -48,7 +48,7 @@ from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
 from .clock_skew import SkewMonitor
-from .control import ControlHandler, QuotaClearer, operator_keys
+from .control import ControlHandler, QuotaClearer, control_keys
 from .fetching import Upstream
 from .lease import Leadership
 from .politeness import UpstreamGate
@@ -146,11 +146,12 @@ class ProducerService:
             keys,
             apps=apps,
             upstream=inner if isinstance(inner, QuotaClearer) else None,
-            verify_keys=operator_keys(settings),
+            verify_keys=control_keys(settings),
             is_leader=lambda: self.leadership.is_leader,
             producer_id=settings.producer_id,
             audit=self.audit,
             clock=clock,
+            min_interval_s=settings.clear_quota_min_interval_s,
         )
         self.upstream = UpstreamGate(
             rate_per_s=settings.upstream_rate_per_s, pause_s=settings.quota_retry_base_s
