@@ -280,6 +280,14 @@ def test_quota_clear_keys_work_for_their_roles_only(
     _refused(lambda: consumer.hgetall(KEYS.upstream_errors))
     _refused(lambda: consumer.get(answer))
     _refused(lambda: consumer.set(seen, "x"))
+    # Issue 18 item 7: the leader spaces one app's clears (SET NX PX, PTTL, DEL on failure).
+    spacing = KEYS.control_spacing("clear_quota", APP)
+    assert producer.set(spacing, "acl-req-1", nx=True, px=60_000)
+    assert not producer.set(spacing, "acl-req-2", nx=True, px=60_000)
+    assert 0 < producer.pttl(spacing) <= 60_000
+    _refused(lambda: ops.delete(spacing))
+    _refused(lambda: consumer.delete(spacing))
+    assert producer.delete(spacing) == 1
 
 
 def test_gateway_reads_but_writes_nothing_not_even_the_audit_trail(
