@@ -13,8 +13,8 @@
 3. refuses a request issued outside `CONTROL_WINDOW_S` of our clock, and one whose
    `request_id` was taken before (SET NX on `KeyLayout.control_seen`): a replay;
 4. checks that the app is ours and an official account, and that its last clear is at
-   least `min_interval_s` old (fleet-wide: SET NX PX on `KeyLayout.control_spacing`, given
-   back when the call fails transiently), then calls `clear_quota` upstream on a worker
+   least `min_interval_s` old (`ControlSpacing`: fleet-wide, given back when the call fails
+   transiently), then calls `clear_quota` upstream on a worker
    thread (the listener thread must keep pumping the connection);
 5. records an audit entry (`who` = the request's operator) and stores a `ControlAnswer`
    at `KeyLayout.control_answer(request_id)` for the CLI, first answer wins.
@@ -35,7 +35,7 @@ import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consumer_lib.amqp import Delivery
-from consumer_lib.errors import InvalidUpdate
+from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.control import (
     ANSWER_TTL_S,
@@ -51,6 +51,7 @@ from consumer_lib.wire.signing import key_id, load_public_keys
 
 from .app_config import AppConfig
 from .audit import AuditEvent, AuditLog
+from .control_spacing import ControlSpacing
 from .errcodes import FailureKind
 from .summed_log import SummedWarning
 from .upstream import UpstreamError
@@ -117,7 +118,7 @@ class ControlHandler:
         self._audit = audit
         self._clock = clock
         self._run = run
-        self._min_interval_s = min_interval_s
+        self._spacing = ControlSpacing(redis_client, keys, min_interval_s=min_interval_s)
         self._lock = threading.Lock()
         self._refusals = SummedWarning(log, clock=clock)
         self.stats = ControlStats()
@@ -203,46 +204,25 @@ class ControlHandler:
         self._run(lambda: self._clear_quota(request, signer, app, upstream))
 
     def _claim_spacing(self, request: ControlRequest, signer: str) -> bool:
-        """True when this app's last such request is at least `min_interval_s` old (and
-        now this one is the last); else refused, audited and answered."""
-        if self._min_interval_s <= 0:
-            return True
-        key = self._keys.control_spacing(request.action, request.app_id)
+        """True when this app's last such request is old enough (`ControlSpacing`); else
+        refused, audited and answered."""
         try:
-            claimed = self._client.set(
-                key, request.request_id, nx=True, px=max(1, int(self._min_interval_s * 1000))
-            )
-            left_ms = 0 if claimed else self._client.pttl(key)
-        except REDIS_ERRORS as exc:
+            left_s = self._spacing.claim(request.action, request.app_id, request.request_id)
+        except StoreError as exc:
             self._count("rejected")
-            log.error(
-                "refused control request %s: cannot check its spacing (%s)",
-                request,
-                describe_redis_error(exc),
-            )
+            log.error("refused control request %s: %s", request, exc)
             return False
-        if claimed:
+        if left_s is None:
             return True
         self._count("refused")
         why = (
             f"the last {request.action} of this app is less than "
-            f"{self._min_interval_s:.0f} s old (WXTOKEN_CLEAR_QUOTA_MIN_INTERVAL_S): "
-            f"next in {max(1, int(left_ms or 0) // 1000)} s"
+            f"{self._spacing.min_interval_s:.0f} s old (WXTOKEN_CLEAR_QUOTA_MIN_INTERVAL_S): "
+            f"next in {left_s:.0f} s"
         )
         log.warning("refused control request %s (key %s): %s", request, signer, why)
         self._finish(request, signer, ControlResult.REFUSED, why)
         return False
-
-    def _release_spacing(self, request: ControlRequest) -> None:
-        """A call that changed nothing upstream does not hold the next one back."""
-        if self._min_interval_s <= 0:
-            return
-        try:
-            self._client.delete(self._keys.control_spacing(request.action, request.app_id))
-        except REDIS_ERRORS as exc:
-            log.warning(
-                "%s: could not release its spacing (%s)", request, describe_redis_error(exc)
-            )
 
     def _clear_quota(
         self, request: ControlRequest, signer: str, app: AppConfig, upstream: QuotaClearer
@@ -253,7 +233,7 @@ class ControlHandler:
             self._count("failed")
             log.error("%s: clear_quota failed: %s", app.app_id, exc)
             if exc.kind is FailureKind.TRANSIENT:
-                self._release_spacing(request)
+                self._spacing.release(request.action, request.app_id)
             self._finish(request, signer, ControlResult.FAILED, str(exc), errcode=exc.errcode)
             return
         except Exception:
