@@ -11,6 +11,14 @@ against those the requests caused (`forced_refresh`), and the token checks (getc
 Issue 8's figure before the fix: 1,999 classic fetches in 60 s, the whole daily quota.
 
     .venv/bin/python bench/request_flood.py [--seconds 60] [--rate 170] [--no-requester-limit]
+    .venv/bin/python bench/request_flood.py --unknown-apps
+
+`--unknown-apps` is issue 18 item 4's case instead: one producer with its default
+per-requester limit, a flood of 50 requests/s about apps nobody serves, and beside it, from
+the same broker login (every service shares one), 10 genuine reports, 1 s apart, of a token
+the sandbox really revoked. Prints how many of the 10 reached the leader (its
+`refresh_requests_total{handling="received"}`) and when the revoked token was replaced.
+Issue 18's figure before the fix: 1 of 10.
 
 `--no-requester-limit` lifts the per-requester allowance, so every request reaches the
 leader and the check before refresh, the spacing and the cap are what is measured.
@@ -26,6 +34,7 @@ import argparse
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -34,15 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pika
 import redis
 
+from consumer_lib.amqp import declare_requests_exchange, publish_request
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
-from consumer_lib.wire.refresh_request import requests_exchange
+from consumer_lib.wire.refresh_request import RefreshRequest, requests_exchange
 from consumer_lib.wire.signing import generate_keypair
 from ops.sandbox import SandboxConfig, SandboxServer
 from ops.sandbox.faults import Fault
 from producer.audit import AuditLog
 from tests.integration.flooder import Flooder
 from tests.integration.procs import Producer
+from tests.integration.servers import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -76,13 +87,125 @@ def wait_until(condition: object, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def scrape(port: int, metric: str, **labels: str) -> int:
+    """One counter of a producer's /metrics (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith((metric + "{", metric + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def unknown_apps_case(genuine: int = 10, flood_rate: float = 50.0) -> int:
+    """Issue 18 item 4: a flood about unknown apps beside genuine reports of a revoked token."""
+    tag = uuid.uuid4().hex[:8]
+    prefix, exchange = f"wxbench-{tag}", f"wxbench.{tag}"
+    app_id, secret = "wxflood0000genuine", "secret-genuine"
+    tmp = Path(tempfile.mkdtemp(prefix="wxbench-unknown-"))
+    private_key, public_key = generate_keypair(tmp / "signing")
+    sandbox = SandboxServer(
+        SandboxConfig(apps={app_id: secret}, expires_in_s=3600, overlap_s=10)
+    ).start()
+    apps_file = tmp / "apps.toml"
+    apps_file.write_text(f'[[apps]]\napp_id = "{app_id}"\nsecret = "{secret}"\n')
+    port = free_port()
+    env = {
+        "WXTOKEN_REDIS_URL": REDIS_URL,
+        "WXTOKEN_AMQP_URL": AMQP_URL,
+        "WXTOKEN_EXCHANGE": exchange,
+        "WXTOKEN_KEY_PREFIX": prefix,
+        "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
+        "WXTOKEN_VERIFY_KEYS": str(public_key),
+        "WXTOKEN_APPS_FILE": str(apps_file),
+        "WXTOKEN_WECHAT_BASE_URL": sandbox.base_url,
+        "WXTOKEN_METRICS_PORT": str(port),
+    }
+    client = redis.Redis.from_url(REDIS_URL)
+    reader = SnapshotReader(client, KeyLayout(prefix))
+    producer = Producer(env, tmp / "producer.log")
+    flooder: Flooder | None = None
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        wait_until(lambda: reader.read(app_id), 60, "the first token")
+        wait_until(lambda: scrape(port, "wxtoken_producer_leader") == 1, 30, "the leader")
+        flooder = Flooder(
+            amqp_url=AMQP_URL,
+            redis_url=REDIS_URL,
+            exchange=exchange,
+            key_prefix=prefix,
+            app_ids=[f"wxnobody{n:05d}" for n in range(50)],
+            rate_per_s=flood_rate,
+            made_up=True,
+        ).start()
+        time.sleep(3)  # the flood has used up any burst
+        revoked = reader.read(app_id)
+        assert revoked is not None
+        assert sandbox.state.invalidate(app_id)
+        labels = {"app_id": app_id, "kind": "access_token", "handling": "received"}
+        received_before = scrape(port, "wxtoken_producer_refresh_requests_total", **labels)
+        channel = connection.channel()
+        declare_requests_exchange(channel, exchange)
+        revoked_at = time.monotonic()
+        replaced_s: float | None = None
+        for n in range(genuine):
+            now_s = time.time()
+            request = RefreshRequest.for_token(
+                app_id, revoked.value, requester=f"client:genuine-{n}", now_s=now_s
+            )
+            publish_request(channel, exchange, request, sender="genuine", now_s=now_s)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                connection.process_data_events(0.1)
+                current = reader.read(app_id)
+                if replaced_s is None and current is not None and current.version > revoked.version:
+                    replaced_s = time.monotonic() - revoked_at
+        time.sleep(2)  # the last reports reach the leader
+        flooder.stop()
+        got = scrape(port, "wxtoken_producer_refresh_requests_total", **labels) - received_before
+        ignored = scrape(port, "wxtoken_producer_messages_rejected_total", reason="not_held")
+        over_rate = scrape(port, "wxtoken_producer_messages_rejected_total", reason="over_rate")
+        print(
+            f"unknown-apps flood: {flooder.sent} requests at {flood_rate:.0f}/s about 50 apps "
+            f"nobody serves, and {genuine} genuine reports 1 s apart of a revoked token, all "
+            f"from one broker login; one producer, default per-requester limit"
+        )
+        print(
+            f"  genuine reports that reached the leader: {got} of {genuine}; the revoked "
+            f"token replaced "
+            + (f"{replaced_s:.1f} s after the first report" if replaced_s is not None else "never")
+        )
+        print(
+            f"  flood: {ignored} ignored before charging (not served), {over_rate} dropped "
+            f"over the allowance; 'dropping refresh requests' log lines: "
+            f"{producer.stderr_text().count('dropping refresh requests from')}"
+        )
+        return 0
+    finally:
+        if flooder is not None and flooder.error is None:
+            flooder.stop()
+        producer.terminate()
+        sandbox.stop()
+        stale = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if stale:
+            client.delete(*stale)
+        for name in (exchange, requests_exchange(exchange)):
+            connection.channel().exchange_delete(name)
+        connection.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=170.0, help="requests per second")
     parser.add_argument("--no-requester-limit", action="store_true")
     parser.add_argument("--check-fails", action="store_true")
+    parser.add_argument("--unknown-apps", action="store_true")
     args = parser.parse_args()
+    if args.unknown_apps:
+        return unknown_apps_case()
     tag = uuid.uuid4().hex[:8]
     prefix, exchange = f"wxbench-{tag}", f"wxbench.{tag}"
     tmp = Path(tempfile.mkdtemp(prefix="wxbench-flood-"))

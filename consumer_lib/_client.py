@@ -248,9 +248,12 @@ class TokenClient(StatsView):
         *,
         kind: TokenKind | str = TokenKind.ACCESS_TOKEN,
         reason: str | None = None,
+        requester: str | None = None,
     ) -> bool:
         """Tell the producers WeChat rejected `token` (errcode 40001, 40014 or 42001), or,
         with `kind` a ticket ("jsapi", ...), that a signature made with it was refused.
+        `requester` names who asks in the producer's audit trail (default
+        `client:<host>-<pid>`; characters outside `[A-Za-z0-9_.:@+=/-]` become `_`).
 
         The leader refreshes it once, within WeChat's limits, or re-publishes the current
         token if this one was already replaced; the new token then arrives like any other.
@@ -268,6 +271,7 @@ class TokenClient(StatsView):
             reason=reason,
             send=self._subscriber.send,
             read_snapshot=self._feed.read_one,
+            requester=requester,
         )
 
     def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:

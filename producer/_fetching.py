@@ -208,7 +208,7 @@ class Fetching(StoreSync):
             if issued.error is not None:
                 self._store_unreachable(issued.error)
             self._unsaved = update
-        self._held = update
+        self._hold(update)
 
     def _warn_short_margin(self, update: TokenUpdate) -> None:
         margin_s = self._timing.margin_s(update)

@@ -14,6 +14,7 @@ the refresher drains the box on its next step and `request_policy` decides:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 
@@ -21,6 +22,15 @@ from consumer_lib.wire.refresh_request import RefreshRequest
 
 #: An audit entry of a batch of reports names at most this many requesters.
 AUDIT_NAMED_REQUESTERS = 3
+#: Reports about one of a credential's last this many tokens are worth handling (the
+#: current one, or older ones a late subscriber may still hold); any other fingerprint is
+#: dropped before it is charged to its sender's allowance.
+RECENT_TOKENS = 4
+
+
+def fingerprint_digest(token: str) -> bytes:
+    """The raw SHA-256 of `token` (32 bytes; `fingerprint()` is its hex form)."""
+    return hashlib.sha256(token.encode()).digest()
 
 
 @dataclass(slots=True)

@@ -48,7 +48,7 @@ from .apps import AppConfig
 from .audit import AuditLog
 from .budget import RefreshBudget
 from .clock_skew import SkewMonitor
-from .control import ControlHandler, QuotaClearer, operator_keys
+from .control import ControlHandler, QuotaClearer, control_keys
 from .fetching import Upstream
 from .lease import Leadership
 from .politeness import UpstreamGate
@@ -146,11 +146,12 @@ class ProducerService:
             keys,
             apps=apps,
             upstream=inner if isinstance(inner, QuotaClearer) else None,
-            verify_keys=operator_keys(settings),
+            verify_keys=control_keys(settings),
             is_leader=lambda: self.leadership.is_leader,
             producer_id=settings.producer_id,
             audit=self.audit,
             clock=clock,
+            min_interval_s=settings.clear_quota_min_interval_s,
         )
         self.upstream = UpstreamGate(
             rate_per_s=settings.upstream_rate_per_s, pause_s=settings.quota_retry_base_s
@@ -193,7 +194,10 @@ class ProducerService:
             stop=self._stop,
         )
         self.requests = RequestListener.from_settings(
-            settings, on_request=self._on_request, on_control=self.control.handle
+            settings,
+            on_request=self._on_request,
+            on_control=self.control.handle,
+            screen=self._worth_handling,
         )
 
     @property
@@ -275,6 +279,13 @@ class ProducerService:
         return result
 
     # ------------------------------------------------------------ events
+    def _worth_handling(self, request: RefreshRequest) -> bool:
+        """From the listener thread, before the sender is charged: the request is about a
+        credential served here and its current or a recent token (any producer, leader or
+        standby, holds those: a standby follows Redis)."""
+        refresher = self.refresher(request.app_id, request.kind)
+        return refresher is not None and refresher.knows_token(request.token_sha256)
+
     def _on_request(self, request: RefreshRequest) -> None:
         """From the listener thread: hand a request to the refresher of its credential
         (a ticket's report re-fetches the ticket, not the token), if we lead."""

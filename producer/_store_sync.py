@@ -20,6 +20,7 @@ from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 from ._refresher_stats import RefresherStats
+from ._reports import RECENT_TOKENS, fingerprint_digest
 from .apps import AppConfig
 from .issuing import Issuer
 from .ports import Gate
@@ -44,6 +45,8 @@ class StoreSync:
     _issuer: Issuer
     _gate: Gate
     _held: TokenUpdate | None
+    #: SHA-256 digests of the last `RECENT_TOKENS` tokens held, the current one first.
+    _recent: tuple[bytes, ...]
     _unsaved: TokenUpdate | None
     _last_version: int
     _retry_at: float
@@ -104,9 +107,17 @@ class StoreSync:
             log.warning("%s: Redis has %s; writing back %s", app_id, what, held)
             self._write(held)
 
+    def _hold(self, update: TokenUpdate) -> None:
+        """Make `update` the held token, remembering the fingerprints of the last
+        `RECENT_TOKENS` held (what reports may be about: `RequestHandling.knows_token`)."""
+        self._held = update
+        digest = fingerprint_digest(update.value)
+        if digest not in self._recent:
+            self._recent = (digest, *self._recent)[:RECENT_TOKENS]
+
     def _adopt(self, update: TokenUpdate) -> None:
         log.info("%s: adopting %s from Redis", self.app.app_id, update)
-        self._held = update
+        self._hold(update)
         self._last_version = max(self._last_version, update.version)
         self.stats.adopted += 1
         self._retry_at = 0.0

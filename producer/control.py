@@ -4,13 +4,18 @@
 (see `consumer_lib.wire.control`). The request listener hands every message typed
 `CONTROL_MESSAGE_TYPE` to `ControlHandler.handle(delivery)`, which, in order:
 
-1. opens the envelope with the operator keys (WXTOKEN_VERIFY_KEYS, and the producer's own):
-   unsigned, unknown-key, forged and malformed requests are counted and logged in one line;
+1. opens the envelope with the control keys (WXTOKEN_CONTROL_KEYS: a role of their own, not
+   the keys trusted for overrides; the signature covers `CONTROL_DOMAIN` too):
+   unsigned, unknown-key, forged and malformed requests are counted and logged at most
+   once a minute, with the count since (`SummedWarning`; the listener has charged each
+   message to its sender's allowance before);
 2. ignores the request unless this producer leads (standbys hear every request too);
 3. refuses a request issued outside `CONTROL_WINDOW_S` of our clock, and one whose
    `request_id` was taken before (SET NX on `KeyLayout.control_seen`): a replay;
-4. checks that the app is ours and an official account, then calls `clear_quota` upstream
-   on a worker thread (the listener thread must keep pumping the connection);
+4. checks that the app is ours and an official account, and that its last clear is at
+   least `min_interval_s` old (`ControlSpacing`: fleet-wide, given back when the call fails
+   transiently), then calls `clear_quota` upstream on a worker
+   thread (the listener thread must keep pumping the connection);
 5. records an audit entry (`who` = the request's operator) and stores a `ControlAnswer`
    at `KeyLayout.control_answer(request_id)` for the CLI, first answer wins.
 
@@ -24,14 +29,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from consumer_lib.amqp import Delivery
-from consumer_lib.errors import InvalidUpdate
-from consumer_lib.settings import CommonSettings
+from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.control import (
     ANSWER_TTL_S,
@@ -43,11 +47,17 @@ from consumer_lib.wire.control import (
 )
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import Platform
-from consumer_lib.wire.signing import key_id, load_private_key, load_public_keys
+from consumer_lib.wire.signing import key_id, load_public_keys
 
 from .app_config import AppConfig
 from .audit import AuditEvent, AuditLog
+from .control_spacing import ControlSpacing
+from .errcodes import FailureKind
+from .summed_log import SummedWarning
 from .upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from .settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +106,7 @@ class ControlHandler:
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
         run: Callable[[Callable[[], None]], None] = _in_thread,
+        min_interval_s: float = 0.0,
     ) -> None:
         self._client = redis_client
         self._keys = keys
@@ -107,7 +118,9 @@ class ControlHandler:
         self._audit = audit
         self._clock = clock
         self._run = run
+        self._spacing = ControlSpacing(redis_client, keys, min_interval_s=min_interval_s)
         self._lock = threading.Lock()
+        self._refusals = SummedWarning(log, clock=clock)
         self.stats = ControlStats()
 
     def _count(self, field: str) -> None:
@@ -132,7 +145,7 @@ class ControlHandler:
             request, signer = ControlRequest.open(body, self._verify_keys)
         except InvalidUpdate as exc:
             self._count("rejected")
-            log.warning("refused a control request from %r: %s", sender, exc)
+            self._refusals.note("refused a control request from %r: %s", sender, exc)
             return
         if not self._is_leader():
             self._count("ignored")
@@ -185,8 +198,31 @@ class ControlHandler:
             log.warning("refused control request %s (key %s): %s", request, signer, why)
             self._finish(request, signer, ControlResult.REFUSED, why)
             return
+        if not self._claim_spacing(request, signer):
+            return
         log.info("control request %s (key %s): calling clear_quota", request, signer)
         self._run(lambda: self._clear_quota(request, signer, app, upstream))
+
+    def _claim_spacing(self, request: ControlRequest, signer: str) -> bool:
+        """True when this app's last such request is old enough (`ControlSpacing`); else
+        refused, audited and answered."""
+        try:
+            left_s = self._spacing.claim(request.action, request.app_id, request.request_id)
+        except StoreError as exc:
+            self._count("rejected")
+            log.error("refused control request %s: %s", request, exc)
+            return False
+        if left_s is None:
+            return True
+        self._count("refused")
+        why = (
+            f"the last {request.action} of this app is less than "
+            f"{self._spacing.min_interval_s:.0f} s old (WXTOKEN_CLEAR_QUOTA_MIN_INTERVAL_S): "
+            f"next in {left_s:.0f} s"
+        )
+        log.warning("refused control request %s (key %s): %s", request, signer, why)
+        self._finish(request, signer, ControlResult.REFUSED, why)
+        return False
 
     def _clear_quota(
         self, request: ControlRequest, signer: str, app: AppConfig, upstream: QuotaClearer
@@ -196,6 +232,8 @@ class ControlHandler:
         except UpstreamError as exc:
             self._count("failed")
             log.error("%s: clear_quota failed: %s", app.app_id, exc)
+            if exc.kind is FailureKind.TRANSIENT:
+                self._spacing.release(request.action, request.app_id)
             self._finish(request, signer, ControlResult.FAILED, str(exc), errcode=exc.errcode)
             return
         except Exception:
@@ -259,9 +297,12 @@ class ControlHandler:
             )
 
 
-def operator_keys(settings: CommonSettings) -> list[Ed25519PublicKey]:
-    """The keys control requests may be signed with: WXTOKEN_VERIFY_KEYS and our own."""
-    keys = load_public_keys(settings.verify_key_files())
-    if settings.signing_key_file is not None:
-        keys.append(load_private_key(settings.signing_key_file).public_key())
+def control_keys(settings: ProducerSettings) -> list[Ed25519PublicKey]:
+    """The keys control requests may be signed with: WXTOKEN_CONTROL_KEYS only (not the
+    keys trusted for overrides, nor the producer's own); none, and every one is refused."""
+    keys = load_public_keys(settings.control_key_files(), setting="WXTOKEN_CONTROL_KEYS")
+    if not keys:
+        log.info(
+            "WXTOKEN_CONTROL_KEYS is not set: control requests (wxtoken quota clear) are refused"
+        )
     return keys

@@ -23,7 +23,8 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
     wxtoken_producer_publishes_total{result}               confirmed | nacked
     wxtoken_producer_messages_received_total               on the requests exchange
     wxtoken_producer_messages_rejected_total{message,reason}  refresh_request: invalid |
-                                      failed | over_rate; control: invalid | expired | replayed
+                                      failed | over_rate | not_held; control: invalid |
+                                      over_rate | expired | replayed
     wxtoken_producer_clock_skew_seconds                   this clock minus Redis's (TIME)
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
 """
@@ -85,7 +86,9 @@ def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], i
         ("refresh_request", "invalid"): listener.rejected,
         ("refresh_request", "failed"): listener.handler_errors,
         ("refresh_request", "over_rate"): listener.dropped,
+        ("refresh_request", "not_held"): listener.ignored,
         ("control", "invalid"): control.rejected,
+        ("control", "over_rate"): listener.control_dropped,
         ("control", "expired"): control.expired,
         ("control", "replayed"): control.replayed,
     }

@@ -80,10 +80,10 @@ class AppRefresher(RequestHandling, Fetching):
     __slots__ = (
         "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
         "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
-        "_on_fetch_failed", "_phase_s", "_probe", "_publish", "_reports", "_republish_at",
-        "_request_audit", "_retries", "_retry_at", "_step_lock", "_store", "_store_probed_at",
-        "_store_reachable", "_timing", "_unsaved", "_upstream", "_warned_margin", "app", "kind",
-        "stats",
+        "_on_fetch_failed", "_phase_s", "_probe", "_publish", "_recent", "_reports",
+        "_republish_at", "_request_audit", "_retries", "_retry_at", "_step_lock", "_store",
+        "_store_probed_at", "_store_reachable", "_timing", "_unsaved", "_upstream",
+        "_warned_margin", "app", "kind", "stats",
     )
     # fmt: on
 
@@ -133,6 +133,7 @@ class AppRefresher(RequestHandling, Fetching):
         self._retries = Retries(self._timing, rand=rand, app_id=app.app_id)
         self._step_lock = threading.Lock()
         self._held: TokenUpdate | None = None
+        self._recent: tuple[bytes, ...] = ()
         self._unsaved: TokenUpdate | None = None
         self._last_version = 0
         self._retry_at = 0.0

@@ -4,36 +4,41 @@ The requester named inside a `RefreshRequest` is whatever its sender wrote; the 
 `user_id` property is checked by RabbitMQ (a message whose `user_id` is not its
 connection's login is refused), so that is the identity limited: `user:<login>`. Requests
 published without a `user_id` cannot be told apart and share one allowance
-(`UNVERIFIED`). Each identity may send `burst` requests at once and `rate_per_s` a second
-after that; the rest is dropped, counted, and logged at most once a minute per identity.
+(`UNVERIFIED`). The allowance is kept per identity and credential (`about`: app and kind),
+so one login's flood about one app cannot starve its own reports about another; the
+request listener drops requests about apps not served and tokens never held before they
+are charged (`RequestListener`'s `screen`). Each (identity, credential) may send `burst`
+requests at once and `rate_per_s` a second after that; the rest is dropped, counted, and
+logged at most once a minute for all of them together, with the count since the last
+line (`SummedWarning`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .summed_log import SummedWarning
+
 log = logging.getLogger(__name__)
 
 #: The one identity of every request that carries no broker-checked `user_id`.
 UNVERIFIED = "unverified (no user_id)"
-#: Drops of one identity are logged at most this often.
+#: Drops are logged at most this often (all identities together).
 DROP_LOG_EVERY_S = 60.0
-#: Identities tracked at most (the least recently seen go first).
-MAX_IDENTITIES = 1024
+#: Allowances (identity, credential) tracked at most (the least recently seen go first):
+#: logins times served credentials, since requests about others are never charged.
+MAX_IDENTITIES = 16_384
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tokens: float
     at_s: float
-    dropped: int = 0  # since the last log line
-    logged_at_s: float = -math.inf
 
 
 class RequesterLimits:
@@ -55,6 +60,8 @@ class RequesterLimits:
         self._max_identities = max_identities
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        # One line a minute for every allowance together: their number grows with the apps.
+        self._drops = SummedWarning(log, every_s=DROP_LOG_EVERY_S, clock=clock)
         #: Requests dropped, all identities together.
         self.dropped = 0
 
@@ -63,9 +70,10 @@ class RequesterLimits:
         """Whom a request is counted against: its broker login, or `UNVERIFIED`."""
         return f"user:{user_id[:128]}" if user_id else UNVERIFIED
 
-    def admit(self, user_id: str | None, requester: str) -> bool:
-        """True if the request may go on; False (counted, maybe logged) if dropped."""
-        who = self.identity(user_id)
+    def admit(self, user_id: str | None, requester: str, *, about: str | None = None) -> bool:
+        """True if the request may go on; False (counted, maybe logged) if dropped.
+        `about` names the credential (`app/kind`): each has its own allowance."""
+        who = self.identity(user_id) if about is None else f"{self.identity(user_id)} about {about}"
         now_s = self._clock()
         with self._lock:
             bucket = self._buckets.get(who)
@@ -82,17 +90,11 @@ class RequesterLimits:
                 bucket.tokens -= 1.0
                 return True
             self.dropped += 1
-            bucket.dropped += 1
-            if now_s - bucket.logged_at_s < DROP_LOG_EVERY_S:
-                return False
-            dropped, bucket.dropped, bucket.logged_at_s = bucket.dropped, 0, now_s
-        log.warning(
-            "dropping refresh requests from %s (last named %s): over %g/s (burst %d); "
-            "%d dropped since the last such line",
+        self._drops.note(
+            "dropping refresh requests from %s (last named %s): over %g/s (burst %d)",
             who,
             requester,
             self._rate_per_s,
             int(self._burst),
-            dropped,
         )
         return False

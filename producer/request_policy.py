@@ -169,6 +169,7 @@ class RequestHandling:
     _probe: TokenProbe | None
     _request_audit: RequestAudit
     _held: TokenUpdate | None
+    _recent: tuple[bytes, ...]
     _last_publish_s: float
     _clock: Callable[[], float]
     #: The fingerprint of the last token an ERROR line said someone else had replaced.
@@ -181,6 +182,15 @@ class RequestHandling:
         def _republish(self, held: TokenUpdate, now_s: float) -> None: ...
 
         def _spend_on_report(self) -> BudgetDecision | None: ...
+
+    def knows_token(self, token_sha256: str) -> bool:
+        """True when `token_sha256` is the fingerprint of the held token or of one of the
+        last tokens held before it; thread-safe (the listener asks before charging)."""
+        try:
+            digest = bytes.fromhex(token_sha256)
+        except ValueError:
+            return False
+        return digest in self._recent
 
     def request_refresh(self, request: RefreshRequest) -> None:
         """Note that a subscriber or operator saw a token rejected; thread-safe.

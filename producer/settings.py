@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field
 
 from consumer_lib.settings import CommonSettings
+from consumer_lib.settings.schema import key_files
 
 from .apps import is_local_sandbox
 
@@ -89,3 +90,15 @@ class ProducerSettings(CommonSettings):
     #: one share one allowance) may send per second, and in a burst; the rest is dropped.
     request_rate_per_requester_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0
     request_burst_per_requester: Annotated[int, Field(ge=1, le=100_000)] = 30
+    #: The public keys whose signatures control requests (`wxtoken quota clear`) need,
+    #: comma-separated files or directories of `*.pub`, as WXTOKEN_VERIFY_KEYS. A role of
+    #: its own: a key trusted for overrides (the gateway's) cannot clear a quota. Unset,
+    #: every control request is refused.
+    control_keys: str | None = None
+    #: A clear of one app's quota is at least this far from the last (fleet-wide): WeChat
+    #: allows 10 a month, so a stolen control key cannot spend them all at once.
+    clear_quota_min_interval_s: Annotated[float, Field(ge=0, le=31 * 86_400)] = 3600.0
+
+    def control_key_files(self) -> list[Path]:
+        """The files of `control_keys` (a directory: its `*.pub`)."""
+        return key_files(self.control_keys)

@@ -81,13 +81,18 @@ class CommonSettings(BaseSettings):
     def verify_key_files(self) -> list[Path]:
         """The listed public key files; a directory stands for every `*.pub` in it (sorted),
         so compose can trust whatever operators' keys deploy/keys holds."""
-        files: list[Path] = []
-        for entry in (self.verify_keys or "").split(","):
-            if not entry.strip():
-                continue
-            path = Path(entry.strip())
-            files.extend(sorted(path.glob("*.pub")) if path.is_dir() else [path])
-        return files
+        return key_files(self.verify_keys)
+
+
+def key_files(listed: str | None) -> list[Path]:
+    """Comma-separated public key files; a directory stands for every `*.pub` in it."""
+    files: list[Path] = []
+    for entry in (listed or "").split(","):
+        if not entry.strip():
+            continue
+        path = Path(entry.strip())
+        files.extend(sorted(path.glob("*.pub")) if path.is_dir() else [path])
+    return files
 
 
 class ClientSettings(CommonSettings):

@@ -3,10 +3,13 @@
 `wxtoken quota clear APP_ID` publishes a `ControlRequest` on the requests exchange (the
 same one refresh requests use), with the message `type` `CONTROL_MESSAGE_TYPE`. Since a
 consumer credential may publish there too, a control request is always an Ed25519 envelope
-(`signing.seal`) signed with the operator's key, and the producers accept it only when
-the key is one of theirs (`WXTOKEN_VERIFY_KEYS`): there is no insecure mode. Replays are
-refused twice over: `issued_at` must be within `CONTROL_WINDOW_S` of the producer's clock,
-and the leader claims `request_id` once with SET NX (`KeyLayout.control_seen`).
+(`signing.seal`) signed with the operator's key over `CONTROL_DOMAIN` + the payload (so
+no signature made for anything else, an override's included, is one of a control
+request), and the producers accept it only when the key is one of their control keys
+(`WXTOKEN_CONTROL_KEYS`, a role of its own: not the keys trusted for overrides): there is
+no insecure mode. Replays are refused twice over: `issued_at` must be within
+`CONTROL_WINDOW_S` of the producer's clock, and the leader claims `request_id` once with
+SET NX (`KeyLayout.control_seen`).
 
 The leader answers with a `ControlAnswer` stored as JSON at `KeyLayout.control_answer`
 (request id), expiring after `ANSWER_TTL_S`; the CLI waits for that key.
@@ -29,6 +32,8 @@ from .update import AppId, decode_json_model
 
 #: The `type` property of a control message on the requests exchange.
 CONTROL_MESSAGE_TYPE = "wxtoken.control_request.v1"
+#: The domain tag signed before a control request's payload (`signing.seal(domain=)`).
+CONTROL_DOMAIN = b"wxtoken control request\x00"
 #: Anything bigger is refused before it is parsed.
 MAX_CONTROL_BYTES = 4 * 1024
 #: A request issued further than this from the producer's clock (either way) is refused.
@@ -81,7 +86,7 @@ class ControlRequest(BaseModel):
 
     def seal(self, signer: Ed25519PrivateKey) -> bytes:
         """The signed envelope to publish."""
-        return seal(signer, self.model_dump_json().encode())
+        return seal(signer, self.model_dump_json().encode(), domain=CONTROL_DOMAIN)
 
     @classmethod
     def open(cls, raw: bytes, keys: Mapping[str, Ed25519PublicKey]) -> tuple[ControlRequest, str]:
@@ -90,7 +95,7 @@ class ControlRequest(BaseModel):
             raise InvalidUpdate("invalid control request: not bytes")
         if len(raw) > MAX_CONTROL_BYTES:
             raise InvalidUpdate(f"invalid control request: {len(raw)} bytes exceed limit")
-        payload, signer_id = unseal(raw, keys, what="control request")
+        payload, signer_id = unseal(raw, keys, what="control request", domain=CONTROL_DOMAIN)
         request = decode_json_model(
             cls, payload, max_bytes=MAX_CONTROL_BYTES, what="control request"
         )

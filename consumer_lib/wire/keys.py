@@ -17,6 +17,7 @@
 {prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}   that agent's calls of one kind
 {prefix}:control:seen:{request_id}        a control request the leader took (SET NX EX): no replay
 {prefix}:control:answer:{request_id}      the leader's ControlAnswer as JSON, for the CLI (EX)
+{prefix}:control:spacing:{action}:{app_id} the last such request acted on (SET NX EX): spacing
 {prefix}:upstream_errors                  hash "{app_id}:{kind}" -> last failed fetch, as JSON
 {prefix}:served                           JSON: the app ids the current leader serves, by whom
 {prefix}:clock_skew                       hash: producer id -> its clock minus Redis's (JSON)
@@ -122,6 +123,10 @@ class KeyLayout:
     def control_answer(self, request_id: str) -> str:
         """The leader's `ControlAnswer` to a control request, for the CLI."""
         return f"{self.prefix}:control:answer:{request_id}"
+
+    def control_spacing(self, action: str, app_id: str) -> str:
+        """Held (SET NX EX) while `action` on `app_id` must wait: one app's clears spaced."""
+        return f"{self.prefix}:control:spacing:{action}:{app_id}"
 
     @property
     def upstream_errors(self) -> str:

@@ -200,20 +200,24 @@ class UpdateCodec:
         return TokenUpdate.decode(payload)
 
 
-def seal(signer: Ed25519PrivateKey, payload: bytes) -> bytes:
-    """`payload` (UTF-8 JSON) in a signed envelope, the form every signed message takes."""
+def seal(signer: Ed25519PrivateKey, payload: bytes, *, domain: bytes = b"") -> bytes:
+    """`payload` (UTF-8 JSON) in a signed envelope, the form every signed message takes.
+    With a `domain` tag, what is signed is `domain + payload` (the envelope carries only the
+    payload): the signature is then good for that kind of message only."""
     envelope = {
         "payload": payload.decode(),
         "key_id": key_id(signer.public_key()),
-        "sig": base64.b64encode(signer.sign(payload)).decode(),
+        "sig": base64.b64encode(signer.sign(domain + payload)).decode(),
     }
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def unseal(raw: bytes, keys: Mapping[str, Ed25519PublicKey], *, what: str) -> tuple[bytes, str]:
-    """(payload, key id) of an envelope signed by one of `keys` (by key id). Anything
-    unsigned, signed by another key, forged or malformed raises `InvalidUpdate` naming
-    `what`; there is no insecure mode."""
+def unseal(
+    raw: bytes, keys: Mapping[str, Ed25519PublicKey], *, what: str, domain: bytes = b""
+) -> tuple[bytes, str]:
+    """(payload, key id) of an envelope signed by one of `keys` (by key id), over
+    `domain + payload`. Anything unsigned, signed by another key or for another domain,
+    forged or malformed raises `InvalidUpdate` naming `what`; there is no insecure mode."""
     envelope = _envelope_of(raw, what=what)
     if envelope is None:
         raise InvalidUpdate(f"invalid {what}: unsigned")
@@ -221,7 +225,7 @@ def unseal(raw: bytes, keys: Mapping[str, Ed25519PublicKey], *, what: str) -> tu
     key = keys.get(signer_id)
     if key is None:
         raise InvalidUpdate(f"invalid {what}: signed by unknown key {signer_id}")
-    if not signature_ok(verifier(key), signature, payload):
+    if not signature_ok(verifier(key), signature, domain + payload):
         raise InvalidUpdate(f"invalid {what}: bad signature (key {signer_id})")
     return payload, signer_id
 

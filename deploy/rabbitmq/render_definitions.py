@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render RabbitMQ's definitions.json from definitions.template.json and three passwords.
+"""Render RabbitMQ's definitions.json from definitions.template.json and four passwords.
 
 The template (in git) holds the vhost, the users without passwords (the consumer's with
 per-user `limits` on connections and channels), their permissions, the exchanges and the

@@ -54,14 +54,15 @@ def clear(obj: OpsContext, app_id: str, yes: bool, reason: str | None, timeout: 
     """Reset WeChat's API call quota of APP_ID (POST /cgi-bin/clear_quota/v2).
 
     The leading producer makes the call, since only it holds the secret; the request is
-    signed with WXTOKEN_SIGNING_KEY_FILE, which the producers must trust
-    (WXTOKEN_VERIFY_KEYS). WeChat allows 10 a month per app.
+    signed with WXTOKEN_SIGNING_KEY_FILE, which the producers must trust for control
+    requests (their WXTOKEN_CONTROL_KEYS). WeChat allows 10 a month per app; the producers
+    space one app's clears (WXTOKEN_CLEAR_QUOTA_MIN_INTERVAL_S, an hour by default).
     """
     settings = obj.get_settings()
     if settings.signing_key_file is None:
         raise BadConfig(
             "WXTOKEN_SIGNING_KEY_FILE is not set: a quota clear must be signed with an "
-            "operator key the producers trust (WXTOKEN_VERIFY_KEYS)"
+            "operator key the producers trust for control requests (WXTOKEN_CONTROL_KEYS)"
         )
     signer = load_private_key(settings.signing_key_file)
     if not yes:
@@ -140,6 +141,6 @@ def _timeout_message(obj: OpsContext, timeout_s: float, signer_id: str) -> str:
     leader = (holder.decode(errors="replace") if isinstance(holder, bytes) else str(holder))[:160]
     return (
         f"{head} from the leader ({leader.partition('|')[2] or leader}): is this request's "
-        f"key {signer_id} in its WXTOKEN_VERIFY_KEYS, and does it use "
+        f"key {signer_id} in its WXTOKEN_CONTROL_KEYS, and does it use "
         f"WXTOKEN_EXCHANGE={obj.get_settings().exchange}? Its log names a refused request"
     )

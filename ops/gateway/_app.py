@@ -31,11 +31,10 @@ from consumer_lib import (
     TokenKind,
     TokenUnavailable,
     TokenUpdate,
-    mask,
 )
 from consumer_lib.jssdk import MAX_URL_CHARS, jssdk_config, page_url
 from consumer_lib.wire.kinds import TICKET_NAMES
-from producer.audit import AuditEvent, AuditLog
+from consumer_lib.wire.refresh_request import ReasonText
 
 from ._apikeys import ApiKey, KeyRing, Scope
 from ._fastpath import authorization
@@ -61,7 +60,6 @@ KEYS_RELOAD_EVERY_S = 2.0
 TokenText = Annotated[
     str, StringConstraints(min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$")
 ]
-ReasonText = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class ReportBody(BaseModel):
@@ -84,7 +82,6 @@ class Gateway:
     client: TokenClient
     view: TokenView
     keys: KeyRing
-    audit: AuditLog | None = None
     overrider: Overrider | None = None
     operator: str = "gateway"
     default_rate_per_s: float = 50.0
@@ -199,21 +196,26 @@ class Gateway:
         return jssdk_config(_HeldTicket(ticket.value), app_id, url, clock=self.clock)
 
     # ------------------------------------------------------------ writes
-    def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
-        sent = self.client.report_invalid(
-            app_id, body.access_token, kind=kind, reason=body.reason or f"gateway key {key.name}"
-        )
-        if self.audit is not None:
-            self.audit.record(
-                AuditEvent.REFRESH_REQUEST,
-                app_id,
-                kind=kind.value,
-                who=f"{self.operator}/key:{key.name}",
-                masked_token=mask(body.access_token),
-                reason=f"reported rejected ({'sent' if sent else 'coalesced'})"
-                + (f": {body.reason}" if body.reason else ""),
+    def require_held(self, app_id: str, kind: TokenKind) -> None:
+        """404 unless this gateway holds (or has held) a `kind` of `app_id`: reports are
+        taken only about what it serves, before the body is even read."""
+        if not self.view.holds(app_id, kind):
+            raise ApiError(
+                404,
+                f"this gateway holds no {kind} of app {app_id!r}: it takes reports only "
+                "about the tokens it serves",
             )
-        return sent
+
+    def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
+        """Send the report with the key's name as requester: the producer's audit trail
+        sums reports up and names their requesters (the gateway cannot write the trail)."""
+        return self.client.report_invalid(
+            app_id,
+            body.access_token,
+            kind=kind,
+            reason=body.reason or f"gateway key {key.name}",
+            requester=f"{self.operator}/key:{key.name}",
+        )
 
     def override(
         self, key: ApiKey, app_id: str, kind: TokenKind, body: OverrideBody

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumer_lib.wire.refresh_request import REASON_MAX_CHARS, REASON_PATTERN
+
 _JSON = "application/json"
 
 
@@ -31,8 +33,8 @@ _APP_ID = {
 _TOKEN = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[\\x21-\\x7e]+$"}
 _REASON = {
     "type": "string",
-    "maxLength": 200,
-    "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+    "maxLength": REASON_MAX_CHARS,
+    "pattern": REASON_PATTERN,  # the refresh request's own: no control characters
     "nullable": True,
 }
 

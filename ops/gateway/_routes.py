@@ -32,6 +32,7 @@ def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
     async def report(request: Request) -> Response:
         app_id = request.path_params["app_id"]
         key = gw.authenticate(request, Scope.REPORT, app_id)
+        gw.require_held(app_id, kind)
         body = await read_model(request, ReportBody, max_bytes=gw.max_body_bytes)
         sent = await run_in_threadpool(gw.report, key, app_id, kind, body)
         return JSONResponse({"app_id": app_id, "reported": sent}, status_code=202)

@@ -65,6 +65,10 @@ class TokenView:
         now_s = self._clock()
         return sum(1 for u in list(self._held.values()) if now_s < u.expires_at)
 
+    def holds(self, app_id: str, kind: TokenKind) -> bool:
+        """True once a `kind` of `app_id` has reached this gateway (valid or not)."""
+        return (app_id, kind) in self._held
+
     def held(self) -> list[TokenUpdate]:
         return list(self._held.values())
 

@@ -1,5 +1,6 @@
 """Builds a `Gateway` from settings: one Redis client, a `TokenClient`, the keys, the
-audit trail, the override use case (when an operator key is configured) and metrics."""
+override use case (when an operator key is configured, with its audit trail) and metrics.
+Reports are audited by the producer, not here."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
     client = TokenClient(settings, redis_client=redis_client, name="wxtoken-gateway")
     store = TokenStore(redis_client, layout, codec_from_settings(settings))
     view = TokenView(client, store.reader.known)
-    audit = AuditLog(redis_client, layout)
     overrider = None
     if settings.signing_key_file is not None:
         from ops.broker import broker_channel  # the broker side of `wxtoken set`
@@ -41,7 +41,8 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
         sender = f"wxtoken-gateway/{settings.gateway_operator}"
         overrider = Overrider(
             store=signing_store,
-            audit=audit,
+            # Overrides are audited like `wxtoken set`'s: such a gateway logs in as wxtoken-ops.
+            audit=AuditLog(redis_client, layout),
             open_publisher=lambda: broker_channel(settings, sender),
             operator=settings.gateway_operator,
             clock=time.time,
@@ -50,7 +51,6 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
         client=client,
         view=view,
         keys=keys,
-        audit=audit,
         overrider=overrider,
         operator=settings.gateway_operator,
         default_rate_per_s=settings.gateway_rate_per_s,

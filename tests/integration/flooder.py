@@ -3,7 +3,9 @@ each new current token, in a loop (used by test_request_flood.py and bench/reque
 
 A consumer receives every token, so it knows the current one; this one reads it from the
 snapshot in Redis (the same token) each round and publishes a `RefreshRequest` about it per
-app, as fast as `rate_per_s` allows, from a thread of its own.
+app, as fast as `rate_per_s` allows, from a thread of its own. With `made_up`, the apps
+are not read at all: each request is about a made-up token of a name in `app_ids` (issue
+18 item 4: a flood about apps nobody serves).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ class Flooder:
         app_ids: Sequence[str],
         rate_per_s: float = 170.0,
         requester: str = "client:attacker",
+        made_up: bool = False,
     ) -> None:
         self._amqp_url, self._exchange = amqp_url, exchange
         self._reader = SnapshotReader(redis.Redis.from_url(redis_url), KeyLayout(key_prefix))
         self._app_ids = list(app_ids)
         self._gap_s = 1.0 / rate_per_s
         self._requester = requester
+        self._made_up = made_up
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flooder", daemon=True)
         self.sent = 0
@@ -73,13 +77,17 @@ class Flooder:
         next_at = time.monotonic()
         while not self._stop.is_set():
             for app_id in self._app_ids:
-                held = self._reader.read(app_id)
-                if held is None:
-                    continue
-                self.tokens[app_id].add(held.value)
+                if self._made_up:
+                    token = f"made-up-{self.sent}"
+                else:
+                    held = self._reader.read(app_id)
+                    if held is None:
+                        continue
+                    token = held.value
+                    self.tokens[app_id].add(token)
                 now_s = time.time()
                 request = RefreshRequest.for_token(
-                    app_id, held.value, requester=self._requester, now_s=now_s
+                    app_id, token, requester=self._requester, now_s=now_s
                 )
                 publish_request(channel, self._exchange, request, sender="attacker", now_s=now_s)
                 self.sent += 1

@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RENDER_SCRIPT = ROOT / "deploy" / "rabbitmq" / "render_definitions.py"
 SHIPPED_VHOST = "wxtoken"
 SHIPPED_USER_PREFIX = "wxtoken-"
-ROLES = ("producer", "ops", "consumer")
+ROLES = ("producer", "ops", "consumer", "gateway")
 APP = "wxperm0000000001"
 #: max-queues of the test's vhost (see `retarget`).
 TEST_MAX_QUEUES = 12

@@ -1,7 +1,7 @@
 """Operator keys end to end (`wxtoken quota clear`, and `wxtoken set`'s check of the keys
 the leader announces): the real CLI, a real producer process, the real Redis and RabbitMQ,
 the sandbox WeChat. The operator signs with a key of their own, which the producer trusts
-through WXTOKEN_VERIFY_KEYS."""
+through WXTOKEN_CONTROL_KEYS (quota clears) and WXTOKEN_VERIFY_KEYS (overrides)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,13 @@ def wxtoken(
     )
 
 
-def leading_producer(stack: Stack, operator_public_key: Path) -> Producer:
-    """A producer trusting the operator's key, leading and listening for requests."""
+def leading_producer(stack: Stack, operator_public_key: Path, **env: str) -> Producer:
+    """A producer trusting the operator's key (for overrides and control requests),
+    leading and listening for requests."""
     verify_keys = f"{stack.service_env['WXTOKEN_VERIFY_KEYS']},{operator_public_key}"
-    producer = stack.producer(WXTOKEN_VERIFY_KEYS=verify_keys)
+    producer = stack.producer(
+        WXTOKEN_VERIFY_KEYS=verify_keys, WXTOKEN_CONTROL_KEYS=str(operator_public_key), **env
+    )
     wait_line(
         producer,
         lambda line: "listening for refresh requests" in line,
@@ -68,7 +71,8 @@ def test_quota_clear_is_done_by_the_leader_and_the_eleventh_gets_48006(
     audited under the operator's name; once the month's 10 are spent, 48006 is printed
     with a failing exit."""
     operator_key, operator_public = generate_keypair(tmp_path / "operator.key")
-    leading_producer(stack, operator_public)
+    # No spacing here: the second clear must reach WeChat (test_control_role.py spaces them).
+    leading_producer(stack, operator_public, WXTOKEN_CLEAR_QUOTA_MIN_INTERVAL_S="0")
     app_id = stack.app_ids[0]
 
     result = wxtoken(stack, "quota", "clear", app_id, "--yes", key_file=operator_key)
@@ -116,7 +120,7 @@ def test_a_key_the_producer_does_not_trust_spends_nothing(stack: Stack, tmp_path
     )
     print(result.stdout, result.stderr)
     assert result.returncode == 1
-    assert "WXTOKEN_VERIFY_KEYS" in result.stderr
+    assert "WXTOKEN_CONTROL_KEYS" in result.stderr
     wait_line(
         producer,
         lambda line: "refused a control request" in line and "unknown key" in line,

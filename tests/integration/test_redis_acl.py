@@ -22,20 +22,27 @@ from pydantic import SecretStr
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import Platform
+from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import TokenKind
 from ops.cli import main as cli_main
 from ops.cli.context import OpsContext
+from ops.gateway import GatewaySettings, add_key
+from ops.gateway._app import ReportBody
+from ops.gateway._wiring import make_gateway
 from producer.app_config import AppConfig
 from producer.apps import TokenApi
 from producer.audit import AuditLog
 from producer.budget import RefreshBudget
 from producer.errcodes import FailureKind
 from producer.lease import Leadership
+from producer.refresher import AppRefresher
 from producer.scripts import library_code, library_version, load_library
 from producer.store import StoreError, TokenStore
 from producer.ticket_budget import TicketBudget
 from producer.upstream import UpstreamError
 from producer.upstream_errors import UpstreamErrors
+from producer.wechat import FetchedToken
+from tests.conftest import FakeClock
 from tests.integration.servers import HOST, RedisServer
 from tests.unit._helpers import make_update
 
@@ -315,15 +322,23 @@ def test_quota_clear_keys_work_for_their_roles_only(
     _refused(lambda: consumer.hgetall(KEYS.upstream_errors))
     _refused(lambda: consumer.get(answer))
     _refused(lambda: consumer.set(seen, "x"))
+    # Issue 18 item 7: the leader spaces one app's clears (SET NX PX, PTTL, DEL on failure).
+    spacing = KEYS.control_spacing("clear_quota", APP)
+    assert producer.set(spacing, "acl-req-1", nx=True, px=60_000)
+    assert not producer.set(spacing, "acl-req-2", nx=True, px=60_000)
+    assert 0 < producer.pttl(spacing) <= 60_000
+    _refused(lambda: ops.delete(spacing))
+    _refused(lambda: consumer.delete(spacing))
+    assert producer.delete(spacing) == 1
 
 
-def test_gateway_reads_and_audits_but_writes_no_token(
+def test_gateway_reads_but_writes_nothing_not_even_the_audit_trail(
     producer: redis.Redis, ops: redis.Redis, gateway: redis.Redis
 ) -> None:
-    """wxtoken-gateway reads snapshots like a consumer and appends its report entries to the
-    audit trail (read back by ops with the key's name); it may not read or delete the trail,
-    write a token, a version or the known set, allocate a version through the store's script,
-    run any script, or read the lease, the budgets or the upstream failures."""
+    """wxtoken-gateway reads snapshots like a consumer; it may not append to, read, erase
+    (`XADD ... MAXLEN 0`) or delete the audit trail (issue 18 item 5: the producer audits its
+    reports), write a token, a version or the known set, allocate a version through the
+    store's script, run any script, or read the lease, the budgets or the upstream failures."""
     store = TokenStore(producer, KEYS)
     now_s = time.time()
     version = store.next_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s + 180)
@@ -332,12 +347,17 @@ def test_gateway_reads_and_audits_but_writes_no_token(
     reader = SnapshotReader(gateway, KEYS)
     assert reader.read(APP) == update
     assert (APP, TokenKind.ACCESS_TOKEN) in reader.known()
-    audit = AuditLog(gateway, KEYS)
-    audit.record("report", APP, who="wxtoken-gateway/key:acl-test", version=version)
-    entries = AuditLog(ops, KEYS).read(APP, limit=20)
-    assert any(e.who == "wxtoken-gateway/key:acl-test" for e in entries)
-    token_key = KEYS.token(APP, TokenKind.ACCESS_TOKEN)
+    AuditLog(ops, KEYS).record("override", APP, who="ops:alice@h", version=version)
     audit_key = AuditLog(ops, KEYS).key
+    length = len(AuditLog(ops, KEYS).read(limit=100_000))
+    _refused(lambda: gateway.execute_command("XADD", audit_key, "MAXLEN", "0", "*", "f", "v"))
+    _refused(lambda: gateway.xadd(audit_key, {"event": "report"}))
+    AuditLog(gateway, KEYS).record("report", APP, who="wxtoken-gateway/key:acl-test")
+    entries = AuditLog(ops, KEYS).read(limit=100_000)
+    assert len(entries) == length, "the trail is as it was"
+    assert any(e.who == "ops:alice@h" for e in entries)
+    assert not any(e.who == "wxtoken-gateway/key:acl-test" for e in entries)
+    token_key = KEYS.token(APP, TokenKind.ACCESS_TOKEN)
     _refused(lambda: gateway.xrevrange(audit_key))  # the trail is write-only to it
     _refused(lambda: gateway.delete(audit_key))
     _refused(lambda: gateway.xadd(f"{KEYS.prefix}:other", {"x": "1"}))
@@ -459,3 +479,91 @@ def test_without_the_admin_step_a_role_says_what_to_run(tmp_path: Path) -> None:
         producer.close()
         admin.close()
         server.kill()
+
+
+class _Fetcher:
+    """A new token per call, as upstream hands them out."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        self.calls += 1
+        return FetchedToken(value=f"FLOOD-{self.calls:04d}-{'f' * 40}", expires_in_s=7200)
+
+
+def test_a_report_flood_leaves_earlier_overrides_in_the_trail(
+    acl_server: RedisServer,
+    producer: redis.Redis,
+    ops: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 18 item 5: a `report` key at the gateway's default 50/s for 206 s (10,300
+    reports) once pushed every earlier entry out of the 10,000-entry trail, one XADD per
+    report. Now the gateway (logged in as wxtoken-gateway) writes no entry, and the leader
+    that receives the reports sums them up (at most one entry per event and credential a
+    minute): the override recorded before the flood is still there."""
+    app_id, reports, per_s = "wxacl00000000flood", 10_300, 50
+    clock = FakeClock(time.time())
+    ops_audit = AuditLog(ops, KEYS)
+    ops_audit.record("override", app_id, who="ops:alice@h", reason="before the flood")
+    before = len(ops_audit.read(limit=100_000))
+
+    # The gateway's side: every report goes through `Gateway.report`.
+    keys_file = tmp_path / "gateway-keys.json"
+    presented = add_key(keys_file, "flood", apps=["wx*"], scopes=["read", "report"])
+    settings = GatewaySettings(
+        redis_url=f"redis://wxtoken-gateway:{PASSWORDS['wxtoken-gateway']}@{HOST}:{acl_server.port}/0",
+        amqp_url="amqp://guest:guest@127.0.0.1:1/%2F",
+        gateway_keys_file=keys_file,
+        insecure_accept_unsigned=True,
+    )
+    gw = make_gateway(settings)
+    key = gw.keys.find(presented)
+    assert key is not None
+
+    # The leader's side: the same reports, as `RefreshRequest`s naming the key.
+    store = TokenStore(producer, KEYS)
+    refresher = AppRefresher(
+        AppConfig(app_id=app_id, secret=SecretStr("s"), token_api=TokenApi.CLASSIC),
+        fetcher=_Fetcher(),
+        store=store,
+        publish=lambda update: None,
+        producer_id="producer-acl",
+        budget=RefreshBudget(producer, KEYS, clock=clock),
+        audit=AuditLog(producer, KEYS, clock=clock),
+        clock=clock,
+    )
+    refresher.step()
+    for n in range(reports):
+        held = refresher.held
+        assert held is not None
+        gw.view._on_update(held)
+        gw.report(key, app_id, TokenKind.ACCESS_TOKEN, ReportBody(access_token=held.value))
+        refresher.request_refresh(
+            RefreshRequest.for_token(
+                app_id, held.value, requester=f"{gw.operator}/key:flood", now_s=clock()
+            )
+        )
+        clock.advance(1 / per_s)
+        if n % per_s == 0:
+            refresher.step()
+    refresher.step()
+    entries = ops_audit.read(limit=100_000)
+    assert any(e.event == "override" and e.reason == "before the flood" for e in entries)
+    added = len(entries) - before
+    minutes = reports / per_s / 60
+    with capsys.disabled():
+        print(
+            f"\n[audit flood] {reports} gateway reports at {per_s}/s: {added} audit entries "
+            f"added ({', '.join(sorted({e.event for e in entries[:added]}))}); the earlier "
+            "override kept"
+        )
+    # refresh_request, request_over_budget and forced_refresh: each at most once a minute.
+    assert 1 <= added <= 3 * (int(minutes) + 2), added
+    summed = [e for e in entries if e.event == "refresh_request" and e.app_id == app_id]
+    assert summed
+    assert all("key:flood" in (e.reason or "") for e in summed)
+    assert not any(e.who.endswith("key:flood") for e in entries)  # none from the gateway
+    gw.client.close()

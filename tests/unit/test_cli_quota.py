@@ -260,7 +260,7 @@ def test_a_leader_that_does_not_trust_the_key_times_out_naming_the_key(
     tmp_path: Path,
 ) -> None:
     """The leader drops a request signed by a key it does not know; the CLI's timeout
-    names the leader and the key id to add to its WXTOKEN_VERIFY_KEYS."""
+    names the leader and the key id to add to its WXTOKEN_CONTROL_KEYS."""
     other_key, _ = generate_keypair(tmp_path / "other.key")
     fake_redis.set(KEYS.leader, "7|producer-a#1234abcd")
     handler = leader(fake_redis, now, (other_key, Path()))
@@ -268,7 +268,7 @@ def test_a_leader_that_does_not_trust_the_key_times_out_naming_the_key(
     result = run(settings, fake_redis, now, broker, APP, "--yes", "--timeout", "3")
     assert result.exit_code == 1
     assert "producer-a#1234abcd" in result.stderr
-    assert "WXTOKEN_VERIFY_KEYS" in result.stderr
+    assert "WXTOKEN_CONTROL_KEYS" in result.stderr
     assert handler.stats.rejected == 1
 
 

@@ -52,6 +52,7 @@ COMPOSE_ENV = {
     PRODUCER_PASSWORD_VARIABLE: "not-a-real-password-0123456789",
     REDIS_PRODUCER_PASSWORD_VARIABLE: "not-a-real-redis-password-0123",
     "WXTOKEN_MQ_CONSUMER_PASSWORD": "not-a-real-password-9876543210",
+    "WXTOKEN_MQ_GATEWAY_PASSWORD": "not-a-real-password-5555555555",
     "WXTOKEN_REDIS_CONSUMER_PASSWORD": "not-a-real-redis-password-4567",
     "WXTOKEN_REDIS_GATEWAY_PASSWORD": "not-a-real-redis-password-8901",
     "WXTOKEN_REDIS_ADMIN_PASSWORD": "not-a-real-redis-password-2345",
@@ -914,8 +915,8 @@ def test_gateway_environment_is_valid_gateway_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The gateway's environment passes validation: it listens on all interfaces of its
-    container, on the port compose publishes, and logs in as the consumer user on the broker
-    and as the gateway user (reads and the audit trail) on Redis."""
+    container, on the port compose publishes, and logs in as the gateway user on the broker
+    (its own allowance of refresh requests) and on Redis (reads only)."""
     for variable in list(os.environ):
         if variable.startswith("WXTOKEN_"):
             monkeypatch.delenv(variable)
@@ -927,7 +928,7 @@ def test_gateway_environment_is_valid_gateway_settings(
     assert settings.gateway_host == "0.0.0.0"
     assert gateway["ports"] == [f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"]
     params = pika.URLParameters(settings.amqp_url)
-    assert params.credentials.username == "wxtoken-consumer"
+    assert params.credentials.username == "wxtoken-gateway"
     redis_password = COMPOSE_ENV["WXTOKEN_REDIS_GATEWAY_PASSWORD"]
     assert settings.redis_url == f"redis://wxtoken-gateway:{redis_password}@redis:6379/0"
     assert settings.signing_key_file is None, "the gateway cannot publish: no operator key"
@@ -997,9 +998,11 @@ def test_every_redis_user_of_compose_is_in_the_acl_template() -> None:
     assert used["gateway"] == "wxtoken-gateway"
     assert set(used.values()) <= defined, used
     gateway_line = next(x for x in template.splitlines() if x.startswith("user wxtoken-gateway "))
-    assert "+xadd" in gateway_line.split()
-    assert "%W~wxtoken:audit" in gateway_line.split()
-    assert not {"+set", "+evalsha", "+eval", "+del", "+xrevrange"} & set(gateway_line.split())
+    # No write at all, the audit trail included (XADD ... MAXLEN 0 would erase it).
+    assert not {"+xadd", "+set", "+evalsha", "+eval", "+del", "+xrevrange", "+@write"} & set(
+        gateway_line.split()
+    )
+    assert not any(w.startswith(("%W~", "%RW~", "~")) for w in gateway_line.split())
 
 
 def test_the_admin_step_loads_the_redis_functions_as_wxtoken_admin() -> None:

@@ -10,8 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer_lib import StoreError, TokenKind, TokenUnavailable, TokenUpdate
+from consumer_lib.wire.refresh_request import RefreshRequest
 from ops.gateway import KeyRing, add_key
-from ops.gateway._app import Gateway
+from ops.gateway._app import Gateway, ReportBody
 from ops.gateway._ratelimit import RateLimiter
 from ops.gateway._routes import build_app
 from ops.gateway._tokens import TokenView
@@ -27,6 +28,7 @@ class FakeClient:
     def __init__(self) -> None:
         self.callbacks: list[Callable[[TokenUpdate], None]] = []
         self.reports: list[tuple[str, str, str | None]] = []
+        self.requesters: list[str | None] = []
         self.connected = True
         self.unavailable = "no access_token for app 'wxapp2' and none arrived within 0 s"
 
@@ -41,9 +43,16 @@ class FakeClient:
         raise TokenUnavailable(self.unavailable)
 
     def report_invalid(
-        self, app_id: str, token: str, *, kind: TokenKind, reason: str | None = None
+        self,
+        app_id: str,
+        token: str,
+        *,
+        kind: TokenKind,
+        reason: str | None = None,
+        requester: str | None = None,
     ) -> bool:
         self.reports.append((app_id, token, reason))
+        self.requesters.append(requester)
         return True
 
 
@@ -158,7 +167,9 @@ def test_scope_and_app_are_403(h: Harness) -> None:
 
 
 def test_report_goes_to_report_invalid(h: Harness) -> None:
-    """A report becomes report_invalid with the token from the body."""
+    """A report becomes report_invalid with the token from the body, the key's name as
+    requester (the producer audits it: the gateway writes no audit entry)."""
+    h.client.push(make_update(app_id=APP))
     answer = h.http.post(
         f"/v1/apps/{APP}/access_token:report",
         headers=h.auth(),
@@ -167,6 +178,64 @@ def test_report_goes_to_report_invalid(h: Harness) -> None:
     assert answer.status_code == 202
     assert answer.json() == {"app_id": APP, "reported": True}
     assert h.client.reports == [(APP, "REJECTED-" + "d" * 20, "errcode 40001")]
+    assert h.client.requesters == ["gateway/key:all"]
+
+
+@pytest.mark.parametrize("reason", ["next\x85line", "line\u2028separator", "x\u2029", "\x9f"])
+def test_a_reason_the_wire_refuses_is_422(h: Harness, reason: str) -> None:
+    """Issue 18 item 12: the gateway checks a reason with the refresh request's own pattern,
+    so a C1 control or a line separator is 422 (before: accepted here, refused by the wire
+    model: a 500), and nothing is reported."""
+    h.client.push(make_update(app_id=APP))
+    answer = h.http.post(
+        f"/v1/apps/{APP}/access_token:report",
+        headers=h.auth(),
+        json={"access_token": "REJECTED-" + "d" * 20, "reason": reason},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "invalid_body"
+    assert h.client.reports == []
+
+
+def test_the_gateway_and_the_wire_accept_the_same_reasons() -> None:
+    """One pattern: every character the report body accepts in a reason, a refresh request
+    accepts too, and the other way round (the first 0x3000 code points)."""
+
+    def accepted(model: Callable[[str], object], reason: str) -> bool:
+        try:
+            model(reason)
+        except ValueError:
+            return False
+        return True
+
+    def body(reason: str) -> object:
+        return ReportBody(access_token="T" * 20, reason=reason)
+
+    def wire(reason: str) -> object:
+        return RefreshRequest.for_token(APP, "T" * 20, requester="c", now_s=1.8e9, reason=reason)
+
+    for code in range(0x3000):
+        reason = f"a{chr(code)}b"
+        assert accepted(body, reason) == accepted(wire, reason), hex(code)
+    assert accepted(body, "r" * 256) == accepted(wire, "r" * 256)
+    assert accepted(body, "r" * 257) == accepted(wire, "r" * 257) is False
+
+
+def test_reports_about_apps_not_held_are_404(h: Harness) -> None:
+    """Issue 18 item 4: a report about an app (or kind) this gateway holds no token of is
+    refused with 404, before its body is read, and nothing goes to the producers."""
+    h.client.push(make_update(app_id=APP))
+    for app_id in ("wxnever", "wxunknown2"):
+        answer = h.http.post(
+            f"/v1/apps/{app_id}/access_token:report",
+            headers=h.auth(),
+            json={"access_token": "REJECTED-" + "d" * 20},
+        )
+        assert answer.status_code == 404
+        assert "holds no access_token of app" in answer.json()["reason"]
+    garbage = h.http.post("/v1/apps/wxnever/access_token:report", headers=h.auth(), content=b"{")
+    assert garbage.status_code == 404
+    assert h.client.reports == []
 
 
 @pytest.mark.parametrize(
@@ -185,6 +254,7 @@ def test_report_goes_to_report_invalid(h: Harness) -> None:
 )
 def test_malformed_report_bodies_are_422(h: Harness, body: bytes) -> None:
     """Garbage bodies are 422 and report nothing."""
+    h.client.push(make_update(app_id=APP))
     answer = h.http.post(
         f"/v1/apps/{APP}/access_token:report",
         headers={**h.auth(), "Content-Type": "application/json"},
@@ -197,6 +267,7 @@ def test_malformed_report_bodies_are_422(h: Harness, body: bytes) -> None:
 
 def test_oversize_bodies_are_413_declared_or_streamed(h: Harness) -> None:
     """A body over the limit is refused whether its length is declared or streamed."""
+    h.client.push(make_update(app_id=APP))
     big = b'{"access_token": "' + b"a" * 5000 + b'"}'
     declared = h.http.post(f"/v1/apps/{APP}/access_token:report", headers=h.auth(), content=big)
     assert declared.status_code == 413

@@ -118,3 +118,18 @@ def test_report_with_an_unknown_kind_is_a_value_error(
     with pytest.raises(ValueError, match="unknown credential kind"):
         client.report_invalid("wxapp1", "x" * 20, kind="jsapi_tickets")
     assert sent(stub) == []
+
+
+@pytest.mark.parametrize("reason", ["next\x85line", "line\u2028separator", "para\u2029graph"])
+def test_a_reason_the_wire_refuses_raises_and_holds_nothing_back(
+    client: TokenClient, stub: StubTransport, reason: str
+) -> None:
+    """Issue 18 item 12: a report whose reason the wire model refuses raises (a ValueError)
+    and sends nothing, and it does not mark the token reported: the next, valid report of
+    the same token goes out at once (before: held back for 30 s)."""
+    token = make_update(version=3).value
+    with pytest.raises(ValueError, match="reason"):
+        client.report_invalid("wxapp1", token, reason=reason)
+    assert sent(stub) == []
+    assert client.report_invalid("wxapp1", token, reason="errcode 40001")
+    assert len(sent(stub)) == 1

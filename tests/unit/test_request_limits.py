@@ -69,10 +69,9 @@ def test_a_forged_requester_name_buys_nothing(clock: FakeClock) -> None:
     assert RequesterLimits.identity("svc") == "user:svc"
 
 
-def test_drops_are_logged_once_a_minute_per_identity(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A flood makes one warning a minute, with the count dropped since the last one."""
+def test_drops_are_logged_once_a_minute(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    """A flood makes one warning a minute, with the count dropped since the last one (one
+    line for every allowance together: there is one per login, app and kind)."""
     limits = RequesterLimits(rate_per_s=1.0, burst=1, clock=clock)
     with caplog.at_level(logging.INFO):
         for _ in range(150):
@@ -82,7 +81,7 @@ def test_drops_are_logged_once_a_minute_per_identity(
     lines = [r.getMessage() for r in caplog.records]
     assert 2 <= len(lines) <= 4
     assert "user:attacker" in lines[0]
-    assert "dropped since the last such line" in lines[1]
+    assert "more like it since the last such line" in lines[1]
 
 
 def test_the_listener_drops_over_the_limit_and_logs_nothing_per_request(
@@ -99,6 +98,19 @@ def test_the_listener_drops_over_the_limit_and_logs_nothing_per_request(
     assert len(got) == 5
     assert got[-1].requester == "ops:alice@h"
     assert (target.stats.received, target.stats.dropped) == (1001, 996)
+    assert len(caplog.records) == 1
+
+
+def test_floods_about_many_apps_still_make_one_line_a_minute(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over the allowance of 1,000 credentials at once: one line, not one per allowance."""
+    limits = RequesterLimits(rate_per_s=1.0, burst=1, clock=clock)
+    with caplog.at_level(logging.INFO):
+        for n in range(1000):
+            for _ in range(3):
+                limits.admit("attacker", "client:evil", about=f"wx{n:04d}/access_token")
+    assert limits.dropped == 2000
     assert len(caplog.records) == 1
 
 

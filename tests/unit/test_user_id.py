@@ -29,11 +29,12 @@ from tests.unit._helpers import make_update
 ROOT = Path(__file__).resolve().parents[2]
 RENDER_SCRIPT = ROOT / "deploy" / "rabbitmq" / "render_definitions.py"
 T0 = 1_800_000_000.0
-ROLES = ("producer", "ops", "consumer")
+ROLES = ("producer", "ops", "consumer", "gateway")
 PASSWORDS = {
     "WXTOKEN_MQ_PRODUCER_PASSWORD": "producer-pw-0123456789abcdef",
     "WXTOKEN_MQ_OPS_PASSWORD": "ops-pw-0123456789abcdefghij",
     "WXTOKEN_MQ_CONSUMER_PASSWORD": "consumer-pw-0123456789abcdef",
+    "WXTOKEN_MQ_GATEWAY_PASSWORD": "gateway-pw-0123456789abcdefg",
 }
 
 
@@ -159,6 +160,12 @@ EXPECTED = {
     ("consumer", "read", "wxtoken.tokens.requests"): False,
     ("consumer", "read", "amq.gen-AbC_12"): True,
     ("consumer", "read", "xamq.gen-AbC_12"): False,
+}
+# The gateway has a consumer's rights, under a login of its own (its own allowance).
+EXPECTED |= {
+    ("gateway", kind, name): ok
+    for (role, kind, name), ok in list(EXPECTED.items())
+    if role == "consumer"
 }
 
 
