@@ -160,6 +160,24 @@ class TokenCache:
             return update
         return None
 
+    def valid(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, float] | None:
+        """The held update and its local expiry (the one `current` checks) while it has not
+        expired: no lock and no I/O."""
+        key = (app_id, kind)
+        update = self._updates.get(key)
+        if update is None:
+            return None
+        expires_s = self._held_expiry(key, update)
+        return (update, expires_s) if self._clock() < expires_s else None
+
+    def valid_count(self) -> int:
+        """How many held updates have not expired on this host's clock."""
+        now_s = self._clock()
+        with self._changed:
+            return sum(
+                1 for key, update in self._updates.items() if now_s < self._held_expiry(key, update)
+            )
+
     def wait_for(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate | None:
         """Wait up to `timeout_s` (monotonic) for a valid update; None if none came."""
         deadline = time.monotonic() + timeout_s

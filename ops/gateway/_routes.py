@@ -92,7 +92,7 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
             gw.authenticate(request, Scope.READ, app_id)
         elif not APP_ID.match(app_id):
             raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
-        update = await gw.current(app_id, TokenKind.ACCESS_TOKEN)
+        update, _ = await gw.current(app_id, TokenKind.ACCESS_TOKEN)
         return PlainTextResponse(update.value, headers={"Cache-Control": "no-store"})
 
     async def openapi(request: Request) -> Response:

@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer_lib import StoreError, TokenKind, TokenUnavailable, TokenUpdate
+from consumer_lib._cache import TokenCache
 from ops.gateway import KeyRing, add_key
 from ops.gateway._app import Gateway
 from ops.gateway._ratelimit import RateLimiter
@@ -22,9 +23,11 @@ APP = "wxapp1"
 
 
 class FakeClient:
-    """What the gateway uses of TokenClient, with no thread and no broker."""
+    """What the gateway uses of TokenClient, with no thread and no broker; what it holds
+    is in a real `TokenCache` (expiry as the client counts it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
+        self.cache = TokenCache(clock)
         self.callbacks: list[Callable[[TokenUpdate], None]] = []
         self.reports: list[tuple[str, str, str | None]] = []
         self.connected = True
@@ -34,8 +37,15 @@ class FakeClient:
         self.callbacks.append(callback)
 
     def push(self, update: TokenUpdate) -> None:
+        self.cache.offer(update)
         for callback in self.callbacks:
             callback(update)
+
+    def held_until(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, float] | None:
+        return self.cache.valid(app_id, kind)
+
+    def valid_count(self) -> int:
+        return self.cache.valid_count()
 
     def get(self, app_id: str, timeout: float = 5.0, *, kind: TokenKind) -> TokenUpdate:
         raise TokenUnavailable(self.unavailable)
@@ -50,7 +60,7 @@ class FakeClient:
 class Harness:
     def __init__(self, tmp_path: Path, clock: FakeClock, **gateway_kw: Any) -> None:
         self.clock = clock
-        self.client = FakeClient()
+        self.client = FakeClient(clock)
         self.known: list[tuple[str, TokenKind]] = [(APP, TokenKind.ACCESS_TOKEN)]
         self.store_down = False
         path = tmp_path / "keys.json"
@@ -58,7 +68,7 @@ class Harness:
             "all": add_key(path, "all", apps=["wx*"], scopes=["read", "report", "override"]),
             "reader": add_key(path, "reader", apps=[APP], scopes=["read"]),
         }
-        self.view = TokenView(self.client, self._known, clock=clock)  # type: ignore[arg-type]
+        self.view = TokenView(self.client, self._known)  # type: ignore[arg-type]
         self.gateway = Gateway(
             client=self.client,  # type: ignore[arg-type]
             view=self.view,
