@@ -36,6 +36,7 @@ from consumer_lib import (
 from consumer_lib.jssdk import MAX_URL_CHARS, jssdk_config, page_url
 from consumer_lib.wire.kinds import TICKET_NAMES
 from producer.audit import AuditEvent, AuditLog
+from producer.clock_skew import ClockSkewed
 
 from ._apikeys import ApiKey, KeyRing, Scope
 from ._fastpath import authorization
@@ -246,7 +247,7 @@ class Gateway:
                 reason=body.reason,
                 key_name=key.name,
             )
-        except OverrideRefused as exc:
+        except (OverrideRefused, ClockSkewed) as exc:
             raise ApiError(409, f"not written: {exc}") from None
         except PublishFailed as exc:
             return 202, {"app_id": app_id, "published": False, "reason": str(exc)}
