@@ -56,6 +56,11 @@ class RunningGateway:
     stack: Stack
     env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def metrics_url(self) -> str:
+        """The metrics listener (`WXTOKEN_GATEWAY_METRICS_PORT`, loopback), apart from the API."""
+        return f"http://127.0.0.1:{self.env['WXTOKEN_GATEWAY_METRICS_PORT']}"
+
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
@@ -79,6 +84,7 @@ def start_gateway(
         "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
         "WXTOKEN_GATEWAY_PORT": str(port),
         "WXTOKEN_GATEWAY_OPERATOR": "gateway-test",
+        "WXTOKEN_GATEWAY_METRICS_PORT": str(free_port()),
         **extra_env,
     }
     proc = GatewayProc(env, tmp_path / f"gateway-{port}.log")

@@ -264,11 +264,13 @@ def test_legacy_route(tmp_path: Path, clock: FakeClock) -> None:
 
 
 def test_health_and_unknown_routes(h: Harness) -> None:
-    """/healthz is alive, /readyz is 503 until a token is held; unknown routes are JSON 404."""
+    """/healthz is alive, /readyz is 503 until a token is held, a status and nothing more
+    (issue 18, item 10: it used to count tokens); unknown routes are JSON 404."""
     assert h.http.get("/healthz").status_code == 200
-    assert h.http.get("/readyz").status_code == 503
+    not_ready = h.http.get("/readyz")
+    assert (not_ready.status_code, not_ready.json()) == (503, {"status": "not ready"})
     h.client.push(make_update(app_id=APP))
-    assert h.http.get("/readyz").json()["status"] == "ready"
+    assert h.http.get("/readyz").json() == {"status": "ready"}
     missing = h.http.get("/v1/nothing")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
@@ -283,3 +285,20 @@ def test_every_answer_is_counted_by_status(h: Harness) -> None:
     h.http.get("/v1/nothing")
     h.http.get("/healthz")
     assert h.gateway.responses == {200: 2, 401: 1, 404: 1}
+
+
+def test_the_api_port_serves_no_metrics(tmp_path: Path, clock: FakeClock) -> None:
+    """`/metrics` names every app, kind, version and seconds left: it is not on the API's
+    port, with a key or without (issue 18, item 10: before, 200 to anyone); it is served on
+    the metrics listener (`test_gateway_settings.py`)."""
+    harness = Harness(tmp_path, clock)
+    harness.gateway.metrics = lambda: (
+        b'wxtoken_client_token_version{app_id="wxapp1"} 7\n',
+        "text/plain",
+    )
+    harness.client.push(make_update(app_id=APP))
+    with harness.http:
+        for headers in ({}, harness.auth()):
+            answer = harness.http.get("/metrics", headers=headers)
+            assert answer.status_code == 404
+            assert APP not in answer.text
