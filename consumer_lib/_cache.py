@@ -5,7 +5,7 @@ Expiry is local: an update's `expires_at` is the producer's clock, so the cache 
 estimated offset of this host's clock (`ClockOffset.offset_s`, 0 when the clocks agree), or
 uses the local deadline a snapshot read gave (`PTTL` counted from the reply). A pushed
 update is also capped at its signed lifetime (`expires_at - issued_at`) counted from its
-receipt here, whatever the offset (which unsigned headers feed) says.
+receipt here (less `SAFETY_S`), whatever the offset (which unsigned headers feed) says.
 
 One exception to "highest version wins": when the held token has expired here, a valid
 update with a lower version is taken (WARNING). That is what a writer with a slower clock

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ._cache import Offer, TokenCache
 from ._callbacks import CallbackThread
-from ._offset import ABSURD_S, ClockOffset
+from ._offset import ABSURD_S, SAFETY_S, ClockOffset
 from ._stats import ClientCounters
 from .errors import InvalidUpdate, StoreError
 from .snapshot import SnapshotReader
@@ -100,8 +100,9 @@ class UpdateFeed:
             self._counters.reject("message", exc)
             return
         self._sample_offset(update, sent_s, received_s)
-        # Never held longer than its signed lifetime from now, whatever the offset says.
-        cap_s = received_s + (update.expires_at - update.issued_at)
+        # Never held longer than its signed lifetime from now, whatever the offset says
+        # (less `SAFETY_S`, as the offset: the delivery delay is in the receipt time).
+        cap_s = received_s + (update.expires_at - update.issued_at) - SAFETY_S
         self.offer(update, origin="broker", inline=inline, cap_s=cap_s)
         self.remember_body(update, body)
 

@@ -127,9 +127,9 @@ def test_a_header_22_hours_old_cannot_make_a_subscriber_serve_an_expired_token(
         stub.push(newer, sent_s=past_s)
         assert tokens._offset.invalid_headers == 1
     assert tokens._offset.offset_s == 0.0
-    clock.advance(199.9)
+    clock.advance(200 - SAFETY_S - 0.05)
     assert tokens.get_token(APPS[0], timeout=0) == held.value
-    clock.advance(0.1)
+    clock.advance(SAFETY_S + 0.05)
     with pytest.raises(TokenUnavailable):
         tokens.get_token(APPS[0], timeout=0)
 
@@ -156,15 +156,16 @@ def test_a_pushed_token_is_never_held_longer_than_its_lifetime_after_arrival(
     clock: FakeClock,
 ) -> None:
     """Whatever the offset says (here +1 h, as a header could have made it), a token pushed
-    with 600 s of signed life is served 600 s from its arrival and not a moment longer."""
+    with 600 s of signed life is served 600 s from its arrival, less `SAFETY_S` (as the
+    offset), and not a moment longer."""
     tokens, stub = stub_client(clock=clock)
     try:
         tokens._offset.offset_s = 3600.0
         update = make_update(app_id=APPS[0], issued_at=clock.now_s, lifetime_s=600)
         stub.push(update)
-        clock.advance(599.9)
+        clock.advance(600 - SAFETY_S - 0.05)
         assert tokens.get_token(APPS[0], timeout=0) == update.value
-        clock.advance(0.1)
+        clock.advance(0.05)
         with pytest.raises(TokenUnavailable):
             tokens.get_token(APPS[0], timeout=0)
     finally:
