@@ -3,7 +3,9 @@ on every read, and readers can wait for a token to arrive.
 
 Expiry is local: an update's `expires_at` is the producer's clock, so the cache adds the
 estimated offset of this host's clock (`ClockOffset.offset_s`, 0 when the clocks agree), or
-uses the local deadline a snapshot read gave (`PTTL` counted from the reply).
+uses the local deadline a snapshot read gave (`PTTL` counted from the reply). A pushed
+update is also capped at its signed lifetime (`expires_at - issued_at`) counted from its
+receipt here (less `SAFETY_S`), whatever the offset (which unsigned headers feed) says.
 
 One exception to "highest version wins": when the held token has expired here, a valid
 update with a lower version is taken (WARNING). That is what a writer with a slower clock
@@ -49,6 +51,8 @@ class TokenCache:
         self._updates: dict[Key, TokenUpdate] = {}
         #: Local deadlines of updates read from a snapshot (`PTTL`); others use the offset.
         self._deadlines: dict[Key, float] = {}
+        #: The latest local expiry of pushed updates (receipt + signed lifetime).
+        self._caps: dict[Key, float] = {}
         #: The hot path's view: (token value, local expiry) per key, replaced whole (one
         #: dict read and one clock read serve `get_token`), recomputed when the offset moves.
         self.entries: dict[Key, tuple[str, float]] = {}
@@ -66,22 +70,30 @@ class TokenCache:
         self._offset.on_change.remove(self._reoffset)
         fresh._updates = dict(self._updates)
         fresh._deadlines = dict(self._deadlines)
+        fresh._caps = dict(self._caps)
         fresh.entries = dict(self.entries)
         fresh._overdue = OverdueWatch(fresh._updates)
         fresh._overdue.rebuild(fresh._expiries())
         return fresh
 
-    def expires_local(self, update: TokenUpdate, deadline_s: float | None = None) -> float:
-        """When `update` expires on this host's clock."""
+    def expires_local(
+        self, update: TokenUpdate, deadline_s: float | None = None, cap_s: float | None = None
+    ) -> float:
+        """When `update` expires on this host's clock: `deadline_s` when known, else
+        `expires_at` + offset, never after `cap_s`."""
         if deadline_s is not None:
             return deadline_s
-        return update.expires_at + self._offset.offset_s
+        expires_s = update.expires_at + self._offset.offset_s
+        return expires_s if cap_s is None else min(expires_s, cap_s)
 
-    def offer(self, update: TokenUpdate, *, deadline_s: float | None = None) -> Offer:
+    def offer(
+        self, update: TokenUpdate, *, deadline_s: float | None = None, cap_s: float | None = None
+    ) -> Offer:
         """Keep `update` if it is newer than what is held and not expired. `deadline_s`:
-        its local expiry when known (a snapshot's `PTTL`), else `expires_at` + offset."""
+        its local expiry when known (a snapshot's `PTTL`), else `expires_at` + offset, and
+        never after `cap_s` (a pushed update: its receipt plus its signed lifetime)."""
         now_s = self._clock()
-        if now_s >= self.expires_local(update, deadline_s):
+        if now_s >= self.expires_local(update, deadline_s, cap_s):
             return Offer.EXPIRED
         key = (update.app_id, update.kind)
         with self._changed:
@@ -100,7 +112,11 @@ class TokenCache:
                 self._deadlines.pop(key, None)
             else:
                 self._deadlines[key] = deadline_s
-            expires_s = self.expires_local(update, deadline_s)
+            if cap_s is None:
+                self._caps.pop(key, None)
+            else:
+                self._caps[key] = cap_s
+            expires_s = self.expires_local(update, deadline_s, cap_s)
             self.entries[key] = (update.value, expires_s)
             self._overdue.hold(key, update, expires_s)
             if self._overdue.moments > 2 * len(self._updates) + OVERDUE_SLACK:
@@ -116,7 +132,7 @@ class TokenCache:
         with self._changed:
             for key, update in self._updates.items():
                 if key not in self._deadlines:
-                    self.entries[key] = (update.value, self.expires_local(update))
+                    self.entries[key] = (update.value, self._held_expiry(key, update))
             self._overdue_stale = True
 
     def _rebuild_overdue(self) -> None:
@@ -130,7 +146,7 @@ class TokenCache:
         return [(key, u, self._held_expiry(key, u)) for key, u in self._updates.items()]
 
     def _held_expiry(self, key: Key, held: TokenUpdate) -> float:
-        return self.expires_local(held, self._deadlines.get(key))
+        return self.expires_local(held, self._deadlines.get(key), self._caps.get(key))
 
     def held(self, app_id: str, kind: TokenKind) -> TokenUpdate | None:
         """The newest update held, valid or not."""
@@ -143,6 +159,24 @@ class TokenCache:
         if update is not None and self._clock() < self._held_expiry(key, update):
             return update
         return None
+
+    def valid(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, float] | None:
+        """The held update and its local expiry (the one `current` checks) while it has not
+        expired: no lock and no I/O."""
+        key = (app_id, kind)
+        update = self._updates.get(key)
+        if update is None:
+            return None
+        expires_s = self._held_expiry(key, update)
+        return (update, expires_s) if self._clock() < expires_s else None
+
+    def valid_count(self) -> int:
+        """How many held updates have not expired on this host's clock."""
+        now_s = self._clock()
+        with self._changed:
+            return sum(
+                1 for key, update in self._updates.items() if now_s < self._held_expiry(key, update)
+            )
 
     def wait_for(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate | None:
         """Wait up to `timeout_s` (monotonic) for a valid update; None if none came."""

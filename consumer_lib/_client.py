@@ -232,6 +232,19 @@ class TokenClient(StatsView):
             return update
         return self._wait(app_id, kind, timeout)
 
+    def held_until(
+        self, app_id: str, kind: TokenKind | str = TokenKind.ACCESS_TOKEN
+    ) -> tuple[TokenUpdate, float] | None:
+        """The held update of `app_id` and when it expires on this host's clock (the expiry
+        `get_token()` checks: `expires_at` corrected by the clock offset, a snapshot's
+        `PTTL`, never past its lifetime from receipt), while it is valid; None otherwise.
+        No wait, no I/O: for servers that hand the expiry on (the gateway)."""
+        return self._cache.valid(app_id, TokenKind.parse(kind))
+
+    def valid_count(self) -> int:
+        """How many held tokens (all apps and kinds) are valid on this host's clock now."""
+        return self._cache.valid_count()
+
     def on_update(self, callback: UpdateCallback) -> UpdateCallback:
         """Call `callback(update)` for each newer token, from the client's callback thread.
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from ._cache import Offer, TokenCache
 from ._callbacks import CallbackThread
-from ._offset import ABSURD_S, ClockOffset
+from ._offset import ABSURD_S, SAFETY_S, ClockOffset
 from ._stats import ClientCounters
 from .errors import InvalidUpdate, StoreError
 from .snapshot import SnapshotReader
 from .wire.signing import UpdateCodec
-from .wire.update import TokenKind, TokenUpdate
+from .wire.update import TokenKind, TokenSource, TokenUpdate
 
 log = logging.getLogger("consumer_lib._client")
 
@@ -78,8 +78,9 @@ class UpdateFeed:
         *,
         inline: bool = False,
     ) -> None:
-        """A message from the broker; `sent_s` is the producer's send time from its header
-        (None when absent or invalid), one sample of the clock offset."""
+        """A message from the broker; `sent_s` is the send time from its unsigned header
+        (None when absent), a sample of the clock offset only when the body is a verified
+        new version of the producer's own (`_sample_offset`)."""
         trusted = self._trusted
         if trusted and user_id not in trusted:
             # RabbitMQ guarantees user_id is the publisher's own login; this one may not push.
@@ -87,7 +88,7 @@ class UpdateFeed:
                 "message", InvalidUpdate(f"published by untrusted user {user_id!r}")
             )
             return
-        self.offset.sample(sent_s, self._clock())
+        received_s = self._clock()
         if body in self._held_bodies:
             # The exact bytes of an update held and verified already: a routine re-publish,
             # dropped without checking its signature again.
@@ -98,8 +99,27 @@ class UpdateFeed:
         except InvalidUpdate as exc:
             self._counters.reject("message", exc)
             return
-        self.offer(update, origin="broker", inline=inline)
+        self._sample_offset(update, sent_s, received_s)
+        # Never held longer than its signed lifetime from now, whatever the offset says
+        # (less `SAFETY_S`, as the offset: the delivery delay is in the receipt time).
+        cap_s = received_s + (update.expires_at - update.issued_at) - SAFETY_S
+        self.offer(update, origin="broker", inline=inline, cap_s=cap_s)
         self.remember_body(update, body)
+
+    def _sample_offset(self, update: TokenUpdate, sent_s: float | None, received_s: float) -> None:
+        """Take `sent_s` as a clock sample only from a verified update of the producer's
+        refresh (an override carries the operator's clock) with a version newer than the
+        one held (a re-publish or a replay may carry any header); `ClockOffset.sample`
+        checks it against the signed life and bounds it. Taken before the offer, so a
+        producer clock behind ours does not make the update look expired on arrival."""
+        if update.source is not TokenSource.REFRESH:
+            return
+        held = self.cache.held(update.app_id, update.kind)
+        if held is not None and held.version >= update.version:
+            return
+        self.offset.sample(
+            sent_s, received_s, issued_at_s=update.issued_at, expires_at_s=update.expires_at
+        )
 
     # ------------------------------------------------------------ the snapshot
     def refresh_from_snapshot(self) -> None:
@@ -175,13 +195,14 @@ class UpdateFeed:
         origin: str,
         inline: bool = False,
         deadline_s: float | None = None,
+        cap_s: float | None = None,
     ) -> None:
         """Offer to the cache and hand an accepted update to the callbacks. `inline` (the
         subscriber thread only, never a caller's) runs them right here when nothing else is
         queued, after the lock is released (a callback may feed the cache itself)."""
         claimed = False
         with self._offer_lock:
-            outcome = self.cache.offer(update, deadline_s=deadline_s)
+            outcome = self.cache.offer(update, deadline_s=deadline_s, cap_s=cap_s)
             if outcome is Offer.ACCEPTED:
                 if inline:
                     claimed = self.callbacks.claim(update)

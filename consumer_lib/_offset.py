@@ -1,10 +1,27 @@
 """How far this host's clock is from the producer's, estimated from the messages it sends.
 
 Every token message carries the producer's send time (`SENT_MS_HEADER`, its wall clock in
-ms; unsigned, but only the producer may publish to the exchange). Each message gives one
-sample `receipt - sent` = offset + delay, where the delay (network, queueing, a busy
-subscriber) is never negative: the smallest sample of a recent window is the best estimate,
-NTP-style, and one delayed sample cannot raise it while a better one is in the window.
+ms). The header is not signed (the signed body stays the same bytes across re-publishes)
+and any login that may write the tokens exchange can set it (`wxtoken-ops` may, for
+overrides), so it is a hint that signed data bounds, never a fact:
+
+- only a verified update with a new version, from the producer's refresh (never an
+  override: it carries the operator's clock), gives a sample (`UpdateFeed.on_body`);
+  garbage, re-publishes of what is held and replays give none;
+- its send time must lie inside the update's signed life (`issued_at` to `expires_at`),
+  else the header is ignored and counted (`invalid_headers`);
+- one sample lowers the estimate by at most `MAX_DROP_S` (from 0 for the first): a lower
+  offset makes held tokens look closer to their end, so this bounds what one forged or
+  wrong header can take away; raising it is bounded by the signed `issued_at` (a sample
+  is at most the update's age here), and after the first sample by `MAX_DROP_S` too;
+- whatever the estimate, a pushed token is never held longer than its signed lifetime
+  after it arrived here (`TokenCache`), so no header can make `get_token()` serve a token
+  past its real expiry by more than the time it took to arrive.
+
+Each sample is `receipt - sent` = offset + delay, where the delay (network, queueing, a
+busy subscriber) is never negative: the smallest sample of a recent window is the best
+estimate, NTP-style, and one delayed sample cannot raise it while a better one is in the
+window.
 
 `offset_s` is what to add to a producer time (`expires_at`) to get this host's time. It is 0
 while the estimate is within `DEAD_BAND_S`, so a synced or single-host deployment behaves
@@ -12,10 +29,8 @@ exactly as before. The estimate errs only by the smallest delay in the window (i
 undershoots the true offset), so the local expiry is late by at most that delay: the
 producer refreshes a fifth of a lifetime ahead, and the snapshot path does not use it at
 all (it counts Redis's `PTTL` from the reply). The window is five minutes of local time
-(`BUCKETS` of `BUCKET_S`), not a number of messages: re-publishes come in bursts, and a
-burst read late by a busy subscriber would otherwise fill the window with delayed samples
-and pass for a clock offset. After a failover to a producer with another clock the
-estimate follows within the window, at once when the new clock is ahead. Most messages
+(`BUCKETS` of `BUCKET_S`), not a number of samples. After a failover to a producer with
+another clock the estimate follows by at most `MAX_DROP_S` per new version. Most samples
 cost one comparison; `offset_s` moves only by `MIN_CHANGE_S` or more.
 """
 
@@ -47,8 +62,10 @@ BUCKETS = 30
 #: `offset_s` moves only by at least this much (or to or from 0): each move recomputes the
 #: local expiry of everything held.
 MIN_CHANGE_S = 0.05
-#: A sent time further than this from ours is garbage, not a clock (a day).
+#: A snapshot TTL further than this from what `expires_at` says is no clock (a day).
 ABSURD_S = 86_400.0
+#: How far one sample may move the estimate (down from 0 for the first; either way after).
+MAX_DROP_S = 60.0
 
 
 def parse_sent_ms(raw: object) -> float | None:
@@ -86,19 +103,23 @@ class ClockOffset:
     def renew_lock(self) -> None:
         self._lock = threading.Lock()
 
-    def sample(self, sent_s: float | None, received_s: float) -> None:
-        """One message sent at `sent_s` (producer clock; None: no header, an older producer
-        or a test seam; NaN: garbage) and received at `received_s` (ours). Garbage, and a
-        send time a day or more from ours, are ignored and counted (`invalid_headers`)."""
+    def sample(
+        self, sent_s: float | None, received_s: float, *, issued_at_s: float, expires_at_s: float
+    ) -> None:
+        """One verified new update, signed as issued at `issued_at_s` and expiring at
+        `expires_at_s`, sent at `sent_s` (producer clock, from the unsigned header; None:
+        no header, an older producer or a test seam; NaN: garbage) and received at
+        `received_s` (ours). Garbage, and a send time outside the signed life, are ignored
+        and counted (`invalid_headers`); the sample is bounded by `MAX_DROP_S`."""
         if sent_s is None:
             return
-        if not math.isfinite(sent_s) or abs(received_s - sent_s) >= ABSURD_S:
+        if not (math.isfinite(sent_s) and issued_at_s <= sent_s <= expires_at_s):
             with self._lock:
                 self.invalid_headers += 1
             return
-        value = received_s - sent_s
         bucket = math.floor(received_s / BUCKET_S)
         with self._lock:
+            value = self._bounded(received_s - sent_s)
             buckets = self._buckets
             if buckets and buckets[-1][0] >= bucket:
                 if value >= buckets[-1][1]:
@@ -132,6 +153,15 @@ class ClockOffset:
                 best,
                 count,
             )
+
+    def _bounded(self, value: float) -> float:
+        """Under the lock: `value` moved at most `MAX_DROP_S` from the current estimate
+        (only downwards from 0 before the first sample: raising it is bounded by the signed
+        `issued_at`, and by the cache's cap of a lifetime from receipt)."""
+        reference = self.estimate_s
+        if reference is None:
+            return max(value, -MAX_DROP_S)
+        return min(max(value, reference - MAX_DROP_S), reference + MAX_DROP_S)
 
     def estimate_ms(self) -> int:
         """The estimate in ms for stats (0 before any sample)."""

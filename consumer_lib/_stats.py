@@ -60,7 +60,8 @@ class ClientCounters:
 
     def stats_dict(self, offset: ClockOffset | None = None) -> dict[str, int]:
         """The counts, and with `offset` its estimate (`clock_offset_ms`, 0 before any
-        message) and the messages whose send time was garbage (`invalid_sent_headers`)."""
+        message) and the new versions whose send time was garbage or outside their signed
+        life (`invalid_sent_headers`)."""
         with self._lock:
             counts = asdict(self.stats)
         if offset is not None:

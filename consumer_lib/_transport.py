@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-#: A message body and its broker-checked `user_id` (None when unknown).
-OnBody = Callable[[bytes, "str | None"], None]
+#: A message body, its broker-checked `user_id` (None when unknown) and the send time
+#: from its unsigned header (None when absent).
+OnBody = Callable[[bytes, "str | None", "float | None"], None]
 
 
 class Transport(Protocol):

@@ -57,18 +57,27 @@ class StubTransport:
 
     # ------------------------------------------------------------ for the test
     def push(
-        self, update: TokenUpdate, *, codec: UpdateCodec = PLAIN, user_id: str | None = None
+        self,
+        update: TokenUpdate,
+        *,
+        codec: UpdateCodec = PLAIN,
+        user_id: str | None = None,
+        sent_s: float | None = None,
     ) -> None:
         """Deliver `update` as the broker would, encoded with `codec` (sign it with a
         `UpdateCodec(signer=...)` when the client verifies signatures), from `user_id`
-        (the broker-checked publisher, for `WXTOKEN_TRUSTED_PUBLISHERS`)."""
-        self.push_raw(codec.encode(update), user_id=user_id)
+        (the broker-checked publisher, for `WXTOKEN_TRUSTED_PUBLISHERS`), with the send
+        time `sent_s` in its header (None: no header)."""
+        self.push_raw(codec.encode(update), user_id=user_id, sent_s=sent_s)
 
-    def push_raw(self, body: bytes, *, user_id: str | None = None) -> None:
-        """Deliver any bytes, as a message on the exchange: garbage is counted, not raised."""
+    def push_raw(
+        self, body: bytes, *, user_id: str | None = None, sent_s: float | None = None
+    ) -> None:
+        """Deliver any bytes, as a message on the exchange (with the send time `sent_s` in
+        its header): garbage is counted, not raised."""
         if self._on_body is None:
             raise RuntimeError("StubTransport is not attached to a TokenClient")
-        self._on_body(body, user_id)
+        self._on_body(body, user_id, sent_s)
 
     def push_token(
         self,

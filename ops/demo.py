@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "WXTOKEN_EXCHANGE": args.exchange,
         "WXTOKEN_VERIFY_KEYS": str(public_key),
     }
-    metrics_port, gateway_port = free_port(), free_port()
+    metrics_port, gateway_port, gateway_metrics_port = free_port(), free_port(), free_port()
     producer_env = {
         **os.environ,
         **shared,
@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         **shared,
         "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
         "WXTOKEN_GATEWAY_PORT": str(gateway_port),
+        "WXTOKEN_GATEWAY_METRICS_PORT": str(gateway_metrics_port),
         "WXTOKEN_LOG_LEVEL": "WARNING",
     }
     env_file = write_env_file(
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     say(
         "demo",
-        f"metrics: {gateway_url}/metrics (gateway), "
+        f"metrics: http://127.0.0.1:{gateway_metrics_port}/metrics (gateway), "
         f"http://127.0.0.1:{metrics_port}/metrics (producer); Ctrl-C stops",
     )
     producer = start_child("producer", producer_env, "producer")

@@ -1,7 +1,8 @@
 """A refresher's side of the Redis snapshot: adopting, writing back, fencing, versions.
 
 `StoreSync` is the part of `AppRefresher` that talks to Redis (through `TokenStore`):
-- a newer valid stored update is adopted; as leader, a snapshot that is missing or older
+- a newer valid stored update is adopted (an override issued ahead of this clock is held
+  from now for its lifetime); as leader, a snapshot that is missing or older
   than the held token is written back, and one that does not verify is deleted;
 - a write refused for a newer stored version adopts that one; a write fenced off (another
   producer holds the lease) steps this producer down;
@@ -17,11 +18,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.wire.update import TokenKind, TokenUpdate
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 
 from ._refresher_stats import RefresherStats
 from ._reports import RECENT_TOKENS, fingerprint_digest
 from .apps import AppConfig
+from .clock_skew import ISSUE_MAX_SKEW_S
 from .issuing import Issuer
 from .ports import Gate
 from .store import TokenStore, VersionPoisoned
@@ -117,10 +119,30 @@ class StoreSync:
 
     def _adopt(self, update: TokenUpdate) -> None:
         log.info("%s: adopting %s from Redis", self.app.app_id, update)
-        self._hold(update)
+        self._hold(self._clamped(update))
         self._last_version = max(self._last_version, update.version)
         self.stats.adopted += 1
         self._retry_at = 0.0
+
+    def _clamped(self, update: TokenUpdate) -> TokenUpdate:
+        """An override issued ahead of this clock, moved to start now with its lifetime:
+        stamped by an operator's clock 8 h fast, a 10-minute override would otherwise be
+        held (and no token fetched) for 8 h 10 min."""
+        now_s = self._clock()
+        ahead_s = update.issued_at - now_s
+        if update.source is not TokenSource.OVERRIDE or ahead_s <= 0:
+            return update
+        lifetime_s = update.expires_at - update.issued_at
+        log.log(
+            logging.WARNING if ahead_s > ISSUE_MAX_SKEW_S else logging.DEBUG,
+            "%s: override v%d was issued %.1f s ahead of this clock; holding it for its "
+            "%.0f s from now",
+            self.app.app_id,
+            update.version,
+            ahead_s,
+            lifetime_s,
+        )
+        return update.model_copy(update={"issued_at": now_s, "expires_at": now_s + lifetime_s})
 
     def _store_unreachable(self, exc: StoreError) -> None:
         self.stats.store_failures += 1

@@ -10,6 +10,11 @@ back), exports it as a metric, and stores it for `wxtoken status`:
     {prefix}:clock_skew  hash: producer_id -> {"skew_s": 1.2, "at": 1795476981.0}
 
 A skew is only claimed beyond the round trip's uncertainty (half of it).
+
+An override is stamped with its issuer's clock (`issued_at`, `expires_at`), so `wxtoken
+set` and the gateway measure theirs the same way (`check_issuer_clock`, through
+`Issuer.new_override`) and refuse to issue beyond `ISSUE_MAX_SKEW_S` (`ClockSkewed`): a
+laptop 8 h fast would otherwise make producers hold a 10-minute override for 8 h 10 min.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib.errors import StoreError
+from consumer_lib.errors import StoreError, WxTokenError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 
@@ -37,6 +42,43 @@ WARN_S = 5.0
 CHECK_EVERY_S = 30.0
 #: A reported skew larger than this is garbage, not a clock (a year).
 ABSURD_S = 366 * 86_400.0
+#: An override may be issued only by a clock within this of Redis's (past the uncertainty).
+ISSUE_MAX_SKEW_S = 5.0
+
+
+class ClockSkewed(WxTokenError):
+    """This host's clock is too far from Redis's to stamp an override with it."""
+
+
+def measure_skew(client: redis.Redis, clock: Callable[[], float]) -> tuple[float, float]:
+    """(`clock` minus Redis's `TIME`, the uncertainty: half the round trip), in seconds;
+    raises redis-py's errors."""
+    before_s = clock()
+    seconds, micros = client.time()
+    after_s = clock()
+    redis_s = float(seconds) + float(micros) / 1e6
+    return (before_s + after_s) / 2 - redis_s, abs(after_s - before_s) / 2
+
+
+def check_issuer_clock(
+    client: redis.Redis,
+    clock: Callable[[], float],
+    *,
+    who: str,
+    max_skew_s: float = ISSUE_MAX_SKEW_S,
+) -> float:
+    """The skew of `who`'s `clock` from Redis's; `ClockSkewed` beyond `max_skew_s` (past
+    the round trip's uncertainty), `StoreError` when Redis cannot say."""
+    try:
+        skew_s, uncertainty_s = measure_skew(client, clock)
+    except REDIS_ERRORS as exc:
+        raise StoreError(f"reading Redis's clock: {describe_redis_error(exc)}") from None
+    if not math.isfinite(skew_s) or abs(skew_s) - uncertainty_s > max_skew_s:
+        raise ClockSkewed(
+            f"{who}'s clock is {skew_s:+.1f} s from Redis's (more than {max_skew_s:g} s): "
+            "an override would live by the wrong clock; fix this host's clock (NTP)"
+        )
+    return skew_s
 
 
 @dataclass(frozen=True)
@@ -81,17 +123,12 @@ class SkewMonitor:
             return self.skew_s
         self._next_check = now_m + self._every_s
         try:
-            before_s = self._clock()
-            seconds, micros = self._client.time()
-            after_s = self._clock()
+            skew_s, uncertainty_s = measure_skew(self._client, self._clock)
         except REDIS_ERRORS as exc:
             log.debug("could not read Redis's clock: %s", describe_redis_error(exc))
             return self.skew_s
-        redis_s = float(seconds) + float(micros) / 1e6
-        skew_s = (before_s + after_s) / 2 - redis_s
-        uncertainty_s = abs(after_s - before_s) / 2
         self.skew_s = skew_s
-        self._report(skew_s, uncertainty_s, after_s)
+        self._report(skew_s, uncertainty_s, self._clock())
         return skew_s
 
     def _report(self, skew_s: float, uncertainty_s: float, now_s: float) -> None:

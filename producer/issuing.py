@@ -29,6 +29,7 @@ from consumer_lib.errors import StoreError
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 
 from .audit import AuditEvent, AuditLog
+from .clock_skew import check_issuer_clock
 from .store import TokenStore
 
 
@@ -92,14 +93,18 @@ class Issuer:
         kind: TokenKind,
         token: str,
         *,
-        now_s: float,
+        clock: Callable[[], float],
         expires_in_s: int,
         reason: str | None,
     ) -> TokenUpdate:
         """An operator's token obtained elsewhere (`wxtoken set`, the gateway's override)
-        as an update with a fresh version, valid `expires_in_s` from `now_s`, by this
-        issuer; `issue()` it. `StoreError` when Redis is away, pydantic's `ValidationError`
-        for a value the update model refuses."""
+        as an update with a fresh version, valid `expires_in_s` from now on `clock`, by
+        this issuer; `issue()` it. `clock` must be within `ISSUE_MAX_SKEW_S` of Redis's
+        `TIME` (`ClockSkewed` otherwise: the override would live by a wrong clock).
+        `StoreError` when Redis is away, pydantic's `ValidationError` for a value the
+        update model refuses."""
+        check_issuer_clock(self.store.client, clock, who=self._who)
+        now_s = clock()
         return TokenUpdate(
             app_id=app_id,
             kind=kind,

@@ -95,6 +95,11 @@ class TokenStore:
     def reader(self) -> SnapshotReader:
         return self._reader
 
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client it writes through (for `TIME`: `clock_skew.check_issuer_clock`)."""
+        return self._client
+
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         """The stored update (see `SnapshotReader.read`)."""
         return self._reader.read(app_id, kind)

@@ -11,6 +11,7 @@ from consumer_lib.errors import BrokerError, StoreError
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import TokenKind
 from producer.audit import AuditEvent
+from producer.clock_skew import ClockSkewed
 from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
 
@@ -62,10 +63,9 @@ def set_token(
     _warn_unless_producers_accept(store, obj.codec(must_sign=True).signer_key_id)
     issuer = Issuer(store, audit=audit_log(obj), who=obj.operator)
     with obj.open_publisher() as publish:
-        now_s = obj.clock()
         try:
             update = issuer.new_override(
-                app_id, token_kind, token, now_s=now_s, expires_in_s=expires_in, reason=reason
+                app_id, token_kind, token, clock=obj.clock, expires_in_s=expires_in, reason=reason
             )
             version = update.version
             issued = issuer.issue(
@@ -76,6 +76,8 @@ def set_token(
             )
         except StoreError as exc:
             raise CliError(f"Redis: {exc}; nothing was published") from None
+        except ClockSkewed as exc:
+            raise CliError(f"{exc}; nothing was written or published") from None
         except ValidationError as exc:  # our checks above should make this unreachable
             problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
             raise click.UsageError(f"cannot build the update: {problems}") from None

@@ -12,7 +12,7 @@ from producer.logsetup import configure_logging
 
 from ._routes import build_app
 from ._settings import GatewaySettings
-from ._wiring import make_gateway
+from ._wiring import make_gateway, start_metrics_listener
 
 log = logging.getLogger("ops.gateway")
 
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(GatewaySettings)
         configure_logging(settings.log_level)
         gateway = make_gateway(settings)
+        metrics = start_metrics_listener(settings, gateway)
     except ConfigError as exc:
         print(f"wxtoken-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         len(gateway.keys),
         ", client certificates required" if settings.gateway_tls_client_ca_file else "",
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 

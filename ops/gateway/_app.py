@@ -35,13 +35,14 @@ from consumer_lib import (
 from consumer_lib.jssdk import MAX_URL_CHARS, jssdk_config, page_url
 from consumer_lib.wire.kinds import TICKET_NAMES
 from consumer_lib.wire.refresh_request import ReasonText
+from producer.clock_skew import ClockSkewed
 
 from ._apikeys import ApiKey, KeyRing, Scope
 from ._fastpath import authorization
 from ._http import ApiError
 from ._override import Overrider, OverrideRefused, PublishFailed
 from ._ratelimit import RateLimiter
-from ._tokens import TokenView, UnknownApp
+from ._tokens import Held, TokenView, UnknownApp
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Gateway:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.time
     metrics: Callable[[], tuple[bytes, str]] | None = None
-    _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, bytes]] = field(
+    _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, float, bytes]] = field(
         default_factory=dict, repr=False
     )
     #: Answers by HTTP status, for metrics (the event loop's thread only).
@@ -144,10 +145,12 @@ class Gateway:
         return key
 
     # ------------------------------------------------------------ reads
-    async def current(self, app_id: str, kind: TokenKind) -> TokenUpdate:
-        update = self.view.current(app_id, kind)
-        if update is not None:
-            return update
+    async def current(self, app_id: str, kind: TokenKind) -> Held:
+        """The valid update of `app_id` and its expiry on this clock (the client's), else
+        `ApiError` 404 (unknown) or 503 (none valid)."""
+        held = self.view.current(app_id, kind)
+        if held is not None:
+            return held
         try:
             return await run_in_threadpool(self.view.resolve, app_id, kind)
         except UnknownApp as exc:
@@ -155,27 +158,33 @@ class Gateway:
         except TokenUnavailable as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
 
-    def token_json(self, update: TokenUpdate) -> Response:
-        return Response(self.token_body(update), media_type="application/json", headers=_NO_STORE)
+    def token_json(self, held: Held) -> Response:
+        return Response(self.token_body(*held), media_type="application/json", headers=_NO_STORE)
 
-    def token_body(self, update: TokenUpdate) -> bytes:
-        """The token's (or ticket's) JSON; built once per update and second of `expires_in`."""
-        expires_in_s = max(0, int(update.expires_at - self.clock()))
+    def token_body(self, update: TokenUpdate, expires_s: float) -> bytes:
+        """The token's (or ticket's) JSON, its expiry the client's (`expires_s`, this
+        clock); built once per update, expiry and second of `expires_in`."""
+        expires_in_s = max(0, int(expires_s - self.clock()))
         cached = self._bodies.get((update.app_id, update.kind))
-        if cached is None or cached[0] is not update or cached[1] != expires_in_s:
+        if (
+            cached is None
+            or cached[0] is not update
+            or cached[1] != expires_in_s
+            or cached[2] != expires_s
+        ):
             field_name = "ticket" if update.kind.is_ticket else "access_token"
             body = json.dumps(
                 {
                     field_name: update.value,
                     "expires_in": expires_in_s,
-                    "expires_at": update.expires_at,
+                    "expires_at": expires_s,
                     "version": update.version,
                 },
                 separators=(",", ":"),
             ).encode()
-            cached = (update, expires_in_s, body)
+            cached = (update, expires_in_s, expires_s, body)
             self._bodies[(update.app_id, update.kind)] = cached
-        return cached[2]
+        return cached[3]
 
     async def jssdk_config(self, app_id: str, url: str | None) -> dict[str, object]:
         """The signed `wx.config` of `app_id` for page `url`, with the held jsapi ticket:
@@ -192,7 +201,7 @@ class Gateway:
             page_url(url)
         except ValueError as exc:
             raise ApiError(422, f"bad url: {exc}") from None
-        ticket = await self.current(app_id, TokenKind.JSAPI_TICKET)
+        ticket, _ = await self.current(app_id, TokenKind.JSAPI_TICKET)
         return jssdk_config(_HeldTicket(ticket.value), app_id, url, clock=self.clock)
 
     # ------------------------------------------------------------ writes
@@ -240,7 +249,7 @@ class Gateway:
                 reason=body.reason,
                 key_name=key.name,
             )
-        except OverrideRefused as exc:
+        except (OverrideRefused, ClockSkewed) as exc:
             raise ApiError(409, f"not written: {exc}") from None
         except PublishFailed as exc:
             return 202, {"app_id": app_id, "published": False, "reason": str(exc)}

@@ -62,14 +62,14 @@ class FastReads:
 
     async def _answer(self, scope: Scope, send: Send, app_id: str, kind: TokenKind) -> bool:
         gw = self._gw
-        update = gw.view.current(app_id, kind)
-        if update is None:
+        held = gw.view.current(app_id, kind)
+        if held is None:
             return False
         try:
             gw.check(authorization(scope), KeyScope.READ, app_id)
         except ApiError:
             return False
-        body = gw.token_body(update)
+        body = gw.token_body(*held)
         await send(
             {
                 "type": "http.response.start",

@@ -49,14 +49,14 @@ class Overrider:
         reason: str | None,
         key_name: str,
     ) -> TokenUpdate:
-        """Store and publish `token`; raises `OverrideRefused`, `StoreError`, `BrokerError`
-        (nothing changed) or `PublishFailed` (stored, not published)."""
+        """Store and publish `token`; raises `OverrideRefused`, `ClockSkewed` (this clock is
+        too far from Redis's), `StoreError`, `BrokerError` (nothing changed) or
+        `PublishFailed` (stored, not published)."""
         who = f"{self.operator}/key:{key_name}"[:128]
         issuer = Issuer(self.store, audit=self.audit, who=who)
         with self.open_publisher() as publish:
-            now_s = self.clock()
             update = issuer.new_override(
-                app_id, kind, token, now_s=now_s, expires_in_s=expires_in_s, reason=reason
+                app_id, kind, token, clock=self.clock, expires_in_s=expires_in_s, reason=reason
             )
             try:
                 issued = issuer.issue(

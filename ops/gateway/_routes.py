@@ -93,7 +93,7 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
             gw.authenticate(request, Scope.READ, app_id)
         elif not APP_ID.match(app_id):
             raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
-        update = await gw.current(app_id, TokenKind.ACCESS_TOKEN)
+        update, _ = await gw.current(app_id, TokenKind.ACCESS_TOKEN)
         return PlainTextResponse(update.value, headers={"Cache-Control": "no-store"})
 
     async def openapi(request: Request) -> Response:
@@ -103,20 +103,10 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        held = gw.view.valid_count()
-        answer = {"held_tokens": held, "broker_connected": gw.client.connected}
-        if held == 0:
-            return JSONResponse(
-                {**answer, "status": "not ready", "reason": "holding no valid token yet"},
-                status_code=503,
-            )
-        return JSONResponse({**answer, "status": "ready"})
-
-    async def metrics(request: Request) -> Response:
-        if gw.metrics is None:
-            raise ApiError(404, "metrics are off (install wxtoken[gateway])")
-        body, content_type = gw.metrics()
-        return Response(body, media_type=content_type)
+        """A status only: what is held (apps, counts) is for the metrics listener."""
+        if gw.view.valid_count() == 0:
+            return JSONResponse({"status": "not ready"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -134,7 +124,6 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         Route("/accesstoken", legacy, methods=["GET"]),
     ]
     for segment, kind in KIND_PATHS.items():

@@ -40,6 +40,10 @@ class GatewaySettings(ClientSettings):
     gateway_tls_cert_file: TlsFile = None
     gateway_tls_key_file: TlsFile = None
     gateway_tls_client_ca_file: TlsFile = None
+    #: `/metrics` (and `/healthz`, `/readyz`) on a listener of its own, never on the API's
+    #: port: the metrics name every app, kind and version. Off unless a port is set.
+    gateway_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    gateway_metrics_host: str = "127.0.0.1"
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
 
     @model_validator(mode="after")

@@ -1,8 +1,12 @@
-"""What the gateway serves: the newest update of every app and kind, held in memory.
+"""What the gateway serves: the client's valid tokens, with the expiry `get_token()` uses.
 
-`TokenView` is fed by `TokenClient.on_update` (register it before `start()`), so a read
-is a dict lookup and an expiry check. A miss (nothing valid held) is resolved off the
-event loop by `resolve()`: one snapshot read through the client, then the set of apps Redis
+A read asks the `TokenClient` (`held_until`: a dict lookup and an expiry check), so every
+answer's validity and `expires_in` is the client's: `expires_at` corrected by its estimate
+of the clock offset to the producer, a snapshot's `PTTL`, never past the token's lifetime
+from receipt. The gateway's own clock alone would serve a token after WeChat dropped it
+when that clock is behind. `TokenClient.on_update` (register before `start()`) only records
+which apps and kinds were ever held. A miss (nothing valid held) is resolved off the event
+loop by `resolve()`: one snapshot read through the client, then the set of apps Redis
 knows (cached a few seconds) tells an unknown app (404) from a known one without a valid
 token (503, with the client's reason).
 """
@@ -31,17 +35,14 @@ class UnknownApp(WxTokenError):
     """Neither the gateway nor Redis has ever held a token of this app and kind."""
 
 
+#: A valid update and its expiry on the gateway's clock (`TokenClient.held_until`).
+Held = tuple[TokenUpdate, float]
+
+
 class TokenView:
-    def __init__(
-        self,
-        client: TokenClient,
-        known: Callable[[], list[Key]],
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, client: TokenClient, known: Callable[[], list[Key]]) -> None:
         self._client = client
         self._known = known
-        self._clock = clock
         self._held: dict[Key, TokenUpdate] = {}
         self._lock = threading.Lock()
         self._known_cache: tuple[float, frozenset[Key]] | None = None
@@ -54,30 +55,33 @@ class TokenView:
             if held is None or held.version < update.version:
                 self._held[key] = update
 
-    def current(self, app_id: str, kind: TokenKind) -> TokenUpdate | None:
-        """The held update while valid: no lock, no I/O (the hot path)."""
-        update = self._held.get((app_id, kind))
-        if update is not None and self._clock() < update.expires_at:
-            return update
-        return None
+    def current(self, app_id: str, kind: TokenKind) -> Held | None:
+        """The client's update while valid, with its local expiry: no I/O (the hot path)."""
+        return self._client.held_until(app_id, kind)
 
     def valid_count(self) -> int:
-        now_s = self._clock()
-        return sum(1 for u in list(self._held.values()) if now_s < u.expires_at)
+        return self._client.valid_count()
 
     def holds(self, app_id: str, kind: TokenKind) -> bool:
         """True once a `kind` of `app_id` has reached this gateway (valid or not)."""
         return (app_id, kind) in self._held
 
     def held(self) -> list[TokenUpdate]:
+        """The newest update of each app and kind ever pushed, valid or not."""
         return list(self._held.values())
 
-    def resolve(self, app_id: str, kind: TokenKind) -> TokenUpdate:
-        """For a miss, off the event loop: the update, or `UnknownApp` / `TokenUnavailable`."""
+    def resolve(self, app_id: str, kind: TokenKind) -> Held:
+        """For a miss, off the event loop: the update and its local expiry, or `UnknownApp`
+        / `TokenUnavailable`."""
         try:
-            return self._client.get(app_id, timeout=0.0, kind=kind)
+            self._client.get(app_id, timeout=0.0, kind=kind)
         except TokenUnavailable as exc:
             unavailable = exc
+        else:
+            found = self._client.held_until(app_id, kind)
+            if found is not None:
+                return found
+            unavailable = TokenUnavailable(f"the {kind} of app {app_id!r} expired just now")
         if (app_id, kind) not in self._held and not self._is_known(app_id, kind):
             raise UnknownApp(f"no {kind} of app {app_id!r} has ever been stored") from None
         raise unavailable

@@ -1,5 +1,6 @@
 """Builds a `Gateway` from settings: one Redis client, a `TokenClient`, the keys, the
-override use case (when an operator key is configured, with its audit trail) and metrics.
+override use case (when an operator key is configured, with its audit trail) and metrics;
+and starts the metrics listener (`WXTOKEN_GATEWAY_METRICS_PORT`, apart from the API's port).
 Reports are audited by the producer, not here."""
 
 from __future__ import annotations
@@ -7,11 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from consumer_lib import TokenClient
+from consumer_lib import ConfigError, TokenClient
 from consumer_lib.snapshot import connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import codec_from_settings
 from producer.audit import AuditLog
+from producer.status_server import StatusServer
 from producer.store import TokenStore
 
 from ._apikeys import KeyRing
@@ -59,7 +61,7 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
     )
     try:
         gateway.metrics = _metrics(gateway)
-    except ImportError:  # prometheus-client is in the gateway extra; without it, no /metrics
+    except ImportError:  # prometheus-client is in the gateway extra; without it, no metrics
         gateway.metrics = None
     return gateway
 
@@ -75,3 +77,34 @@ def _metrics(gateway: Gateway) -> Callable[[], tuple[bytes, str]]:
     registry.register(TokenClientCollector(gateway.client))
     registry.register(GatewayCollector(gateway))
     return lambda: (generate_latest(registry), CONTENT_TYPE_LATEST)
+
+
+def start_metrics_listener(settings: GatewaySettings, gateway: Gateway) -> StatusServer | None:
+    """Serve `/metrics`, `/healthz` and `/readyz` on `WXTOKEN_GATEWAY_METRICS_HOST:PORT`
+    (loopback by default); None when no port is set. `ConfigError` when the port cannot
+    be had or prometheus-client is missing."""
+    if settings.gateway_metrics_port is None:
+        return None
+    metrics = gateway.metrics
+    if metrics is None:
+        raise ConfigError(
+            "WXTOKEN_GATEWAY_METRICS_PORT needs prometheus-client: pip install 'wxtoken[gateway]'"
+        )
+
+    def ready() -> tuple[bool, str]:
+        held = gateway.view.valid_count()
+        return held > 0, f"{held} valid token(s) held"
+
+    try:
+        server = StatusServer(
+            settings.gateway_metrics_host,
+            settings.gateway_metrics_port,
+            metrics=metrics,
+            ready=ready,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"WXTOKEN_GATEWAY_METRICS_PORT: cannot listen on {settings.gateway_metrics_host}:"
+            f"{settings.gateway_metrics_port} ({exc.strerror})"
+        ) from None
+    return server.start()

@@ -71,6 +71,11 @@ class RunningGateway:
     #: gateway reads it through a mounted directory (`WXTOKEN_GATEWAY_KEYS_FILE`).
     host_keys_file: Path = Path()
 
+    @property
+    def metrics_url(self) -> str:
+        """The metrics listener (`WXTOKEN_GATEWAY_METRICS_PORT`, loopback), apart from the API."""
+        return f"http://127.0.0.1:{self.env['WXTOKEN_GATEWAY_METRICS_PORT']}"
+
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
@@ -94,6 +99,7 @@ def start_gateway(
         "WXTOKEN_GATEWAY_KEYS_FILE": str(mounted_keys_file),
         "WXTOKEN_GATEWAY_PORT": str(port),
         "WXTOKEN_GATEWAY_OPERATOR": "gateway-test",
+        "WXTOKEN_GATEWAY_METRICS_PORT": str(free_port()),
         **extra_env,
     }
     proc = GatewayProc(env, tmp_path / f"gateway-{port}.log")

@@ -180,11 +180,14 @@ def test_override_is_signed_stored_published_and_audited(gateway: RunningGateway
 
 
 def test_health(gateway: RunningGateway) -> None:
-    """/healthz says alive, /readyz ready with the tokens held; neither needs a key."""
+    """/healthz says alive, /readyz ready, a status only (issue 18, item 10: it used to
+    count the tokens held); neither needs a key. /metrics is not on the API's port."""
     assert gateway.get("/healthz", role=None).json() == {"status": "alive"}
     ready = gateway.get("/readyz", role=None)
     assert ready.status_code == 200
-    assert ready.json()["held_tokens"] >= 2
+    assert ready.json() == {"status": "ready"}
+    assert gateway.get("/metrics", role=None).status_code == 404
+    assert gateway.get("/metrics", role="operator").status_code == 404
 
 
 def test_keys_file_changes_take_effect_without_restart(gateway: RunningGateway) -> None:

@@ -108,15 +108,17 @@ def _rejected(base: str, message: str, reason: str) -> float:
 
 
 def test_gateway_serves_client_metrics(gateway: RunningGateway) -> None:
-    """The gateway's /metrics has every served app's seconds left and version, no token."""
-    text = httpx.get(gateway.base_url + "/metrics", timeout=5).text
+    """The gateway's metrics listener (`WXTOKEN_GATEWAY_METRICS_PORT`, not the API's port)
+    has every served app's seconds left and version, no token."""
+    assert httpx.get(gateway.base_url + "/metrics", timeout=5).status_code == 404
+    text = httpx.get(gateway.metrics_url + "/metrics", timeout=5).text
     for app_id in gateway.stack.app_ids:
         assert f'wxtoken_client_token_version{{app_id="{app_id}",kind="access_token"}}' in text
         served = gateway.get(f"/v1/apps/{app_id}/access_token").json()["access_token"]
         assert served not in text
     assert "wxtoken_client_broker_connected 1.0" in text
     gateway.get(f"/v1/apps/{gateway.stack.app_ids[0]}/access_token", role=None)  # a 401
-    text = httpx.get(gateway.base_url + "/metrics", timeout=5).text
+    text = httpx.get(gateway.metrics_url + "/metrics", timeout=5).text
     assert 'wxtoken_gateway_responses_total{status="200"}' in text
     assert 'wxtoken_gateway_responses_total{status="401"} 1.0' in text
     assert "wxtoken_gateway_keys 5.0" in text

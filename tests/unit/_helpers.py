@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
+import fakeredis
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -42,3 +45,16 @@ def make_update(
 def unreachable_redis() -> redis.Redis:
     """A client for a local port nobody listens on: refused at once, no retries."""
     return redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+
+
+def redis_on_clock(clock: Callable[[], float]) -> fakeredis.FakeRedis:
+    """fakeredis whose `TIME` reads `clock` (the test's), so a skew check sees no skew."""
+    client = fakeredis.FakeRedis()
+
+    def time_of_clock() -> tuple[int, int]:
+        now_s = clock()
+        whole = math.floor(now_s)
+        return whole, round((now_s - whole) * 1e6)
+
+    client.time = time_of_clock  # type: ignore[method-assign]
+    return client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -164,6 +165,31 @@ def test_set_stores_and_publishes_an_override(
     assert stored.expires_at == now.now_s + 3600
     assert [update for update, _ in publisher.published] == [stored]
     assert NEW_TOKEN not in result.output
+
+
+def test_set_from_a_clock_8_hours_fast_is_refused_and_changes_nothing(
+    fake_redis: fakeredis.FakeRedis,
+    publisher: FakePublisher,
+    now: FakeClock,
+    seeded: TokenUpdate,
+) -> None:
+    """`wxtoken set --expires-in 600` on a machine 8 h fast (issue 18, item 3): before, it
+    stored an override the producer held for 8 h 10 min; now its clock is checked against
+    Redis's `TIME` first: a non-zero exit naming the skew, nothing written or published."""
+    before = redis_state(fake_redis)
+    now.advance(8 * 3600)
+    result = run(
+        ["set", APP, "--expires-in", "600"],
+        redis_client=fake_redis,
+        publisher=publisher,
+        clock=now,
+        stdin=NEW_TOKEN + "\n",
+    )
+    assert result.exit_code != 0
+    assert re.search(r"clock is \+28[78]\d\d\.\d s from Redis's", result.output)
+    assert "nothing was written or published" in result.output
+    assert redis_state(fake_redis) == before
+    assert publisher.published == []
 
 
 def test_set_can_introduce_a_new_app_when_allowed(

@@ -17,6 +17,7 @@ from consumer_lib import ClientSettings, TokenClient, TokenKind
 from consumer_lib._cache import Offer, TokenCache
 from consumer_lib._offset import (
     BUCKET_S,
+    MAX_DROP_S,
     MIN_CHANGE_S,
     SAFETY_S,
     ClockOffset,
@@ -36,33 +37,43 @@ DEAD_AMQP = "amqp://guest:guest@127.0.0.1:1/%2F"
 
 
 # ------------------------------------------------------------------ the offset estimate
+def sample(offset: ClockOffset, sent_s: float | None, received_s: float) -> None:
+    """One sample from an update whose signed life holds `sent_s` (a day either side)."""
+    around_s = received_s if sent_s is None or not math.isfinite(sent_s) else sent_s
+    offset.sample(sent_s, received_s, issued_at_s=around_s - 86_400, expires_at_s=around_s + 86_400)
+
+
 def test_the_offset_is_the_smallest_sample_so_a_delayed_message_does_not_extend_life() -> None:
     """Producer 300 s behind: the samples are 300 s plus each message's delay; one that sat
     30 s in a queue does not raise the estimate while better samples are in the window."""
     offset = ClockOffset()
     for delay_s in (0.020, 0.005, 30.0, 0.010):
         sent_producer_s = T0 + 1000
-        offset.sample(sent_producer_s, sent_producer_s + 300 + delay_s)
+        sample(offset, sent_producer_s, sent_producer_s + 300 + delay_s)
     assert offset.estimate_s == pytest.approx(300.005)
     # `offset_s` moves in steps of MIN_CHANGE_S or more; it stays short of the estimate by at
     # least SAFETY_S - MIN_CHANGE_S, never above it.
     assert 300.005 - SAFETY_S <= offset.offset_s <= 300.005 - (SAFETY_S - MIN_CHANGE_S)
 
 
-def test_the_offset_follows_a_clock_that_moved_ahead_at_once() -> None:
-    """A new sample below the window's minimum (a producer clock now ahead) is taken at
-    once: it shortens local life, the safe direction."""
+def test_the_offset_follows_a_clock_that_moved_ahead_by_at_most_max_drop_per_sample() -> None:
+    """A new sample below the window's minimum (a producer clock now ahead) lowers the
+    estimate by at most `MAX_DROP_S` per sample (issue 18: before, at once, so one forged
+    header could make every held token look expired); it gets there sample by sample."""
     offset = ClockOffset()
-    offset.sample(T0, T0 + 300.01)
-    offset.sample(T0, T0 - 60.0)
-    assert offset.offset_s == pytest.approx(-60.0 - SAFETY_S)
+    sample(offset, T0, T0 + 300.01)
+    sample(offset, T0, T0 - 60.0)
+    assert offset.offset_s == pytest.approx(300.01 - MAX_DROP_S - SAFETY_S)
+    for _ in range(6):
+        sample(offset, T0, T0 - 60.0)
+    assert offset.offset_s == pytest.approx(-60.0 - SAFETY_S, abs=MIN_CHANGE_S)
 
 
 def test_offsets_within_the_dead_band_are_zero() -> None:
     """Same host or synced clocks: nothing changes compared with no correction at all."""
     offset = ClockOffset()
-    offset.sample(T0, T0 + 0.8)
-    offset.sample(T0, T0 + 0.4)
+    sample(offset, T0, T0 + 0.8)
+    sample(offset, T0, T0 + 0.4)
     assert offset.offset_s == 0.0
     assert offset.estimate_ms() == 400
 
@@ -72,18 +83,19 @@ def test_absent_or_garbage_send_times_are_ignored(raw: object) -> None:
     """A header that is absent, not an integer of ms, or out of range gives no sample;
     garbage is counted, absence (an older producer) is not."""
     offset = ClockOffset()
-    offset.sample(parse_sent_ms(raw), T0)
+    sample(offset, parse_sent_ms(raw), T0)
     assert offset.offset_s == 0.0
     assert offset.estimate_s is None
     assert offset.invalid_headers == (0 if raw is None else 1)
 
 
-def test_an_absurd_send_time_is_ignored_and_counted() -> None:
-    """A send time more than a day from ours is no clock: ignored."""
+def test_a_send_time_outside_the_signed_life_is_ignored_and_counted() -> None:
+    """A send time before the update was issued or after it expires is no clock."""
     offset = ClockOffset()
-    offset.sample(T0 - 2 * 86_400, T0)
+    for header_s in (T0 - 2 * 86_400, T0 - 0.001, T0 + 600.001, T0 + 2 * 86_400):
+        offset.sample(header_s, T0, issued_at_s=T0, expires_at_s=T0 + 600)
     assert offset.estimate_s is None
-    assert offset.invalid_headers == 1
+    assert offset.invalid_headers == 4
 
 
 def test_the_publisher_stamps_its_send_time_outside_the_signed_body() -> None:
@@ -100,7 +112,7 @@ def test_a_large_offset_is_warned_about_once(caplog: pytest.LogCaptureFixture) -
     offset = ClockOffset()
     with caplog.at_level(logging.WARNING):
         for _ in range(5):
-            offset.sample(T0, T0 + 300)
+            sample(offset, T0, T0 + 300)
     warnings = [r for r in caplog.records if "from the producer's" in r.getMessage()]
     assert len(warnings) == 1
 
@@ -118,7 +130,7 @@ def test_a_producer_behind_does_not_make_tokens_expire_early(
     the token stays valid for its real remaining life, and no longer."""
     cache = TokenCache(clock, offset)
     clock.now_s = T0 + 300  # the producer's clock reads T0
-    offset.sample(T0, clock.now_s + 0.01)
+    sample(offset, T0, clock.now_s + 0.01)
     assert cache.offer(make_update(lifetime_s=600)) is Offer.ACCEPTED
     clock.advance(599.5)
     assert cache.current(APP, ACCESS) is not None
@@ -298,7 +310,7 @@ def test_the_hot_path_follows_an_offset_learnt_after_the_token_arrived(
     update = make_update(lifetime_s=600)
     assert cache.offer(update) is Offer.ACCEPTED
     assert cache.entries[(APP, ACCESS)] == (update.value, update.expires_at)
-    offset.sample(T0, clock.now_s + 0.01)
+    sample(offset, T0, clock.now_s + 0.01)
     value, expires_local = cache.entries[(APP, ACCESS)]
     assert value == update.value
     assert expires_local == pytest.approx(update.expires_at + 300.01 - SAFETY_S)
@@ -337,10 +349,10 @@ def test_a_burst_read_late_does_not_pass_for_a_clock_offset() -> None:
     offset.on_change.append(lambda: changes.append(offset.offset_s))
     now_s = T0
     for _ in range(20):  # prompt messages for a while
-        offset.sample(now_s - 0.003, now_s)
+        sample(offset, now_s - 0.003, now_s)
         now_s += BUCKET_S
     for n in range(500):  # the late burst
-        offset.sample(now_s, now_s + 3.0 * n / 500)
+        sample(offset, now_s, now_s + 3.0 * n / 500)
     assert offset.offset_s == 0.0
     assert changes == []
 
@@ -351,6 +363,6 @@ def test_a_producer_clock_behind_moves_the_offset_once_not_per_message() -> None
     offset.on_change.append(lambda: changes.append(offset.offset_s))
     for n in range(1000):
         received_s = T0 + n * 0.1
-        offset.sample(received_s - 300.0 - 0.001 * (n % 7), received_s)
+        sample(offset, received_s - 300.0 - 0.001 * (n % 7), received_s)
     assert len(changes) <= 3, changes
     assert offset.offset_s == pytest.approx(300.0 - SAFETY_S, abs=MIN_CHANGE_S + 0.01)

@@ -926,7 +926,13 @@ def test_gateway_environment_is_valid_gateway_settings(
         monkeypatch.setenv(variable, value)
     settings = load_settings(GatewaySettings)
     assert settings.gateway_host == "0.0.0.0"
-    assert gateway["ports"] == [f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}"]
+    metrics_port = settings.gateway_metrics_port
+    assert metrics_port is not None
+    assert metrics_port != settings.gateway_port, "metrics apart from the API (issue 18)"
+    assert gateway["ports"] == [
+        f"127.0.0.1:{settings.gateway_port}:{settings.gateway_port}",
+        f"127.0.0.1:{metrics_port}:{metrics_port}",
+    ]
     params = pika.URLParameters(settings.amqp_url)
     assert params.credentials.username == "wxtoken-gateway"
     redis_password = COMPOSE_ENV["WXTOKEN_REDIS_GATEWAY_PASSWORD"]

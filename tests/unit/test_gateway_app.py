@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer_lib import StoreError, TokenKind, TokenUnavailable, TokenUpdate
+from consumer_lib._cache import TokenCache
 from consumer_lib.wire.refresh_request import RefreshRequest
 from ops.gateway import KeyRing, add_key
 from ops.gateway._app import Gateway, ReportBody
@@ -23,9 +24,11 @@ APP = "wxapp1"
 
 
 class FakeClient:
-    """What the gateway uses of TokenClient, with no thread and no broker."""
+    """What the gateway uses of TokenClient, with no thread and no broker; what it holds
+    is in a real `TokenCache` (expiry as the client counts it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
+        self.cache = TokenCache(clock)
         self.callbacks: list[Callable[[TokenUpdate], None]] = []
         self.reports: list[tuple[str, str, str | None]] = []
         self.requesters: list[str | None] = []
@@ -36,8 +39,15 @@ class FakeClient:
         self.callbacks.append(callback)
 
     def push(self, update: TokenUpdate) -> None:
+        self.cache.offer(update)
         for callback in self.callbacks:
             callback(update)
+
+    def held_until(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, float] | None:
+        return self.cache.valid(app_id, kind)
+
+    def valid_count(self) -> int:
+        return self.cache.valid_count()
 
     def get(self, app_id: str, timeout: float = 5.0, *, kind: TokenKind) -> TokenUpdate:
         raise TokenUnavailable(self.unavailable)
@@ -59,7 +69,7 @@ class FakeClient:
 class Harness:
     def __init__(self, tmp_path: Path, clock: FakeClock, **gateway_kw: Any) -> None:
         self.clock = clock
-        self.client = FakeClient()
+        self.client = FakeClient(clock)
         self.known: list[tuple[str, TokenKind]] = [(APP, TokenKind.ACCESS_TOKEN)]
         self.store_down = False
         path = tmp_path / "keys.json"
@@ -67,7 +77,7 @@ class Harness:
             "all": add_key(path, "all", apps=["wx*"], scopes=["read", "report", "override"]),
             "reader": add_key(path, "reader", apps=[APP], scopes=["read"]),
         }
-        self.view = TokenView(self.client, self._known, clock=clock)  # type: ignore[arg-type]
+        self.view = TokenView(self.client, self._known)  # type: ignore[arg-type]
         self.gateway = Gateway(
             client=self.client,  # type: ignore[arg-type]
             view=self.view,
@@ -325,11 +335,13 @@ def test_legacy_route(tmp_path: Path, clock: FakeClock) -> None:
 
 
 def test_health_and_unknown_routes(h: Harness) -> None:
-    """/healthz is alive, /readyz is 503 until a token is held; unknown routes are JSON 404."""
+    """/healthz is alive, /readyz is 503 until a token is held, a status and nothing more
+    (issue 18, item 10: it used to count tokens); unknown routes are JSON 404."""
     assert h.http.get("/healthz").status_code == 200
-    assert h.http.get("/readyz").status_code == 503
+    not_ready = h.http.get("/readyz")
+    assert (not_ready.status_code, not_ready.json()) == (503, {"status": "not ready"})
     h.client.push(make_update(app_id=APP))
-    assert h.http.get("/readyz").json()["status"] == "ready"
+    assert h.http.get("/readyz").json() == {"status": "ready"}
     missing = h.http.get("/v1/nothing")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
@@ -344,3 +356,20 @@ def test_every_answer_is_counted_by_status(h: Harness) -> None:
     h.http.get("/v1/nothing")
     h.http.get("/healthz")
     assert h.gateway.responses == {200: 2, 401: 1, 404: 1}
+
+
+def test_the_api_port_serves_no_metrics(tmp_path: Path, clock: FakeClock) -> None:
+    """`/metrics` names every app, kind, version and seconds left: it is not on the API's
+    port, with a key or without (issue 18, item 10: before, 200 to anyone); it is served on
+    the metrics listener (`test_gateway_settings.py`)."""
+    harness = Harness(tmp_path, clock)
+    harness.gateway.metrics = lambda: (
+        b'wxtoken_client_token_version{app_id="wxapp1"} 7\n',
+        "text/plain",
+    )
+    harness.client.push(make_update(app_id=APP))
+    with harness.http:
+        for headers in ({}, harness.auth()):
+            answer = harness.http.get("/metrics", headers=headers)
+            assert answer.status_code == 404
+            assert APP not in answer.text

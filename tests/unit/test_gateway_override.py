@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-import fakeredis
 import pytest
 
 from consumer_lib import BrokerError, TokenKind, TokenSource, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from ops.gateway._override import Overrider, OverrideRefused, Publish, PublishFailed
 from producer.audit import AuditLog
+from producer.clock_skew import ClockSkewed
 from producer.store import TokenStore
 from tests.conftest import FakeClock
-from tests.unit._helpers import make_update
+from tests.unit._helpers import make_update, redis_on_clock
+from tests.unit.test_gateway_app import APP as HARNESS_APP
+from tests.unit.test_gateway_app import Harness
 
 APP = "wxoverride000001"
 TOKEN = "OVERRIDE-" + "v" * 30
@@ -36,8 +39,11 @@ class Broker:
         yield publish
 
 
-def _overrider(clock: FakeClock) -> tuple[Overrider, TokenStore, AuditLog, Broker]:
-    redis_client = fakeredis.FakeRedis()
+def _overrider(
+    clock: FakeClock, redis_clock: Callable[[], float] | None = None
+) -> tuple[Overrider, TokenStore, AuditLog, Broker]:
+    """An overrider on `clock`, Redis's `TIME` on `redis_clock` (by default the same)."""
+    redis_client = redis_on_clock(redis_clock or clock)
     store = TokenStore(redis_client, KeyLayout())
     audit = AuditLog(redis_client, KeyLayout(), clock=clock)
     broker = Broker()
@@ -98,3 +104,46 @@ def test_override_stored_but_not_published_says_so(clock: FakeClock) -> None:
     stored = store.read(APP)
     assert stored is not None
     assert stored.value == TOKEN
+
+
+def test_override_from_a_clock_8_hours_fast_is_refused_and_changes_nothing(
+    clock: FakeClock,
+) -> None:
+    """The gateway's clock 8 h ahead of Redis's `TIME` (issue 18, item 3): `ClockSkewed`,
+    nothing stored, audited or published."""
+    redis_now = FakeClock(clock.now_s - 8 * 3600)
+    overrider, store, audit, broker = _overrider(clock, redis_now)
+    with pytest.raises(ClockSkewed, match=r"\+28800\.0 s from Redis's"):
+        overrider.override(
+            APP, TokenKind.ACCESS_TOKEN, TOKEN, expires_in_s=600, reason=None, key_name="ci"
+        )
+    assert store.read(APP) is None
+    assert broker.published == []
+    assert audit.read(APP) == []
+
+
+def test_override_within_a_few_seconds_of_redis_is_issued(clock: FakeClock) -> None:
+    """Three seconds off is within `ISSUE_MAX_SKEW_S`: issued."""
+    overrider, store, _, _ = _overrider(clock, FakeClock(clock.now_s - 3))
+    update = overrider.override(
+        APP, TokenKind.ACCESS_TOKEN, TOKEN, expires_in_s=600, reason=None, key_name="ci"
+    )
+    assert store.read(APP) == update
+
+
+def test_the_override_route_answers_409_when_the_gateways_clock_is_off(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Over HTTP: 409 naming the skew, nothing stored or published."""
+    overrider, store, _, broker = _overrider(clock, FakeClock(clock.now_s - 8 * 3600))
+    harness = Harness(tmp_path, clock, overrider=overrider)
+    with harness.http:
+        answer = harness.http.post(
+            f"/v1/apps/{HARNESS_APP}/access_token",
+            headers=harness.auth(),
+            json={"access_token": TOKEN, "expires_in": 600},
+        )
+    assert answer.status_code == 409
+    assert "+28800.0 s from Redis's" in answer.json()["reason"]
+    assert store.read(HARNESS_APP) is None
+    assert broker.published == []

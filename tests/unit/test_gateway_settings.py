@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -76,3 +79,50 @@ def test_producer_metrics_port_garbage(
     monkeypatch.setenv("WXTOKEN_METRICS_PORT", port)
     with pytest.raises(ConfigError, match="WXTOKEN_METRICS_PORT"):
         load_settings(ProducerSettings)
+
+
+def test_metrics_are_served_on_a_listener_of_their_own(tmp_path: Path) -> None:
+    """`WXTOKEN_GATEWAY_METRICS_PORT` serves /metrics, /healthz and /readyz on loopback by
+    default; without it no listener is opened (issue 18, item 10)."""
+    from ops.gateway._wiring import start_metrics_listener
+
+    gateway = _MetricsGateway()
+    keys = tmp_path / "keys.json"
+    off = load_settings(GatewaySettings, gateway_keys_file=keys)
+    assert off.gateway_metrics_port is None
+    assert start_metrics_listener(off, gateway) is None  # type: ignore[arg-type]
+    on = load_settings(GatewaySettings, gateway_keys_file=keys, gateway_metrics_port=0)
+    assert on.gateway_metrics_host == "127.0.0.1"
+    server = start_metrics_listener(on, gateway)  # type: ignore[arg-type]
+    assert server is not None
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as answer:  # noqa: S310
+            assert answer.read() == b"wxtoken_gateway_keys 1.0\n"
+        with urllib.request.urlopen(base + "/readyz", timeout=5) as answer:  # noqa: S310
+            assert answer.status == 200
+    finally:
+        server.close()
+
+
+def test_a_metrics_port_without_prometheus_client_is_a_config_error(tmp_path: Path) -> None:
+    from ops.gateway._wiring import start_metrics_listener
+
+    gateway = _MetricsGateway()
+    gateway.metrics = None
+    settings = load_settings(
+        GatewaySettings, gateway_keys_file=tmp_path / "keys.json", gateway_metrics_port=0
+    )
+    with pytest.raises(ConfigError, match="WXTOKEN_GATEWAY_METRICS_PORT needs prometheus"):
+        start_metrics_listener(settings, gateway)  # type: ignore[arg-type]
+
+
+class _MetricsGateway:
+    """What the metrics listener reads of a `Gateway`."""
+
+    def __init__(self) -> None:
+        self.metrics: Callable[[], tuple[bytes, str]] | None = lambda: (
+            b"wxtoken_gateway_keys 1.0\n",
+            "text/plain; version=0.0.4",
+        )
+        self.view = SimpleNamespace(valid_count=lambda: 1)

@@ -71,7 +71,8 @@ def test_a_clock_offset_moves_the_window(clock: FakeClock) -> None:
     clock.now_s = T0 + 1
     cache = TokenCache(clock, offset)
     cache.offer(make_update(version=1, lifetime_s=7200))
-    offset.sample(T0 + 1 - 60, T0 + 1)  # received 60 s after it was sent: an offset
+    # received 60 s after it was sent (inside its signed life): an offset
+    offset.sample(T0 + 1 - 60, T0 + 1, issued_at_s=T0 - 100, expires_at_s=T0 + 7200)
     assert offset.offset_s > 59
     clock.now_s = T0 + 7200 - 149
     assert not cache.any_overdue()

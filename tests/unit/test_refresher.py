@@ -294,6 +294,38 @@ def test_override_is_adopted_and_kept_until_near_its_expiry(rig: Rig) -> None:
     assert rig.stored() == rig.latest()
 
 
+def test_an_override_issued_by_a_clock_8_hours_fast_is_held_for_its_life_from_now(
+    rig: Rig,
+) -> None:
+    """`wxtoken set --expires-in 600` stamped by a clock 8 h fast (issue 18, item 3): before,
+    the producer held it for 8 h 10 min and fetched nothing for 8 h; now it is held for its
+    600 s from adoption and replaced before they end."""
+    rig.step()
+    rig.clock.advance(100)
+    operator = TokenStore(fakeredis.FakeRedis(server=rig.server))
+    fast_s = rig.clock() + 8 * 3600
+    override = make_update(
+        value="OVERRIDE-FROM-A-FAST-LAPTOP-01",
+        version=operator.next_version(APP_ID, TokenKind.ACCESS_TOKEN, now_s=rig.clock()),
+        issued_at=fast_s,
+        lifetime_s=600,
+        source=TokenSource.OVERRIDE,
+        producer_id="ops:laptop",
+    )
+    assert operator.write(override).written
+    adopted_s = rig.clock()
+    rig.step()
+    held = rig.refresher.held
+    assert held is not None
+    assert held.version == override.version
+    assert (held.issued_at, held.expires_at) == (adopted_s, adopted_s + 600)
+    rig.run_until(adopted_s + 600 - 120)  # the refresh margin of a 600 s life
+    rig.step()
+    assert rig.fetcher.calls == 2
+    assert rig.latest() is not None
+    assert rig.latest().version > override.version  # type: ignore[union-attr]
+
+
 def test_newer_version_during_refresh_wins(rig: Rig) -> None:
     """A newer version stored by another producer while we fetch wins; ours is refused."""
     rig.step()
