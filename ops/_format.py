@@ -247,7 +247,7 @@ def history_records(entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
     ]
 
 
-def _one_line(value: str | int | None) -> str:
+def one_line(value: str | int | None) -> str:
     """A table cell: `-` for nothing, control characters (newlines) as spaces."""
     if value is None or value == "":
         return "-"
@@ -261,8 +261,8 @@ def history_table(entries: Sequence[AuditEntry]) -> str:
         rows.append(
             [
                 timestamp(entry.at_s),
-                *map(_one_line, (entry.event, entry.app_id, entry.kind, entry.version)),
-                *map(_one_line, (entry.who, entry.masked_token, entry.reason)),
+                *map(one_line, (entry.event, entry.app_id, entry.kind, entry.version)),
+                *map(one_line, (entry.who, entry.masked_token, entry.reason)),
             ]
         )
     return _table(rows)

@@ -27,7 +27,8 @@ def wxtoken(stack: Stack, *args: str, stdin: str | None = None) -> str:
         cwd=REPO_ROOT,
         env={**os.environ, **stack.service_env},
     )
-    assert done.returncode == 0, done.stderr
+    # `status` exits 3 when a served credential is not ok: this test is about secrets
+    assert done.returncode in ((0, 3) if args[0] == "status" else (0,)), done.stderr
     return done.stdout + done.stderr
 
 
