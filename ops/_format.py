@@ -217,15 +217,46 @@ def message_kind(body: bytes, *, codec: UpdateCodec = PLAIN) -> TokenKind | None
         return None
 
 
-def message_line(body: bytes, *, now_s: float, as_json: bool, codec: UpdateCodec = PLAIN) -> str:
-    """What `wxtoken watch` prints for one message: the update, or why it was rejected."""
+#: The highest version `wxtoken watch` has shown per (app, kind).
+Seen = dict[tuple[str, TokenKind], int]
+
+
+def message_line(
+    body: bytes,
+    *,
+    now_s: float,
+    as_json: bool,
+    codec: UpdateCodec = PLAIN,
+    seen: Seen | None = None,
+) -> str:
+    """What `wxtoken watch` prints for one message: the update, or why it was rejected.
+
+    With `seen`, an update whose version was shown before (the leader re-publishes what it
+    holds every minute) is marked, in text `(re-published)`, in JSON `"republished": true`,
+    and one older than a version shown `(older than vN)` / `"older_than": N`."""
     try:
         update = codec.decode(body)
     except InvalidUpdate as exc:
         if as_json:
             return json.dumps({"received_at": now_s, "rejected": str(exc)}, sort_keys=True)
         return f"{timestamp(now_s)} rejected: {exc}"
-    return (watch_json if as_json else watch_line)(update, now_s=now_s)
+    shown = None if seen is None else seen.get((update.app_id, update.kind))
+    if seen is not None and (shown is None or update.version > shown):
+        seen[(update.app_id, update.kind)] = update.version
+    republished = shown is not None and update.version == shown
+    older_than = shown if shown is not None and update.version < shown else None
+    if as_json:
+        data = json.loads(watch_json(update, now_s=now_s))
+        data["republished"] = republished
+        if older_than is not None:
+            data["older_than"] = older_than
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+    line = watch_line(update, now_s=now_s)
+    if republished:
+        return f"{line} (re-published)"
+    if older_than is not None:
+        return f"{line} (older than v{older_than})"
+    return line
 
 
 def history_records(entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:

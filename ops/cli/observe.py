@@ -179,9 +179,13 @@ def watch(
     """Print updates as they are published.
 
     One line per message, the token masked, until Ctrl-C, --count or --timeout. With
-    --kind, updates of other kinds are skipped (rejected messages are always shown).
+    --kind, updates of other kinds are skipped (rejected messages are always shown). A
+    version shown before (the leader re-publishes what it holds about every minute) is
+    marked `(re-published)`, in JSON `"republished": true`.
     """
     settings = obj.get_settings()
+    codec = obj.codec()  # no verify keys: refuse now, not at the first message
+    seen: _format.Seen = {}
     received = 0
 
     def on_message(delivery: Delivery) -> None:
@@ -189,10 +193,10 @@ def watch(
         if count is not None and received >= count:
             return
         body = delivery.body
-        if kind is not None and _format.message_kind(body, codec=obj.codec()) not in (kind, None):
+        if kind is not None and _format.message_kind(body, codec=codec) not in (kind, None):
             return
         received += 1
-        emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=obj.codec()))
+        emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=codec, seen=seen))
 
     def on_cancel() -> None:
         emit("the broker cancelled the subscription", err=True)

@@ -661,3 +661,59 @@ def test_set_warns_when_the_producers_would_refuse_its_key(
     quiet = set_override()
     assert quiet.exit_code == 0, quiet.output
     assert "warning" not in quiet.stderr
+
+
+def test_watch_without_verify_keys_refuses_at_start() -> None:
+    """`watch` without WXTOKEN_VERIFY_KEYS stops before connecting, like `status` and
+    `get`: one line naming the variable, exit 2 (the broker here would be unreachable)."""
+    settings = SETTINGS.model_copy(
+        update={"insecure_accept_unsigned": False, "amqp_url": "amqp://guest:guest@127.0.0.1:1/"}
+    )
+    context = OpsContext(settings=settings, operator="ops:tester@host")
+    result = CliRunner().invoke(main, ["watch", "--timeout", "1"], obj=context)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "WXTOKEN_VERIFY_KEYS" in line
+
+
+def test_watch_marks_a_version_shown_before_as_re_published(now: FakeClock) -> None:
+    """The leader's minute re-publish of the same version is marked, not shown as new; an
+    older version is marked too; a new version is plain."""
+    seen: _format.Seen = {}
+    first = make_update(now.now_s)
+    shown = _format.message_line(first.encode(), now_s=now(), as_json=False, seen=seen)
+    assert "re-published" not in shown
+    line = _format.message_line(first.encode(), now_s=now(), as_json=False, seen=seen)
+    assert line.endswith("(re-published)")
+    data = json.loads(_format.message_line(first.encode(), now_s=now(), as_json=True, seen=seen))
+    assert data["republished"] is True
+    newer = make_update(now.now_s, version=6, value=NEW_TOKEN)
+    data = json.loads(_format.message_line(newer.encode(), now_s=now(), as_json=True, seen=seen))
+    assert data["republished"] is False
+    older = _format.message_line(first.encode(), now_s=now(), as_json=False, seen=seen)
+    assert older.endswith("(older than v6)")
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["set"], "'APP_ID'"),
+        (["bogus"], "'bogus'"),
+        (["status", "--kind", "x"], "--kind"),
+        (["gateway-key", "list"], "WXTOKEN_GATEWAY_KEYS_FILE"),
+        (["sandbox", "--port", "99999"], "WXTOKEN_SANDBOX_PORT"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], names: str
+) -> None:
+    """A usage error is one `Error:` line, exit 2, naming the parameter (and the variable an
+    option reads) and the command's --help."""
+    monkeypatch.delenv("WXTOKEN_GATEWAY_KEYS_FILE", raising=False)
+    monkeypatch.delenv("WXTOKEN_SANDBOX_PORT", raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ")
+    assert names in line
+    assert "--help'" in line
