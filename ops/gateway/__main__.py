@@ -8,6 +8,7 @@ import sys
 
 from consumer_lib import ConfigError
 from consumer_lib.settings import load_settings
+from consumer_lib.settings.usage import usage, wants_help
 from producer.logsetup import configure_logging
 
 from ._routes import build_app
@@ -17,9 +18,22 @@ from ._wiring import make_gateway
 log = logging.getLogger("ops.gateway")
 
 
+SUMMARY = """\
+The wxtoken HTTP gateway: serves the current access tokens, tickets and JS-SDK signatures
+to services in any language, from memory (a TokenClient subscribed like any service), to
+callers holding an API key (`wxtoken gateway-key add`). SIGTERM or SIGINT stops it."""
+NOTES = "See the README's sections Configuration and The HTTP gateway."
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (2 for a configuration error)."""
-    del argv  # configuration comes from WXTOKEN_* variables only
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(usage("wxtoken-gateway", SUMMARY, GatewaySettings, notes=NOTES))
+        return 0
+    if argv:  # configuration comes from WXTOKEN_* variables only
+        print(f"wxtoken-gateway: takes no arguments (got {argv[0]!r}); see --help", file=sys.stderr)
+        return 2
     import uvicorn
 
     try:
