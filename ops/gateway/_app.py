@@ -54,6 +54,8 @@ APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: The page URLs jssdk-config signs (as its OpenAPI document says): absolute http(s), a host
 #: name, printable ASCII, at most `MAX_URL_CHARS`; `jssdk.page_url` checks the rest.
 PAGE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?$")
+#: What makes an API key's app entry a pattern (`fnmatch`) rather than one app id.
+_PATTERN_CHARS = frozenset("*?[")
 #: Clients told 503 are asked to come back this soon.
 RETRY_AFTER_S = 2
 KEYS_RELOAD_EVERY_S = 2.0
@@ -199,8 +201,12 @@ class Gateway:
         return jssdk_config(_HeldTicket(ticket.value), app_id, url, clock=self.clock)
 
     # ------------------------------------------------------------ writes
-    def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
-        sent = self.client.report_invalid(
+    def report(
+        self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody
+    ) -> dict[str, object]:
+        """`report_invalid` of the token in `body`; the answer says whether it was reported
+        and, when not, why (`ReportOutcome`)."""
+        outcome = self.client.report_invalid_outcome(
             app_id, body.access_token, kind=kind, reason=body.reason or f"gateway key {key.name}"
         )
         if self.audit is not None:
@@ -210,10 +216,35 @@ class Gateway:
                 kind=kind.value,
                 who=f"{self.operator}/key:{key.name}",
                 masked_token=mask(body.access_token),
-                reason=f"reported rejected ({'sent' if sent else 'coalesced'})"
+                reason=f"reported rejected ({outcome})"
                 + (f": {body.reason}" if body.reason else ""),
             )
-        return sent
+        answer: dict[str, object] = {
+            "app_id": app_id,
+            "reported": outcome.reported,
+            "outcome": outcome.value,
+        }
+        if not outcome.reported:
+            answer["reason"] = outcome.explanation
+        return answer
+
+    def default_app(self, header: str | None) -> str:
+        """The app `GET /accesstoken` without `?appid=` means: the one access token held
+        that the presented key may use, or the key's one app when it names exactly one
+        (no pattern); 404 otherwise. Authentication is checked afterwards, as usual."""
+        key = None
+        if header is not None:
+            scheme, _, presented = header.partition(" ")
+            if scheme.lower() == "bearer" and presented.strip():
+                key = self.keys.find(presented.strip())
+        if key is not None and len(key.apps) == 1 and not _PATTERN_CHARS & set(key.apps[0]):
+            return key.apps[0]
+        held = {u.app_id for u in self.view.held() if u.kind is TokenKind.ACCESS_TOKEN}
+        if key is not None:
+            held = {app_id for app_id in held if key.may_use(app_id)}
+        if len(held) != 1:
+            raise ApiError(404, "no default app: several are served; add ?appid=<app id>")
+        return held.pop()
 
     def override(
         self, key: ApiKey, app_id: str, kind: TokenKind, body: OverrideBody

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumer_lib import ReportOutcome
+
 _JSON = "application/json"
 
 
@@ -168,7 +170,10 @@ def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
                         _ref("JsSdkConfig"),
                     ),
                     **_AUTH_ERRORS,
-                    "422": _error("the url is missing, relative, not http(s), or has spaces"),
+                    "422": _error(
+                        "the url is missing, relative, not http(s), has spaces or a port "
+                        "outside 1-65535"
+                    ),
                     "503": _error("no valid jsapi ticket held", retry_after=True),
                 },
             }
@@ -191,7 +196,8 @@ def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[
                     "in": "query",
                     "required": False,
                     "schema": {"type": "string"},
-                    "description": "the app; needed when the gateway serves several (else 404)",
+                    "description": "the app; without it, the one app the key may use "
+                    "(its only app, or the only one held that it may use), else 404",
                 }
             ],
             "responses": {
@@ -247,8 +253,22 @@ def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[
                 },
                 "Reported": {
                     "type": "object",
-                    "required": ["app_id", "reported"],
-                    "properties": {"app_id": {"type": "string"}, "reported": {"type": "boolean"}},
+                    "required": ["app_id", "reported", "outcome"],
+                    "properties": {
+                        "app_id": {"type": "string"},
+                        "reported": {"type": "boolean"},
+                        "outcome": {
+                            "type": "string",
+                            "enum": [outcome.value for outcome in ReportOutcome],
+                            "description": "sent, queued (sent once the gateway connects to "
+                            "the broker), not_current (a newer token is held), coalesced "
+                            "(reported less than 30 s ago), broker_unreachable",
+                        },
+                        "reason": {
+                            "type": "string",
+                            "description": "why nothing was reported (only when reported is false)",
+                        },
+                    },
                 },
                 "Override": {
                     "type": "object",

@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 import pytest
 import redis
 
-from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
+from consumer_lib import ClientSettings, ReportOutcome, TokenClient, TokenUnavailable
 from consumer_lib.amqp import declare_exchange, publish_update
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import (
@@ -28,6 +29,8 @@ from producer.request_listener import RequestListener
 from producer.store import TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
+
+from .tcp_proxy import proxy_to
 
 APP = "wxreq0000000001"
 TOKEN = "REQUEST_test_token_0123456789abcdefghijklmnopqrstuvwxyz"
@@ -252,3 +255,39 @@ def test_sending_to_a_missing_requests_exchange_leaves_the_client_subscribed(
     assert wait_for(token, timeout_s=10, message="the update at the client") == TOKEN
     assert client.connected
     assert client.stats.snapshot_reads == reads_before, "the client reconnected"
+
+
+def test_a_report_before_the_first_connection_waits_for_it(
+    redis_url: str,
+    amqp_url: str,
+    isolation: dict[str, str],
+    exchange: str,
+    listener: RequestListener,
+    received: Received,
+) -> None:
+    """`report_invalid()` right after `start()`, while the broker cannot be reached yet (a
+    cut proxy), is queued, not dropped: it reaches the leader once the client connects."""
+    broker = urlsplit(amqp_url)
+    with proxy_to(broker.hostname or "127.0.0.1", broker.port or 5672) as proxy:
+        proxy.cut()
+        via_proxy = amqp_url.replace(f":{broker.port}/", f":{proxy.port}/", 1)
+        settings = ClientSettings(
+            insecure_accept_unsigned=True,
+            redis_url=redis_url,
+            amqp_url=via_proxy,
+            exchange=exchange,
+            key_prefix=isolation["key_prefix"],
+            reconnect_max_s=0.5,
+        )
+        with TokenClient(settings) as token_client:
+            outcome = token_client.report_invalid_outcome(APP, TOKEN, reason="right away")
+            assert outcome is ReportOutcome.QUEUED
+            assert received.requests == []
+            proxy.restore()
+            [request] = wait_for(
+                lambda: received.requests, timeout_s=15, message="the queued report"
+            )
+            assert request.token_sha256 == fingerprint(TOKEN)
+            assert request.reason == "right away"
+            # Connected now: a report of another token goes straight out.
+            assert token_client.report_invalid_outcome(APP, TOKEN + "x") is ReportOutcome.SENT
