@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import socket
 import ssl
 import sys
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from consumer_lib import ConfigError
 from consumer_lib.settings import load_settings
@@ -14,6 +20,9 @@ from producer.logsetup import configure_logging
 from ._routes import build_app
 from ._settings import GatewaySettings
 from ._wiring import make_gateway
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("ops.gateway")
 
@@ -47,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         log.warning(
             "GET /accesstoken answers without an API key (WXTOKEN_GATEWAY_LEGACY_ANONYMOUS)"
         )
+    try:  # before anything starts: a port in use is one line, and nothing ran
+        listener = _listen(settings.gateway_host, settings.gateway_port)
+    except OSError as exc:
+        print(
+            f"wxtoken-gateway: cannot listen on {settings.gateway_host}:{settings.gateway_port} "
+            f"(WXTOKEN_GATEWAY_HOST, WXTOKEN_GATEWAY_PORT): {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     tls = settings.gateway_tls_cert_file is not None
     config = uvicorn.Config(
         build_app(gateway),
@@ -66,12 +84,49 @@ def main(argv: list[str] | None = None) -> int:
         "gateway on %s://%s:%d with %d key(s)%s",
         "https" if tls else "http",
         settings.gateway_host,
-        settings.gateway_port,
+        listener.getsockname()[1],
         len(gateway.keys),
         ", client certificates required" if settings.gateway_tls_client_ca_file else "",
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    with _stopped_by_signals(server):
+        server.run(sockets=[listener])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` (uvicorn listens on it); `OSError` when the
+    address is in use or not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(server: uvicorn.Server) -> Iterator[None]:
+    """SIGINT and SIGTERM stop `server` gracefully and the program exits 0.
+
+    uvicorn handles both while it serves, then re-raises the signal to the handler it
+    found: Python's SIGINT handler would raise `KeyboardInterrupt` (a 30-line traceback
+    after a clean shutdown). Ours only asks the server to exit (a signal during start-up
+    included), so the re-raised signal ends nothing twice."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
