@@ -118,7 +118,10 @@ def reload_apps(service: ProducerService, settings: ProducerSettings) -> None:
         )
     except ConfigError as exc:
         log.error(
-            "apps file not reloaded, still serving %d app(s): %s", len(service.refreshers), exc
+            "apps file not reloaded, still serving %d app(s) (%d credential(s)): %s",
+            len(service.fleet.app_ids()),
+            len(service.refreshers),
+            exc,
         )
         return
     done = service.reload(apps)
