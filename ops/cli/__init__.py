@@ -1,6 +1,6 @@
 """`wxtoken`, the operators' command line: a thin shell over the Redis store and the exchange.
 
-Commands: set (override a token read from stdin), refresh (ask the producers for a new
+Commands: set (override a token read from stdin), refresh (ask the leader for a new
 token), get, status, watch, history (the audit trail), quota clear (ask the leader to call
 clear_quota), sandbox, keygen. Settings come from
 `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing service exits 1; both

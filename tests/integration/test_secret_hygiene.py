@@ -93,7 +93,7 @@ def test_debug_logs_and_cli_output_hold_no_secret_and_no_whole_token(
         cli_output += wxtoken(stack, "refresh", other_app, "--reason", "drill")
         wait_line(
             producer,
-            lambda line: "reported rejected" in line,
+            lambda line: "by ops:" in line and "refreshing it now" in line,
             timeout_s=20,
             message="the leader refreshing the reported token",
         )
