@@ -134,7 +134,7 @@ class Subscriber(ConsumerThread):
             self._live = connection
         log.info("subscribed to exchange %s", self._settings.exchange)
         if self._on_connected is not None:  # once consuming, when `send()` works
-            connection.call_later(0, self._on_connected)
+            connection.call_soon(self._on_connected)
         # Consuming has started, so nothing published from now on can be missed.
         self._poll_snapshot(force=True)
 
