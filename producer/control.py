@@ -205,7 +205,8 @@ class ControlHandler:
         """Hand an operator's refresh to its credential's refresher, which answers."""
 
         def answer(verdict: Verdict) -> None:
-            self._count("done" if verdict.result is ControlResult.DONE else "refused")
+            outcomes = {ControlResult.DONE: "done", ControlResult.FAILED: "failed"}
+            self._count(outcomes.get(verdict.result, "refused"))
             log.info("control request %s: %s: %s", request, verdict.result, verdict.message)
             self._finish(request, signer, verdict.result, verdict.message, version=verdict.version)
 
