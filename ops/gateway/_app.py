@@ -52,8 +52,13 @@ KIND_PATHS: dict[str, TokenKind] = {"access_token": TokenKind.ACCESS_TOKEN}
 TICKET_PATHS: dict[str, TokenKind] = {f"tickets/{n}": k for n, k in TICKET_NAMES.items()}
 APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: The page URLs jssdk-config signs (as its OpenAPI document says): absolute http(s), a host
-#: name, printable ASCII, at most `MAX_URL_CHARS`; `jssdk.page_url` checks the rest.
-PAGE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?$")
+#: name, a port 1-65535 if any, printable ASCII, at most `MAX_URL_CHARS`; `jssdk.page_url`
+#: checks the rest.
+PAGE_URL = re.compile(
+    r"^https?://[A-Za-z0-9.-]+"
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"([/?#][\x21-\x7e]*)?$"
+)
 #: What makes an API key's app entry a pattern (`fnmatch`) rather than one app id.
 _PATTERN_CHARS = frozenset("*?[")
 #: Clients told 503 are asked to come back this soon.
@@ -190,8 +195,9 @@ class Gateway:
         if len(url) > MAX_URL_CHARS or not PAGE_URL.fullmatch(url):
             raise ApiError(
                 422,
-                f"bad url: an absolute http:// or https:// URL with a host name, printable "
-                f"ASCII without spaces, at most {MAX_URL_CHARS} characters",
+                f"bad url: an absolute http:// or https:// URL with a host name (and a port "
+                f"1-65535, if any), printable ASCII without spaces, at most {MAX_URL_CHARS} "
+                "characters",
             )
         try:
             page_url(url)

@@ -127,7 +127,11 @@ def _plain(description: str) -> dict[str, Any]:
 
 
 #: The same expression as `_app.PAGE_URL` (a unit test compares them).
-_PAGE_URL = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\\x21-\\x7e]*)?$"
+_PAGE_URL = (
+    "^https?://[A-Za-z0-9.-]+"
+    "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    "([/?#][\\x21-\\x7e]*)?$"
+)
 
 
 def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
