@@ -171,6 +171,7 @@ class OperatorRefreshing:
             item.signer,
         )
         self.stats.forced_refreshes += 1
+        fetches, failures = self.stats.fetches, self.stats.fetch_failures
         self._refresh(
             forced=True,
             reason=(
@@ -181,7 +182,15 @@ class OperatorRefreshing:
         now_held = self._held
         if now_held is not None and now_held.version != held.version:
             return Verdict(ControlResult.DONE, f"replaced: v{now_held.version}", now_held.version)
-        error = self.stats.last_error or "upstream handed back the same value"
+        if self.stats.fetch_failures > failures:
+            error = f"the fetch failed: {self.stats.last_error}"
+        elif self.stats.fetches > fetches:
+            error = "upstream handed back the same value (WeCom renews only once it expired)"
+        else:
+            error = (
+                "not fetched now (the upstream rate cap, a pause after a quota error, or too "
+                "little lease left): ask again"
+            )
         return Verdict(ControlResult.FAILED, f"not replaced: {error}", held.version)
 
     def _spend_for_operator(self, *, verified: bool) -> BudgetDecision | None:

@@ -36,10 +36,12 @@ from producer.apps import AppConfig, TokenApi
 from producer.audit import AuditLog
 from producer.budget import RefreshBudget
 from producer.control import ControlHandler
+from producer.errcodes import FailureKind
 from producer.operator_refresh import OperatorRefresh
 from producer.refresher import AppRefresher
 from producer.store import TokenStore
 from producer.token_probe import ProbeVerdict
+from producer.upstream import UpstreamError
 from producer.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import unreachable_redis
@@ -250,7 +252,25 @@ def test_force_rotates_a_token_upstream_accepts_within_the_budgets(
     again = run(settings, fake_redis, now, FakeBroker(leader), APP, "--force")
     assert again.exit_code == OVER_BUDGET_EXIT, again.output
     assert again.stdout.startswith(f"over budget: {APP}/access_token not replaced")
+    assert "again in" in again.stdout  # when it may be asked again
     assert leader.refresher.held == new
+
+
+def test_a_failed_fetch_is_printed_exit_1(
+    settings: CommonSettings, fake_redis: fakeredis.FakeRedis, now: FakeClock, leader: Leader
+) -> None:
+    """Upstream fails the forced fetch: "failed", its error, exit 1; the token is kept."""
+    held = leader.refresher.held
+
+    def failing(app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        raise UpstreamError("errcode -1 (system busy)", kind=FailureKind.TRANSIENT, errcode=-1)
+
+    leader.fetcher.fetch = failing  # type: ignore[method-assign]
+    result = run(settings, fake_redis, now, FakeBroker(leader), APP, "--force")
+    assert result.exit_code == 1, result.output
+    assert "failed: " in result.stderr
+    assert "the fetch failed: errcode -1 (system busy)" in result.stderr
+    assert leader.refresher.held == held
 
 
 def test_a_version_replaced_since_it_was_read_is_done(
