@@ -148,7 +148,9 @@ class ControlAnswer(BaseModel):
     _answered_at_is_positive = field_validator("answered_at")(_positive_seconds)
 
     def encode(self) -> bytes:
-        return self.model_dump_json().encode()
+        """JSON; fields at their defaults (`errcode`, `version`) are left out, so a CLI that
+        predates `version` still reads a quota clear's answer."""
+        return self.model_dump_json(exclude_defaults=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes | str) -> ControlAnswer:
