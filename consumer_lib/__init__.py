@@ -10,6 +10,7 @@ with TokenClient.from_env() as tokens:
 """
 
 from ._client import ClientStats, TokenClient
+from ._reporting import ReportOutcome
 from .errors import (
     BrokerError,
     ConfigError,
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "InvalidUpdate",
     "Platform",
+    "ReportOutcome",
     "StoreError",
     "TokenClient",
     "TokenKind",

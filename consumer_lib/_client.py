@@ -29,7 +29,7 @@ from ._feeding import UpdateFeed
 from ._forking import renew_in_forked_children
 from ._offset import ClockOffset
 from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
-from ._reporting import REPORT_EVERY_S, InvalidReporter
+from ._reporting import REPORT_EVERY_S, InvalidReporter, ReportOutcome
 from ._stats import ClientCounters, ClientStats, StatsView
 from ._subscriber import Subscriber
 from ._transport import AttachableTransport, Transport
@@ -111,14 +111,24 @@ class TokenClient(StatsView):
                 callbacks_idle=lambda timeout_s: self._callbacks.wait_idle(timeout_s),
             )
             return self._transport
-        return Subscriber(
+        # Reports made before the first connection wait for it (the stub sends at once).
+        self._reporter.await_first_connection()
+        subscriber: Subscriber | None = None
+
+        def connected() -> None:
+            if subscriber is not None:
+                self._reporter.flush_pending(subscriber.send)
+
+        subscriber = Subscriber(
             self.settings,
             on_body=self._on_message,
+            on_connected=connected,
             read_snapshot=self.refresh_from_snapshot,
             snapshot_wanted=self._successor_overdue,
             connection_name=self._name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
             rand=self._rand,
         )
+        return subscriber
 
     @classmethod
     def from_env(cls, **overrides: object) -> TokenClient:
@@ -270,11 +280,28 @@ class TokenClient(StatsView):
 
         The leader refreshes it once, within WeChat's limits, or re-publishes the current
         token if this one was already replaced; the new token then arrives like any other.
-        Only the token's SHA-256 is sent. Returns at once: True when a request went out,
-        False when none was needed (a different token is already held, or this process
-        reported this token in the last 30 s) or the broker is unreachable (the Redis
-        snapshot is read instead). A malformed `app_id` raises `ValueError`.
+        Only the token's SHA-256 is sent. Returns at once: True when a request went out, or
+        waits for the first broker connection (a report right after `start()`); False when
+        none was needed (a different token is already held, or this process reported this
+        token in the last 30 s) or the broker is unreachable (the Redis snapshot is read
+        instead). `report_invalid_outcome` says which. A malformed `app_id` raises
+        `ValueError`.
         """
+        return self.report_invalid_outcome(
+            app_id, token, kind=kind, reason=reason, requester=requester
+        ).reported
+
+    def report_invalid_outcome(
+        self,
+        app_id: str,
+        token: str,
+        *,
+        kind: TokenKind | str = TokenKind.ACCESS_TOKEN,
+        reason: str | None = None,
+        requester: str | None = None,
+    ) -> ReportOutcome:
+        """`report_invalid`, returning what became of the report (`ReportOutcome`: sent,
+        queued, not_current, coalesced, broker_unreachable)."""
         kind = TokenKind.parse(kind)
         return self._reporter.report(
             app_id,

@@ -46,9 +46,12 @@ class Subscriber(ConsumerThread):
         read_snapshot: Callable[[], None],
         snapshot_wanted: Callable[[], bool],
         connection_name: str,
+        on_connected: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        """`on_connected` runs on this thread after each subscription, once `send()` works
+        (the client sends the reports that waited for the first connection)."""
         super().__init__(
             connection_parameters(
                 settings.amqp_url,
@@ -67,6 +70,7 @@ class Subscriber(ConsumerThread):
         self._on_body = on_body
         self._read_snapshot = read_snapshot
         self._snapshot_wanted = snapshot_wanted
+        self._on_connected = on_connected
         self._monotonic = monotonic
         self._rand = rand
         self._last_poll = -float("inf")
@@ -129,6 +133,8 @@ class Subscriber(ConsumerThread):
         with self._send_lock:
             self._live = connection
         log.info("subscribed to exchange %s", self._settings.exchange)
+        if self._on_connected is not None:  # once consuming, when `send()` works
+            connection.call_soon(self._on_connected)
         # Consuming has started, so nothing published from now on can be missed.
         self._poll_snapshot(force=True)
 

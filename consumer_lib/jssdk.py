@@ -69,6 +69,12 @@ def page_url(url: str) -> str:
     parts = urlsplit(signed)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("the page URL must be absolute http:// or https:// with a host")
+    try:
+        port = parts.port  # urllib raises ValueError past 65535 (or for a non-number)
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the page URL's port must be 1-65535")
     return signed
 
 

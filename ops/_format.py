@@ -217,15 +217,46 @@ def message_kind(body: bytes, *, codec: UpdateCodec = PLAIN) -> TokenKind | None
         return None
 
 
-def message_line(body: bytes, *, now_s: float, as_json: bool, codec: UpdateCodec = PLAIN) -> str:
-    """What `wxtoken watch` prints for one message: the update, or why it was rejected."""
+#: The highest version `wxtoken watch` has shown per (app, kind).
+Seen = dict[tuple[str, TokenKind], int]
+
+
+def message_line(
+    body: bytes,
+    *,
+    now_s: float,
+    as_json: bool,
+    codec: UpdateCodec = PLAIN,
+    seen: Seen | None = None,
+) -> str:
+    """What `wxtoken watch` prints for one message: the update, or why it was rejected.
+
+    With `seen`, an update whose version was shown before (the leader re-publishes what it
+    holds every minute) is marked, in text `(re-published)`, in JSON `"republished": true`,
+    and one older than a version shown `(older than vN)` / `"older_than": N`."""
     try:
         update = codec.decode(body)
     except InvalidUpdate as exc:
         if as_json:
             return json.dumps({"received_at": now_s, "rejected": str(exc)}, sort_keys=True)
         return f"{timestamp(now_s)} rejected: {exc}"
-    return (watch_json if as_json else watch_line)(update, now_s=now_s)
+    shown = None if seen is None else seen.get((update.app_id, update.kind))
+    if seen is not None and (shown is None or update.version > shown):
+        seen[(update.app_id, update.kind)] = update.version
+    republished = shown is not None and update.version == shown
+    older_than = shown if shown is not None and update.version < shown else None
+    if as_json:
+        data = json.loads(watch_json(update, now_s=now_s))
+        data["republished"] = republished
+        if older_than is not None:
+            data["older_than"] = older_than
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+    line = watch_line(update, now_s=now_s)
+    if republished:
+        return f"{line} (re-published)"
+    if older_than is not None:
+        return f"{line} (older than v{older_than})"
+    return line
 
 
 def history_records(entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
@@ -247,7 +278,7 @@ def history_records(entries: Sequence[AuditEntry]) -> list[dict[str, Any]]:
     ]
 
 
-def _one_line(value: str | int | None) -> str:
+def one_line(value: str | int | None) -> str:
     """A table cell: `-` for nothing, control characters (newlines) as spaces."""
     if value is None or value == "":
         return "-"
@@ -261,8 +292,8 @@ def history_table(entries: Sequence[AuditEntry]) -> str:
         rows.append(
             [
                 timestamp(entry.at_s),
-                *map(_one_line, (entry.event, entry.app_id, entry.kind, entry.version)),
-                *map(_one_line, (entry.who, entry.masked_token, entry.reason)),
+                *map(one_line, (entry.event, entry.app_id, entry.kind, entry.version)),
+                *map(one_line, (entry.who, entry.masked_token, entry.reason)),
             ]
         )
     return _table(rows)

@@ -17,6 +17,7 @@ from types import FrameType
 
 from consumer_lib.errors import ConfigError
 from consumer_lib.settings import DOTENV, load_settings
+from consumer_lib.settings.usage import usage, wants_help
 
 from ._service import ProducerService
 from .apps import load_apps
@@ -27,9 +28,28 @@ from .settings import ProducerSettings
 log = logging.getLogger("producer")
 
 
+SUMMARY = """\
+The wxtoken producer: fetches each app's access token (and tickets) from WeChat or WeCom
+ahead of expiry, stores it in Redis and publishes it signed on the RabbitMQ fanout
+exchange. Several may run: one leads (a lease in Redis), the others stand by. SIGTERM or
+SIGINT stops it (releasing the lease); SIGHUP re-reads the apps file."""
+NOTES = """\
+It also reads a .env file in the working directory, and the variables the apps file names
+(`secret_env`). See the README's Configuration section."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the producer in the foreground; returns the process exit code."""
-    del argv  # configuration comes from WXTOKEN_* variables only
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(usage("wxtoken-producer", SUMMARY, ProducerSettings, notes=NOTES))
+        return 0
+    if argv:  # configuration comes from WXTOKEN_* variables only
+        print(
+            f"wxtoken-producer: takes no arguments (got {argv[0]!r}); see --help",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = load_settings(ProducerSettings, DOTENV)
         configure_logging(settings.log_level)
@@ -98,7 +118,10 @@ def reload_apps(service: ProducerService, settings: ProducerSettings) -> None:
         )
     except ConfigError as exc:
         log.error(
-            "apps file not reloaded, still serving %d app(s): %s", len(service.refreshers), exc
+            "apps file not reloaded, still serving %d app(s) (%d credential(s)): %s",
+            len(service.fleet.app_ids()),
+            len(service.refreshers),
+            exc,
         )
         return
     done = service.reload(apps)

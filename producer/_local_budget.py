@@ -50,6 +50,10 @@ def decision_reason(
     if allowed:
         return f"{what} refresh {used} of {limit} today"
     if used >= limit:
-        return f"daily limit of {limit} {what} refreshes reached"
+        return f"daily limit of {limit} {what} refreshes reached (until 00:00 UTC)"
     ago_s = abs(now_ms - last_ms) / 1000
-    return f"last {what} refresh {ago_s:.1f} s ago, less than {gap_ms / 1000:g} s"
+    again_s = max(0.0, gap_ms / 1000 - ago_s)
+    return (
+        f"last {what} refresh {ago_s:.1f} s ago, less than {gap_ms / 1000:g} s "
+        f"(again in {again_s:.0f} s)"
+    )

@@ -51,6 +51,7 @@ from .clock_skew import SkewMonitor
 from .control import ControlHandler, QuotaClearer, control_keys
 from .fetching import Upstream
 from .lease import Leadership
+from .operator_refresh import OperatorRefresh
 from .politeness import UpstreamGate
 from .publishing import Publisher
 from .refresher import AppRefresher, Fetcher
@@ -152,6 +153,7 @@ class ProducerService:
             audit=self.audit,
             clock=clock,
             min_interval_s=settings.clear_quota_min_interval_s,
+            submit_refresh=self._submit_refresh,
         )
         self.upstream = UpstreamGate(
             rate_per_s=settings.upstream_rate_per_s, pause_s=settings.quota_retry_base_s
@@ -302,6 +304,18 @@ class ProducerService:
         log.debug("refresh requested for %s by %s", request.app_id, request.requester)
         refresher.request_refresh(request)
         self.scheduler.wake(refresher.key)
+
+    def _submit_refresh(self, item: OperatorRefresh) -> str | None:
+        """From the listener thread: queue an operator's refresh on its credential's
+        refresher and wake it; why not, or None."""
+        request = item.request
+        refresher = self.refresher(request.app_id, request.kind)
+        if refresher is None:
+            return f"{request.app_id}/{request.kind} is not in this producer's apps file"
+        if not refresher.operator_refresh(item):
+            return "too many operator refreshes of it are waiting: ask again later"
+        self.scheduler.wake(refresher.key)
+        return None
 
     def _on_leadership(self, leading: bool) -> None:
         """From the lease thread (`Succession.on_leadership`)."""

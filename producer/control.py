@@ -1,8 +1,10 @@
-"""Operators' control requests, acted on by the leader: today `clear_quota` for one app.
+"""Operators' control requests, acted on by the leader: `clear_quota` for one app, and an
+operator's `refresh` / `force_refresh` of one credential.
 
-`wxtoken quota clear APP_ID` publishes a signed `ControlRequest` on the requests exchange
-(see `consumer_lib.wire.control`). The request listener hands every message typed
-`CONTROL_MESSAGE_TYPE` to `ControlHandler.handle(delivery)`, which, in order:
+`wxtoken quota clear APP_ID` and `wxtoken refresh APP_ID [--force]` publish a signed
+`ControlRequest` on the requests exchange (see `consumer_lib.wire.control`). The request
+listener hands every message typed `CONTROL_MESSAGE_TYPE` to
+`ControlHandler.handle(delivery)`, which, in order:
 
 1. opens the envelope with the control keys (WXTOKEN_CONTROL_KEYS: a role of their own, not
    the keys trusted for overrides; the signature covers `CONTROL_DOMAIN` too):
@@ -12,10 +14,12 @@
 2. ignores the request unless this producer leads (standbys hear every request too);
 3. refuses a request issued outside `CONTROL_WINDOW_S` of our clock, and one whose
    `request_id` was taken before (SET NX on `KeyLayout.control_seen`): a replay;
-4. checks that the app is ours and an official account, and that its last clear is at
-   least `min_interval_s` old (`ControlSpacing`: fleet-wide, given back when the call fails
-   transiently), then calls `clear_quota` upstream on a worker
-   thread (the listener thread must keep pumping the connection);
+4. clear_quota: checks that the app is ours and an official account, and that its last clear
+   is at least `min_interval_s` old (`ControlSpacing`: fleet-wide, given back when the call
+   fails transiently), then calls `clear_quota` upstream on a worker thread (the listener
+   thread must keep pumping the connection); a refresh: hands it to the credential's
+   refresher (`submit_refresh`), which judges it on its next step
+   (`producer.operator_refresh`) and answers;
 5. records an audit entry (`who` = the request's operator) and stores a `ControlAnswer`
    at `KeyLayout.control_answer(request_id)` for the CLI, first answer wins.
 
@@ -41,6 +45,7 @@ from consumer_lib.wire.control import (
     ANSWER_TTL_S,
     CONTROL_WINDOW_S,
     SEEN_TTL_S,
+    ControlAction,
     ControlAnswer,
     ControlRequest,
     ControlResult,
@@ -53,6 +58,7 @@ from .app_config import AppConfig
 from .audit import AuditEvent, AuditLog
 from .control_spacing import ControlSpacing
 from .errcodes import FailureKind
+from .operator_refresh import OperatorRefresh, Verdict
 from .summed_log import SummedWarning
 from .upstream import UpstreamError
 
@@ -107,7 +113,11 @@ class ControlHandler:
         clock: Callable[[], float] = time.time,
         run: Callable[[Callable[[], None]], None] = _in_thread,
         min_interval_s: float = 0.0,
+        submit_refresh: Callable[[OperatorRefresh], str | None] | None = None,
     ) -> None:
+        """`submit_refresh` hands an operator's refresh to its credential's refresher; it
+        returns why it could not (None: queued)."""
+        self._submit_refresh = submit_refresh
         self._client = redis_client
         self._keys = keys
         self._apps = {app.app_id: app for app in apps}
@@ -185,6 +195,9 @@ class ControlHandler:
             self._count("replayed")
             log.warning("refused control request %s (key %s): a replay", request, signer)
             return
+        if request.action is not ControlAction.CLEAR_QUOTA:
+            self._refresh(request, signer)
+            return
         app = self._apps.get(request.app_id)
         upstream = self._upstream
         if app is None or app.platform is not Platform.WECHAT or upstream is None:
@@ -224,6 +237,28 @@ class ControlHandler:
         self._finish(request, signer, ControlResult.REFUSED, why)
         return False
 
+    def _refresh(self, request: ControlRequest, signer: str) -> None:
+        """Hand an operator's refresh to its credential's refresher, which answers."""
+
+        def answer(verdict: Verdict) -> None:
+            outcomes = {ControlResult.DONE: "done", ControlResult.FAILED: "failed"}
+            self._count(outcomes.get(verdict.result, "refused"))
+            log.info("control request %s: %s: %s", request, verdict.result, verdict.message)
+            self._finish(request, signer, verdict.result, verdict.message, version=verdict.version)
+
+        item = OperatorRefresh(request, signer, answer)
+        why = (
+            "this producer takes no operator refreshes"
+            if self._submit_refresh is None
+            else self._submit_refresh(item)
+        )
+        if why is not None:
+            self._count("refused")
+            log.warning("refused control request %s (key %s): %s", request, signer, why)
+            self._finish(request, signer, ControlResult.REFUSED, why)
+            return
+        log.info("control request %s (key %s): handed to its refresher", request, signer)
+
     def _clear_quota(
         self, request: ControlRequest, signer: str, app: AppConfig, upstream: QuotaClearer
     ) -> None:
@@ -253,15 +288,26 @@ class ControlHandler:
         message: str,
         *,
         errcode: int | None = None,
+        version: int | None = None,
     ) -> None:
         if self._audit is not None:
-            self._audit.record(
-                AuditEvent.CLEAR_QUOTA,
-                request.app_id,
-                who=request.operator,
-                reason=f"{result}: {message} (key {signer}, request {request.request_id[:8]})",
+            event = (
+                AuditEvent.CLEAR_QUOTA
+                if request.action is ControlAction.CLEAR_QUOTA
+                else AuditEvent.REFRESH_REQUEST
             )
-        self._answer(request, result, message, errcode=errcode)
+            action = "" if request.action is ControlAction.CLEAR_QUOTA else f"{request.action} "
+            self._audit.record(
+                event,
+                request.app_id,
+                kind=request.kind.value,
+                who=request.operator,
+                version=version,
+                reason=(
+                    f"{action}{result}: {message} (key {signer}, request {request.request_id[:8]})"
+                ),
+            )
+        self._answer(request, result, message, errcode=errcode, version=version)
 
     def _answer(
         self,
@@ -270,6 +316,7 @@ class ControlHandler:
         message: str,
         *,
         errcode: int | None = None,
+        version: int | None = None,
     ) -> None:
         answer = ControlAnswer(
             request_id=request.request_id,
@@ -280,6 +327,7 @@ class ControlHandler:
             message=message[:256],
             producer_id=self._producer_id,
             answered_at=self._clock(),
+            version=version,
         )
         try:
             self._client.set(

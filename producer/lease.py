@@ -229,7 +229,7 @@ class Leadership:
         """Give the lease up (clean shutdown), so a standby takes over at once."""
         with self._lock:
             was_leading = self._leading
-        self._step_down("shutting down")
+        self._step_down("shutting down", expected=True)
         if not was_leading:
             return
         try:
@@ -258,12 +258,13 @@ class Leadership:
             return None, detail, confirmed
         return status == 1, detail, confirmed
 
-    def _step_down(self, why: str) -> None:
+    def _step_down(self, why: str, *, expected: bool = False) -> None:
+        """Stop leading; logged at WARNING unless `expected` (a clean shutdown: INFO)."""
         with self._lock:
             self._trusted_until = -float("inf")
-        self._set_leading(False, why)
+        self._set_leading(False, why, expected=expected)
 
-    def _set_leading(self, leading: bool, why: str = "") -> None:
+    def _set_leading(self, leading: bool, why: str = "", *, expected: bool = False) -> None:
         with self._lock:  # one thread wins the change, so it is logged and told once
             if leading == self._leading:
                 return
@@ -274,6 +275,7 @@ class Leadership:
         if leading:
             log.info("leading now (epoch %s, lease %.1f s)", epoch, self.ttl_s)
         else:
-            log.warning("no longer the leader (epoch %s): %s", epoch, why)
+            level = logging.INFO if expected else logging.WARNING
+            log.log(level, "no longer the leader (epoch %s): %s", epoch, why)
         if self._on_change is not None:
             self._on_change(leading)

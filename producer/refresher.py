@@ -43,6 +43,7 @@ from .budget import RefreshBudget
 from .clock import JumpProofDeadline, boottime
 from .errcodes import FailureKind
 from .issuing import Issuer
+from .operator_refresh import OperatorBox, OperatorRefreshing
 from .politeness import UpstreamGate
 from .ports import Fetcher, Gate, SoleProducer
 from .request_policy import REPUBLISH_ON_REQUEST_MIN_S, RequestAudit, RequestHandling
@@ -72,7 +73,7 @@ STANDBY_IDLE_S = 300.0
 WECOM_AFTER_EXPIRY_S = 0.02
 
 
-class AppRefresher(RequestHandling, Fetching):
+class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
     """The refresh state machine of one app's access token."""
 
     # Slots: an instance dict took about 0.8 KiB (45 MiB at 30,000 credentials).
@@ -80,7 +81,8 @@ class AppRefresher(RequestHandling, Fetching):
     __slots__ = (
         "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
         "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
-        "_on_fetch_failed", "_phase_s", "_probe", "_publish", "_recent", "_reports",
+        "_on_fetch_failed", "_operator", "_phase_s", "_probe", "_publish", "_recent",
+        "_reports",
         "_republish_at", "_request_audit", "_retries", "_retry_at", "_step_lock", "_store",
         "_store_probed_at", "_store_reachable", "_timing", "_unsaved", "_upstream",
         "_warned_margin", "app", "kind", "stats",
@@ -116,6 +118,7 @@ class AppRefresher(RequestHandling, Fetching):
         self._gate: Gate = gate or SoleProducer()
         self._budget = budget
         self._reports = ReportBox()
+        self._operator = OperatorBox()
         self._fetcher = fetcher
         self._store = store
         self._issuer = Issuer(store, audit=audit, who=producer_id)
@@ -175,12 +178,19 @@ class AppRefresher(RequestHandling, Fetching):
         # (A ticket without a valid token is not about to fetch: at start-up, 20,000
         # tickets would each read Redis once for nothing before their tokens arrive.)
         about_to_fetch = self._refresh_due(now) and now >= self._retry_at and self._can_fetch(now)
-        must_read = about_to_fetch or self._unsaved is not None or bool(self._reports)
+        must_read = (
+            about_to_fetch
+            or self._unsaved is not None
+            or bool(self._reports)
+            or bool(self._operator)
+        )
         if self._follows_store or (leading and must_read):
             self._sync_with_store(leading=leading)
         if not leading:
             self._republish_at = 0.0  # announce the token at once on taking over
+            self._refuse_operator("this producer is no longer the leader: ask again")
             return STANDBY_WAIT_S if self._follows_store else STANDBY_IDLE_S
+        self._handle_operator()  # an operator's refresh: answered, before the reports
         self._handle_reports()  # also writes the summed-up audit entry once it is due
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:

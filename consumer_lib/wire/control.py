@@ -1,7 +1,8 @@
 """The third wire contract: an operator's signed control request, and the leader's answer.
 
-`wxtoken quota clear APP_ID` publishes a `ControlRequest` on the requests exchange (the
-same one refresh requests use), with the message `type` `CONTROL_MESSAGE_TYPE`. Since a
+`wxtoken quota clear APP_ID` and `wxtoken refresh APP_ID [--force]` publish a
+`ControlRequest` on the requests exchange (the same one refresh requests use), with the
+message `type` `CONTROL_MESSAGE_TYPE`. Since a
 consumer credential may publish there too, a control request is always an Ed25519 envelope
 (`signing.seal`) signed with the operator's key over `CONTROL_DOMAIN` + the payload (so
 no signature made for anything else, an override's included, is one of a control
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from ..errors import InvalidUpdate
+from .kinds import TokenKind
 from .signing import seal, unseal
 from .update import AppId, decode_json_model
 
@@ -63,6 +65,11 @@ class ControlAction(enum.StrEnum):
 
     #: POST /cgi-bin/clear_quota/v2 for the app: 10 a month, WeChat official accounts only.
     CLEAR_QUOTA = "clear_quota"
+    #: Replace the credential if upstream refuses it (checked first), within the budgets.
+    REFRESH = "refresh"
+    #: Replace the credential even though upstream accepts it (a leaked token), within
+    #: WeChat's and our budgets.
+    FORCE_REFRESH = "force_refresh"
 
 
 class ControlRequest(BaseModel):
@@ -78,15 +85,25 @@ class ControlRequest(BaseModel):
     #: When the operator issued it, UNIX seconds.
     issued_at: float
     reason: Text | None = None
+    #: Which credential a refresh is about (left out on the wire when the access token).
+    kind: TokenKind = TokenKind.ACCESS_TOKEN
+    #: The version the operator saw stored: a refresh finds it already replaced when the
+    #: leader holds a newer one.
+    seen_version: Annotated[int, Field(gt=0, lt=2**53)] | None = None
 
     _issued_at_is_positive = field_validator("issued_at")(_positive_seconds)
 
     def __str__(self) -> str:
-        return f"{self.action} {self.app_id} (request {self.request_id[:8]}) by {self.operator}"
+        kind = "" if self.kind is TokenKind.ACCESS_TOKEN else f"/{self.kind}"
+        return (
+            f"{self.action} {self.app_id}{kind} (request {self.request_id[:8]}) by {self.operator}"
+        )
 
     def seal(self, signer: Ed25519PrivateKey) -> bytes:
-        """The signed envelope to publish."""
-        return seal(signer, self.model_dump_json().encode(), domain=CONTROL_DOMAIN)
+        """The signed envelope to publish (fields at their defaults are left out)."""
+        return seal(
+            signer, self.model_dump_json(exclude_defaults=True).encode(), domain=CONTROL_DOMAIN
+        )
 
     @classmethod
     def open(cls, raw: bytes, keys: Mapping[str, Ed25519PublicKey]) -> tuple[ControlRequest, str]:
@@ -105,12 +122,17 @@ class ControlRequest(BaseModel):
 class ControlResult(enum.StrEnum):
     """How the leader ended a request."""
 
-    #: Upstream did it (clear_quota answered errcode 0).
+    #: Upstream did it (clear_quota answered errcode 0; a refresh replaced the credential,
+    #: `version` is the new one).
     DONE = "done"
     #: Upstream refused or failed; `errcode` and `message` say why.
     FAILED = "failed"
     #: The leader would not ask upstream (an unknown app, a WeCom app, too old a request).
     REFUSED = "refused"
+    #: A refresh was not needed: upstream accepts the credential held (`version`).
+    REFUTED = "refuted"
+    #: A refresh was needed or forced but a budget (WeChat's or ours) is spent for now.
+    OVER_BUDGET = "over_budget"
 
 
 class ControlAnswer(BaseModel):
@@ -126,11 +148,15 @@ class ControlAnswer(BaseModel):
     message: Text
     producer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     answered_at: float
+    #: A refresh's credential version: the new one (done), or the one kept.
+    version: Annotated[int, Field(gt=0, lt=2**53)] | None = None
 
     _answered_at_is_positive = field_validator("answered_at")(_positive_seconds)
 
     def encode(self) -> bytes:
-        return self.model_dump_json().encode()
+        """JSON; fields at their defaults (`errcode`, `version`) are left out, so a CLI that
+        predates `version` still reads a quota clear's answer."""
+        return self.model_dump_json(exclude_defaults=True).encode()
 
     @classmethod
     def decode(cls, raw: bytes | str) -> ControlAnswer:

@@ -1,6 +1,6 @@
 """`wxtoken`, the operators' command line: a thin shell over the Redis store and the exchange.
 
-Commands: set (override a token read from stdin), refresh (ask the producers for a new
+Commands: set (override a token read from stdin), refresh (ask the leader for a new
 token), get, status, watch, history (the audit trail), quota clear (ask the leader to call
 clear_quota), sandbox, keygen, redis-functions (load the Redis Functions library).
 Settings come from `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing
@@ -31,17 +31,46 @@ from .context import BadConfig, CliError, OpsContext
 
 
 class _Group(click.Group):
-    """Turns our errors into one line on stderr: exit 2 for configuration, else 1."""
+    """Turns our errors into one line on stderr: exit 2 for configuration and usage, else 1."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except ConfigError as exc:
             raise BadConfig(str(exc)) from None
         except StoreError as exc:
             raise CliError(f"Redis: {exc}") from None
         except WxTokenError as exc:
             raise CliError(str(exc)) from None
+
+
+class BadUsage(click.ClickException):
+    """A usage error as one line on stderr (click's own adds the usage and a blank line)."""
+
+    exit_code = 2
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    """`exc` as one `Error: ...` line that names the command's --help; the help an empty
+    command line asks for (`NoArgsIsHelpError`) is left as it is."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    command = exc.ctx.command_path if exc.ctx is not None else "wxtoken"
+    return BadUsage(f"{exc.format_message().rstrip('.')}; see '{command} --help'")
 
 
 def _configure_logging(verbose: int) -> None:

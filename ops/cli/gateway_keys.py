@@ -19,9 +19,10 @@ _FILE = click.option(
     "--file",
     "keys_file",
     envvar="WXTOKEN_GATEWAY_KEYS_FILE",
+    show_envvar=True,  # a missing one names the variable too
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The keys file (default: $WXTOKEN_GATEWAY_KEYS_FILE).",
+    help="The keys file.",
 )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import click
 
 from consumer_lib.amqp import Delivery
-from consumer_lib.errors import ExchangeMissing, InvalidUpdate
-from consumer_lib.snapshot import SnapshotReader
+from consumer_lib.errors import ExchangeMissing, InvalidUpdate, StoreError
+from consumer_lib.snapshot import REDIS_ERRORS, SnapshotReader, describe_redis_error
 from consumer_lib.wire.kinds import TokenKind
 from producer.announcement import read_announcement
 from producer.clock_skew import WARN_S as SKEW_WARN_S
@@ -48,7 +49,18 @@ def history(
         click.echo(_format.history_table(entries))
 
 
-@click.command()
+#: `wxtoken status` exits with this when a served credential is not `ok`, or no producer leads.
+STATUS_UNHEALTHY = 3
+
+
+@click.command(
+    epilog=(
+        "Exit status: 0 when a producer leads and every credential it serves is ok; 3 when a "
+        "served credential is missing, expired or invalid, or no producer holds the lease "
+        "(without a current announcement every known credential counts as served); 1 when "
+        "Redis cannot be read; 2 for bad settings."
+    )
+)
 @kind_filter
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
 @click.pass_obj
@@ -65,17 +77,25 @@ def status(obj: OpsContext, kind: TokenKind | None, as_json: bool) -> None:
     known = sorted(set(reader.known()) | set(failures))
     wanted = [entry for entry in known if kind is None or entry[1] is kind]
     entries = reader.read_many(wanted)
-    served, about_leader = _served(obj)
-    records = _format.status_records(entries, now_s=obj.clock(), failures=failures, served=served)
+    leader = _leader(obj)
+    records = _format.status_records(
+        entries, now_s=obj.clock(), failures=failures, served=leader.served
+    )
     if as_json:
         click.echo(_format.to_json(records))
     elif not records:
+        click.echo(leader.line, err=True)
         click.echo(f"no apps known under key prefix {obj.keys().prefix!r}", err=True)
     else:
-        click.echo(about_leader, err=True)
+        click.echo(leader.line, err=True)
         for line in _skew_lines(obj):
             click.echo(line, err=True)
         click.echo(_format.status_table(records))
+    unhealthy = [
+        record for record in records if record["state"] != "ok" and record["served"] in (True, None)
+    ]
+    if not leader.present or unhealthy:
+        click.get_current_context().exit(STATUS_UNHEALTHY)
 
 
 def _skew_lines(obj: OpsContext) -> list[str]:
@@ -89,17 +109,53 @@ def _skew_lines(obj: OpsContext) -> list[str]:
     ]
 
 
-def _served(obj: OpsContext) -> tuple[set[str] | None, str]:
-    """The apps the leader announced it serves, and one line about it for stderr."""
+@dataclass(frozen=True)
+class _Leader:
+    """Who holds the lease, and what it announced it serves."""
+
+    #: Whether any producer holds the lease now.
+    present: bool
+    #: The apps the current leader announced; None when unknown (no current announcement).
+    served: set[str] | None
+    #: One line about it, for stderr.
+    line: str
+
+
+def _leader(obj: OpsContext) -> _Leader:
+    """The lease holder and its announcement: an announcement left by a producer that no
+    longer holds the lease (a clean stop releases it) serves nothing."""
+    keys = obj.keys()
     try:
-        announced = read_announcement(obj.get_redis(), obj.keys())
+        raw = obj.get_redis().get(keys.leader)
+    except REDIS_ERRORS as exc:
+        raise StoreError(f"reading the lease: {describe_redis_error(exc)}") from None
+    if raw is None:
+        return _Leader(
+            present=False,
+            served=set(),
+            line=f"no leader: no producer holds the lease ({keys.leader} is empty)",
+        )
+    holder = (raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw))[:200]
+    epoch, _, owner = holder.partition("|")
+    try:
+        announced = read_announcement(obj.get_redis(), keys)
     except InvalidUpdate as exc:
-        return None, f"leader's announcement unreadable: {exc}"
-    if announced is None:
-        return None, "no producer has announced the apps it serves"
-    return set(announced.apps), (
+        return _Leader(
+            True, None, f"leader {_format.one_line(owner)}; its announcement is unreadable: {exc}"
+        )
+    if announced is None or announced.owner != owner:
+        return _Leader(
+            True,
+            None,
+            f"leader {_format.one_line(owner)} (epoch {_format.one_line(epoch)}) has not "
+            "announced the apps it serves yet",
+        )
+    age = _format.seconds(obj.clock() - announced.at)
+    return _Leader(
+        True,
+        set(announced.apps),
         f"leader {announced.producer_id} (epoch {announced.epoch}) serves "
-        f"{len(announced.apps)} app(s), announced {_format.seconds(obj.clock() - announced.at)} ago"
+        f"{len(announced.apps)} app(s), announced {age} ago",
     )
 
 
@@ -123,9 +179,13 @@ def watch(
     """Print updates as they are published.
 
     One line per message, the token masked, until Ctrl-C, --count or --timeout. With
-    --kind, updates of other kinds are skipped (rejected messages are always shown).
+    --kind, updates of other kinds are skipped (rejected messages are always shown). A
+    version shown before (the leader re-publishes what it holds about every minute) is
+    marked `(re-published)`, in JSON `"republished": true`.
     """
     settings = obj.get_settings()
+    codec = obj.codec()  # no verify keys: refuse now, not at the first message
+    seen: _format.Seen = {}
     received = 0
 
     def on_message(delivery: Delivery) -> None:
@@ -133,10 +193,10 @@ def watch(
         if count is not None and received >= count:
             return
         body = delivery.body
-        if kind is not None and _format.message_kind(body, codec=obj.codec()) not in (kind, None):
+        if kind is not None and _format.message_kind(body, codec=codec) not in (kind, None):
             return
         received += 1
-        emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=obj.codec()))
+        emit(_format.message_line(body, now_s=obj.clock(), as_json=as_json, codec=codec, seen=seen))
 
     def on_cancel() -> None:
         emit("the broker cancelled the subscription", err=True)

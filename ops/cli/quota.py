@@ -89,9 +89,9 @@ def clear(obj: OpsContext, app_id: str, yes: bool, reason: str | None, timeout: 
         f"waiting up to {timeout:g} s",
         err=True,
     )
-    answer = _wait_for_answer(obj, request, timeout_s=timeout)
+    answer = wait_for_answer(obj, request, timeout_s=timeout)
     if answer is None:
-        raise CliError(_timeout_message(obj, timeout, key_id(signer.public_key())))
+        raise CliError(timeout_message(obj, timeout, key_id(signer.public_key())))
     if answer.result is ControlResult.DONE:
         click.echo(f"cleared: the API quota of {app_id} is reset (by {answer.producer_id})")
         return
@@ -100,7 +100,7 @@ def clear(obj: OpsContext, app_id: str, yes: bool, reason: str | None, timeout: 
     raise CliError(f"the leader ({answer.producer_id}) refused: {answer.message}")
 
 
-def _wait_for_answer(
+def wait_for_answer(
     obj: OpsContext, request: ControlRequest, *, timeout_s: float
 ) -> ControlAnswer | None:
     """The leader's answer, or None after `timeout_s`; a malformed one is an error."""
@@ -125,7 +125,7 @@ def _wait_for_answer(
         obj.sleep(POLL_S)
 
 
-def _timeout_message(obj: OpsContext, timeout_s: float, signer_id: str) -> str:
+def timeout_message(obj: OpsContext, timeout_s: float, signer_id: str) -> str:
     """Why no answer came, as far as Redis can tell."""
     keys = obj.keys()
     try:

@@ -14,13 +14,20 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="WXTOKEN_SANDBOX_HOST")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="WXTOKEN_SANDBOX_HOST",
+    show_envvar=True,
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8080,
     show_default=True,
     envvar="WXTOKEN_SANDBOX_PORT",
+    show_envvar=True,
     help="0 picks a free port.",
 )
 @click.option(
@@ -28,6 +35,7 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     "apps_spec",
     default=DEFAULT_SANDBOX_APPS,
     envvar="WXTOKEN_SANDBOX_APPS",
+    show_envvar=True,
     metavar="APPID:SECRET,...",
     help="Apps the sandbox knows (local fake secrets).",
 )
@@ -36,6 +44,7 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     "wecom_spec",
     default="",
     envvar="WXTOKEN_SANDBOX_WECOM",
+    show_envvar=True,
     metavar="CORPID:AGENTID:SECRET,...",
     help="WeCom agents the sandbox knows, each with its own secret (none by default).",
 )

@@ -1,4 +1,9 @@
-"""`wxtoken set`, `refresh` and `get`: override, replace and show one app's token."""
+"""`wxtoken set`, `refresh` and `get`: override, replace and show one app's token.
+
+`refresh` is an operator's signed control request (`consumer_lib.wire.control`), like
+`quota clear`: the leader judges it (`producer.operator_refresh`) and the CLI prints the
+verdict it stores in Redis.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import click
 from pydantic import ValidationError
 
 from consumer_lib.errors import BrokerError, StoreError
-from consumer_lib.wire.refresh_request import RefreshRequest
+from consumer_lib.wire.control import ControlAction, ControlRequest, ControlResult, new_request_id
+from consumer_lib.wire.signing import key_id, load_private_key
 from consumer_lib.wire.update import TokenKind
 from producer.audit import AuditEvent
 from producer.clock_skew import ClockSkewed
@@ -16,7 +22,9 @@ from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
 
 from .. import _format
-from .context import KINDS, CliError, OpsContext, audit_log, checked, read_token
+from ..broker import control_channel
+from .context import KINDS, BadConfig, CliError, OpsContext, audit_log, checked, emit, read_token
+from .quota import timeout_message, wait_for_answer
 
 log = logging.getLogger(__name__)
 
@@ -92,40 +100,96 @@ def set_token(
     click.echo(f"published {app_id}/{kind}: version {version}")
 
 
-@click.command()
+#: `wxtoken refresh` exits with these when the leader did not replace the credential.
+REFUTED_EXIT = 3
+OVER_BUDGET_EXIT = 4
+
+
+@click.command(
+    epilog=(
+        "Exit status: 0 replaced (or replaced already since the version you saw); 3 "
+        "refuted: upstream accepts the token, nothing changed (--force rotates it); 4 over "
+        "budget (WeChat's or ours), nothing changed; 1 the refresh failed, the leader "
+        "refused, or no answer within --timeout; 2 bad arguments or no signing key."
+    )
+)
 @click.argument("app_id", callback=checked(_format.check_app_id))
 @click.option("--kind", type=KINDS, default=TokenKind.ACCESS_TOKEN.value, show_default=True)
-@click.option("--reason", callback=checked(_format.check_reason), help="Why; sent with it.")
+@click.option("--reason", callback=checked(_format.check_reason), help="Why; audited.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace it even though upstream accepts it (a leaked token), within WeChat's "
+    "budget (a stable token: 20 forced refreshes a day, 30 s apart) and ours.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 300),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the leader's verdict.",
+)
 @click.pass_obj
-def refresh(obj: OpsContext, app_id: str, kind: TokenKind, reason: str | None) -> None:
-    """Ask the producers to replace the stored token of APP_ID.
+def refresh(
+    obj: OpsContext,
+    app_id: str,
+    kind: TokenKind,
+    reason: str | None,
+    force: bool,
+    timeout: float,
+) -> None:
+    """Ask the leader to replace the stored token of APP_ID, and print its verdict.
 
-    Sends the stored token's SHA-256, never the token. The leader refreshes once within
-    WeChat's limits, or re-publishes the current token if this one was already replaced.
+    The leader checks the token upstream first: if upstream accepts it, nothing changes
+    (refuted). If upstream refuses it, or with --force, it fetches a new one within the
+    budgets, audited with your name. The request is signed with WXTOKEN_SIGNING_KEY_FILE,
+    which the producers must trust (WXTOKEN_VERIFY_KEYS).
     """
+    settings = obj.get_settings()
+    if settings.signing_key_file is None:
+        raise BadConfig(
+            "WXTOKEN_SIGNING_KEY_FILE is not set: a refresh must be signed with an operator "
+            "key the producers trust (WXTOKEN_VERIFY_KEYS)"
+        )
+    signer = load_private_key(settings.signing_key_file)
     update = obj.stored_update(app_id, TokenKind.parse(kind))
     now_s = obj.clock()
-    request = RefreshRequest.for_token(
-        app_id,
-        update.value,
+    request = ControlRequest(
+        action=ControlAction.FORCE_REFRESH if force else ControlAction.REFRESH,
+        app_id=app_id,
         kind=update.kind,
-        reported_version=update.version,
-        requester=obj.operator,
-        now_s=now_s,
+        request_id=new_request_id(),
+        operator=obj.operator,
+        issued_at=now_s,
         reason=reason,
+        seen_version=update.version,
     )
-    with obj.open_requester() as send:
-        send(request, now_s)
-    audit_log(obj).record(
-        AuditEvent.REFRESH_REQUEST,
-        app_id,
-        kind=kind,
-        who=obj.operator,
-        version=update.version,
-        masked_token=update.masked,
-        reason=reason,
+    factory = obj.controller or control_channel
+    with factory(settings, f"wxtoken-ops/{obj.operator}") as send:
+        send(request.seal(signer), now_s)
+    what = f"{app_id}/{update.kind}"
+    emit(
+        f"asked the leader to {'force a refresh of' if force else 'refresh'} {what} "
+        f"v{update.version} (request {request.request_id[:8]}); waiting up to {timeout:g} s",
+        err=True,
     )
-    click.echo(f"refresh requested for {app_id}/{kind} (version {update.version})")
+    answer = wait_for_answer(obj, request, timeout_s=timeout)
+    if answer is None:
+        raise CliError(timeout_message(obj, timeout, key_id(signer.public_key())))
+    by = f"(by {answer.producer_id})"
+    if answer.result is ControlResult.DONE:
+        note = "" if answer.message.startswith("replaced") else f"; {answer.message}"
+        click.echo(f"replaced: {what} is version {answer.version} {by}{note}")
+        return
+    if answer.result is ControlResult.REFUTED:
+        click.echo(f"refuted: {what}: {answer.message} {by}")
+        click.get_current_context().exit(REFUTED_EXIT)
+    if answer.result is ControlResult.OVER_BUDGET:
+        click.echo(f"over budget: {what} not replaced: {answer.message} {by}")
+        click.get_current_context().exit(OVER_BUDGET_EXIT)
+    verb = "failed" if answer.result is ControlResult.FAILED else "refused"
+    raise CliError(f"{verb}: {what}: {answer.message} {by}")
 
 
 @click.command()

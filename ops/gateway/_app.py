@@ -52,8 +52,15 @@ KIND_PATHS: dict[str, TokenKind] = {"access_token": TokenKind.ACCESS_TOKEN}
 TICKET_PATHS: dict[str, TokenKind] = {f"tickets/{n}": k for n, k in TICKET_NAMES.items()}
 APP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: The page URLs jssdk-config signs (as its OpenAPI document says): absolute http(s), a host
-#: name, printable ASCII, at most `MAX_URL_CHARS`; `jssdk.page_url` checks the rest.
-PAGE_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?$")
+#: name, a port 1-65535 if any, printable ASCII, at most `MAX_URL_CHARS`; `jssdk.page_url`
+#: checks the rest.
+PAGE_URL = re.compile(
+    r"^https?://[A-Za-z0-9.-]+"
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"([/?#][\x21-\x7e]*)?$"
+)
+#: What makes an API key's app entry a pattern (`fnmatch`) rather than one app id.
+_PATTERN_CHARS = frozenset("*?[")
 #: Clients told 503 are asked to come back this soon.
 RETRY_AFTER_S = 2
 KEYS_RELOAD_EVERY_S = 2.0
@@ -194,8 +201,9 @@ class Gateway:
         if len(url) > MAX_URL_CHARS or not PAGE_URL.fullmatch(url):
             raise ApiError(
                 422,
-                f"bad url: an absolute http:// or https:// URL with a host name, printable "
-                f"ASCII without spaces, at most {MAX_URL_CHARS} characters",
+                f"bad url: an absolute http:// or https:// URL with a host name (and a port "
+                f"1-65535, if any), printable ASCII without spaces, at most {MAX_URL_CHARS} "
+                "characters",
             )
         try:
             page_url(url)
@@ -215,16 +223,46 @@ class Gateway:
                 "about the tokens it serves",
             )
 
-    def report(self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody) -> bool:
-        """Send the report with the key's name as requester: the producer's audit trail
-        sums reports up and names their requesters (the gateway cannot write the trail)."""
-        return self.client.report_invalid(
+    def report(
+        self, key: ApiKey, app_id: str, kind: TokenKind, body: ReportBody
+    ) -> dict[str, object]:
+        """`report_invalid` of the token in `body`, with the key's name as requester (the
+        producer's audit trail sums reports up and names their requesters; the gateway
+        cannot write the trail). The answer says whether it was reported and, when not,
+        why (`ReportOutcome`)."""
+        outcome = self.client.report_invalid_outcome(
             app_id,
             body.access_token,
             kind=kind,
             reason=body.reason or f"gateway key {key.name}",
             requester=f"{self.operator}/key:{key.name}",
         )
+        answer: dict[str, object] = {
+            "app_id": app_id,
+            "reported": outcome.reported,
+            "outcome": outcome.value,
+        }
+        if not outcome.reported:
+            answer["reason"] = outcome.explanation
+        return answer
+
+    def default_app(self, header: str | None) -> str:
+        """The app `GET /accesstoken` without `?appid=` means: the one access token held
+        that the presented key may use, or the key's one app when it names exactly one
+        (no pattern); 404 otherwise. Authentication is checked afterwards, as usual."""
+        key = None
+        if header is not None:
+            scheme, _, presented = header.partition(" ")
+            if scheme.lower() == "bearer" and presented.strip():
+                key = self.keys.find(presented.strip())
+        if key is not None and len(key.apps) == 1 and not _PATTERN_CHARS & set(key.apps[0]):
+            return key.apps[0]
+        held = {u.app_id for u in self.view.held() if u.kind is TokenKind.ACCESS_TOKEN}
+        if key is not None:
+            held = {app_id for app_id in held if key.may_use(app_id)}
+        if len(held) != 1:
+            raise ApiError(404, "no default app: several are served; add ?appid=<app id>")
+        return held.pop()
 
     def override(
         self, key: ApiKey, app_id: str, kind: TokenKind, body: OverrideBody

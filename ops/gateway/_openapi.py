@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumer_lib import ReportOutcome
 from consumer_lib.wire.refresh_request import REASON_MAX_CHARS, REASON_PATTERN
 
 _JSON = "application/json"
@@ -127,7 +128,11 @@ def _plain(description: str) -> dict[str, Any]:
 
 
 #: The same expression as `_app.PAGE_URL` (a unit test compares them).
-_PAGE_URL = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][\\x21-\\x7e]*)?$"
+_PAGE_URL = (
+    "^https?://[A-Za-z0-9.-]+"
+    "(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    "([/?#][\\x21-\\x7e]*)?$"
+)
 
 
 def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
@@ -170,7 +175,10 @@ def _ticket_paths(ticket_names: list[str]) -> dict[str, Any]:
                         _ref("JsSdkConfig"),
                     ),
                     **_AUTH_ERRORS,
-                    "422": _error("the url is missing, relative, not http(s), or has spaces"),
+                    "422": _error(
+                        "the url is missing, relative, not http(s), has spaces or a port "
+                        "outside 1-65535"
+                    ),
                     "503": _error("no valid jsapi ticket held", retry_after=True),
                 },
             }
@@ -193,7 +201,8 @@ def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[
                     "in": "query",
                     "required": False,
                     "schema": {"type": "string"},
-                    "description": "the app; needed when the gateway serves several (else 404)",
+                    "description": "the app; without it, the one app the key may use "
+                    "(its only app, or the only one held that it may use), else 404",
                 }
             ],
             "responses": {
@@ -249,8 +258,22 @@ def openapi_document(kind_segments: list[str], ticket_names: list[str]) -> dict[
                 },
                 "Reported": {
                     "type": "object",
-                    "required": ["app_id", "reported"],
-                    "properties": {"app_id": {"type": "string"}, "reported": {"type": "boolean"}},
+                    "required": ["app_id", "reported", "outcome"],
+                    "properties": {
+                        "app_id": {"type": "string"},
+                        "reported": {"type": "boolean"},
+                        "outcome": {
+                            "type": "string",
+                            "enum": [outcome.value for outcome in ReportOutcome],
+                            "description": "sent, queued (sent once the gateway connects to "
+                            "the broker), not_current (a newer token is held), coalesced "
+                            "(reported less than 30 s ago), broker_unreachable",
+                        },
+                        "reason": {
+                            "type": "string",
+                            "description": "why nothing was reported (only when reported is false)",
+                        },
+                    },
                 },
                 "Override": {
                     "type": "object",

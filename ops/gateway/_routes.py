@@ -18,7 +18,7 @@ from consumer_lib import TokenKind
 
 from ._apikeys import Scope
 from ._app import APP_ID, KIND_PATHS, TICKET_PATHS, Gateway, OverrideBody, ReportBody
-from ._fastpath import FastReads
+from ._fastpath import FastReads, authorization
 from ._http import ApiError, on_api_error, on_http_exception, read_model
 from ._openapi import openapi_document
 
@@ -34,8 +34,8 @@ def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
         key = gw.authenticate(request, Scope.REPORT, app_id)
         gw.require_held(app_id, kind)
         body = await read_model(request, ReportBody, max_bytes=gw.max_body_bytes)
-        sent = await run_in_threadpool(gw.report, key, app_id, kind, body)
-        return JSONResponse({"app_id": app_id, "reported": sent}, status_code=202)
+        answer = await run_in_threadpool(gw.report, key, app_id, kind, body)
+        return JSONResponse(answer, status_code=202)
 
     async def override(request: Request) -> Response:
         app_id = request.path_params["app_id"]
@@ -85,10 +85,7 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
         """The origin server's `GET /accesstoken[?appid=]`: the bare token as text."""
         app_id = request.query_params.get("appid")
         if app_id is None:
-            held = {u.app_id for u in gw.view.held() if u.kind is TokenKind.ACCESS_TOKEN}
-            if len(held) != 1:
-                raise ApiError(404, "no default app: several are served; add ?appid=<app id>")
-            app_id = held.pop()
+            app_id = gw.default_app(authorization(request.scope))
         if not gw.legacy_anonymous:
             gw.authenticate(request, Scope.READ, app_id)
         elif not APP_ID.match(app_id):

@@ -59,7 +59,8 @@ def wxtoken(
 def test_set_and_refresh_then_history_json_shows_them(
     env: dict[str, str], client: redis.Redis, isolation: dict[str, str]
 ) -> None:
-    """`wxtoken set` and `wxtoken refresh` as processes are listed by `wxtoken history --json`."""
+    """`wxtoken set` as a process is listed by `wxtoken history --json`; `wxtoken refresh`
+    with no producer to answer exits 1 and records nothing (the leader audits verdicts)."""
     done = wxtoken(
         *("set", APP, "--expires-in", "600", "--allow-new-app", "--reason", "WeChat outage"),
         env=env,
@@ -67,14 +68,15 @@ def test_set_and_refresh_then_history_json_shows_them(
     )
     assert done.returncode == 0, done.stderr
     version = int(done.stdout.strip().rsplit(" ", 1)[-1])
-    done = wxtoken("refresh", APP, "--reason", "40001 seen", env=env)
-    assert done.returncode == 0, done.stderr
+    # No producer runs: the leader audits a refresh with its verdict, so none is recorded.
+    done = wxtoken("refresh", APP, "--reason", "40001 seen", "--timeout", "1", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "no producer leads" in done.stderr
 
     done = wxtoken("history", APP, "--json", env=env)
     assert done.returncode == 0, done.stderr
     records = json.loads(done.stdout)
     assert [(r["event"], r["version"], r["reason"]) for r in records] == [
-        ("refresh_request", version, "40001 seen"),
         ("override", version, "WeChat outage"),
     ]
     for record in records:
@@ -86,10 +88,10 @@ def test_set_and_refresh_then_history_json_shows_them(
 
     table = wxtoken("history", env=env)
     assert table.returncode == 0, table.stderr
-    assert len(table.stdout.strip().splitlines()) == 3
+    assert len(table.stdout.strip().splitlines()) == 2
     assert TOKEN not in table.stdout
     stream = client.xrange(KeyLayout(isolation["key_prefix"]).audit)
-    assert len(stream) == 2
+    assert len(stream) == 1
     assert all(TOKEN.encode() not in b"".join(fields.values()) for _, fields in stream)
 
 

@@ -151,7 +151,8 @@ def test_status_shows_the_caller_ip_a_refused_fetch_named(stack: Stack) -> None:
         result = wxtoken(
             stack, "status", key_file=Path(stack.service_env["WXTOKEN_SIGNING_KEY_FILE"])
         )
-        assert result.returncode == 0, result.stderr
+        # 3: the app the leader serves has no token (its only fetch was refused)
+        assert result.returncode in (0, 3), result.stderr
         rows = [line for line in result.stdout.splitlines() if line.startswith(app_id)]
         return rows[0] if rows and "not whitelisted" in rows[0] else None
 

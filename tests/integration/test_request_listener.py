@@ -9,13 +9,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 import pytest
 import redis
 
-from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
-from consumer_lib.amqp import declare_exchange, publish_update
+from consumer_lib import ClientSettings, ReportOutcome, TokenClient, TokenUnavailable
+from consumer_lib.amqp import Delivery, declare_exchange, publish_update
+from consumer_lib.wire.control import ControlAction, ControlRequest
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
@@ -23,11 +25,13 @@ from consumer_lib.wire.refresh_request import (
     fingerprint,
     requests_exchange,
 )
-from consumer_lib.wire.signing import UpdateCodec, load_private_key
+from consumer_lib.wire.signing import UpdateCodec, key_id, load_private_key
 from producer.request_listener import RequestListener
 from producer.store import TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
+
+from .tcp_proxy import proxy_to
 
 APP = "wxreq0000000001"
 TOKEN = "REQUEST_test_token_0123456789abcdefghijklmnopqrstuvwxyz"
@@ -144,39 +148,59 @@ def test_listener_receives_a_request_sent_through_a_client(
     assert (listener.stats.received, listener.stats.rejected) == (1, 0)
 
 
-def test_listener_receives_a_request_from_wxtoken_refresh(
-    listener: RequestListener,
+def test_listener_hands_wxtoken_refresh_to_the_control_hook(
+    amqp_url: str,
+    exchange: str,
     received: Received,
     redis_url: str,
     isolation: dict[str, str],
     service_env: dict[str, str],
     signing_keys: tuple[Path, Path],
 ) -> None:
-    """`wxtoken refresh` reports the stored token's fingerprint and version, never the token."""
-    redis_client = redis.Redis.from_url(redis_url)
-    codec = UpdateCodec(signer=load_private_key(signing_keys[0]))
+    """`wxtoken refresh` sends a control request signed by the operator, with the stored
+    version and never the token; the listener hands it to the control hook (the leader's
+    `ControlHandler`). Nobody answers here: the CLI says so and exits 1."""
+    controls: list[Delivery] = []
+    listener = RequestListener(
+        amqp_url,
+        exchange,
+        on_request=received,
+        on_control=controls.append,
+        connection_name="wxtoken-test/request-listener",
+        reconnect_max_s=0.5,
+    ).start()
     try:
-        stored = make_update(app_id=APP, value=TOKEN, version=41, issued_at=time.time())
-        store = TokenStore(redis_client, KeyLayout(isolation["key_prefix"]), codec)
-        assert store.write(stored).written
+        assert listener.wait_connected(10), f"listener never connected: {listener.last_error}"
+        redis_client = redis.Redis.from_url(redis_url)
+        codec = UpdateCodec(signer=load_private_key(signing_keys[0]))
+        try:
+            stored = make_update(app_id=APP, value=TOKEN, version=41, issued_at=time.time())
+            store = TokenStore(redis_client, KeyLayout(isolation["key_prefix"]), codec)
+            assert store.write(stored).written
+        finally:
+            redis_client.close()
+        done = subprocess.run(
+            [*COMMAND, "refresh", APP, "--reason", "integration", "--timeout", "1"],
+            env={**os.environ, **service_env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "no answer in 1 s" in done.stderr
+        assert TOKEN not in done.stdout + done.stderr
+        [delivery] = wait_for(lambda: controls, timeout_s=10, message="the CLI's request")
     finally:
-        redis_client.close()
-    done = subprocess.run(
-        [*COMMAND, "refresh", APP, "--reason", "integration"],
-        env={**os.environ, **service_env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == f"refresh requested for {APP}/access_token (version 41)\n"
-    assert TOKEN not in done.stdout + done.stderr
-    [request] = wait_for(lambda: received.requests, timeout_s=10, message="the CLI's request")
-    assert request.token_sha256 == fingerprint(TOKEN)
-    assert request.reported_version == 41
-    assert request.requester.startswith("ops:")
+        listener.close()
+    public = load_private_key(signing_keys[0]).public_key()
+    request, _ = ControlRequest.open(delivery.body, {key_id(public): public})
+    assert request.action is ControlAction.REFRESH
+    assert request.seen_version == 41
+    assert request.operator.startswith("ops:")
     assert request.reason == "integration"
+    assert TOKEN.encode() not in delivery.body
+    assert received.requests == []
 
 
 def test_garbage_is_rejected_and_the_listener_carries_on(
@@ -252,3 +276,39 @@ def test_sending_to_a_missing_requests_exchange_leaves_the_client_subscribed(
     assert wait_for(token, timeout_s=10, message="the update at the client") == TOKEN
     assert client.connected
     assert client.stats.snapshot_reads == reads_before, "the client reconnected"
+
+
+def test_a_report_before_the_first_connection_waits_for_it(
+    redis_url: str,
+    amqp_url: str,
+    isolation: dict[str, str],
+    exchange: str,
+    listener: RequestListener,
+    received: Received,
+) -> None:
+    """`report_invalid()` right after `start()`, while the broker cannot be reached yet (a
+    cut proxy), is queued, not dropped: it reaches the leader once the client connects."""
+    broker = urlsplit(amqp_url)
+    with proxy_to(broker.hostname or "127.0.0.1", broker.port or 5672) as proxy:
+        proxy.cut()
+        via_proxy = amqp_url.replace(f":{broker.port}/", f":{proxy.port}/", 1)
+        settings = ClientSettings(
+            insecure_accept_unsigned=True,
+            redis_url=redis_url,
+            amqp_url=via_proxy,
+            exchange=exchange,
+            key_prefix=isolation["key_prefix"],
+            reconnect_max_s=0.5,
+        )
+        with TokenClient(settings) as token_client:
+            outcome = token_client.report_invalid_outcome(APP, TOKEN, reason="right away")
+            assert outcome is ReportOutcome.QUEUED
+            assert received.requests == []
+            proxy.restore()
+            [request] = wait_for(
+                lambda: received.requests, timeout_s=15, message="the queued report"
+            )
+            assert request.token_sha256 == fingerprint(TOKEN)
+            assert request.reason == "right away"
+            # Connected now: a report of another token goes straight out.
+            assert token_client.report_invalid_outcome(APP, TOKEN + "x") is ReportOutcome.SENT

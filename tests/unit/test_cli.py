@@ -22,6 +22,7 @@ from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from ops import _format
 from ops.cli import main
 from ops.cli.context import OpsContext, Publish
+from ops.cli.observe import STATUS_UNHEALTHY
 from producer.store import TokenStore
 from tests.conftest import FakeClock
 
@@ -127,6 +128,11 @@ def run(
         operator="ops:tester@host",
     )
     return CliRunner().invoke(main, args, input=stdin, obj=context)
+
+
+def hold_lease(client: fakeredis.FakeRedis, value: str = "1|producer-a#1") -> None:
+    """A producer holds the lease (`{epoch}|{owner}`)."""
+    client.set(KEYS.leader, value)
 
 
 def redis_state(client: fakeredis.FakeRedis) -> dict[str, Any]:
@@ -430,9 +436,10 @@ def mixed_snapshot(fake_redis: fakeredis.FakeRedis, seeded: TokenUpdate) -> None
 def test_status_table_shows_missing_and_invalid_entries(
     fake_redis: fakeredis.FakeRedis, publisher: FakePublisher, now: FakeClock
 ) -> None:
-    """`status` is an aligned table with one row per app; bad entries are flagged, not fatal."""
+    """`status` is an aligned table with one row per app; bad entries are flagged, not fatal
+    (but make the exit status 3)."""
     result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == STATUS_UNHEALTHY, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == list(_format.STATUS_COLUMNS)
     rows = {line.split()[0]: line for line in lines[1:]}
@@ -454,6 +461,7 @@ def test_status_warns_about_a_producer_clock_skewed_from_redis(
     fake_redis.hset(KEYS.clock_skew, "prod-a", json.dumps({"skew_s": -300.2, "at": now() - 20}))
     fake_redis.hset(KEYS.clock_skew, "prod-b", json.dumps({"skew_s": 0.4, "at": now() - 20}))
     fake_redis.hset(KEYS.clock_skew, "prod-c", b"{garbage")
+    hold_lease(fake_redis)
     result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
     assert result.exit_code == 0, result.output
     assert "producer prod-a's clock is -300.2 s from Redis's" in result.stderr
@@ -467,7 +475,7 @@ def test_status_json_lists_every_entry_without_tokens(
 ) -> None:
     """`status --json` is a list of objects with a state each and no token in it."""
     result = run(["status", "--json"], redis_client=fake_redis, publisher=publisher, clock=now)
-    assert result.exit_code == 0
+    assert result.exit_code == STATUS_UNHEALTHY
     records = {record["app_id"]: record for record in json.loads(result.stdout)}
     assert records[APP]["state"] == "ok"
     assert records[APP]["version"] == 5
@@ -484,6 +492,7 @@ def test_status_of_an_empty_prefix_says_so(
     fake_redis: fakeredis.FakeRedis, publisher: FakePublisher, now: FakeClock
 ) -> None:
     """With nothing known, the table form says so and the JSON form is an empty list."""
+    hold_lease(fake_redis)
     result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
     assert result.exit_code == 0
     assert "no apps known" in result.stderr
@@ -508,6 +517,7 @@ def test_status_shows_which_apps_the_leader_serves(
         app_ids=[APP, "wxgone"],
         now_s=now(),
     )
+    hold_lease(fake_redis, "3|producer-a#1")
     result = run(["status", "--json"], redis_client=fake_redis, publisher=publisher, clock=now)
     served = {record["app_id"]: record["served"] for record in json.loads(result.stdout)}
     assert served == {APP: True, "wxgone": True, "wxbroken": False}
@@ -517,8 +527,70 @@ def test_status_shows_which_apps_the_leader_serves(
     assert rows[APP][8] == "yes"
     fake_redis.set(KEYS.served, b"{garbage")
     result = run(["status", "--json"], redis_client=fake_redis, publisher=publisher, clock=now)
-    assert result.exit_code == 0
+    assert result.exit_code == STATUS_UNHEALTHY  # wxgone is missing and may be served
     assert {record["served"] for record in json.loads(result.stdout)} == {None}
+
+
+@pytest.mark.usefixtures("seeded")
+def test_status_after_a_clean_stop_says_no_leader_and_exits_3(
+    fake_redis: fakeredis.FakeRedis, publisher: FakePublisher, now: FakeClock
+) -> None:
+    """A leader that stopped cleanly released the lease but left its announcement: status
+    says "no leader", serves nothing and exits 3; a new holder's stale announcement is not
+    taken for its own."""
+    from producer.announcement import announce
+
+    announce(
+        fake_redis,
+        KEYS,
+        producer_id="producer-a",
+        owner="producer-a#1",
+        epoch=3,
+        app_ids=[APP],
+        now_s=now() - 70,
+    )
+    result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert result.exit_code == STATUS_UNHEALTHY, result.output
+    assert "no leader" in result.stderr
+    assert "producer-a" not in result.stderr
+    [row] = result.stdout.splitlines()[1:]
+    assert row.split()[8] == "no"
+    hold_lease(fake_redis, "4|producer-b#2")
+    result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert result.exit_code == 0, result.output
+    assert "leader producer-b#2 (epoch 4) has not announced" in result.stderr
+    [row] = result.stdout.splitlines()[1:]
+    assert row.split()[8] == "-"
+
+
+def test_status_exits_3_when_a_served_credential_is_missing_or_expired(
+    fake_redis: fakeredis.FakeRedis, store: TokenStore, publisher: FakePublisher, now: FakeClock
+) -> None:
+    """With a leader serving APP, an expired or missing APP token exits 3; an app the leader
+    does not serve (left over from an old apps file) does not count."""
+    from producer.announcement import announce
+
+    hold_lease(fake_redis, "3|producer-a#1")
+    announce(
+        fake_redis,
+        KEYS,
+        producer_id="producer-a",
+        owner="producer-a#1",
+        epoch=3,
+        app_ids=[APP],
+        now_s=now(),
+    )
+    assert store.write(make_update(now.now_s)).written
+    fake_redis.sadd(KEYS.known, "wxold:access_token")  # not served: missing is fine
+    result = run(["status"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert result.exit_code == 0, result.output
+    now.advance(6601)  # APP's token is past its expiry (the key may still be there)
+    result = run(["status", "--json"], redis_client=fake_redis, publisher=publisher, clock=now)
+    assert result.exit_code == STATUS_UNHEALTHY
+    assert {r["app_id"]: r["state"] for r in json.loads(result.stdout)}[APP] in (
+        "expired",
+        "missing",
+    )
 
 
 # --------------------------------------------------------------------------- settings, misc
@@ -615,3 +687,59 @@ def test_set_warns_when_the_producers_would_refuse_its_key(
     quiet = set_override()
     assert quiet.exit_code == 0, quiet.output
     assert "warning" not in quiet.stderr
+
+
+def test_watch_without_verify_keys_refuses_at_start() -> None:
+    """`watch` without WXTOKEN_VERIFY_KEYS stops before connecting, like `status` and
+    `get`: one line naming the variable, exit 2 (the broker here would be unreachable)."""
+    settings = SETTINGS.model_copy(
+        update={"insecure_accept_unsigned": False, "amqp_url": "amqp://guest:guest@127.0.0.1:1/"}
+    )
+    context = OpsContext(settings=settings, operator="ops:tester@host")
+    result = CliRunner().invoke(main, ["watch", "--timeout", "1"], obj=context)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "WXTOKEN_VERIFY_KEYS" in line
+
+
+def test_watch_marks_a_version_shown_before_as_re_published(now: FakeClock) -> None:
+    """The leader's minute re-publish of the same version is marked, not shown as new; an
+    older version is marked too; a new version is plain."""
+    seen: _format.Seen = {}
+    first = make_update(now.now_s)
+    shown = _format.message_line(first.encode(), now_s=now(), as_json=False, seen=seen)
+    assert "re-published" not in shown
+    line = _format.message_line(first.encode(), now_s=now(), as_json=False, seen=seen)
+    assert line.endswith("(re-published)")
+    data = json.loads(_format.message_line(first.encode(), now_s=now(), as_json=True, seen=seen))
+    assert data["republished"] is True
+    newer = make_update(now.now_s, version=6, value=NEW_TOKEN)
+    data = json.loads(_format.message_line(newer.encode(), now_s=now(), as_json=True, seen=seen))
+    assert data["republished"] is False
+    older = _format.message_line(first.encode(), now_s=now(), as_json=False, seen=seen)
+    assert older.endswith("(older than v6)")
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["set"], "'APP_ID'"),
+        (["bogus"], "'bogus'"),
+        (["status", "--kind", "x"], "--kind"),
+        (["gateway-key", "list"], "WXTOKEN_GATEWAY_KEYS_FILE"),
+        (["sandbox", "--port", "99999"], "WXTOKEN_SANDBOX_PORT"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], names: str
+) -> None:
+    """A usage error is one `Error:` line, exit 2, naming the parameter (and the variable an
+    option reads) and the command's --help."""
+    monkeypatch.delenv("WXTOKEN_GATEWAY_KEYS_FILE", raising=False)
+    monkeypatch.delenv("WXTOKEN_SANDBOX_PORT", raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ")
+    assert names in line
+    assert "--help'" in line

@@ -156,28 +156,6 @@ def test_history_json_lists_entries_newest_first(
     assert NEW_TOKEN not in result.output
 
 
-def test_refresh_records_a_refresh_request(
-    fake_redis: fakeredis.FakeRedis, now: FakeClock, broker: FakeBroker
-) -> None:
-    """`wxtoken refresh` records the request with the operator, the version and the reason."""
-    result = run(
-        ["refresh", APP, "--reason", "40001 seen"],
-        redis_client=fake_redis,
-        clock=now,
-        broker=broker,
-    )
-    assert result.exit_code == 0, result.output
-    assert len(broker.sent) == 1
-    [entry] = AuditLog(fake_redis, KEYS).read(APP)
-    assert (entry.event, entry.who, entry.version, entry.reason) == (
-        "refresh_request",
-        OPERATOR,
-        5,
-        "40001 seen",
-    )
-    assert entry.masked_token == mask(OLD_TOKEN)
-
-
 def test_history_filters_by_app_and_limits(fake_redis: fakeredis.FakeRedis, now: FakeClock) -> None:
     """APP_ID keeps one app's entries; --limit keeps the newest N."""
     audit = AuditLog(fake_redis, KEYS, clock=now)

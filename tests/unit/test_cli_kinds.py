@@ -113,6 +113,9 @@ def test_status_lists_every_kind_and_filters_one(
     result = run(["status", "--json", "--kind", "jsapi"], redis_client=fake_redis, clock=now)
     assert [r["kind"] for r in json.loads(result.stdout)] == ["jsapi_ticket"]
     empty = run(["status", "--kind", "agent_config"], redis_client=fake_redis, clock=now)
+    assert empty.exit_code == 3  # no producer holds the lease
+    fake_redis.set(KEYS.leader, "1|producer-a#1")
+    empty = run(["status", "--kind", "agent_config"], redis_client=fake_redis, clock=now)
     assert empty.exit_code == 0
     assert "no apps known" in empty.stderr
 

@@ -380,3 +380,30 @@ def test_the_new_key_names_are_stable() -> None:
     assert layout.control_seen("ab" * 16) == f"wxtoken:control:seen:{'ab' * 16}"
     assert layout.control_answer("ab" * 16) == f"wxtoken:control:answer:{'ab' * 16}"
     assert layout.upstream_errors == "wxtoken:upstream_errors"
+
+
+def test_an_answer_without_a_version_reads_as_before() -> None:
+    """A quota clear's answer carries no `version` (nor a null errcode) on the wire, so a CLI
+    that predates refresh verdicts still decodes it; a refresh's answer carries its version."""
+    from consumer_lib.wire.control import ControlAction, ControlAnswer, ControlResult
+
+    cleared = ControlAnswer(
+        request_id="ab" * 16,
+        action=ControlAction.CLEAR_QUOTA,
+        app_id="wxapp1",
+        result=ControlResult.DONE,
+        message="quota cleared",
+        producer_id="producer-a",
+        answered_at=1_800_000_000.0,
+    )
+    assert set(json.loads(cleared.encode())) == {
+        "request_id",
+        "action",
+        "app_id",
+        "result",
+        "message",
+        "producer_id",
+        "answered_at",
+    }
+    replaced = cleared.model_copy(update={"action": ControlAction.REFRESH, "version": 7})
+    assert ControlAnswer.decode(replaced.encode()).version == 7

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from consumer_lib import StoreError, TokenKind, TokenUnavailable, TokenUpdate
+from consumer_lib import ReportOutcome, StoreError, TokenKind, TokenUnavailable, TokenUpdate
 from consumer_lib._cache import TokenCache
 from consumer_lib.wire.refresh_request import RefreshRequest
 from ops.gateway import KeyRing, add_key
@@ -34,6 +34,7 @@ class FakeClient:
         self.requesters: list[str | None] = []
         self.connected = True
         self.unavailable = "no access_token for app 'wxapp2' and none arrived within 0 s"
+        self.outcome = ReportOutcome.SENT
 
     def on_update(self, callback: Callable[[TokenUpdate], None]) -> None:
         self.callbacks.append(callback)
@@ -52,7 +53,7 @@ class FakeClient:
     def get(self, app_id: str, timeout: float = 5.0, *, kind: TokenKind) -> TokenUpdate:
         raise TokenUnavailable(self.unavailable)
 
-    def report_invalid(
+    def report_invalid_outcome(
         self,
         app_id: str,
         token: str,
@@ -60,10 +61,10 @@ class FakeClient:
         kind: TokenKind,
         reason: str | None = None,
         requester: str | None = None,
-    ) -> bool:
+    ) -> ReportOutcome:
         self.reports.append((app_id, token, reason))
         self.requesters.append(requester)
-        return True
+        return self.outcome
 
 
 class Harness:
@@ -186,7 +187,7 @@ def test_report_goes_to_report_invalid(h: Harness) -> None:
         json={"access_token": "REJECTED-" + "d" * 20, "reason": "errcode 40001"},
     )
     assert answer.status_code == 202
-    assert answer.json() == {"app_id": APP, "reported": True}
+    assert answer.json() == {"app_id": APP, "reported": True, "outcome": "sent"}
     assert h.client.reports == [(APP, "REJECTED-" + "d" * 20, "errcode 40001")]
     assert h.client.requesters == ["gateway/key:all"]
 
@@ -246,6 +247,52 @@ def test_reports_about_apps_not_held_are_404(h: Harness) -> None:
     garbage = h.http.post("/v1/apps/wxnever/access_token:report", headers=h.auth(), content=b"{")
     assert garbage.status_code == 404
     assert h.client.reports == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "words"),
+    [
+        (ReportOutcome.COALESCED, "coalesced"),
+        (ReportOutcome.NOT_CURRENT, "not the current token"),
+        (ReportOutcome.BROKER_UNREACHABLE, "broker is unreachable"),
+    ],
+)
+def test_a_report_not_sent_says_why(h: Harness, outcome: ReportOutcome, words: str) -> None:
+    """`{"reported": false}` comes with the outcome and a reason in words."""
+    h.client.push(make_update(app_id=APP))
+    h.client.outcome = outcome
+    answer = h.http.post(
+        f"/v1/apps/{APP}/access_token:report", headers=h.auth(), json={"access_token": "x" * 20}
+    )
+    assert answer.status_code == 202
+    body = answer.json()
+    assert (body["reported"], body["outcome"]) == (False, outcome.value)
+    assert words in body["reason"]
+
+
+def test_accesstoken_without_appid_serves_the_keys_only_app(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """`GET /accesstoken` with no `?appid=` serves the one app a key may use, although the
+    gateway holds several; a key for several apps still gets 404 asking for ?appid=."""
+    harness = Harness(tmp_path, clock)
+    harness.client.push(make_update(app_id=APP, value="PLAIN-" + "f" * 30))
+    harness.client.push(make_update(app_id="wxapp2", value="OTHER-" + "g" * 30))
+    with harness.http:
+        answer = harness.http.get("/accesstoken", headers=harness.auth("reader"))
+        assert answer.status_code == 200, answer.text
+        assert answer.text == "PLAIN-" + "f" * 30
+        several = harness.http.get("/accesstoken", headers=harness.auth("all"))
+        assert several.status_code == 404
+        assert "appid" in several.json()["reason"]
+
+
+def test_jssdk_config_refuses_a_port_out_of_range(h: Harness) -> None:
+    """A page URL with a port past 65535 (or 0) is 422, before any ticket is looked at."""
+    for url in ("http://h5.example.com:99999/x", "http://h5.example.com:0/x"):
+        answer = h.http.get(f"/v1/apps/{APP}/jssdk-config", params={"url": url}, headers=h.auth())
+        assert answer.status_code == 422, url
+        assert "port" in answer.json()["reason"]
 
 
 @pytest.mark.parametrize(

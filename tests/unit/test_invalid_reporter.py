@@ -26,6 +26,7 @@ def never_read(app_id: str, kind: TokenKind) -> None:
 
 
 def report(reporter: InvalidReporter, sends: Sends, token: str) -> bool:
+    """True when the report went out (`ReportOutcome.reported`)."""
     return reporter.report(
         APP,
         token,
@@ -34,7 +35,7 @@ def report(reporter: InvalidReporter, sends: Sends, token: str) -> bool:
         reason=None,
         send=sends,
         read_snapshot=never_read,
-    )
+    ).reported
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import fakeredis
 import pytest
 
@@ -88,6 +90,21 @@ def test_release_hands_over_at_once(server: fakeredis.FakeServer, clock: FakeClo
     assert not first.is_leader
     second.tick()
     assert second.is_leader
+
+
+def test_a_clean_release_is_logged_at_info(
+    server: fakeredis.FakeServer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stepping down to shut down is expected: INFO, not the WARNING of a lost lease."""
+    first = leadership(client_of(server), "a", clock)
+    first.tick()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="producer.lease"):
+        first.release()
+    [line] = [r for r in caplog.records if "no longer the leader" in r.getMessage()]
+    assert line.levelno == logging.INFO
+    assert "shutting down" in line.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_release_never_deletes_someone_elses_lease(

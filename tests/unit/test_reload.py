@@ -141,6 +141,40 @@ def test_a_bad_file_keeps_the_running_set_and_says_why(
     assert sorted(svc.scheduler.keys()) == [(a, TokenKind.ACCESS_TOKEN) for a in sorted(before)]  # type: ignore[type-var]
 
 
+def test_a_bad_file_counts_apps_and_credentials_apart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two apps, one with a jsapi ticket, are 2 apps and 3 credentials: the ERROR line of a
+    broken reload says both, not "3 app(s)"."""
+
+    class TicketUpstream(Upstream):
+        def fetch_ticket(self, app: AppConfig, kind: TokenKind, access_token: str) -> FetchedToken:
+            return FetchedToken(value=f"TICKET-{app.app_id}-0001", expires_in_s=7200)
+
+    path = tmp_path / "apps.toml"
+    path.write_text(
+        '[[apps]]\napp_id = "wxticket"\nsecret = "s-1"\ntickets = ["jsapi"]\n'
+        '[[apps]]\napp_id = "wxplain"\nsecret = "s-2"\n'
+    )
+    settings = ProducerSettings(
+        apps_file=path, wechat_base_url=BASE_URL, insecure_accept_unsigned=True, key_prefix="wxr2"
+    )
+    svc = ProducerService(
+        settings,
+        load_apps(path, wechat_base_url=BASE_URL),
+        redis_client=fakeredis.FakeRedis(),
+        fetcher=TicketUpstream(),
+        publisher=Publisher(),  # type: ignore[arg-type]
+        clock=CLOCK,
+    )
+    assert len(svc.refreshers) == 3
+    path.write_text("not toml at all [[[")
+    caplog.clear()
+    reload_apps(svc, settings)
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "still serving 2 app(s) (3 credential(s))" in error.getMessage()
+
+
 def test_the_leader_announces_the_apps_it_serves(
     service: tuple[ProducerService, Upstream, ProducerSettings], apps_file: Path
 ) -> None:

@@ -133,3 +133,43 @@ def test_a_reason_the_wire_refuses_raises_and_holds_nothing_back(
     assert sent(stub) == []
     assert client.report_invalid("wxapp1", token, reason="errcode 40001")
     assert len(sent(stub)) == 1
+
+
+def test_reports_before_the_first_connection_are_queued_bounded_then_sent() -> None:
+    """Before the first connection a report waits (up to MAX_PENDING_REPORTS, then it is
+    refused as unreachable); once connected they go out in order and nothing waits more."""
+    from consumer_lib._reporting import MAX_PENDING_REPORTS, InvalidReporter, ReportOutcome
+    from consumer_lib.wire.update import TokenKind
+
+    reporter = InvalidReporter("wxunit.tokens", clock=lambda: 1_800_000_000.0)
+    reporter.await_first_connection()
+    snapshots: list[str] = []
+    outcomes = [
+        reporter.report(
+            "wxapp1",
+            f"TOKEN-{n:04d}-abcdefghijklmnop",
+            TokenKind.ACCESS_TOKEN,
+            held=None,
+            reason=None,
+            send=lambda *_: False,
+            read_snapshot=lambda app_id, kind: snapshots.append(app_id),
+        )
+        for n in range(MAX_PENDING_REPORTS + 1)
+    ]
+    assert outcomes[:-1] == [ReportOutcome.QUEUED] * MAX_PENDING_REPORTS
+    assert outcomes[-1] is ReportOutcome.BROKER_UNREACHABLE
+    assert snapshots == ["wxapp1"]
+    sent: list[bytes] = []
+    reporter.flush_pending(lambda exchange, body, kind: sent.append(body) or True)
+    assert len(sent) == MAX_PENDING_REPORTS
+    assert b"TOKEN" not in b"".join(sent)
+    later = reporter.report(
+        "wxapp1",
+        "TOKEN-later-abcdefghijklmnop",
+        TokenKind.ACCESS_TOKEN,
+        held=None,
+        reason=None,
+        send=lambda *_: False,
+        read_snapshot=lambda app_id, kind: None,
+    )
+    assert later is ReportOutcome.BROKER_UNREACHABLE  # after the first connection: no queue

@@ -109,7 +109,7 @@ def test_status_shows_the_ip_to_whitelist_for_an_app_never_fetched(
         APP, TokenKind.ACCESS_TOKEN, ip_error(errcode, platform)
     )
     result = status(fake_redis, now)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # a missing credential (and no leader)
     [row] = [line for line in result.stdout.splitlines() if line.startswith(APP)]
     assert "missing" in row
     assert "IP 203.0.113.7 not whitelisted" in row
@@ -158,6 +158,7 @@ def test_garbage_in_the_hash_is_skipped(
     """Redis is outside input: a malformed failure never reaches the status output."""
     fake_redis.hset(KEYS.upstream_errors, field, value)
     assert UpstreamErrors(fake_redis, KEYS).read_all() == {}
+    fake_redis.set(KEYS.leader, "1|producer-a#1")  # a leader: status' exit is 0
     result = status(fake_redis, now)
     assert result.exit_code == 0
     assert "not whitelisted" not in result.output
