@@ -68,6 +68,8 @@ __all__ = [
 STANDBY_WAIT_S = 5.0
 #: A standby fed by a follower has nothing to do until woken; this is only a safety net.
 STANDBY_IDLE_S = 300.0
+#: Refresh requests cut a failed fetch's backoff short at most this often.
+RETRY_ON_REQUEST_MIN_S = 10.0
 #: A WeCom credential is asked for again this long after its expiry (plus the answer lag).
 WECOM_AFTER_EXPIRY_S = 0.02
 
@@ -81,7 +83,8 @@ class AppRefresher(RequestHandling, Fetching):
         "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
         "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
         "_on_fetch_failed", "_phase_s", "_probe", "_publish", "_reports", "_republish_at",
-        "_request_audit", "_retries", "_retry_at", "_step_lock", "_store", "_store_probed_at",
+        "_request_audit", "_retried_on_request_at", "_retries", "_retry_at", "_retry_wanted",
+        "_step_lock", "_store", "_store_probed_at",
         "_store_reachable", "_timing", "_unsaved", "_upstream", "_warned_margin", "app", "kind",
         "stats",
     )
@@ -136,6 +139,8 @@ class AppRefresher(RequestHandling, Fetching):
         self._unsaved: TokenUpdate | None = None
         self._last_version = 0
         self._retry_at = 0.0
+        self._retry_wanted = False
+        self._retried_on_request_at = -math.inf
         self._republish_at = 0.0
         self._last_publish_s = -math.inf
         self._store_reachable = True
@@ -180,6 +185,8 @@ class AppRefresher(RequestHandling, Fetching):
         if not leading:
             self._republish_at = 0.0  # announce the token at once on taking over
             return STANDBY_WAIT_S if self._follows_store else STANDBY_IDLE_S
+        if self._retry_wanted or self._reports:
+            self._retry_failed_fetch(now, asked_by_operator=self._retry_wanted)
         self._handle_reports()  # also writes the summed-up audit entry once it is due
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
@@ -189,6 +196,35 @@ class AppRefresher(RequestHandling, Fetching):
         if held is not None and held.is_valid_at(now) and now >= self._republish_at:
             self._republish(held, now)
         return self._seconds_to_next_step(now)
+
+    def retry_now(self) -> bool:
+        """An operator's "try now" (SIGHUP): a credential whose last fetch failed is fetched
+        at its next step instead of waiting out its backoff (the politeness gate still
+        applies). Thread-safe; True when its last fetch failed (the caller wakes it)."""
+        if not self._retries.failing:
+            return False
+        self._retry_wanted = True
+        return True
+
+    def _retry_failed_fetch(self, now_s: float, *, asked_by_operator: bool) -> None:
+        """Cut a failed fetch's backoff short: for `retry_now`, or a refresh request (an
+        operator's `wxtoken refresh`, a service's report) at most every
+        `RETRY_ON_REQUEST_MIN_S` (anyone with a consumer's login can send those)."""
+        self._retry_wanted = False
+        if not self._retries.failing or now_s >= self._retry_at or not self._refresh_due(now_s):
+            return
+        if not asked_by_operator:
+            if now_s - self._retried_on_request_at < RETRY_ON_REQUEST_MIN_S:
+                return
+            self._retried_on_request_at = now_s
+        log.info(
+            "%s: retrying its failed %s fetch now (%s) instead of in %.1f s",
+            self.app.app_id,
+            self.kind,
+            "SIGHUP" if asked_by_operator else "a refresh request",
+            self._retry_at - now_s,
+        )
+        self._retry_at = now_s
 
     def observe(self, stored: TokenUpdate | InvalidUpdate | None) -> bool:
         """What a batched read found in Redis for this credential (from the follower).

@@ -9,8 +9,9 @@ token is held), so a later good fetch hides it. A failure whose errmsg named the
 address (40164/61004, WeCom 60020) carries it as `caller_ip`, and status says
 "IP 1.2.3.4 not whitelisted".
 
-`record` never raises (an outage is logged once); `read_all` raises `StoreError`, and
-skips values that do not parse (Redis is outside input).
+`record` never raises (an outage is logged once); `read_all` and `read_one` (the gateway's
+503 names the failure) raise `StoreError`, and skip values that do not parse (Redis is
+outside input).
 """
 
 from __future__ import annotations
@@ -94,6 +95,22 @@ class UpstreamErrors:
             self._outage.failed(describe_redis_error(exc_redis))
             return
         self._outage.succeeded()
+
+    def read_one(self, app_id: str, kind: TokenKind) -> UpstreamFailure | None:
+        """The last failure of `app_id`/`kind` (HGET), None when none or malformed."""
+        try:
+            value = self._client.hget(self._key, KeyLayout.member(app_id, kind))
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"reading upstream failures: {describe_redis_error(exc)}") from None
+        if value is None:
+            return None
+        try:
+            return decode_json_model(
+                UpstreamFailure, value, max_bytes=MAX_FAILURE_BYTES, what="upstream failure"
+            )
+        except InvalidUpdate as exc:
+            log.debug("skipping a malformed upstream failure in Redis: %s", exc)
+            return None
 
     def read_all(self) -> dict[tuple[str, TokenKind], UpstreamFailure]:
         """Every credential's last failure; malformed fields or values are skipped."""

@@ -7,12 +7,14 @@ import logging
 import click
 from pydantic import ValidationError
 
-from consumer_lib.errors import BrokerError, StoreError
+from consumer_lib.errors import BrokerError, InvalidUpdate, StoreError
+from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import TokenKind
 from producer.audit import AuditEvent
 from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
+from producer.upstream_errors import UpstreamErrors
 
 from .. import _format
 from .context import KINDS, CliError, OpsContext, audit_log, checked, read_token
@@ -100,14 +102,17 @@ def refresh(obj: OpsContext, app_id: str, kind: TokenKind, reason: str | None) -
 
     Sends the stored token's SHA-256, never the token. The leader refreshes once within
     WeChat's limits, or re-publishes the current token if this one was already replaced.
+    With none stored after a failed fetch, the leader retries that fetch now.
     """
-    update = obj.stored_update(app_id, TokenKind.parse(kind))
+    token_kind = TokenKind.parse(kind)
+    failure = _last_failure_if_none_stored(obj, app_id, token_kind)
+    update = None if failure is not None else obj.stored_update(app_id, token_kind)
     now_s = obj.clock()
     request = RefreshRequest.for_token(
         app_id,
-        update.value,
-        kind=update.kind,
-        reported_version=update.version,
+        "" if update is None else update.value,  # none held: "try the failed fetch now"
+        kind=token_kind,
+        reported_version=None if update is None else update.version,
         requester=obj.operator,
         now_s=now_s,
         reason=reason,
@@ -119,11 +124,27 @@ def refresh(obj: OpsContext, app_id: str, kind: TokenKind, reason: str | None) -
         app_id,
         kind=kind,
         who=obj.operator,
-        version=update.version,
-        masked_token=update.masked,
+        version=None if update is None else update.version,
+        masked_token=None if update is None else update.masked,
         reason=reason,
     )
+    if update is None:
+        click.echo(f"retry requested for {app_id}/{kind}: none stored, {failure}")
+        return
     click.echo(f"refresh requested for {app_id}/{kind} (version {update.version})")
+
+
+def _last_failure_if_none_stored(obj: OpsContext, app_id: str, kind: TokenKind) -> str | None:
+    """What `wxtoken status` says of the last failed fetch when Redis holds no token but
+    that failure (the leader then fetches again now); None otherwise."""
+    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
+    try:
+        if reader.read(app_id, kind) is not None:
+            return None
+        failure = UpstreamErrors(obj.get_redis(), obj.keys()).read_all().get((app_id, kind))
+    except (InvalidUpdate, StoreError):
+        return None  # `stored_update` says what is wrong
+    return None if failure is None else failure.note(now_s=obj.clock())
 
 
 @click.command()

@@ -18,7 +18,10 @@ from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 from ops.cli import main
 from ops.cli.context import OpsContext, SendRequest
+from producer.errcodes import FailureKind
 from producer.store import TokenStore
+from producer.upstream import UpstreamError
+from producer.upstream_errors import UpstreamErrors
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 
@@ -211,3 +214,23 @@ def test_refresh_of_an_invalid_stored_value_exits_1(
     assert result.exit_code == 1
     assert "Redis holds an invalid value" in result.stderr
     assert requester.opened == []
+
+
+def test_refresh_after_a_failed_fetch_with_nothing_stored_asks_for_a_retry(
+    fake_redis: fakeredis.FakeRedis, requester: FakeRequester, now: FakeClock
+) -> None:
+    """No token stored but a failed fetch recorded: the request goes out (the fingerprint of
+    nothing held) and the output names the failure, instead of "no token stored"."""
+    failed = UpstreamError(
+        "errcode 40164: invalid ip 1.2.3.4", kind=FailureKind.CONFIG, errcode=40164
+    )
+    UpstreamErrors(fake_redis, KEYS, clock=lambda: now.now_s - 12).record(
+        APP, TokenKind.ACCESS_TOKEN, failed
+    )
+    result = run([APP], redis_client=fake_redis, requester=requester, clock=now)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"retry requested for {APP}/access_token: none stored, ")
+    assert "12s ago" in result.stdout
+    [(request, _)] = requester.sent
+    assert request.token_sha256 == fingerprint("")
+    assert request.reported_version is None
