@@ -26,6 +26,9 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
                                       failed | over_rate; control: invalid | expired | replayed
     wxtoken_producer_clock_skew_seconds                   this clock minus Redis's (TIME)
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
+    wxtoken_producer_broker_login_refused                 1 while the broker refuses our login
+    wxtoken_producer_redis_login_refused                  1 while Redis refuses it (WRONGPASS,
+                                                          NOPERM)
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ class ProducerView:
     messages: Callable[[], tuple[int, Mapping[tuple[str, str], int]]] | None = None
     #: this producer's clock minus Redis's (s), None before it was measured
     clock_skew: Callable[[], float | None] | None = None
+    #: why the broker refuses the publisher's or the listener's login, None if it does not
+    broker_login_refused: Callable[[], str | None] | None = None
+    #: why Redis refuses the lease's login or commands, None if it does not
+    redis_login_refused: Callable[[], str | None] | None = None
 
 
 def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], int]]:
@@ -107,6 +114,10 @@ def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> Pr
         publisher_healthy=lambda: service.publisher.healthy,
         messages=lambda: _messages(service),
         clock_skew=lambda: service.clock_skew.skew_s,
+        broker_login_refused=lambda: (
+            service.publisher.login_refused or service.requests.login_refused
+        ),
+        redis_login_refused=lambda: service.leadership.login_refused,
     )
 
 
@@ -118,7 +129,12 @@ def is_healthy(view: ProducerView) -> tuple[bool, str]:
 
 
 def is_ready(view: ProducerView) -> tuple[bool, str]:
-    """Ready: the leader, or a standby following Redis."""
+    """Ready: the leader, or a standby following Redis; never while the broker refuses our
+    login (a configuration error: nothing is published)."""
+    for login in (view.broker_login_refused, view.redis_login_refused):
+        refused = login() if login is not None else None
+        if refused is not None:
+            return False, refused
     if view.is_leader():
         return True, "leader"
     if view.redis_reachable():
@@ -193,6 +209,19 @@ class ProducerCollector(Collector):
             "1 while the publisher's channel is open.",
             value=1.0 if view.broker_connected() else 0.0,
         )
+        if view.broker_login_refused is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_producer_broker_login_refused",
+                "1 while the broker refuses this producer's login (check WXTOKEN_AMQP_URL).",
+                value=1.0 if view.broker_login_refused() is not None else 0.0,
+            )
+        if view.redis_login_refused is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_producer_redis_login_refused",
+                "1 while Redis refuses this producer's login or a lease command "
+                "(check WXTOKEN_REDIS_URL and the user's ACL).",
+                value=1.0 if view.redis_login_refused() is not None else 0.0,
+            )
         yield GaugeMetricFamily(
             "wxtoken_producer_redis_reachable",
             "0 since a lease call to Redis failed.",

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import redis
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -32,7 +32,9 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, decode_json_model
 
 from .outage import OutageNotice
-from .upstream import UpstreamError
+
+if TYPE_CHECKING:  # the gateway reads failures and must not import requests (upstream's)
+    from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
 

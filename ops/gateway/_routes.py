@@ -104,6 +104,11 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
     async def readyz(request: Request) -> Response:
         held = gw.view.valid_count()
         answer = {"held_tokens": held, "broker_connected": gw.client.connected}
+        refused = gw.client.broker_login_refused or gw.client.store_login_refused
+        if refused is not None:  # a configuration error: not ready until it is fixed
+            return JSONResponse(
+                {**answer, "status": "not ready", "reason": refused}, status_code=503
+            )
         if held == 0:
             return JSONResponse(
                 {**answer, "status": "not ready", "reason": "holding no valid token yet"},

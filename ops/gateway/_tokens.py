@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from consumer_lib import (
     StoreError,
@@ -22,7 +23,9 @@ from consumer_lib import (
     TokenUpdate,
     WxTokenError,
 )
-from producer.upstream_errors import UpstreamFailure
+
+if TYPE_CHECKING:
+    from producer.upstream_errors import UpstreamFailure
 
 Key = tuple[str, TokenKind]
 #: The apps Redis knows are re-read at most this often on misses.

@@ -29,6 +29,8 @@ class FakeClient:
         self.callbacks: list[Callable[[TokenUpdate], None]] = []
         self.reports: list[tuple[str, str, str | None]] = []
         self.connected = True
+        self.broker_login_refused: str | None = None
+        self.store_login_refused: str | None = None
         self.unavailable = "no access_token for app 'wxapp2' and none arrived within 0 s"
 
     def on_update(self, callback: Callable[[TokenUpdate], None]) -> None:
@@ -269,6 +271,22 @@ def test_rate_limit_429(tmp_path: Path, clock: FakeClock) -> None:
             harness.http.get(f"/v1/apps/{APP}/access_token", headers=harness.auth()).status_code
             == 200
         )
+
+
+def test_readyz_is_not_ready_while_the_broker_refuses_the_login(h: Harness) -> None:
+    """A refused broker login is a configuration error: /readyz says so (503) even with
+    tokens held from Redis, and is ready again once the broker accepts."""
+    h.client.push(make_update(app_id=APP))
+    assert h.http.get("/readyz").status_code == 200
+    h.client.broker_login_refused = (
+        "the broker refused user 'wxtoken-gateway' (ACCESS_REFUSED: wrong user or password): "
+        "check the user and password in WXTOKEN_AMQP_URL"
+    )
+    answer = h.http.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == h.client.broker_login_refused
+    h.client.broker_login_refused = None
+    assert h.http.get("/readyz").status_code == 200
 
 
 def test_legacy_route(tmp_path: Path, clock: FakeClock) -> None:

@@ -192,6 +192,44 @@ def test_readiness_of_a_standby() -> None:
     assert is_ready(view) == (False, "not the leader and Redis unreachable")
 
 
+def test_a_refused_broker_login_is_not_ready_and_a_metric() -> None:
+    """While the broker refuses the producer's login, even the leader is not ready (the
+    reason names the user and the variable) and a gauge says so."""
+    refused: list[str | None] = ["the broker refused user 'wxtoken-producer' (...)"]
+    view = ProducerView(
+        apps=list,
+        is_leader=lambda: True,
+        epoch=lambda: 1,
+        broker_connected=lambda: False,
+        redis_reachable=lambda: True,
+        broker_login_refused=lambda: refused[0],
+    )
+    assert is_ready(view) == (False, refused[0])
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view))
+    assert registry.get_sample_value("wxtoken_producer_broker_login_refused") == 1.0
+    refused[0] = None
+    assert is_ready(view) == (True, "leader")
+    assert registry.get_sample_value("wxtoken_producer_broker_login_refused") == 0.0
+
+
+def test_a_refused_redis_login_is_not_ready_and_a_metric() -> None:
+    """While Redis refuses the lease's login the producer is not ready, saying why."""
+    refused = "Redis refused the login of user 'wxtoken-producer' (...)"
+    view = ProducerView(
+        apps=list,
+        is_leader=lambda: False,
+        epoch=lambda: None,
+        broker_connected=lambda: True,
+        redis_reachable=lambda: False,
+        redis_login_refused=lambda: refused,
+    )
+    assert is_ready(view) == (False, refused)
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view))
+    assert registry.get_sample_value("wxtoken_producer_redis_login_refused") == 1.0
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - a loopback URL
