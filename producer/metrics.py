@@ -7,6 +7,8 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
 
     wxtoken_producer_token_seconds_left{app_id,kind}       the token this producer holds
     wxtoken_producer_token_version{app_id,kind}
+    wxtoken_producer_token_refused{app_id,kind}            1: upstream refuses it, refresh held
+    wxtoken_producer_token_refused_refresh_due_timestamp_seconds{app_id,kind}
     wxtoken_producer_fetches_total{app_id,kind}            upstream calls that gave a token
     wxtoken_producer_fetch_failures_total{app_id,kind}
     wxtoken_producer_forced_refreshes_total{app_id,kind}   after reports of the current token
@@ -262,11 +264,26 @@ class ProducerCollector(Collector):
             ["app_id", "kind"],
         )
         store = _counter("wxtoken_producer_store_failures", "Redis failures.", ["app_id", "kind"])
+        refused = GaugeMetricFamily(
+            "wxtoken_producer_token_refused",
+            "1 while upstream refuses the held token and a budget holds its refresh back.",
+            labels=["app_id", "kind"],
+        )
+        refresh_due = GaugeMetricFamily(
+            "wxtoken_producer_token_refused_refresh_due_timestamp_seconds",
+            "When the refresh of a held token upstream refuses is due (UNIX time).",
+            labels=["app_id", "kind"],
+        )
         for app, kind, held, stats in self._view.apps():
             labels = [app.app_id, kind.value]
             if held is not None:
                 left.add_metric(labels, held.seconds_left(now_s))
                 version.add_metric(labels, held.version)
+                is_refused = stats.refused_version == held.version
+                refused.add_metric(labels, 1.0 if is_refused else 0.0)
+                due_s = stats.refused_refresh_due_at_s
+                if is_refused and due_s is not None:
+                    refresh_due.add_metric(labels, due_s)
             fetches.add_metric(labels, stats.fetches)
             failures.add_metric(labels, stats.fetch_failures)
             forced.add_metric(labels, stats.forced_refreshes)
@@ -277,6 +294,7 @@ class ProducerCollector(Collector):
             fenced.add_metric(labels, stats.writes_fenced)
             store.add_metric(labels, stats.store_failures)
         yield from (left, version, fetches, failures, forced, requests, fenced, store)
+        yield from (refused, refresh_due)
 
     def _upstream(self) -> Iterator[Metric]:
         meter = self._view.meter

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.wire.refresh_request import RefreshRequest, safe_requester
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 from ._fetching import Fetching
@@ -80,12 +81,40 @@ class AppRefresher(RequestHandling, Fetching):
     # Slots: an instance dict took about 0.8 KiB (45 MiB at 30,000 credentials).
     # fmt: off
     __slots__ = (
-        "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
-        "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
-        "_on_fetch_failed", "_phase_s", "_probe", "_publish", "_reports", "_republish_at",
-        "_request_audit", "_retried_on_request_at", "_retries", "_retry_at", "_retry_wanted",
-        "_step_lock", "_store", "_store_probed_at",
-        "_store_reachable", "_timing", "_unsaved", "_upstream", "_warned_margin", "app", "kind",
+        "_answer_lag_s",
+        "_budget",
+        "_clock",
+        "_deadline",
+        "_fetcher",
+        "_follows_store",
+        "_foreign_logged",
+        "_gate",
+        "_held",
+        "_issuer",
+        "_last_publish_s",
+        "_last_version",
+        "_on_fetch_failed",
+        "_on_refused",
+        "_phase_s",
+        "_probe",
+        "_publish",
+        "_reports",
+        "_republish_at",
+        "_request_audit",
+        "_retried_on_request_at",
+        "_retries",
+        "_retry_at",
+        "_retry_wanted",
+        "_step_lock",
+        "_store",
+        "_store_probed_at",
+        "_store_reachable",
+        "_timing",
+        "_unsaved",
+        "_upstream",
+        "_warned_margin",
+        "app",
+        "kind",
         "stats",
     )
     # fmt: on
@@ -108,6 +137,7 @@ class AppRefresher(RequestHandling, Fetching):
         follows_store: bool = True,
         republish_phase_s: float | None = None,
         on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None = None,
+        on_refused: Callable[[str, TokenKind, TokenUpdate, float | None], None] | None = None,
         kind: TokenKind = TokenKind.ACCESS_TOKEN,
         probe: TokenProbe | None = None,
         steady: Callable[[], float] = boottime,
@@ -131,6 +161,7 @@ class AppRefresher(RequestHandling, Fetching):
         self._deadline = JumpProofDeadline(clock, steady)
         self._upstream = upstream
         self._on_fetch_failed = on_fetch_failed  # UpstreamErrors.record, for `wxtoken status`
+        self._on_refused = on_refused  # UpstreamErrors.record_refused, the same
         self._follows_store = follows_store
         self._phase_s = republish_phase_s
         self._retries = Retries(self._timing, rand=rand, app_id=app.app_id)
@@ -187,6 +218,7 @@ class AppRefresher(RequestHandling, Fetching):
             return STANDBY_WAIT_S if self._follows_store else STANDBY_IDLE_S
         if self._retry_wanted or self._reports:
             self._retry_failed_fetch(now, asked_by_operator=self._retry_wanted)
+        self._ask_again_when_refused_is_due(now)
         self._handle_reports()  # also writes the summed-up audit entry once it is due
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
@@ -225,6 +257,33 @@ class AppRefresher(RequestHandling, Fetching):
             self._retry_at - now_s,
         )
         self._retry_at = now_s
+
+    def _refused_due_at(self) -> float | None:
+        """When the refresh of a held token upstream refuses is due (a budget held it back)."""
+        held, stats = self._held, self.stats
+        if held is None or stats.refused_version != held.version:
+            return None
+        return stats.refused_refresh_due_at_s
+
+    def _ask_again_when_refused_is_due(self, now_s: float) -> None:
+        """A token upstream refuses whose refresh a budget held back: at the due moment it
+        is reported again in our own name, so it is checked and refreshed as reports are,
+        whether or not services still report it."""
+        due_s, held = self._refused_due_at(), self._held
+        if due_s is None or held is None or now_s < due_s:
+            return
+        self.stats.refused_refresh_due_at_s = None
+        self._reports.add(
+            RefreshRequest.for_token(
+                held.app_id,
+                held.value,
+                kind=self.kind,
+                reported_version=held.version,
+                requester=safe_requester(f"producer:{self._issuer.who}")[:128],
+                now_s=now_s,
+                reason="refused upstream; its refresh is due",
+            )
+        )
 
     def observe(self, stored: TokenUpdate | InvalidUpdate | None) -> bool:
         """What a batched read found in Redis for this credential (from the follower).
@@ -303,6 +362,9 @@ class AppRefresher(RequestHandling, Fetching):
                 moments.append(self._republish_at)
         if self._unsaved is not None:
             moments.append(now_s + self._timing.store_retry_s)
+        refused_due_s = self._refused_due_at()
+        if refused_due_s is not None:
+            moments.append(refused_due_s)
         return wait_until(now_s, *moments)
 
     def refresh_refused(self, refused: str) -> str | None:

@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import redis
@@ -29,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
-from consumer_lib.wire.update import TokenKind, decode_json_model
+from consumer_lib.wire.update import TokenKind, TokenUpdate, decode_json_model
 
 from .outage import OutageNotice
 
@@ -39,7 +40,13 @@ if TYPE_CHECKING:  # the gateway reads failures and must not import requests (up
 log = logging.getLogger(__name__)
 
 MAX_FAILURE_BYTES = 2048
+#: The `failure_kind` of a held token upstream refuses (no fetch failed: a check did).
+REFUSED = "refused"
 _APP_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _utc(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _an_ip(value: str) -> str:
@@ -57,10 +64,16 @@ class UpstreamFailure(BaseModel):
     errcode: Annotated[int, Field(ge=-(2**31), lt=2**31)] | None = None
     caller_ip: Annotated[str, AfterValidator(_an_ip)] | None = None
     message: Annotated[str, StringConstraints(max_length=256)]
+    #: `refused` (upstream refuses the held token, a budget holds its refresh back): when
+    #: that refresh is due.
+    due_at_s: Annotated[float, Field(gt=0)] | None = None
 
     def note(self, *, now_s: float) -> str:
         """What `wxtoken status` says about it."""
         ago = f"{max(0, int(now_s - self.at_s))}s ago"
+        if self.failure_kind == REFUSED:
+            due = "" if self.due_at_s is None else f", refresh due at {_utc(self.due_at_s)}"
+            return f"refused upstream ({ago}){due}"
         if self.caller_ip is not None:
             return f"IP {self.caller_ip} not whitelisted (errcode {self.errcode}, {ago})"
         return f"last fetch failed {ago}: {self.message}"
@@ -91,12 +104,31 @@ class UpstreamErrors:
             caller_ip=exc.caller_ip,
             message=str(exc)[:256],
         )
+        self._store(app_id, kind, failure)
+
+    def _store(self, app_id: str, kind: TokenKind, failure: UpstreamFailure) -> None:
         try:
             self._client.hset(self._key, KeyLayout.member(app_id, kind), failure.model_dump_json())
         except REDIS_ERRORS as exc_redis:
             self._outage.failed(describe_redis_error(exc_redis))
             return
         self._outage.succeeded()
+
+    def record_refused(
+        self, app_id: str, kind: TokenKind, held: TokenUpdate, due_at_s: float | None
+    ) -> None:
+        """Upstream refuses `held`, and a budget holds its refresh back until `due_at_s`:
+        kept like a failed fetch, so `wxtoken status` shows it until a newer token."""
+        self._store(
+            app_id,
+            kind,
+            UpstreamFailure(
+                at_s=self._clock(),
+                failure_kind=REFUSED,
+                message=f"upstream refuses {held.masked} v{held.version}"[:256],
+                due_at_s=due_at_s,
+            ),
+        )
 
     def read_one(self, app_id: str, kind: TokenKind) -> UpstreamFailure | None:
         """The last failure of `app_id`/`kind` (HGET), None when none or malformed."""
