@@ -41,7 +41,7 @@ def _words_of(exc: BaseException) -> str:
         return f"channel closed by the broker ({exc.reply_code})"
     if isinstance(exc, (pika.exceptions.NackError, pika.exceptions.UnroutableError)):
         return "publish refused"
-    text = str(exc)
+    text = f"{exc} {exc!r}"  # pika's connect failures say it only in their args
     if isinstance(exc, ConnectionRefusedError) or "ConnectionRefusedError" in text:
         return "connection refused"
     if isinstance(exc, (TimeoutError, pika.exceptions.AMQPHeartbeatTimeout)) or (

@@ -108,6 +108,12 @@ def test_confirms_are_matched_to_publishes_by_delivery_tag() -> None:
             "connection refused",
         ),
         (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (
+            pika.exceptions.AMQPConnectionError(
+                pika.exceptions.AMQPConnectionError("ConnectionRefusedError(111, 'refused')")
+            ),
+            "connection refused",
+        ),
         (pika.exceptions.AMQPHeartbeatTimeout("no heartbeat"), "timed out"),
     ],
 )
