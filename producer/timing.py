@@ -9,9 +9,10 @@
 - Upstream failures back off by kind (`Retries`): transient ones from `retry_base_s`
   doubling to `retry_cap_s`, configuration ones every `config_retry_s` (jittered), quota
   ones from `quota_retry_base_s` doubling to `quota_retry_cap_s`. Two rules bound that:
-  while a valid token is held, no retry is scheduled past its expiry (at most half the time
-  it has left, at least `retry_base_s` unless less is left), so one failed call at the
-  refresh point never costs the token; once nothing valid is held, every service is
+  while a valid token is held, no transient or configuration retry is scheduled past its
+  expiry (at most half the time it has left, at least `retry_base_s` unless less is left),
+  so one failed call at the refresh point never costs the token (a spent quota keeps its
+  hard backoff: it does not come back within minutes); once nothing valid is held, every service is
   failing, and transient failures back off to `expired_retry_s` at most (jittered) until
   upstream answers (configuration and quota failures keep their slow pace).
 """
@@ -161,12 +162,13 @@ class Retries:
             if not holding and delay_s > ceiling_s:
                 # Every service is failing: ask again soon (jittered), until it answers.
                 delay_s = ceiling_s / 2 + self._rand() * ceiling_s / 2
-        within = " (no valid token held)"
-        if left_s is not None and left_s > 0:
+        within = "" if holding else " (no valid token held)"
+        # A spent quota (45009, 45011) does not come back within a token's last minutes:
+        # it keeps its hard backoff (an operator's `quota clear` then SIGHUP retries now).
+        if left_s is not None and holding and exc.kind is not FailureKind.QUOTA:
             # Never past the held token's expiry: half of what is left (one more try before
             # it lapses), but no busier than `retry_base_s` while that much is left.
             cap_s = max(left_s / 2, min(self._timing.retry_base_s, left_s))
-            within = ""
             if delay_s > cap_s:
                 delay_s = cap_s
                 within = f" (within the {left_s:.1f} s the held token has left)"

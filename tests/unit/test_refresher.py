@@ -397,6 +397,17 @@ def test_config_errors_halve_the_time_left_then_keep_the_slow_pace(clock: FakeCl
     rig.redis.close()
 
 
+def test_a_quota_error_at_the_refresh_point_keeps_its_hard_backoff(clock: FakeClock) -> None:
+    """45009 with 12 s left is not retried within them: a spent quota does not come back
+    in seconds (an operator's quota clear, then SIGHUP, retries now)."""
+    rig = Rig(clock, expires_in=60, rand=lambda: 1.0, timing=QUIET)
+    rig.step()
+    clock.advance(48)
+    rig.fetcher.give(upstream_error(45009))
+    assert rig.step() == rig.timing.quota_retry_base_s
+    rig.redis.close()
+
+
 def test_transient_errors_with_nothing_valid_retry_at_a_short_pace(clock: FakeClock) -> None:
     """Once the held token has expired, transient failures retry every expired_retry_s at most
     (not the grown backoff), and the first answer after upstream is back is fetched."""
