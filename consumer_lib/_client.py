@@ -192,9 +192,22 @@ class TokenClient(StatsView):
         """True while updates are being pushed from the broker."""
         return self._subscriber.connected
 
+    @property
+    def broker_login_refused(self) -> str | None:
+        """Why the broker refuses this client's login (wrong user or password, a vhost it
+        may not use: a configuration error), None while it accepts or merely cannot be
+        reached; the client keeps trying every 15 s."""
+        return self._subscriber.login_refused
+
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until subscribed to the exchange (for tests and start-up checks)."""
         return self._subscriber.wait_connected(timeout_s)
+
+    @property
+    def store_login_refused(self) -> str | None:
+        """Why Redis refuses this client's login or a command it needs (a configuration
+        error, naming the user and WXTOKEN_REDIS_URL); None once a snapshot read works."""
+        return self._feed.store_login_refused
 
     @property
     def last_store_error(self) -> str | None:

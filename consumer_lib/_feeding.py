@@ -17,7 +17,7 @@ from ._cache import Offer, TokenCache
 from ._callbacks import CallbackThread
 from ._offset import ABSURD_S, SAFETY_S, ClockOffset
 from ._stats import ClientCounters
-from .errors import InvalidUpdate, StoreError
+from .errors import InvalidUpdate, StoreError, StoreLoginRefused
 from .snapshot import SnapshotReader
 from .wire.signing import UpdateCodec
 from .wire.update import TokenKind, TokenSource, TokenUpdate
@@ -49,6 +49,8 @@ class UpdateFeed:
         self._trusted = trusted_publishers
         self._counters = counters
         self.last_store_error: str | None = None
+        #: Why Redis refuses this client's login or a command it needs, until a read works.
+        self.store_login_refused: str | None = None
         # Offering to the cache and queueing the callbacks happen as one step, so the
         # callbacks see updates in the order the cache took them, whichever thread fed them.
         self._offer_lock = threading.Lock()
@@ -131,7 +133,7 @@ class UpdateFeed:
             self._store_failed(exc)
             return
         received_s = self._clock()
-        self.last_store_error = None
+        self.last_store_error = self.store_login_refused = None
         for (app_id, kind), (raw, ttl_ms) in found.items():
             if raw is None or raw in self._held_bodies:
                 continue  # nothing stored, or exactly what is held
@@ -153,7 +155,7 @@ class UpdateFeed:
             self._store_failed(exc)
             return
         received_s = self._clock()
-        self.last_store_error = None
+        self.last_store_error = self.store_login_refused = None
         if raw is None:
             return
         try:
@@ -169,7 +171,11 @@ class UpdateFeed:
 
     def _store_failed(self, exc: StoreError) -> None:
         self._counters.count("snapshot_failures")
-        if self.last_store_error is None:
+        if isinstance(exc, StoreLoginRefused):  # a configuration error: one ERROR line
+            if self.store_login_refused != str(exc):
+                log.error("Redis snapshot unavailable: %s", exc)
+            self.store_login_refused = str(exc)
+        elif self.last_store_error is None:
             log.warning("Redis snapshot unavailable: %s", exc)
         self.last_store_error = str(exc)
 

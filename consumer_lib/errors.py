@@ -5,7 +5,11 @@
     ├── InvalidUpdate        bytes from the wire or Redis that are not a valid token update
     ├── TokenUnavailable     get_token() holds no valid token and none arrived in time
     ├── StoreError           Redis could not be reached or answered nonsense
+    │   └── StoreLoginRefused  Redis refused our user or password, or a command (ACL): a
+    │                        configuration error, not an outage
     ├── BrokerError          RabbitMQ could not be reached, refused us or closed on us
+    │   ├── BrokerLoginRefused  the broker refused our user or password (a configuration
+    │   │                    error, not an outage: retried slowly until it is fixed)
     │   ├── ExchangeMissing  a passive declare found no such exchange (404)
     │   └── PublishRefused   the broker nacked a publish (a queue refused it)
     └── UpstreamError        WeChat (or the sandbox) did not give us a token
@@ -38,8 +42,21 @@ class StoreError(WxTokenError):
     """Redis could not be reached, timed out, or holds something we cannot use."""
 
 
+class StoreLoginRefused(StoreError):
+    """Redis refused the login (WRONGPASS, NOAUTH) or a command (NOPERM): the message names
+    the user and WXTOKEN_REDIS_URL."""
+
+
 class BrokerError(WxTokenError):
     """RabbitMQ could not be reached, refused the credentials, or closed the channel."""
+
+    #: What happened in a few words ("connection closed"), for an outage's one log line.
+    in_words: str | None = None
+
+
+class BrokerLoginRefused(BrokerError):
+    """The broker refused the login (ACCESS_REFUSED: wrong user or password) or the user's
+    access to the virtual host: the message names the user and WXTOKEN_AMQP_URL."""
 
 
 class ExchangeMissing(BrokerError):

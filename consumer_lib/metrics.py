@@ -19,6 +19,8 @@ wire, at most `max_apps` of them) and the kind; never a token.
     wxtoken_client_snapshot_reads_total / _failures_total
     wxtoken_client_clock_offset_seconds              this host's clock minus the producer's
     wxtoken_client_broker_connected                   1 while pushed updates arrive
+    wxtoken_client_broker_login_refused               1 while the broker refuses our login
+    wxtoken_client_redis_login_refused                1 while Redis refuses it (or a command)
     wxtoken_client_redis_reachable                    0 after a failed snapshot read
 """
 
@@ -116,6 +118,16 @@ class TokenClientCollector(Collector):
             "wxtoken_client_broker_connected",
             "1 while subscribed to the exchange.",
             value=1.0 if self._client.connected else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "wxtoken_client_broker_login_refused",
+            "1 while the broker refuses this client's login (check WXTOKEN_AMQP_URL).",
+            value=1.0 if self._client.broker_login_refused is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "wxtoken_client_redis_login_refused",
+            "1 while Redis refuses this client's login or a read (check WXTOKEN_REDIS_URL).",
+            value=1.0 if self._client.store_login_refused is not None else 0.0,
         )
         yield GaugeMetricFamily(
             "wxtoken_client_redis_reachable",

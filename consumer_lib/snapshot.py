@@ -1,7 +1,9 @@
 """Building Redis clients with explicit timeouts and retries, and reading the snapshot.
 
 redis-py's exceptions stop here: everything that goes wrong becomes `StoreError`, and
-a stored value that does not decode becomes `InvalidUpdate`.
+a stored value that does not decode becomes `InvalidUpdate`. A refused login (WRONGPASS,
+NOAUTH) or command (NOPERM) becomes `StoreLoginRefused` naming the user and
+WXTOKEN_REDIS_URL (`store_error`): a configuration error, not an outage.
 
 `connect_redis()` is the one place clients are built. A `redis+sentinel://` URL (see
 `consumer_lib.settings`) gives a client of the master that the sentinels currently name: its
@@ -27,7 +29,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from .errors import InvalidUpdate, StoreError
+from .errors import InvalidUpdate, StoreError, StoreLoginRefused
 from .settings import (
     REDIS_TLS_SCHEMES,
     SentinelUrl,
@@ -151,6 +153,34 @@ def describe_redis_error(exc: BaseException) -> str:
     return text[:200]
 
 
+def login_refused(exc: BaseException, client: redis.Redis) -> str | None:
+    """What to tell an operator when `exc` is Redis refusing `client`'s login or a command
+    (an ACL problem: a configuration error); None for any other failure."""
+    if not isinstance(exc, (redis.AuthenticationError, redis.exceptions.NoPermissionError)):
+        return None
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    user = kwargs.get("username") or "default"
+    if isinstance(exc, redis.AuthenticationError):
+        return (
+            f"Redis refused the login of user {user!r} (wrong user or password, or the user "
+            "is disabled): check the user and password in WXTOKEN_REDIS_URL"
+        )
+    command = str(exc).splitlines()[0][:120] if str(exc) else "NOPERM"
+    return (
+        f"Redis refuses user {user!r} a command it needs ({command}): check the user in "
+        "WXTOKEN_REDIS_URL and its ACL (deploy/redis/users.template.acl)"
+    )
+
+
+def store_error(what: str, exc: BaseException, client: redis.Redis) -> StoreError:
+    """The `StoreError` of a redis-py failure while doing `what`; `StoreLoginRefused`
+    (without `what`: the one line says what to fix) when it is a refused login."""
+    refused = login_refused(exc, client)
+    if refused is not None:
+        return StoreLoginRefused(refused)
+    return StoreError(f"{what}: {describe_redis_error(exc)}")
+
+
 class SnapshotReader:
     """Reads the latest update per app and kind that the producer keeps in Redis."""
 
@@ -166,7 +196,7 @@ class SnapshotReader:
         try:
             raw = self._client.get(self._keys.token(app_id, kind))
         except REDIS_ERRORS as exc:
-            raise StoreError(f"reading {app_id}/{kind}: {describe_redis_error(exc)}") from None
+            raise store_error(f"reading {app_id}/{kind}", exc, self._client) from None
         if raw is None:
             return None
         return self._codec.decode(raw)
@@ -176,7 +206,7 @@ class SnapshotReader:
         try:
             members = self._client.smembers(self._keys.known)
         except REDIS_ERRORS as exc:
-            raise StoreError(f"listing apps: {describe_redis_error(exc)}") from None
+            raise store_error("listing apps", exc, self._client) from None
         found = []
         for raw in members:
             try:
@@ -195,7 +225,7 @@ class SnapshotReader:
         try:
             raws = self._client.mget([self._keys.token(app, kind) for app, kind in wanted])
         except REDIS_ERRORS as exc:
-            raise StoreError(f"reading snapshot: {describe_redis_error(exc)}") from None
+            raise store_error("reading snapshot", exc, self._client) from None
         return {
             key: raw.encode() if isinstance(raw, str) else raw
             for key, raw in zip(wanted, raws, strict=True)
@@ -220,7 +250,7 @@ class SnapshotReader:
                 pipe.pttl(key)
             replies = pipe.execute()
         except REDIS_ERRORS as exc:
-            raise StoreError(f"reading snapshot: {describe_redis_error(exc)}") from None
+            raise store_error("reading snapshot", exc, self._client) from None
         raws, ttls = replies[0], replies[1:]
         return {
             key: (raw.encode() if isinstance(raw, str) else raw, _ttl_ms(ttl))

@@ -45,6 +45,8 @@ class StubTransport:
         #: Set to False to act as if the broker were unreachable (`send` then fails).
         self.is_connected = connected
         self.last_error: str | None = None
+        #: Set to a reason to act as if the broker refused the login.
+        self.login_refused: str | None = None
         #: Every `(exchange, body, message_type)` the client sent.
         self.sent: list[tuple[str, bytes, str]] = []
         self.started = False

@@ -16,7 +16,7 @@ from consumer_lib.errors import InvalidUpdate
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
 from producer.audit import AuditEntry
-from producer.upstream_errors import UpstreamFailure
+from producer.upstream_errors import REFUSED, UpstreamFailure
 
 #: One entry of the snapshot, as `SnapshotReader.read_many` returns it.
 SnapshotEntry = TokenUpdate | InvalidUpdate | None
@@ -114,8 +114,9 @@ def status_records(
     failures: Mapping[tuple[str, TokenKind], UpstreamFailure] | None = None,
     served: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One JSON-able record per (app, kind), with a `state` of ok, expired, missing, invalid,
-    the last failed fetch (`upstream_error`) when it is newer than the token held, and
+    """One JSON-able record per (app, kind), with a `state` of ok, refused (upstream refuses
+    the token held, its refresh is held back), expired, missing, invalid, the last failed
+    fetch (`upstream_error`) when it is newer than the token held, and
     `served`: whether the leader's announcement lists the app (None without one)."""
     failures = failures or {}
     records = []
@@ -155,6 +156,9 @@ def status_records(
             if failure is None or superseded
             else {**failure.model_dump(), "note": failure.note(now_s=now_s)}
         )
+        refused = failure is not None and failure.failure_kind == REFUSED
+        if record["upstream_error"] and refused and record["state"] == "ok":
+            record["state"] = "refused"  # valid by its expiry, dead upstream
         records.append(record)
     return records
 

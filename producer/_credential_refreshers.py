@@ -93,6 +93,7 @@ class CredentialRefreshers:
             "clock": self.clock,
             "audit": self.audit,
             "on_fetch_failed": self.upstream_errors.record,
+            "on_refused": self.upstream_errors.record_refused,
             "upstream": self.upstream,
             "probe": self.probe,
             "follows_store": False,

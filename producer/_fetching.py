@@ -119,7 +119,11 @@ class Fetching(StoreSync):
             self.stats.last_error = str(exc)
             if self._on_fetch_failed is not None:
                 self._on_fetch_failed(app.app_id, self.kind, exc)
-            self._retry_at = self._clock() + self._retries.after_failure(exc)
+            failed_at_s = self._clock()
+            held = self._held
+            self._retry_at = failed_at_s + self._retries.after_failure(
+                exc, now_s=failed_at_s, valid_until_s=None if held is None else held.expires_at
+            )
             return
         self.stats.fetches += 1
         held = self._held

@@ -41,6 +41,19 @@ class LocalCount:
         return allowed
 
 
+def refused_until_s(
+    allowed: bool, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
+) -> float | None:
+    """When a refused spend may succeed (UNIX s): the spacing's end, or the next UTC day
+    once the day's limit is reached; None when it was allowed or only recorded."""
+    if allowed or limit < 0:
+        return None
+    if used >= limit:
+        day_s = 86_400
+        return (now_ms // 1000 // day_s + 1) * day_s
+    return (max(last_ms, now_ms - gap_ms) + gap_ms) / 1000
+
+
 def decision_reason(
     allowed: bool, what: str, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
 ) -> str:

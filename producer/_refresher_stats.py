@@ -22,3 +22,7 @@ class RefresherStats:
     requests_refuted: int = 0
     forced_refreshes: int = 0
     last_error: str | None = None
+    #: The held version upstream refused (`token_probe`) while a budget held its refresh
+    #: back, and when that refresh is due; None once it is replaced (or never refused).
+    refused_version: int | None = None
+    refused_refresh_due_at_s: float | None = None

@@ -278,7 +278,18 @@ class ProducerService:
             self.scheduler.add(refresher.key, self._task_of(refresher))
         if self.leadership.is_leader and (result.added or result.removed):
             self.succession.announce()
+        self.retry_failing()
         return result
+
+    def retry_failing(self) -> int:
+        """Fetch every credential whose last fetch failed now, instead of after its backoff
+        (SIGHUP: the operator's "try now"); returns how many."""
+        failing = [r for r in self.fleet.all() if r.retry_now()]
+        for refresher in failing:
+            self.scheduler.wake(refresher.key)
+        if failing:
+            log.info("retrying %d credential(s) whose last fetch failed now", len(failing))
+        return len(failing)
 
     # ------------------------------------------------------------ events
     def _worth_handling(self, request: RefreshRequest) -> bool:

@@ -41,7 +41,7 @@ from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 
-from ._local_budget import LocalCount, decision_reason
+from ._local_budget import LocalCount, decision_reason, refused_until_s
 from .apps import TokenApi
 from .scripts import FunctionLibrary
 
@@ -89,6 +89,8 @@ class BudgetDecision:
     reason: str
     used_today: int
     limit: int
+    #: When a refused spend may succeed (UNIX s); None when allowed.
+    refused_until_s: float | None = None
 
 
 class RefreshBudget:
@@ -254,7 +256,8 @@ class RefreshBudget:
             local.used, local.last_ms = used, max(local.last_ms, last_ms)
             local.unsynced = local.unsynced_last_ms = 0
             reason = decision_reason(allowed, what, used, limit, last_ms, gap_ms, now_ms)
-            return BudgetDecision(allowed, reason, used, shown_limit)
+            until_s = refused_until_s(allowed, used, limit, last_ms, gap_ms, now_ms)
+            return BudgetDecision(allowed, reason, used, shown_limit, until_s)
 
     def _spend_locally(
         self,
@@ -273,4 +276,5 @@ class RefreshBudget:
         allowed = local.spend(limit=limit, gap_ms=gap_ms, now_ms=now_ms)
         reason = decision_reason(allowed, what, local.used, limit, local.last_ms, gap_ms, now_ms)
         reason = f"{reason} (Redis unreachable, counted in memory: {error})"
-        return BudgetDecision(allowed, reason, local.used, shown_limit)
+        until_s = refused_until_s(allowed, local.used, limit, local.last_ms, gap_ms, now_ms)
+        return BudgetDecision(allowed, reason, local.used, shown_limit, until_s)

@@ -25,8 +25,8 @@ from collections.abc import Callable
 
 import redis
 
-from consumer_lib.errors import StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import StoreError, StoreLoginRefused
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error, login_refused
 
 from .apps import TokenApi
 from .clock import boottime
@@ -76,6 +76,7 @@ class Leadership:
         self._on_change = on_change
         self._monotonic = monotonic
         self._rand = rand
+        self._redis = client
         functions = FunctionLibrary(client)
         self._acquire = functions.function("lease_acquire")
         self._release = functions.function("lease_release")
@@ -92,6 +93,9 @@ class Leadership:
         self.holder: str | None = None
         #: How often this producer became the leader (each one a takeover or a start).
         self.acquisitions = 0
+        #: Why Redis refuses our login or a lease command (a configuration error); None
+        #: since the last lease call that worked.
+        self.login_refused: str | None = None
 
     # ------------------------------------------------------------ questions
     @property
@@ -152,7 +156,11 @@ class Leadership:
                 leading = self._leading
                 ran_out = leading and not self.is_leader and not self._said_ran_out
                 self._said_ran_out = self._said_ran_out or ran_out
-            if was_reachable:
+            if isinstance(exc, StoreLoginRefused):  # a configuration error: one ERROR line
+                if self.login_refused != str(exc):
+                    log.error("lease store: %s", exc)
+                self.login_refused = str(exc)
+            elif was_reachable:
                 log.warning(
                     "lease store unreachable (%s)%s",
                     exc,
@@ -165,6 +173,7 @@ class Leadership:
                     self.epoch,
                 )
             return min(1.0, self.ttl_s / 5)
+        self.login_refused = None
         with self._lock:
             came_back = not self._store_reachable
             self._store_reachable = True
@@ -251,6 +260,9 @@ class Leadership:
             raw = reply[1]
             detail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         except REDIS_ERRORS as exc:
+            refused = login_refused(exc, self._redis)
+            if refused is not None:
+                raise StoreLoginRefused(refused) from None
             raise StoreError(describe_redis_error(exc)) from None
         except (TypeError, ValueError, IndexError):
             raise StoreError(f"unexpected lease script answer {reply!r:.100}") from None

@@ -7,6 +7,8 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
 
     wxtoken_producer_token_seconds_left{app_id,kind}       the token this producer holds
     wxtoken_producer_token_version{app_id,kind}
+    wxtoken_producer_token_refused{app_id,kind}            1: upstream refuses it, refresh held
+    wxtoken_producer_token_refused_refresh_due_timestamp_seconds{app_id,kind}
     wxtoken_producer_fetches_total{app_id,kind}            upstream calls that gave a token
     wxtoken_producer_fetch_failures_total{app_id,kind}
     wxtoken_producer_forced_refreshes_total{app_id,kind}   after reports of the current token
@@ -27,6 +29,9 @@ bounded errcode set (`upstream_meter.errcode_label`); never a token or secret.
                                       over_rate | expired | replayed
     wxtoken_producer_clock_skew_seconds                   this clock minus Redis's (TIME)
     wxtoken_producer_broker_connected / wxtoken_producer_redis_reachable
+    wxtoken_producer_broker_login_refused                 1 while the broker refuses our login
+    wxtoken_producer_redis_login_refused                  1 while Redis refuses it (WRONGPASS,
+                                                          NOPERM)
 """
 
 from __future__ import annotations
@@ -77,6 +82,10 @@ class ProducerView:
     messages: Callable[[], tuple[int, Mapping[tuple[str, str], int]]] | None = None
     #: this producer's clock minus Redis's (s), None before it was measured
     clock_skew: Callable[[], float | None] | None = None
+    #: why the broker refuses the publisher's or the listener's login, None if it does not
+    broker_login_refused: Callable[[], str | None] | None = None
+    #: why Redis refuses the lease's login or commands, None if it does not
+    redis_login_refused: Callable[[], str | None] | None = None
 
 
 def _messages(service: ProducerService) -> tuple[int, Mapping[tuple[str, str], int]]:
@@ -110,6 +119,10 @@ def view_of(service: ProducerService, meter: MeteredFetcher | None = None) -> Pr
         publisher_healthy=lambda: service.publisher.healthy,
         messages=lambda: _messages(service),
         clock_skew=lambda: service.clock_skew.skew_s,
+        broker_login_refused=lambda: (
+            service.publisher.login_refused or service.requests.login_refused
+        ),
+        redis_login_refused=lambda: service.leadership.login_refused,
     )
 
 
@@ -121,7 +134,12 @@ def is_healthy(view: ProducerView) -> tuple[bool, str]:
 
 
 def is_ready(view: ProducerView) -> tuple[bool, str]:
-    """Ready: the leader, or a standby following Redis."""
+    """Ready: the leader, or a standby following Redis; never while the broker refuses our
+    login (a configuration error: nothing is published)."""
+    for login in (view.broker_login_refused, view.redis_login_refused):
+        refused = login() if login is not None else None
+        if refused is not None:
+            return False, refused
     if view.is_leader():
         return True, "leader"
     if view.redis_reachable():
@@ -196,6 +214,19 @@ class ProducerCollector(Collector):
             "1 while the publisher's channel is open.",
             value=1.0 if view.broker_connected() else 0.0,
         )
+        if view.broker_login_refused is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_producer_broker_login_refused",
+                "1 while the broker refuses this producer's login (check WXTOKEN_AMQP_URL).",
+                value=1.0 if view.broker_login_refused() is not None else 0.0,
+            )
+        if view.redis_login_refused is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_producer_redis_login_refused",
+                "1 while Redis refuses this producer's login or a lease command "
+                "(check WXTOKEN_REDIS_URL and the user's ACL).",
+                value=1.0 if view.redis_login_refused() is not None else 0.0,
+            )
         yield GaugeMetricFamily(
             "wxtoken_producer_redis_reachable",
             "0 since a lease call to Redis failed.",
@@ -236,11 +267,26 @@ class ProducerCollector(Collector):
             ["app_id", "kind"],
         )
         store = _counter("wxtoken_producer_store_failures", "Redis failures.", ["app_id", "kind"])
+        refused = GaugeMetricFamily(
+            "wxtoken_producer_token_refused",
+            "1 while upstream refuses the held token and a budget holds its refresh back.",
+            labels=["app_id", "kind"],
+        )
+        refresh_due = GaugeMetricFamily(
+            "wxtoken_producer_token_refused_refresh_due_timestamp_seconds",
+            "When the refresh of a held token upstream refuses is due (UNIX time).",
+            labels=["app_id", "kind"],
+        )
         for app, kind, held, stats in self._view.apps():
             labels = [app.app_id, kind.value]
             if held is not None:
                 left.add_metric(labels, held.seconds_left(now_s))
                 version.add_metric(labels, held.version)
+                is_refused = stats.refused_version == held.version
+                refused.add_metric(labels, 1.0 if is_refused else 0.0)
+                due_s = stats.refused_refresh_due_at_s
+                if is_refused and due_s is not None:
+                    refresh_due.add_metric(labels, due_s)
             fetches.add_metric(labels, stats.fetches)
             failures.add_metric(labels, stats.fetch_failures)
             forced.add_metric(labels, stats.forced_refreshes)
@@ -251,6 +297,7 @@ class ProducerCollector(Collector):
             fenced.add_metric(labels, stats.writes_fenced)
             store.add_metric(labels, stats.store_failures)
         yield from (left, version, fetches, failures, forced, requests, fenced, store)
+        yield from (refused, refresh_due)
 
     def _upstream(self) -> Iterator[Metric]:
         meter = self._view.meter

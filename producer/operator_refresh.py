@@ -15,8 +15,10 @@ decides, and calls the request's `answer` with a `Verdict`:
 - then one forced refresh (the stable API's `force_refresh`), audited as `forced_refresh`
   with the operator in its reason: done with the new version, or failed with the error.
 
-Nothing valid held: refused (the producer is fetching one anyway; `wxtoken status` names
-the last error). The box is bounded: a flood of signed requests cannot grow memory.
+Nothing valid held: the fetch is tried at once, cutting the failed fetch's backoff short
+(an operator's "try now", say after the IP whitelist was fixed): done with the new version,
+or failed with the upstream error. The box is bounded: a flood of signed requests cannot
+grow memory.
 """
 
 from __future__ import annotations
@@ -134,11 +136,7 @@ class OperatorRefreshing:
         request = item.request
         held = self._held
         if held is None or not held.is_valid_at(self._clock()):
-            return Verdict(
-                ControlResult.REFUSED,
-                f"no valid {self.kind} held: the producer is fetching one (see "
-                "`wxtoken status` for the last error)",
-            )
+            return self._fetch_for_operator(item)
         seen = request.seen_version
         if not item.forced and seen is not None and held.version > seen:
             return Verdict(
@@ -192,6 +190,30 @@ class OperatorRefreshing:
                 "little lease left): ask again"
             )
         return Verdict(ControlResult.FAILED, f"not replaced: {error}", held.version)
+
+    def _fetch_for_operator(self, item: OperatorRefresh) -> Verdict:
+        """Nothing valid held: fetch now instead of at the end of the failed fetch's backoff
+        (no budget of ours: the quota of a credential that has none is every service's)."""
+        request = item.request
+        log.warning(
+            "%s: no valid %s held; fetching now, asked by %s (key %s)",
+            self.app.app_id,
+            self.kind,
+            request.operator,
+            item.signer,
+        )
+        failures = self.stats.fetch_failures
+        self._refresh(reason=f"asked by {request.operator} (key {item.signer}): none held")
+        held = self._held
+        if held is not None and held.is_valid_at(self._clock()):
+            return Verdict(ControlResult.DONE, f"fetched: v{held.version}", held.version)
+        if self.stats.fetch_failures > failures:
+            return Verdict(ControlResult.FAILED, f"the fetch failed: {self.stats.last_error}")
+        return Verdict(
+            ControlResult.FAILED,
+            "not fetched now (the upstream rate cap, a pause after a quota error, or too "
+            "little lease left): ask again",
+        )
 
     def _spend_for_operator(self, *, verified: bool) -> BudgetDecision | None:
         """Spend our request-caused budget (access tokens) and WeChat's; the refusal, or

@@ -29,9 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consumer_lib.amqp import Connection, PipelinedChannel, connection_parameters
+from consumer_lib.amqp.consumer import LOGIN_RETRY_S
+from consumer_lib.amqp.errors import in_words
 from consumer_lib.amqp.outage import OutageLog
 from consumer_lib.backoff import Backoff
-from consumer_lib.errors import BrokerError
+from consumer_lib.errors import BrokerError, BrokerLoginRefused
 from consumer_lib.settings import TlsFiles
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenUpdate
@@ -108,6 +110,8 @@ class Publisher:
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wxtoken-publisher", daemon=True)
         self._outage = OutageLog(log, "broker")
+        #: Why the broker refuses our login (a configuration error), None once it accepts.
+        self.login_refused: str | None = None
         self.last_loop_monotonic = monotonic()
         self.stats = PublisherStats()
 
@@ -183,13 +187,19 @@ class Publisher:
                 with self._lock:
                     self._live = connection
                 self._connected.set()
+                self.login_refused = None
                 self._backoff.reset()
                 self._outage.recovered()
                 log.info("publisher connected to the broker")
                 self._pump(connection, pipe)
+            except BrokerLoginRefused as exc:
+                self.login_refused = str(exc)
+                delay_s = max(LOGIN_RETRY_S, self._backoff.next_delay_s())
+                self._outage.refused(self.login_refused, delay_s)
+                self._stop.wait(delay_s)
             except BrokerError as exc:
                 delay_s = self._backoff.next_delay_s()
-                self._outage.failed(str(exc), delay_s)
+                self._outage.failed(in_words(exc), delay_s, detail=str(exc))
                 self._stop.wait(delay_s)
             except Exception:
                 self.stats.loop_errors += 1

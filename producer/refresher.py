@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from consumer_lib.errors import InvalidUpdate, StoreError
+from consumer_lib.wire.refresh_request import RefreshRequest, safe_requester
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 
 from ._fetching import Fetching
@@ -69,6 +70,8 @@ __all__ = [
 STANDBY_WAIT_S = 5.0
 #: A standby fed by a follower has nothing to do until woken; this is only a safety net.
 STANDBY_IDLE_S = 300.0
+#: Refresh requests cut a failed fetch's backoff short at most this often.
+RETRY_ON_REQUEST_MIN_S = 10.0
 #: A WeCom credential is asked for again this long after its expiry (plus the answer lag).
 WECOM_AFTER_EXPIRY_S = 0.02
 
@@ -81,11 +84,11 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
     __slots__ = (
         "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
         "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
-        "_on_fetch_failed", "_operator", "_phase_s", "_probe", "_publish", "_recent",
-        "_reports",
-        "_republish_at", "_request_audit", "_retries", "_retry_at", "_step_lock", "_store",
-        "_store_probed_at", "_store_reachable", "_timing", "_unsaved", "_upstream",
-        "_warned_margin", "app", "kind", "stats",
+        "_on_fetch_failed", "_on_refused", "_operator", "_phase_s", "_probe", "_publish",
+        "_recent", "_reports", "_republish_at", "_request_audit", "_retried_on_request_at",
+        "_retries", "_retry_at", "_retry_wanted", "_step_lock", "_store", "_store_probed_at",
+        "_store_reachable", "_timing", "_unsaved", "_upstream", "_warned_margin", "app",
+        "kind", "stats",
     )
     # fmt: on
 
@@ -107,6 +110,7 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         follows_store: bool = True,
         republish_phase_s: float | None = None,
         on_fetch_failed: Callable[[str, TokenKind, UpstreamError], None] | None = None,
+        on_refused: Callable[[str, TokenKind, TokenUpdate, float | None], None] | None = None,
         kind: TokenKind = TokenKind.ACCESS_TOKEN,
         probe: TokenProbe | None = None,
         steady: Callable[[], float] = boottime,
@@ -131,6 +135,7 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self._deadline = JumpProofDeadline(clock, steady)
         self._upstream = upstream
         self._on_fetch_failed = on_fetch_failed  # UpstreamErrors.record, for `wxtoken status`
+        self._on_refused = on_refused  # UpstreamErrors.record_refused, the same
         self._follows_store = follows_store
         self._phase_s = republish_phase_s
         self._retries = Retries(self._timing, rand=rand, app_id=app.app_id)
@@ -140,6 +145,8 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self._unsaved: TokenUpdate | None = None
         self._last_version = 0
         self._retry_at = 0.0
+        self._retry_wanted = False
+        self._retried_on_request_at = -math.inf
         self._republish_at = 0.0
         self._last_publish_s = -math.inf
         self._store_reachable = True
@@ -191,6 +198,9 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
             self._refuse_operator("this producer is no longer the leader: ask again")
             return STANDBY_WAIT_S if self._follows_store else STANDBY_IDLE_S
         self._handle_operator()  # an operator's refresh: answered, before the reports
+        if self._retry_wanted or self._reports:
+            self._retry_failed_fetch(now, asked_by_operator=self._retry_wanted)
+        self._ask_again_when_refused_is_due(now)
         self._handle_reports()  # also writes the summed-up audit entry once it is due
         now = self._clock()
         if self._refresh_due(now) and now >= self._retry_at:
@@ -200,6 +210,62 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         if held is not None and held.is_valid_at(now) and now >= self._republish_at:
             self._republish(held, now)
         return self._seconds_to_next_step(now)
+
+    def retry_now(self) -> bool:
+        """An operator's "try now" (SIGHUP): a credential whose last fetch failed is fetched
+        at its next step instead of waiting out its backoff (the politeness gate still
+        applies). Thread-safe; True when its last fetch failed (the caller wakes it)."""
+        if not self._retries.failing:
+            return False
+        self._retry_wanted = True
+        return True
+
+    def _retry_failed_fetch(self, now_s: float, *, asked_by_operator: bool) -> None:
+        """Cut a failed fetch's backoff short: for `retry_now`, or a refresh request (an
+        operator's `wxtoken refresh`, a service's report) at most every
+        `RETRY_ON_REQUEST_MIN_S` (anyone with a consumer's login can send those)."""
+        self._retry_wanted = False
+        if not self._retries.failing or now_s >= self._retry_at or not self._refresh_due(now_s):
+            return
+        if not asked_by_operator:
+            if now_s - self._retried_on_request_at < RETRY_ON_REQUEST_MIN_S:
+                return
+            self._retried_on_request_at = now_s
+        log.info(
+            "%s: retrying its failed %s fetch now (%s) instead of in %.1f s",
+            self.app.app_id,
+            self.kind,
+            "SIGHUP" if asked_by_operator else "a refresh request",
+            self._retry_at - now_s,
+        )
+        self._retry_at = now_s
+
+    def _refused_due_at(self) -> float | None:
+        """When the refresh of a held token upstream refuses is due (a budget held it back)."""
+        held, stats = self._held, self.stats
+        if held is None or stats.refused_version != held.version:
+            return None
+        return stats.refused_refresh_due_at_s
+
+    def _ask_again_when_refused_is_due(self, now_s: float) -> None:
+        """A token upstream refuses whose refresh a budget held back: at the due moment it
+        is reported again in our own name, so it is checked and refreshed as reports are,
+        whether or not services still report it."""
+        due_s, held = self._refused_due_at(), self._held
+        if due_s is None or held is None or now_s < due_s:
+            return
+        self.stats.refused_refresh_due_at_s = None
+        self._reports.add(
+            RefreshRequest.for_token(
+                held.app_id,
+                held.value,
+                kind=self.kind,
+                reported_version=held.version,
+                requester=safe_requester(f"producer:{self._issuer.who}")[:128],
+                now_s=now_s,
+                reason="refused upstream; its refresh is due",
+            )
+        )
 
     def observe(self, stored: TokenUpdate | InvalidUpdate | None) -> bool:
         """What a batched read found in Redis for this credential (from the follower).
@@ -278,6 +344,9 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
                 moments.append(self._republish_at)
         if self._unsaved is not None:
             moments.append(now_s + self._timing.store_retry_s)
+        refused_due_s = self._refused_due_at()
+        if refused_due_s is not None:
+            moments.append(refused_due_s)
         return wait_until(now_s, *moments)
 
     def refresh_refused(self, refused: str) -> str | None:

@@ -60,6 +60,9 @@ class _Pending:
     over_budget: int = 0
     refreshed: int = 0
     requesters: set[str] = field(default_factory=set)
+    #: The token the latest refuted reports were about, and how many were about it.
+    refuted_about: TokenUpdate | None = None
+    refuted_about_count: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.about_current or self.about_old)
@@ -112,8 +115,17 @@ class RequestAudit:
                 break
             pending.requesters.add(requester)
 
-    def refuted(self, count: int) -> None:
-        self._counts().refuted += count
+    def refuted(self, about: TokenUpdate, count: int) -> None:
+        """`count` reports of `about` that upstream said it accepts. Refuted reports of an
+        earlier token are logged now, naming it (each line names the token it is about)."""
+        pending = self._counts()
+        earlier = pending.refuted_about
+        if earlier is not None and earlier.version != about.version:
+            _log_refuted(earlier, pending.refuted_about_count, pending.summary())
+            pending.refuted_about_count = 0
+        pending.refuted += count
+        pending.refuted_about = about
+        pending.refuted_about_count += count
 
     def refreshed(self) -> None:
         self._counts().refreshed += 1
@@ -146,14 +158,21 @@ class RequestAudit:
         pending, self._pending = self._counts(), None
         self._written_at = now_s
         self._issuer.record(AuditEvent.REFRESH_REQUEST, held, pending.summary())
-        if pending.refuted:
-            log.info(
-                "%s: %d report(s) of %s refuted: upstream accepts it (%s)",
-                held.app_id,
-                pending.refuted,
-                held.masked,
-                pending.summary(),
-            )
+        about = pending.refuted_about
+        if pending.refuted_about_count and about is not None:
+            # Named as judged: by the time this is written the held token may be another.
+            _log_refuted(about, pending.refuted_about_count, pending.summary())
+
+
+def _log_refuted(about: TokenUpdate, count: int, summary: str) -> None:
+    log.info(
+        "%s: %d report(s) of %s v%d refuted: upstream accepts it (%s)",
+        about.app_id,
+        count,
+        about.masked,
+        about.version,
+        summary,
+    )
 
 
 class RequestHandling:
@@ -174,6 +193,8 @@ class RequestHandling:
     _clock: Callable[[], float]
     #: The fingerprint of the last token an ERROR line said someone else had replaced.
     _foreign_logged: str | None
+    #: Told of a token upstream refuses whose refresh a budget holds back (`wxtoken status`).
+    _on_refused: Callable[[str, TokenKind, TokenUpdate, float | None], None] | None
 
     if TYPE_CHECKING:  # in `Fetching` and `AppRefresher`: stubs here would shadow them
 
@@ -220,6 +241,16 @@ class RequestHandling:
         if held.is_valid_at(now_s) and now_s - self._last_publish_s >= REPUBLISH_ON_REQUEST_MIN_S:
             self._republish(held, now_s)
 
+    def _note_refused(self, held: TokenUpdate, due_at_s: float | None) -> None:
+        """Upstream refuses `held` but a budget holds its refresh back until `due_at_s`:
+        status and metrics say so, and the refresher asks again then (`AppRefresher`)."""
+        stats = self.stats
+        if stats.refused_version == held.version and stats.refused_refresh_due_at_s == due_at_s:
+            return
+        stats.refused_version, stats.refused_refresh_due_at_s = held.version, due_at_s
+        if self._on_refused is not None:
+            self._on_refused(self.app.app_id, self.kind, held, due_at_s)
+
     def _judge_current(self, held: TokenUpdate, count: int) -> str | None:
         """What `count` reports of the current token call for: the reason of a forced
         refresh, or None (refuted, or over budget: re-publish)."""
@@ -229,7 +260,7 @@ class RequestHandling:
             verdict = self._probe.check(self.app, held.value)
         if verdict is ProbeVerdict.ACCEPTED:
             self.stats.requests_refuted += count
-            self._request_audit.refuted(count)
+            self._request_audit.refuted(held, count)
             return None
         sha = fingerprint(held.value)
         if (
@@ -241,7 +272,7 @@ class RequestHandling:
             log.error(
                 "%s: upstream refuses %s v%d that should live %.0f s more: something else "
                 "has refreshed this app (another server fetching tokens with the same "
-                "secret?); refreshing it now",
+                "secret?); refreshing it as soon as the budgets allow",
                 app_id,
                 held.masked,
                 held.version,
@@ -263,20 +294,24 @@ class RequestHandling:
         if refused is not None:
             self.stats.requests_over_budget += count
             reason = f"reported rejected ({count} reports); {refused.reason}"
+            if verdict is ProbeVerdict.REFUSED:
+                self._note_refused(held, refused.refused_until_s)
             if self._request_audit.over_budget(held, count, reason):
                 log.warning(
-                    "%s: refresh request over budget (%s); re-publishing v%d instead",
+                    "%s: refresh request about %s v%d over budget (%s); re-publishing it instead",
                     app_id,
-                    refused.reason,
+                    held.masked,
                     held.version,
+                    refused.reason,
                 )
             return None
         self._request_audit.refreshed()
         notes = "".join(f"; {d.reason}" for d in decisions)
         checked = "" if verdict is ProbeVerdict.UNKNOWN else f", upstream {verdict} it"
         log.warning(
-            "%s: v%d reported rejected upstream (%d report(s)%s); refreshing it now%s",
+            "%s: %s v%d reported rejected upstream (%d report(s)%s); refreshing it now%s",
             app_id,
+            held.masked,
             held.version,
             count,
             checked,

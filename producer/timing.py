@@ -8,7 +8,13 @@
   a fleet of 10,000 apps sends a steady trickle instead of 10,000 messages at once.
 - Upstream failures back off by kind (`Retries`): transient ones from `retry_base_s`
   doubling to `retry_cap_s`, configuration ones every `config_retry_s` (jittered), quota
-  ones from `quota_retry_base_s` doubling to `quota_retry_cap_s`.
+  ones from `quota_retry_base_s` doubling to `quota_retry_cap_s`. Two rules bound that:
+  while a valid token is held, no transient or configuration retry is scheduled past its
+  expiry (at most half the time it has left, at least `retry_base_s` unless less is left),
+  so one failed call at the refresh point never costs the token (a spent quota keeps its
+  hard backoff: it does not come back within minutes); once nothing valid is held, every service is
+  failing, and transient failures back off to `expired_retry_s` at most (jittered) until
+  upstream answers (configuration and quota failures keep their slow pace).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class RefreshTiming:
     config_retry_s: float = 300.0
     quota_retry_base_s: float = 60.0
     quota_retry_cap_s: float = 3600.0
+    #: With nothing valid held, transient failures retry after [1/2, 1] of this.
+    expired_retry_s: float = 3.0
     store_retry_s: float = 2.0
     #: How long a takeover may take (the lease TTL): a margin shorter than this lets a
     #: token lapse when the leader dies just before its refresh point.
@@ -119,7 +127,7 @@ def republish_phase_s(app_id: str, kind: str, interval_s: float) -> float:
 class Retries:
     """How long one credential waits after an upstream failure, by kind; logs each one."""
 
-    __slots__ = ("_app_id", "_rand", "_timing", "quota", "transient")
+    __slots__ = ("_app_id", "_rand", "_timing", "failing", "quota", "transient")
 
     def __init__(self, timing: RefreshTiming, *, rand: Callable[[], float], app_id: str) -> None:
         self._timing = timing
@@ -127,33 +135,71 @@ class Retries:
         self._app_id = app_id
         self.transient = Backoff(timing.retry_base_s, timing.retry_cap_s, rand=rand)
         self.quota = Backoff(timing.quota_retry_base_s, timing.quota_retry_cap_s, rand=rand)
+        #: The last fetch failed (set by `after_failure`, cleared by `reset`).
+        self.failing = False
 
     def reset(self) -> None:
         self.transient.reset()
         self.quota.reset()
+        self.failing = False
 
-    def after_failure(self, exc: UpstreamError) -> float:
-        """The wait after `exc`, logged in one line naming the app and the reason."""
+    def after_failure(
+        self, exc: UpstreamError, *, now_s: float, valid_until_s: float | None
+    ) -> float:
+        """The wait after `exc` at `now_s`, logged in one line naming the app and the reason;
+        `valid_until_s`: the expiry of the token held, None when nothing is held."""
         app_id = self._app_id
+        self.failing = True
+        left_s = None if valid_until_s is None else valid_until_s - now_s
+        holding = left_s is not None and left_s > 0
         if exc.kind is FailureKind.CONFIG:
             delay_s = self._timing.config_retry_s * (0.9 + 0.2 * self._rand())
-            log.error(
-                "%s: upstream refuses our configuration: %s; fix it, retrying in %.0f s",
-                app_id,
-                exc,
-                delay_s,
-            )
         elif exc.kind is FailureKind.QUOTA:
             delay_s = self.quota.next_delay_s()
-            log.error("%s: upstream quota exhausted: %s; backing off %.0f s", app_id, exc, delay_s)
         else:
             delay_s = self.transient.next_delay_s()
-            log.warning(
-                "%s: token fetch failed (%s), attempt %d; retrying in %.1f s",
+            ceiling_s = min(self._timing.expired_retry_s, self._timing.retry_cap_s)
+            if not holding and delay_s > ceiling_s:
+                # Every service is failing: ask again soon (jittered), until it answers.
+                delay_s = ceiling_s / 2 + self._rand() * ceiling_s / 2
+        within = "" if holding else " (no valid token held)"
+        # A spent quota (45009, 45011) does not come back within a token's last minutes:
+        # it keeps its hard backoff (an operator's `quota clear` then SIGHUP retries now).
+        if left_s is not None and holding and exc.kind is not FailureKind.QUOTA:
+            # Never past the held token's expiry: half of what is left (one more try before
+            # it lapses), but no busier than `retry_base_s` while that much is left.
+            cap_s = max(left_s / 2, min(self._timing.retry_base_s, left_s))
+            if delay_s > cap_s:
+                delay_s = cap_s
+                within = f" (within the {left_s:.1f} s the held token has left)"
+        if exc.kind is FailureKind.CONFIG:
+            log.error(
+                "%s: upstream refuses our configuration: %s; fix it, retrying in %.1f s%s",
                 app_id,
                 exc,
-                self.transient.attempts,
                 delay_s,
+                within,
+            )
+        elif exc.kind is FailureKind.QUOTA:
+            log.error(
+                "%s: upstream quota exhausted: %s; backing off %.1f s%s",
+                app_id,
+                exc,
+                delay_s,
+                within,
+            )
+        else:
+            # At the short pace, one line per doubling of the attempts (1, 2, 4, 8 ...).
+            attempts = self.transient.attempts
+            loud = holding or attempts & (attempts - 1) == 0
+            log.log(
+                logging.WARNING if loud else logging.DEBUG,
+                "%s: token fetch failed (%s), attempt %d; retrying in %.1f s%s",
+                app_id,
+                exc,
+                attempts,
+                delay_s,
+                within,
             )
         return delay_s
 

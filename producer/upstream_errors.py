@@ -9,8 +9,9 @@ token is held), so a later good fetch hides it. A failure whose errmsg named the
 address (40164/61004, WeCom 60020) carries it as `caller_ip`, and status says
 "IP 1.2.3.4 not whitelisted".
 
-`record` never raises (an outage is logged once); `read_all` raises `StoreError`, and
-skips values that do not parse (Redis is outside input).
+`record` never raises (an outage is logged once); `read_all` and `read_one` (the gateway's
+503 names the failure) raise `StoreError`, and skip values that do not parse (Redis is
+outside input).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
 
 import redis
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -28,15 +30,23 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
-from consumer_lib.wire.update import TokenKind, decode_json_model
+from consumer_lib.wire.update import TokenKind, TokenUpdate, decode_json_model
 
 from .outage import OutageNotice
-from .upstream import UpstreamError
+
+if TYPE_CHECKING:  # the gateway reads failures and must not import requests (upstream's)
+    from .upstream import UpstreamError
 
 log = logging.getLogger(__name__)
 
 MAX_FAILURE_BYTES = 2048
+#: The `failure_kind` of a held token upstream refuses (no fetch failed: a check did).
+REFUSED = "refused"
 _APP_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _utc(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _an_ip(value: str) -> str:
@@ -54,10 +64,16 @@ class UpstreamFailure(BaseModel):
     errcode: Annotated[int, Field(ge=-(2**31), lt=2**31)] | None = None
     caller_ip: Annotated[str, AfterValidator(_an_ip)] | None = None
     message: Annotated[str, StringConstraints(max_length=256)]
+    #: `refused` (upstream refuses the held token, a budget holds its refresh back): when
+    #: that refresh is due.
+    due_at_s: Annotated[float, Field(gt=0)] | None = None
 
     def note(self, *, now_s: float) -> str:
         """What `wxtoken status` says about it."""
         ago = f"{max(0, int(now_s - self.at_s))}s ago"
+        if self.failure_kind == REFUSED:
+            due = "" if self.due_at_s is None else f", refresh due at {_utc(self.due_at_s)}"
+            return f"refused upstream ({ago}){due}"
         if self.caller_ip is not None:
             return f"IP {self.caller_ip} not whitelisted (errcode {self.errcode}, {ago})"
         return f"last fetch failed {ago}: {self.message}"
@@ -88,12 +104,47 @@ class UpstreamErrors:
             caller_ip=exc.caller_ip,
             message=str(exc)[:256],
         )
+        self._store(app_id, kind, failure)
+
+    def _store(self, app_id: str, kind: TokenKind, failure: UpstreamFailure) -> None:
         try:
             self._client.hset(self._key, KeyLayout.member(app_id, kind), failure.model_dump_json())
         except REDIS_ERRORS as exc_redis:
             self._outage.failed(describe_redis_error(exc_redis))
             return
         self._outage.succeeded()
+
+    def record_refused(
+        self, app_id: str, kind: TokenKind, held: TokenUpdate, due_at_s: float | None
+    ) -> None:
+        """Upstream refuses `held`, and a budget holds its refresh back until `due_at_s`:
+        kept like a failed fetch, so `wxtoken status` shows it until a newer token."""
+        self._store(
+            app_id,
+            kind,
+            UpstreamFailure(
+                at_s=self._clock(),
+                failure_kind=REFUSED,
+                message=f"upstream refuses {held.masked} v{held.version}"[:256],
+                due_at_s=due_at_s,
+            ),
+        )
+
+    def read_one(self, app_id: str, kind: TokenKind) -> UpstreamFailure | None:
+        """The last failure of `app_id`/`kind` (HGET), None when none or malformed."""
+        try:
+            value = self._client.hget(self._key, KeyLayout.member(app_id, kind))
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"reading upstream failures: {describe_redis_error(exc)}") from None
+        if value is None:
+            return None
+        try:
+            return decode_json_model(
+                UpstreamFailure, value, max_bytes=MAX_FAILURE_BYTES, what="upstream failure"
+            )
+        except InvalidUpdate as exc:
+            log.debug("skipping a malformed upstream failure in Redis: %s", exc)
+            return None
 
     def read_all(self) -> dict[tuple[str, TokenKind], UpstreamFailure]:
         """Every credential's last failure; malformed fields or values are skipped."""

@@ -19,7 +19,7 @@ from ..wire.refresh_request import RefreshRequest
 from ..wire.signing import PLAIN, UpdateCodec
 from ..wire.update import TokenUpdate
 from . import messages
-from .errors import translated
+from .errors import login_refused, translated
 from .params import amqp_user_id, close_quietly
 
 
@@ -49,8 +49,13 @@ class Connection:
 
     @classmethod
     def open(cls, params: Sequence[pika.ConnectionParameters], *, what: str) -> Connection:
-        """Connect to the first broker of `params` that answers; `BrokerError` if none."""
-        with translated(what):
+        """Connect to the first broker of `params` that answers; `BrokerError` if none,
+        `BrokerLoginRefused` when the broker refused the login or the vhost."""
+        first = params[0] if params else None
+        credentials = getattr(first, "credentials", None)
+        user = credentials.username if isinstance(credentials, pika.PlainCredentials) else None
+        vhost = getattr(first, "virtual_host", None)
+        with translated(what), login_refused(user, vhost):
             return cls(pika.BlockingConnection(list(params)))
 
     @property

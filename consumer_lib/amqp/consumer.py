@@ -5,7 +5,9 @@ exchange and consumes it with auto-ack (a token update or a refresh request is o
 acting on now: nothing is redelivered). It then pumps `process_data_events`, which also
 answers heartbeats. A lost connection, a channel closed by the broker and a consumer the
 broker cancelled all mean "reconnect with capped, jittered backoff", never "stop"; each
-outage is logged once, with a reminder now and then, and its end. `close()` is prompt and
+outage is logged once in words, with a reminder now and then, and its end. A refused login
+is an ERROR naming the user and WXTOKEN_AMQP_URL (`login_refused` says it until the broker
+accepts), retried every `LOGIN_RETRY_S`. `close()` is prompt and
 idempotent. pika is not thread-safe: nothing but this thread touches the connection.
 
 Subclasses say what to declare and which exchange to bind (`_declare`), what to do with a
@@ -25,12 +27,16 @@ from typing import Self
 import pika
 
 from ..backoff import Backoff
-from ..errors import BrokerError
+from ..errors import BrokerError, BrokerLoginRefused
 from .connection import Channel, Connection, Delivery
+from .errors import in_words
 from .outage import OutageLog
 
 #: The shortest wait between two reconnect attempts; doubles up to the cap.
 RECONNECT_BASE_S = 0.2
+#: A refused login is a configuration error: tried again this slowly (at least), so a
+#: password fixed on the broker is picked up without a restart.
+LOGIN_RETRY_S = 15.0
 #: How often the loop checks its channel and runs `_each_round` while no message comes.
 ROUND_S = 0.5
 
@@ -65,6 +71,8 @@ class ConsumerThread:
         self._start_lock = threading.Lock()
         self._started = False
         self.last_error: str | None = None
+        #: Why the broker refuses our login (a configuration error), None once it accepts.
+        self.login_refused: str | None = None
         self._backoff = Backoff(RECONNECT_BASE_S, reconnect_max_s, rand=rand)
         self._outage = OutageLog(logger, outage_name, monotonic=monotonic)
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -132,15 +140,21 @@ class ConsumerThread:
                 channel = self._subscribe(connection)
                 self._on_subscribed(connection)
                 self._connected.set()
-                self.last_error = None
+                self.last_error = self.login_refused = None
                 self._backoff.reset()
                 self._outage.recovered()
                 self._consume(connection, channel)
+            except BrokerLoginRefused as exc:
+                self._connected.clear()
+                self.last_error = self.login_refused = str(exc)
+                delay_s = max(LOGIN_RETRY_S, self._backoff.next_delay_s())
+                self._outage.refused(self.last_error, delay_s)
+                self._wait_to_reconnect(delay_s)
             except BrokerError as exc:
                 self._connected.clear()
                 self.last_error = str(exc)
                 delay_s = self._backoff.next_delay_s()
-                self._outage.failed(self.last_error, delay_s)
+                self._outage.failed(in_words(exc), delay_s, detail=self.last_error)
                 self._wait_to_reconnect(delay_s)
             finally:
                 self._connected.clear()

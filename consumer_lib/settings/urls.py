@@ -15,6 +15,9 @@ watched by Redis Sentinel:
 
 The sentinels (port 26379 when omitted) are asked for the current master of SERVICE_NAME;
 `user:pass` authenticate to that master (and its replicas), the sentinels themselves are
+
+Parts redis-py or pika would silently drop (a path that is not a database number, unknown
+or empty query options, a #fragment, a second vhost segment) are refused: `url_parts`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 from pydantic import AfterValidator, Field
 
 from .loading import ENV_PREFIX
+from .url_parts import check_amqp_parts, check_redis_parts
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -158,6 +162,7 @@ def _check_redis_url(url: str) -> str:
     if scheme not in REDIS_SCHEMES:
         wanted = wanted_schemes(REDIS_SCHEMES + SENTINEL_SCHEMES)
         raise ValueError(f"scheme must be one of {wanted}, got {scheme!r}")
+    check_redis_parts(url)
     return _url_with_scheme(*REDIS_SCHEMES)(url)
 
 
@@ -178,6 +183,7 @@ def _check_amqp_urls(value: str) -> str:
         try:
             _check_amqp_url(url)
             _no_tls_in_query(url, "AMQP")
+            check_amqp_parts(url)
         except ValueError as exc:
             raise ValueError(f"{where}{exc}") from None
     return value

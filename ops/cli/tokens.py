@@ -12,7 +12,8 @@ import logging
 import click
 from pydantic import ValidationError
 
-from consumer_lib.errors import BrokerError, StoreError
+from consumer_lib.errors import BrokerError, InvalidUpdate, StoreError
+from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.control import ControlAction, ControlRequest, ControlResult, new_request_id
 from consumer_lib.wire.signing import key_id, load_private_key
 from consumer_lib.wire.update import TokenKind
@@ -20,6 +21,7 @@ from producer.audit import AuditEvent
 from producer.clock_skew import ClockSkewed
 from producer.issuing import IssueOutcome, Issuer
 from producer.store import TokenStore
+from producer.upstream_errors import UpstreamErrors
 
 from .. import _format
 from ..broker import control_channel
@@ -144,34 +146,38 @@ def refresh(
     The leader checks the token upstream first: if upstream accepts it, nothing changes
     (refuted). If upstream refuses it, or with --force, it fetches a new one within the
     budgets, audited with your name. The request is signed with WXTOKEN_SIGNING_KEY_FILE,
-    which the producers must trust (WXTOKEN_VERIFY_KEYS).
+    which the producers must trust (WXTOKEN_CONTROL_KEYS). With none stored after a failed
+    fetch, the leader tries that fetch now (an operator's "try now").
     """
     settings = obj.get_settings()
     if settings.signing_key_file is None:
         raise BadConfig(
             "WXTOKEN_SIGNING_KEY_FILE is not set: a refresh must be signed with an operator "
-            "key the producers trust (WXTOKEN_VERIFY_KEYS)"
+            "key the producers trust (WXTOKEN_CONTROL_KEYS)"
         )
     signer = load_private_key(settings.signing_key_file)
-    update = obj.stored_update(app_id, TokenKind.parse(kind))
+    token_kind = TokenKind.parse(kind)
+    failure = _last_failure_if_none_stored(obj, app_id, token_kind)
+    update = None if failure is not None else obj.stored_update(app_id, token_kind)
     now_s = obj.clock()
     request = ControlRequest(
         action=ControlAction.FORCE_REFRESH if force else ControlAction.REFRESH,
         app_id=app_id,
-        kind=update.kind,
+        kind=token_kind,
         request_id=new_request_id(),
         operator=obj.operator,
         issued_at=now_s,
         reason=reason,
-        seen_version=update.version,
+        seen_version=None if update is None else update.version,
     )
     factory = obj.controller or control_channel
     with factory(settings, f"wxtoken-ops/{obj.operator}") as send:
         send(request.seal(signer), now_s)
-    what = f"{app_id}/{update.kind}"
+    what = f"{app_id}/{token_kind}"
+    seen = f"v{update.version}" if update is not None else f"(none stored, {failure})"
     emit(
         f"asked the leader to {'force a refresh of' if force else 'refresh'} {what} "
-        f"v{update.version} (request {request.request_id[:8]}); waiting up to {timeout:g} s",
+        f"{seen} (request {request.request_id[:8]}); waiting up to {timeout:g} s",
         err=True,
     )
     answer = wait_for_answer(obj, request, timeout_s=timeout)
@@ -190,6 +196,19 @@ def refresh(
         click.get_current_context().exit(OVER_BUDGET_EXIT)
     verb = "failed" if answer.result is ControlResult.FAILED else "refused"
     raise CliError(f"{verb}: {what}: {answer.message} {by}")
+
+
+def _last_failure_if_none_stored(obj: OpsContext, app_id: str, kind: TokenKind) -> str | None:
+    """What `wxtoken status` says of the last failed fetch when Redis holds no token but
+    that failure (the leader then fetches again now); None otherwise."""
+    reader = SnapshotReader(obj.get_redis(), obj.keys(), obj.codec())
+    try:
+        if reader.read(app_id, kind) is not None:
+            return None
+        failure = UpstreamErrors(obj.get_redis(), obj.keys()).read_all().get((app_id, kind))
+    except (InvalidUpdate, StoreError):
+        return None  # `stored_update` says what is wrong
+    return None if failure is None else failure.note(now_s=obj.clock())
 
 
 @click.command()

@@ -100,7 +100,11 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        """A status only: what is held (apps, counts) is for the metrics listener."""
+        """A status only, and why when not ready: what is held (apps, counts) is for the
+        metrics listener."""
+        refused = gw.client.broker_login_refused or gw.client.store_login_refused
+        if refused is not None:  # a configuration error: not ready until it is fixed
+            return JSONResponse({"status": "not ready", "reason": refused}, status_code=503)
         if gw.view.valid_count() == 0:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready"})

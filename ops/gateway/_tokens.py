@@ -8,7 +8,8 @@ when that clock is behind. `TokenClient.on_update` (register before `start()`) o
 which apps and kinds were ever held. A miss (nothing valid held) is resolved off the event
 loop by `resolve()`: one snapshot read through the client, then the set of apps Redis
 knows (cached a few seconds) tells an unknown app (404) from a known one without a valid
-token (503, with the client's reason).
+token (503, with the client's reason and, when newer than the token last held, the
+producer's last upstream error: "IP 1.2.3.4 not whitelisted (errcode 40164, 12s ago)").
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from consumer_lib import (
     StoreError,
@@ -25,6 +27,9 @@ from consumer_lib import (
     TokenUpdate,
     WxTokenError,
 )
+
+if TYPE_CHECKING:
+    from producer.upstream_errors import UpstreamFailure
 
 Key = tuple[str, TokenKind]
 #: The apps Redis knows are re-read at most this often on misses.
@@ -40,9 +45,18 @@ Held = tuple[TokenUpdate, float]
 
 
 class TokenView:
-    def __init__(self, client: TokenClient, known: Callable[[], list[Key]]) -> None:
+    def __init__(
+        self,
+        client: TokenClient,
+        known: Callable[[], list[Key]],
+        *,
+        clock: Callable[[], float] = time.time,
+        last_failure: Callable[[str, TokenKind], UpstreamFailure | None] | None = None,
+    ) -> None:
         self._client = client
         self._known = known
+        self._last_failure = last_failure
+        self._clock = clock
         self._held: dict[Key, TokenUpdate] = {}
         self._lock = threading.Lock()
         self._known_cache: tuple[float, frozenset[Key]] | None = None
@@ -84,7 +98,23 @@ class TokenView:
             unavailable = TokenUnavailable(f"the {kind} of app {app_id!r} expired just now")
         if (app_id, kind) not in self._held and not self._is_known(app_id, kind):
             raise UnknownApp(f"no {kind} of app {app_id!r} has ever been stored") from None
+        failure = self._failure_note(app_id, kind)
+        if failure is not None:
+            raise TokenUnavailable(f"{unavailable}; the producer's last fetch: {failure}")
         raise unavailable
+
+    def _failure_note(self, app_id: str, kind: TokenKind) -> str | None:
+        """What `wxtoken status` says of the last failed fetch, if newer than the token held."""
+        if self._last_failure is None:
+            return None
+        try:
+            failure = self._last_failure(app_id, kind)
+        except StoreError:
+            return None
+        held = self._held.get((app_id, kind))
+        if failure is None or (held is not None and failure.at_s < held.issued_at):
+            return None
+        return failure.note(now_s=self._clock())
 
     def _is_known(self, app_id: str, kind: TokenKind) -> bool:
         """True when Redis lists the app, or when Redis cannot tell (then 503, not 404)."""

@@ -15,6 +15,7 @@ from consumer_lib.wire.signing import codec_from_settings
 from producer.audit import AuditLog
 from producer.status_server import StatusServer
 from producer.store import TokenStore
+from producer.upstream_errors import UpstreamErrors
 
 from ._apikeys import KeyRing
 from ._app import Gateway
@@ -32,7 +33,8 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
     layout = KeyLayout(settings.key_prefix)
     client = TokenClient(settings, redis_client=redis_client, name="wxtoken-gateway")
     store = TokenStore(redis_client, layout, codec_from_settings(settings))
-    view = TokenView(client, store.reader.known)
+    failures = UpstreamErrors(redis_client, layout)
+    view = TokenView(client, store.reader.known, last_failure=failures.read_one)
     overrider = None
     if settings.signing_key_file is not None:
         from ops.broker import broker_channel  # the broker side of `wxtoken set`

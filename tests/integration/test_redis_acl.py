@@ -338,7 +338,8 @@ def test_gateway_reads_but_writes_nothing_not_even_the_audit_trail(
     """wxtoken-gateway reads snapshots like a consumer; it may not append to, read, erase
     (`XADD ... MAXLEN 0`) or delete the audit trail (issue 18 item 5: the producer audits its
     reports), write a token, a version or the known set, allocate a version through the
-    store's script, run any script, or read the lease, the budgets or the upstream failures."""
+    store's script, run any script, read the lease or the budgets, or list or write the
+    upstream failures (it reads one app's, HGET, for its 503)."""
     store = TokenStore(producer, KEYS)
     now_s = time.time()
     version = store.next_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s + 180)
@@ -376,6 +377,13 @@ def test_gateway_reads_but_writes_nothing_not_even_the_audit_trail(
     _refused(lambda: gateway.get(KEYS.leader))
     _refused(lambda: gateway.get(f"{KEYS.prefix}:budget:{APP}:classic:last"))
     _refused(lambda: gateway.hgetall(KEYS.upstream_errors))
+    _refused(lambda: gateway.hset(KEYS.upstream_errors, f"{APP}:access_token", "{}"))
+    UpstreamErrors(producer, KEYS).record(
+        APP, TokenKind.ACCESS_TOKEN, UpstreamError("HTTP 502", kind=FailureKind.TRANSIENT)
+    )
+    failure = UpstreamErrors(gateway, KEYS).read_one(APP, TokenKind.ACCESS_TOKEN)
+    assert failure is not None
+    assert failure.message == "HTTP 502"
     _refused(lambda: gateway.publish("wxtoken", "x"))
     _refused(lambda: gateway.flushall())
     _refused(lambda: gateway.keys("*"))

@@ -10,8 +10,9 @@ import pika.exceptions
 import pika.spec
 import pytest
 
-from consumer_lib.amqp import PipelinedChannel, translated
-from consumer_lib.errors import BrokerError, ExchangeMissing, PublishRefused
+from consumer_lib.amqp import Connection, OutageLog, PipelinedChannel, translated
+from consumer_lib.amqp.errors import in_words
+from consumer_lib.errors import BrokerError, BrokerLoginRefused, ExchangeMissing, PublishRefused
 from tests.unit._helpers import T0, make_update
 
 
@@ -88,3 +89,99 @@ def test_confirms_are_matched_to_publishes_by_delivery_tag() -> None:
     assert confirmed == [(10, True), (20, True), (40, False)]
     assert pipe.take_in_flight() == [30, 50]
     assert pipe.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("raised", "words"),
+    [
+        (pika.exceptions.StreamLostError("Transport indicated EOF"), "connection closed"),
+        (
+            pika.exceptions.IncompatibleProtocolError(
+                "StreamLostError: (\"Stream connection lost: ConnectionResetError(104, 'x')\",)"
+            ),
+            "connection closed",
+        ),
+        (
+            pika.exceptions.AMQPConnectionError(
+                "ConnectionRefusedError: [Errno 111] Connection refused"
+            ),
+            "connection refused",
+        ),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (
+            pika.exceptions.AMQPConnectionError(
+                pika.exceptions.AMQPConnectionError("ConnectionRefusedError(111, 'refused')")
+            ),
+            "connection refused",
+        ),
+        (pika.exceptions.AMQPHeartbeatTimeout("no heartbeat"), "timed out"),
+    ],
+)
+def test_broker_errors_say_what_happened_in_words(raised: Exception, words: str) -> None:
+    """Each translated failure carries a few words for the outage's one log line."""
+    with pytest.raises(BrokerError) as info, translated("connecting to the broker"):
+        raise raised
+    assert in_words(info.value) == words
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (
+            pika.exceptions.ProbableAuthenticationError(
+                "(403) 'ACCESS_REFUSED - Login was refused"
+            ),
+            "the broker refused user 'svc-user' (ACCESS_REFUSED: wrong user or password): "
+            "check the user and password in WXTOKEN_AMQP_URL",
+        ),
+        (
+            pika.exceptions.ProbableAccessDeniedError("(530) 'NOT_ALLOWED - vhost prod not found"),
+            "the broker refused user 'svc-user' access to virtual host 'prod'",
+        ),
+    ],
+)
+def test_a_refused_login_is_a_login_refused_error_naming_user_and_variable(
+    monkeypatch: pytest.MonkeyPatch, raised: Exception, said: str
+) -> None:
+    """pika's ProbableAuthenticationError / ProbableAccessDeniedError at connect become
+    `BrokerLoginRefused` naming the user and what to fix, never the password."""
+    from consumer_lib.amqp import connection as connection_module
+
+    def refuse(params: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(connection_module.pika, "BlockingConnection", refuse)
+    params = pika.URLParameters("amqp://svc-user:hunter2-pw@127.0.0.1:5672/prod")
+    with pytest.raises(BrokerLoginRefused) as info:
+        Connection.open([params], what="connecting to the broker")
+    assert str(info.value).startswith(said)
+    assert "hunter2" not in str(info.value)
+    assert in_words(info.value) == "login refused"
+
+
+def test_an_outage_is_one_warning_in_words_and_one_line_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nine failed attempts with pika's varying internals log one WARNING ("broker
+    unreachable: connection closed"); the end is one INFO with its length; a refused login
+    is one ERROR however often it is retried."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    outage = OutageLog(logging.getLogger("test.outage"), "broker", monotonic=lambda: now[0])
+    for n in range(9):
+        now[0] += 1.1
+        detail = f"IncompatibleProtocolError: StreamLostError: attempt {n}"
+        outage.failed("connection refused" if n % 2 else "connection closed", 0.5, detail=detail)
+    now[0] += 0.4
+    outage.recovered()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("WARNING", "broker unreachable: connection closed"),
+        ("INFO", "broker available again after 9.2 s and 9 failed attempt(s)"),
+    ]
+    caplog.clear()
+    for _ in range(5):
+        outage.refused("the broker refused user 'u' (...): check WXTOKEN_AMQP_URL", 15.0)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]

@@ -47,6 +47,7 @@ from producer.refresher import AppRefresher
 from producer.store import TokenStore
 from producer.token_probe import ProbeVerdict
 from producer.upstream import UpstreamError
+from producer.upstream_errors import UpstreamErrors
 from producer.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import unreachable_redis
@@ -61,9 +62,12 @@ class Fetcher:
 
     def __init__(self) -> None:
         self.forced: list[bool] = []
+        self.error: UpstreamError | None = None
 
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
         self.forced.append(force_refresh)
+        if self.error is not None:
+            raise self.error
         return FetchedToken(value=f"TOKEN-{len(self.forced):04d}-{'z' * 40}", expires_in_s=7200)
 
 
@@ -82,8 +86,16 @@ class Probe:
 class Leader:
     """The leading producer's side: a refresher for APP and the control handler."""
 
-    def __init__(self, clock: FakeClock, client: fakeredis.FakeRedis, key_file: Path) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        client: fakeredis.FakeRedis,
+        key_file: Path,
+        *,
+        first_fetch_fails: UpstreamError | None = None,
+    ) -> None:
         self.fetcher = Fetcher()
+        self.fetcher.error = first_fetch_fails
         self.probe = Probe()
         self.audit = AuditLog(client, KEYS, clock=clock)
         self.refresher = AppRefresher(
@@ -98,6 +110,7 @@ class Leader:
             probe=self.probe,  # type: ignore[arg-type]
         )
         self.refresher.step()  # the first, scheduled fetch: version stored in Redis
+        self.fetcher.error = None
         self.handler = ControlHandler(
             client,
             KEYS,
@@ -444,3 +457,31 @@ def test_refresh_of_an_invalid_stored_value_exits_1(
     assert result.exit_code == 1
     assert "Redis holds an invalid value" in result.stderr
     assert broker.sent == []
+
+
+def test_refresh_with_none_stored_after_a_failed_fetch_fetches_now(
+    settings: CommonSettings,
+    fake_redis: fakeredis.FakeRedis,
+    now: FakeClock,
+    key_files: tuple[Path, Path],
+) -> None:
+    """Issue 19 item 1: no token stored and a failed fetch recorded (a 40164 at refresh
+    time): `refresh` names the failure instead of refusing with "no token stored", and the
+    leader tries the fetch at once instead of at the end of its backoff."""
+    failed = UpstreamError(
+        "errcode 40164: invalid ip 1.2.3.4", kind=FailureKind.CONFIG, errcode=40164
+    )
+    leader = Leader(now, fake_redis, key_files[0], first_fetch_fails=failed)
+    assert leader.refresher.held is None
+    UpstreamErrors(fake_redis, KEYS, clock=lambda: now.now_s - 12).record(
+        APP, TokenKind.ACCESS_TOKEN, failed
+    )
+    result = run(settings, fake_redis, now, FakeBroker(leader), APP)
+    assert result.exit_code == 0, result.output
+    assert "(none stored, " in result.stderr, result.stderr
+    assert "12s ago" in result.stderr, result.stderr
+    assert result.stdout.startswith(f"replaced: {APP}/access_token is version "), result.stdout
+    held = leader.refresher.held
+    assert held is not None
+    assert held.is_valid_at(now.now_s)
+    assert leader.fetcher.forced == [False, False]  # the failed fetch, then the one asked for

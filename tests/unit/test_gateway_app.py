@@ -17,6 +17,7 @@ from ops.gateway._app import Gateway, ReportBody
 from ops.gateway._ratelimit import RateLimiter
 from ops.gateway._routes import build_app
 from ops.gateway._tokens import TokenView
+from producer.upstream_errors import UpstreamFailure
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 
@@ -33,6 +34,8 @@ class FakeClient:
         self.reports: list[tuple[str, str, str | None]] = []
         self.requesters: list[str | None] = []
         self.connected = True
+        self.broker_login_refused: str | None = None
+        self.store_login_refused: str | None = None
         self.unavailable = "no access_token for app 'wxapp2' and none arrived within 0 s"
         self.outcome = ReportOutcome.SENT
 
@@ -78,7 +81,13 @@ class Harness:
             "all": add_key(path, "all", apps=["wx*"], scopes=["read", "report", "override"]),
             "reader": add_key(path, "reader", apps=[APP], scopes=["read"]),
         }
-        self.view = TokenView(self.client, self._known)  # type: ignore[arg-type]
+        self.failures: dict[tuple[str, TokenKind], UpstreamFailure] = {}
+        self.view = TokenView(
+            self.client,  # type: ignore[arg-type]
+            self._known,
+            clock=clock,
+            last_failure=lambda app_id, kind: self.failures.get((app_id, kind)),
+        )
         self.gateway = Gateway(
             client=self.client,  # type: ignore[arg-type]
             view=self.view,
@@ -137,6 +146,31 @@ def test_expired_token_is_never_served(h: Harness) -> None:
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "2"
     assert answer.json() == {"error": "unavailable", "reason": h.client.unavailable}
+
+
+def test_503_names_the_producers_last_upstream_error(h: Harness) -> None:
+    """With the token expired after a failed fetch, the 503 names that failure (what
+    `wxtoken status` says); a failure older than the token held is not named."""
+    h.client.push(make_update(app_id=APP, lifetime_s=60, issued_at=h.clock.now_s))
+    h.failures[(APP, TokenKind.ACCESS_TOKEN)] = UpstreamFailure(
+        at_s=h.clock.now_s - 1, failure_kind="config", errcode=40164, message="old", caller_ip=None
+    )
+    h.clock.advance(60)
+    answer = h.http.get(f"/v1/apps/{APP}/access_token", headers=h.auth())
+    assert answer.json()["reason"] == h.client.unavailable
+    h.failures[(APP, TokenKind.ACCESS_TOKEN)] = UpstreamFailure(
+        at_s=h.clock.now_s - 12,
+        failure_kind="config",
+        errcode=40164,
+        caller_ip="1.2.3.4",
+        message="errcode 40164: invalid ip 1.2.3.4",
+    )
+    answer = h.http.get(f"/v1/apps/{APP}/access_token", headers=h.auth())
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == (
+        f"{h.client.unavailable}; the producer's last fetch: "
+        "IP 1.2.3.4 not whitelisted (errcode 40164, 12s ago)"
+    )
 
 
 def test_unknown_app_404_unless_redis_cannot_tell(h: Harness) -> None:
@@ -365,6 +399,22 @@ def test_rate_limit_429(tmp_path: Path, clock: FakeClock) -> None:
             harness.http.get(f"/v1/apps/{APP}/access_token", headers=harness.auth()).status_code
             == 200
         )
+
+
+def test_readyz_is_not_ready_while_the_broker_refuses_the_login(h: Harness) -> None:
+    """A refused broker login is a configuration error: /readyz says so (503) even with
+    tokens held from Redis, and is ready again once the broker accepts."""
+    h.client.push(make_update(app_id=APP))
+    assert h.http.get("/readyz").status_code == 200
+    h.client.broker_login_refused = (
+        "the broker refused user 'wxtoken-gateway' (ACCESS_REFUSED: wrong user or password): "
+        "check the user and password in WXTOKEN_AMQP_URL"
+    )
+    answer = h.http.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["reason"] == h.client.broker_login_refused
+    h.client.broker_login_refused = None
+    assert h.http.get("/readyz").status_code == 200
 
 
 def test_legacy_route(tmp_path: Path, clock: FakeClock) -> None:

@@ -177,6 +177,30 @@ def test_producer_collector(clock: FakeClock) -> None:
     assert is_ready(view) == (True, "leader")
 
 
+def test_a_held_token_upstream_refuses_is_a_gauge_with_its_refresh_due_time() -> None:
+    """While upstream refuses the held version and a budget holds its refresh back, the
+    refused gauge is 1 with the due time; a newer version held is not refused."""
+    app = AppConfig(app_id="wxapp1", secret=SecretStr(APP_SECRET))
+    held = make_update(app_id="wxapp1", value=TOKEN, version=9)
+    stats = RefresherStats(refused_version=9, refused_refresh_due_at_s=1_800_000_031.0)
+    view = ProducerView(
+        apps=lambda: [(app, TokenKind.ACCESS_TOKEN, held, stats)],
+        is_leader=lambda: True,
+        epoch=lambda: 1,
+        broker_connected=lambda: True,
+        redis_reachable=lambda: True,
+    )
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view))
+    labels = {"app_id": "wxapp1", "kind": "access_token"}
+    assert registry.get_sample_value("wxtoken_producer_token_refused", labels) == 1.0
+    due = "wxtoken_producer_token_refused_refresh_due_timestamp_seconds"
+    assert registry.get_sample_value(due, labels) == 1_800_000_031.0
+    stats.refused_version = 8
+    assert registry.get_sample_value("wxtoken_producer_token_refused", labels) == 0.0
+    assert registry.get_sample_value(due, labels) is None
+
+
 def test_readiness_of_a_standby() -> None:
     """A standby is ready while it follows Redis, not when Redis is away."""
     reachable = [True]
@@ -190,6 +214,44 @@ def test_readiness_of_a_standby() -> None:
     assert is_ready(view)[0]
     reachable[0] = False
     assert is_ready(view) == (False, "not the leader and Redis unreachable")
+
+
+def test_a_refused_broker_login_is_not_ready_and_a_metric() -> None:
+    """While the broker refuses the producer's login, even the leader is not ready (the
+    reason names the user and the variable) and a gauge says so."""
+    refused: list[str | None] = ["the broker refused user 'wxtoken-producer' (...)"]
+    view = ProducerView(
+        apps=list,
+        is_leader=lambda: True,
+        epoch=lambda: 1,
+        broker_connected=lambda: False,
+        redis_reachable=lambda: True,
+        broker_login_refused=lambda: refused[0],
+    )
+    assert is_ready(view) == (False, refused[0])
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view))
+    assert registry.get_sample_value("wxtoken_producer_broker_login_refused") == 1.0
+    refused[0] = None
+    assert is_ready(view) == (True, "leader")
+    assert registry.get_sample_value("wxtoken_producer_broker_login_refused") == 0.0
+
+
+def test_a_refused_redis_login_is_not_ready_and_a_metric() -> None:
+    """While Redis refuses the lease's login the producer is not ready, saying why."""
+    refused = "Redis refused the login of user 'wxtoken-producer' (...)"
+    view = ProducerView(
+        apps=list,
+        is_leader=lambda: False,
+        epoch=lambda: None,
+        broker_connected=lambda: True,
+        redis_reachable=lambda: False,
+        redis_login_refused=lambda: refused,
+    )
+    assert is_ready(view) == (False, refused)
+    registry = CollectorRegistry()
+    registry.register(ProducerCollector(view))
+    assert registry.get_sample_value("wxtoken_producer_redis_login_refused") == 1.0
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -16,10 +16,11 @@ from pydantic import SecretStr
 
 from consumer_lib import TokenKind, TokenSource, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.refresh_request import RefreshRequest
 from producer._fetching import UNCHANGED_MIN_RETRY_S
 from producer.apps import AppConfig, TokenApi
 from producer.errcodes import FailureKind
-from producer.refresher import AppRefresher, RefreshTiming
+from producer.refresher import RETRY_ON_REQUEST_MIN_S, AppRefresher, RefreshTiming
 from producer.store import TokenStore
 from producer.wechat import FetchedToken, UpstreamError, WeChatClient, parse_token_answer
 from tests.conftest import FakeClock
@@ -370,17 +371,20 @@ def test_corrupt_snapshot_is_replaced(rig: Rig, caplog: pytest.LogCaptureFixture
 
 # ------------------------------------------------------------------ upstream failures
 def test_transient_errors_back_off_growing_capped_and_recover(clock: FakeClock) -> None:
-    """Transient failures retry after 1, 2, 4 ... s capped at 60 s, then the token is published."""
-    rig = Rig(clock, rand=lambda: 1.0)
-    rig.fetcher.give(*[TRANSIENT] * 9)
-    for _ in range(9):
+    """While a valid token is held, transient failures retry after 1, 2, 4 ... s capped at 60 s,
+    then the new token is published."""
+    rig = Rig(clock, rand=lambda: 1.0, timing=QUIET)
+    rig.step()
+    clock.advance(6900)  # the refresh point: 300 s left
+    rig.fetcher.give(*[TRANSIENT] * 8)
+    for _ in range(8):
         rig.step_and_wait()
-    assert rig.delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
-    assert rig.published == []
-    assert rig.refresher.stats.fetch_failures == 9
+    assert rig.delays[1:] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert len(rig.published) == 1
+    assert rig.refresher.stats.fetch_failures == 8
     rig.step()
     assert rig.fetcher.calls == 10
-    assert len(rig.published) == 1
+    assert len(rig.published) == 2
     # A later failure starts again from the base delay.
     clock.advance(6900)
     rig.fetcher.give(TRANSIENT)
@@ -388,11 +392,93 @@ def test_transient_errors_back_off_growing_capped_and_recover(clock: FakeClock) 
     rig.redis.close()
 
 
+#: No re-publish in the way: a step's delay is the retry's.
+QUIET = RefreshTiming(republish_interval_s=86_400)
+
+
+def test_config_error_at_the_refresh_point_retries_before_the_token_expires(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One 40164 with 12 s left is retried within them (after 6 s, not config_retry_s): the
+    retry replaces the token before it expires, and subscribers hold a valid one throughout."""
+    rig = Rig(clock, expires_in=60, timing=QUIET)
+    rig.step()
+    clock.advance(48)  # 20 % of 60 s left: the refresh point
+    rig.fetcher.give(upstream_error(40164))
+    assert rig.step() == pytest.approx(6.0)
+    assert "within the 12.0 s the held token has left" in caplog.text
+    rig.run_until(T0 + 200)  # checks the latest published token is valid at every step
+    assert rig.fetcher.fetch_times[:3] == [T0, T0 + 48, T0 + 54]
+    assert rig.published[-1].version > rig.published[0].version
+    rig.redis.close()
+
+
+def test_config_errors_halve_the_time_left_then_keep_the_slow_pace(clock: FakeClock) -> None:
+    """Repeated configuration errors retry at half the time left (no busier than retry_base_s)
+    up to the expiry, and every config_retry_s once nothing valid is held."""
+    rig = Rig(clock, expires_in=60, timing=QUIET)
+    rig.step()
+    clock.advance(48)
+    rig.fetcher.give(*[upstream_error(40164)] * 7)
+    for _ in range(7):
+        rig.step_and_wait()
+    assert rig.delays[1:] == pytest.approx([6, 3, 1.5, 1, 0.5, 300, 300])
+    expiry = rig.published[0].expires_at
+    assert rig.fetcher.fetch_times[1:6] == pytest.approx([T0 + t for t in (48, 54, 57, 58.5, 59.5)])
+    assert all(t < expiry for t in rig.fetcher.fetch_times[:6])
+    rig.redis.close()
+
+
+def test_a_quota_error_at_the_refresh_point_keeps_its_hard_backoff(clock: FakeClock) -> None:
+    """45009 with 12 s left is not retried within them: a spent quota does not come back
+    in seconds (an operator's quota clear, then SIGHUP, retries now)."""
+    rig = Rig(clock, expires_in=60, rand=lambda: 1.0, timing=QUIET)
+    rig.step()
+    clock.advance(48)
+    rig.fetcher.give(upstream_error(45009))
+    assert rig.step() == rig.timing.quota_retry_base_s
+    rig.redis.close()
+
+
+def test_transient_errors_with_nothing_valid_retry_at_a_short_pace(clock: FakeClock) -> None:
+    """Once the held token has expired, transient failures retry every expired_retry_s at most
+    (not the grown backoff), and the first answer after upstream is back is fetched."""
+    rig = Rig(clock, expires_in=60, rand=lambda: 1.0, timing=QUIET)
+    rig.step()
+    clock.advance(48)
+    rig.fetcher.give(*[TRANSIENT] * 25)
+    while rig.fetcher.queue:
+        rig.step_and_wait()
+    expiry = rig.published[0].expires_at
+    after = [t for t in rig.fetcher.fetch_times if t >= expiry]
+    assert len(after) > 10
+    gaps = [b - a for a, b in itertools.pairwise(after)]
+    assert max(gaps) <= rig.timing.expired_retry_s
+    back_at = clock()  # upstream answers from now on
+    rig.step()
+    assert rig.fetcher.fetch_times[-1] == back_at
+    assert rig.published[-1].is_valid_at(clock())
+    assert rig.published[-1].version > rig.published[0].version
+    rig.redis.close()
+
+
+def test_nothing_held_retries_transient_failures_at_a_short_pace(clock: FakeClock) -> None:
+    """Before any token was fetched, transient failures back off to expired_retry_s at most."""
+    rig = Rig(clock, rand=lambda: 1.0, timing=QUIET)
+    rig.fetcher.give(*[TRANSIENT] * 9)
+    for _ in range(9):
+        rig.step_and_wait()
+    assert rig.delays == [1, 2] + [rig.timing.expired_retry_s] * 7
+    rig.step()
+    assert len(rig.published) == 1
+    rig.redis.close()
+
+
 def test_failures_past_expiry_never_publish_the_dead_token(clock: FakeClock) -> None:
     """If upstream stays down past expiry, the expired token is not re-published."""
     rig = Rig(clock, expires_in=30)
     rig.step_and_wait()
-    rig.fetcher.give(*[TRANSIENT] * 30)
+    rig.fetcher.give(*[TRANSIENT] * 200)  # failing throughout: retried every few seconds
     while clock() < T0 + 200:
         rig.step_and_wait()  # checks that nothing published is expired
     assert rig.fetcher.calls > 5
@@ -569,4 +655,36 @@ def test_secret_and_token_never_logged(clock: FakeClock, caplog: pytest.LogCaptu
     assert SECRET not in caplog.text
     assert token not in caplog.text
     assert caplog.records
+    rig.redis.close()
+
+
+def test_a_refresh_request_retries_a_failed_fetch_now_at_most_every_ten_seconds(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With nothing held after a configuration error, a refresh request (`wxtoken refresh`:
+    the fingerprint of nothing) makes the next step fetch instead of waiting ~300 s; a
+    flood of requests cuts the wait at most every RETRY_ON_REQUEST_MIN_S."""
+    caplog.set_level(logging.INFO)
+    rig = Rig(clock, timing=QUIET)
+    rig.fetcher.give(*[upstream_error(40164)] * 3)
+    assert rig.step() > 250
+
+    def ask() -> None:
+        rig.refresher.request_refresh(
+            RefreshRequest.for_token(APP_ID, "", requester="ops:tester@host", now_s=clock())
+        )
+
+    clock.advance(1)
+    ask()
+    rig.step()
+    assert rig.fetcher.calls == 2
+    assert "retrying its failed access_token fetch now (a refresh request)" in caplog.text
+    clock.advance(1)
+    ask()
+    rig.step()
+    assert rig.fetcher.calls == 2  # within 10 s of the last cut: the backoff stands
+    clock.advance(RETRY_ON_REQUEST_MIN_S)
+    ask()
+    rig.step()
+    assert rig.fetcher.calls == 3
     rig.redis.close()

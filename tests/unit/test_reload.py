@@ -201,3 +201,36 @@ def test_a_garbage_announcement_is_an_invalid_update() -> None:
         client.set(keys.served, garbage)
         with pytest.raises(InvalidUpdate):
             read_announcement(client, keys)
+
+
+def test_sighup_retries_a_failed_fetch_now(
+    service: tuple[ProducerService, Upstream, ProducerSettings],
+) -> None:
+    """A credential waiting out a configuration error's slow retry is fetched at its next
+    step after a reload (SIGHUP, the operator's "try now"), the others are not woken."""
+    from producer.errcodes import FailureKind
+    from producer.wechat import UpstreamError
+
+    svc, upstream, settings = service
+    svc.leadership.tick()
+    for refresher in svc.refreshers:
+        if refresher.app.app_id != "wxdrop":
+            refresher.step()
+    failing = svc.refresher("wxdrop")
+    assert failing is not None
+    working = upstream.fetch
+
+    def refuse(app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
+        raise UpstreamError("errcode 40164: invalid ip", kind=FailureKind.CONFIG, errcode=40164)
+
+    upstream.fetch = refuse  # type: ignore[method-assign]
+    assert failing.step() > 250  # nothing held: the slow configuration pace
+    upstream.fetch = working  # type: ignore[method-assign]
+    calls = upstream.calls
+    failing.step()
+    assert upstream.calls == calls  # still waiting
+    reload_apps(svc, settings)
+    assert svc.scheduler.due_at(failing.key) is not None
+    failing.step()
+    assert upstream.calls == calls + 1
+    assert failing.held is not None

@@ -12,9 +12,10 @@ import fakeredis
 import pytest
 from pydantic import SecretStr
 
-from consumer_lib import TokenUpdate
+from consumer_lib import TokenKind, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
+from ops._format import status_records
 from producer.apps import AppConfig, TokenApi
 from producer.audit import AuditLog
 from producer.budget import RefreshBudget
@@ -23,8 +24,10 @@ from producer.refresher import AppRefresher
 from producer.store import TokenStore
 from producer.token_probe import TokenProbe
 from producer.upstream import UpstreamError
+from producer.upstream_errors import UpstreamErrors
 from producer.wechat import FetchedToken, TokenCheck
 from tests.conftest import FakeClock
+from tests.unit._helpers import make_update
 
 APP_ID = "wxapp1"
 KEYS = KeyLayout("policy-test")
@@ -85,6 +88,7 @@ class Rig:
             self.redis, KEYS, clock=clock, requested_per_day=requested_per_day
         )
         self.token_api = token_api
+        self.failures = UpstreamErrors(self.redis, KEYS, clock=clock)
         self.refresher = AppRefresher(
             AppConfig(app_id=APP_ID, secret=SecretStr("s3cret"), token_api=token_api),
             fetcher=self.fetcher,
@@ -95,6 +99,7 @@ class Rig:
             clock=clock,
             audit=self.audit,
             probe=TokenProbe(self.prober, clock=clock),
+            on_refused=self.failures.record_refused,
         )
         self.refresher.step()  # the first, scheduled fetch (or adopting a peer's token)
         self.initial_fetches = len(self.fetcher.forced)
@@ -358,3 +363,82 @@ def test_requested_spends_do_not_touch_the_schedules_count(clock: FakeClock) -> 
     assert budget.try_spend_requested(APP_ID, TokenApi.CLASSIC, verified=True).allowed
     assert not budget.try_spend_requested(APP_ID, TokenApi.CLASSIC, verified=True).allowed
     assert budget.try_spend(APP_ID, TokenApi.CLASSIC).used_today == 1
+
+
+def _status(rig: Rig) -> dict[str, object]:
+    """The `wxtoken status` record of the app's access token, from what Redis holds."""
+    [record] = status_records(
+        {(APP_ID, TokenKind.ACCESS_TOKEN): rig.held},
+        now_s=rig.clock(),
+        failures=rig.failures.read_all(),
+    )
+    return record
+
+
+def test_a_refused_token_held_back_shows_refused_and_is_refreshed_when_due(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upstream refuses the held stable token 5 s after a forced refresh: the 31 s spacing
+    holds the next one back. Status says "refused upstream, refresh due at ...", a gauge
+    says so, the producer refreshes at that moment without another report, and every
+    line about it names the token it is about."""
+    clock = TickingClock(clock.now_s)
+    rig = Rig(clock, TokenApi.STABLE, answer=TokenCheck.REFUSED)
+    rig.flood_current(3)
+    assert rig.request_fetches == 1
+    assert _status(rig)["state"] == "ok"
+    clock.advance(5)
+    refused = rig.held
+    with caplog.at_level(logging.INFO):
+        rig.flood_current(3)
+    assert rig.request_fetches == 1
+    stats = rig.refresher.stats
+    assert stats.refused_version == refused.version
+    due_s = stats.refused_refresh_due_at_s
+    assert due_s is not None
+    assert clock() < due_s <= clock() + 31
+    record = _status(rig)
+    assert record["state"] == "refused"
+    failure = record["upstream_error"]
+    assert isinstance(failure, dict)
+    assert failure["note"].startswith("refused upstream (0s ago), refresh due at ")
+    for line in (r.getMessage() for r in caplog.records if APP_ID in r.getMessage()):
+        assert refused.masked in line, line
+    # No more reports: the next step is due at that moment, and refreshes then.
+    assert rig.refresher.step() <= due_s - clock() + 0.01
+    clock.now_s = due_s
+    rig.refresher.step()
+    assert rig.request_fetches == 2
+    assert rig.held.version > refused.version
+    assert _status(rig)["state"] == "ok"
+
+
+def test_refuted_reports_are_logged_naming_the_token_they_were_about(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reports refuted about one token and summed up for later are logged naming that
+    token, not the one held when the summary is written."""
+    rig = Rig(clock)
+    rig.flood_current(1)  # refuted, audited at once
+    clock.advance(1)
+    first = rig.held
+    rig.flood_current(2)  # refuted, waits for the minute's summary
+    clock.advance(1)
+    store = TokenStore(rig.redis, KEYS)
+    newer = make_update(
+        app_id=APP_ID,
+        value="OVERRIDE-" + "z" * 40,
+        version=store.next_version(APP_ID, TokenKind.ACCESS_TOKEN, now_s=clock()),
+        issued_at=clock(),
+    )
+    assert store.write(newer).written  # an operator's override
+    rig.refresher.step()  # adopted
+    with caplog.at_level(logging.INFO):
+        rig.flood_current(1)  # refuted, about the new token, within the minute
+        second = rig.held
+        assert second.version == newer.version
+        clock.advance(60)
+        rig.flood_current(1)  # the minute's summary
+    refuted = [r.getMessage() for r in caplog.records if "refuted" in r.getMessage()]
+    assert any(f"2 report(s) of {first.masked} v{first.version} refuted" in m for m in refuted)
+    assert any(f"2 report(s) of {second.masked} v{second.version} refuted" in m for m in refuted)

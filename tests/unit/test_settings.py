@@ -247,3 +247,70 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(ClientSettings)
     with pytest.raises(ValueError, match="frozen"):
         settings.exchange = "other"  # type: ignore[misc]
+
+
+URL_PARTS_IGNORED = [
+    ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/notadb", "database number"),
+    ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/1/2", "database number"),
+    ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/0?dbb=1", "unknown URL option 'dbb'"),
+    ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/0?db=", "no value"),
+    ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/0?db=x", "bad value"),
+    ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/1?db=2", "differ"),
+    ("WXTOKEN_REDIS_URL", "redis://:hunter2#pw@127.0.0.1:6379/0", "%23"),
+    ("WXTOKEN_REDIS_URL", "unix://host/tmp/redis.sock", "not a host"),
+    ("WXTOKEN_AMQP_URL", "amqp://u:p@127.0.0.1:5672/prod/extra", "one segment"),
+    ("WXTOKEN_AMQP_URL", "amqp://u:p@127.0.0.1:5672/%2F?heartbeat=5", "set by wxtoken"),
+    ("WXTOKEN_AMQP_URL", "amqp://u:p@127.0.0.1:5672/%2F?nosuch=1", "unknown URL option"),
+    ("WXTOKEN_AMQP_URL", "amqp://u:p@mq1/%2F,amqp://u:p@mq2/%2F?locale=", "URL 2 of 2"),
+    ("WXTOKEN_AMQP_URL", "amqp://u@127.0.0.1:5672/%2F", "without a password"),
+]
+
+
+def _every_settings_class() -> list[tuple[str, type[ClientSettings], dict[str, str]]]:
+    from consumer_lib.settings import CommonSettings
+    from ops.gateway._settings import GatewaySettings
+
+    return [
+        ("consumer", ClientSettings, {}),
+        ("cli", CommonSettings, {}),  # type: ignore[list-item]
+        ("producer", ProducerSettings, {"WXTOKEN_APPS_FILE": "apps.toml"}),
+        ("gateway", GatewaySettings, {"WXTOKEN_GATEWAY_KEYS_FILE": "keys.json"}),
+    ]
+
+
+@pytest.mark.parametrize(("variable", "value", "said"), URL_PARTS_IGNORED)
+@pytest.mark.parametrize("who", ["consumer", "cli", "producer", "gateway"])
+def test_url_parts_a_client_library_would_ignore_are_refused(
+    monkeypatch: pytest.MonkeyPatch, who: str, variable: str, value: str, said: str
+) -> None:
+    """A Redis database that is not a number (redis-py would write into database 0), an
+    unknown, empty or overridden query option, a #fragment, a second vhost segment: one
+    line naming the variable, in every program's settings, never echoing the password."""
+    [(_, cls, required)] = [c for c in _every_settings_class() if c[0] == who]
+    for name, required_value in required.items():
+        monkeypatch.setenv(name, required_value)
+    monkeypatch.setenv(variable, value)
+    message = config_error(cls)
+    assert message.startswith(f"{variable}: ") or f"; {variable}: " in message
+    assert said in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379"),
+        ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/"),
+        ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/15"),
+        ("WXTOKEN_REDIS_URL", "redis://127.0.0.1:6379/2?db=2&socket_keepalive=true"),
+        ("WXTOKEN_REDIS_URL", "unix:///run/redis/redis.sock?db=3"),
+        ("WXTOKEN_AMQP_URL", "amqp://u:p@127.0.0.1:5672"),
+        ("WXTOKEN_AMQP_URL", "amqp://u:p@127.0.0.1:5672/prod?frame_max=131072"),
+    ],
+)
+def test_url_parts_a_client_library_reads_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """What redis-py and pika do read stays accepted."""
+    monkeypatch.setenv(variable, value)
+    assert load_settings(ClientSettings) is not None
