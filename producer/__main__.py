@@ -123,6 +123,7 @@ def reload_apps(service: ProducerService, settings: ProducerSettings) -> None:
             len(service.refreshers),
             exc,
         )
+        service.retry_failing()  # SIGHUP is also the operator's "try now"
         return
     done = service.reload(apps)
     gc.freeze()  # the new credentials too (see main)

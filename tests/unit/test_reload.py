@@ -203,11 +203,13 @@ def test_a_garbage_announcement_is_an_invalid_update() -> None:
             read_announcement(client, keys)
 
 
+@pytest.mark.parametrize("broken_file", [False, True])
 def test_sighup_retries_a_failed_fetch_now(
-    service: tuple[ProducerService, Upstream, ProducerSettings],
+    service: tuple[ProducerService, Upstream, ProducerSettings], broken_file: bool
 ) -> None:
     """A credential waiting out a configuration error's slow retry is fetched at its next
-    step after a reload (SIGHUP, the operator's "try now"), the others are not woken."""
+    step after a reload (SIGHUP, the operator's "try now"), even when the apps file does not
+    load; the others are not woken."""
     from producer.errcodes import FailureKind
     from producer.wechat import UpstreamError
 
@@ -229,6 +231,8 @@ def test_sighup_retries_a_failed_fetch_now(
     calls = upstream.calls
     failing.step()
     assert upstream.calls == calls  # still waiting
+    if broken_file:  # the file does not load: nothing changes, but the retry happens
+        settings.apps_file.write_text("not toml at all [[[")
     reload_apps(svc, settings)
     assert svc.scheduler.due_at(failing.key) is not None
     failing.step()
