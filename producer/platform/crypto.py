@@ -119,6 +119,18 @@ class MessageCrypto:
         encryptor = self._cipher().encryptor()
         return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
 
+    def push(
+        self, xml: str, *, timestamp: str, nonce: str, random_prefix: bytes | None = None
+    ) -> tuple[str, bytes]:
+        """A push as WeChat POSTs it to the authorization-event URL: its `msg_signature`
+        (for the query) and its body `<xml><AppId/><Encrypt/></xml>` (the sandbox's pushes)."""
+        encrypt = self.encrypt(xml, random_prefix=random_prefix)
+        body = (
+            f"<xml><AppId><![CDATA[{self.appid}]]></AppId>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        )
+        return self.signature(timestamp, nonce, encrypt), body.encode()
+
     def reply(
         self, xml: str, *, timestamp: str, nonce: str, random_prefix: bytes | None = None
     ) -> str:

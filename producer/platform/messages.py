@@ -54,7 +54,8 @@ def _fields(root: ET.Element, what: str) -> dict[str, str]:
 class Envelope:
     """The outer, unencrypted body of a push."""
 
-    #: `AppId` (authorization events) or `ToUserName` (message pushes); may be empty.
+    #: `AppId` (authorization events name the component appid there); empty when absent
+    #: (message pushes carry the account's `ToUserName` instead, which is not an appid).
     appid: str
     encrypt: str
 
@@ -70,8 +71,7 @@ def parse_envelope(body: bytes) -> Envelope:
     encrypt = fields.get("Encrypt", "")
     if not encrypt:
         raise CallbackRejected("malformed", "the body has no Encrypt")
-    appid = fields.get("AppId", fields.get("ToUserName", ""))
-    return Envelope(appid=appid, encrypt=encrypt)
+    return Envelope(appid=fields.get("AppId", ""), encrypt=encrypt)
 
 
 def _int(fields: dict[str, str], name: str, *, required: bool) -> int | None:

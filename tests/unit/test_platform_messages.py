@@ -42,10 +42,10 @@ def test_envelope() -> None:
     assert parse_envelope(b"<xml><Encrypt>QUJD</Encrypt></xml>").push_id == envelope.push_id
 
 
-def test_envelope_of_a_message_push_uses_to_user_name() -> None:
-    """The open platform's message pushes name the account in ToUserName."""
+def test_envelope_of_a_message_push_has_no_appid() -> None:
+    """A message push names the account in ToUserName, which is not an appid: none is kept."""
     envelope = parse_envelope(b"<xml><ToUserName>gh_1</ToUserName><Encrypt>QUJD</Encrypt></xml>")
-    assert envelope.appid == "gh_1"
+    assert (envelope.appid, envelope.encrypt) == ("", "QUJD")
 
 
 @pytest.mark.parametrize(
