@@ -9,7 +9,14 @@ verify tickets and authorization events); `faults` says what can go wrong, `http
 requests, `server` runs it.
 """
 
-from .config import SandboxConfig, SandboxPlatform, WecomAgent, parse_apps, parse_wecom
+from .config import (
+    SandboxConfig,
+    SandboxPlatform,
+    WecomAgent,
+    parse_apps,
+    parse_platforms,
+    parse_wecom,
+)
 from .faults import ENDPOINTS, FAULT_MODES, TOKEN_ENDPOINTS, Fault, fault_reply
 from .server import SandboxServer
 from .state import SandboxState
@@ -32,5 +39,6 @@ __all__ = [
     "WecomAgent",
     "fault_reply",
     "parse_apps",
+    "parse_platforms",
     "parse_wecom",
 ]

@@ -154,3 +154,29 @@ def parse_wecom(spec: str) -> list[WecomAgent]:
     except ValueError as exc:
         raise ValueError(f"WeCom agents: {exc}") from None
     return agents
+
+
+def parse_platforms(spec: str) -> list[SandboxPlatform]:
+    """Parse ``"appid:secret:token:encoding_aes_key[@callback_url],..."`` (empty = none);
+    ValueError names the bad entry by position, never a value."""
+    if not spec.strip():
+        return []
+    platforms: list[SandboxPlatform] = []
+    for position, entry in enumerate(spec.split(","), start=1):
+        values, at, url = entry.strip().partition("@")
+        parts = [part.strip() for part in values.split(":")]
+        if len(parts) != 4 or not all(parts) or (at and not url.strip()):
+            raise ValueError(
+                f"platform entry #{position} must be appid:secret:token:encoding_aes_key"
+                "[@callback_url], none of them empty"
+            )
+        try:
+            appid, secret, token, key = parts
+            platforms.append(SandboxPlatform(appid, secret, token, key, url.strip() or None))
+        except ValueError as exc:
+            raise ValueError(f"platform entry #{position}: {exc}") from None
+    try:
+        SandboxConfig(apps={}, platforms=platforms)
+    except ValueError as exc:
+        raise ValueError(f"platforms: {exc}") from None
+    return platforms

@@ -9,7 +9,14 @@ import json
 import pytest
 import requests
 
-from ops.sandbox import Fault, SandboxConfig, SandboxPlatform, SandboxServer, SandboxState
+from ops.sandbox import (
+    Fault,
+    SandboxConfig,
+    SandboxPlatform,
+    SandboxServer,
+    SandboxState,
+    parse_platforms,
+)
 
 COMPONENT = "wxcomponent0000001"
 SECRET = "component-secret"
@@ -278,6 +285,15 @@ def test_fault_modes_validate() -> None:
     fault = Fault.from_json({"mode": "ticket_expired", "endpoints": ["component_token"]})
     assert fault.hits("component_token", (COMPONENT,))
     assert not fault.hits("token", (COMPONENT,))
+
+
+def test_platform_spec_parses() -> None:
+    """The CLI's --platforms: four values and an optional callback URL per platform."""
+    (parsed,) = parse_platforms(f"{COMPONENT}:{SECRET}:{TOKEN}:{KEY}@http://127.0.0.1:1/cb?x=1")
+    assert parsed == platform("http://127.0.0.1:1/cb?x=1")
+    assert parse_platforms("") == []
+    with pytest.raises(ValueError, match="#2"):
+        parse_platforms(f"{COMPONENT}:{SECRET}:{TOKEN}:{KEY},{COMPONENT}:{SECRET}")
 
 
 def test_platform_config_is_checked() -> None:
