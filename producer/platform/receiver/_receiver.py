@@ -10,6 +10,7 @@ never `success`, so WeChat pushes again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ class Stored:
 
 
 class Receiver:
-    """Thread-safe apart from `Stored`'s plain counters (updated under the GIL)."""
+    """Thread-safe: `receive` runs on the server's worker threads."""
 
     def __init__(
         self,
@@ -121,6 +122,7 @@ class Receiver:
         self.rejections = rejections or Rejections()
         self._clock = clock
         self.stored = Stored()
+        self._stored_lock = threading.Lock()
         self._registry_outage = OutageNotice(
             log,
             "the platform registry stored nothing (%s): answering 503 so WeChat pushes again",
@@ -143,16 +145,18 @@ class Receiver:
         try:
             new = self._store.record_callback(event, encrypt)
         except RegistryUnavailable as exc:
-            self.stored.unavailable += 1
-            self.stored.registry_ok = False
+            with self._stored_lock:
+                self.stored.unavailable += 1
+                self.stored.registry_ok = False
             self._registry_outage.failed(str(exc)[:200] or type(exc).__name__)
             return Answer(503, "registry unavailable")
         self._registry_outage.succeeded()
-        self.stored.registry_ok = True
-        if new:
-            self.stored.new += 1
-        else:
-            self.stored.duplicate += 1
+        with self._stored_lock:
+            self.stored.registry_ok = True
+            if new:
+                self.stored.new += 1
+            else:
+                self.stored.duplicate += 1
         self.replay.remember(*replay_key)
         self._notifier.notify(StoredNotice(component_appid, event.push_id))
         if new:
