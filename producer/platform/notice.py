@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from consumer_lib.errors import InvalidUpdate
+from consumer_lib.wire.keys import KeyLayout
 
 _PUSH_ID = re.compile(r"^[0-9a-f]{40}$")
 _APPID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -20,7 +21,7 @@ _APPID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def events_channel(key_prefix: str) -> str:
     """The channel the receiver publishes on and the leader subscribes to."""
-    return f"{key_prefix}:platform:events"
+    return KeyLayout(key_prefix).platform_events
 
 
 @dataclass(frozen=True, slots=True)
