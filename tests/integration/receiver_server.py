@@ -18,6 +18,7 @@ from producer.platform.events import PlatformEvent
 from producer.platform.notice import StoredNotice
 from producer.platform.receiver import EVENTS_PATH, Receiver, build_app
 from producer.platform.receiver._metrics import ReceiverCollector
+from producer.platform.receiver._receiver import Notifier
 from tests.waiting import wait_for
 
 
@@ -55,13 +56,18 @@ class ReceiverThread:
     """A receiver for `platforms` (appid -> (token, EncodingAESKey)) served by uvicorn from a
     thread on 127.0.0.1; `with` starts it (listening on return) and stops it."""
 
-    def __init__(self, platforms: Mapping[str, tuple[str, str]], registry: MemoryRegistry) -> None:
+    def __init__(
+        self,
+        platforms: Mapping[str, tuple[str, str]],
+        registry: MemoryRegistry,
+        notifier: Notifier | None = None,
+    ) -> None:
         crypto = {
             appid: MessageCrypto(token=token, encoding_aes_key=key, appid=appid)
             for appid, (token, key) in platforms.items()
         }
         self.registry = registry
-        self.notifier = SilentNotifier()
+        self.notifier = notifier or SilentNotifier()
         self.receiver = Receiver(crypto, registry, self.notifier)
         metrics = CollectorRegistry()
         metrics.register(ReceiverCollector(self.receiver))

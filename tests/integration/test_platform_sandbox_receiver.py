@@ -134,3 +134,36 @@ def test_a_push_to_another_platforms_receiver_is_refused() -> None:
             )
         assert registry.rows == {}
         assert receiver.receiver.rejections.counts["bad_signature"] >= 1
+
+
+def test_the_leader_hears_of_each_stored_push_on_redis() -> None:
+    """With the real Redis notifier: each stored push is published on
+    `{prefix}:platform:events` as its appid and push_id, after it is stored."""
+    import uuid
+
+    import redis
+
+    from producer.platform.notice import StoredNotice, events_channel
+    from producer.platform.receiver import RedisNotifier
+
+    prefix = f"wxtoken-test-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=5)
+    pubsub = client.pubsub()
+    pubsub.subscribe(events_channel(prefix))
+    wait_for(lambda: pubsub.get_message(timeout=0.1), message="subscribed")
+    registry = MemoryRegistry()
+    notifier = RedisNotifier(client, prefix)
+    with ReceiverThread({COMPONENT: (TOKEN, KEY)}, registry, notifier) as receiver:
+        platform = SandboxPlatform(
+            COMPONENT, SECRET, TOKEN, KEY, callback_url=receiver.url(COMPONENT)
+        )
+        config = SandboxConfig(apps={}, platforms=[platform], push_interval_s=10.0)
+        with SandboxServer(config):
+            message = wait_for(
+                lambda: pubsub.get_message(timeout=0.1), message="the notice on Redis"
+            )
+    notice = StoredNotice.decode(message["data"])
+    assert notice.component_appid == COMPONENT
+    assert notice.push_id in registry.rows
+    pubsub.close()
+    client.close()
