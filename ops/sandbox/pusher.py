@@ -26,6 +26,8 @@ from .state import SandboxState
 logger = logging.getLogger(__name__)
 
 PUSH_TIMEOUT_S = 5.0
+#: Pushes go straight to the callback URL, whatever *_proxy variables the environment holds.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def event_xml(component_appid: str, create_time: int, fields: Mapping[str, object]) -> str:
@@ -57,7 +59,7 @@ def deliver(url: str, crypto: MessageCrypto, token: str, xml: str, timestamp: in
         headers={"Content-Type": "text/xml"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=PUSH_TIMEOUT_S) as answer:  # noqa: S310
+        with _DIRECT.open(request, timeout=PUSH_TIMEOUT_S) as answer:
             return bool(answer.read(64) == b"success")
     except (urllib.error.URLError, OSError) as exc:
         logger.info("sandbox push to %s failed: %s", url, exc)
