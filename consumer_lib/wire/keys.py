@@ -21,6 +21,7 @@
 {prefix}:upstream_errors                  hash "{app_id}:{kind}" -> last failed fetch, as JSON
 {prefix}:served                           JSON: the app ids the current leader serves, by whom
 {prefix}:clock_skew                       hash: producer id -> its clock minus Redis's (JSON)
+{prefix}:platform:events                  pub/sub channel: a platform push was stored (a hint)
 
 `{api}` is the WeChat endpoint the app uses (`stable` or `classic`, `producer.apps.TokenApi`).
 Nothing else builds a key string: the producer's modules, the ops CLI and the subscriber's
@@ -106,6 +107,11 @@ class KeyLayout:
     @property
     def clock_skew(self) -> str:
         return f"{self.prefix}:clock_skew"
+
+    @property
+    def platform_events(self) -> str:
+        """The channel the platform receiver publishes a stored push's id on."""
+        return f"{self.prefix}:platform:events"
 
     @staticmethod
     def member(app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str:

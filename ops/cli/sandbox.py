@@ -49,6 +49,22 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     help="WeCom agents the sandbox knows, each with its own secret (none by default).",
 )
 @click.option(
+    "--platforms",
+    "platforms_spec",
+    default="",
+    envvar="WXTOKEN_SANDBOX_PLATFORMS",
+    metavar="APPID:SECRET:TOKEN:AESKEY[@URL],...",
+    help="Third-party platforms the sandbox plays the open platform for; with @URL it pushes "
+    "encrypted verify tickets there (none by default).",
+)
+@click.option(
+    "--push-interval",
+    type=click.FloatRange(min=0.1),
+    default=600.0,
+    show_default=True,
+    help="Seconds between verify-ticket pushes (WeChat: 600).",
+)
+@click.option(
     "--expires-in",
     type=click.IntRange(min=1),
     default=7200,
@@ -63,13 +79,20 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     help="Seconds a superseded token stays valid.",
 )
 def sandbox(
-    host: str, port: int, apps_spec: str, wecom_spec: str, expires_in: int, overlap: float
+    host: str,
+    port: int,
+    apps_spec: str,
+    wecom_spec: str,
+    platforms_spec: str,
+    push_interval: float,
+    expires_in: int,
+    overlap: float,
 ) -> None:
     """Run the WeChat (and WeCom) sandbox in the foreground.
 
     Prints one line with its URL, then serves until SIGTERM or Ctrl-C.
     """
-    from ..sandbox import SandboxConfig, SandboxServer, parse_apps, parse_wecom
+    from ..sandbox import SandboxConfig, SandboxServer, parse_apps, parse_platforms, parse_wecom
 
     try:
         apps = parse_apps(apps_spec)
@@ -79,6 +102,10 @@ def sandbox(
         agents = parse_wecom(wecom_spec)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--wecom'") from None
+    try:
+        platforms = parse_platforms(platforms_spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--platforms'") from None
     config = SandboxConfig(
         apps=apps,
         expires_in_s=expires_in,
@@ -86,6 +113,8 @@ def sandbox(
         host=host,
         port=port,
         wecom_agents=agents,
+        platforms=platforms,
+        push_interval_s=push_interval,
     )
     try:
         server = SandboxServer(config)

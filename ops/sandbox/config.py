@@ -36,6 +36,29 @@ class WecomAgent:
 
 
 @dataclass(frozen=True)
+class SandboxPlatform:
+    """A third-party platform (open platform component) and where its pushes go."""
+
+    component_appid: str
+    secret: str = field(repr=False)
+    #: The message-check token and EncodingAESKey the platform configured with WeChat.
+    token: str = field(repr=False)
+    encoding_aes_key: str = field(repr=False)
+    #: The authorization-event URL; None: nothing is pushed.
+    callback_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"^wx[A-Za-z0-9]{16}$", self.component_appid):
+            raise ValueError("a component_appid is 'wx' and 16 letters or digits")
+        if not self.secret or any(c.isspace() for c in self.secret):
+            raise ValueError("a component secret must be non-empty without whitespace")
+        if not re.fullmatch(r"^[A-Za-z0-9+/]{43}$", self.encoding_aes_key):
+            raise ValueError("an EncodingAESKey is 43 characters of A-Z a-z 0-9 + /")
+        if not re.fullmatch(r"^[A-Za-z0-9]{3,32}$", self.token):
+            raise ValueError("a platform token is 3-32 letters and digits")
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """Apps and WeCom agents the sandbox knows, token lifetime, overlap window and limits."""
 
@@ -50,6 +73,14 @@ class SandboxConfig:
     agent_tickets_per_hour: int = 100
     #: clear_quota/v2 calls per app per rolling 30 days.
     clear_quota_per_month: int = 10
+    #: Third-party platforms, their verify-ticket pushes and their authorizers.
+    platforms: Iterable[SandboxPlatform] = ()
+    #: Seconds between verify-ticket pushes (WeChat: 600); the first goes out at start.
+    push_interval_s: float = 600.0
+    #: How long a pushed verify ticket stays valid (WeChat: 12 hours).
+    ticket_lifetime_s: float = 12 * 3600.0
+    #: How long an authorization code can be redeemed (WeChat: 1 hour).
+    auth_code_lifetime_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.expires_in_s < 1 or self.overlap_s < 0:
@@ -67,10 +98,21 @@ class SandboxConfig:
             if secrets_by_corp.setdefault((agent.corp_id, agent.secret), agent.key) != agent.key:
                 raise ValueError(f"WeCom agents of corp {agent.corp_id} share a secret")
         object.__setattr__(self, "wecom_agents", agents)
+        platforms = tuple(self.platforms)
+        appids = [p.component_appid for p in platforms]
+        if len(set(appids)) != len(appids):
+            raise ValueError("a platform is listed twice")
+        if min(self.push_interval_s, self.ticket_lifetime_s, self.auth_code_lifetime_s) <= 0:
+            raise ValueError("push_interval_s, ticket_lifetime_s, auth_code_lifetime_s must be > 0")
+        object.__setattr__(self, "platforms", platforms)
 
     @property
     def agents(self) -> tuple[WecomAgent, ...]:
         return tuple(self.wecom_agents)
+
+    @property
+    def open_platforms(self) -> tuple[SandboxPlatform, ...]:
+        return tuple(self.platforms)
 
 
 def parse_apps(spec: str) -> dict[str, str]:
@@ -112,3 +154,29 @@ def parse_wecom(spec: str) -> list[WecomAgent]:
     except ValueError as exc:
         raise ValueError(f"WeCom agents: {exc}") from None
     return agents
+
+
+def parse_platforms(spec: str) -> list[SandboxPlatform]:
+    """Parse ``"appid:secret:token:encoding_aes_key[@callback_url],..."`` (empty = none);
+    ValueError names the bad entry by position, never a value."""
+    if not spec.strip():
+        return []
+    platforms: list[SandboxPlatform] = []
+    for position, entry in enumerate(spec.split(","), start=1):
+        values, at, url = entry.strip().partition("@")
+        parts = [part.strip() for part in values.split(":")]
+        if len(parts) != 4 or not all(parts) or (at and not url.strip()):
+            raise ValueError(
+                f"platform entry #{position} must be appid:secret:token:encoding_aes_key"
+                "[@callback_url], none of them empty"
+            )
+        try:
+            appid, secret, token, key = parts
+            platforms.append(SandboxPlatform(appid, secret, token, key, url.strip() or None))
+        except ValueError as exc:
+            raise ValueError(f"platform entry #{position}: {exc}") from None
+    try:
+        SandboxConfig(apps={}, platforms=platforms)
+    except ValueError as exc:
+        raise ValueError(f"platforms: {exc}") from None
+    return platforms

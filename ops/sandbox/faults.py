@@ -26,6 +26,9 @@ FAULT_MODES = frozenset(
         "ip",
         "invalid_credential",
         "expired",
+        "ticket_expired",
+        "ticket_invalid",
+        "refresh_token_invalid",
     }
 )
 #: Every endpoint a fault can hit, by name.
@@ -40,10 +43,19 @@ ENDPOINTS = frozenset(
         "wecom_corp_ticket",
         "wecom_agent_ticket",
         "wecom_agent_get",
+        "component_token",
+        "query_auth",
+        "authorizer_token",
+        "authorizer_list",
+        "start_push_ticket",
     }
 )
 TOKEN_ENDPOINTS = frozenset({"token", "stable_token", "wecom_gettoken"})
 WECOM_ENDPOINTS = frozenset(e for e in ENDPOINTS if e.startswith("wecom_"))
+#: The open platform's component endpoints (a fault names them to hit them).
+COMPONENT_ENDPOINTS = frozenset(
+    {"component_token", "query_auth", "authorizer_token", "authorizer_list", "start_push_ticket"}
+)
 
 JSON, HTML = "application/json", "text/html; charset=utf-8"
 
@@ -53,6 +65,9 @@ _WECHAT_ERRCODES: dict[str, tuple[int, str]] = {
     "minute_limit": (45011, "api minute-quota reach limit  mustslower  retry next minute"),
     "invalid_credential": (40001, "invalid credential, access_token is invalid or not latest"),
     "expired": (42001, "access_token expired"),
+    "ticket_expired": (61005, "component ticket is expired"),
+    "ticket_invalid": (61006, "component ticket is invalid"),
+    "refresh_token_invalid": (61023, "refresh_token is invalid"),
 }
 _WECOM_ERRCODES: dict[str, tuple[int, str]] = {
     "busy": (-1, "system busy"),

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .config import SandboxConfig
 from .faults import JSON, Fault, fault_reply
+from .pusher import PlatformPusher
 from .state import SandboxState
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self, config: SandboxConfig, state: SandboxState, stopping: threading.Event
     ) -> None:
         self.state, self.stopping = state, stopping
+        self.pusher: PlatformPusher | None = None  # set by SandboxServer
         # Keep-alive connections outlive a request: closing the server closes them too.
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -201,6 +203,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._upstream("stable_token", parsed, lambda: state.stable_token(raw))
         elif path == "/cgi-bin/clear_quota/v2":
             self._upstream("clear_quota", parsed, lambda: state.clear_quota(raw))
+        elif path.startswith("/cgi-bin/component/"):
+            self._component(path.removeprefix("/cgi-bin/component/"), raw, parsed)
+        elif path.startswith("/sandbox/platform/"):
+            self._platform_control(path.removeprefix("/sandbox/platform/"), parsed)
         elif path == "/sandbox/fault":
             try:
                 fault = Fault.from_json(json.loads(raw))
@@ -231,3 +237,62 @@ class _Handler(BaseHTTPRequestHandler):
             return
         valid = self.server.state.verify_signature(*(str(v) for v in values))
         self._send_json(200, {"valid": valid})
+
+    def _component(self, name: str, raw: bytes, parsed: dict[str, Any]) -> None:
+        """The open platform's component API (see `openplatform`)."""
+        state = self.server.state
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        token = query.get("component_access_token")
+        if name == "api_component_token":
+            self._upstream("component_token", parsed, lambda: state.component_token(raw))
+        elif name in _COMPONENT_CALLS:
+            endpoint = _COMPONENT_CALLS[name]
+            self._upstream(endpoint, parsed, lambda: state.component_call(endpoint, token, raw))
+        elif name == "api_start_push_ticket":
+            self._upstream("start_push_ticket", parsed, lambda: self._start_push_ticket(raw))
+        else:
+            self._send_json(404, {"error": f"unknown component API {name}"})
+
+    def _start_push_ticket(self, raw: bytes) -> dict[str, object]:
+        answer = self.server.state.start_push_ticket(raw)
+        if answer.get("errcode") == 0 and self.server.pusher is not None:
+            self.server.pusher.wake()
+        return answer
+
+    def _platform_control(self, name: str, body: dict[str, Any]) -> None:
+        """``/sandbox/platform/{authorize,revoke,push_ticket,stop_pushes}``."""
+        state, pusher = self.server.state, self.server.pusher
+        appid = body.get("component_appid")
+        if not isinstance(appid, str) or not state.platform_known(appid):
+            self._send_json(400, {"error": "'component_appid' must name a sandbox platform"})
+            return
+        if name in ("authorize", "revoke"):
+            authorizer = body.get("authorizer_appid")
+            if not isinstance(authorizer, str) or not _AUTHORIZER.fullmatch(authorizer):
+                self._send_json(400, {"error": "'authorizer_appid' must be an appid"})
+                return
+            if name == "authorize":
+                fields: dict[str, object] | None = state.authorize(appid, authorizer)
+            else:
+                fields = state.revoke(appid, authorizer)
+            if fields is None:
+                self._send_json(409, {"error": f"{authorizer} has not authorized {appid}"})
+                return
+            pushed = None if pusher is None else pusher.push_event(appid, fields)
+            self._send_json(200, {"ok": True, "info_type": fields["InfoType"], "pushed": pushed})
+        elif name == "push_ticket":
+            pushed = None if pusher is None else pusher.push_ticket(appid)
+            self._send_json(200, {"ok": True, "pushed": pushed})
+        elif name == "stop_pushes":
+            self._send_json(200, {"ok": state.stop_pushes(appid)})
+        else:
+            self._send_json(404, {"error": f"unknown platform control {name}"})
+
+
+#: Component calls that take ``?component_access_token=``, by path: their endpoint name.
+_COMPONENT_CALLS = {
+    "api_query_auth": "query_auth",
+    "api_authorizer_token": "authorizer_token",
+    "api_get_authorizer_list": "authorizer_list",
+}
+_AUTHORIZER = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

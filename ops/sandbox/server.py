@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from .config import SandboxConfig
 from .http import SandboxHTTPServer
+from .pusher import PlatformPusher
 from .state import SandboxState
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ class SandboxServer:
         self._started = False
         self._loop_thread_id: int | None = None
         self._httpd = SandboxHTTPServer(config, self.state, self._stopping)
+        #: Pushes verify tickets to each platform's callback URL, and the controls' events.
+        self.pusher = PlatformPusher(config, self.state, clock)
+        self._httpd.pusher = self.pusher
 
     @property
     def base_url(self) -> str:
@@ -57,21 +61,25 @@ class SandboxServer:
         """Serve from a background thread; returns self (already listening)."""
         self._claim_start()
         threading.Thread(target=self._loop, name="wechat-sandbox", daemon=True).start()
+        self.pusher.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until stop() (from any thread) or KeyboardInterrupt."""
         self._claim_start()
+        self.pusher.start()
         try:
             self._loop()
         except KeyboardInterrupt:
             logger.info("WeChat sandbox interrupted")
         finally:
             self._stopping.set()
+            self.pusher.stop()
 
     def stop(self) -> None:
         """Stop serving and close the socket; idempotent, returns within ~0.1 s."""
         self._stopping.set()  # also ends the waits of "timeout" faults
+        self.pusher.stop()
         with self._lock:
             started = self._started
         if not started:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -10,7 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from .config import SandboxConfig
-from .faults import TOKEN_ENDPOINTS, Fault
+from .faults import COMPONENT_ENDPOINTS, TOKEN_ENDPOINTS, Fault, err
+from .openplatform import OpenPlatforms
 from .records import CallCounts, TicketBook, TokenBook, TokenRecord
 from .wechat import OfficialAccounts
 from .wecom import WecomCorps
@@ -35,6 +37,9 @@ class SandboxState:
         self._calls = CallCounts()
         self._wechat = OfficialAccounts(self.config, self._tokens, self._tickets, self._calls)
         self._wecom = WecomCorps(self.config, self._tokens, self._tickets, self._calls)
+        self._open = OpenPlatforms(self.config, self._tokens)
+        #: Pushes sent: (component appid, InfoType) -> [answered success, not].
+        self._pushes: dict[tuple[str, str], list[int]] = {}
         self._fault: Fault | None = None
 
     def issued_tokens(self) -> list[str]:
@@ -76,6 +81,74 @@ class SandboxState:
     def wecom_agent_get(self, access_token: str | None, agent_id: str | None) -> dict[str, object]:
         with self._lock:
             return self._wecom.agent_get(access_token, agent_id, self._clock())
+
+    # ------------------------------------------------------------------ open platform
+    def component_token(self, body: object) -> dict[str, object]:
+        """api_component_token; ``body`` is the raw request body or its parsed JSON."""
+        parsed = _object(body)
+        if parsed is None:
+            return err(47001, "data format error")
+        with self._lock:
+            return self._open.component_token(parsed, self._clock())
+
+    def component_call(
+        self, endpoint: str, access_token: str | None, body: object
+    ) -> dict[str, object]:
+        """api_query_auth, api_authorizer_token, api_get_authorizer_list (by `endpoint`)."""
+        parsed = _object(body)
+        if parsed is None:
+            return err(47001, "data format error")
+        with self._lock:
+            now = self._clock()
+            if endpoint == "query_auth":
+                return self._open.query_auth(access_token, parsed, now)
+            if endpoint == "authorizer_token":
+                return self._open.authorizer_token(access_token, parsed, now)
+            return self._open.authorizer_list(access_token, parsed, now)
+
+    def start_push_ticket(self, body: object) -> dict[str, object]:
+        parsed = _object(body)
+        if parsed is None:
+            return err(47001, "data format error")
+        with self._lock:
+            return self._open.start_push_ticket(parsed)
+
+    def next_ticket(self, component_appid: str) -> str | None:
+        """The new verify ticket a push now carries (None: pushes stopped)."""
+        with self._lock:
+            return self._open.next_ticket(component_appid, self._clock())
+
+    def record_push(self, component_appid: str, info_type: str, delivered: bool) -> None:
+        with self._lock:
+            counts = self._pushes.setdefault((component_appid, info_type), [0, 0])
+            counts[0 if delivered else 1] += 1
+
+    def pushes(self, component_appid: str, info_type: str) -> tuple[int, int]:
+        """Pushes of `info_type` sent to the platform: (answered success, not)."""
+        with self._lock:
+            delivered, failed = self._pushes.get((component_appid, info_type), [0, 0])
+        return delivered, failed
+
+    def platform_known(self, component_appid: str) -> bool:
+        return component_appid in self._open.platforms
+
+    def authorize(self, component_appid: str, authorizer_appid: str) -> dict[str, object]:
+        """A customer authorizes (or re-authorizes): the event's fields."""
+        with self._lock:
+            return self._open.authorize(component_appid, authorizer_appid, self._clock())
+
+    def revoke(self, component_appid: str, authorizer_appid: str) -> dict[str, object] | None:
+        with self._lock:
+            return self._open.revoke(component_appid, authorizer_appid, self._clock())
+
+    def stop_pushes(self, component_appid: str) -> bool:
+        with self._lock:
+            return self._open.stop_pushes(component_appid)
+
+    def current_ticket(self, component_appid: str) -> str | None:
+        """The latest verify ticket pushed to the platform (tests compare it)."""
+        with self._lock:
+            return self._open.platforms[component_appid].ticket
 
     # ------------------------------------------------------------------ both platforms
     def _lookup(self, access_token: str | None, now: float) -> TokenRecord | dict[str, object]:
@@ -150,6 +223,7 @@ class SandboxState:
                 "wecom_issued": dict(self._wecom.issued),
                 "calls": self._calls.as_json(),
                 "fault": None if self._fault is None else self._fault.as_json(),
+                "platforms": self._open.stats(),
             }
 
     def calls(self, endpoint: str, owner: str) -> int:
@@ -167,6 +241,9 @@ class SandboxState:
         if endpoint in ("token", "stable_token", "clear_quota"):
             appid = params.get("appid")
             return (appid,) if isinstance(appid, str) else ()
+        if endpoint in COMPONENT_ENDPOINTS:
+            names = (params.get("component_appid"), params.get("authorizer_appid"))
+            return tuple(n for n in names if isinstance(n, str))
         with self._lock:
             if endpoint == "wecom_gettoken":
                 corp_id = params.get("corpid")
@@ -201,3 +278,13 @@ class SandboxState:
         with self._lock:
             self._reset_locked()
         logger.info("sandbox reset")
+
+
+def _object(body: object) -> dict[str, object] | None:
+    """A JSON object from a raw body (or an already parsed one); None for anything else."""
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    return body if isinstance(body, dict) else None

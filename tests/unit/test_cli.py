@@ -637,6 +637,23 @@ def test_sandbox_refuses_a_bad_wecom_list(wecom: str) -> None:
     assert "s-2" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "platforms",
+    [
+        "wxcomponent0000001:secret-x:pamtest",
+        "wx1:secret-x:pamtest:" + "A" * 43,
+        "wxcomponent0000001:secret-x:pamtest:" + "A" * 42,
+        "wxcomponent0000001:secret-x:pamtest:" + "A" * 43 + "@",
+    ],
+)
+def test_sandbox_refuses_a_bad_platform_list(platforms: str) -> None:
+    """A malformed --platforms is a usage error naming the option, never echoing a secret."""
+    result = CliRunner().invoke(main, ["sandbox", "--port", "0", "--platforms", platforms])
+    assert result.exit_code == 2
+    assert "--platforms" in result.stderr
+    assert "secret-x" not in result.stderr
+
+
 def test_watch_lines_mask_tokens_and_reject_garbage(now: FakeClock) -> None:
     """Each watched message is one line: masked update fields, or `rejected: <reason>`."""
     update = make_update(now.now_s, value=NEW_TOKEN, source=TokenSource.OVERRIDE)

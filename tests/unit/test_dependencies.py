@@ -31,6 +31,8 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "producer/observability.py": ("metrics",),  # imports prometheus-client only when asked
     "ops": ("producer", "ops"),
     "ops/gateway": ("gateway",),
+    # the platform receiver: the gateway's web stack (Starlette, uvicorn, prometheus-client)
+    "producer/platform/receiver": ("gateway",),
     "ops/broker.py": (),  # the gateway's overrides publish through it: no click, no requests
 }
 #: consumer_lib's modules that need an extra; the rest must import with the base alone.
@@ -206,12 +208,14 @@ def test_each_part_imports_only_what_its_extras_install(part: str) -> None:
 
 
 def test_console_scripts_load_with_the_dev_install() -> None:
-    """The three console scripts are installed and their entry points import."""
+    """The four console scripts are installed and their entry points import."""
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
     assert scripts["wxtoken-producer"].value == "producer.__main__:main"
     assert scripts["wxtoken"].value == "ops.cli:main"
     assert scripts["wxtoken-gateway"].value == "ops.gateway.__main__:main"
-    for name in ("wxtoken-producer", "wxtoken", "wxtoken-gateway"):
+    receiver = "producer.platform.receiver.__main__:main"
+    assert scripts["wxtoken-platform-receiver"].value == receiver
+    for name in ("wxtoken-producer", "wxtoken", "wxtoken-gateway", "wxtoken-platform-receiver"):
         assert callable(scripts[name].load())
 
 

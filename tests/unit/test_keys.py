@@ -46,6 +46,7 @@ def test_the_docstring_draws_every_key() -> None:
         "{prefix}:audit",
         "{prefix}:ticket_budget:corp:{corp_id}",
         "{prefix}:ticket_budget:agent:{corp_id}/{agent_id}:{kind}",
+        "{prefix}:platform:events",
     ):
         assert pattern in doc, pattern
 

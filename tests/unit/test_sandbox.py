@@ -419,6 +419,7 @@ def test_stats_count_fetches_issued_tokens_and_rejections(state: SandboxState) -
         "wecom_issued": {},
         "calls": {"rejected/token": {"wx_app_a": 1}},
         "fault": None,
+        "platforms": {},  # no open platform configured
     }
 
 

@@ -1,0 +1,61 @@
+"""Builds a `Receiver` from settings: the platforms' crypto, the replay memory, the Redis
+notifier, and the registry."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+
+from consumer_lib.errors import ConfigError
+from consumer_lib.snapshot import connect_redis
+
+from ..config import load_platforms
+from ..crypto import MessageCrypto
+from ._receiver import CallbackStore, Receiver, RedisNotifier
+from ._replay import ReplayGuard
+from ._settings import ReceiverSettings
+
+RegistryFactory = Callable[[ReceiverSettings], CallbackStore]
+
+
+def open_registry(settings: ReceiverSettings) -> CallbackStore:
+    """The platform registry (`producer.platform.registry`, the `platform` extra): its
+    `open_callback_store(settings)` gives the object whose `record_callback` stores pushes."""
+    try:
+        module = importlib.import_module("producer.platform.registry")
+    except ImportError as exc:
+        raise ConfigError(
+            f"the platform registry cannot be loaded ({exc}); install wxtoken[platform]"
+        ) from None
+    factory = getattr(module, "open_callback_store", None)
+    if factory is None:
+        raise ConfigError("producer.platform.registry has no open_callback_store(settings)")
+    store: CallbackStore = factory(settings)
+    return store
+
+
+def make_receiver(
+    settings: ReceiverSettings, registry_factory: RegistryFactory = open_registry
+) -> tuple[Receiver, RedisNotifier]:
+    """Everything wired; raises `ConfigError` for a bad platforms file or registry."""
+    platforms = load_platforms(settings.platforms_file, with_secret=False)
+    crypto = {
+        p.component_appid: MessageCrypto(
+            token=p.token.get_secret_value(),
+            encoding_aes_key=p.encoding_aes_key.get_secret_value(),
+            appid=p.component_appid,
+        )
+        for p in platforms
+    }
+    redis_client = connect_redis(
+        settings.redis_url, timeout_s=settings.redis_timeout_s, tls=settings.redis_tls
+    )
+    notifier = RedisNotifier(redis_client, settings.key_prefix)
+    replay = ReplayGuard(
+        window_s=settings.receiver_window_s,
+        max_remembered=settings.receiver_max_remembered,
+        clock=time.time,
+    )
+    receiver = Receiver(crypto, registry_factory(settings), notifier, replay=replay)
+    return receiver, notifier
