@@ -132,7 +132,8 @@ class TokenClient(StatsView):
 
     @classmethod
     def from_env(cls, **overrides: object) -> TokenClient:
-        """Settings from the `WXTOKEN_*` variables (see the README); raises `ConfigError`."""
+        """Settings from the `WXTOKEN_*` variables (docs/operating.md, Configuration); raises
+        `ConfigError`."""
         return cls(load_settings(ClientSettings, **overrides))
 
     # ------------------------------------------------------------ lifecycle

@@ -35,7 +35,7 @@ exchange. Several may run: one leads (a lease in Redis), the others stand by. SI
 SIGINT stops it (releasing the lease); SIGHUP re-reads the apps file."""
 NOTES = """\
 It also reads a .env file in the working directory, and the variables the apps file names
-(`secret_env`). See the README's Configuration section."""
+(`secret_env`). See docs/operating.md, Configuration."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ SUMMARY = """\
 The wxtoken HTTP gateway: serves the current access tokens, tickets and JS-SDK signatures
 to services in any language, from memory (a TokenClient subscribed like any service), to
 callers holding an API key (`wxtoken gateway-key add`). SIGTERM or SIGINT stops it."""
-NOTES = "See the README's sections Configuration and The HTTP gateway."
+NOTES = "See docs/operating.md (Configuration) and docs/gateway.md."
 
 
 def main(argv: list[str] | None = None) -> int:
