@@ -2,14 +2,12 @@
 
 Updates reach a `TokenClient` from its subscriber thread (pushes, snapshot polls) and from
 the application's own threads (the Redis read of a `get_token()` that finds nothing held,
-`report_invalid()` with the broker away). Callbacks never run on a caller's thread: an
-update a caller's thread accepted is queued here, in the order the cache accepted it, and
-one daemon thread calls every callback with it, one update at a time. An update the
-subscriber thread accepted from a message is handed over the same way, unless nothing is
-queued or running: then the subscriber thread claims it (`claim`) and runs the callbacks
-itself (`run_claimed`), saving a thread hop per message; while it does, the callback thread
-waits. Either way a callback sees the versions of an app in rising order, and one update at
-a time. The callback thread starts with the first update queued after a callback is
+`report_invalid()` with the broker away). Callbacks never run on any of those threads: every
+accepted update is queued here, in the order the cache accepted it, and one daemon thread
+calls every callback with it, one update at a time, so a callback sees the versions of an
+app in rising order. A slow callback delays later callbacks, never the broker connection
+(the subscriber thread goes on pumping it: heartbeats, later updates into `get_token()`).
+The callback thread starts with the first update queued after a callback is
 registered; `close()` drops what is still queued and stops it.
 """
 
@@ -69,25 +67,6 @@ class CallbackThread:
             self._thread.start()
         self._changed.notify_all()
 
-    def claim(self, update: TokenUpdate) -> bool:
-        """Like `submit`, but when nothing is queued or running, queue nothing and return
-        True: the caller must then pass `update` to `run_claimed` (outside its own locks).
-        Only for the subscriber's thread, never a caller's."""
-        with self._changed:
-            if self._closed or not self._callbacks:
-                return False
-            if self._pending or self._busy:
-                self._queue(update)
-                return False
-            self._busy = True
-            return True
-
-    def run_claimed(self, update: TokenUpdate) -> None:
-        """Run the callbacks with an update `claim` returned True for, in this thread."""
-        with self._changed:
-            callbacks = list(self._callbacks)
-        self._call(callbacks, update)
-
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` until every queued update went through the callbacks."""
         deadline = time.monotonic() + timeout_s
@@ -116,8 +95,7 @@ class CallbackThread:
     def _run(self) -> None:
         while True:
             with self._changed:
-                # A claimed update runs on the subscriber thread: wait for it, in order.
-                while (not self._pending or self._busy) and not self._closed:
+                while not self._pending and not self._closed:
                     self._changed.wait()
                 if self._closed:
                     return
@@ -127,7 +105,7 @@ class CallbackThread:
             self._call(callbacks, update)
 
     def _call(self, callbacks: list[UpdateCallback], update: TokenUpdate) -> None:
-        """Every callback with `update` (the caller set `_busy`), then not busy."""
+        """Every callback with `update` (`_run` set `_busy`: `wait_idle` waits for it)."""
         try:
             for callback in callbacks:
                 try:

@@ -121,7 +121,7 @@ class TokenClient(StatsView):
 
         subscriber = Subscriber(
             self.settings,
-            on_body=self._on_message,
+            on_body=self._on_body,
             on_connected=connected,
             read_snapshot=self.refresh_from_snapshot,
             snapshot_wanted=self._successor_overdue,
@@ -341,18 +341,9 @@ class TokenClient(StatsView):
     def _successor_overdue(self) -> bool:
         return self._cache.any_overdue()  # the cache of now (a forked child has its own)
 
-    def _on_message(
+    def _on_body(
         self, body: bytes, user_id: str | None = None, sent_s: float | None = None
     ) -> None:
-        """A message, on the subscriber's own thread: callbacks may run right here."""
-        self._feed.on_body(body, user_id, sent_s, inline=True)
-
-    def _on_body(
-        self,
-        body: bytes,
-        user_id: str | None = None,
-        sent_s: float | None = None,
-        *,
-        inline: bool = False,
-    ) -> None:
-        self._feed.on_body(body, user_id, sent_s, inline=inline)
+        """A message from a transport's thread (the subscriber's, a stub's): callbacks go
+        to the callback thread, never run here."""
+        self._feed.on_body(body, user_id, sent_s)

@@ -77,8 +77,6 @@ class UpdateFeed:
         body: bytes,
         user_id: str | None = None,
         sent_s: float | None = None,
-        *,
-        inline: bool = False,
     ) -> None:
         """A message from the broker; `sent_s` is the send time from its unsigned header
         (None when absent), a sample of the clock offset only when the body is a verified
@@ -105,7 +103,7 @@ class UpdateFeed:
         # Never held longer than its signed lifetime from now, whatever the offset says
         # (less `SAFETY_S`, as the offset: the delivery delay is in the receipt time).
         cap_s = received_s + (update.expires_at - update.issued_at) - SAFETY_S
-        self.offer(update, origin="broker", inline=inline, cap_s=cap_s)
+        self.offer(update, origin="broker", cap_s=cap_s)
         self.remember_body(update, body)
 
     def _sample_offset(self, update: TokenUpdate, sent_s: float | None, received_s: float) -> None:
@@ -199,23 +197,16 @@ class UpdateFeed:
         update: TokenUpdate,
         *,
         origin: str,
-        inline: bool = False,
         deadline_s: float | None = None,
         cap_s: float | None = None,
     ) -> None:
-        """Offer to the cache and hand an accepted update to the callbacks. `inline` (the
-        subscriber thread only, never a caller's) runs them right here when nothing else is
-        queued, after the lock is released (a callback may feed the cache itself)."""
-        claimed = False
+        """Offer to the cache and hand an accepted update to the callback thread (never run
+        here: not on a caller's thread, nor on the subscriber's, which must keep pumping the
+        broker connection)."""
         with self._offer_lock:
             outcome = self.cache.offer(update, deadline_s=deadline_s, cap_s=cap_s)
             if outcome is Offer.ACCEPTED:
-                if inline:
-                    claimed = self.callbacks.claim(update)
-                else:
-                    self.callbacks.submit(update)
-        if claimed:
-            self.callbacks.run_claimed(update)
+                self.callbacks.submit(update)
         if outcome is Offer.STALE:
             self._counters.count("stale")
             held = self.cache.held(update.app_id, update.kind)

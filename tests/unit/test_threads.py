@@ -61,14 +61,13 @@ def update(app_id: str, version: int) -> TokenUpdate:
     return make_update(app_id=app_id, version=version, value=f"TOKEN-{app_id}-v{version:04d}")
 
 
-@pytest.mark.parametrize("entry", ["_on_message", "_on_body"])
 def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
-    client: TokenClient, fake_redis: fakeredis.FakeRedis, entry: str
+    client: TokenClient, fake_redis: fakeredis.FakeRedis
 ) -> None:
     """Cold `get()`s read Redis on the caller's thread while another thread pushes newer
-    versions of the same apps; every callback runs on the client's own threads, and each
-    app's versions arrive rising. `_on_message` is the subscriber thread's entry (it runs
-    callbacks itself when none are queued), `_on_body` a pusher that hands them all over."""
+    versions of the same apps (as the subscriber thread does); every callback runs on the
+    callback thread, never the caller's nor the pusher's, and each app's versions arrive
+    rising."""
     store = TokenStore(fake_redis, KeyLayout())
     calls: list[tuple[int, str, int]] = []
     client.on_update(lambda got: calls.append((threading.get_ident(), got.app_id, got.version)))
@@ -82,7 +81,7 @@ def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
         for app_id in APPS[1:]:
             reading[app_id].wait(10)  # race the caller's read of this very app
             for version in (2, 3):
-                getattr(client, entry)(update(app_id, version).encode())
+                client._on_body(update(app_id, version).encode())
 
     pusher = threading.Thread(target=push_newer_versions, daemon=True)
     pusher.start()
@@ -97,6 +96,8 @@ def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
     )
     caller = threading.get_ident()
     assert (caller, APPS[0], 1) not in calls
+    assert pusher.ident is not None
+    assert pusher.ident not in {thread for thread, _, _ in calls}, "a callback on the pusher"
     assert (APPS[0], 1) in {(app, v) for _, app, v in calls}
     assert all(ident != caller for ident, _, _ in calls)
     for app_id in APPS:
