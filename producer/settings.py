@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, SecretStr
 
 from consumer_lib.settings import CommonSettings
 
@@ -89,3 +89,8 @@ class ProducerSettings(CommonSettings):
     #: one share one allowance) may send per second, and in a burst; the rest is dropped.
     request_rate_per_requester_per_s: Annotated[float, Field(gt=0, le=10_000)] = 1.0
     request_burst_per_requester: Annotated[int, Field(ge=1, le=100_000)] = 30
+    #: Third-party platforms: the registry's database (`postgresql+psycopg://...` or
+    #: `mysql+pymysql://...`, needs the `platform` extra) and the file of keys sealing its
+    #: secrets. Unset: no platform, and SQLAlchemy is never imported.
+    platform_db_url: SecretStr | None = None
+    platform_key_file: Path | None = None

@@ -94,6 +94,10 @@ class PlatformRegistry:
         self._sealer = sealer
         self._clock = clock
 
+    def close(self) -> None:
+        """Close the engine's pooled connections (idempotent)."""
+        self._engine.dispose()
+
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sa.Connection]:
         with translated(what), self._engine.begin() as connection:

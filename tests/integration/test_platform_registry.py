@@ -10,6 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,8 +23,9 @@ from producer.platform.migrations import VERSION_TABLE, check, head, migrate
 from producer.platform.registry import PlatformRegistry, token_place
 from producer.platform.rotation import rotate_keys
 from producer.platform.schema import authorizers, callbacks, metadata, tickets
-from producer.platform.sealing import Sealer
+from producer.platform.sealing import Sealer, new_key_line
 from producer.platform.sealing import key_id as sealing_key_id
+from producer.platform.startup import open_registry
 from tests.conftest import FakeClock
 from tests.integration.platform_db import ADMIN_URLS, KINDS, private_database
 from tests.integration.servers import free_port
@@ -114,6 +116,22 @@ def test_check_and_migrate_refuse_a_database_at_an_unknown_revision(kind: str) -
             version = connection.execute(sa.text(read))
             assert version.scalar_one() == "9999"
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_producer_start_migrates_and_opens_the_registry(kind: str, tmp_path: Path) -> None:
+    """open_registry (what wxtoken-producer runs with WXTOKEN_PLATFORM_DB_URL set) brings an
+    empty database to head and returns a working registry sealing with the file's key."""
+    key_file = tmp_path / "platform.keys"
+    key_file.write_text(new_key_line() + "\n")
+    with private_database(kind) as url:
+        registry = open_registry(url.render_as_string(hide_password=False), key_file)
+        try:
+            assert check(url) == head()
+            assert registry.authorize("wxc1", "wxa1", "refresh-1") == 1
+            assert registry.refresh_token("wxc1", "wxa1") == ("refresh-1", 1)
+        finally:
+            registry.close()
 
 
 def test_check_shows_no_password_when_the_database_is_unreachable() -> None:

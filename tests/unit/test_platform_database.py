@@ -1,0 +1,68 @@
+"""The platform database's URL and the producer's start with a platform configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consumer_lib.errors import ConfigError
+from producer.__main__ import main
+from producer.platform.database import database_url, redacted
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://u:pw@db:5432/wx", "mysql+pymysql://u:pw@db/wx"]
+)
+def test_the_two_tested_dialects_are_accepted_and_shown_without_password(url: str) -> None:
+    """PostgreSQL through psycopg 3 and MySQL/MariaDB through PyMySQL; redacted hides pw."""
+    parsed = database_url(url)
+    assert "pw" not in redacted(parsed)
+    assert "***" in redacted(parsed)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///x.db", "use one of postgresql\\+psycopg, mysql\\+pymysql"),
+        ("postgresql://u:hunter2@db/wx", "postgresql"),
+        ("mysql+mysqldb://u:hunter2@db/wx", "mysqldb"),
+        ("postgresql+psycopg://u:hunter2@db", "must name a host and a database"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_other_urls_are_refused_without_showing_the_password(url: str, message: str) -> None:
+    """Another dialect or driver, no database, garbage: a ConfigError, password hidden."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        database_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def _apps_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    apps = tmp_path / "apps.toml"
+    apps.write_text('[[apps]]\napp_id = "wx0000000000000001"\nsecret_env = "WX_SECRET_1"\n')
+    monkeypatch.setenv("WX_SECRET_1", "s")
+    monkeypatch.setenv("WXTOKEN_APPS_FILE", str(apps))
+
+
+def test_the_producer_refuses_to_start_on_a_bad_platform_url(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """WXTOKEN_PLATFORM_DB_URL with another dialect: exit 2, one line, no password."""
+    _apps_file(monkeypatch, tmp_path)
+    monkeypatch.setenv("WXTOKEN_PLATFORM_DB_URL", "sqlite://u:hunter2@/x.db")
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "WXTOKEN_PLATFORM_DB_URL" in err
+    assert "hunter2" not in err
+
+
+def test_the_producer_wants_the_key_file_with_the_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database URL without WXTOKEN_PLATFORM_KEY_FILE: exit 2 naming the missing setting,
+    before any connection is tried."""
+    _apps_file(monkeypatch, tmp_path)
+    monkeypatch.setenv("WXTOKEN_PLATFORM_DB_URL", "postgresql+psycopg://u:pw@127.0.0.1:1/wx")
+    assert main([]) == 2
+    assert "WXTOKEN_PLATFORM_KEY_FILE must be set" in capsys.readouterr().err
