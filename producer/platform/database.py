@@ -9,10 +9,14 @@ is only ever shown with its password hidden.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from consumer_lib.errors import ConfigError
@@ -77,13 +81,82 @@ def create_engine(
     options: dict[str, Any] = {}
     if url.get_backend_name() != "sqlite":
         options = {"pool_size": 4, "max_overflow": 4, "pool_timeout": statement_timeout_s}
-    return sa.create_engine(
+    # PostgreSQL: libpq has no read timeout, so a stalled link or a stopped server would
+    # hang a ping forever; our own ping runs under a deadline instead (`_guarded_ping`).
+    postgres = url.get_backend_name() == "postgresql"
+    engine = sa.create_engine(
         url,
         connect_args=connect_args,
-        pool_pre_ping=True,
+        pool_pre_ping=not postgres,
         hide_parameters=True,
         **options,
     )
+    if postgres:
+        event.listen(engine, "checkout", _guarded_ping(statement_timeout_s))
+    return engine
+
+
+def _guarded_ping(timeout_s: float) -> Any:
+    """A pool checkout hook: `SELECT 1` under a deadline; a connection that fails it is
+    replaced (SQLAlchemy's DisconnectionError), and a new one is bounded by connect_timeout."""
+
+    def ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        del record, proxy
+        try:
+            with _socket_deadline(dbapi_connection, timeout_s):
+                cursor = dbapi_connection.cursor()
+                try:
+                    cursor.execute("SELECT 1")
+                finally:
+                    cursor.close()
+                dbapi_connection.rollback()
+        except Exception as exc:
+            raise sa_exc.DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
+
+    return ping
+
+
+@contextlib.contextmanager
+def deadline(connection: sa.Connection, timeout_s: float) -> Iterator[None]:
+    """Break the connection's socket if the block outlives `timeout_s`, so a driver waiting
+    on a stalled link fails (and the connection is discarded) instead of hanging."""
+    with _socket_deadline(connection.connection.dbapi_connection, timeout_s):
+        yield
+
+
+@contextlib.contextmanager
+def _socket_deadline(dbapi_connection: Any, timeout_s: float) -> Iterator[None]:
+    fileno = getattr(dbapi_connection, "fileno", None)
+    if fileno is None:  # PyMySQL and SQLite: their own timeouts apply
+        yield
+        return
+    lock = threading.Lock()
+    finished = False
+
+    def expire() -> None:
+        with lock:
+            if not finished:
+                _shut_down(fileno())
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            finished = True
+        timer.cancel()
+
+
+def _shut_down(fileno: int) -> None:
+    """Shut a socket down under its owner's feet: its next or pending read fails."""
+    with contextlib.suppress(OSError):
+        sock = socket.socket(fileno=os.dup(fileno))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from .database import translated
+from .database import STATEMENT_TIMEOUT_S, deadline, translated
 from .errors import RegistryUnavailable
 from .events import PlatformEvent
 from .schema import AUTHORIZER_STATES, AuthorizerState, authorizers, callbacks, tickets
@@ -25,6 +25,8 @@ from .sealing import Sealed, Sealer, place
 #: The most rows one page of `authorizers()` or `unprocessed_callbacks()` returns.
 MAX_PAGE = 1000
 _REASON_CHARS = 200
+#: A transaction (a few statements and the commit) that takes longer has lost its database.
+TRANSACTION_DEADLINE_S = 2 * STATEMENT_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +102,12 @@ class PlatformRegistry:
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sa.Connection]:
-        with translated(what), self._engine.begin() as connection:
+        with (
+            translated(what),
+            self._engine.connect() as connection,
+            deadline(connection, TRANSACTION_DEADLINE_S),
+            connection.begin(),
+        ):
             yield connection
 
     # ------------------------------------------------------------------ callbacks

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from consumer_lib.errors import ConfigError
-from producer.platform.database import create_engine
+from producer.platform.database import create_engine, deadline
 from producer.platform.errors import RegistryUnavailable, SealBroken
 from producer.platform.events import PlatformEvent
 from producer.platform.migrations import VERSION_TABLE, check, head, migrate
@@ -471,4 +471,31 @@ def test_a_cut_connection_fails_fast_and_the_good_data_is_intact_after(
         assert registry.record_callback(_event(platform, encrypt="E2"), "E2") is True
         assert registry.record_callback(_event(platform, encrypt="E1"), "E1") is False
         assert registry.replace_refresh_token(platform, "wxa1", 1, "refresh-2") is True
+        engine.dispose()
+
+
+def test_a_stalled_link_fails_instead_of_hanging(
+    migrated_url: sa.URL, key: bytes, clock: FakeClock, platform: str
+) -> None:
+    """A link that stops forwarding (bytes accepted, no answer: a stopped server, a silent
+    network) makes each operation RegistryUnavailable within its deadline, never a hung
+    thread (libpq has no read timeout of its own); restored, it works with the data intact."""
+    with proxy_to(migrated_url.host or "127.0.0.1", migrated_url.port or 0) as proxy:
+        engine = create_engine(
+            migrated_url.set(host="127.0.0.1", port=proxy.port), statement_timeout_s=1
+        )
+        registry = PlatformRegistry(engine, Sealer([key]), clock)
+        registry.authorize(platform, "wxa1", "refresh-1")
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+            proxy.pause()  # mid-transaction, on a connection already checked out
+            with pytest.raises(sa.exc.DBAPIError), deadline(connection, 1):
+                connection.execute(sa.text("SELECT 2"))
+        with pytest.raises(RegistryUnavailable):
+            registry.record_callback(_event(platform, encrypt="S1"), "S1")
+        with pytest.raises(RegistryUnavailable):
+            registry.refresh_token(platform, "wxa1")
+        proxy.restore()
+        assert registry.refresh_token(platform, "wxa1") == ("refresh-1", 1)
+        assert registry.record_callback(_event(platform, encrypt="S1"), "S1") is True
         engine.dispose()
