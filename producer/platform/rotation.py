@@ -1,21 +1,28 @@
 """Key rotation: re-seal every sealed secret of the registry under the key file's first key.
 
 Put a new key first in `WXTOKEN_PLATFORM_KEY_FILE`, keep the old ones below it, restart the
-producers (they now seal with the new key and open with all), run `rotate_keys`, and drop the
-old lines once it reports nothing left under them.
+producers (they now seal with the new key and open with all), run `rotate_keys` (from a
+shell: `python -m producer.platform.rotation`, with the producer's two WXTOKEN_PLATFORM_*
+variables), and drop the old lines once it reports nothing left under them.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sqlalchemy as sa
 
-from .database import translated
+from consumer_lib.errors import ConfigError, WxTokenError
+
+from .database import create_engine, database_url, translated
 from .errors import SealBroken
 from .registry import ticket_place, token_place
 from .schema import authorizers, tickets
+from .sealing import SETTING as KEY_SETTING
 from .sealing import Sealed, Sealer
 
 #: (table, sealed column, key id column, place of a row, key columns)
@@ -80,3 +87,36 @@ def rotate_keys(engine: sa.Engine, sealer: Sealer, *, batch: int = 500) -> Rotat
                 break
             last = tuple(rows[-1]._mapping[k] for k in keys)
     return report
+
+
+def main(environ: dict[str, str] | None = None) -> int:
+    """`python -m producer.platform.rotation`: rotate the database that
+    WXTOKEN_PLATFORM_DB_URL names with the keys of WXTOKEN_PLATFORM_KEY_FILE. Exit 0 when
+    every value is under the first key, 1 when some did not open (listed), 2 on a bad
+    setting, 3 when the database did not answer."""
+    env = os.environ if environ is None else environ
+    try:
+        url = database_url(env.get("WXTOKEN_PLATFORM_DB_URL", ""))
+        key_file = env.get(KEY_SETTING)
+        if not key_file:
+            raise ConfigError(f"{KEY_SETTING} must be set")
+        sealer = Sealer.from_file(Path(key_file))
+    except ConfigError as exc:
+        print(f"rotation: configuration error: {exc}", file=sys.stderr)
+        return 2
+    engine = create_engine(url)
+    try:
+        report = rotate_keys(engine, sealer)
+    except WxTokenError as exc:
+        print(f"rotation: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        engine.dispose()
+    print(f"re-sealed {report.resealed} value(s) under key {sealer.sealing_key_id}")
+    for line in report.unopened:
+        print(f"not opened: {line}")
+    return 1 if report.unopened else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

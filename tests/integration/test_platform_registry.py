@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -446,6 +448,35 @@ def test_rotation_reseals_everything_under_the_new_first_key(kind: str, clock: F
         assert held.ticket == "ticket-1"
         with pytest.raises(SealBroken, match="does not hold"):
             before.refresh_token("wxc1", "wxa0")
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rotation_from_a_shell(kind: str, tmp_path: Path, clock: FakeClock) -> None:
+    """`python -m producer.platform.rotation` with the producer's two variables re-seals
+    under the file's first key (exit 0), then finds nothing to do."""
+    old, new = new_key_line(), new_key_line()
+    key_file = tmp_path / "platform.keys"
+    key_file.write_text(f"{old}\n")
+    with private_database(kind) as url:
+        migrate(url)
+        engine = create_engine(url)
+        PlatformRegistry(engine, Sealer.from_file(key_file), clock).authorize("c", "a", "r-1")
+        key_file.write_text(f"# new first\n{new}\n{old}\n")
+        env = {
+            **os.environ,
+            "WXTOKEN_PLATFORM_DB_URL": url.render_as_string(hide_password=False),
+            "WXTOKEN_PLATFORM_KEY_FILE": str(key_file),
+        }
+        command = [sys.executable, "-m", "producer.platform.rotation"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("re-sealed 1 value(s) under key "), done.stdout
+        again = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert again.stdout.startswith("re-sealed 0 value(s)"), again.stdout
+        key_file.write_text(f"{new}\n")
+        fresh = PlatformRegistry(engine, Sealer.from_file(key_file), clock)
+        assert fresh.refresh_token("c", "a") == ("r-1", 1)
         engine.dispose()
 
 

@@ -9,6 +9,7 @@ import pytest
 from consumer_lib.errors import ConfigError
 from producer.__main__ import main
 from producer.platform.database import database_url, redacted
+from producer.platform.rotation import main as rotation_main
 
 
 @pytest.mark.parametrize(
@@ -66,3 +67,16 @@ def test_the_producer_wants_the_key_file_with_the_database(
     monkeypatch.setenv("WXTOKEN_PLATFORM_DB_URL", "postgresql+psycopg://u:pw@127.0.0.1:1/wx")
     assert main([]) == 2
     assert "WXTOKEN_PLATFORM_KEY_FILE must be set" in capsys.readouterr().err
+
+
+def test_rotation_from_a_shell_refuses_missing_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No URL, or no key file: exit 2 with one line naming the variable, nothing touched."""
+    assert rotation_main({}) == 2
+    assert "WXTOKEN_PLATFORM_DB_URL" in capsys.readouterr().err
+    url = "postgresql+psycopg://u:hunter2@127.0.0.1:1/wx"
+    assert rotation_main({"WXTOKEN_PLATFORM_DB_URL": url}) == 2
+    err = capsys.readouterr().err
+    assert "WXTOKEN_PLATFORM_KEY_FILE must be set" in err
+    assert "hunter2" not in err
