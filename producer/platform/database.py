@@ -9,9 +9,6 @@ is only ever shown with its password hidden.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -21,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from consumer_lib.errors import ConfigError
 
+from ._deadlines import socket_deadline
 from .errors import RegistryUnavailable
 
 SETTING = "WXTOKEN_PLATFORM_DB_URL"
@@ -130,33 +128,8 @@ def _socket_deadline(dbapi_connection: Any, timeout_s: float) -> Iterator[None]:
     if fileno is None:  # PyMySQL and SQLite: their own timeouts apply
         yield
         return
-    lock = threading.Lock()
-    finished = False
-
-    def expire() -> None:
-        with lock:
-            if not finished:
-                _shut_down(fileno())
-
-    timer = threading.Timer(timeout_s, expire)
-    timer.daemon = True
-    timer.start()
-    try:
+    with socket_deadline(fileno(), timeout_s):
         yield
-    finally:
-        with lock:
-            finished = True
-        timer.cancel()
-
-
-def _shut_down(fileno: int) -> None:
-    """Shut a socket down under its owner's feet: its next or pending read fails."""
-    with contextlib.suppress(OSError):
-        sock = socket.socket(fileno=os.dup(fileno))
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.close()
 
 
 @contextlib.contextmanager
