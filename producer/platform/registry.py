@@ -161,6 +161,21 @@ class PlatformRegistry:
         with self._transaction("marking a callback processed") as connection:
             return connection.execute(update).rowcount == 1
 
+    def prune_callbacks(self, processed_before_s: float, limit: int = MAX_PAGE) -> int:
+        """Delete up to `limit` callbacks processed before `processed_before_s` (oldest
+        first); unprocessed ones are never deleted. Returns how many were deleted."""
+        oldest = (
+            sa.select(callbacks.c.id)
+            .where(callbacks.c.processed_at_s < processed_before_s)
+            .order_by(callbacks.c.id)
+            .limit(max(1, min(limit, MAX_PAGE)))
+        )
+        with self._transaction("pruning callbacks") as connection:
+            ids = list(connection.execute(oldest).scalars())
+            if not ids:
+                return 0
+            return connection.execute(callbacks.delete().where(callbacks.c.id.in_(ids))).rowcount
+
     # ------------------------------------------------------------------ the verify ticket
     def save_verify_ticket(self, component_appid: str, ticket: str, create_time_s: int) -> bool:
         """Keep `ticket` if it is newer (by WeChat's CreateTime) than the one held: True when

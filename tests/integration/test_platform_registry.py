@@ -200,6 +200,28 @@ def test_a_push_is_stored_once_and_waits_for_the_leader(
     assert all(c.id != pending[0].id for c in registry.unprocessed_callbacks(1000))
 
 
+def test_only_processed_callbacks_are_pruned(
+    registry: PlatformRegistry, platform: str, engine: sa.Engine, clock: FakeClock
+) -> None:
+    """Pruning deletes callbacks processed before the cutoff, never an unprocessed one nor
+    one processed after it."""
+    for n in range(4):
+        registry.record_callback(_event(platform, encrypt=f"P{n}"), f"P{n}")
+    ids = [c.id for c in registry.unprocessed_callbacks(1000) if c.component_appid == platform]
+    registry.mark_processed(ids[0], "done")
+    registry.mark_processed(ids[1], "done")
+    cutoff = clock() + 1
+    clock.advance(10)
+    registry.mark_processed(ids[2], "done later")
+    while registry.prune_callbacks(cutoff, limit=1):
+        pass
+    with engine.connect() as connection:
+        left = connection.execute(
+            sa.select(callbacks.c.id).where(callbacks.c.component_appid == platform)
+        ).scalars()
+        assert sorted(left) == ids[2:]
+
+
 # ------------------------------------------------------------------ the verify ticket
 def test_a_ticket_is_never_replaced_by_an_older_one(
     registry: PlatformRegistry, platform: str, clock: FakeClock
