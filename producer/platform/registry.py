@@ -10,75 +10,31 @@ are sealed (`sealing.py`) with their row's place as associated data.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
+from ._statements import authorizer_key, callback_exists, insert_once, upsert_authorizer
 from .database import STATEMENT_TIMEOUT_S, deadline, translated
 from .errors import RegistryUnavailable
 from .events import PlatformEvent
-from .schema import AUTHORIZER_STATES, AuthorizerState, authorizers, callbacks, tickets
-from .sealing import Sealed, Sealer, place
+from .records import LISTED, Authorizer, StoredCallback, VerifyTicket, authorizer_of
+from .schema import (
+    AUTHORIZER_STATES,
+    AuthorizerState,
+    authorizers,
+    callbacks,
+    ticket_place,
+    tickets,
+    token_place,
+)
+from .sealing import Sealed, Sealer
 
 #: The most rows one page of `authorizers()` or `unprocessed_callbacks()` returns.
 MAX_PAGE = 1000
 _REASON_CHARS = 200
 #: A transaction (a few statements and the commit) that takes longer has lost its database.
 TRANSACTION_DEADLINE_S = 2 * STATEMENT_TIMEOUT_S
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCallback:
-    """One row of the callback log (the push itself still encrypted in `encrypt_b64`)."""
-
-    id: int
-    component_appid: str
-    push_id: str
-    info_type: str
-    raw_info_type: str
-    authorizer_appid: str | None
-    create_time_s: int
-    received_at_s: float
-    encrypt_b64: str
-    processed_at_s: float | None
-    outcome: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyTicket:
-    ticket: str
-    #: WeChat's CreateTime of the newest push that carried it.
-    create_time_s: int
-    #: Our clock when that push was stored.
-    received_at_s: float
-    #: Seconds since `received_at_s`, by the registry's clock.
-    age_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Authorizer:
-    """An authorizer's row without its refresh token (`refresh_token()` opens that)."""
-
-    component_appid: str
-    authorizer_appid: str
-    state: AuthorizerState
-    refresh_token_version: int
-    has_refresh_token: bool
-    reason: str | None
-    auth_time_s: int | None
-    updated_at_s: float
-
-
-def ticket_place(component_appid: str) -> bytes:
-    """Where a platform's verify ticket is sealed (its associated data)."""
-    return place("platform_tickets", "ticket_sealed", component_appid)
-
-
-def token_place(component_appid: str, authorizer_appid: str) -> bytes:
-    """Where an authorizer's refresh token is sealed (its associated data)."""
-    return place("platform_authorizers", "refresh_token_sealed", component_appid, authorizer_appid)
 
 
 def _non_empty(value: str, what: str) -> str:
@@ -126,8 +82,8 @@ class PlatformRegistry:
             "encrypt_b64": encrypt_b64,
         }
         with self._transaction("recording a callback") as connection:
-            if not _insert_once(connection, callbacks.insert().values(**row)):
-                if _callback_exists(connection, event.component_appid, event.push_id):
+            if not insert_once(connection, callbacks.insert().values(**row)):
+                if callback_exists(connection, event.component_appid, event.push_id):
                     return False
                 raise RegistryUnavailable("recording a callback: the database refused the row")
             if event.info_type == "component_verify_ticket" and event.verify_ticket:
@@ -207,7 +163,7 @@ class PlatformRegistry:
         )
         if connection.execute(newer.values(**values)).rowcount == 1:
             return True
-        if _insert_once(
+        if insert_once(
             connection, tickets.insert().values(component_appid=component_appid, **values)
         ):
             return True
@@ -250,14 +206,16 @@ class PlatformRegistry:
             "updated_at_s": self._clock(),
         }
         with self._transaction("storing an authorization") as connection:
-            return _upsert(connection, component_appid, authorizer_appid, values)
+            return upsert_authorizer(connection, component_appid, authorizer_appid, values)
 
     def mark_pending_code(self, component_appid: str, authorizer_appid: str) -> int:
         """An `authorized`/`updateauthorized` push arrived whose code is not redeemed yet:
         state `pending_code` (a refresh token held is kept until the new one replaces it)."""
         values = {"state": "pending_code", "reason": None, "updated_at_s": self._clock()}
         with self._transaction("marking an authorization pending") as connection:
-            return _upsert(connection, component_appid, authorizer_appid, values, new_token=False)
+            return upsert_authorizer(
+                connection, component_appid, authorizer_appid, values, new_token=False
+            )
 
     def refresh_token(self, component_appid: str, authorizer_appid: str) -> tuple[str, int] | None:
         """(refresh token, its version) of an `authorized` authorizer; None otherwise (unknown,
@@ -268,7 +226,7 @@ class PlatformRegistry:
             authorizers.c.refresh_token_version,
         )
         query = sa.select(*columns).where(
-            _authorizer_key(component_appid, authorizer_appid),
+            authorizer_key(component_appid, authorizer_appid),
             authorizers.c.state == "authorized",
         )
         with self._transaction("reading a refresh token") as connection:
@@ -291,7 +249,7 @@ class PlatformRegistry:
         update = (
             authorizers.update()
             .where(
-                _authorizer_key(component_appid, authorizer_appid),
+                authorizer_key(component_appid, authorizer_appid),
                 authorizers.c.state == "authorized",
                 authorizers.c.refresh_token_version == expected_version,
             )
@@ -316,7 +274,7 @@ class PlatformRegistry:
         """61023 and the like: True the first time (state changes), False after, or when
         `version` is given and a newer authorization replaced the token that failed."""
         conditions = [
-            _authorizer_key(component_appid, authorizer_appid),
+            authorizer_key(component_appid, authorizer_appid),
             authorizers.c.state == "authorized",
         ]
         if version is not None:
@@ -341,7 +299,7 @@ class PlatformRegistry:
         update = (
             authorizers.update()
             .where(
-                _authorizer_key(component_appid, authorizer_appid),
+                authorizer_key(component_appid, authorizer_appid),
                 authorizers.c.state != "unauthorized",
             )
             .values(
@@ -357,10 +315,10 @@ class PlatformRegistry:
             return connection.execute(update).rowcount == 1
 
     def authorizer(self, component_appid: str, authorizer_appid: str) -> Authorizer | None:
-        query = sa.select(*_LISTED).where(_authorizer_key(component_appid, authorizer_appid))
+        query = sa.select(*LISTED).where(authorizer_key(component_appid, authorizer_appid))
         with self._transaction("reading an authorizer") as connection:
             row = connection.execute(query).one_or_none()
-        return None if row is None else _authorizer_of(row)
+        return None if row is None else authorizer_of(row)
 
     def authorizers(
         self,
@@ -372,14 +330,14 @@ class PlatformRegistry:
     ) -> list[Authorizer]:
         """One page, by authorizer appid: pass the last appid of a page as `after` for the
         next (an empty page is the end). Keyset paging: each page costs the same."""
-        query = sa.select(*_LISTED).where(authorizers.c.component_appid == component_appid)
+        query = sa.select(*LISTED).where(authorizers.c.component_appid == component_appid)
         if state is not None:
             query = query.where(authorizers.c.state == state)
         if after is not None:
             query = query.where(authorizers.c.authorizer_appid > after)
         query = query.order_by(authorizers.c.authorizer_appid).limit(max(1, min(limit, MAX_PAGE)))
         with self._transaction("listing authorizers") as connection:
-            return [_authorizer_of(row) for row in connection.execute(query)]
+            return [authorizer_of(row) for row in connection.execute(query)]
 
     def counts(self, component_appid: str) -> dict[AuthorizerState, int]:
         """How many authorizers are in each state (every state present, zeros included)."""
@@ -393,74 +351,3 @@ class PlatformRegistry:
             for state, count in connection.execute(query):
                 counted[state] = int(count)
         return counted
-
-
-_LISTED = (
-    authorizers.c.component_appid,
-    authorizers.c.authorizer_appid,
-    authorizers.c.state,
-    authorizers.c.refresh_token_version,
-    authorizers.c.refresh_token_sealed.is_not(None).label("has_refresh_token"),
-    authorizers.c.reason,
-    authorizers.c.auth_time_s,
-    authorizers.c.updated_at_s,
-)
-
-
-def _authorizer_of(row: sa.Row[tuple[object, ...]]) -> Authorizer:
-    values = dict(row._mapping)
-    values["has_refresh_token"] = bool(values["has_refresh_token"])
-    values["refresh_token_version"] = int(values["refresh_token_version"])
-    return Authorizer(**values)
-
-
-def _upsert(
-    connection: sa.Connection,
-    component_appid: str,
-    authorizer_appid: str,
-    values: Mapping[str, object],
-    *,
-    new_token: bool = True,
-) -> int:
-    """Update the authorizer's row, or insert it; returns its refresh token version (up by
-    one when `new_token`: a compare-and-set begun before this write then fails)."""
-    key = _authorizer_key(component_appid, authorizer_appid)
-    version = authorizers.c.refresh_token_version
-    update = authorizers.update().where(key).values(**values)
-    if new_token:
-        update = update.values(refresh_token_version=version + 1)
-    if connection.execute(update).rowcount == 0:
-        insert = authorizers.insert().values(
-            component_appid=component_appid,
-            authorizer_appid=authorizer_appid,
-            refresh_token_version=1 if new_token else 0,
-            **values,
-        )
-        if not _insert_once(connection, insert):
-            connection.execute(update)  # inserted by another writer meanwhile
-    return int(connection.execute(sa.select(version).where(key)).scalar_one())
-
-
-def _authorizer_key(component_appid: str, authorizer_appid: str) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        authorizers.c.component_appid == component_appid,
-        authorizers.c.authorizer_appid == authorizer_appid,
-    )
-
-
-def _insert_once(connection: sa.Connection, insert: sa.Insert) -> bool:
-    """Run an INSERT in a savepoint: False (and the transaction still usable) when a unique
-    key refused it."""
-    try:
-        with connection.begin_nested():
-            connection.execute(insert)
-    except sa_exc.IntegrityError:
-        return False
-    return True
-
-
-def _callback_exists(connection: sa.Connection, component_appid: str, push_id: str) -> bool:
-    query = sa.select(callbacks.c.id).where(
-        callbacks.c.component_appid == component_appid, callbacks.c.push_id == push_id
-    )
-    return connection.execute(query).first() is not None

@@ -20,8 +20,7 @@ from consumer_lib.errors import ConfigError, WxTokenError
 
 from .database import create_engine, database_url, translated
 from .errors import SealBroken
-from .registry import ticket_place, token_place
-from .schema import authorizers, tickets
+from .schema import authorizers, ticket_place, tickets, token_place
 from .sealing import SETTING as KEY_SETTING
 from .sealing import Sealed, Sealer
 

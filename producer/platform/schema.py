@@ -5,6 +5,9 @@
     platform_tickets      one row per platform: its newest verify ticket, sealed
     platform_authorizers  one row per (platform, authorizer): state and sealed refresh token
 
+`ticket_place` and `token_place` name where a sealed value lives (its AES-GCM associated
+data), so a value copied to another row does not open there.
+
 Times are seconds: `*_s` columns hold WeChat's clock (`create_time_s`) or ours. A sealed
 value (see `sealing.py`) is stored as its ciphertext plus the id of the key that sealed it.
 """
@@ -14,6 +17,8 @@ from __future__ import annotations
 from typing import Final, Literal
 
 import sqlalchemy as sa
+
+from .sealing import place
 
 #: Constraint names spelled out, so a migration can name what it changes on both dialects.
 NAMING = {
@@ -85,3 +90,13 @@ authorizers: Final = sa.Table(
     ),
     sa.Index(None, "component_appid", "state"),
 )
+
+
+def ticket_place(component_appid: str) -> bytes:
+    """Where a platform's verify ticket is sealed (its associated data)."""
+    return place("platform_tickets", "ticket_sealed", component_appid)
+
+
+def token_place(component_appid: str, authorizer_appid: str) -> bytes:
+    """Where an authorizer's refresh token is sealed (its associated data)."""
+    return place("platform_authorizers", "refresh_token_sealed", component_appid, authorizer_appid)

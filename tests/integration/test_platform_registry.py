@@ -24,9 +24,9 @@ from producer.platform.database import create_engine, deadline
 from producer.platform.errors import RegistryUnavailable, SealBroken
 from producer.platform.events import PlatformEvent
 from producer.platform.migrations import VERSION_TABLE, check, head, migrate
-from producer.platform.registry import PlatformRegistry, token_place
+from producer.platform.registry import PlatformRegistry
 from producer.platform.rotation import rotate_keys
-from producer.platform.schema import authorizers, callbacks, metadata, tickets
+from producer.platform.schema import authorizers, callbacks, metadata, tickets, token_place
 from producer.platform.sealing import Sealer, new_key_line
 from producer.platform.sealing import key_id as sealing_key_id
 from producer.platform.startup import open_registry
