@@ -98,7 +98,12 @@ def open_platform_registry(settings: ProducerSettings) -> None:
     unknown schema revision) before anything else starts. SQLAlchemy is imported only then."""
     if settings.platform_db_url is None:
         return
-    from .platform.startup import open_registry
+    try:
+        from .platform.startup import open_registry
+    except ImportError as exc:  # SQLAlchemy, Alembic or a driver is not installed
+        raise ConfigError(
+            f"WXTOKEN_PLATFORM_DB_URL needs the platform extra (wxtoken[platform]): {exc}"
+        ) from None
 
     registry = open_registry(
         settings.platform_db_url.get_secret_value(), settings.platform_key_file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,15 @@ def test_rotation_from_a_shell_refuses_missing_settings(
     err = capsys.readouterr().err
     assert "WXTOKEN_PLATFORM_KEY_FILE must be set" in err
     assert "hunter2" not in err
+
+
+def test_the_producer_without_the_platform_extra_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database URL on an install without SQLAlchemy (the image's extras): exit 2 naming
+    the extra to install, not a traceback."""
+    _apps_file(monkeypatch, tmp_path)
+    monkeypatch.setenv("WXTOKEN_PLATFORM_DB_URL", "postgresql+psycopg://u@127.0.0.1:1/wx")
+    monkeypatch.setitem(sys.modules, "producer.platform.startup", None)  # import fails
+    assert main([]) == 2
+    assert "needs the platform extra (wxtoken[platform])" in capsys.readouterr().err
