@@ -20,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from consumer_lib.errors import ConfigError
-from producer.platform.database import create_engine, deadline
+from producer.platform.database import STATEMENT_TIMEOUT_S, create_engine, deadline
 from producer.platform.errors import RegistryUnavailable, SealBroken
 from producer.platform.events import PlatformEvent
 from producer.platform.migrations import VERSION_TABLE, check, head, migrate
@@ -34,6 +34,7 @@ from tests.conftest import FakeClock
 from tests.integration.platform_db import ADMIN_URLS, KINDS, private_database
 from tests.integration.servers import free_port
 from tests.integration.tcp_proxy import proxy_to
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="session", params=KINDS)
@@ -173,6 +174,53 @@ def test_check_shows_no_password_when_the_database_is_unreachable() -> None:
     with pytest.raises(RegistryUnavailable) as caught:
         check(url)
     assert "sekrit-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_migration_waits_for_the_lock_longer_than_a_statement_may(kind: str) -> None:
+    """Another producer holds the migration lock beyond the registry's statement timeout:
+    migrate() keeps waiting (its own, longer timeouts) and finishes once the lock is free."""
+    with private_database(kind) as url:
+        admin = sa.create_engine(url, poolclass=sa.NullPool)
+        if kind == "postgresql":
+            take = "SELECT pg_advisory_lock(hashtext('wxtoken_platform_migrate'))"
+            give = "SELECT pg_advisory_unlock(hashtext('wxtoken_platform_migrate'))"
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event = "
+                "'advisory' AND clock_timestamp() - query_start > make_interval(secs => :s)"
+            )
+        else:
+            name = f"wxtoken_platform_migrate.{url.database}"
+            take, give = f"SELECT GET_LOCK('{name}', 0)", f"SELECT RELEASE_LOCK('{name}')"
+            waiting = (
+                "SELECT count(*) FROM information_schema.processlist WHERE db = :db AND "
+                "state = 'User lock' AND time > :s"
+            )
+        results: list[str] = []
+
+        def migrate_waiting() -> int:
+            # A new transaction each time: PostgreSQL's activity view is one snapshot per one.
+            with admin.connect() as observer:
+                query = sa.text(waiting)
+                found = observer.execute(query, {"db": url.database, "s": STATEMENT_TIMEOUT_S + 1})
+                return int(found.scalar_one())
+
+        with admin.connect() as holder:
+            holder.execute(sa.text(take))
+            holder.commit()
+            thread = threading.Thread(target=lambda: results.append(migrate(url)))
+            thread.start()
+            wait_for(
+                migrate_waiting,
+                timeout_s=60,
+                interval_s=0.5,
+                message="migrate() waiting on the lock past a statement's timeout",
+            )
+            holder.execute(sa.text(give))
+            holder.commit()
+            thread.join(60)
+        assert results == [head()]
+        admin.dispose()
 
 
 # ------------------------------------------------------------------ callbacks

@@ -41,6 +41,8 @@ def test_other_urls_are_refused_without_showing_the_password(url: str, message: 
 
 
 def _apps_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # main() would configure process-wide logging (pika silenced) for the tests after us.
+    monkeypatch.setattr("producer.__main__.configure_logging", lambda level: None)
     apps = tmp_path / "apps.toml"
     apps.write_text('[[apps]]\napp_id = "wx0000000000000001"\nsecret_env = "WX_SECRET_1"\n')
     monkeypatch.setenv("WX_SECRET_1", "s")

@@ -27,6 +27,8 @@ VERSION_TABLE = "platform_schema_version"
 _HERE = Path(__file__).resolve().parent
 _LOCK_NAME = "wxtoken_platform_migrate"
 _LOCK_WAIT_S = 60
+#: A migration's statements (and the wait for the lock) may take this long.
+MIGRATION_TIMEOUT_S = 300
 
 
 def _config(connection: sa.Connection | None = None) -> Config:
@@ -85,8 +87,11 @@ def check(target: sa.Engine | sa.URL | str) -> str | None:
 
 
 def migrate(target: sa.Engine | sa.URL | str) -> str:
-    """Bring the database to `head()` (nothing to do if it is there); returns the revision."""
-    engine, owned = _engine_of(target)
+    """Bring the database to `head()` (nothing to do if it is there); returns the revision.
+    Runs on its own connection whose statements may take `MIGRATION_TIMEOUT_S` (DDL on a big
+    table, waiting for another producer's migration), not the registry's few seconds."""
+    given = target.url if isinstance(target, sa.Engine) else target
+    engine = create_engine(given, statement_timeout_s=MIGRATION_TIMEOUT_S)
     try:
         with (
             translated("migrating the platform database"),
@@ -100,19 +105,15 @@ def migrate(target: sa.Engine | sa.URL | str) -> str:
         assert current is not None
         return current
     finally:
-        if owned:
-            engine.dispose()
+        engine.dispose()
 
 
 @contextlib.contextmanager
 def _migration_lock(connection: sa.Connection) -> Iterator[None]:
     """One migrating producer at a time: a session lock on the database (PostgreSQL advisory
-    lock, MySQL's GET_LOCK); SQLite has one writer anyway."""
+    lock, MySQL's GET_LOCK), waited for up to `_LOCK_WAIT_S`; SQLite has one writer anyway."""
     backend = connection.engine.url.get_backend_name()
     if backend == "postgresql":
-        # Waiting for the lock, and a migration's DDL, may take longer than a statement may.
-        connection.execute(sa.text(f"SET statement_timeout = {_LOCK_WAIT_S * 1000}"))
-        connection.execute(sa.text(f"SET lock_timeout = {_LOCK_WAIT_S * 1000}"))
         connection.execute(sa.text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": _LOCK_NAME})
         connection.commit()
         try:
@@ -121,12 +122,12 @@ def _migration_lock(connection: sa.Connection) -> Iterator[None]:
             connection.rollback()
             unlock = sa.text("SELECT pg_advisory_unlock(hashtext(:n))")
             connection.execute(unlock, {"n": _LOCK_NAME})
-            connection.execute(sa.text("RESET statement_timeout"))
-            connection.execute(sa.text("RESET lock_timeout"))
             connection.commit()
     elif backend == "mysql":
+        # MySQL's named locks are server-wide: the name carries the database's.
+        name = f"{_LOCK_NAME}.{connection.engine.url.database}"[:64]
         got = connection.execute(
-            sa.text("SELECT GET_LOCK(:n, :s)"), {"n": _LOCK_NAME, "s": _LOCK_WAIT_S}
+            sa.text("SELECT GET_LOCK(:n, :s)"), {"n": name, "s": _LOCK_WAIT_S}
         ).scalar()
         connection.commit()
         if got != 1:
@@ -135,7 +136,7 @@ def _migration_lock(connection: sa.Connection) -> Iterator[None]:
             yield
         finally:
             connection.rollback()
-            connection.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": _LOCK_NAME})
+            connection.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
             connection.commit()
     else:
         yield
