@@ -339,6 +339,20 @@ class PlatformRegistry:
         with self._transaction("listing authorizers") as connection:
             return [authorizer_of(row) for row in connection.execute(query)]
 
+    def platforms_of(self, authorizer_appid: str) -> list[str]:
+        """The platforms (component appids) for which this account is `authorized`, sorted:
+        one means a service may ask by authorizer appid alone; several, it must name one."""
+        query = (
+            sa.select(authorizers.c.component_appid)
+            .where(
+                authorizers.c.authorizer_appid == authorizer_appid,
+                authorizers.c.state == "authorized",
+            )
+            .order_by(authorizers.c.component_appid)
+        )
+        with self._transaction("finding an authorizer's platforms") as connection:
+            return list(connection.execute(query).scalars())
+
     def counts(self, component_appid: str) -> dict[AuthorizerState, int]:
         """How many authorizers are in each state (every state present, zeros included)."""
         query = (

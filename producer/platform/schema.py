@@ -89,6 +89,8 @@ authorizers: Final = sa.Table(
         name="state",
     ),
     sa.Index(None, "component_appid", "state"),
+    #: "Which platforms serve this account?" (a service asking by authorizer appid alone).
+    sa.Index(None, "authorizer_appid"),
 )
 
 

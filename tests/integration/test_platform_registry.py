@@ -341,6 +341,13 @@ def test_authorizer_states_and_two_platforms_sharing_an_account(
     }
     with pytest.raises(ValueError, match="empty"):
         registry.authorize(platform, "wxa2", "")
+    account = f"wxa{uuid.uuid4().hex[:12]}"
+    assert registry.platforms_of(account) == []
+    registry.authorize(platform, account, "r")
+    registry.authorize(other, account, "r")
+    assert registry.platforms_of(account) == sorted([platform, other])
+    registry.unauthorize(other, account)
+    assert registry.platforms_of(account) == [platform]
 
 
 def test_two_concurrent_writers_of_a_refresh_token_one_wins(

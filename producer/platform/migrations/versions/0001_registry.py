@@ -70,6 +70,9 @@ def upgrade() -> None:
         "platform_authorizers",
         ["component_appid", "state"],
     )
+    op.create_index(
+        "ix_platform_authorizers_authorizer_appid", "platform_authorizers", ["authorizer_appid"]
+    )
 
 
 def downgrade() -> None:
