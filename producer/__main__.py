@@ -23,6 +23,7 @@ from ._service import ProducerService
 from .apps import load_apps
 from .logsetup import configure_logging
 from .observability import metered_upstream, start_status
+from .platform.errors import RegistryUnavailable
 from .settings import ProducerSettings
 
 log = logging.getLogger("producer")
@@ -58,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             wechat_base_url=settings.wechat_base_url,
             wecom_base_url=settings.wecom_base_url,
         )
+        open_platform_registry(settings)
         meter = metered_upstream(settings)
         service = ProducerService(settings, apps, fetcher=meter)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
         return 2
+    except RegistryUnavailable as exc:
+        print(f"wxtoken-producer: {exc}", file=sys.stderr)
+        return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
@@ -106,6 +111,24 @@ def main(argv: list[str] | None = None) -> int:
             status.close()
     log.info("producer stopped")
     return 0
+
+
+def open_platform_registry(settings: ProducerSettings) -> None:
+    """With `WXTOKEN_PLATFORM_DB_URL` set: migrate the platform database (or refuse one at an
+    unknown schema revision) before anything else starts. SQLAlchemy is imported only then."""
+    if settings.platform_db_url is None:
+        return
+    try:
+        from .platform.startup import open_registry
+    except ImportError as exc:  # SQLAlchemy, Alembic or a driver is not installed
+        raise ConfigError(
+            f"WXTOKEN_PLATFORM_DB_URL needs the platform extra (wxtoken[platform]): {exc}"
+        ) from None
+
+    registry = open_registry(
+        settings.platform_db_url.get_secret_value(), settings.platform_key_file
+    )
+    registry.close()  # the leader's platform work (receiver, refreshers) will hold it open
 
 
 def reload_apps(service: ProducerService, settings: ProducerSettings) -> None:

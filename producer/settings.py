@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, SecretStr
 
 from consumer_lib.settings import CommonSettings
 from consumer_lib.settings.schema import key_files
@@ -102,3 +102,9 @@ class ProducerSettings(CommonSettings):
     def control_key_files(self) -> list[Path]:
         """The files of `control_keys` (a directory: its `*.pub`)."""
         return key_files(self.control_keys)
+
+    #: Third-party platforms: the registry's database (`postgresql+psycopg://...` or
+    #: `mysql+pymysql://...`, needs the `platform` extra) and the file of keys sealing its
+    #: secrets. Unset: no platform, and SQLAlchemy is never imported.
+    platform_db_url: SecretStr | None = None
+    platform_key_file: Path | None = None

@@ -2,7 +2,10 @@
 
 WxTokenError
 ├── CallbackRejected      a push to the authorization-event URL that we refuse (reason)
-└── RegistryUnavailable   the platform database could not be reached or refused a write
+├── RegistryUnavailable   the platform database could not be reached or refused a write
+└── SealBroken            a sealed secret in the database does not open (wrong row, key or bytes)
+
+(A database at a schema revision we do not know, or a bad key file, is a `ConfigError`.)
 """
 
 from __future__ import annotations
@@ -35,3 +38,8 @@ class CallbackRejected(WxTokenError):
 class RegistryUnavailable(WxTokenError):
     """The platform database could not be reached, timed out or refused a write: nothing was
     stored, so a push must not be answered `success` (WeChat then pushes it again)."""
+
+
+class SealBroken(WxTokenError):
+    """A secret sealed in the database (verify ticket, refresh token) does not open: it was
+    sealed under a key the key file no longer holds, copied from another row, or altered."""

@@ -30,7 +30,9 @@ import yaml
 
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
+from producer.platform.migrations import head
 from tests.conftest import IN_CI
+from tests.integration.platform_db import KINDS, private_database
 from tests.integration.procs import REPO_ROOT
 from tests.waiting import wait_for
 
@@ -174,6 +176,13 @@ def test_the_wheel_holds_every_package_its_data_and_the_license(dist: Path) -> N
             assert relative in names, f"{relative} is not in the wheel"
     for lua in (REPO_ROOT / "producer").rglob("*.lua"):
         assert lua.relative_to(REPO_ROOT).as_posix() in names
+    # The platform registry's migrations run from the installed package: env.py, the
+    # template and every revision.
+    migrations = REPO_ROOT / "producer" / "platform" / "migrations"
+    shipped = [p for p in migrations.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert migrations / "script.py.mako" in shipped
+    for path in shipped:
+        assert path.relative_to(REPO_ROOT).as_posix() in names, f"{path} is not in the wheel"
     for package in ("producer", "consumer_lib", "ops"):
         assert f"{package}/py.typed" in names
     assert not any(name.startswith(("tests/", "bench/", "deploy/")) for name in names)
@@ -218,6 +227,31 @@ def test_the_base_install_imports_consumer_lib_without_the_producers_libraries(
             check=False,
         )
         assert done.returncode != 0, f"the base install pulls in {absent}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_platform_extra_migrates_a_database_from_the_installed_wheel(
+    dist: Path, tmp_path: Path, kind: str
+) -> None:
+    """`wxtoken[producer,platform]` installed from the wheel, run outside the checkout with no
+    alembic.ini: migrate() brings a new database to the newest revision, check() reads it."""
+    venv = _venv(tmp_path, dist, frozenset({"producer", "platform"}))
+    env = _clean_env(venv, tmp_path)
+    script = (
+        "import sys, producer\n"
+        "from producer.platform.migrations import check, migrate\n"
+        "print(producer.__file__, migrate(sys.argv[1]), check(sys.argv[1]))\n"
+    )
+    with private_database(kind) as url:
+        out = _run(
+            [str(venv / "bin" / "python"), "-c", script, url.render_as_string(False)],
+            cwd=tmp_path,
+            env=env,
+            stdout_only=True,
+        )
+    where, migrated, checked = out.split()
+    assert where.startswith(str(venv)), where
+    assert migrated == checked == head()
 
 
 def test_the_image_commands_run_from_the_installed_wheel(

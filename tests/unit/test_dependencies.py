@@ -29,6 +29,7 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "producer": ("producer",),
     "producer/metrics.py": ("metrics",),
     "producer/observability.py": ("metrics",),  # imports prometheus-client only when asked
+    "producer/platform": ("platform",),  # the registry: SQLAlchemy, Alembic, the drivers
     "ops": ("producer", "ops"),
     "ops/gateway": ("gateway",),
     # the platform receiver: the gateway's web stack (Starlette, uvicorn, prometheus-client)
@@ -38,7 +39,14 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
 #: consumer_lib's modules that need an extra; the rest must import with the base alone.
 OPTIONAL_MODULES = ("consumer_lib.metrics", "consumer_lib.dropins.")
 #: Third-party packages the optional extras bring; plain consumer_lib loads none of them.
-OPTIONAL_TOP_LEVEL = {"prometheus_client", "wechatpy", "httpx", "starlette", "uvicorn"}
+OPTIONAL_TOP_LEVEL = {"prometheus_client", "wechatpy", "httpx", "starlette", "uvicorn"} | {
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "pymysql",
+}
+#: What the `platform` extra brings: only a producer with platforms configured loads them.
+PLATFORM_TOP_LEVEL = {"sqlalchemy", "alembic", "psycopg", "pymysql"}
 
 #: Imports every module of a package (but those starting with a skipped prefix, given
 #: comma-separated), then more modules, in a fresh interpreter; prints the top-level names
@@ -149,6 +157,47 @@ def test_the_gateway_loads_neither_click_nor_requests() -> None:
     loaded = _loaded_by_importing("ops.gateway", "", "ops.broker")
     assert {"starlette", "uvicorn", "prometheus_client"} & loaded
     assert loaded.isdisjoint({"click", "requests"}), sorted(loaded & {"click", "requests"})
+
+
+def test_the_plain_producer_loads_no_database_library() -> None:
+    """Every producer module but the platform registry's, and the entry point, imported in a
+    fresh interpreter: without WXTOKEN_PLATFORM_DB_URL nothing of the `platform` extra
+    (SQLAlchemy, Alembic, the drivers) is loaded."""
+    # Named from the files (walking the packages would import producer.platform's): all but
+    # the platform's, which only the entry point's `open_platform_registry` imports, and the
+    # platform's contract (events, errors), which needs nothing.
+    contract = {"producer/platform/__init__.py", "producer/platform/errors.py"}
+    contract.add("producer/platform/events.py")
+    modules = [
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in sorted((ROOT / "producer").rglob("*.py"))
+        if not path.relative_to(ROOT).as_posix().startswith("producer/platform/")
+        or path.relative_to(ROOT).as_posix() in contract
+    ]
+    assert "producer.__main__" in modules
+    assert "producer.platform.errors" in modules
+    script = (
+        "import importlib, json, sys\nfor name in sys.argv[1:]: importlib.import_module(name)\n"
+    )
+    script += "print(json.dumps(sorted({n.partition('.')[0] for n in sys.modules})))"
+    result = subprocess.run(
+        [sys.executable, "-c", script, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert {"producer", "redis", "requests"} <= loaded
+    assert loaded.isdisjoint(PLATFORM_TOP_LEVEL), sorted(loaded & PLATFORM_TOP_LEVEL)
+
+
+def test_the_platform_registry_loads_its_extra() -> None:
+    """The registry's modules import SQLAlchemy and Alembic (the `platform` extra)."""
+    loaded = _loaded_by_importing("producer.platform", "producer.platform.migrations.")
+    assert {"sqlalchemy", "alembic"} <= loaded
 
 
 def test_consumer_lib_source_imports_nothing_from_producer_or_ops() -> None:

@@ -431,19 +431,12 @@ def test_main_exits_2_on_a_configuration_error(
     assert err.count("\n") == 1
 
 
-def test_without_the_registry_module_the_receiver_does_not_start(tmp_path: Path) -> None:
-    """No `producer.platform.registry` (or one without `open_callback_store`): a one-line
-    configuration error, never a receiver that answers success without a database."""
-    import importlib
-    import importlib.util
-
+def test_without_a_database_the_receiver_does_not_start(tmp_path: Path) -> None:
+    """No WXTOKEN_PLATFORM_DB_URL: a one-line configuration error naming it, never a
+    receiver that answers success without a database."""
     from producer.platform.receiver import ReceiverSettings
     from producer.platform.receiver._wiring import open_registry
 
     settings = ReceiverSettings(platforms_file=tmp_path / "p.toml")
-    if importlib.util.find_spec("producer.platform.registry") is None:
-        with pytest.raises(ConfigError, match="the platform registry cannot be loaded"):
-            open_registry(settings)
-    else:  # once the registry is merged: it must offer the factory
-        module = importlib.import_module("producer.platform.registry")
-        assert callable(module.open_callback_store)
+    with pytest.raises(ConfigError, match="WXTOKEN_PLATFORM_DB_URL is not set"):
+        open_registry(settings)

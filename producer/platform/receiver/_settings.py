@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from consumer_lib.settings import CommonSettings
 
@@ -18,6 +18,10 @@ class ReceiverSettings(CommonSettings):
 
     #: The platforms file; the receiver reads each platform's token and EncodingAESKey only.
     platforms_file: Path
+    #: The platform registry (as the producer's): every push is stored there before
+    #: `success` is answered, and the ticket it carries sealed with the key file's first key.
+    platform_db_url: SecretStr | None = None
+    platform_key_file: Path | None = None
     receiver_host: str = "127.0.0.1"
     receiver_port: Annotated[int, Field(ge=0, le=65535)] = 8778
     #: Bodies larger than this are refused with 413 (WeChat's pushes are under 2 KiB).

@@ -20,18 +20,23 @@ RegistryFactory = Callable[[ReceiverSettings], CallbackStore]
 
 
 def open_registry(settings: ReceiverSettings) -> CallbackStore:
-    """The platform registry (`producer.platform.registry`, the `platform` extra): its
-    `open_callback_store(settings)` gives the object whose `record_callback` stores pushes."""
+    """The platform registry (`producer.platform.startup`, the `platform` extra), opened as
+    the producer opens it; without a database there is no receiver (it never answers
+    `success` for a push it could not store)."""
+    if settings.platform_db_url is None:
+        raise ConfigError(
+            "WXTOKEN_PLATFORM_DB_URL is not set: the receiver stores every push in the "
+            "platform database before answering success"
+        )
     try:
-        module = importlib.import_module("producer.platform.registry")
+        startup = importlib.import_module("producer.platform.startup")
     except ImportError as exc:
         raise ConfigError(
             f"the platform registry cannot be loaded ({exc}); install wxtoken[platform]"
         ) from None
-    factory = getattr(module, "open_callback_store", None)
-    if factory is None:
-        raise ConfigError("producer.platform.registry has no open_callback_store(settings)")
-    store: CallbackStore = factory(settings)
+    store: CallbackStore = startup.open_registry(
+        settings.platform_db_url.get_secret_value(), settings.platform_key_file
+    )
     return store
 
 
