@@ -232,6 +232,14 @@ class TokenClient(StatsView):
             return update
         return self._wait(app_id, kind, timeout)
 
+    def held_body(
+        self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN
+    ) -> tuple[TokenUpdate, bytes] | None:
+        """The held update and the exact signed bytes it arrived as (the producer's
+        envelope), for passing it on unchanged (the gateway's stream); None when none is
+        held. Valid or not: check `expires_at`."""
+        return self._feed.held_body(app_id, kind)
+
     def on_update(self, callback: UpdateCallback) -> UpdateCallback:
         """Call `callback(update)` for each newer token, from the client's callback thread.
 

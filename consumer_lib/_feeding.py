@@ -98,8 +98,7 @@ class UpdateFeed:
         except InvalidUpdate as exc:
             self._counters.reject("message", exc)
             return
-        self.offer(update, origin="broker", inline=inline)
-        self.remember_body(update, body)
+        self.offer(update, origin="broker", inline=inline, body=body)
 
     # ------------------------------------------------------------ the snapshot
     def refresh_from_snapshot(self) -> None:
@@ -121,9 +120,11 @@ class UpdateFeed:
                 self._counters.reject(f"snapshot of {app_id}/{kind}", exc)
                 continue
             self.offer(
-                update, origin="snapshot", deadline_s=self._deadline(update, received_s, ttl_ms)
+                update,
+                origin="snapshot",
+                deadline_s=self._deadline(update, received_s, ttl_ms),
+                body=raw,
             )
-            self.remember_body(update, raw)
 
     def read_one(self, app_id: str, kind: TokenKind) -> None:
         """Read one app's snapshot (a caller waiting for it, a broker that is away)."""
@@ -141,8 +142,12 @@ class UpdateFeed:
         except InvalidUpdate as exc:
             self._counters.reject(f"snapshot of {app_id}/{kind}", exc)
             return
-        self.offer(update, origin="snapshot", deadline_s=self._deadline(update, received_s, ttl_ms))
-        self.remember_body(update, raw)
+        self.offer(
+            update,
+            origin="snapshot",
+            deadline_s=self._deadline(update, received_s, ttl_ms),
+            body=raw,
+        )
 
     def _deadline(self, update: TokenUpdate, received_s: float, ttl_ms: int | None) -> float | None:
         return snapshot_deadline(update, received_s, ttl_ms, self.offset.offset_s)
@@ -168,6 +173,16 @@ class UpdateFeed:
             self._body_of[key] = body
             self._held_bodies[body] = key
 
+    def held_body(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, bytes] | None:
+        """The held update of `app_id` and `kind` with the exact signed bytes it came in
+        (None when nothing is held, or it came without bytes: a test's direct offer)."""
+        with self._offer_lock:
+            held = self.cache.held(app_id, kind)
+            body = self._body_of.get((app_id, kind))
+        if held is None or body is None:
+            return None
+        return held, body
+
     def offer(
         self,
         update: TokenUpdate,
@@ -175,13 +190,18 @@ class UpdateFeed:
         origin: str,
         inline: bool = False,
         deadline_s: float | None = None,
+        body: bytes | None = None,
     ) -> None:
         """Offer to the cache and hand an accepted update to the callbacks. `inline` (the
         subscriber thread only, never a caller's) runs them right here when nothing else is
-        queued, after the lock is released (a callback may feed the cache itself)."""
+        queued, after the lock is released (a callback may feed the cache itself). `body`,
+        the signed bytes `update` was decoded from, is remembered before any callback runs,
+        so a callback finds it with `held_body`."""
         claimed = False
         with self._offer_lock:
             outcome = self.cache.offer(update, deadline_s=deadline_s)
+            if body is not None:
+                self.remember_body(update, body)
             if outcome is Offer.ACCEPTED:
                 if inline:
                     claimed = self.callbacks.claim(update)

@@ -42,6 +42,7 @@ from ._fastpath import authorization
 from ._http import ApiError
 from ._override import Overrider, OverrideRefused, PublishFailed
 from ._ratelimit import RateLimiter
+from ._stream import StreamLimits
 from ._tokens import TokenView, UnknownApp
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class Gateway:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.time
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    #: `GET /v1/stream`'s heartbeat, streams per key and write timeout.
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
     _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, bytes]] = field(
         default_factory=dict, repr=False
     )

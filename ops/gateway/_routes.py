@@ -21,6 +21,7 @@ from ._app import APP_ID, KIND_PATHS, TICKET_PATHS, Gateway, OverrideBody, Repor
 from ._fastpath import FastReads
 from ._http import ApiError, on_api_error, on_http_exception, read_model
 from ._openapi import openapi_document
+from ._stream import StreamHub
 
 
 def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
@@ -139,6 +140,7 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
     for segment, kind in KIND_PATHS.items():
         routes += _kind_routes(gw, segment, kind)
     routes += _ticket_routes(gw)
+    routes.append(Route("/v1/stream", StreamHub(gw, gw.stream_limits), methods=["GET"]))
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_exception},

@@ -40,6 +40,12 @@ class GatewaySettings(ClientSettings):
     gateway_tls_cert_file: TlsFile = None
     gateway_tls_key_file: TlsFile = None
     gateway_tls_client_ca_file: TlsFile = None
+    #: `GET /v1/stream`: a comment line this often on an idle stream (proxies keep it open);
+    #: at most this many streams open per API key (429 beyond); a stream whose reader has not
+    #: taken a write for this long is dropped.
+    gateway_stream_heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    gateway_stream_max_per_key: Annotated[int, Field(ge=1, le=100_000)] = 20
+    gateway_stream_write_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from ._apikeys import KeyRing
 from ._app import Gateway
 from ._override import Overrider
 from ._settings import GatewaySettings
+from ._stream import StreamLimits
 from ._tokens import TokenView
 
 
@@ -56,6 +57,11 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
         default_rate_per_s=settings.gateway_rate_per_s,
         max_body_bytes=settings.gateway_max_body_bytes,
         legacy_anonymous=settings.gateway_legacy_anonymous,
+        stream_limits=StreamLimits(
+            heartbeat_s=settings.gateway_stream_heartbeat_s,
+            max_per_key=settings.gateway_stream_max_per_key,
+            write_timeout_s=settings.gateway_stream_write_timeout_s,
+        ),
     )
     try:
         gateway.metrics = _metrics(gateway)
