@@ -109,10 +109,11 @@ class Gateway:
     def authenticate(self, request: Request, scope: Scope, app_id: str) -> ApiKey:
         return self.check(authorization(request.scope), scope, app_id)
 
-    def check(self, header: str | None, scope: Scope, app_id: str) -> ApiKey:
+    def check(self, header: str | None, scope: Scope, app_id: str | None) -> ApiKey:
         """The key presented in `header` if it may do `scope` on `app_id` now, else
         `ApiError` (401, 403, 404, 429). The rate limit is charged last, only when the
-        request is allowed."""
+        request is allowed. `app_id` None: no app is named (the caller filters what it
+        serves with `ApiKey.may_use`: a stream of every app)."""
         if header is None:
             raise ApiError(
                 401,
@@ -136,9 +137,9 @@ class Gateway:
             )
         if scope not in key.scopes:
             raise ApiError(403, f"key {key.name!r} lacks the {scope.value!r} scope")
-        if not APP_ID.match(app_id):
+        if app_id is not None and not APP_ID.match(app_id):
             raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
-        if not key.may_use(app_id):
+        if app_id is not None and not key.may_use(app_id):
             raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
         wait_s = self.limiter.allow(key.name, key.rate_per_s or self.default_rate_per_s)
         if wait_s:

@@ -1,5 +1,7 @@
 """`GET /v1/stream?apps=...&kinds=...`: the held credentials, then every new one, pushed as
 Server-Sent Events, each event's data the signed envelope exactly as the producer made it.
+Without `apps` (or with `apps=*`), every app the API key may use, those that appear later
+included.
 
     retry: 2000
 
@@ -38,6 +40,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from consumer_lib import TokenKind, TokenUnavailable, TokenUpdate
 
+from ._apikeys import ApiKey
 from ._apikeys import Scope as KeyScope
 from ._fastpath import authorization
 from ._http import ApiError
@@ -106,12 +109,20 @@ def event_bytes(body: bytes, cursor: str) -> bytes:
 class _Stream:
     """One open stream: what it wants, what it was sent, what it owes."""
 
-    key_name: str
-    wanted: frozenset[Key]
+    key: ApiKey
+    kinds: frozenset[TokenKind]
+    #: The (app, kind) asked for; None: every app the key may use (`apps` omitted or `*`),
+    #: those that appear later included.
+    wanted: frozenset[Key] | None
     sent: dict[Key, int]
     #: The (app, kind) with something newer to send: a set (ordered), never a queue.
     owed: dict[Key, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, key: Key) -> bool:
+        if self.wanted is not None:
+            return key in self.wanted
+        return key[1] in self.kinds and self.key.may_use(key[0])
 
     def owe(self, key: Key) -> None:
         self.owed[key] = None
@@ -136,6 +147,7 @@ class StreamHub:
         self._clock = clock or gateway.clock
         self.latest: dict[Key, tuple[TokenUpdate, bytes]] = {}
         self._by_key: dict[Key, set[_Stream]] = {}
+        self._every_app: set[_Stream] = set()
         self._open_per_key: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Streams dropped because their reader did not read (metrics).
@@ -165,37 +177,47 @@ class StreamHub:
     def _mark(self, key: Key) -> None:
         for stream in self._by_key.get(key, ()):
             stream.owe(key)
+        for stream in self._every_app:
+            if stream.wants(key):
+                stream.owe(key)
 
     # ------------------------------------------------------------ the ASGI endpoint
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = await self._admit(scope)
         self._loop = asyncio.get_running_loop()
-        for key in stream.wanted:
-            self._by_key.setdefault(key, set()).add(stream)
-        for key in sorted(stream.wanted):
+        if stream.wanted is None:
+            self._every_app.add(stream)
+            first = sorted(k for k in self.latest if stream.wants(k))
+        else:
+            for key in stream.wanted:
+                self._by_key.setdefault(key, set()).add(stream)
+            first = sorted(stream.wanted)
+        for key in first:
             stream.owe(key)
         try:
             await self._serve(stream, receive, send)
         finally:
-            for key in stream.wanted:
+            self._every_app.discard(stream)
+            for key in stream.wanted or ():
                 streams = self._by_key.get(key)
                 if streams is not None:
                     streams.discard(stream)
                     if not streams:
                         del self._by_key[key]
-            left = self._open_per_key[stream.key_name] - 1
+            left = self._open_per_key[stream.key.name] - 1
             if left:
-                self._open_per_key[stream.key_name] = left
+                self._open_per_key[stream.key.name] = left
             else:
-                del self._open_per_key[stream.key_name]
+                del self._open_per_key[stream.key.name]
 
     async def _admit(self, scope: Scope) -> _Stream:
         """The stream asked for, or `ApiError` before anything is streamed."""
         params = QueryParams(scope["query_string"])
-        apps = [a for a in params.get("apps", "").split(",") if a]
-        if not apps:
-            raise ApiError(422, "no apps: add ?apps=<app id>[,<app id>...]")
+        apps_param = params.get("apps", "*")
+        apps = [] if apps_param == "*" else [a for a in apps_param.split(",") if a]
         kind_names = [k for k in params.get("kinds", TokenKind.ACCESS_TOKEN.value).split(",") if k]
+        if not kind_names or (apps_param != "*" and not apps):
+            raise ApiError(422, "empty apps or kinds: list them comma-separated, or omit apps")
         if len(apps) > MAX_APPS or len(kind_names) > len(TokenKind):
             raise ApiError(422, f"at most {MAX_APPS} apps and {len(TokenKind)} kinds per stream")
         kinds = []
@@ -205,15 +227,16 @@ class StreamHub:
             except ValueError:
                 names = ", ".join(k.value for k in TokenKind)
                 raise ApiError(404, f"no such kind: use one of {names}") from None
-        # The first app's check authenticates and charges the rate limit once.
-        key = self._gw.check(authorization(scope), KeyScope.READ, apps[0])
+        # The first app's check authenticates and charges the rate limit once (no app for
+        # "every app": the key's patterns then filter what is sent).
+        key = self._gw.check(authorization(scope), KeyScope.READ, apps[0] if apps else None)
         for app_id in apps[1:]:
             if not APP_ID.match(app_id):
                 raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
             if not key.may_use(app_id):
                 raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
-        wanted = frozenset((a, k) for a in apps for k in kinds)
-        for app_id, kind in sorted(wanted):
+        wanted = frozenset((a, k) for a in apps for k in kinds) if apps else None
+        for app_id, kind in sorted(wanted or ()):
             await self._known(app_id, kind)
         if self._open_per_key.get(key.name, 0) >= self.limits.max_per_key:
             raise ApiError(
@@ -222,9 +245,10 @@ class StreamHub:
                 headers={"Retry-After": str(max(1, RETRY_MS // 1000))},
             )
         self._open_per_key[key.name] = self._open_per_key.get(key.name, 0) + 1
+        stream = _Stream(key=key, kinds=frozenset(kinds), wanted=wanted, sent={})
         resumed = parse_cursor(_header(scope, b"last-event-id"))
-        sent = {k: v for k, v in resumed.items() if k in wanted}
-        return _Stream(key_name=key.name, wanted=wanted, sent=sent)
+        stream.sent.update((k, v) for k, v in resumed.items() if stream.wants(k))
+        return stream
 
     async def _known(self, app_id: str, kind: TokenKind) -> None:
         """404 for an app and kind never held here nor stored; a known one without a valid
@@ -273,7 +297,7 @@ class StreamHub:
             self.dropped_slow += 1
             log.warning(
                 "dropped a stream of key %r: its reader took over %.0f s to take a write",
-                stream.key_name,
+                stream.key.name,
                 self.limits.write_timeout_s,
             )
         finally:

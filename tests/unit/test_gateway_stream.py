@@ -22,7 +22,7 @@ from ops.gateway._tokens import TokenView
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 
-APP, APP2, OTHER = "wxapp1", "wxapp2", "wxother"
+APP, APP2, OTHER = "wxapp1", "wxapp2", "other1"
 TICK = TokenKind.JSAPI_TICKET
 #: Generous: a condition the test waits for, never a timing threshold.
 WAIT_S = 10.0
@@ -251,9 +251,39 @@ def test_refusals_before_streaming(tmp_path: Path, clock: FakeClock) -> None:
         assert (await h.refused(f"apps={APP2}&kinds=wx_card_ticket"))[0] == 404
         assert (await h.refused(f"apps={APP}&kinds=nope"))[0] == 404
         assert (await h.refused("apps="))[0] == 422
+        assert (await h.refused(f"apps={APP}&kinds="))[0] == 422
         conn, task = h.open(f"apps={APP}")
         await conn.until(lambda: len(conn.events()) == 1)
         assert not task.done()
+
+    run(tmp_path, clock, body)
+
+
+def test_every_app_the_key_may_use_without_apps(tmp_path: Path, clock: FakeClock) -> None:
+    """No `apps` (or `*`): the held apps the key's patterns allow, and apps that appear
+    later; never another key's apps or a kind not asked for."""
+
+    async def body(h: Harness) -> None:
+        h.client.push(make_update(app_id=APP, version=1))
+        h.client.push(make_update(app_id=OTHER, version=2))
+        one, _ = h.open("", role="one")
+        every, _ = h.open("apps=*&kinds=access_token,jsapi_ticket")
+        await one.until(lambda: len(one.events()) == 1)
+        await every.until(lambda: len(every.events()) == 1)
+        h.client.push(make_update(app_id=APP2, version=3))  # new: not the key "one"'s
+        h.client.push(make_update(app_id=APP2, version=4, kind=TICK))
+        h.client.push(make_update(app_id=APP2, version=5, kind=TokenKind.WX_CARD_TICKET))
+        h.client.push(make_update(app_id=APP, version=6))
+        await one.until(lambda: len(one.events()) == 2)
+        await every.until(lambda: len(every.events()) == 4)
+        assert [e["id"] for e in one.events()] == [
+            f"{APP}:access_token:1",
+            f"{APP}:access_token:6",
+        ]
+        assert every.events()[-1]["id"] == (
+            f"{APP}:access_token:6,{APP2}:access_token:3,{APP2}:jsapi_ticket:4"
+        )
+        assert all(OTHER not in e["id"] for e in every.events())
 
     run(tmp_path, clock, body)
 
