@@ -96,6 +96,8 @@ class Gateway:
     metrics: Callable[[], tuple[bytes, str]] | None = None
     #: `GET /v1/stream`'s heartbeat, streams per key and write timeout.
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    #: A relay's upstream gateway (`_relay`); None: fed by Redis and the broker.
+    upstream: str | None = None
     _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, bytes]] = field(
         default_factory=dict, repr=False
     )

@@ -104,7 +104,9 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
 
     async def readyz(request: Request) -> Response:
         held = gw.view.valid_count()
-        answer = {"held_tokens": held, "broker_connected": gw.client.connected}
+        answer: dict[str, object] = {"held_tokens": held, "broker_connected": gw.client.connected}
+        if gw.upstream is not None:  # a relay: say when it serves only what it holds
+            answer["upstream"] = "connected" if gw.client.connected else "unreachable"
         if held == 0:
             return JSONResponse(
                 {**answer, "status": "not ready", "reason": "holding no valid token yet"},
