@@ -4,6 +4,7 @@ the producers' public key), the next token is pushed, and a resume sends only ne
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from consumer_lib.wire.signing import UpdateCodec, load_public_keys
@@ -64,3 +65,19 @@ def test_stream_pushes_signed_updates_and_resumes(stack: Stack, tmp_path: Path) 
         assert other.status == 403
     finally:
         other.close()
+
+
+def test_sigterm_ends_open_streams(stack: Stack, tmp_path: Path) -> None:
+    """A stream never ends by itself: SIGTERM still stops the gateway (uvicorn would wait
+    for it forever), and the reader sees its stream end."""
+    gateway = _gateway(stack, tmp_path)
+    reader = SseReader(
+        f"{gateway.base_url}/v1/stream?apps={stack.app_ids[0]}", gateway.auth("reader")
+    )
+    try:
+        wait_for(lambda: reader.events, timeout_s=20, message="the stream open")
+        # uvicorn re-raises the SIGTERM it handled once it has shut down: -15 is its clean exit.
+        assert gateway.proc.terminate(timeout_s=60) in (0, -signal.SIGTERM)
+        wait_for(lambda: not reader._thread.is_alive(), timeout_s=20, message="the stream end")
+    finally:
+        reader.close()
