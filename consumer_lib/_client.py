@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, cast
 
 import redis
 
@@ -32,9 +32,9 @@ from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
 from ._reporting import REPORT_EVERY_S, InvalidReporter, ReportOutcome
 from ._stats import ClientCounters, ClientStats, StatsView
 from ._subscriber import Subscriber
-from ._transport import AttachableTransport, Transport
+from ._transport import AttachableTransport, TokenReportingTransport, Transport
 from ._waiting import wait_for_update
-from .settings import ClientSettings, load_settings
+from .settings import ClientSettings, GatewayClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
 from .wire.keys import KeyLayout
 from .wire.signing import codec_from_settings
@@ -133,8 +133,32 @@ class TokenClient(StatsView):
     @classmethod
     def from_env(cls, **overrides: object) -> TokenClient:
         """Settings from the `WXTOKEN_*` variables (docs/operating.md, Configuration); raises
-        `ConfigError`."""
-        return cls(load_settings(ClientSettings, **overrides))
+        `ConfigError`. With `WXTOKEN_GATEWAY_URL` set, fed by that gateway's stream
+        (`over_http`)."""
+        settings = load_settings(GatewayClientSettings, **overrides)
+        if settings.gateway_url is not None:
+            return cls.over_http(settings)
+        return cls(settings)
+
+    @classmethod
+    def over_http(
+        cls, settings: GatewayClientSettings, *, name: str | None = None, **kw: Any
+    ) -> TokenClient:
+        """A client fed by the stream of the gateway at `settings.gateway_url`, with no
+        Redis and no broker: the stream's first events are the snapshot, each update is
+        the producer's signed bytes (verified as a broker message), and `report_invalid`
+        goes to the gateway's report route (`consumer_lib._http_transport`)."""
+        from ._http_transport import GatewayStream
+        from .testing import EmptyRedis  # the snapshot is the stream's first events
+
+        label = name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}"
+        return cls(
+            settings,
+            redis_client=cast(redis.Redis, EmptyRedis()),
+            transport=GatewayStream.from_settings(settings, name=label),
+            name=name,
+            **kw,
+        )
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Self:
@@ -269,6 +293,14 @@ class TokenClient(StatsView):
         """How many held tokens (all apps and kinds) are valid on this host's clock now."""
         return self._cache.valid_count()
 
+    def held_body(
+        self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN
+    ) -> tuple[TokenUpdate, bytes] | None:
+        """The held update and the exact signed bytes it arrived as (the producer's
+        envelope), for passing it on unchanged (the gateway's stream); None when none is
+        held. Valid or not: check `expires_at`."""
+        return self._feed.held_body(app_id, kind)
+
     def on_update(self, callback: UpdateCallback) -> UpdateCallback:
         """Call `callback(update)` for each newer token, from the client's callback thread.
 
@@ -317,13 +349,20 @@ class TokenClient(StatsView):
         """`report_invalid`, returning what became of the report (`ReportOutcome`: sent,
         queued, not_current, coalesced, broker_unreachable)."""
         kind = TokenKind.parse(kind)
+        send = self._subscriber.send
+        transport = self._subscriber
+        if isinstance(transport, TokenReportingTransport):  # no broker: it reports itself
+
+            def send(exchange: str, body: bytes, message_type: str) -> bool:
+                return transport.report_token(app_id, token, kind, reason)
+
         return self._reporter.report(
             app_id,
             token,
             kind,
             held=self._cache.held(app_id, kind),
             reason=reason,
-            send=self._subscriber.send,
+            send=send,
             read_snapshot=self._feed.read_one,
             requester=requester,
         )

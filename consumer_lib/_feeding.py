@@ -103,8 +103,7 @@ class UpdateFeed:
         # Never held longer than its signed lifetime from now, whatever the offset says
         # (less `SAFETY_S`, as the offset: the delivery delay is in the receipt time).
         cap_s = received_s + (update.expires_at - update.issued_at) - SAFETY_S
-        self.offer(update, origin="broker", cap_s=cap_s)
-        self.remember_body(update, body)
+        self.offer(update, origin="broker", cap_s=cap_s, body=body)
 
     def _sample_offset(self, update: TokenUpdate, sent_s: float | None, received_s: float) -> None:
         """Take `sent_s` as a clock sample only from a verified update of the producer's
@@ -141,9 +140,11 @@ class UpdateFeed:
                 self._counters.reject(f"snapshot of {app_id}/{kind}", exc)
                 continue
             self.offer(
-                update, origin="snapshot", deadline_s=self._deadline(update, received_s, ttl_ms)
+                update,
+                origin="snapshot",
+                deadline_s=self._deadline(update, received_s, ttl_ms),
+                body=raw,
             )
-            self.remember_body(update, raw)
 
     def read_one(self, app_id: str, kind: TokenKind) -> None:
         """Read one app's snapshot (a caller waiting for it, a broker that is away)."""
@@ -161,8 +162,12 @@ class UpdateFeed:
         except InvalidUpdate as exc:
             self._counters.reject(f"snapshot of {app_id}/{kind}", exc)
             return
-        self.offer(update, origin="snapshot", deadline_s=self._deadline(update, received_s, ttl_ms))
-        self.remember_body(update, raw)
+        self.offer(
+            update,
+            origin="snapshot",
+            deadline_s=self._deadline(update, received_s, ttl_ms),
+            body=raw,
+        )
 
     def _deadline(self, update: TokenUpdate, received_s: float, ttl_ms: int | None) -> float | None:
         return snapshot_deadline(update, received_s, ttl_ms, self.offset.offset_s)
@@ -192,6 +197,16 @@ class UpdateFeed:
             self._body_of[key] = body
             self._held_bodies[body] = key
 
+    def held_body(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, bytes] | None:
+        """The held update of `app_id` and `kind` with the exact signed bytes it came in
+        (None when nothing is held, or it came without bytes: a test's direct offer)."""
+        with self._offer_lock:
+            held = self.cache.held(app_id, kind)
+            body = self._body_of.get((app_id, kind))
+        if held is None or body is None:
+            return None
+        return held, body
+
     def offer(
         self,
         update: TokenUpdate,
@@ -199,12 +214,16 @@ class UpdateFeed:
         origin: str,
         deadline_s: float | None = None,
         cap_s: float | None = None,
+        body: bytes | None = None,
     ) -> None:
         """Offer to the cache and hand an accepted update to the callback thread (never run
         here: not on a caller's thread, nor on the subscriber's, which must keep pumping the
-        broker connection)."""
+        broker connection). `body`, the signed bytes `update` was decoded from, is
+        remembered before any callback runs, so a callback finds it with `held_body`."""
         with self._offer_lock:
             outcome = self.cache.offer(update, deadline_s=deadline_s, cap_s=cap_s)
+            if body is not None:
+                self.remember_body(update, body)
             if outcome is Offer.ACCEPTED:
                 self.callbacks.submit(update)
         if outcome is Offer.STALE:

@@ -10,7 +10,9 @@ first `attach`ed: it is given the three callbacks the subscriber gets at constru
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from .wire.update import TokenKind
 
 #: A message body, its broker-checked `user_id` (None when unknown) and the send time
 #: from its unsigned header (None when absent).
@@ -51,3 +53,13 @@ class AttachableTransport(Transport, Protocol):
         snapshot_wanted: Callable[[], bool],
         callbacks_idle: Callable[[float], bool],
     ) -> None: ...
+
+
+@runtime_checkable
+class TokenReportingTransport(Protocol):
+    """A transport with no broker to send refresh requests on (a gateway's stream): it
+    reports a refused token itself, to whoever can refresh it (True when accepted)."""
+
+    def report_token(
+        self, app_id: str, token: str, kind: TokenKind, reason: str | None
+    ) -> bool: ...

@@ -8,6 +8,7 @@
 No message ever repeats a URL, so a password in one cannot leak into an error or a log.
 """
 
+from .gateway import GatewayClientSettings
 from .loading import DOTENV, ENV_PREFIX, describe_validation_error, load_settings
 from .schema import ClientSettings, CommonSettings
 from .tls import TlsFiles, refuse_key_password, tls_context
@@ -35,6 +36,7 @@ __all__ = [
     "SENTINEL_SCHEMES",
     "ClientSettings",
     "CommonSettings",
+    "GatewayClientSettings",
     "SentinelUrl",
     "TlsFiles",
     "describe_validation_error",

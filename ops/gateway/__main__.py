@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     import uvicorn
 
 log = logging.getLogger("ops.gateway")
+#: On SIGTERM uvicorn waits for open responses to end; a `/v1/stream` never does, so after
+#: this long they are cut (clients reconnect elsewhere with `Last-Event-ID`). Every other
+#: answer finishes well within it.
+SHUTDOWN_GRACE_S = 5
 
 
 SUMMARY = """\
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         ssl_certfile=settings.gateway_tls_cert_file,
         ssl_keyfile=settings.gateway_tls_key_file,
         ssl_ca_certs=settings.gateway_tls_client_ca_file,

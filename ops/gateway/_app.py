@@ -42,6 +42,7 @@ from ._fastpath import authorization
 from ._http import ApiError
 from ._override import Overrider, OverrideRefused, PublishFailed
 from ._ratelimit import RateLimiter
+from ._stream import StreamLimits
 from ._tokens import Held, TokenView, UnknownApp
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class Gateway:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.time
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    #: `GET /v1/stream`'s heartbeat, streams per key and write timeout.
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    #: A relay's upstream gateway (`_relay`); None: fed by Redis and the broker.
+    upstream: str | None = None
     _bodies: dict[tuple[str, TokenKind], tuple[TokenUpdate, int, float, bytes]] = field(
         default_factory=dict, repr=False
     )
@@ -111,10 +116,11 @@ class Gateway:
     def authenticate(self, request: Request, scope: Scope, app_id: str) -> ApiKey:
         return self.check(authorization(request.scope), scope, app_id)
 
-    def check(self, header: str | None, scope: Scope, app_id: str) -> ApiKey:
+    def check(self, header: str | None, scope: Scope, app_id: str | None) -> ApiKey:
         """The key presented in `header` if it may do `scope` on `app_id` now, else
         `ApiError` (401, 403, 404, 429). The rate limit is charged last, only when the
-        request is allowed."""
+        request is allowed. `app_id` None: no app is named (the caller filters what it
+        serves with `ApiKey.may_use`: a stream of every app)."""
         if header is None:
             raise ApiError(
                 401,
@@ -138,9 +144,9 @@ class Gateway:
             )
         if scope not in key.scopes:
             raise ApiError(403, f"key {key.name!r} lacks the {scope.value!r} scope")
-        if not APP_ID.match(app_id):
+        if app_id is not None and not APP_ID.match(app_id):
             raise ApiError(404, "no such app: app ids are 1-64 of A-Z a-z 0-9 _ . -")
-        if not key.may_use(app_id):
+        if app_id is not None and not key.may_use(app_id):
             raise ApiError(403, f"key {key.name!r} may not use app {app_id!r}")
         wait_s = self.limiter.allow(key.name, key.rate_per_s or self.default_rate_per_s)
         if wait_s:

@@ -31,3 +31,10 @@ class GatewayCollector(Collector):
             "Tokens held that have not expired.",
             value=self._gw.view.valid_count(),
         )
+        if self._gw.upstream is not None:
+            yield GaugeMetricFamily(
+                "wxtoken_gateway_upstream_connected",
+                "A relay: 1 while its upstream gateway's stream is open (0: serving what it "
+                "holds until expiry).",
+                value=1.0 if self._gw.client.connected else 0.0,
+            )

@@ -21,6 +21,7 @@ from ._app import APP_ID, KIND_PATHS, TICKET_PATHS, Gateway, OverrideBody, Repor
 from ._fastpath import FastReads, authorization
 from ._http import ApiError, on_api_error, on_http_exception, read_model
 from ._openapi import openapi_document
+from ._stream import StreamHub
 
 
 def _kind_routes(gw: Gateway, segment: str, kind: TokenKind) -> list[Route]:
@@ -100,14 +101,17 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
         return JSONResponse({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        """A status only, and why when not ready: what is held (apps, counts) is for the
-        metrics listener."""
+        """A status only (and why when not ready; a relay, whether its upstream answers):
+        what is held (apps, counts) is for the metrics listener."""
         refused = gw.client.broker_login_refused or gw.client.store_login_refused
         if refused is not None:  # a configuration error: not ready until it is fixed
             return JSONResponse({"status": "not ready", "reason": refused}, status_code=503)
+        upstream: dict[str, str] = {}
+        if gw.upstream is not None:  # a relay: say when it serves only what it holds
+            upstream["upstream"] = "connected" if gw.client.connected else "unreachable"
         if gw.view.valid_count() == 0:
-            return JSONResponse({"status": "not ready"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "not ready", **upstream}, status_code=503)
+        return JSONResponse({"status": "ready", **upstream})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -130,6 +134,7 @@ def build_app(gw: Gateway, *, start_client: bool = True) -> ASGIApp:
     for segment, kind in KIND_PATHS.items():
         routes += _kind_routes(gw, segment, kind)
     routes += _ticket_routes(gw)
+    routes.append(Route("/v1/stream", StreamHub(gw, gw.stream_limits), methods=["GET"]))
     app = Starlette(
         routes=routes,
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_exception},

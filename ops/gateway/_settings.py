@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from consumer_lib import ClientSettings
 from consumer_lib.settings.tls import TlsFile
@@ -44,7 +45,34 @@ class GatewaySettings(ClientSettings):
     #: port: the metrics name every app, kind and version. Off unless a port is set.
     gateway_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     gateway_metrics_host: str = "127.0.0.1"
+    #: `GET /v1/stream`: a comment line this often on an idle stream (proxies keep it open);
+    #: at most this many streams open per API key (429 beyond); a stream whose reader has not
+    #: taken a write for this long is dropped.
+    gateway_stream_heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    gateway_stream_max_per_key: Annotated[int, Field(ge=1, le=100_000)] = 20
+    gateway_stream_write_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: A relay (docs/environments.md): take tokens from this gateway's stream, with this
+    #: key of it, instead of Redis and the broker (whose settings are then not used).
+    gateway_upstream_url: str | None = None
+    gateway_upstream_api_key: SecretStr | None = None
+    gateway_upstream_ca_file: TlsFile = None
+    gateway_upstream_read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 45.0
     log_level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+
+    @model_validator(mode="after")
+    def _upstream_key_with_url(self) -> GatewaySettings:
+        if self.gateway_upstream_url is None:
+            return self
+        parts = urlsplit(self.gateway_upstream_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("WXTOKEN_GATEWAY_UPSTREAM_URL must be an http:// or https:// URL")
+        key = self.gateway_upstream_api_key
+        if key is None or not key.get_secret_value():
+            raise ValueError(
+                "WXTOKEN_GATEWAY_UPSTREAM_URL needs WXTOKEN_GATEWAY_UPSTREAM_API_KEY (a key of "
+                "the upstream gateway with the read scope)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_files_go_together(self) -> GatewaySettings:

@@ -21,12 +21,24 @@ from ._apikeys import KeyRing
 from ._app import Gateway
 from ._override import Overrider
 from ._settings import GatewaySettings
+from ._stream import StreamLimits
 from ._tokens import TokenView
 
 
 def make_gateway(settings: GatewaySettings) -> Gateway:
     """Everything wired, nothing started; raises `ConfigError` for a bad keys file or key."""
     keys = KeyRing(settings.gateway_keys_file)
+    limits = StreamLimits(
+        heartbeat_s=settings.gateway_stream_heartbeat_s,
+        max_per_key=settings.gateway_stream_max_per_key,
+        write_timeout_s=settings.gateway_stream_write_timeout_s,
+    )
+    if settings.gateway_upstream_url is not None:
+        from ._relay import make_relay
+
+        gateway = make_relay(settings, keys, limits)
+        _add_metrics(gateway)
+        return gateway
     redis_client = connect_redis(
         settings.redis_url, timeout_s=settings.redis_timeout_s, tls=settings.redis_tls
     )
@@ -60,12 +72,17 @@ def make_gateway(settings: GatewaySettings) -> Gateway:
         default_rate_per_s=settings.gateway_rate_per_s,
         max_body_bytes=settings.gateway_max_body_bytes,
         legacy_anonymous=settings.gateway_legacy_anonymous,
+        stream_limits=limits,
     )
+    _add_metrics(gateway)
+    return gateway
+
+
+def _add_metrics(gateway: Gateway) -> None:
     try:
         gateway.metrics = _metrics(gateway)
     except ImportError:  # prometheus-client is in the gateway extra; without it, no metrics
         gateway.metrics = None
-    return gateway
 
 
 def _metrics(gateway: Gateway) -> Callable[[], tuple[bytes, str]]:

@@ -56,6 +56,9 @@ class FakeClient:
     def get(self, app_id: str, timeout: float = 5.0, *, kind: TokenKind) -> TokenUpdate:
         raise TokenUnavailable(self.unavailable)
 
+    def held_body(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, bytes] | None:
+        return None  # the stream's tests (test_gateway_stream) carry bytes
+
     def report_invalid_outcome(
         self,
         app_id: str,
