@@ -20,7 +20,7 @@ from consumer_lib.amqp.messages import sent_s
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import PLAIN, UpdateCodec, load_private_key
 from ops.sandbox import SandboxConfig, SandboxServer
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -42,7 +42,7 @@ from consumer_lib import TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.keys import KeyLayout
 from ops.gateway import add_key
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"

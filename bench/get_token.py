@@ -25,7 +25,7 @@ import redis
 from consumer_lib import ClientSettings, TokenClient, TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.keys import KeyLayout
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"

@@ -6,7 +6,7 @@ subscriber queue bound:
 
     baseline   one blocking confirm per message (pika's BlockingChannel.confirm_delivery,
                how the publisher worked before pipelining)
-    Publisher  producer.publishing.Publisher: publishes in bursts, confirms as they come
+    Publisher  producer.messaging.publisher.Publisher: publishes in bursts, confirms as they come
 
     .venv/bin/python bench/publish.py [--apps 10000] [--baseline 2000]
 """
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consumer_lib import TokenSource, TokenUpdate
 from consumer_lib.amqp import declare_exchange, publish_update
 from consumer_lib.wire.signing import UpdateCodec
-from producer.publishing import Publisher
+from producer.messaging.publisher import Publisher
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 

@@ -50,7 +50,7 @@ from consumer_lib.wire.refresh_request import RefreshRequest, requests_exchange
 from consumer_lib.wire.signing import generate_keypair
 from ops.sandbox import SandboxConfig, SandboxServer
 from ops.sandbox.faults import Fault
-from producer.audit import AuditLog
+from producer.store.audit import AuditLog
 from tests.integration.flooder import Flooder
 from tests.integration.procs import Producer
 from tests.integration.servers import free_port

@@ -25,9 +25,9 @@ _PRINT_LOCK = threading.Lock()
 
 #: Producer log lines a newcomer need not read (re-publishes every few seconds, plumbing).
 QUIET = (
-    "producer.publishing: published",
-    "producer.publishing: publisher connected",
-    "producer.request_listener: listening",
+    "producer.messaging.publisher: published",
+    "producer.messaging.publisher: publisher connected",
+    "producer.messaging.request_listener: listening",
     "metrics and health on port",
 )
 

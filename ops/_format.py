@@ -15,8 +15,8 @@ from pydantic import TypeAdapter, ValidationError
 from consumer_lib.errors import InvalidUpdate
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import MAX_TOKEN_CHARS, AppId, TokenKind, TokenUpdate
-from producer.audit import AuditEntry
-from producer.upstream_errors import REFUSED, UpstreamFailure
+from producer.store.audit import AuditEntry
+from producer.store.upstream_failures import REFUSED, UpstreamFailure
 
 #: One entry of the snapshot, as `SnapshotReader.read_many` returns it.
 SnapshotEntry = TokenUpdate | InvalidUpdate | None

@@ -18,13 +18,12 @@ from types import FrameType
 from consumer_lib.errors import ConfigError
 from consumer_lib.settings import DOTENV, load_settings
 from consumer_lib.settings.usage import usage, wants_help
-
-from ._service import ProducerService
-from .apps import load_apps
-from .logsetup import configure_logging
-from .observability import metered_upstream, start_status
-from .platform.errors import RegistryUnavailable
-from .settings import ProducerSettings
+from producer.apps import load_apps
+from producer.observability.logsetup import configure_logging
+from producer.observability.wiring import metered_upstream, start_status
+from producer.platform.errors import RegistryUnavailable
+from producer.service import ProducerService
+from producer.settings import ProducerSettings
 
 log = logging.getLogger("producer")
 
@@ -119,7 +118,7 @@ def open_platform_registry(settings: ProducerSettings) -> None:
     if settings.platform_db_url is None:
         return
     try:
-        from .platform.startup import open_registry
+        from producer.platform.startup import open_registry
     except ImportError as exc:  # SQLAlchemy, Alembic or a driver is not installed
         raise ConfigError(
             f"WXTOKEN_PLATFORM_DB_URL needs the platform extra (wxtoken[platform]): {exc}"

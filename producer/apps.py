@@ -37,10 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt, Validat
 from consumer_lib.errors import ConfigError
 from consumer_lib.wire.kinds import TICKET_NAMES, Platform, TokenKind, tickets_of
 from consumer_lib.wire.update import AppId
-
-from .app_config import AppConfig as AppConfig  # re-exported: the apps file's result
-from .app_config import Credential as Credential
-from .app_config import TokenApi as TokenApi
+from producer.app_config import AppConfig as AppConfig  # re-exported: the apps file's result
+from producer.app_config import Credential as Credential
+from producer.app_config import TokenApi as TokenApi
 
 log = logging.getLogger(__name__)
 

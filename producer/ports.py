@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from .apps import AppConfig, TokenApi
-from .wechat import FetchedToken, TokenCheck
+from producer.apps import AppConfig, TokenApi
+from producer.upstream.wechat import FetchedToken, TokenCheck
 
 
 class Fetcher(Protocol):

@@ -12,8 +12,7 @@ from pydantic import AfterValidator, Field, SecretStr
 
 from consumer_lib.settings import CommonSettings
 from consumer_lib.settings.schema import key_files
-
-from .apps import is_local_sandbox
+from producer.apps import is_local_sandbox
 
 
 def _check_http_url(url: str) -> str:

@@ -136,5 +136,6 @@ class KeyLayout:
 
     @property
     def upstream_errors(self) -> str:
-        """Hash of the last failed fetch per "{app_id}:{kind}" (`producer.upstream_errors`)."""
+        """Hash of the last failed fetch per "{app_id}:{kind}"
+        (`producer.store.upstream_failures`)."""
         return f"{self.prefix}:upstream_errors"

@@ -27,7 +27,7 @@ from consumer_lib.wire.refresh_request import (
 )
 from consumer_lib.wire.signing import UpdateCodec, codec_from_settings
 from consumer_lib.wire.update import TokenKind, TokenUpdate
-from producer.audit import AuditLog
+from producer.store.audit import AuditLog
 
 from .. import _format
 from ..broker import (

@@ -1,7 +1,7 @@
 """`wxtoken redis-functions`: load the wxtoken Redis Functions library (the admin step).
 
 The producer's, `wxtoken set`'s and an overriding gateway's Lua runs as the functions of
-one library (`producer.scripts`), called with FCALL; their Redis users may not load code.
+one library (`producer.store.functions`), called with FCALL; their Redis users may not load code.
 An administrator loads it once per Redis (and after each upgrade that changes it) with a
 login that may `FUNCTION LOAD`: `wxtoken-admin` of deploy/redis/users.template.acl, e.g.
 
@@ -18,7 +18,7 @@ import redis
 
 from consumer_lib.errors import StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
-from producer.scripts import LIBRARY, library_version, load_library
+from producer.store.functions import LIBRARY, library_version, load_library
 
 from .context import CliError, OpsContext
 

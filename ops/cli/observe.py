@@ -11,10 +11,10 @@ from consumer_lib.amqp import Delivery
 from consumer_lib.errors import ExchangeMissing, InvalidUpdate, StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, SnapshotReader, describe_redis_error
 from consumer_lib.wire.kinds import TokenKind
-from producer.announcement import read_announcement
-from producer.clock_skew import WARN_S as SKEW_WARN_S
-from producer.clock_skew import read_skews
-from producer.upstream_errors import UpstreamErrors
+from producer.leadership.announcement import read_announcement
+from producer.leadership.clock_skew import WARN_S as SKEW_WARN_S
+from producer.leadership.clock_skew import read_skews
+from producer.store.upstream_failures import UpstreamErrors
 
 from .. import _format
 from ..broker import connect

@@ -1,7 +1,7 @@
 """`wxtoken set`, `refresh` and `get`: override, replace and show one app's token.
 
 `refresh` is an operator's signed control request (`consumer_lib.wire.control`), like
-`quota clear`: the leader judges it (`producer.operator_refresh`) and the CLI prints the
+`quota clear`: the leader judges it (`producer.refresh.operator`) and the CLI prints the
 verdict it stores in Redis.
 """
 
@@ -17,11 +17,11 @@ from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.control import ControlAction, ControlRequest, ControlResult, new_request_id
 from consumer_lib.wire.signing import key_id, load_private_key
 from consumer_lib.wire.update import TokenKind
-from producer.audit import AuditEvent
-from producer.clock_skew import ClockSkewed
-from producer.issuing import IssueOutcome, Issuer
-from producer.store import TokenStore
-from producer.upstream_errors import UpstreamErrors
+from producer.leadership.clock_skew import ClockSkewed
+from producer.store.audit import AuditEvent
+from producer.store.issuing import IssueOutcome, Issuer
+from producer.store.tokens import TokenStore
+from producer.store.upstream_failures import UpstreamErrors
 
 from .. import _format
 from ..broker import control_channel

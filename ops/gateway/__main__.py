@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from consumer_lib import ConfigError
 from consumer_lib.settings import load_settings
 from consumer_lib.settings.usage import usage, wants_help
-from producer.logsetup import configure_logging
+from producer.observability.logsetup import configure_logging
 
 from ._routes import build_app
 from ._settings import GatewaySettings

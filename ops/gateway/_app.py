@@ -35,7 +35,7 @@ from consumer_lib import (
 from consumer_lib.jssdk import MAX_URL_CHARS, jssdk_config, page_url
 from consumer_lib.wire.kinds import TICKET_NAMES
 from consumer_lib.wire.refresh_request import ReasonText
-from producer.clock_skew import ClockSkewed
+from producer.leadership.clock_skew import ClockSkewed
 
 from ._apikeys import ApiKey, KeyRing, Scope
 from ._fastpath import authorization

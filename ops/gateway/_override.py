@@ -13,9 +13,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from consumer_lib import BrokerError, TokenKind, TokenUpdate, WxTokenError
-from producer.audit import AuditEvent, AuditLog
-from producer.issuing import IssueOutcome, Issuer
-from producer.store import TokenStore
+from producer.store.audit import AuditEvent, AuditLog
+from producer.store.issuing import IssueOutcome, Issuer
+from producer.store.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from consumer_lib import (
 )
 
 if TYPE_CHECKING:
-    from producer.upstream_errors import UpstreamFailure
+    from producer.store.upstream_failures import UpstreamFailure
 
 Key = tuple[str, TokenKind]
 #: The apps Redis knows are re-read at most this often on misses.

@@ -12,10 +12,10 @@ from consumer_lib import ConfigError, TokenClient
 from consumer_lib.snapshot import connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import codec_from_settings
-from producer.audit import AuditLog
-from producer.status_server import StatusServer
-from producer.store import TokenStore
-from producer.upstream_errors import UpstreamErrors
+from producer.observability.status_server import StatusServer
+from producer.store.audit import AuditLog
+from producer.store.tokens import TokenStore
+from producer.store.upstream_failures import UpstreamErrors
 
 from ._apikeys import KeyRing
 from ._app import Gateway

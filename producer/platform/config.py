@@ -25,8 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from consumer_lib.errors import ConfigError
-
-from .crypto import ENCODING_AES_KEY
+from producer.platform.crypto import ENCODING_AES_KEY
 
 #: A component appid as WeChat issues them: "wx" and 16 letters or digits.
 COMPONENT_APPID = r"^wx[A-Za-z0-9]{16}$"

@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from consumer_lib.errors import ConfigError
-
-from .errors import CallbackRejected
+from producer.platform.errors import CallbackRejected
 
 #: An EncodingAESKey: 43 characters of base64's alphabet (32 bytes once "=" is added).
 ENCODING_AES_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")

@@ -17,9 +17,8 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from consumer_lib.errors import ConfigError
-
-from ._deadlines import socket_deadline
-from .errors import RegistryUnavailable
+from producer.platform._deadlines import socket_deadline
+from producer.platform.errors import RegistryUnavailable
 
 SETTING = "WXTOKEN_PLATFORM_DB_URL"
 #: The dialects we test against, with their driver.

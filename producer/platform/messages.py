@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from typing import cast, get_args
 
-from .errors import CallbackRejected
-from .events import InfoType, PlatformEvent
+from producer.platform.errors import CallbackRejected
+from producer.platform.events import InfoType, PlatformEvent
 
 #: The largest envelope or decrypted message read (WeChat's are well under 2 KiB).
 MAX_XML_BYTES = 64 * 1024

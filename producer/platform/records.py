@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .schema import AuthorizerState, authorizers
+from producer.platform.schema import AuthorizerState, authorizers
 
 
 @dataclass(frozen=True, slots=True)

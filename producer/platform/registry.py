@@ -14,12 +14,23 @@ from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 
-from ._statements import authorizer_key, callback_exists, insert_once, upsert_authorizer
-from .database import STATEMENT_TIMEOUT_S, deadline, translated
-from .errors import RegistryUnavailable
-from .events import PlatformEvent
-from .records import LISTED, Authorizer, StoredCallback, VerifyTicket, authorizer_of
-from .schema import (
+from producer.platform._statements import (
+    authorizer_key,
+    callback_exists,
+    insert_once,
+    upsert_authorizer,
+)
+from producer.platform.database import STATEMENT_TIMEOUT_S, deadline, translated
+from producer.platform.errors import RegistryUnavailable
+from producer.platform.events import PlatformEvent
+from producer.platform.records import (
+    LISTED,
+    Authorizer,
+    StoredCallback,
+    VerifyTicket,
+    authorizer_of,
+)
+from producer.platform.schema import (
     AUTHORIZER_STATES,
     AuthorizerState,
     authorizers,
@@ -28,7 +39,7 @@ from .schema import (
     tickets,
     token_place,
 )
-from .sealing import Sealed, Sealer
+from producer.platform.sealing import Sealed, Sealer
 
 #: The most rows one page of `authorizers()` or `unprocessed_callbacks()` returns.
 MAX_PAGE = 1000

@@ -17,12 +17,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from consumer_lib.errors import ConfigError, WxTokenError
-
-from .database import create_engine, database_url, translated
-from .errors import SealBroken
-from .schema import authorizers, ticket_place, tickets, token_place
-from .sealing import SETTING as KEY_SETTING
-from .sealing import Sealed, Sealer
+from producer.platform.database import create_engine, database_url, translated
+from producer.platform.errors import SealBroken
+from producer.platform.schema import authorizers, ticket_place, tickets, token_place
+from producer.platform.sealing import SETTING as KEY_SETTING
+from producer.platform.sealing import Sealed, Sealer
 
 #: (table, sealed column, key id column, place of a row, key columns)
 _SEALED: tuple[tuple[sa.Table, str, str, Callable[..., bytes], tuple[str, ...]], ...] = (

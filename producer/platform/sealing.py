@@ -24,8 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from consumer_lib.errors import ConfigError
-
-from .errors import SealBroken
+from producer.platform.errors import SealBroken
 
 SETTING = "WXTOKEN_PLATFORM_KEY_FILE"
 KEY_BYTES = 32

@@ -12,12 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumer_lib.errors import ConfigError
-
-from .database import create_engine, database_url, redacted
-from .migrations import migrate
-from .registry import PlatformRegistry
-from .sealing import SETTING as KEY_SETTING
-from .sealing import Sealer
+from producer.platform.database import create_engine, database_url, redacted
+from producer.platform.migrations import migrate
+from producer.platform.registry import PlatformRegistry
+from producer.platform.sealing import SETTING as KEY_SETTING
+from producer.platform.sealing import Sealer
 
 log = logging.getLogger(__name__)
 

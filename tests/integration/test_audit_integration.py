@@ -16,7 +16,7 @@ import redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import requests_exchange
 from consumer_lib.wire.update import mask
-from producer.audit import AuditEvent, AuditLog, audit_key
+from producer.store.audit import AuditEvent, AuditLog, audit_key
 
 APP = "wxaudit00000001"
 TOKEN = "AUDIT_override_token_0123456789abcdefghijklmnopqrstuvwxyz"

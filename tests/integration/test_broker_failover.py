@@ -17,7 +17,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from consumer_lib import ClientSettings, TokenClient, TokenUpdate
 from consumer_lib.amqp import declare_exchange, publish_update
-from producer.publishing import Publisher
+from producer.messaging.publisher import Publisher
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

@@ -46,7 +46,7 @@ from consumer_lib.wire.refresh_request import (
     requests_exchange,
 )
 from consumer_lib.wire.update import TokenUpdate
-from producer.request_listener import RequestListener
+from producer.messaging.request_listener import RequestListener
 from tests.conftest import AMQP_URL, IN_CI, require_service
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for

@@ -19,9 +19,9 @@ import redis
 
 from consumer_lib.settings import load_settings
 from consumer_lib.wire.keys import KeyLayout
-from producer._service import ProducerService
 from producer.apps import load_apps
-from producer.clock_skew import read_skews
+from producer.leadership.clock_skew import read_skews
+from producer.service import ProducerService
 from producer.settings import ProducerSettings
 from tests.waiting import wait_for
 
@@ -60,7 +60,7 @@ def test_a_subscriber_keeps_a_valid_token_across_a_refresh_whatever_the_producer
     never a call WeChat refuses."""
     stack = skewed_stack
     app_id = stack.app_ids[0]
-    caplog.set_level(logging.WARNING, logger="producer.clock_skew")
+    caplog.set_level(logging.WARNING, logger="producer.leadership.clock_skew")
     producer = start_producer(stack, monkeypatch, skew_s)
     try:
         subscriber = stack.subscriber()

@@ -28,7 +28,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from consumer_lib import ClientSettings, TokenClient, TokenKind, TokenUpdate
 from consumer_lib.amqp import declare_exchange, publish_update
 from consumer_lib.wire.keys import KeyLayout
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from consumer_lib.wire.keys import KeyLayout
 from ops.cli import main
-from producer.audit import AuditLog
+from producer.store.audit import AuditLog
 from tests.waiting import wait_for
 
 from .gateway_stack import RunningGateway, gateway

@@ -12,7 +12,7 @@ import redis
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import generate_keypair
-from producer.audit import AuditLog
+from producer.store.audit import AuditLog
 
 from .procs import wait_line
 from .stack import Stack, make_stack

@@ -12,7 +12,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from consumer_lib.amqp import declare_exchange
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenUpdate
-from producer.publishing import NACK_RETRIES, Publisher
+from producer.messaging.publisher import NACK_RETRIES, Publisher
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

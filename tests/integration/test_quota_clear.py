@@ -15,7 +15,7 @@ import requests
 
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import generate_keypair
-from producer.audit import AuditLog
+from producer.store.audit import AuditLog
 from tests.waiting import wait_for
 
 from .procs import REPO_ROOT, Producer, wait_line

@@ -31,17 +31,17 @@ from ops.gateway._app import ReportBody
 from ops.gateway._wiring import make_gateway
 from producer.app_config import AppConfig
 from producer.apps import TokenApi
-from producer.audit import AuditLog
-from producer.budget import RefreshBudget
-from producer.errcodes import FailureKind
-from producer.lease import Leadership
-from producer.refresher import AppRefresher
-from producer.scripts import library_code, library_version, load_library
-from producer.store import StoreError, TokenStore
-from producer.ticket_budget import TicketBudget
-from producer.upstream import UpstreamError
-from producer.upstream_errors import UpstreamErrors
-from producer.wechat import FetchedToken
+from producer.leadership.lease import Leadership
+from producer.limits.budget import RefreshBudget
+from producer.limits.ticket_budget import TicketBudget
+from producer.refresh.refresher import AppRefresher
+from producer.store.audit import AuditLog
+from producer.store.functions import library_code, library_version, load_library
+from producer.store.tokens import StoreError, TokenStore
+from producer.store.upstream_failures import UpstreamErrors
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import UpstreamError
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.integration.servers import HOST, RedisServer
 from tests.unit._helpers import make_update

@@ -19,9 +19,9 @@ from consumer_lib.snapshot import connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind
 from producer.apps import TokenApi
-from producer.budget import RefreshBudget, budget_count_key, budget_day
-from producer.lease import Leadership
-from producer.store import MAX_VERSION, TokenStore
+from producer.leadership.lease import Leadership
+from producer.limits.budget import RefreshBudget, budget_count_key, budget_day
+from producer.store.tokens import MAX_VERSION, TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 
@@ -81,7 +81,7 @@ def test_a_broken_lease_is_replaced_within_one_ttl(
         client, lease_key=keys.leader, epoch_key=keys.leader_epoch, owner="p-fresh", ttl_s=1.0
     )
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="producer.lease"):
+    with caplog.at_level(logging.WARNING, logger="producer.leadership.lease"):
         wait_for(
             lambda: lease.tick() is not None and lease.is_leader,
             timeout_s=15,
@@ -109,7 +109,7 @@ def test_a_poisoned_version_key_is_repaired_before_any_fetch(
     client.set(keys.version(APP, ACCESS), poison)
     store = TokenStore(client, keys)
     now_s = time.time()
-    with caplog.at_level(logging.WARNING, logger="producer.store"):
+    with caplog.at_level(logging.WARNING, logger="producer.store.tokens"):
         version = store.next_version(APP, ACCESS, now_s=now_s)
     assert 0 < version <= MAX_VERSION
     assert version == int(now_s * 1000)

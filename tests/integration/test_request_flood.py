@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from consumer_lib.wire.keys import KeyLayout
-from producer.audit import AuditLog
+from producer.store.audit import AuditLog
 from tests.waiting import wait_for
 
 from .flooder import Flooder

@@ -26,8 +26,8 @@ from consumer_lib.wire.refresh_request import (
     requests_exchange,
 )
 from consumer_lib.wire.signing import UpdateCodec, key_id, load_private_key
-from producer.request_listener import RequestListener
-from producer.store import TokenStore
+from producer.messaging.request_listener import RequestListener
+from producer.store.tokens import TokenStore
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
 

@@ -12,7 +12,7 @@ import redis
 
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenUpdate
-from producer.announcement import read_announcement
+from producer.leadership.announcement import read_announcement
 from tests.integration.procs import Producer, wait_line
 from tests.integration.stack import Stack, make_stack
 from tests.waiting import wait_for

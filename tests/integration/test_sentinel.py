@@ -20,8 +20,8 @@ from consumer_lib import ClientSettings, StoreError, TokenClient, TokenKind, Tok
 from consumer_lib.amqp import declare_exchange
 from consumer_lib.snapshot import SnapshotReader, connect_redis
 from consumer_lib.wire.keys import KeyLayout
-from producer.lease import Leadership
-from producer.store import TokenStore
+from producer.leadership.lease import Leadership
+from producer.store.tokens import TokenStore
 from tests.integration.servers import HOST, RedisServer, SentinelServer
 from tests.integration.tcp_proxy import TcpProxy, proxy_to
 from tests.unit._helpers import make_update

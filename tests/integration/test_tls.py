@@ -30,8 +30,8 @@ from consumer_lib.snapshot import SnapshotReader, connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import codec_from_settings
 from consumer_lib.wire.update import TokenUpdate
-from producer.publishing import Publisher
-from producer.store import TokenStore
+from producer.messaging.publisher import Publisher
+from producer.store.tokens import TokenStore
 from tests.integration.servers import Pki, RedisServer, make_pki
 from tests.integration.stack import make_stack
 from tests.waiting import wait_for

@@ -74,7 +74,10 @@ def test_every_alert_is_there_and_tested() -> None:
 def test_alerts_use_only_exported_metrics() -> None:
     """Every metric an alert names is one our collectors export (they cannot drift apart)."""
     exported = set()
-    for source in (ROOT / "producer" / "metrics.py", ROOT / "consumer_lib" / "metrics.py"):
+    for source in (
+        ROOT / "producer" / "observability" / "metrics.py",
+        ROOT / "consumer_lib" / "metrics.py",
+    ):
         text = source.read_text(encoding="utf-8")
         exported |= set(re.findall(r'"(wxtoken_[a-z_]+)"', text))
     counters = {f"{name}_total" for name in exported}

@@ -14,11 +14,11 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import mask
 from producer.apps import AppConfig, TokenApi
-from producer.audit import AuditEntry, AuditEvent, AuditLog, audit_key, safe_mask
-from producer.budget import RefreshBudget
-from producer.refresher import AppRefresher, RefreshTiming
-from producer.store import TokenStore
-from producer.wechat import FetchedToken
+from producer.limits.budget import RefreshBudget
+from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.store.audit import AuditEntry, AuditEvent, AuditLog, audit_key, safe_mask
+from producer.store.tokens import TokenStore
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0
 
@@ -133,7 +133,7 @@ def test_a_redis_outage_drops_entries_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With Redis down `record` raises nothing and warns once per outage; then it records."""
-    caplog.set_level(logging.INFO, logger="producer.audit")
+    caplog.set_level(logging.INFO, logger="producer.store.audit")
     server.connected = False
     for version in (1, 2, 3):
         audit.record(AuditEvent.REFRESH, APP_ID, who="prod-a", version=version)
@@ -364,7 +364,9 @@ def test_an_audit_outage_does_not_stop_refreshing(
     assert rig.fetcher.forced == [False, False]
     assert len(rig.published) == 2
     audit_warnings = [
-        r for r in caplog.records if r.name == "producer.audit" and r.levelno == logging.WARNING
+        r
+        for r in caplog.records
+        if r.name == "producer.store.audit" and r.levelno == logging.WARNING
     ]
     assert len(audit_warnings) == 1
     rig.audit_server.connected = True

@@ -9,7 +9,7 @@ import pytest
 
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import TokenApi
-from producer.budget import (
+from producer.limits.budget import (
     COUNT_TTL_S,
     RefreshBudget,
     budget_count_key,

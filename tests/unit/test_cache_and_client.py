@@ -23,7 +23,7 @@ from consumer_lib import (
 from consumer_lib._cache import Offer, TokenCache
 from consumer_lib.testing import StubTransport
 from consumer_lib.wire.keys import KeyLayout
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update, unreachable_redis
 from tests.waiting import wait_for

@@ -23,7 +23,7 @@ from ops import _format
 from ops.cli import main
 from ops.cli.context import OpsContext, Publish
 from ops.cli.observe import STATUS_UNHEALTHY
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 
 PREFIX = "wxunit"
@@ -506,7 +506,7 @@ def test_status_shows_which_apps_the_leader_serves(
 ) -> None:
     """With the leader's announcement, each app says whether it is served, and one line on
     stderr names the leader; a garbage announcement is reported, not fatal."""
-    from producer.announcement import announce
+    from producer.leadership.announcement import announce
 
     announce(
         fake_redis,
@@ -538,7 +538,7 @@ def test_status_after_a_clean_stop_says_no_leader_and_exits_3(
     """A leader that stopped cleanly released the lease but left its announcement: status
     says "no leader", serves nothing and exits 3; a new holder's stale announcement is not
     taken for its own."""
-    from producer.announcement import announce
+    from producer.leadership.announcement import announce
 
     announce(
         fake_redis,
@@ -568,7 +568,7 @@ def test_status_exits_3_when_a_served_credential_is_missing_or_expired(
 ) -> None:
     """With a leader serving APP, an expired or missing APP token exits 3; an app the leader
     does not serve (left over from an old apps file) does not count."""
-    from producer.announcement import announce
+    from producer.leadership.announcement import announce
 
     hold_lease(fake_redis, "3|producer-a#1")
     announce(

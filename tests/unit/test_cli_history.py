@@ -19,8 +19,8 @@ from consumer_lib.wire.update import TokenUpdate, mask
 from ops import _format
 from ops.cli import main
 from ops.cli.context import OpsContext, Publish, SendRequest
-from producer.audit import AuditEvent, AuditLog, audit_key
-from producer.store import TokenStore
+from producer.store.audit import AuditEvent, AuditLog, audit_key
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 

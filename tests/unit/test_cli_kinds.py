@@ -18,7 +18,7 @@ from consumer_lib.wire.update import TokenKind, TokenUpdate
 from ops import _format
 from ops.cli import main
 from ops.cli.context import OpsContext, Publish, SendRequest
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 

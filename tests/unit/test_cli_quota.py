@@ -30,9 +30,9 @@ from ops.broker import SendControl
 from ops.cli import main
 from ops.cli.context import OpsContext
 from producer.app_config import AppConfig
-from producer.audit import AuditLog
-from producer.control import ControlHandler
-from producer.wechat import WeChatClient
+from producer.messaging.control import ControlHandler
+from producer.store.audit import AuditLog
+from producer.upstream.wechat import WeChatClient
 from tests.conftest import FakeClock
 
 BASE = "https://wechat.test"

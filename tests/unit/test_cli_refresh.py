@@ -38,17 +38,17 @@ from ops.cli import main
 from ops.cli.context import OpsContext
 from ops.cli.tokens import OVER_BUDGET_EXIT, REFUTED_EXIT
 from producer.apps import AppConfig, TokenApi
-from producer.audit import AuditLog
-from producer.budget import RefreshBudget
-from producer.control import ControlHandler
-from producer.errcodes import FailureKind
-from producer.operator_refresh import OperatorRefresh
-from producer.refresher import AppRefresher
-from producer.store import TokenStore
-from producer.token_probe import ProbeVerdict
-from producer.upstream import UpstreamError
-from producer.upstream_errors import UpstreamErrors
-from producer.wechat import FetchedToken
+from producer.limits.budget import RefreshBudget
+from producer.messaging.control import ControlHandler
+from producer.refresh.operator import OperatorRefresh
+from producer.refresh.refresher import AppRefresher
+from producer.store.audit import AuditLog
+from producer.store.tokens import TokenStore
+from producer.store.upstream_failures import UpstreamErrors
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import UpstreamError
+from producer.upstream.token_probe import ProbeVerdict
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import unreachable_redis
 

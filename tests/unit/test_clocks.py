@@ -25,9 +25,9 @@ from consumer_lib._offset import (
 )
 from consumer_lib.amqp.messages import SENT_MS_HEADER, sent_s, update_properties
 from consumer_lib.wire.keys import KeyLayout
-from producer.clock import JumpProofDeadline
-from producer.clock_skew import SkewMonitor, read_skews
-from producer.store import TokenStore
+from producer.leadership.clock import JumpProofDeadline
+from producer.leadership.clock_skew import SkewMonitor, read_skews
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 
@@ -246,7 +246,9 @@ def test_a_producer_clock_skewed_from_redis_is_warned_once_and_shown(
             steady.advance(31)
         client.redis_now_s = clock.now_s
         monitor.check()
-    messages = [r.getMessage() for r in caplog.records if r.name == "producer.clock_skew"]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name == "producer.leadership.clock_skew"
+    ]
     assert len([m for m in messages if "+300.0 s from Redis" in m]) == 1
     assert len([m for m in messages if "back within" in m]) == 1
     (report,) = read_skews(client, KeyLayout())

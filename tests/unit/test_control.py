@@ -28,10 +28,10 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import Platform
 from consumer_lib.wire.signing import key_id, seal
 from producer.app_config import AppConfig, TokenApi
-from producer.audit import AuditLog
-from producer.control import ControlHandler
-from producer.request_listener import RequestListener
-from producer.wechat import WeChatClient
+from producer.messaging.control import ControlHandler
+from producer.messaging.request_listener import RequestListener
+from producer.store.audit import AuditLog
+from producer.upstream.wechat import WeChatClient
 from tests.conftest import FakeClock
 
 BASE = "https://wechat.test"
@@ -193,7 +193,7 @@ def test_an_unsigned_request_is_refused_counted_and_logged(
 ) -> None:
     """Plain JSON (what a consumer credential could publish) never reaches upstream."""
     req = request(now())
-    with caplog.at_level(logging.WARNING, logger="producer.control"):
+    with caplog.at_level(logging.WARNING, logger="producer.messaging.control"):
         handler.handle(delivery(req.model_dump_json().encode()))
     assert clear_calls() == 0
     assert answer_of(fake_redis, req) is None

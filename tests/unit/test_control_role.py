@@ -24,9 +24,9 @@ from consumer_lib.wire.control import (
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import generate_keypair, key_id, load_private_key, seal
 from producer.app_config import AppConfig
-from producer.control import ControlHandler, control_keys
+from producer.messaging.control import ControlHandler, control_keys
 from producer.settings import ProducerSettings
-from producer.wechat import WeChatClient
+from producer.upstream.wechat import WeChatClient
 from tests.conftest import FakeClock
 
 BASE = "https://wechat.test"

@@ -95,13 +95,16 @@ def test_relay_drops_routine_lines_and_the_childs_timestamp(
 ) -> None:
     """Re-publishes and plumbing are dropped; a refresh is kept without its own time."""
     child_log = io.StringIO(
-        "2026-12-01 09:00:00,000 INFO producer.publishing: published wx1/access_token v2\n"
-        "2026-12-01 09:00:01,000 INFO producer.refresher: wx1: fetched wx1/access_token v3\n"
+        "2026-12-01 09:00:00,000 INFO producer.messaging.publisher: published wx1/access_token v2\n"
+        "2026-12-01 09:00:01,000 INFO producer.refresh.refresher: "
+        "wx1: fetched wx1/access_token v3\n"
         "\n"
         "Traceback (most recent call last):\n"
     )
     relay(child_log, "producer")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("producer | INFO producer.refresher: wx1: fetched wx1/access_token v3")
+    assert lines[0].endswith(
+        "producer | INFO producer.refresh.refresher: wx1: fetched wx1/access_token v3"
+    )
     assert lines[1].endswith("producer | Traceback (most recent call last):")

@@ -27,8 +27,8 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "consumer_lib/dropins/requests_auth.py": ("requests",),
     "consumer_lib/dropins/httpx_auth.py": ("httpx",),
     "producer": ("producer",),
-    "producer/metrics.py": ("metrics",),
-    "producer/observability.py": ("metrics",),  # imports prometheus-client only when asked
+    "producer/observability/metrics.py": ("metrics",),
+    "producer/observability/wiring.py": ("metrics",),  # imports prometheus-client only when asked
     "producer/platform": ("platform",),  # the registry: SQLAlchemy, Alembic, the drivers
     "ops": ("producer", "ops"),
     "ops/gateway": ("gateway",),

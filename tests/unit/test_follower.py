@@ -14,12 +14,12 @@ from consumer_lib.errors import StoreError
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
-from producer._follower import SnapshotFollower
-from producer._remembering_codec import RememberingCodec
 from producer.apps import AppConfig, TokenApi
-from producer.refresher import STANDBY_IDLE_S, AppRefresher
-from producer.store import TokenStore
-from producer.wechat import FetchedToken
+from producer.leadership.follower import SnapshotFollower
+from producer.refresh.refresher import STANDBY_IDLE_S, AppRefresher
+from producer.store.remembering_codec import RememberingCodec
+from producer.store.tokens import TokenStore
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 

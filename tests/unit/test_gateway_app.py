@@ -17,7 +17,7 @@ from ops.gateway._app import Gateway, ReportBody
 from ops.gateway._ratelimit import RateLimiter
 from ops.gateway._routes import build_app
 from ops.gateway._tokens import TokenView
-from producer.upstream_errors import UpstreamFailure
+from producer.store.upstream_failures import UpstreamFailure
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 

@@ -11,9 +11,9 @@ import pytest
 from consumer_lib import BrokerError, TokenKind, TokenSource, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from ops.gateway._override import Overrider, OverrideRefused, Publish, PublishFailed
-from producer.audit import AuditLog
-from producer.clock_skew import ClockSkewed
-from producer.store import TokenStore
+from producer.leadership.clock_skew import ClockSkewed
+from producer.store.audit import AuditLog
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, redis_on_clock
 from tests.unit.test_gateway_app import APP as HARNESS_APP

@@ -9,9 +9,9 @@ import pytest
 from consumer_lib.errors import StoreError
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
-from producer.audit import AuditEvent, AuditLog
-from producer.issuing import IssueOutcome, Issuer
-from producer.store import TokenStore
+from producer.store.audit import AuditEvent, AuditLog
+from producer.store.issuing import IssueOutcome, Issuer
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 

@@ -9,9 +9,9 @@ import pytest
 
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import TokenApi
-from producer.lease import Leadership
-from producer.refresher import AppRefresher, RefreshTiming
-from producer.store import TokenStore
+from producer.leadership.lease import Leadership
+from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 from tests.unit.test_refresher import APP, FakeFetcher
@@ -99,7 +99,7 @@ def test_a_clean_release_is_logged_at_info(
     first = leadership(client_of(server), "a", clock)
     first.tick()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="producer.lease"):
+    with caplog.at_level(logging.INFO, logger="producer.leadership.lease"):
         first.release()
     [line] = [r for r in caplog.records if "no longer the leader" in r.getMessage()]
     assert line.levelno == logging.INFO
@@ -360,7 +360,7 @@ def test_boottime_is_the_default_lease_clock() -> None:
     import sys
     import time
 
-    from producer.clock import COUNTS_SUSPEND, boottime
+    from producer.leadership.clock import COUNTS_SUSPEND, boottime
 
     default = inspect.signature(Leadership.__init__).parameters["monotonic"].default
     assert default is boottime

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from producer.logsetup import configure_logging
+from producer.observability.logsetup import configure_logging
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ from consumer_lib.metrics import TokenClientCollector
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from producer.apps import AppConfig, TokenApi
-from producer.budget import RefreshBudget
-from producer.errcodes import FailureKind
-from producer.metrics import ProducerCollector, ProducerView, is_healthy, is_ready
-from producer.refresher import RefresherStats
-from producer.status_server import StatusServer
-from producer.store import TokenStore
-from producer.upstream_meter import MeteredFetcher
-from producer.wechat import FetchedToken, UpstreamError
+from producer.limits.budget import RefreshBudget
+from producer.observability.metrics import ProducerCollector, ProducerView, is_healthy, is_ready
+from producer.observability.status_server import StatusServer
+from producer.refresh.refresher import RefresherStats
+from producer.store.tokens import TokenStore
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.meter import MeteredFetcher
+from producer.upstream.wechat import FetchedToken, UpstreamError
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 

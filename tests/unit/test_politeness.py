@@ -8,10 +8,10 @@ import pytest
 from pydantic import SecretStr
 
 from producer.apps import AppConfig
-from producer.politeness import UpstreamGate
-from producer.refresher import AppRefresher
-from producer.store import TokenStore
-from producer.wechat import FetchedToken, UpstreamError
+from producer.refresh.refresher import AppRefresher
+from producer.store.tokens import TokenStore
+from producer.upstream.gate import UpstreamGate
+from producer.upstream.wechat import FetchedToken, UpstreamError
 from tests.conftest import FakeClock
 from tests.unit.test_refresher import upstream_error
 
@@ -130,7 +130,7 @@ def test_http_and_redis_pools_fit_the_workers() -> None:
     """The HTTP pool holds a connection per worker (requests keeps 10 by default) and the
     Redis pool is bounded to what the producer's threads can use at once."""
     from consumer_lib.snapshot import connect_redis
-    from producer.wechat import pooled_session
+    from producer.upstream.wechat import pooled_session
 
     session = pooled_session(24)
     adapter = session.get_adapter("http://127.0.0.1:9/cgi-bin/stable_token")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from producer.publishing import Publisher
+from producer.messaging.publisher import Publisher
 from tests.unit._helpers import make_update
 
 

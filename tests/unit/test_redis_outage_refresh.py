@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consumer_lib import TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import UpdateCodec
-from producer.refresher import AppRefresher
-from producer.store import TokenStore
+from producer.refresh.refresher import AppRefresher
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 from tests.unit.test_refresher import APP, APP_ID, FakeFetcher

@@ -10,10 +10,10 @@ from consumer_lib import TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from producer.apps import AppConfig, TokenApi
-from producer.budget import RefreshBudget
-from producer.refresher import AppRefresher
-from producer.store import TokenStore
-from producer.wechat import FetchedToken
+from producer.limits.budget import RefreshBudget
+from producer.refresh.refresher import AppRefresher
+from producer.store.tokens import TokenStore
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 
 APP_ID = "wxapp1"

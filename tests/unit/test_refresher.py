@@ -17,12 +17,12 @@ from pydantic import SecretStr
 from consumer_lib import TokenKind, TokenSource, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
-from producer._fetching import UNCHANGED_MIN_RETRY_S
 from producer.apps import AppConfig, TokenApi
-from producer.errcodes import FailureKind
-from producer.refresher import RETRY_ON_REQUEST_MIN_S, AppRefresher, RefreshTiming
-from producer.store import TokenStore
-from producer.wechat import FetchedToken, UpstreamError, WeChatClient, parse_token_answer
+from producer.refresh.fetching import UNCHANGED_MIN_RETRY_S
+from producer.refresh.refresher import RETRY_ON_REQUEST_MIN_S, AppRefresher, RefreshTiming
+from producer.store.tokens import TokenStore
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.wechat import FetchedToken, UpstreamError, WeChatClient, parse_token_answer
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

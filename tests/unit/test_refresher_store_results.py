@@ -10,11 +10,11 @@ from pydantic import SecretStr
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.apps import AppConfig
-from producer.audit import AuditEvent
-from producer.issuing import IssueOutcome, Issuer
-from producer.refresher import AppRefresher
-from producer.store import TokenStore, VersionPoisoned, WriteResult
-from producer.wechat import FetchedToken
+from producer.refresh.refresher import AppRefresher
+from producer.store.audit import AuditEvent
+from producer.store.issuing import IssueOutcome, Issuer
+from producer.store.tokens import TokenStore, VersionPoisoned, WriteResult
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 

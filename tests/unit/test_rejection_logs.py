@@ -15,11 +15,11 @@ from consumer_lib.amqp import Delivery
 from consumer_lib.wire.control import CONTROL_MESSAGE_TYPE
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import REQUEST_MESSAGE_TYPE
-from producer.control import ControlHandler
-from producer.metrics import _messages
-from producer.request_limits import RequesterLimits
-from producer.request_listener import RequestListener
-from producer.summed_log import SummedWarning
+from producer.limits.requesters import RequesterLimits
+from producer.messaging.control import ControlHandler
+from producer.messaging.request_listener import RequestListener
+from producer.observability.metrics import _messages
+from producer.observability.summed_log import SummedWarning
 from tests.conftest import FakeClock
 
 LOGIN = "wxtoken-consumer"

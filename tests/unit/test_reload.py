@@ -13,11 +13,11 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenUpdate
 from producer.__main__ import reload_apps
-from producer._service import ProducerService
-from producer.announcement import read_announcement
 from producer.apps import AppConfig, load_apps
+from producer.leadership.announcement import read_announcement
+from producer.service import ProducerService
 from producer.settings import ProducerSettings
-from producer.wechat import FetchedToken
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 
 BASE_URL = "http://127.0.0.1:9"
@@ -210,8 +210,8 @@ def test_sighup_retries_a_failed_fetch_now(
     """A credential waiting out a configuration error's slow retry is fetched at its next
     step after a reload (SIGHUP, the operator's "try now"), even when the apps file does not
     load; the others are not woken."""
-    from producer.errcodes import FailureKind
-    from producer.wechat import UpstreamError
+    from producer.upstream.errcodes import FailureKind
+    from producer.upstream.wechat import UpstreamError
 
     svc, upstream, settings = service
     svc.leadership.tick()

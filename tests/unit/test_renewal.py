@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from producer.renewal import judge_fetch
-from producer.upstream import FetchedToken
+from producer.refresh.renewal import judge_fetch
+from producer.upstream.errors import FetchedToken
 
 T0 = 1_800_000_000.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from ops.sandbox import SandboxConfig, SandboxState, WecomAgent
-from producer.renewal import judge_fetch
-from producer.upstream import take_credential
+from producer.refresh.renewal import judge_fetch
+from producer.upstream.errors import take_credential
 
 AGENT = WecomAgent("ww_corp", "1000002", "agent-secret")
 LIFETIME_S, MARGIN_S, DAY_S = 7200, 300.0, 86_400.0

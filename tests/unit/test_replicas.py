@@ -7,7 +7,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from producer.replicas import ReplicaWait, connected_replicas, default_replicas
+from producer.store.replicas import ReplicaWait, connected_replicas, default_replicas
 
 
 class FakePipeline:

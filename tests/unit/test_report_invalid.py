@@ -10,7 +10,7 @@ import pytest
 from consumer_lib import ClientSettings, TokenClient
 from consumer_lib.testing import StubTransport
 from consumer_lib.wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest, fingerprint
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

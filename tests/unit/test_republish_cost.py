@@ -13,7 +13,7 @@ from consumer_lib import ClientSettings, TokenClient
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import UpdateCodec, generate_keypair, load_private_key
 from consumer_lib.wire.update import TokenUpdate
-from producer._remembering_codec import RememberingCodec
+from producer.store.remembering_codec import RememberingCodec
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

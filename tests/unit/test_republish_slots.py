@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 
-from producer.timing import REPUBLISH_SLOT_S, RefreshTiming, republish_phase_s
+from producer.refresh.timing import REPUBLISH_SLOT_S, RefreshTiming, republish_phase_s
 
 INTERVAL_S = 60.0
 

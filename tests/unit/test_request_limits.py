@@ -8,8 +8,8 @@ import pytest
 
 from consumer_lib.amqp import Delivery
 from consumer_lib.wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest
-from producer.request_limits import UNVERIFIED, RequesterLimits
-from producer.request_listener import RequestListener
+from producer.limits.requesters import UNVERIFIED, RequesterLimits
+from producer.messaging.request_listener import RequestListener
 from tests.conftest import FakeClock
 
 APP = "wx1234567890abcdef"

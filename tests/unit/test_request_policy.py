@@ -17,15 +17,15 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from ops._format import status_records
 from producer.apps import AppConfig, TokenApi
-from producer.audit import AuditLog
-from producer.budget import RefreshBudget
-from producer.errcodes import FailureKind
-from producer.refresher import AppRefresher
-from producer.store import TokenStore
-from producer.token_probe import TokenProbe
-from producer.upstream import UpstreamError
-from producer.upstream_errors import UpstreamErrors
-from producer.wechat import FetchedToken, TokenCheck
+from producer.limits.budget import RefreshBudget
+from producer.refresh.refresher import AppRefresher
+from producer.store.audit import AuditLog
+from producer.store.tokens import TokenStore
+from producer.store.upstream_failures import UpstreamErrors
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import UpstreamError
+from producer.upstream.token_probe import TokenProbe
+from producer.upstream.wechat import FetchedToken, TokenCheck
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 

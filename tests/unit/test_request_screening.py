@@ -12,11 +12,11 @@ from consumer_lib.amqp import Delivery
 from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest
 from consumer_lib.wire.update import TokenUpdate
-from producer._service import ProducerService
 from producer.apps import AppConfig, load_apps
-from producer.request_limits import RequesterLimits
+from producer.limits.requesters import RequesterLimits
+from producer.service import ProducerService
 from producer.settings import ProducerSettings
-from producer.wechat import FetchedToken
+from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 
 BASE_URL = "http://127.0.0.1:9"

@@ -1,4 +1,4 @@
-"""The wxtoken Redis Functions library (`producer.scripts`) on fakeredis: loaded before the
+"""The wxtoken Redis Functions library (`producer.store.functions`) on fakeredis: loaded before the
 first call where the login may, loaded again when Redis lost it or holds another version."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import fakeredis
 import pytest
 import redis
 
-from producer.scripts import (
+from producer.store.functions import (
     BODIES,
     VERSION_FUNCTION,
     FunctionLibrary,
@@ -20,7 +20,7 @@ from producer.scripts import (
 
 
 def test_every_body_is_a_function_of_the_library() -> None:
-    """Each producer/lua body is registered under its name, with the library's version."""
+    """Each producer/store/lua body is registered under its name, with the library's version."""
     client = fakeredis.FakeRedis()
     assert load_library(client)
     assert not load_library(client), "the same version is not loaded twice"

@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from consumer_lib import TokenKind
 from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
-from producer._service import ProducerService
 from producer.app_config import AppConfig
+from producer.service import ProducerService
 from producer.settings import ProducerSettings
 from tests.conftest import FakeClock
 from tests.unit.test_reload import Publisher

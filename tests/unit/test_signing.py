@@ -30,7 +30,7 @@ from consumer_lib.wire.signing import (
     load_private_key,
     load_public_keys,
 )
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

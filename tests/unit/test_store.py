@@ -14,7 +14,7 @@ from consumer_lib import InvalidUpdate, StoreError, TokenKind, TokenSource
 from consumer_lib.errors import StoreLoginRefused
 from consumer_lib.snapshot import store_error
 from consumer_lib.wire.keys import KeyLayout
-from producer.store import TokenStore
+from producer.store.tokens import TokenStore
 from tests.unit._helpers import T0, make_update, unreachable_redis
 
 KEYS = KeyLayout()

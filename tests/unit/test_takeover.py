@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
-from producer._service import ProducerService
 from producer.apps import AppConfig
+from producer.service import ProducerService
 from producer.settings import ProducerSettings
 from tests.unit.test_reload import Publisher, Upstream
 

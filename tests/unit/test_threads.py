@@ -16,8 +16,8 @@ import pytest
 from consumer_lib import ClientSettings, ClientStats, TokenClient, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import TokenApi
-from producer.lease import Leadership
-from producer.store import TokenStore
+from producer.leadership.lease import Leadership
+from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
 from tests.waiting import wait_for
@@ -174,7 +174,7 @@ def test_leadership_steps_down_once_when_many_writes_are_fenced(
     )
     leadership.tick()
     assert leadership.is_leader
-    caplog.set_level(logging.WARNING, logger="producer.lease")
+    caplog.set_level(logging.WARNING, logger="producer.leadership.lease")
     threads_n = 8
     start = threading.Barrier(threads_n)
 

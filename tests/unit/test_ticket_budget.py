@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from consumer_lib import Platform, TokenKind
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import AppConfig, TokenApi
-from producer.ticket_budget import TicketBudget
+from producer.limits.ticket_budget import TicketBudget
 from tests.conftest import FakeClock
 from tests.unit._helpers import unreachable_redis
 

@@ -7,9 +7,9 @@ from pydantic import SecretStr
 
 from consumer_lib import TokenKind
 from producer.apps import AppConfig
-from producer.errcodes import FailureKind
-from producer.ticket_fetch import fetch_ticket
-from producer.upstream import FetchedToken, UpstreamError
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import FetchedToken, UpstreamError
+from producer.upstream.tickets import fetch_ticket
 
 APP = AppConfig(app_id="wxa", secret=SecretStr("s"), tickets=(TokenKind.JSAPI_TICKET,))
 TICKET = FetchedToken("TICKET-1", 7200)

@@ -10,14 +10,14 @@ from consumer_lib import TokenKind, TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
 from producer.app_config import AppConfig, TokenApi
-from producer.budget import RefreshBudget, budget_day
-from producer.errcodes import FailureKind
-from producer.refresher import AppRefresher, RefreshTiming
-from producer.store import TokenStore
-from producer.ticket_budget import TicketBudget
-from producer.ticket_fetch import TOKEN_BUSY_RETRY_S
-from producer.ticket_refresher import NO_TOKEN_RETRY_S, TicketRefresher
-from producer.upstream import FetchedToken, UpstreamError
+from producer.limits.budget import RefreshBudget, budget_day
+from producer.limits.ticket_budget import TicketBudget
+from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.refresh.tickets import NO_TOKEN_RETRY_S, TicketRefresher
+from producer.store.tokens import TokenStore
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import FetchedToken, UpstreamError
+from producer.upstream.tickets import TOKEN_BUSY_RETRY_S
 from tests.conftest import FakeClock
 
 JSAPI, CARD = TokenKind.JSAPI_TICKET, TokenKind.WX_CARD_TICKET

@@ -12,12 +12,12 @@ from pydantic import SecretStr
 
 from consumer_lib import Platform
 from producer.apps import AppConfig, TokenApi
-from producer.fetching import Upstream
 from producer.ports import TokenProber
-from producer.token_probe import PROBE_TTL_S, ProbeVerdict, TokenProbe
-from producer.upstream import MAX_ANSWER_BYTES
-from producer.wechat import WeChatClient
-from producer.wecom import WecomClient
+from producer.upstream.errors import MAX_ANSWER_BYTES
+from producer.upstream.routing import Upstream
+from producer.upstream.token_probe import PROBE_TTL_S, ProbeVerdict, TokenProbe
+from producer.upstream.wechat import WeChatClient
+from producer.upstream.wecom import WecomClient
 from tests.conftest import FakeClock
 
 WX = "https://api.weixin.qq.com"

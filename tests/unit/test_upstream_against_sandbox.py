@@ -12,11 +12,11 @@ from consumer_lib import Platform, TokenKind
 from consumer_lib.jssdk import jssdk_config
 from ops.sandbox import Fault, SandboxConfig, SandboxServer, WecomAgent
 from producer.apps import AppConfig, TokenApi
-from producer.errcodes import FailureKind
-from producer.fetching import Upstream
-from producer.upstream import UpstreamError
-from producer.wechat import TokenCheck, WeChatClient
-from producer.wecom import WecomClient
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import UpstreamError
+from producer.upstream.routing import Upstream
+from producer.upstream.wechat import TokenCheck, WeChatClient
+from producer.upstream.wecom import WecomClient
 
 AGENTS = (WecomAgent("ww_corp", "1000002", "agent-2"), WecomAgent("ww_corp", "1000003", "agent-3"))
 CLASSIC = AppConfig(

@@ -15,11 +15,11 @@ from responses import matchers
 
 from consumer_lib import Platform, TokenKind
 from producer.apps import AppConfig, TokenApi
-from producer.errcodes import FailureKind
-from producer.fetching import Upstream
-from producer.upstream import MAX_ANSWER_BYTES, FetchedToken, UpstreamError, caller_ip_from
-from producer.wechat import TokenCheck, WeChatClient
-from producer.wecom import WecomClient
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.errors import MAX_ANSWER_BYTES, FetchedToken, UpstreamError, caller_ip_from
+from producer.upstream.routing import Upstream
+from producer.upstream.wechat import TokenCheck, WeChatClient
+from producer.upstream.wecom import WecomClient
 
 WX = "https://api.weixin.qq.com"
 QY = "https://qyapi.weixin.qq.com"

@@ -19,10 +19,10 @@ from consumer_lib.wire.update import TokenKind
 from ops.cli import main
 from ops.cli.context import OpsContext
 from producer.app_config import AppConfig
-from producer.refresher import AppRefresher
-from producer.store import TokenStore
-from producer.upstream import UpstreamError, judge
-from producer.upstream_errors import UpstreamErrors
+from producer.refresh.refresher import AppRefresher
+from producer.store.tokens import TokenStore
+from producer.store.upstream_failures import UpstreamErrors
+from producer.upstream.errors import UpstreamError, judge
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
 
@@ -89,7 +89,7 @@ def test_a_refused_fetch_names_the_ip_in_the_log_and_in_redis(
         clock=now,
         on_fetch_failed=errors.record,
     )
-    with caplog.at_level(logging.ERROR, logger="producer.refresher"):
+    with caplog.at_level(logging.ERROR, logger="producer.refresh.refresher"):
         refresher.step()
     assert any("203.0.113.7" in r.getMessage() for r in caplog.records)
     failure = errors.read_all()[(APP, TokenKind.ACCESS_TOKEN)]
@@ -167,7 +167,7 @@ def test_garbage_in_the_hash_is_skipped(
 def test_recording_while_redis_is_down_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     """An outage is one warning, and the refresher carries on."""
     errors = UpstreamErrors(unreachable_redis(), KEYS)
-    with caplog.at_level(logging.WARNING, logger="producer.upstream_errors"):
+    with caplog.at_level(logging.WARNING, logger="producer.store.upstream_failures"):
         errors.record(APP, TokenKind.ACCESS_TOKEN, ip_error())
         errors.record(APP, TokenKind.ACCESS_TOKEN, ip_error())
     assert len(caplog.records) == 1

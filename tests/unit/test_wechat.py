@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from responses import matchers
 
 from producer.apps import AppConfig, TokenApi
-from producer.errcodes import FailureKind
-from producer.wechat import FetchedToken, UpstreamError, WeChatClient
+from producer.upstream.errcodes import FailureKind
+from producer.upstream.wechat import FetchedToken, UpstreamError, WeChatClient
 
 BASE = "https://api.weixin.qq.com"
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"

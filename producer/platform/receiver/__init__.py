@@ -14,10 +14,10 @@ Redis. Starlette on uvicorn (the `wxtoken[gateway]` extra's web stack).
     __main__     the console script
 """
 
-from ._receiver import SUCCESS, CallbackStore, Receiver, RedisNotifier
-from ._replay import ReplayGuard
-from ._routes import EVENTS_PATH, build_app
-from ._settings import ReceiverSettings
+from producer.platform.receiver._receiver import SUCCESS, CallbackStore, Receiver, RedisNotifier
+from producer.platform.receiver._replay import ReplayGuard
+from producer.platform.receiver._routes import EVENTS_PATH, build_app
+from producer.platform.receiver._settings import ReceiverSettings
 
 __all__ = [
     "EVENTS_PATH",

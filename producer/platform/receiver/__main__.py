@@ -7,13 +7,12 @@ import sys
 
 from consumer_lib import ConfigError
 from consumer_lib.settings import load_settings
-from producer.logsetup import configure_logging
+from producer.observability.logsetup import configure_logging
+from producer.platform.receiver._routes import build_app
+from producer.platform.receiver._settings import ReceiverSettings
+from producer.platform.receiver._wiring import RegistryFactory, make_receiver, open_registry
 
-from ._routes import build_app
-from ._settings import ReceiverSettings
-from ._wiring import RegistryFactory, make_receiver, open_registry
-
-log = logging.getLogger("producer.platform.receiver")
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None, registry_factory: RegistryFactory = open_registry) -> int:
@@ -23,7 +22,7 @@ def main(argv: list[str] | None = None, registry_factory: RegistryFactory = open
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-    from ._metrics import ReceiverCollector
+    from producer.platform.receiver._metrics import ReceiverCollector
 
     try:
         settings = load_settings(ReceiverSettings)

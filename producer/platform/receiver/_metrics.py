@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._receiver import Receiver, RedisNotifier
+from producer.platform.receiver._receiver import Receiver, RedisNotifier
 
 
 class ReceiverCollector(Collector):

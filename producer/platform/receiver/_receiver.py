@@ -19,17 +19,16 @@ from typing import Protocol
 import redis
 
 from consumer_lib.snapshot import REDIS_ERRORS
-from producer.outage import OutageNotice
+from producer.observability.outage import OutageNotice
+from producer.platform.crypto import MessageCrypto
+from producer.platform.errors import CallbackRejected, RegistryUnavailable, RejectReason
+from producer.platform.events import PlatformEvent
+from producer.platform.messages import parse_envelope, parse_event
+from producer.platform.notice import StoredNotice, events_channel
+from producer.platform.receiver._rejections import Rejections
+from producer.platform.receiver._replay import ReplayGuard
 
-from ..crypto import MessageCrypto
-from ..errors import CallbackRejected, RegistryUnavailable, RejectReason
-from ..events import PlatformEvent
-from ..messages import parse_envelope, parse_event
-from ..notice import StoredNotice, events_channel
-from ._rejections import Rejections
-from ._replay import ReplayGuard
-
-log = logging.getLogger("producer.platform.receiver")
+log = logging.getLogger(__name__)
 
 #: What WeChat wants to read: anything else and it pushes again.
 SUCCESS = "success"

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import get_args
 
-from ..errors import RejectReason
+from producer.platform.errors import RejectReason
 
-log = logging.getLogger("producer.platform.receiver")
+log = logging.getLogger(__name__)
 
 #: Every reason, so the counter shows zeros from the start (bounded label values).
 REASONS: tuple[RejectReason, ...] = get_args(RejectReason)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import CallbackRejected
+from producer.platform.errors import CallbackRejected
 
 #: Pushes whose timestamp is further than this from our clock are stale.
 DEFAULT_WINDOW_S = 300.0

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ._receiver import Receiver
+from producer.platform.receiver._receiver import Receiver
 
 #: WeChat's authorization-event URL, one per platform: configure
 #: `https://<your host>/wechat/platform/<component appid>/events` on the open platform.

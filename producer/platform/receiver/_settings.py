@@ -8,9 +8,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr
 
 from consumer_lib.settings import CommonSettings
-
-from ._replay import DEFAULT_MAX_REMEMBERED, DEFAULT_WINDOW_S
-from ._routes import DEFAULT_MAX_BODY_BYTES
+from producer.platform.receiver._replay import DEFAULT_MAX_REMEMBERED, DEFAULT_WINDOW_S
+from producer.platform.receiver._routes import DEFAULT_MAX_BODY_BYTES
 
 
 class ReceiverSettings(CommonSettings):

@@ -9,12 +9,11 @@ from collections.abc import Callable
 
 from consumer_lib.errors import ConfigError
 from consumer_lib.snapshot import connect_redis
-
-from ..config import load_platforms
-from ..crypto import MessageCrypto
-from ._receiver import CallbackStore, Receiver, RedisNotifier
-from ._replay import ReplayGuard
-from ._settings import ReceiverSettings
+from producer.platform.config import load_platforms
+from producer.platform.crypto import MessageCrypto
+from producer.platform.receiver._receiver import CallbackStore, Receiver, RedisNotifier
+from producer.platform.receiver._replay import ReplayGuard
+from producer.platform.receiver._settings import ReceiverSettings
 
 RegistryFactory = Callable[[ReceiverSettings], CallbackStore]
 

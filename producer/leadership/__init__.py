@@ -1,0 +1,1 @@
+"""Who refreshes: the lease, the clocks, succession, the follower, the announcement."""

@@ -1,0 +1,1 @@
+"""Budgets and allowances: daily refresh budgets, ticket budgets, per-requester limits."""

@@ -1,0 +1,1 @@
+"""The broker: the publisher, the refresh-request listener, operators' control requests."""

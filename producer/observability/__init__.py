@@ -1,0 +1,1 @@
+"""Metrics, the status port, logging and outage lines."""

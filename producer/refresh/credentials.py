@@ -1,0 +1,125 @@
+"""The refreshers of each app's credentials, and the task the scheduler runs for each.
+
+`CredentialRefreshers.of_app(app)` makes one `AppRefresher` for the access token and one
+`TicketRefresher` per ticket, all sharing the producer's fetcher, store, publisher, lease
+gate, budgets, audit trail and upstream gate (`Fleet` calls it for every app it adds).
+`scheduled_step(refresher, ...)` is what a worker runs when the credential is due.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from consumer_lib.wire.update import TokenKind, TokenUpdate
+from producer.apps import AppConfig
+from producer.fleet import Fleet
+from producer.leadership.lease import Leadership
+from producer.limits.budget import RefreshBudget
+from producer.limits.ticket_budget import TicketBudget
+from producer.refresh.refresher import AppRefresher, Fetcher
+from producer.refresh.tickets import TicketRefresher
+from producer.refresh.timing import RefreshTiming, republish_phase_s
+from producer.scheduler import Scheduler
+from producer.store.audit import AuditLog
+from producer.store.tokens import TokenStore
+from producer.store.upstream_failures import UpstreamErrors
+from producer.upstream.gate import UpstreamGate
+from producer.upstream.tickets import TicketFetcher
+from producer.upstream.token_probe import TokenProbe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CredentialRefreshers:
+    """Makes the refreshers of an app's credentials (`of_app`), from shared parts."""
+
+    fetcher: Fetcher
+    store: TokenStore
+    publish: Callable[[TokenUpdate], None]
+    producer_id: str
+    timing: RefreshTiming
+    gate: Leadership
+    budget: RefreshBudget
+    clock: Callable[[], float]
+    audit: AuditLog
+    upstream_errors: UpstreamErrors
+    upstream: UpstreamGate
+    probe: TokenProbe | None
+    ticket_budget: TicketBudget
+
+    @property
+    def _tickets(self) -> TicketFetcher | None:
+        """What fetches tickets (`Upstream`, or the meter around it); None: a fetcher made
+        for tokens only (tests), whose apps' tickets are not kept."""
+        fetcher = self.fetcher
+        return cast(TicketFetcher, fetcher) if hasattr(fetcher, "fetch_ticket") else None
+
+    def of_app(self, app: AppConfig) -> list[AppRefresher]:
+        """One refresher per credential of `app`, the access token first (`credentials`)."""
+        token = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN))
+        made = [token]
+        tickets = self._tickets
+        if app.tickets and tickets is None:
+            log.warning("%s: this fetcher fetches no tickets; they are not kept", app.app_id)
+            return made
+        for credential in app.credentials[1:]:
+            assert tickets is not None
+            made.append(
+                TicketRefresher(
+                    app,
+                    kind=credential.kind,
+                    token=token,
+                    tickets=tickets,
+                    ticket_budget=self.ticket_budget,
+                    **self._refresher_kwargs(app, credential.kind),
+                )
+            )
+        return made
+
+    def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
+        return {
+            "fetcher": self.fetcher,
+            "store": self.store,
+            "publish": self.publish,
+            "producer_id": self.producer_id,
+            "timing": self.timing,
+            "gate": self.gate,
+            "budget": self.budget,
+            "clock": self.clock,
+            "audit": self.audit,
+            "on_fetch_failed": self.upstream_errors.record,
+            "on_refused": self.upstream_errors.record_refused,
+            "upstream": self.upstream,
+            "probe": self.probe,
+            "follows_store": False,
+            "republish_phase_s": republish_phase_s(
+                app.app_id, kind, self.timing.republish_interval_s
+            ),
+        }
+
+
+def scheduled_step(
+    refresher: AppRefresher, fleet: Fleet, scheduler: Scheduler
+) -> Callable[[], float]:
+    """The scheduled task of a credential: its step; a token's step also wakes its
+    app's tickets that wait for a token (start-up), so they need not poll for it."""
+    if refresher.kind is not TokenKind.ACCESS_TOKEN or not refresher.app.tickets:
+        return refresher.step
+
+    def step_then_wake() -> float:
+        had_token = refresher.held is not None
+        delay_s = refresher.step()
+        if not had_token and refresher.held is not None:
+            app_id = refresher.app.app_id
+            for kind in refresher.app.tickets:
+                ticket = fleet.get(app_id, kind)
+                if isinstance(ticket, TicketRefresher):
+                    ticket.token_arrived()
+                    scheduler.wake(ticket.key)
+        return delay_s
+
+    return step_then_wake

@@ -1,0 +1,169 @@
+"""Issuing a token: the one use case behind every new version, whoever obtained the value.
+
+    version  ->  sign + compare-and-set into Redis  ->  audit  ->  publish
+
+The refresher issues what it fetched from WeChat; `wxtoken set` and the gateway's override
+issue an operator's token (`new_override`). All go through `Issuer`, so a new version
+is always allocated, stored, recorded and published the same way:
+
+- `new_version()` hands out a version above every one handed out or stored for the app
+  and kind, never below the caller's clock in milliseconds (`TokenStore.next_version`).
+- `issue()` writes the update with a compare-and-set (signed by the store's codec; fenced
+  with the caller's lease owner, if any). A newer stored version (`REFUSED`) or a lost
+  lease (`FENCED`) stops there: nothing is recorded or published. Otherwise the audit
+  trail gets one entry and `publish` is called.
+- With `publish_unsaved=True` (the producer) an unreachable Redis does not stop a fresh
+  token from reaching subscribers: it is published and the outcome is `UNSAVED`, so the
+  caller writes it once Redis is back; so is a write no replica confirmed in time
+  (`WriteResult.confirmed`), which a failover could lose. The CLI does not set it: an
+  override must land in Redis first.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumer_lib.errors import StoreError
+from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
+from producer.leadership.clock_skew import check_issuer_clock
+from producer.store.audit import AuditEvent, AuditLog
+from producer.store.tokens import TokenStore
+
+
+class IssueOutcome(enum.Enum):
+    WRITTEN = "written"
+    #: Redis was unreachable (or known to be), or no replica confirmed the write:
+    #: published, to be written (again).
+    UNSAVED = "unsaved"
+    #: Redis holds the same or a newer version: nothing recorded or published.
+    REFUSED = "refused"
+    #: The writer's lease owner no longer holds the lease: nothing recorded or published.
+    FENCED = "fenced"
+
+
+@dataclass(frozen=True)
+class Issued:
+    update: TokenUpdate
+    outcome: IssueOutcome
+    #: With `REFUSED`: the newer update Redis holds, if it decodes.
+    stored: TokenUpdate | None = None
+    #: With `UNSAVED`: why Redis did not take it.
+    error: StoreError | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.outcome in (IssueOutcome.WRITTEN, IssueOutcome.UNSAVED)
+
+    @property
+    def refusal(self) -> str:
+        """With `REFUSED`: what Redis holds instead, for a message to the operator."""
+        newer = f"version {self.stored.version}" if self.stored else "a newer version"
+        update = self.update
+        return (
+            f"Redis already holds {newer} of {update.app_id}/{update.kind}, "
+            f"newer than {update.version}"
+        )
+
+
+class Issuer:
+    """Allocates versions and issues updates through one store and one audit trail."""
+
+    __slots__ = ("_audit", "_who", "store")
+
+    def __init__(self, store: TokenStore, *, audit: AuditLog | None, who: str) -> None:
+        self.store = store
+        self._audit = audit
+        self._who = who
+
+    @property
+    def who(self) -> str:
+        """The producer id new versions are issued by."""
+        return self._who
+
+    def new_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
+        """A fresh version (see the module docstring); `StoreError` when Redis is away."""
+        return self.store.next_version(app_id, kind, now_s=now_s)
+
+    def new_override(
+        self,
+        app_id: str,
+        kind: TokenKind,
+        token: str,
+        *,
+        clock: Callable[[], float],
+        expires_in_s: int,
+        reason: str | None,
+    ) -> TokenUpdate:
+        """An operator's token obtained elsewhere (`wxtoken set`, the gateway's override)
+        as an update with a fresh version, valid `expires_in_s` from now on `clock`, by
+        this issuer; `issue()` it. `clock` must be within `ISSUE_MAX_SKEW_S` of Redis's
+        `TIME` (`ClockSkewed` otherwise: the override would live by a wrong clock).
+        `StoreError` when Redis is away, pydantic's `ValidationError` for a value the
+        update model refuses."""
+        check_issuer_clock(self.store.client, clock, who=self._who)
+        now_s = clock()
+        return TokenUpdate(
+            app_id=app_id,
+            kind=kind,
+            value=token,
+            issued_at=now_s,
+            expires_at=now_s + expires_in_s,
+            version=self.new_version(app_id, kind, now_s=now_s),
+            source=TokenSource.OVERRIDE,
+            producer_id=self._who,
+            reason=reason,
+        )
+
+    def issue(
+        self,
+        update: TokenUpdate,
+        *,
+        publish: Callable[[TokenUpdate], None],
+        event: AuditEvent,
+        reason: str | None,
+        fence_owner: str | None = None,
+        write: bool = True,
+        publish_unsaved: bool = False,
+    ) -> Issued:
+        """Store, record and publish `update` (module docstring). `write=False` skips a
+        Redis known to be away (with `publish_unsaved`). Raises `StoreError` only without
+        `publish_unsaved`; whatever `publish` raises propagates after the audit entry."""
+        if not write and not publish_unsaved:
+            raise ValueError("an update that is not written must be allowed to go unsaved")
+        issued = Issued(update, IssueOutcome.UNSAVED)
+        if write:
+            try:
+                result = self.store.write(update, fence_owner=fence_owner)
+            except StoreError as exc:
+                if not publish_unsaved:
+                    raise
+                issued = Issued(update, IssueOutcome.UNSAVED, error=exc)
+            else:
+                if result.fenced:
+                    return Issued(update, IssueOutcome.FENCED)
+                if not result.written:
+                    return Issued(update, IssueOutcome.REFUSED, stored=result.stored)
+                # A replay of our own write (`replayed`) is written. Unconfirmed by the
+                # replicas, the producer writes it again later; the CLI takes it as written.
+                unconfirmed = not result.confirmed and publish_unsaved
+                issued = Issued(
+                    update, IssueOutcome.UNSAVED if unconfirmed else IssueOutcome.WRITTEN
+                )
+        self.record(event, update, reason)
+        publish(update)
+        return issued
+
+    def record(self, event: AuditEvent, update: TokenUpdate, reason: str | None) -> None:
+        """An audit entry about `update` by this issuer (recording never raises)."""
+        if self._audit is not None:
+            self._audit.record(
+                event,
+                update.app_id,
+                kind=update.kind,
+                who=self._who,
+                version=update.version,
+                masked_token=update.masked,
+                reason=reason,
+            )
