@@ -124,3 +124,18 @@ def service_env(
         "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
         "WXTOKEN_VERIFY_KEYS": str(public_key),
     }
+
+
+def uv_binary() -> str:
+    """The pinned uv the Makefile installs in .tools/ (or one on PATH); skipped locally
+    when absent, a failure under CI=true."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    found = shutil.which("uv", path=str(root / ".tools" / "bin")) or shutil.which("uv")
+    if found is None:
+        message = "uv is not installed (the Makefile puts it in .tools/)"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI=true requires it")
+        pytest.skip(message)
+    return found

@@ -10,6 +10,7 @@ check), 2 for bad arguments or a missing signing key.
 from __future__ import annotations
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
@@ -58,13 +59,7 @@ def clear(obj: OpsContext, app_id: str, yes: bool, reason: str | None, timeout: 
     requests (their WXTOKEN_CONTROL_KEYS). WeChat allows 10 a month per app; the producers
     space one app's clears (WXTOKEN_CLEAR_QUOTA_MIN_INTERVAL_S, an hour by default).
     """
-    settings = obj.get_settings()
-    if settings.signing_key_file is None:
-        raise BadConfig(
-            "WXTOKEN_SIGNING_KEY_FILE is not set: a quota clear must be signed with an "
-            "operator key the producers trust for control requests (WXTOKEN_CONTROL_KEYS)"
-        )
-    signer = load_private_key(settings.signing_key_file)
+    signer = control_signer(obj, "a quota clear")
     if not yes:
         click.confirm(
             f"Clear WeChat's API quota of {app_id}? This spends one of the app's "
@@ -81,23 +76,49 @@ def clear(obj: OpsContext, app_id: str, yes: bool, reason: str | None, timeout: 
         issued_at=now_s,
         reason=reason,
     )
-    factory = obj.controller or control_channel
-    with factory(settings, f"wxtoken-ops/{obj.operator}") as send:
-        send(request.seal(signer), now_s)
-    emit(
-        f"asked the leader to clear the quota of {app_id} (request {request.request_id[:8]}); "
-        f"waiting up to {timeout:g} s",
-        err=True,
-    )
-    answer = wait_for_answer(obj, request, timeout_s=timeout)
-    if answer is None:
-        raise CliError(timeout_message(obj, timeout, key_id(signer.public_key())))
+    answer = ask_leader(obj, signer, request, f"clear the quota of {app_id}", timeout_s=timeout)
     if answer.result is ControlResult.DONE:
         click.echo(f"cleared: the API quota of {app_id} is reset (by {answer.producer_id})")
         return
     if answer.result is ControlResult.FAILED:
         raise CliError(f"clear_quota of {app_id} failed: {answer.message}")
     raise CliError(f"the leader ({answer.producer_id}) refused: {answer.message}")
+
+
+def control_signer(obj: OpsContext, what: str) -> Ed25519PrivateKey:
+    """The operator's key (WXTOKEN_SIGNING_KEY_FILE) that signs `what`; `BadConfig` when
+    none is set."""
+    settings = obj.get_settings()
+    if settings.signing_key_file is None:
+        raise BadConfig(
+            f"WXTOKEN_SIGNING_KEY_FILE is not set: {what} must be signed with an operator key "
+            "the producers trust for control requests (WXTOKEN_CONTROL_KEYS)"
+        )
+    return load_private_key(settings.signing_key_file)
+
+
+def ask_leader(
+    obj: OpsContext,
+    signer: Ed25519PrivateKey,
+    request: ControlRequest,
+    what: str,
+    *,
+    timeout_s: float,
+) -> ControlAnswer:
+    """Publish `request` signed by `signer`, say so on stderr, and return the leader's
+    answer; `CliError` saying why when none comes within `timeout_s`."""
+    factory = obj.controller or control_channel
+    with factory(obj.get_settings(), f"wxtoken-ops/{obj.operator}") as send:
+        send(request.seal(signer), request.issued_at)
+    emit(
+        f"asked the leader to {what} (request {request.request_id[:8]}); "
+        f"waiting up to {timeout_s:g} s",
+        err=True,
+    )
+    answer = wait_for_answer(obj, request, timeout_s=timeout_s)
+    if answer is None:
+        raise CliError(timeout_message(obj, timeout_s, key_id(signer.public_key())))
+    return answer
 
 
 def wait_for_answer(

@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from consumer_lib.errors import BrokerError, InvalidUpdate, StoreError
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.control import ControlAction, ControlRequest, ControlResult, new_request_id
-from consumer_lib.wire.signing import key_id, load_private_key
 from consumer_lib.wire.update import TokenKind
 from producer.leadership.clock_skew import ClockSkewed
 from producer.store.audit import AuditEvent
@@ -24,9 +23,8 @@ from producer.store.tokens import TokenStore
 from producer.store.upstream_failures import UpstreamErrors
 
 from .. import _format
-from ..broker import control_channel
-from .context import KINDS, BadConfig, CliError, OpsContext, audit_log, checked, emit, read_token
-from .quota import timeout_message, wait_for_answer
+from .context import KINDS, CliError, OpsContext, audit_log, checked, read_token
+from .quota import ask_leader, control_signer
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +147,7 @@ def refresh(
     which the producers must trust (WXTOKEN_CONTROL_KEYS). With none stored after a failed
     fetch, the leader tries that fetch now (an operator's "try now").
     """
-    settings = obj.get_settings()
-    if settings.signing_key_file is None:
-        raise BadConfig(
-            "WXTOKEN_SIGNING_KEY_FILE is not set: a refresh must be signed with an operator "
-            "key the producers trust (WXTOKEN_CONTROL_KEYS)"
-        )
-    signer = load_private_key(settings.signing_key_file)
+    signer = control_signer(obj, "a refresh")
     token_kind = TokenKind.parse(kind)
     failure = _last_failure_if_none_stored(obj, app_id, token_kind)
     update = None if failure is not None else obj.stored_update(app_id, token_kind)
@@ -170,19 +162,10 @@ def refresh(
         reason=reason,
         seen_version=None if update is None else update.version,
     )
-    factory = obj.controller or control_channel
-    with factory(settings, f"wxtoken-ops/{obj.operator}") as send:
-        send(request.seal(signer), now_s)
     what = f"{app_id}/{token_kind}"
     seen = f"v{update.version}" if update is not None else f"(none stored, {failure})"
-    emit(
-        f"asked the leader to {'force a refresh of' if force else 'refresh'} {what} "
-        f"{seen} (request {request.request_id[:8]}); waiting up to {timeout:g} s",
-        err=True,
-    )
-    answer = wait_for_answer(obj, request, timeout_s=timeout)
-    if answer is None:
-        raise CliError(timeout_message(obj, timeout, key_id(signer.public_key())))
+    verb = "force a refresh of" if force else "refresh"
+    answer = ask_leader(obj, signer, request, f"{verb} {what} {seen}", timeout_s=timeout)
     by = f"(by {answer.producer_id})"
     if answer.result is ControlResult.DONE:
         note = "" if answer.message.startswith("replaced") else f"; {answer.message}"

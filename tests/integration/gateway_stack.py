@@ -134,3 +134,34 @@ def gateway(stack: Stack, tmp_path: Path) -> RunningGateway:
         message="every app served",
     )
     return running
+
+
+#: Where a relay's Redis and broker point: nowhere (it has neither).
+NOWHERE_REDIS = "redis://127.0.0.1:1/0"
+NOWHERE_AMQP = "amqp://guest:guest@127.0.0.1:1/%2F"
+
+
+def start_relay(
+    stack: Stack, tmp_path: Path, upstream_url: str, upstream_key: str
+) -> RunningGateway:
+    """A gateway fed by `upstream_url`'s stream (a relay), with no Redis and no broker."""
+    relay_dir = tmp_path / "relay"
+    relay_dir.mkdir()
+    keys_file, mounted = keys_files(relay_dir)
+    keys = write_keys(keys_file)
+    port = free_port()
+    env = {
+        "WXTOKEN_REDIS_URL": NOWHERE_REDIS,
+        "WXTOKEN_AMQP_URL": NOWHERE_AMQP,
+        "WXTOKEN_VERIFY_KEYS": stack.service_env["WXTOKEN_VERIFY_KEYS"],
+        "WXTOKEN_GATEWAY_KEYS_FILE": str(mounted),
+        "WXTOKEN_GATEWAY_PORT": str(port),
+        "WXTOKEN_GATEWAY_UPSTREAM_URL": upstream_url,
+        "WXTOKEN_GATEWAY_UPSTREAM_API_KEY": upstream_key,
+        "WXTOKEN_GATEWAY_UPSTREAM_READ_TIMEOUT_S": "3",
+        "WXTOKEN_RECONNECT_MAX_S": "1",
+        "WXTOKEN_GATEWAY_STREAM_HEARTBEAT_S": "0.5",
+    }
+    proc = GatewayProc(env, tmp_path / f"relay-{port}.log")
+    stack.children.append(proc)
+    return RunningGateway(f"http://127.0.0.1:{port}", keys, proc, stack, env, keys_file)

@@ -31,7 +31,7 @@ import yaml
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from producer.platform.migrations import head
-from tests.conftest import IN_CI
+from tests.conftest import uv_binary
 from tests.integration.platform_db import KINDS, private_database
 from tests.integration.procs import REPO_ROOT
 from tests.waiting import wait_for
@@ -46,16 +46,6 @@ PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf
 IMAGE_EXTRAS = frozenset(re.findall(r"--extra (\w+)", DOCKERFILE))
 #: `pip install '<wheel>[extras]'` lines of the README's install table.
 INSTALL_LINE = re.compile(r"`(pip install '?(dist/wxtoken-[^`'\[]+\.whl)(?:\[([\w,]+)\])?'?)`")
-
-
-def _uv() -> str:
-    found = shutil.which("uv", path=str(REPO_ROOT / ".tools" / "bin")) or shutil.which("uv")
-    if found is None:
-        message = "uv is not installed (the Makefile puts it in .tools/)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true requires it")
-        pytest.skip(message)
-    return found
 
 
 def _run(
@@ -101,7 +91,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Without PYTHONDONTWRITEBYTECODE, whose "byte-compiling is disabled" notes are no fault.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     log = _run(
-        [_uv(), "build", "--sdist", "--wheel", "--out-dir", str(out)], cwd=REPO_ROOT, env=env
+        [uv_binary(), "build", "--sdist", "--wheel", "--out-dir", str(out)], cwd=REPO_ROOT, env=env
     )
     assert not re.search(r"warning|deprecat", log, re.IGNORECASE), log
     return out
@@ -118,10 +108,18 @@ def _venv(tmp: Path, dist: Path, extras: frozenset[str]) -> Path:
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp)
     requirements = tmp / "requirements.txt"
-    export = [_uv(), "export", "--frozen", "--no-dev", "--no-emit-project", "-o", str(requirements)]
+    export = [
+        uv_binary(),
+        "export",
+        "--frozen",
+        "--no-dev",
+        "--no-emit-project",
+        "-o",
+        str(requirements),
+    ]
     _run(export + [f"--extra={extra}" for extra in sorted(extras)], cwd=REPO_ROOT)
     assert "--hash=sha256:" in requirements.read_text(encoding="utf-8")
-    install = [_uv(), "pip", "install", "--python", str(venv / "bin" / "python")]
+    install = [uv_binary(), "pip", "install", "--python", str(venv / "bin" / "python")]
     _run([*install, "--require-hashes", "-r", str(requirements)], cwd=tmp)
     shutil.copytree(dist, tmp / "dist")
     env = _clean_env(venv, tmp)

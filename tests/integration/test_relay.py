@@ -18,46 +18,15 @@ from consumer_lib.settings import GatewayClientSettings
 from tests.waiting import wait_for
 
 from .gateway_stack import (
-    GatewayProc,
-    RunningGateway,
-    free_port,
+    NOWHERE_AMQP,
+    NOWHERE_REDIS,
     start_gateway,
+    start_relay,
     wait_ready,
-    write_keys,
 )
-from .gateway_stack import keys_files as _keys_files
 from .stack import Stack
 from .tcp_proxy import proxy_to
 from .test_failover import lease_holder
-
-DEAD_REDIS = "redis://127.0.0.1:1/0"
-DEAD_AMQP = "amqp://guest:guest@127.0.0.1:1/%2F"
-
-
-def _start_relay(
-    stack: Stack, tmp_path: Path, upstream_url: str, upstream_key: str
-) -> RunningGateway:
-    relay_dir = tmp_path / "relay"
-    relay_dir.mkdir()
-    keys_file, mounted = _keys_files(relay_dir)
-    keys = write_keys(keys_file)
-    port = free_port()
-    env = {
-        # The relay has no Redis and no broker: these point nowhere.
-        "WXTOKEN_REDIS_URL": DEAD_REDIS,
-        "WXTOKEN_AMQP_URL": DEAD_AMQP,
-        "WXTOKEN_VERIFY_KEYS": stack.service_env["WXTOKEN_VERIFY_KEYS"],
-        "WXTOKEN_GATEWAY_KEYS_FILE": str(mounted),
-        "WXTOKEN_GATEWAY_PORT": str(port),
-        "WXTOKEN_GATEWAY_UPSTREAM_URL": upstream_url,
-        "WXTOKEN_GATEWAY_UPSTREAM_API_KEY": upstream_key,
-        "WXTOKEN_GATEWAY_UPSTREAM_READ_TIMEOUT_S": "3",
-        "WXTOKEN_RECONNECT_MAX_S": "1",
-        "WXTOKEN_GATEWAY_STREAM_HEARTBEAT_S": "0.5",
-    }
-    proc = GatewayProc(env, tmp_path / f"relay-{port}.log")
-    stack.children.append(proc)
-    return RunningGateway(f"http://127.0.0.1:{port}", keys, proc, stack, env, keys_file)
 
 
 def test_relay_through_a_leader_kill_and_a_production_cut(stack: Stack, tmp_path: Path) -> None:
@@ -72,7 +41,7 @@ def test_relay_through_a_leader_kill_and_a_production_cut(stack: Stack, tmp_path
     app_id = stack.app_ids[0]
     with proxy_to("127.0.0.1", int(production.base_url.rsplit(":", 1)[1])) as proxy:
         # The relay's key upstream may read only (no report scope): a read-only relay.
-        relay = _start_relay(
+        relay = start_relay(
             stack, tmp_path, f"http://127.0.0.1:{proxy.port}", production.keys["reader"]
         )
         wait_ready(relay)
@@ -83,8 +52,8 @@ def test_relay_through_a_leader_kill_and_a_production_cut(stack: Stack, tmp_path
                 gateway_url=relay.base_url,
                 gateway_api_key=relay.keys["reader"],
                 verify_keys=stack.service_env["WXTOKEN_VERIFY_KEYS"],
-                redis_url=DEAD_REDIS,
-                amqp_url=DEAD_AMQP,
+                redis_url=NOWHERE_REDIS,
+                amqp_url=NOWHERE_AMQP,
                 reconnect_max_s=0.5,
             )
         )

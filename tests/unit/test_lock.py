@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -16,26 +15,16 @@ import pytest
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
-from tests.conftest import IN_CI
+from tests.conftest import uv_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENT = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;]+)\s*(?:;\s*(.+))?$")
 
 
-def _uv() -> str:
-    found = shutil.which("uv", path=str(ROOT / ".tools" / "bin")) or shutil.which("uv")
-    if found is None:
-        message = "uv is not installed (the Makefile puts it in .tools/)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true requires it")
-        pytest.skip(message)
-    return found
-
-
 def _locked_for_this_interpreter() -> dict[str, str]:
     """name -> version of every locked package whose markers hold here (all extras, dev)."""
     exported = subprocess.run(
-        [_uv(), "export", "--frozen", "--all-extras", "--no-hashes", "--no-emit-project"],
+        [uv_binary(), "export", "--frozen", "--all-extras", "--no-hashes", "--no-emit-project"],
         cwd=ROOT,
         capture_output=True,
         text=True,
