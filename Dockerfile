@@ -31,13 +31,15 @@ COPY pyproject.toml uv.lock README.md LICENSE ./
 COPY consumer_lib/ consumer_lib/
 COPY producer/ producer/
 COPY ops/ ops/
-# The image runs the producer, the ops CLI and the gateway, so it carries their three extras
-# (the gateway's brings Starlette, uvicorn and prometheus-client, which the producer's metrics
-# port uses too): exactly the locked versions, each wheel checked against the lock's hash.
+# The image runs the producer, the ops CLI, the gateway and the platform receiver, so it
+# carries their extras (the gateway's brings Starlette, uvicorn and prometheus-client, which
+# the producer's metrics port uses too; platform: the third-party platforms' database):
+# exactly the locked versions, each wheel checked against the lock's hash.
 # tests/integration/test_packaging.py installs the same export and runs compose's commands.
 RUN mkdir -p /wheels \
  && uv export --frozen --no-dev --no-emit-project \
-        --extra producer --extra ops --extra gateway -o /wheels/requirements.txt \
+        --extra producer --extra ops --extra gateway --extra platform \
+        -o /wheels/requirements.txt \
  && python -m pip download --require-hashes --only-binary=:all: --no-deps \
         --dest /wheels -r /wheels/requirements.txt \
  && uv build --wheel --out-dir /wheels/project
@@ -45,7 +47,7 @@ RUN mkdir -p /wheels \
 # ---- runtime: a venv with the wheels installed offline, run as an unprivileged user ---------
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="wxtoken" \
-      org.opencontainers.image.description="WeChat access-token producer (wxtoken-producer), HTTP gateway (wxtoken-gateway) and ops CLI (wxtoken)" \
+      org.opencontainers.image.description="WeChat access-token producer (wxtoken-producer), HTTP gateway (wxtoken-gateway), platform receiver (wxtoken-platform-receiver) and ops CLI (wxtoken)" \
       org.opencontainers.image.licenses="MIT"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -977,7 +977,7 @@ def test_image_installs_the_gateway_extra() -> None:
     hash-checked, so `wxtoken-producer`, `wxtoken` and `wxtoken-gateway` all run in it."""
     runs = " ".join(rest for keyword, rest in _dockerfile() if keyword == "RUN")
     assert "--frozen" in runs
-    assert set(re.findall(r"--extra (\w+)", runs)) == {"producer", "ops", "gateway"}
+    assert set(re.findall(r"--extra (\w+)", runs)) == {"producer", "ops", "gateway", "platform"}
     assert runs.count("--require-hashes") == 2, "downloaded and installed against the lock"
 
 
