@@ -20,8 +20,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from producer.limits.bucket import TokenBucket
 from producer.observability.summed_log import SummedWarning
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,6 @@ DROP_LOG_EVERY_S = 60.0
 #: Allowances (identity, credential) tracked at most (the least recently seen go first):
 #: logins times served credentials, since requests about others are never charged.
 MAX_IDENTITIES = 16_384
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at_s: float
 
 
 class RequesterLimits:
@@ -59,7 +53,7 @@ class RequesterLimits:
         self._clock = clock
         self._max_identities = max_identities
         self._lock = threading.Lock()
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         # One line a minute for every allowance together: their number grows with the apps.
         self._drops = SummedWarning(log, every_s=DROP_LOG_EVERY_S, clock=clock)
         #: Requests dropped, all identities together.
@@ -78,16 +72,12 @@ class RequesterLimits:
         with self._lock:
             bucket = self._buckets.get(who)
             if bucket is None:
-                bucket = _Bucket(tokens=self._burst, at_s=now_s)
+                bucket = TokenBucket(self._rate_per_s, self._burst)
                 self._buckets[who] = bucket
                 while len(self._buckets) > self._max_identities:
                     self._buckets.popitem(last=False)
             self._buckets.move_to_end(who)
-            elapsed_s = max(0.0, now_s - bucket.at_s)
-            bucket.tokens = min(self._burst, bucket.tokens + elapsed_s * self._rate_per_s)
-            bucket.at_s = now_s
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
+            if bucket.try_take(now_s):
                 return True
             self.dropped += 1
         self._drops.note(

@@ -4,7 +4,7 @@ WeChat limits calls per app and, with errcode 45011, per minute across what a ca
 The worker pool bounds how many calls are in flight (`WXTOKEN_UPSTREAM_CONCURRENCY`); this
 module adds the rest:
 
-- an optional rate cap (`WXTOKEN_UPSTREAM_RATE_PER_S`): a token bucket holding at most one
+- an optional rate cap (`WXTOKEN_UPSTREAM_RATE_PER_S`): a `TokenBucket` holding at most one
   second's worth of calls, so a fleet of 10,000 apps starting from empty Redis is fetched
   at that pace, not all at once;
 - a fleet pause: a 45011 answer for any app pauses every fetch of this producer for
@@ -21,6 +21,8 @@ import logging
 import math
 import threading
 
+from producer.limits.bucket import TokenBucket
+
 log = logging.getLogger(__name__)
 
 #: WeChat's "api minute-quota reach limit": the whole fleet pauses.
@@ -31,12 +33,8 @@ class UpstreamGate:
     """Token bucket plus fleet pause; thread-safe."""
 
     def __init__(self, *, rate_per_s: float | None = None, pause_s: float = 60.0) -> None:
-        if rate_per_s is not None and not (rate_per_s > 0 and math.isfinite(rate_per_s)):
-            raise ValueError("rate_per_s must be a positive number")
         self._rate_per_s = rate_per_s
-        self._burst = max(1.0, rate_per_s or 1.0)
-        self._tokens = self._burst
-        self._filled_at: float | None = None
+        self._bucket = None if rate_per_s is None else TokenBucket(rate_per_s, max(1.0, rate_per_s))
         self._pause_s = pause_s
         self._paused_until = -math.inf
         self._lock = threading.Lock()
@@ -56,17 +54,10 @@ class UpstreamGate:
             if now_s < self._paused_until:
                 self.deferred += 1
                 return self._paused_until - now_s
-            if self._rate_per_s is None:
-                return 0.0
-            if self._filled_at is not None:
-                elapsed_s = max(0.0, now_s - self._filled_at)
-                self._tokens = min(self._burst, self._tokens + elapsed_s * self._rate_per_s)
-            self._filled_at = now_s
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
+            if self._bucket is None or self._bucket.try_take(now_s):
                 return 0.0
             self.deferred += 1
-            return (1.0 - self._tokens) / self._rate_per_s
+            return self._bucket.wait_s(now_s)
 
     def answered(self, errcode: int | None, now_s: float) -> None:
         """Tell the gate how a call ended; 45011 pauses the whole fleet."""
