@@ -293,6 +293,12 @@ class TokenClient(StatsView):
         """How many held tokens (all apps and kinds) are valid on this host's clock now."""
         return self._cache.valid_count()
 
+    def held(self) -> dict[tuple[str, TokenKind], tuple[TokenUpdate, float]]:
+        """Every held update by `(app_id, kind)`, with its seconds left on this host's
+        clock (the expiry `get_token()` checks; negative once expired). A copy: no wait,
+        no I/O (for metrics and status pages)."""
+        return self._cache.seconds_left()
+
     def held_body(
         self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN
     ) -> tuple[TokenUpdate, bytes] | None:
