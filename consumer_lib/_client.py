@@ -32,10 +32,10 @@ from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
 from ._reporting import REPORT_EVERY_S, InvalidReporter, ReportOutcome
 from ._stats import ClientCounters, ClientStats, StatsView
 from ._subscriber import Subscriber
-from ._transport import AttachableTransport, TokenReportingTransport, Transport
 from ._waiting import wait_for_update
 from .settings import ClientSettings, GatewayClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
+from .transport import AttachableTransport, TokenReportingTransport, Transport
 from .wire.keys import KeyLayout
 from .wire.signing import codec_from_settings
 from .wire.update import TokenKind, TokenUpdate
@@ -103,14 +103,19 @@ class TokenClient(StatsView):
         return SnapshotReader(self._redis, KeyLayout(self.settings.key_prefix), self._codec)
 
     def _new_subscriber(self) -> Transport:
-        if self._transport is not None:
-            self._transport.attach(
-                on_body=self._on_body,
-                read_snapshot=self.refresh_from_snapshot,
-                snapshot_wanted=self._successor_overdue,
-                callbacks_idle=lambda timeout_s: self._callbacks.wait_idle(timeout_s),
-            )
-            return self._transport
+        """The transport, attached: the broker subscriber enters like any other."""
+        transport = self._transport
+        if transport is None:
+            transport = self._new_broker_subscriber()
+        transport.attach(
+            on_body=self._on_body,
+            read_snapshot=self.refresh_from_snapshot,
+            snapshot_wanted=self._successor_overdue,
+            callbacks_idle=lambda timeout_s: self._callbacks.wait_idle(timeout_s),
+        )
+        return transport
+
+    def _new_broker_subscriber(self) -> Subscriber:
         # Reports made before the first connection wait for it (the stub sends at once).
         self._reporter.await_first_connection()
         subscriber: Subscriber | None = None
@@ -121,10 +126,7 @@ class TokenClient(StatsView):
 
         subscriber = Subscriber(
             self.settings,
-            on_body=self._on_body,
             on_connected=connected,
-            read_snapshot=self.refresh_from_snapshot,
-            snapshot_wanted=self._successor_overdue,
             connection_name=self._name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}",
             rand=self._rand,
         )
@@ -292,6 +294,12 @@ class TokenClient(StatsView):
     def valid_count(self) -> int:
         """How many held tokens (all apps and kinds) are valid on this host's clock now."""
         return self._cache.valid_count()
+
+    def held(self) -> dict[tuple[str, TokenKind], tuple[TokenUpdate, float]]:
+        """Every held update by `(app_id, kind)`, with its seconds left on this host's
+        clock (the expiry `get_token()` checks; negative once expired). A copy: no wait,
+        no I/O (for metrics and status pages)."""
+        return self._cache.seconds_left()
 
     def held_body(
         self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN

@@ -26,10 +26,10 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from ._sse import MAX_LINE_BYTES, SseError, SseParser
-from ._transport import OnBody
 from .backoff import Backoff
 from .settings.gateway import GatewayClientSettings
 from .settings.tls import TlsFiles, tls_context
+from .transport import OnBody
 from .wire.update import TokenKind
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from .amqp.connection import Channel, Connection, Delivery
 from .amqp.consumer import ConsumerThread
 from .amqp.params import connection_parameters
 from .errors import BrokerError
 from .settings import ClientSettings
+from .transport import OnBody
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +36,27 @@ log = logging.getLogger(__name__)
 OVERDUE_CHECK_S = 1.0
 
 
+def _not_attached(*args: object) -> NoReturn:
+    raise RuntimeError("Subscriber is not attached to a TokenClient")
+
+
 class Subscriber(ConsumerThread):
     """Consumes the exchange in a daemon thread; hands each body, with the broker-checked
-    `user_id` of its publisher and the send time in its header, to `on_body`."""
+    `user_id` of its publisher and the send time in its header, to the `on_body` it was
+    `attach`ed to."""
 
     def __init__(
         self,
         settings: ClientSettings,
         *,
-        on_body: Callable[[bytes, str | None, float | None], None],
-        read_snapshot: Callable[[], None],
-        snapshot_wanted: Callable[[], bool],
         connection_name: str,
         on_connected: Callable[[], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
         """`on_connected` runs on this thread after each subscription, once `send()` works
-        (the client sends the reports that waited for the first connection)."""
+        (the client sends the reports that waited for the first connection). The client's
+        callbacks come with `attach()`, before `start()`, as for every transport."""
         super().__init__(
             connection_parameters(
                 settings.amqp_url,
@@ -67,9 +72,9 @@ class Subscriber(ConsumerThread):
             rand=rand,
         )
         self._settings = settings
-        self._on_body = on_body
-        self._read_snapshot = read_snapshot
-        self._snapshot_wanted = snapshot_wanted
+        self._on_body: OnBody = _not_attached
+        self._read_snapshot: Callable[[], None] = _not_attached
+        self._snapshot_wanted: Callable[[], bool] = _not_attached
         self._on_connected = on_connected
         self._monotonic = monotonic
         self._rand = rand
@@ -81,6 +86,22 @@ class Subscriber(ConsumerThread):
         self._live: Connection | None = None
         # Touched only by the subscriber thread (callbacks run there): the send channel.
         self._send_channel: Channel | None = None
+
+    def attach(
+        self,
+        *,
+        on_body: OnBody,
+        read_snapshot: Callable[[], None],
+        snapshot_wanted: Callable[[], bool],
+        callbacks_idle: Callable[[float], bool],
+    ) -> None:
+        """The client's callbacks (`consumer_lib.transport`): each message's body goes to
+        `on_body` on this thread; the consume loop reads the snapshot on (re)connect and
+        when `snapshot_wanted()`."""
+        del callbacks_idle  # the client waits for its callbacks itself
+        self._on_body = on_body
+        self._read_snapshot = read_snapshot
+        self._snapshot_wanted = snapshot_wanted
 
     def send(self, exchange: str, body: bytes, message_type: str) -> bool:
         """Publish `body` on `exchange` from the subscriber thread; False when disconnected.

@@ -11,7 +11,7 @@ from .wire.update import TokenKind, TokenUpdate
 if TYPE_CHECKING:
     from ._cache import TokenCache
     from ._feeding import UpdateFeed
-    from ._transport import Transport
+    from .transport import Transport
 
 
 def why_unavailable(

@@ -5,7 +5,8 @@
 
     REGISTRY.register(TokenClientCollector(tokens))
 
-Nothing is updated on the hot path: a scrape reads the held updates and `ClientStats`.
+Nothing is updated on the hot path: a scrape reads the client's public read-outs
+(`held()`, `stats`, `stats_dict()`, `rejections_dict()`, the connection properties).
 `prometheus_client` is an optional dependency (`wxtoken[metrics]`); importing this module
 without it raises `ImportError` naming the extra. Labels are the app id (validated on the
 wire, at most `max_apps` of them) and the kind; never a token.
@@ -69,7 +70,7 @@ class TokenClientCollector(Collector):
             "Version of the held token.",
             labels=["app_id", "kind"],
         )
-        held = sorted(self._client._cache.seconds_left().items())[: self._max_apps]
+        held = sorted(self._client.held().items())[: self._max_apps]
         for (app_id, kind), (update, left_s) in held:
             left.add_metric([app_id, kind.value], left_s)
             version.add_metric([app_id, kind.value], update.version)

@@ -29,8 +29,8 @@ from typing import Any, cast
 import redis
 
 from ._client import TokenClient
-from ._transport import OnBody
 from .settings import ClientSettings
+from .transport import OnBody
 from .wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest
 from .wire.signing import PLAIN, UpdateCodec
 from .wire.update import TokenKind, TokenSource, TokenUpdate

@@ -190,7 +190,7 @@ def test_a_snapshot_counts_its_life_from_pttl_not_from_the_producers_clock(
         make_update(issued_at=producer_now - 20, lifetime_s=120)
     )
     real_client.refresh_from_snapshot()
-    ((update, left_s),) = real_client._cache.seconds_left().values()
+    ((update, left_s),) = real_client.held().values()
     assert 98 < left_s <= 100
     assert real_client.get_token(APP, timeout=0) == update.value
 
@@ -216,7 +216,7 @@ def test_a_snapshot_never_lives_longer_than_its_lifetime(
     TokenStore(redis_client).write(update)
     redis_client.pexpire(KeyLayout().token(APP), 3_600_000)
     real_client.refresh_from_snapshot()
-    ((_, left_s),) = real_client._cache.seconds_left().values()
+    ((_, left_s),) = real_client.held().values()
     assert left_s <= 60
 
 

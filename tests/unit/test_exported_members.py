@@ -8,6 +8,29 @@ import importlib
 import pytest
 
 SURFACES = {
+    "consumer_lib": {
+        "BrokerError",
+        "ClientSettings",
+        "ClientStats",
+        "ConfigError",
+        "InvalidUpdate",
+        "Platform",
+        "ReportOutcome",
+        "StoreError",
+        "TokenClient",
+        "TokenKind",
+        "TokenSource",
+        "TokenUnavailable",
+        "TokenUpdate",
+        "WxTokenError",
+        "mask",
+    },
+    "consumer_lib.transport": {
+        "AttachableTransport",
+        "OnBody",
+        "TokenReportingTransport",
+        "Transport",
+    },
     "producer": {"AppConfig", "ProducerService", "ProducerSettings", "TokenApi", "load_apps"},
 }
 

@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import cast
 
 import fakeredis
 import pytest
@@ -77,6 +78,34 @@ def test_client_collector_reports_held_tokens_and_outcomes(
     assert samples[("wxtoken_client_rejected_total", (("reason", "bad_signature"),))] == 0
     assert samples[("wxtoken_client_broker_connected", ())] == 0
     assert samples[("wxtoken_client_redis_reachable", ())] == 1
+
+
+class _PublicOnly:
+    """A client seen through its public surface only: a private name is an error."""
+
+    def __init__(self, client: TokenClient) -> None:
+        self._wrapped = client
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):
+            raise AttributeError(f"the collector read the private {name!r}")
+        return getattr(self._wrapped, name)
+
+
+def test_client_collector_reads_only_public_methods(client: TokenClient, clock: FakeClock) -> None:
+    """Every metric of the collector comes from `TokenClient`'s public read-outs
+    (`held()`, `stats`, ...), not from its private state."""
+    client.refresh_from_snapshot()
+    clock.advance(200)
+    assert client.held() == {
+        ("wxapp1", TokenKind.ACCESS_TOKEN): (client.get("wxapp1", timeout=0), 7000)
+    }
+    registry = CollectorRegistry()
+    registry.register(TokenClientCollector(cast(TokenClient, _PublicOnly(client)), clock=clock))
+    samples = _samples(registry)
+    labels = (("app_id", "wxapp1"), ("kind", "access_token"))
+    assert samples[("wxtoken_client_token_seconds_left", labels)] == 7000
+    assert samples[("wxtoken_client_token_version", labels)] == 5
 
 
 class Upstream:

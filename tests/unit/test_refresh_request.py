@@ -300,15 +300,19 @@ class FakeConnection:
 
 
 def make_subscriber() -> Subscriber:
-    return Subscriber(
+    subscriber = Subscriber(
         ClientSettings(
             insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
         ),
-        on_body=lambda body: None,
-        read_snapshot=lambda: None,
-        snapshot_wanted=lambda: False,
         connection_name="client:test-1",
     )
+    subscriber.attach(
+        on_body=lambda body, user_id, sent_s: None,
+        read_snapshot=lambda: None,
+        snapshot_wanted=lambda: False,
+        callbacks_idle=lambda timeout_s: True,
+    )
+    return subscriber
 
 
 def test_send_while_disconnected_returns_false() -> None:

@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, TokenClient
+from consumer_lib.testing import StubTransport, stub_client
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import UpdateCodec, generate_keypair, load_private_key
 from consumer_lib.wire.update import TokenUpdate
@@ -42,72 +43,70 @@ def signer(tmp_path: Path) -> tuple[UpdateCodec, Path]:
 @pytest.fixture
 def client(
     clock: FakeClock, signer: tuple[UpdateCodec, Path]
-) -> Iterator[tuple[TokenClient, fakeredis.FakeRedis]]:
+) -> Iterator[tuple[TokenClient, fakeredis.FakeRedis, StubTransport]]:
     clock.now_s = T0 + 1
     redis_client = fakeredis.FakeRedis()
-    made = TokenClient(
-        ClientSettings(verify_keys=str(signer[1]), amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"),
-        redis_client=redis_client,
-        clock=clock,
+    made, stub = stub_client(
+        ClientSettings(verify_keys=str(signer[1])), redis_client=redis_client, clock=clock
     )
     counting = CountingCodec(verify_keys=made._codec._keys.values())  # type: ignore[arg-type]
     made._feed._codec = counting
     made._feed.snapshot._codec = counting
     CountingCodec.decodes = 0
-    yield made, redis_client
+    yield made, redis_client, stub
     made.close()
 
 
 def test_a_republished_message_is_not_verified_again(
-    client: tuple[TokenClient, fakeredis.FakeRedis], signer: tuple[UpdateCodec, Path]
+    client: tuple[TokenClient, fakeredis.FakeRedis, StubTransport], signer: tuple[UpdateCodec, Path]
 ) -> None:
     """The second and later copies of the held update cost no signature check, and still
     count as stale; a new version is checked once; an older message, no longer held, is
     checked again and dropped."""
-    tokens, _ = client
+    tokens, _, stub = client
     v1 = signer[0].encode(make_update(version=1))
     for _ in range(50):
-        tokens._on_body(v1)
+        stub.push_raw(v1)
     assert CountingCodec.decodes == 1
     assert tokens.stats.accepted == 1
     assert tokens.stats.stale == 49
     v2 = signer[0].encode(make_update(version=2, value="TOKEN-second-0123456789"))
-    tokens._on_body(v2)
-    tokens._on_body(v2)
+    stub.push_raw(v2)
+    stub.push_raw(v2)
     assert CountingCodec.decodes == 2
-    tokens._on_body(v1)
+    stub.push_raw(v1)
     assert CountingCodec.decodes == 3
     assert tokens.stats.stale == 51
     assert tokens.get_token("wxapp1", timeout=0) == "TOKEN-second-0123456789"
 
 
 def test_changed_bytes_are_always_verified(
-    client: tuple[TokenClient, fakeredis.FakeRedis], signer: tuple[UpdateCodec, Path]
+    client: tuple[TokenClient, fakeredis.FakeRedis, StubTransport], signer: tuple[UpdateCodec, Path]
 ) -> None:
     """A message that differs from the held one in any byte (a forgery claiming the held
     version) goes through the signature check and is rejected."""
-    tokens, _ = client
+    tokens, _, stub = client
     genuine = signer[0].encode(make_update(version=1))
-    tokens._on_body(genuine)
+    stub.push_raw(genuine)
     tampered = genuine.replace(b"TOKEN-aaaa", b"TOKEN-bbbb")
-    tokens._on_body(tampered)
+    stub.push_raw(tampered)
     assert CountingCodec.decodes == 2
     assert tokens.stats.rejected == 1
 
 
 def test_bytes_read_from_redis_count_as_held(
-    client: tuple[TokenClient, fakeredis.FakeRedis], signer: tuple[UpdateCodec, Path]
+    client: tuple[TokenClient, fakeredis.FakeRedis, StubTransport], signer: tuple[UpdateCodec, Path]
 ) -> None:
     """A token first held from the snapshot is not verified again when it is re-published,
     nor when the snapshot is read again."""
-    tokens, redis_client = client
+    tokens, redis_client, stub = client
     raw = signer[0].encode(make_update(version=4))
     keys = KeyLayout()
     redis_client.set(keys.token("wxapp1"), raw)
     redis_client.sadd(keys.known, KeyLayout.member("wxapp1"))
     tokens.refresh_from_snapshot()
     tokens.refresh_from_snapshot()
-    tokens._on_body(raw)
+    stub.push_raw(raw)
     assert CountingCodec.decodes == 1
     assert tokens.get_token("wxapp1", timeout=0) == make_update(version=4).value
 
@@ -151,11 +150,14 @@ def test_the_overdue_check_runs_at_most_once_a_second(clock: FakeClock) -> None:
         ClientSettings(
             insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
         ),
-        on_body=lambda body, user: None,
-        read_snapshot=lambda: reads.append(clock()),
-        snapshot_wanted=wanted,
         connection_name="client:test",
         monotonic=clock,
+    )
+    subscriber.attach(
+        on_body=lambda body, user_id, sent_s: None,
+        read_snapshot=lambda: reads.append(clock()),
+        snapshot_wanted=wanted,
+        callbacks_idle=lambda timeout_s: True,
     )
     for _ in range(500):  # 500 messages within the same instant
         subscriber._each_round()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
+import fakeredis
 import pytest
 
-from consumer_lib import TokenUnavailable
+from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
+from consumer_lib._http_transport import GatewayStream
+from consumer_lib._subscriber import Subscriber
+from consumer_lib.settings import GatewayClientSettings
 from consumer_lib.testing import StubTransport, stub_client
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0
@@ -69,3 +74,43 @@ def test_an_unattached_stub_says_so() -> None:
         StubTransport().push_raw(b"{}")
     with pytest.raises(RuntimeError, match="not attached"):
         StubTransport().wait_callbacks()
+
+
+def test_every_transport_enters_the_client_through_attach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker subscriber, the gateway's HTTP stream and the stub are built first and
+    then `attach`ed with the same callbacks (`consumer_lib.transport`): the seam a
+    service's tests use is the one production runs."""
+    entered: list[tuple[str, list[str]]] = []
+    for transport in (Subscriber, GatewayStream, StubTransport):
+        original = transport.attach
+
+        def spy(self: object, *, _original: Any = original, **callbacks: Any) -> None:
+            entered.append((type(self).__name__, sorted(callbacks)))
+            _original(self, **callbacks)
+
+        monkeypatch.setattr(transport, "attach", spy)
+    monkeypatch.delenv("WXTOKEN_AMQP_URL", raising=False)
+    broker = TokenClient(
+        ClientSettings(
+            insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
+        ),
+        redis_client=fakeredis.FakeRedis(),
+    )
+    over_http = TokenClient.over_http(
+        GatewayClientSettings(
+            insecure_accept_unsigned=True,
+            gateway_url="http://127.0.0.1:1",
+            gateway_api_key="k" * 32,
+        )
+    )
+    stubbed, _ = stub_client()
+    callbacks = ["callbacks_idle", "on_body", "read_snapshot", "snapshot_wanted"]
+    assert entered == [
+        ("Subscriber", callbacks),
+        ("GatewayStream", callbacks),
+        ("StubTransport", callbacks),
+    ]
+    for client in (broker, over_http, stubbed):
+        client.close()

@@ -14,6 +14,7 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, ClientStats, TokenClient, TokenUpdate
+from consumer_lib.testing import StubTransport, stub_client
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import TokenApi
 from producer.leadership.lease import Leadership
@@ -25,8 +26,6 @@ from tests.waiting import wait_for
 #: The clock fields of `stats_dict()`: no message here carries a send time.
 CLOCK_STATS = {"clock_offset_ms": 0, "invalid_sent_headers": 0}
 
-#: Nothing listens on port 1, so a started broker thread fails at once and retries.
-DEAD_AMQP = "amqp://guest:guest@127.0.0.1:1/%2F"
 APPS = [f"wxthread{i:03d}" for i in range(40)]
 
 
@@ -45,16 +44,26 @@ def fake_redis() -> fakeredis.FakeRedis:
 
 
 @pytest.fixture
-def client(
-    monkeypatch: pytest.MonkeyPatch, clock: FakeClock, fake_redis: fakeredis.FakeRedis
-) -> Iterator[TokenClient]:
-    monkeypatch.delenv("WXTOKEN_AMQP_URL", raising=False)
-    settings = ClientSettings(
-        insecure_accept_unsigned=True, amqp_url=DEAD_AMQP, reconnect_max_s=0.5, poll_interval_s=0.5
+def stubbed(
+    clock: FakeClock, fake_redis: fakeredis.FakeRedis
+) -> Iterator[tuple[TokenClient, StubTransport]]:
+    """A client fed by a stub transport: a test's thread delivers messages as the
+    subscriber thread does, through the same `on_body` the subscriber is attached to."""
+    made, stub = stub_client(
+        ClientSettings(insecure_accept_unsigned=True), redis_client=fake_redis, clock=clock
     )
-    made = TokenClient(settings, redis_client=fake_redis, clock=clock, name="thread-test")
-    yield made
+    yield made, stub
     made.close()
+
+
+@pytest.fixture
+def client(stubbed: tuple[TokenClient, StubTransport]) -> TokenClient:
+    return stubbed[0]
+
+
+@pytest.fixture
+def stub(stubbed: tuple[TokenClient, StubTransport]) -> StubTransport:
+    return stubbed[1]
 
 
 def update(app_id: str, version: int) -> TokenUpdate:
@@ -62,7 +71,7 @@ def update(app_id: str, version: int) -> TokenUpdate:
 
 
 def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
-    client: TokenClient, fake_redis: fakeredis.FakeRedis
+    client: TokenClient, fake_redis: fakeredis.FakeRedis, stub: StubTransport
 ) -> None:
     """Cold `get()`s read Redis on the caller's thread while another thread pushes newer
     versions of the same apps (as the subscriber thread does); every callback runs on the
@@ -81,7 +90,7 @@ def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
         for app_id in APPS[1:]:
             reading[app_id].wait(10)  # race the caller's read of this very app
             for version in (2, 3):
-                client._on_body(update(app_id, version).encode())
+                stub.push_raw(update(app_id, version).encode())
 
     pusher = threading.Thread(target=push_newer_versions, daemon=True)
     pusher.start()
@@ -107,7 +116,7 @@ def test_callbacks_never_run_on_the_callers_thread_and_arrive_in_order(
     print(f"{first_from_redis} of {len(APPS)} apps first came from the caller's Redis read")
 
 
-def test_a_callback_may_close_the_client(client: TokenClient) -> None:
+def test_a_callback_may_close_the_client(client: TokenClient, stub: StubTransport) -> None:
     """`close()` from inside a callback returns instead of waiting for its own thread."""
     closed = threading.Event()
 
@@ -116,7 +125,7 @@ def test_a_callback_may_close_the_client(client: TokenClient) -> None:
         closed.set()
 
     client.on_update(close_it)
-    client._on_body(update(APPS[0], 1).encode())
+    stub.push_raw(update(APPS[0], 1).encode())
     assert closed.wait(10)
 
 
@@ -130,11 +139,11 @@ class YieldingStats(ClientStats):
 
 
 def test_stats_count_every_message_fed_from_many_threads(
-    client: TokenClient, busy_switching: None
+    client: TokenClient, busy_switching: None, stub: StubTransport
 ) -> None:
     """Eight threads feeding at once lose no count."""
     client.stats = YieldingStats()
-    client._on_body(update(APPS[0], 1).encode())
+    stub.push_raw(update(APPS[0], 1).encode())
     body = update(APPS[0], 1).encode()  # a re-publish of the held version: counted as stale
     threads_n, each_n = 8, 200
     start = threading.Barrier(threads_n)
@@ -142,7 +151,7 @@ def test_stats_count_every_message_fed_from_many_threads(
     def feed() -> None:
         start.wait(10)
         for _ in range(each_n):
-            client._on_body(body)
+            stub.push_raw(body)
 
     threads = [threading.Thread(target=feed, daemon=True) for _ in range(threads_n)]
     for thread in threads:

@@ -1,10 +1,12 @@
-"""What `TokenClient` needs from whatever brings it updates: the `Transport` protocol.
+"""What `TokenClient` needs from whatever brings it updates: the `Transport` contract.
 
-The default transport is the `Subscriber` thread (RabbitMQ); `consumer_lib.testing`
-ships `StubTransport` for a service's own tests. A transport passed to `TokenClient` is
-first `attach`ed: it is given the three callbacks the subscriber gets at construction, and
-`callbacks_idle(timeout_s)`, which waits until the client's callback thread has run every
-`on_update` callback of the updates accepted so far (True) or the time is up (False).
+Every transport enters the client the same way: built first, then `attach`ed, which hands
+it `on_body` (each message, on the transport's thread), `read_snapshot`,
+`snapshot_wanted` and `callbacks_idle(timeout_s)` (waits until the client's callback
+thread has run every `on_update` callback of the updates accepted so far: True, or the
+time is up: False). The broker `Subscriber` (the default), the gateway's HTTP
+`GatewayStream` (`TokenClient.over_http`) and `consumer_lib.testing.StubTransport` all
+do; a transport of your own passed as `TokenClient(transport=...)` does too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from .wire.update import TokenKind
+
+__all__ = ["AttachableTransport", "OnBody", "TokenReportingTransport", "Transport"]
 
 #: A message body, its broker-checked `user_id` (None when unknown) and the send time
 #: from its unsigned header (None when absent).
