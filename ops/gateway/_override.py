@@ -12,12 +12,8 @@ from dataclasses import dataclass
 from consumer_lib import TokenKind, TokenUpdate, WxTokenError
 from producer.store.audit import AuditLog
 from producer.store.issuing import Issuer
-from producer.store.overrides import OverrideOutcome, issue_override
+from producer.store.overrides import OverrideOutcome, Publish, issue_override
 from producer.store.tokens import TokenStore
-
-#: Publishes one update (with `now_s`); raises `BrokerError` (`ops.broker.Publish`, which
-#: this module does not import: the gateway loads pika only with an operator key).
-Publish = Callable[[TokenUpdate, float], None]
 
 
 class OverrideRefused(WxTokenError):

@@ -32,8 +32,8 @@ from producer.store.issuing import IssueOutcome, Issuer
 
 log = logging.getLogger(__name__)
 
-#: Publishes one update (with `now_s`); raises `BrokerError` (`ops.broker.Publish`).
-_Publish = Callable[[TokenUpdate, float], None]
+#: Publishes one update (with `now_s`); raises `BrokerError`. `ops.broker.Publish` is one.
+Publish = Callable[[TokenUpdate, float], None]
 
 
 class OverrideOutcome(enum.Enum):
@@ -64,7 +64,7 @@ class Overridden:
 
 def issue_override(
     issuer: Issuer,
-    open_publisher: Callable[[], AbstractContextManager[_Publish]],
+    open_publisher: Callable[[], AbstractContextManager[Publish]],
     app_id: str,
     kind: TokenKind,
     token: str,
