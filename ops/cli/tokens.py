@@ -7,26 +7,21 @@ verdict it stores in Redis.
 
 from __future__ import annotations
 
-import logging
-
 import click
 from pydantic import ValidationError
 
-from consumer_lib.errors import BrokerError, InvalidUpdate, StoreError
+from consumer_lib.errors import InvalidUpdate, StoreError
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.control import ControlAction, ControlRequest, ControlResult, new_request_id
 from consumer_lib.wire.update import TokenKind
-from producer.leadership.clock_skew import ClockSkewed
-from producer.store.audit import AuditEvent
-from producer.store.issuing import IssueOutcome, Issuer
+from producer.store.issuing import Issuer
+from producer.store.overrides import Overridden, OverrideOutcome, issue_override
 from producer.store.tokens import TokenStore
 from producer.store.upstream_failures import UpstreamErrors
 
 from .. import _format
 from .context import KINDS, CliError, OpsContext, audit_log, checked, read_token
 from .quota import ask_leader, control_signer
-
-log = logging.getLogger(__name__)
 
 MAX_EXPIRES_IN_S = 86_400
 
@@ -70,34 +65,40 @@ def set_token(
         )
     _warn_unless_producers_accept(store, obj.codec(must_sign=True).signer_key_id)
     issuer = Issuer(store, audit=audit_log(obj), who=obj.operator)
-    with obj.open_publisher() as publish:
-        try:
-            update = issuer.new_override(
-                app_id, token_kind, token, clock=obj.clock, expires_in_s=expires_in, reason=reason
-            )
-            version = update.version
-            issued = issuer.issue(
-                update,
-                publish=lambda u: publish(u, obj.clock()),
-                event=AuditEvent.OVERRIDE,
-                reason=reason,
-            )
-        except StoreError as exc:
-            raise CliError(f"Redis: {exc}; nothing was published") from None
-        except ClockSkewed as exc:
-            raise CliError(f"{exc}; nothing was written or published") from None
-        except ValidationError as exc:  # our checks above should make this unreachable
-            problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
-            raise click.UsageError(f"cannot build the update: {problems}") from None
-        except BrokerError as exc:
-            raise CliError(
-                f"stored {app_id}/{kind} version {version} in Redis but publishing failed "
-                f"({exc}); subscribers will find it in the snapshot when they next read it"
-            ) from None
-        if issued.outcome is not IssueOutcome.WRITTEN:
-            raise CliError(f"not written: {issued.refusal}; nothing was published")
-        log.info("stored and published %s", update)
-    click.echo(f"published {app_id}/{kind}: version {version}")
+    try:
+        done = issue_override(
+            issuer,
+            obj.open_publisher,
+            app_id,
+            token_kind,
+            token,
+            clock=obj.clock,
+            expires_in_s=expires_in,
+            reason=reason,
+        )
+    except StoreError as exc:
+        raise CliError(f"Redis: {exc}; nothing was published") from None
+    except ValidationError as exc:  # our checks above should make this unreachable
+        problems = "; ".join(e["msg"] for e in exc.errors(include_input=False))
+        raise click.UsageError(f"cannot build the update: {problems}") from None
+    click.echo(_published(done, f"{app_id}/{kind}"))
+
+
+def _published(done: Overridden, what: str) -> str:
+    """The line `wxtoken set` prints for a published override; `CliError` otherwise."""
+    if done.outcome is OverrideOutcome.SKEWED:
+        raise CliError(f"{done.skewed}; nothing was written or published")
+    assert done.update is not None  # allocated in every other outcome
+    version = done.update.version
+    if done.outcome is OverrideOutcome.REFUSED:
+        raise CliError(f"not written: {done.refusal}; nothing was published")
+    if done.outcome is OverrideOutcome.UNPUBLISHED:
+        raise CliError(
+            f"stored {what} version {version} in Redis but publishing failed "
+            f"({done.publish_error}); subscribers will find it in the snapshot when they "
+            "next read it"
+        )
+    return f"published {what}: version {version}"
 
 
 #: `wxtoken refresh` exits with these when the leader did not replace the credential.

@@ -8,7 +8,7 @@ gateway's operator key. API keys (hashed in a keys file) carry app patterns and 
     _settings   GatewaySettings (WXTOKEN_GATEWAY_*)
     _ratelimit  one token bucket per key
     _tokens     TokenView: what is served, held in memory; misses, unknown apps
-    _override   the override use case (as `wxtoken set`)
+    _override   the override route's `issue_override()` (as `wxtoken set`)
     _http       the JSON error shape, bounded bodies
     _fastpath   the hot read in raw ASGI
     _app        Gateway: auth, scopes, reads, reports, overrides

@@ -1,26 +1,19 @@
-"""The override use case behind `POST /v1/apps/{app}/access_token`, as `wxtoken set` does it.
-
-The broker is reached before anything is written, the token is signed with the gateway's
-operator key, compare-and-set into Redis with a new version, audited with the API key's
-name, then published. A failure before the write changes nothing.
+"""The gateway's override, `POST /v1/apps/{app}/access_token`: `issue_override()` (the use
+case `wxtoken set` runs too) by the gateway's operator and the API key's name, its
+`Overridden` result put in the gateway's words for the route (`_app.Gateway.override`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from consumer_lib import BrokerError, TokenKind, TokenUpdate, WxTokenError
-from producer.store.audit import AuditEvent, AuditLog
-from producer.store.issuing import IssueOutcome, Issuer
+from consumer_lib import TokenKind, TokenUpdate, WxTokenError
+from producer.store.audit import AuditLog
+from producer.store.issuing import Issuer
+from producer.store.overrides import OverrideOutcome, Publish, issue_override
 from producer.store.tokens import TokenStore
-
-log = logging.getLogger(__name__)
-
-#: Publishes one update (with `now_s`); raises `BrokerError`.
-Publish = Callable[[TokenUpdate, float], None]
 
 
 class OverrideRefused(WxTokenError):
@@ -53,23 +46,23 @@ class Overrider:
         too far from Redis's), `StoreError`, `BrokerError` (nothing changed) or
         `PublishFailed` (stored, not published)."""
         who = f"{self.operator}/key:{key_name}"[:128]
-        issuer = Issuer(self.store, audit=self.audit, who=who)
-        with self.open_publisher() as publish:
-            update = issuer.new_override(
-                app_id, kind, token, clock=self.clock, expires_in_s=expires_in_s, reason=reason
+        done = issue_override(
+            Issuer(self.store, audit=self.audit, who=who),
+            self.open_publisher,
+            app_id,
+            kind,
+            token,
+            clock=self.clock,
+            expires_in_s=expires_in_s,
+            reason=reason,
+        )
+        if done.skewed is not None:
+            raise done.skewed
+        assert done.update is not None  # allocated in every other outcome
+        if done.outcome is OverrideOutcome.REFUSED:
+            raise OverrideRefused(done.refusal)
+        if done.outcome is OverrideOutcome.UNPUBLISHED:
+            raise PublishFailed(
+                f"stored version {done.update.version}, publishing failed: {done.publish_error}"
             )
-            try:
-                issued = issuer.issue(
-                    update,
-                    publish=lambda u: publish(u, self.clock()),
-                    event=AuditEvent.OVERRIDE,
-                    reason=reason,
-                )
-            except BrokerError as exc:
-                raise PublishFailed(
-                    f"stored version {update.version}, publishing failed: {exc}"
-                ) from None
-            if issued.outcome is not IssueOutcome.WRITTEN:
-                raise OverrideRefused(issued.refusal)
-            log.info("override stored and published %s by key %s", update, key_name)
-        return update
+        return done.update

@@ -3,8 +3,9 @@
     version  ->  sign + compare-and-set into Redis  ->  audit  ->  publish
 
 The refresher issues what it fetched from WeChat; `wxtoken set` and the gateway's override
-issue an operator's token (`new_override`). All go through `Issuer`, so a new version
-is always allocated, stored, recorded and published the same way:
+issue an operator's token (`new_override`, through `producer.store.overrides.
+issue_override`). All go through `Issuer`, so a new version is always allocated, stored,
+recorded and published the same way:
 
 - `new_version()` hands out a version above every one handed out or stored for the app
   and kind, never below the caller's clock in milliseconds (`TokenStore.next_version`).
