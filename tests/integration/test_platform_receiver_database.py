@@ -101,7 +101,10 @@ def test_pushes_are_in_the_database_before_success(
                 message="the first ticket in the database",
             )
             assert held.ticket == sandbox.state.current_ticket(COMPONENT)
-            assert sandbox.state.pushes(COMPONENT, "component_verify_ticket") == (1, 0)
+            wait_for(  # counted once the sandbox has the answer, just after the write
+                lambda: sandbox.state.pushes(COMPONENT, "component_verify_ticket") == (1, 0),
+                message="the sandbox counting its first push answered",
+            )
             engine = sa.create_engine(database, poolclass=sa.NullPool)
             with engine.connect() as connection:
                 raw = " ".join(

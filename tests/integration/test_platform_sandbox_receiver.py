@@ -48,7 +48,11 @@ def test_ticket_pushes_are_stored_and_the_stored_ticket_works(
     sandbox, receiver = stack
     stored = wait_for(lambda: tickets(receiver), message="the first ticket stored")
     assert stored == [sandbox.state.current_ticket(COMPONENT)]
-    assert sandbox.state.pushes(COMPONENT, "component_verify_ticket") == (1, 0)
+    # The sandbox counts a push once it has the answer, just after the receiver stored it.
+    wait_for(
+        lambda: sandbox.state.pushes(COMPONENT, "component_verify_ticket") == (1, 0),
+        message="the sandbox counting its first push answered",
+    )
     body = {
         "component_appid": COMPONENT,
         "component_appsecret": SECRET,
@@ -112,7 +116,10 @@ def test_a_registry_outage_is_not_success_and_the_next_push_is(
     wait_for(lambda: tickets(receiver), message="the first ticket stored")
     receiver.registry.down = True
     assert sandbox.pusher.push_ticket(COMPONENT) is False
-    assert sandbox.state.pushes(COMPONENT, "component_verify_ticket") == (1, 1)
+    wait_for(
+        lambda: sandbox.state.pushes(COMPONENT, "component_verify_ticket") == (1, 1),
+        message="the sandbox counting one push answered and one failed",
+    )
     receiver.registry.down = False
     assert sandbox.pusher.push_ticket(COMPONENT) is True
     assert tickets(receiver)[-1] == sandbox.state.current_ticket(COMPONENT)
