@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from consumer_lib.errors import ConfigError
 from consumer_lib.settings import DOTENV, load_settings
@@ -24,6 +25,9 @@ from producer.observability.wiring import metered_upstream, start_status
 from producer.platform.errors import RegistryUnavailable
 from producer.service import ProducerService
 from producer.settings import ProducerSettings
+
+if TYPE_CHECKING:  # the platform extra, imported only when configured
+    from producer.platform.wiring import PlatformSetup
 
 log = logging.getLogger("producer")
 
@@ -58,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             wechat_base_url=settings.wechat_base_url,
             wecom_base_url=settings.wecom_base_url,
         )
-        open_platform_registry(settings)
+        platform_setup = open_platform_registry(settings)
         meter = metered_upstream(settings)
-        service = ProducerService(settings, apps, fetcher=meter)
+        service = ProducerService(settings, apps, fetcher=meter, platform_setup=platform_setup)
     except ConfigError as exc:
         print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -112,22 +116,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def open_platform_registry(settings: ProducerSettings) -> None:
+def open_platform_registry(settings: ProducerSettings) -> PlatformSetup | None:
     """With `WXTOKEN_PLATFORM_DB_URL` set: migrate the platform database (or refuse one at an
-    unknown schema revision) before anything else starts. SQLAlchemy is imported only then."""
+    unknown schema revision) before anything else starts, and read the platforms file (with
+    `WXTOKEN_PLATFORMS_FILE`). SQLAlchemy is imported only then."""
     if settings.platform_db_url is None:
-        return
+        if settings.platforms_file is not None:
+            raise ConfigError("WXTOKEN_PLATFORMS_FILE needs WXTOKEN_PLATFORM_DB_URL (the registry)")
+        return None
     try:
+        from producer.platform.config import load_platforms
         from producer.platform.startup import open_registry
+        from producer.platform.wiring import PlatformSetup
     except ImportError as exc:  # SQLAlchemy, Alembic or a driver is not installed
         raise ConfigError(
             f"WXTOKEN_PLATFORM_DB_URL needs the platform extra (wxtoken[platform]): {exc}"
         ) from None
 
+    platforms = None if settings.platforms_file is None else load_platforms(settings.platforms_file)
     registry = open_registry(
         settings.platform_db_url.get_secret_value(), settings.platform_key_file
     )
-    registry.close()  # the leader's platform work (receiver, refreshers) will hold it open
+    if platforms is None:
+        registry.close()  # migrated only: no platform served here
+        return None
+    return PlatformSetup(registry, platforms)
 
 
 def reload_apps(service: ProducerService, settings: ProducerSettings) -> None:

@@ -162,6 +162,12 @@ def _app_config(entry: _AppEntry, secret: SecretStr, *, where: str) -> AppConfig
                 f"use some of {sorted(allowed)}"
             )
         tickets.append(kind)
+    if entry.token_api in (TokenApi.COMPONENT, TokenApi.AUTHORIZER):
+        raise ConfigError(
+            f"{where}: token_api {entry.token_api!s} is not for the apps file: a platform's "
+            "component token and its authorizers come from WXTOKEN_PLATFORMS_FILE and the "
+            "platform registry"
+        )
     wecom = entry.platform is Platform.WECOM
     default_api = TokenApi.WECOM if wecom else TokenApi.STABLE
     try:

@@ -15,6 +15,13 @@ class Fetcher(Protocol):
     def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken: ...
 
 
+class AuthorizerTokens(Protocol):
+    """Fetches a platform authorizer's token with the platform's component token
+    (`producer.platform.tokens.PlatformTokens` is one)."""
+
+    def authorizer_token(self, app: AppConfig, component_token: str) -> FetchedToken: ...
+
+
 @runtime_checkable
 class TokenProber(Protocol):
     """Asks upstream whether an access token works (`Upstream.check_token` is one):

@@ -9,6 +9,7 @@ Threads, whatever the number of apps (at most `upstream_concurrency` + 6):
     follower      one batched read of every snapshot per `follow_interval_s`
     publisher     the one pika connection that publishes (`Publisher`)
     requests      the refresh request listener
+    platform-*    with third-party platforms: roster, callbacks, hints (`PlatformKeeper`)
 
 Any number of producer processes may run against one Redis: the lease decides which one
 fetches and publishes; the others follow Redis in batches and take over when the leader
@@ -30,9 +31,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import redis
 
+from consumer_lib.errors import StoreError
 from consumer_lib.snapshot import connect_redis
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
@@ -49,6 +52,7 @@ from producer.limits.ticket_budget import TicketBudget
 from producer.messaging.control import ControlHandler, QuotaClearer, control_keys
 from producer.messaging.publisher import Publisher
 from producer.messaging.request_listener import RequestListener
+from producer.refresh.authorizers import Components
 from producer.refresh.credentials import CredentialRefreshers, scheduled_step
 from producer.refresh.operator import OperatorRefresh
 from producer.refresh.refresher import AppRefresher, Fetcher
@@ -64,10 +68,14 @@ from producer.upstream.meter import MeteredFetcher
 from producer.upstream.routing import Upstream
 from producer.upstream.token_probe import TokenProbe
 
+if TYPE_CHECKING:  # the platform extra (SQLAlchemy) is imported only when platforms are served
+    from producer.platform.keeper import PlatformKeeper
+    from producer.platform.wiring import PlatformSetup
+
 log = logging.getLogger(__name__)
 
-#: Redis connections beyond one per worker: lease, follower, listener, spare.
-EXTRA_REDIS_CONNECTIONS = 6
+#: Redis connections beyond one per worker: lease, follower, listener, platform hints, spare.
+EXTRA_REDIS_CONNECTIONS = 7
 
 
 class ProducerService:
@@ -82,6 +90,7 @@ class ProducerService:
         fetcher: Fetcher | None = None,
         publisher: Publisher | None = None,
         clock: Callable[[], float] = time.time,
+        platform_setup: PlatformSetup | None = None,
     ) -> None:
         self._settings = settings
         self._stop = threading.Event()
@@ -162,6 +171,13 @@ class ProducerService:
         self.follower = SnapshotFollower(client, keys, codec)
         #: WeCom's hourly ticket limits, fleet-wide (400 per corp, 100 per agent and kind).
         self.ticket_budget = TicketBudget(client, keys, clock=clock)
+        platform_parts = None
+        if platform_setup is not None:
+            from producer.platform.wiring import platform_parts as make_platform_parts
+
+            platform_parts = make_platform_parts(
+                platform_setup, settings, audit=self.audit, clock=clock
+            )
         made = CredentialRefreshers(
             fetcher=self._fetcher,
             store=self.store,
@@ -176,8 +192,35 @@ class ProducerService:
             upstream=self.upstream,
             probe=self.probe,
             ticket_budget=self.ticket_budget,
+            platform_tokens=None if platform_parts is None else platform_parts.tokens,
+            authorizer_tokens=None if platform_parts is None else platform_parts.tokens,
+            components=Components() if platform_parts is None else platform_parts.components,
         )
+        #: The apps file's apps; the platforms' credentials come from `platform.roster`.
+        self._file_apps = list(apps)
+        self._apply_lock = threading.Lock()
+        self.platform: PlatformKeeper | None = None
         self.fleet = Fleet(apps, made.of_app)
+        if platform_parts is not None:
+            from producer.platform.keeper import FleetAccess
+            from producer.platform.wiring import platform_keeper
+
+            self.platform = platform_keeper(
+                platform_parts,
+                settings,
+                fleet=FleetAccess(
+                    apply_roster=self._apply_roster,
+                    refresher=self.refresher,
+                    wake=lambda refresher: self.scheduler.wake(refresher.key),
+                    forget=self._forget,
+                    is_leader=lambda: self.leadership.is_leader,
+                ),
+                redis_client=client,
+                audit=self.audit,
+                stop=self._stop,
+                clock=clock,
+            )
+            self.fleet.apply(self._served_apps())
         #: The lease and follower threads: who leads, following, taking over, announcing.
         self.succession = Succession(
             leadership=self.leadership,
@@ -226,6 +269,8 @@ class ProducerService:
         self.scheduler.start()
         for thread in self.succession.threads:
             thread.start()
+        if self.platform is not None:
+            self.platform.start()
         return self
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -244,6 +289,8 @@ class ProducerService:
         write is fenced off, since the lease is released.
         """
         self.request_stop()
+        if self.platform is not None:
+            self.platform.wake()
         deadline = time.monotonic() + timeout_s
 
         def left(share: float = 1.0) -> float:
@@ -251,7 +298,8 @@ class ProducerService:
 
         self.scheduler.stop(left(0.2))
         self.pool.close(left(0.3))
-        for thread in self.succession.threads:
+        platform_threads = [] if self.platform is None else self.platform.threads
+        for thread in [*self.succession.threads, *platform_threads]:
             if thread.is_alive():
                 thread.join(left(0.3))
         self.leadership.release()
@@ -268,8 +316,31 @@ class ProducerService:
         """Serve `apps` from now on (`Fleet.apply`): new ones are fetched at once, removed
         ones are no longer refreshed (their snapshot expires by itself), changed ones use
         the new configuration from their next fetch; unchanged ones are untouched."""
-        result = self.fleet.apply(apps)
+        with self._apply_lock:
+            self._file_apps = list(apps)
+            result = self._apply()
         self.control.serve(apps)
+        self.retry_failing()
+        return result
+
+    def _served_apps(self) -> list[AppConfig]:
+        """The apps file's apps, then the platforms' credentials (an apps-file app with the
+        same app id wins, with an error line: the two must not share a Redis key)."""
+        if self.platform is None:
+            return self._file_apps
+        mine = {app.app_id for app in self._file_apps}
+        platform_apps = self.platform.roster.apps()
+        clashing = [app.app_id for app in platform_apps if app.app_id in mine]
+        if clashing:
+            log.error(
+                "platform credential(s) %s not served: the apps file has an app of that id",
+                ", ".join(clashing[:10]),
+            )
+        return [*self._file_apps, *(app for app in platform_apps if app.app_id not in mine)]
+
+    def _apply(self) -> Reloaded:
+        """Serve exactly `_served_apps()` (call with `_apply_lock` held)."""
+        result = self.fleet.apply(self._served_apps())
         for refresher in result.dropped:
             self.scheduler.remove(refresher.key)
             self._codec.forget(*refresher.key)
@@ -277,8 +348,26 @@ class ProducerService:
             self.scheduler.add(refresher.key, self._task_of(refresher))
         if self.leadership.is_leader and (result.added or result.removed):
             self.succession.announce()
-        self.retry_failing()
         return result
+
+    def _apply_roster(self) -> None:
+        """The platform roster changed (from a platform thread)."""
+        with self._apply_lock:
+            result = self._apply()
+        if result.added or result.removed:
+            log.info(
+                "platform credentials: %d added, %d removed",
+                len(result.added),
+                len(result.removed),
+            )
+
+    def _forget(self, app_id: str) -> None:
+        """Delete the snapshots of an app no longer served (a revoked authorizer)."""
+        for kind in TokenKind:
+            try:
+                self.store.forget(app_id, kind)
+            except StoreError as exc:
+                log.warning("%s: its %s snapshot not deleted: %s", app_id, kind, exc)
 
     def retry_failing(self) -> int:
         """Fetch every credential whose last fetch failed now, instead of after its backoff

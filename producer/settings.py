@@ -107,3 +107,11 @@ class ProducerSettings(CommonSettings):
     #: secrets. Unset: no platform, and SQLAlchemy is never imported.
     platform_db_url: SecretStr | None = None
     platform_key_file: Path | None = None
+    #: The platforms file (as the receiver's, with each component secret): the platforms
+    #: whose component token and authorizers this producer keeps. Needs the registry.
+    platforms_file: Path | None = None
+    #: The leader looks for stored pushes this often (the receiver's hint wakes it sooner).
+    platform_poll_interval_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: Every producer reads the registry's authorizers this often (standbys learn of
+    #: authorizations the leader acted on; the leader of recovered ones).
+    platform_sync_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0

@@ -18,6 +18,9 @@ class CredentialIssuer:
     """The base of a platform: its tokens are `platform`'s; a dead one gets `invalid_token`."""
 
     platform: ClassVar[str]  # "wechat" or "wecom", as in `TokenRecord.platform`
+    #: The `TokenRecord.platform`s whose tokens its APIs take (an official account's also
+    #: take a third-party platform's authorizer tokens, as WeChat's do).
+    accepts: ClassVar[frozenset[str]]
     invalid_token: ClassVar[tuple[int, str]]  # (errcode, errmsg) for an unknown or dead token
     ticket_types: ClassVar[frozenset[str]]  # the ticket types it issues
     invalid_ticket_type: ClassVar[tuple[int, str]]  # (errcode, errmsg) for any other type
@@ -35,7 +38,7 @@ class CredentialIssuer:
         if not access_token:
             return err(41001, "access_token missing")
         record = self._tokens.get(access_token)
-        if record is None or record.platform != self.platform:
+        if record is None or record.platform not in self.accepts:
             return err(*self.invalid_token)
         if now >= record.expires_at:
             return err(42001, "access_token expired")

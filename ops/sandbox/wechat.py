@@ -51,6 +51,7 @@ class OfficialAccounts(CredentialIssuer):
     """The official-account (and mini-program) half of the sandbox."""
 
     platform = "wechat"
+    accepts = frozenset({"wechat", "authorizer"})
     invalid_token = (40001, _INVALID)
     ticket_types = TICKET_TYPES
     invalid_ticket_type = (40097, "invalid args")

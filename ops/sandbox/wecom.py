@@ -37,6 +37,7 @@ class WecomCorps(CredentialIssuer):
     """The WeCom half of the sandbox."""
 
     platform = "wecom"
+    accepts = frozenset({"wecom"})
     invalid_token = (40014, "invalid access_token")
     ticket_types = WECOM_TICKET_TYPES
     invalid_ticket_type = (40058, "invalid parameter: type")

@@ -6,6 +6,7 @@ platform, its values from the environment or from files, like the apps file's se
     secret_env = "WX_PLATFORM_SECRET"              # or: secret_file = "/run/secrets/..."
     token_env = "WX_PLATFORM_TOKEN"                # or: token_file = ...
     encoding_aes_key_env = "WX_PLATFORM_AES_KEY"   # or: encoding_aes_key_file = ...
+    authorizer_tickets = ["jsapi"]                 # optional: tickets kept per authorizer
 
 Each value comes from exactly one of its `*_env` / `*_file`; a relative file is relative to
 the platforms file's folder. The callback receiver loads only the token and the
@@ -25,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from consumer_lib.errors import ConfigError
+from consumer_lib.wire.kinds import TICKET_NAMES, TokenKind
 from producer.platform.crypto import ENCODING_AES_KEY
 
 #: A component appid as WeChat issues them: "wx" and 16 letters or digits.
@@ -46,6 +48,8 @@ class PlatformConfig(BaseModel):
     encoding_aes_key: SecretStr
     #: None when loaded without it (the receiver never needs the component secret).
     secret: SecretStr | None = None
+    #: The tickets the producer keeps for each authorizer, besides its access token.
+    authorizer_tickets: tuple[TokenKind, ...] = ()
 
 
 class _Entry(BaseModel):
@@ -60,6 +64,7 @@ class _Entry(BaseModel):
     token_file: Path | None = None
     encoding_aes_key_env: _ENV_NAME | None = None
     encoding_aes_key_file: Path | None = None
+    authorizer_tickets: list[Literal["jsapi", "wx_card"]] = []
 
 
 def load_platforms(
@@ -131,6 +136,9 @@ def parse_platforms(
                 token=token,
                 encoding_aes_key=key,
                 secret=secret,
+                authorizer_tickets=tuple(
+                    dict.fromkeys(TICKET_NAMES[name] for name in entry.authorizer_tickets)
+                ),
             )
         )
     return platforms

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from consumer_lib.wire.update import TokenKind, TokenUpdate
-from producer.apps import AppConfig
+from producer.apps import AppConfig, TokenApi
 from producer.fleet import Fleet
 from producer.leadership.lease import Leadership
 from producer.limits.budget import RefreshBudget
 from producer.limits.ticket_budget import TicketBudget
+from producer.ports import AuthorizerTokens
+from producer.refresh.authorizers import AuthorizerRefresher, Components
 from producer.refresh.refresher import AppRefresher, Fetcher
 from producer.refresh.tickets import TicketRefresher
 from producer.refresh.timing import RefreshTiming, republish_phase_s
@@ -50,6 +52,11 @@ class CredentialRefreshers:
     upstream: UpstreamGate
     probe: TokenProbe | None
     ticket_budget: TicketBudget
+    #: Third-party platforms: what fetches component and authorizer tokens (None: no
+    #: platform served), and each platform's component-token refresher.
+    platform_tokens: Fetcher | None = None
+    authorizer_tokens: AuthorizerTokens | None = None
+    components: Components = field(default_factory=Components)
 
     @property
     def _tickets(self) -> TicketFetcher | None:
@@ -60,7 +67,7 @@ class CredentialRefreshers:
 
     def of_app(self, app: AppConfig) -> list[AppRefresher]:
         """One refresher per credential of `app`, the access token first (`credentials`)."""
-        token = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN))
+        token = self._token_refresher(app)
         made = [token]
         tickets = self._tickets
         if app.tickets and tickets is None:
@@ -79,6 +86,27 @@ class CredentialRefreshers:
                 )
             )
         return made
+
+    def _token_refresher(self, app: AppConfig) -> AppRefresher:
+        """The access token's refresher: a platform's component token fetches through
+        `platform_tokens`, an authorizer's token through `authorizer_tokens` with it."""
+        kwargs = self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN)
+        if app.token_api is TokenApi.COMPONENT:
+            if self.platform_tokens is None:
+                raise ValueError(f"{app.app_id}: no platform is served by this producer")
+            component = AppRefresher(app, **{**kwargs, "fetcher": self.platform_tokens})
+            self.components.register(component)
+            return component
+        if app.token_api is TokenApi.AUTHORIZER:
+            if self.authorizer_tokens is None:
+                raise ValueError(f"{app.app_id}: no platform is served by this producer")
+            return AuthorizerRefresher(
+                app,
+                components=self.components,
+                platform_tokens=self.authorizer_tokens,
+                **kwargs,
+            )
+        return AppRefresher(app, **kwargs)
 
     def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
         return {
@@ -106,7 +134,10 @@ def scheduled_step(
     refresher: AppRefresher, fleet: Fleet, scheduler: Scheduler
 ) -> Callable[[], float]:
     """The scheduled task of a credential: its step; a token's step also wakes its
-    app's tickets that wait for a token (start-up), so they need not poll for it."""
+    app's tickets that wait for a token (start-up), so they need not poll for it, and a
+    component token's wakes its platform's authorizers that wait for it."""
+    if refresher.app.token_api is TokenApi.COMPONENT:
+        return _component_step(refresher, fleet, scheduler)
     if refresher.kind is not TokenKind.ACCESS_TOKEN or not refresher.app.tickets:
         return refresher.step
 
@@ -120,6 +151,27 @@ def scheduled_step(
                 if isinstance(ticket, TicketRefresher):
                     ticket.token_arrived()
                     scheduler.wake(ticket.key)
+        return delay_s
+
+    return step_then_wake
+
+
+def _component_step(
+    refresher: AppRefresher, fleet: Fleet, scheduler: Scheduler
+) -> Callable[[], float]:
+    def step_then_wake() -> float:
+        had_valid = refresher.holds_valid()
+        delay_s = refresher.step()
+        if not had_valid and refresher.holds_valid():
+            waiting = [
+                r
+                for r in fleet.all()
+                if isinstance(r, AuthorizerRefresher)
+                and r.app.component_appid == refresher.app.app_id
+            ]
+            for authorizer in waiting:
+                authorizer.component_arrived()
+            scheduler.wake_many(r.key for r in waiting)
         return delay_s
 
     return step_then_wake

@@ -88,10 +88,10 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
         "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
         "_on_fetch_failed", "_on_refused", "_operator", "_phase_s", "_probe", "_publish",
-        "_recent", "_reports", "_republish_at", "_request_audit", "_retried_on_request_at",
-        "_retries", "_retry_at", "_retry_wanted", "_step_lock", "_store", "_store_probed_at",
-        "_store_reachable", "_timing", "_unsaved", "_upstream", "_warned_margin", "app",
-        "kind", "stats",
+        "_recent", "_replace_reason", "_reports", "_republish_at", "_request_audit",
+        "_retried_on_request_at", "_retries", "_retry_at", "_retry_wanted", "_step_lock",
+        "_store", "_store_probed_at", "_store_reachable", "_timing", "_unsaved", "_upstream",
+        "_warned_margin", "app", "kind", "stats",
     )
     # fmt: on
 
@@ -157,6 +157,8 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self._warned_margin = False
         self._answer_lag_s = 0.0
         self._foreign_logged: str | None = None
+        #: Set by `replace_now`: fetch at the next step, whatever is held.
+        self._replace_reason: str | None = None
         self.stats = RefresherStats()
 
     @property
@@ -168,6 +170,11 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
     def held(self) -> TokenUpdate | None:
         """The newest token this refresher knows of (fetched or adopted)."""
         return self._held
+
+    def holds_valid(self) -> bool:
+        """Whether the token held is valid now, by this refresher's clock."""
+        held = self._held
+        return held is not None and held.is_valid_at(self._clock())
 
     # ------------------------------------------------------------------ step
     def step(self) -> float:
@@ -193,6 +200,7 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
             or self._unsaved is not None
             or bool(self._reports)
             or bool(self._operator)
+            or self._replace_reason is not None
         )
         if self._follows_store or (leading and must_read):
             self._sync_with_store(leading=leading)
@@ -206,7 +214,12 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self._ask_again_when_refused_is_due(now)
         self._handle_reports()  # also writes the summed-up audit entry once it is due
         now = self._clock()
-        if self._refresh_due(now) and now >= self._retry_at:
+        replace_reason, self._replace_reason = self._replace_reason, None
+        if replace_reason is not None:
+            self._retry_at = 0.0
+            self._refresh(reason=replace_reason)
+            now = self._clock()
+        elif self._refresh_due(now) and now >= self._retry_at:
             self._refresh(reason=self._refresh_reason(now))
             now = self._clock()
         held = self._held
@@ -222,6 +235,12 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
             return False
         self._retry_wanted = True
         return True
+
+    def replace_now(self, reason: str) -> None:
+        """Fetch at the next step (as leader) whatever is held: the token held came from a
+        grant that is gone (a re-authorized platform customer). Thread-safe; the caller
+        wakes the credential."""
+        self._replace_reason = reason[:200]
 
     def _retry_failed_fetch(self, now_s: float, *, asked_by_operator: bool) -> None:
         """Cut a failed fetch's backoff short: for `retry_now`, or a refresh request (an

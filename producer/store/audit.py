@@ -73,6 +73,15 @@ class AuditEvent(StrEnum):
     REQUEST_OVER_BUDGET = "request_over_budget"
     #: The leader handled an operator's `wxtoken quota clear` (reason: result, errcode).
     CLEAR_QUOTA = "clear_quota"
+    #: Third-party platforms: a customer authorized the platform (its code was redeemed),
+    #: authorized it again, or revoked it; an authorizer's refresh token stopped working
+    #: (61023), was replaced by one WeChat returned, or was recovered by a reconciliation.
+    AUTHORIZED = "authorized"
+    REAUTHORIZED = "reauthorized"
+    UNAUTHORIZED = "unauthorized"
+    NEEDS_REAUTHORIZATION = "needs_reauthorization"
+    REFRESH_TOKEN_REPLACED = "refresh_token_replaced"
+    REFRESH_TOKEN_RECOVERED = "refresh_token_recovered"
 
 
 def audit_key(keys: KeyLayout) -> str:

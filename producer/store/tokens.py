@@ -144,6 +144,18 @@ class TokenStore:
         except REDIS_ERRORS as exc:
             raise StoreError(f"discarding {app_id}: {describe_redis_error(exc)}") from None
 
+    def forget(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> bool:
+        """Delete the stored value of a credential no longer served (a revoked platform
+        authorizer): the value read, never one written meanwhile. True when deleted."""
+        key = self._keys.token(app_id, kind)
+        try:
+            raw = self._client.get(key)
+            if raw is None:
+                return False
+            return bool(self._delete_if_equal(keys=[key], args=[raw]))
+        except REDIS_ERRORS as exc:
+            raise StoreError(f"deleting {app_id}/{kind}: {describe_redis_error(exc)}") from None
+
     def next_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
         """A version higher than any handed out or stored for this app and kind, checked
         before any upstream call: always in 1..2^53-1 and at most `VERSION_AHEAD_MAX_MS`

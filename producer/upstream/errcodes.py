@@ -55,6 +55,14 @@ ERRCODES: dict[int, Errcode] = {
     45011: Errcode("API minute-limit reached", _Q),
     47001: Errcode("request data format error", _C),
     48006: Errcode("clear_quota used up for this month", _Q),
+    # The open platform's component API (api_component_token, api_query_auth, ...).
+    61003: Errcode("the account has not authorized this platform", _C),
+    61005: Errcode("component_verify_ticket expired", _C),
+    61006: Errcode("component_verify_ticket invalid", _C),
+    61009: Errcode("authorization code invalid", _C),
+    61010: Errcode("authorization code expired", _C),
+    61011: Errcode("invalid component", _C),
+    61023: Errcode("authorizer refresh token invalid: the customer must authorize again", _C),
 }
 
 WECOM_ERRCODES: dict[int, Errcode] = {

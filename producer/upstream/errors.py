@@ -220,13 +220,24 @@ class UpstreamClient:
         )
         return judge(status, body, platform=self.platform, uses_token=uses_token)
 
-    def _post(self, path: str, payload: dict[str, object]) -> dict[str, object]:
+    def _post(
+        self,
+        path: str,
+        payload: dict[str, object],
+        *,
+        params: dict[str, str] | None = None,
+        uses_token: bool = False,
+    ) -> dict[str, object]:
         status, body = call(
             lambda: self._session.post(
-                f"{self._base_url}{path}", json=payload, timeout=self._timeout, stream=True
+                f"{self._base_url}{path}",
+                json=payload,
+                params=params,
+                timeout=self._timeout,
+                stream=True,
             )
         )
-        return judge(status, body, platform=self.platform, uses_token=False)
+        return judge(status, body, platform=self.platform, uses_token=uses_token)
 
     def check_token(self, access_token: str) -> TokenCheck:
         """getcallbackip with `access_token`: does upstream accept it right now (refused:

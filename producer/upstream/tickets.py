@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import mask
@@ -27,6 +27,8 @@ from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import FetchedToken, UpstreamError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class TicketFetcher(Protocol):
@@ -65,45 +67,65 @@ def fetch_ticket(
 ) -> FetchedToken:
     """Ticket `kind` of `app` with `access_token`; on a refused token, refresh it once
     through `refresh_token` and retry. Raises `UpstreamError` with the kind to back off by."""
-    if access_token is None:
+    return call_with_token(
+        lambda token: upstream.fetch_ticket(app, kind, token),
+        what=f"{app.app_id}: {kind}",
+        using="the access token",
+        token=access_token,
+        refresh_token=refresh_token,
+    )
+
+
+def call_with_token(
+    call: Callable[[str], T],
+    *,
+    what: str,
+    using: str,
+    token: str | None,
+    refresh_token: RefreshToken,
+) -> T:
+    """`call(token)`; when upstream refuses the token itself (TOKEN_INVALID), refresh it
+    once through `refresh_token` and call again with the new one. Used for tickets (with the
+    app's access token) and authorizer tokens (with the platform's component token)."""
+    if token is None:
         raise UpstreamError(
-            f"{app.app_id}: no access token held to fetch its {kind} with",
+            f"{what}: no {using.removeprefix('the ')} held to fetch with",
             kind=FailureKind.TRANSIENT,
         )
     try:
-        return upstream.fetch_ticket(app, kind, access_token)
+        return call(token)
     except UpstreamError as exc:
         if exc.kind is not FailureKind.TOKEN_INVALID:
             raise
         refused = exc
     log.warning(
-        "%s: fetching its %s refused access token %s (%s); refreshing the token first",
-        app.app_id,
-        kind,
-        mask(access_token),
+        "%s: the fetch refused %s %s (%s); refreshing it first",
+        what,
+        using,
+        mask(token),
         refused,
     )
-    fresh = refresh_token(access_token)
+    fresh = refresh_token(token)
     if fresh is None:
         raise UpstreamError(
-            f"{app.app_id}: {kind} fetch refused the access token and the token's budget "
-            f"refuses its refresh now ({refused})",
+            f"{what}: the fetch refused the {using} and its budget refuses its refresh "
+            f"now ({refused})",
             kind=FailureKind.QUOTA,
             errcode=refused.errcode,
         )
-    if fresh == access_token:
+    if fresh == token:
         raise UpstreamError(
-            f"{app.app_id}: {kind} fetch refused the access token and its refresh handed the "
-            f"same one back ({refused})",
+            f"{what}: the fetch refused the {using} and its refresh handed the same one "
+            f"back ({refused})",
             kind=FailureKind.TRANSIENT,
             errcode=refused.errcode,
         )
     try:
-        return upstream.fetch_ticket(app, kind, fresh)
+        return call(fresh)
     except UpstreamError as exc:
         if exc.kind is FailureKind.TOKEN_INVALID:
             raise UpstreamError(
-                f"{app.app_id}: {kind} fetch refused a freshly fetched access token too ({exc})",
+                f"{what}: the fetch refused a freshly fetched {using} too ({exc})",
                 kind=FailureKind.CONFIG,
                 errcode=exc.errcode,
             ) from None

@@ -1,0 +1,282 @@
+"""A producer's platform duty: which platform credentials it serves, and, as leader, acting
+on the pushes the receiver stored.
+
+Three threads, started with the service:
+
+- ``platform-roster`` (every producer): reads the registry's authorized authorizers at
+  start and every `sync_interval_s` (`Roster`) and changes the fleet when they changed, so
+  a standby holds what it may have to take over;
+- ``platform-callbacks`` (acts as leader only): every `poll_interval_s`, or at once when
+  the receiver's hint arrives, acts on unprocessed callbacks (`CallbackProcessor`); after
+  taking the lease, reconciles each platform with WeChat's list once its component token
+  is held (`reconcile`);
+- ``platform-hints``: subscribes to ``{prefix}:platform:events`` and wakes the callbacks
+  thread (a lost hint costs one poll interval, nothing else).
+
+A database outage stops none of the tokens: they are refreshed from what the refreshers
+hold (an authorizer's refresh token read fails, and it backs off like any upstream failure);
+pushes wait in the receiver's answer (it answers `success` only once stored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from consumer_lib.amqp.outage import OutageLog
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.wire.authorizers import authorizer_app_id
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import TokenKind
+from producer.platform.crypto import MessageCrypto
+from producer.platform.errors import RegistryUnavailable
+from producer.platform.notice import StoredNotice, events_channel
+from producer.platform.processor import CallbackProcessor
+from producer.platform.reconcile import Reconciled, reconcile
+from producer.platform.registry import PlatformRegistry
+from producer.platform.roster import Roster
+from producer.platform.tokens import PlatformTokens
+from producer.refresh.authorizers import Components
+from producer.refresh.refresher import AppRefresher
+from producer.store.audit import AuditLog
+from producer.upstream.errors import UpstreamError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlatformDutyStats:
+    """What the platform threads did, for metrics and tests."""
+
+    roster_reads: int = 0
+    roster_failures: int = 0
+    rounds: int = 0
+    round_failures: int = 0
+    hints: int = 0
+    bad_hints: int = 0
+    reconciled: dict[str, Reconciled] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetAccess:
+    """What the keeper changes in the producer: apply the roster, find and wake refreshers,
+    forget a credential's snapshot."""
+
+    apply_roster: Callable[[], None]
+    refresher: Callable[[str, TokenKind], AppRefresher | None]
+    wake: Callable[[AppRefresher], None]
+    forget: Callable[[str], None]
+    is_leader: Callable[[], bool]
+
+
+class PlatformKeeper:
+    """Runs the platform threads (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        registry: PlatformRegistry,
+        roster: Roster,
+        tokens: PlatformTokens,
+        components: Components,
+        fleet: FleetAccess,
+        redis_client: redis.Redis,
+        keys: KeyLayout,
+        audit: AuditLog | None,
+        who: str,
+        stop: threading.Event,
+        poll_interval_s: float = 2.0,
+        sync_interval_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.roster = roster
+        self.tokens = tokens
+        self._components = components
+        self._fleet = fleet
+        self._redis = redis_client
+        self._channel = events_channel(keys.prefix)
+        self._stop = stop
+        self._poll_interval_s = poll_interval_s
+        self._sync_interval_s = sync_interval_s
+        self._clock = clock
+        self._audit = audit
+        self._who = who
+        self._hinted = threading.Event()
+        self._roster_wanted = threading.Event()
+        self._reconcile_due: set[str] = set()
+        self._was_leader = False
+        self.stats = PlatformDutyStats()
+        crypto = {
+            appid: MessageCrypto(
+                token=p.token.get_secret_value(),
+                encoding_aes_key=p.encoding_aes_key.get_secret_value(),
+                appid=appid,
+            )
+            for appid, p in roster.platforms.items()
+        }
+        self.processor = CallbackProcessor(
+            registry=registry,
+            crypto=crypto,
+            tokens=tokens,
+            components=components,
+            hooks=self,
+            audit=audit,
+            who=who,
+            clock=clock,
+        )
+        tokens.set_on_lost(self.lost)
+        self._roster_outage = OutageLog(log, "the platform registry (reading authorizers)")
+        self._round_outage = OutageLog(log, "the platform registry (acting on pushes)")
+        self._hint_outage = OutageLog(log, f"Redis (subscribing to {self._channel})")
+        self.threads = [
+            threading.Thread(target=self._roster_loop, name="platform-roster", daemon=True),
+            threading.Thread(target=self._callbacks_loop, name="platform-callbacks", daemon=True),
+            threading.Thread(target=self._hints_loop, name="platform-hints", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """Look at the registry now (a stop, a test)."""
+        self._hinted.set()
+        self._roster_wanted.set()
+
+    # ------------------------------------------------------------------ hooks
+    def ticket_arrived(self, component_appid: str) -> None:
+        refresher = self._fleet.refresher(component_appid, TokenKind.ACCESS_TOKEN)
+        if refresher is not None and (refresher.retry_now() or not refresher.holds_valid()):
+            self._fleet.wake(refresher)
+
+    def authorized(self, component_appid: str, authorizer_appid: str, reason: str) -> None:
+        """A new authorizer's refresher starts with the offered token; one served already
+        (a re-authorization) replaces the token it holds at its next step, now."""
+        app_id = authorizer_app_id(component_appid, authorizer_appid)
+        serving = self._fleet.refresher(app_id, TokenKind.ACCESS_TOKEN)
+        if serving is not None:
+            serving.replace_now(reason)
+            self._fleet.wake(serving)
+            return
+        self.roster.add(component_appid, authorizer_appid)
+        self._fleet.apply_roster()
+
+    def unauthorized(self, component_appid: str, authorizer_appid: str) -> None:
+        self.roster.drop(component_appid, authorizer_appid)
+        self._fleet.apply_roster()
+        self._fleet.forget(authorizer_app_id(component_appid, authorizer_appid))
+
+    def lost(self, component_appid: str, authorizer_appid: str, why: str) -> None:
+        """From a refresher's fetch (a worker thread): stop serving this authorizer. Its
+        snapshot stays until it expires (the token may still work until then)."""
+        if self.roster.drop(component_appid, authorizer_appid):
+            log.warning("%s: %s no longer served: %s", component_appid, authorizer_appid, why)
+            self._roster_wanted.set()  # the roster thread applies it (not from a step)
+
+    # ------------------------------------------------------------------ threads
+    def _roster_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                changed = self.roster.read()
+            except RegistryUnavailable as exc:
+                self.stats.roster_failures += 1
+                self._roster_outage.failed(str(exc), self._sync_interval_s)
+            else:
+                self.stats.roster_reads += 1
+                self._roster_outage.recovered()
+                if changed or self._roster_wanted.is_set():
+                    self._fleet.apply_roster()
+            self._roster_wanted.clear()
+            self._roster_wanted.wait(self._sync_interval_s)
+
+    def _callbacks_loop(self) -> None:
+        while not self._stop.is_set():
+            self._hinted.clear()
+            if self._fleet.is_leader():
+                if not self._was_leader:
+                    self._reconcile_due = set(self.roster.platforms)
+                self._was_leader = True
+                self._round()
+            else:
+                self._was_leader = False
+            self._hinted.wait(self._poll_interval_s)
+
+    def _round(self) -> None:
+        try:
+            while self.processor.process_pending() > 0 and not self._stop.is_set():
+                pass
+            self._reconcile_what_is_due()
+        except RegistryUnavailable as exc:
+            self.stats.round_failures += 1
+            self._round_outage.failed(str(exc), self._poll_interval_s)
+            return
+        self.stats.rounds += 1
+        self._round_outage.recovered()
+
+    def _reconcile_what_is_due(self) -> None:
+        for component in sorted(self._reconcile_due):
+            refresher = self._components.get(component)
+            held = None if refresher is None else refresher.held
+            if held is None or not held.is_valid_at(self._clock()):
+                continue  # once its component token is held
+            try:
+                done = reconcile(
+                    self.registry,
+                    self.tokens.client,
+                    component,
+                    held.value,
+                    audit=self._audit,
+                    who=self._who,
+                )
+            except UpstreamError as exc:
+                log.warning("%s: reconciliation failed (%s); trying again later", component, exc)
+                continue
+            self._reconcile_due.discard(component)
+            self.stats.reconciled[component] = done
+            if done.unrecoverable:
+                log.error(
+                    "%s: %d authorizer(s) listed by WeChat without a refresh token must "
+                    "authorize again: %s",
+                    component,
+                    len(done.unrecoverable),
+                    ", ".join(done.unrecoverable[:20]),
+                )
+            if done.recovered:
+                self._roster_wanted.set()
+
+    def _hints_loop(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self._hint_outage.recovered()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self._hint(message.get("data"))
+            except REDIS_ERRORS as exc:
+                self._hint_outage.failed(describe_redis_error(exc), 1.0)
+                self._stop.wait(1.0)
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    pubsub.close()
+
+    def _hint(self, data: object) -> None:
+        if not isinstance(data, bytes | str):
+            self.stats.bad_hints += 1
+            return
+        try:
+            StoredNotice.decode(data)
+        except InvalidUpdate:
+            self.stats.bad_hints += 1
+            return
+        self.stats.hints += 1
+        self._hinted.set()

@@ -1,0 +1,237 @@
+"""A third-party platform end to end, on PostgreSQL and on MariaDB: the sandbox pushes its
+verify ticket and its customers' authorizations to a real `wxtoken-platform-receiver`, which
+stores them in the registry; a real `wxtoken-producer` keeps the component token and each
+authorizer's token and jsapi ticket in Redis and on the exchange, where `consumer_lib`
+holds them; a re-authorization replaces the token at once, a revocation stops it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
+from consumer_lib.snapshot import SnapshotReader
+from consumer_lib.wire.keys import KeyLayout
+from consumer_lib.wire.kinds import TokenKind
+from consumer_lib.wire.update import TokenUpdate
+from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
+from producer.platform.registry import PlatformRegistry
+from producer.platform.startup import open_registry
+from producer.store.audit import AuditLog
+from tests.integration.platform_db import KINDS, private_database
+from tests.integration.procs import REPO_ROOT, Producer
+from tests.waiting import wait_for
+
+COMPONENT = "wxcomponent0000009"
+SECRET = "component-secret-9"
+TOKEN = "pamtest"
+KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+PLAIN_APP = "wxplainapp00000001"
+AUTHORIZERS = ("wxcustomer00000001", "wxcustomer00000002")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class PlatformStack:
+    sandbox: SandboxServer
+    registry: PlatformRegistry
+    env: dict[str, str]
+    tmp_path: Path
+    redis_client: redis.Redis
+
+    def snapshot(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
+        reader = SnapshotReader(self.redis_client, KeyLayout(self.env["WXTOKEN_KEY_PREFIX"]))
+        return reader.read(app_id, kind)
+
+    def control(self, action: str, authorizer: str) -> dict[str, object]:
+        body = {"component_appid": COMPONENT, "authorizer_appid": authorizer}
+        answer: dict[str, object] = requests.post(
+            f"{self.sandbox.base_url}/sandbox/platform/{action}", json=body, timeout=5
+        ).json()
+        return answer
+
+    def producer(self) -> Producer:
+        return Producer(self.env, self.tmp_path / "producer.log")
+
+
+@pytest.fixture(params=KINDS)
+def platform_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, service_env: dict[str, str]
+) -> Iterator[PlatformStack]:
+    with private_database(request.param) as url:
+        db_url = url.render_as_string(hide_password=False)
+        key_file = tmp_path / "platform.keys"
+        key_file.write_text(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        platforms_file = tmp_path / "platforms.toml"
+        platforms_file.write_text(
+            f'[[platforms]]\ncomponent_appid = "{COMPONENT}"\nsecret_env = "PLATFORM_SECRET"\n'
+            'token_env = "PLATFORM_TOKEN"\nencoding_aes_key_env = "PLATFORM_AES_KEY"\n'
+            'authorizer_tickets = ["jsapi"]\n'
+        )
+        apps_file = tmp_path / "apps.toml"
+        apps_file.write_text(f'[[apps]]\napp_id = "{PLAIN_APP}"\nsecret_env = "PLAIN_SECRET"\n')
+        port = _free_port()
+        callback = f"http://127.0.0.1:{port}/wechat/platform/{COMPONENT}/events"
+        platform = SandboxPlatform(COMPONENT, SECRET, TOKEN, KEY, callback_url=callback)
+        sandbox_config = SandboxConfig(
+            apps={PLAIN_APP: "plain-secret"}, platforms=[platform], push_interval_s=600.0
+        )
+        env = {
+            **os.environ,
+            **service_env,
+            "WXTOKEN_PLATFORMS_FILE": str(platforms_file),
+            "WXTOKEN_PLATFORM_DB_URL": db_url,
+            "WXTOKEN_PLATFORM_KEY_FILE": str(key_file),
+            "WXTOKEN_RECEIVER_PORT": str(port),
+            "WXTOKEN_APPS_FILE": str(apps_file),
+            "WXTOKEN_PLATFORM_POLL_INTERVAL_S": "1",
+            "WXTOKEN_PLATFORM_SYNC_INTERVAL_S": "2",
+            "WXTOKEN_LEASE_TTL_S": "4",
+            "WXTOKEN_LOG_LEVEL": "DEBUG",
+            "PLATFORM_SECRET": SECRET,
+            "PLATFORM_TOKEN": TOKEN,
+            "PLATFORM_AES_KEY": KEY,
+            "PLAIN_SECRET": "plain-secret",
+        }
+        receiver_log = (tmp_path / "receiver.log").open("w")
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "producer.platform.receiver"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=receiver_log,
+            stderr=subprocess.STDOUT,
+        )
+        registry = open_registry(db_url, key_file)
+        client = redis.Redis.from_url(service_env["WXTOKEN_REDIS_URL"])
+        try:
+            wait_for(
+                lambda: _answers(f"http://127.0.0.1:{port}/readyz"),
+                timeout_s=30,
+                message="the receiver listening",
+            )
+            with SandboxServer(sandbox_config) as sandbox:
+                env["WXTOKEN_WECHAT_BASE_URL"] = sandbox.base_url
+                yield PlatformStack(sandbox, registry, env, tmp_path, client)
+        finally:
+            receiver.terminate()
+            receiver.wait(timeout=10)
+            receiver_log.close()
+            registry.close()
+            client.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _held(tokens: TokenClient, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> str | None:
+    try:
+        return tokens.get(app_id, kind=kind, timeout=0.2).value
+    except TokenUnavailable:
+        return None
+
+
+def test_a_platform_with_authorizers_end_to_end(platform_stack: PlatformStack) -> None:
+    stack = platform_stack
+    first, second = (f"{COMPONENT}.{appid}" for appid in AUTHORIZERS)
+    producer = stack.producer()
+    settings = ClientSettings(
+        verify_keys=stack.env["WXTOKEN_VERIFY_KEYS"],
+        redis_url=stack.env["WXTOKEN_REDIS_URL"],
+        amqp_url=stack.env["WXTOKEN_AMQP_URL"],
+        exchange=stack.env["WXTOKEN_EXCHANGE"],
+        key_prefix=stack.env["WXTOKEN_KEY_PREFIX"],
+    )
+    try:
+        # The ticket pushed at the sandbox's start buys the component token.
+        wait_for(
+            lambda: stack.snapshot(COMPONENT) is not None,
+            timeout_s=30,
+            message="the component token in Redis",
+        )
+        with TokenClient(settings) as tokens:
+            assert tokens.wait_connected(10), "client never subscribed"
+            for appid in AUTHORIZERS:
+                assert stack.control("authorize", appid)["pushed"] is True
+            for app_id in (first, second):
+                wait_for(
+                    lambda app_id=app_id: stack.sandbox.state.is_valid(_held(tokens, app_id) or ""),
+                    timeout_s=20,
+                    message=f"{app_id}'s token held by the client and accepted upstream",
+                )
+                wait_for(
+                    lambda app_id=app_id: _held(tokens, app_id, TokenKind.JSAPI_TICKET),
+                    timeout_s=20,
+                    message=f"{app_id}'s jsapi ticket held by the client",
+                )
+            one = stack.registry.authorizer(COMPONENT, AUTHORIZERS[0])
+            assert one is not None
+            assert one.state == "authorized"
+            assert one.has_refresh_token
+
+            # A re-authorization kills the old token upstream; the new one is issued at once.
+            old = stack.snapshot(first)
+            assert old is not None
+            assert stack.control("authorize", AUTHORIZERS[0])["info_type"] == "updateauthorized"
+            wait_for(
+                lambda: (held := stack.snapshot(first)) is not None and held.version > old.version,
+                timeout_s=15,
+                message="the re-authorized token stored",
+            )
+            wait_for(
+                lambda: _held(tokens, first) not in (None, old.value),
+                timeout_s=10,
+                message="the client holding the re-authorized token",
+            )
+            assert stack.sandbox.state.is_valid(_held(tokens, first) or "")
+
+            # A revocation: no more refreshing, the snapshot gone, the state says why.
+            assert stack.control("revoke", AUTHORIZERS[1])["info_type"] == "unauthorized"
+            wait_for(
+                lambda: stack.snapshot(second) is None,
+                timeout_s=15,
+                message="the revoked authorizer's snapshot deleted",
+            )
+            gone = stack.registry.authorizer(COMPONENT, AUTHORIZERS[1])
+            assert gone is not None
+            assert gone.state == "unauthorized"
+            assert not gone.has_refresh_token
+        # Every callback was acted on; every authorization change is in the audit trail.
+        wait_for(
+            lambda: not stack.registry.unprocessed_callbacks(),
+            timeout_s=10,
+            message="every stored callback processed",
+        )
+        audit = AuditLog(stack.redis_client, KeyLayout(stack.env["WXTOKEN_KEY_PREFIX"]))
+        events = {(e.event, e.app_id) for e in audit.read(limit=200)}
+        assert ("authorized", first) in events
+        assert ("authorized", second) in events
+        assert ("reauthorized", first) in events
+        assert ("unauthorized", second) in events
+        assert stack.snapshot(PLAIN_APP) is not None  # the apps file's app, beside them
+    except AssertionError:
+        print((stack.tmp_path / "producer.log").read_text()[-20000:])
+        print((stack.tmp_path / "receiver.log").read_text()[-5000:])
+        raise
+    finally:
+        producer.close()
