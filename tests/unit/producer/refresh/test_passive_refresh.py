@@ -13,21 +13,10 @@ from producer.apps import AppConfig, TokenApi
 from producer.limits.budget import RefreshBudget
 from producer.refresh.refresher import AppRefresher
 from producer.store.tokens import TokenStore
-from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
+from tests.unit.producer.fakes import RecordingFetcher
 
 APP_ID = "wxapp1"
-
-
-class RecordingFetcher:
-    """Hands out a new token per call and records whether force_refresh was asked."""
-
-    def __init__(self) -> None:
-        self.forced: list[bool] = []
-
-    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
-        self.forced.append(force_refresh)
-        return FetchedToken(value=f"TOKEN-{len(self.forced):04d}-{'y' * 40}", expires_in_s=7200)
 
 
 class Rig:

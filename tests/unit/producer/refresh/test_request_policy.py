@@ -25,23 +25,13 @@ from producer.store.upstream_failures import UpstreamErrors
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import UpstreamError
 from producer.upstream.token_probe import TokenProbe
-from producer.upstream.wechat import FetchedToken, TokenCheck
+from producer.upstream.wechat import TokenCheck
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
+from tests.unit.producer.fakes import RecordingFetcher
 
 APP_ID = "wxapp1"
 KEYS = KeyLayout("policy-test")
-
-
-class Fetcher:
-    """A new token per call; records force_refresh."""
-
-    def __init__(self) -> None:
-        self.forced: list[bool] = []
-
-    def fetch(self, app: AppConfig, *, force_refresh: bool = False) -> FetchedToken:
-        self.forced.append(force_refresh)
-        return FetchedToken(value=f"TOKEN-{len(self.forced):04d}-{'y' * 40}", expires_in_s=7200)
 
 
 class FakeProber:
@@ -80,7 +70,7 @@ class Rig:
     ) -> None:
         self.clock = clock
         self.redis = redis or fakeredis.FakeRedis()
-        self.fetcher = Fetcher()
+        self.fetcher = RecordingFetcher()
         self.prober = FakeProber(answer)
         self.published: list[TokenUpdate] = []
         self.audit = AuditLog(self.redis, KEYS, clock=clock)
@@ -149,7 +139,7 @@ def test_a_report_of_a_token_upstream_accepts_refreshes_nothing(
 def test_a_wecom_report_is_checked_too(clock: FakeClock) -> None:
     """WeCom tokens are checked before a request-caused refresh like WeChat's."""
     redis = fakeredis.FakeRedis()
-    fetcher, prober = Fetcher(), FakeProber(TokenCheck.ACCEPTED)
+    fetcher, prober = RecordingFetcher(), FakeProber(TokenCheck.ACCEPTED)
     app = AppConfig(
         app_id="hr",
         secret=SecretStr("s3cret"),
