@@ -100,6 +100,7 @@ def _signed(
     app_id: str,
     ticket: str,
     url: str,
+    *,
     clock: Callable[[], float],
     nonce: str | None,
     timeout: float,
@@ -120,7 +121,9 @@ def jssdk_config(
     timeout: float = 5.0,
 ) -> dict[str, object]:
     """What an official account's ``wx.config`` needs: appId, timestamp, nonceStr, signature."""
-    timestamp, noncestr, signature = _signed(source, app_id, "jsapi", url, clock, nonce, timeout)
+    timestamp, noncestr, signature = _signed(
+        source, app_id, "jsapi", url, clock=clock, nonce=nonce, timeout=timeout
+    )
     return {"appId": app_id, "timestamp": timestamp, "nonceStr": noncestr, "signature": signature}
 
 
@@ -137,7 +140,7 @@ def wecom_config(
     """What WeCom's ``wx.config`` needs, signed with the corp ticket of WeCom app `app_id`
     (its ``appId`` is the corp id)."""
     timestamp, noncestr, signature = _signed(
-        source, app_id, "corp_jsapi", url, clock, nonce, timeout
+        source, app_id, "corp_jsapi", url, clock=clock, nonce=nonce, timeout=timeout
     )
     return {"appId": corp_id, "timestamp": timestamp, "nonceStr": noncestr, "signature": signature}
 
@@ -156,7 +159,7 @@ def agent_config(
     """What WeCom's ``wx.agentConfig`` needs (corpid, agentid, timestamp, nonceStr,
     signature), signed with the agent ticket of WeCom app `app_id`."""
     timestamp, noncestr, signature = _signed(
-        source, app_id, "agent_config", url, clock, nonce, timeout
+        source, app_id, "agent_config", url, clock=clock, nonce=nonce, timeout=timeout
     )
     return {
         "corpid": corp_id,

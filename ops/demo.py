@@ -99,7 +99,8 @@ def lease_ttl_for(expires_in_s: int) -> float:
     return max(1.0, min(10.0, round(margin_s * 2 / 3, 1)))
 
 
-def main(argv: list[str] | None = None) -> int:
+# The demo's script, read top to bottom: each step runs once, in the order it prints.
+def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     parser = argparse.ArgumentParser(description="Watch wxtoken refresh tokens end to end.")
     parser.add_argument("--duration", type=float, default=0, help="stop after S seconds")
     parser.add_argument("--expires-in", type=int, default=30, help="sandbox token lifetime, s")

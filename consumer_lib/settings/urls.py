@@ -104,19 +104,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ValueError(f"scheme must be one of {wanted_schemes(SENTINEL_SCHEMES)}")
     if parts.query or parts.fragment:
         raise ValueError("a sentinel URL takes no ?query or #fragment")
-    hostlist = parts.netloc.rpartition("@")[2]
-    if not hostlist.strip():
-        raise ValueError("no sentinel host:port in URL")
-    sentinels = []
-    for n, item in enumerate(hostlist.split(","), 1):
-        one = urlsplit("//" + item.strip())
-        if not one.hostname:
-            raise ValueError(f"sentinel {n} in the host list has no host")
-        try:
-            port = _port_of(one)
-        except ValueError as exc:
-            raise ValueError(f"sentinel {n} in the host list: {exc}") from None
-        sentinels.append((one.hostname, port or DEFAULT_SENTINEL_PORT))
+    sentinels = _sentinel_hosts(parts.netloc.rpartition("@")[2])
     segments = parts.path.split("/")[1:]
     if segments[-1:] == [""]:
         segments.pop()  # a trailing slash
@@ -133,13 +121,30 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
             raise ValueError("the database after the service name must be a number")
         db = int(segments[1])
     return SentinelUrl(
-        sentinels=tuple(sentinels),
+        sentinels=sentinels,
         service=service,
         db=db,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=parts.scheme == "rediss+sentinel",
     )
+
+
+def _sentinel_hosts(hostlist: str) -> tuple[tuple[str, int], ...]:
+    """The (host, port) pairs of a sentinel URL's comma-separated host list."""
+    if not hostlist.strip():
+        raise ValueError("no sentinel host:port in URL")
+    sentinels = []
+    for n, item in enumerate(hostlist.split(","), 1):
+        one = urlsplit("//" + item.strip())
+        if not one.hostname:
+            raise ValueError(f"sentinel {n} in the host list has no host")
+        try:
+            port = _port_of(one)
+        except ValueError as exc:
+            raise ValueError(f"sentinel {n} in the host list: {exc}") from None
+        sentinels.append((one.hostname, port or DEFAULT_SENTINEL_PORT))
+    return tuple(sentinels)
 
 
 def _no_tls_in_query(url: str, variable: str) -> None:

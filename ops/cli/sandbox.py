@@ -79,6 +79,7 @@ DEFAULT_SANDBOX_APPS = "wxdemo0000000001:demo-secret-1,wxdemo0000000002:demo-sec
     help="Seconds a superseded token stays valid.",
 )
 def sandbox(
+    *,
     host: str,
     port: int,
     apps_spec: str,

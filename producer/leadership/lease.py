@@ -48,7 +48,7 @@ TRUST_SHARE = 0.8
 class Leadership:
     """One producer's view of the lease; `tick()` in a loop, `release()` on shutdown."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only, six of ten defaulted
         self,
         client: redis.Redis,
         *,
@@ -150,28 +150,7 @@ class Leadership:
         try:
             held, detail, confirmed = self._call_acquire()
         except StoreError as exc:
-            with self._lock:
-                was_reachable, self._store_reachable = self._store_reachable, False
-                leading = self._leading
-                ran_out = leading and not self.is_leader and not self._said_ran_out
-                self._said_ran_out = self._said_ran_out or ran_out
-            if isinstance(exc, StoreLoginRefused):  # a configuration error: one ERROR line
-                if self.login_refused != str(exc):
-                    log.error("lease store: %s", exc)
-                self.login_refused = str(exc)
-            elif was_reachable:
-                log.warning(
-                    "lease store unreachable (%s)%s",
-                    exc,
-                    "; still leading for stable tokens" if leading else "",
-                )
-            if ran_out:
-                log.warning(
-                    "lease of epoch %s ran out while Redis is unreachable: "
-                    "classic tokens are no longer refreshed here",
-                    self.epoch,
-                )
-            return min(1.0, self.ttl_s / 5)
+            return self._store_unreachable(exc)
         self.login_refused = None
         with self._lock:
             came_back = not self._store_reachable
@@ -228,6 +207,32 @@ class Leadership:
         self._step_down(f"held by {holder}")
         # Standbys poll about once a second (jittered), well inside the TTL.
         return min(1.0, self.ttl_s / 5) * (0.75 + self._rand() / 2)
+
+    def _store_unreachable(self, exc: StoreError) -> float:
+        """Say once that Redis is away (or refuses our login), and when the lease ran out
+        meanwhile; return the seconds until the next tick."""
+        with self._lock:
+            was_reachable, self._store_reachable = self._store_reachable, False
+            leading = self._leading
+            ran_out = leading and not self.is_leader and not self._said_ran_out
+            self._said_ran_out = self._said_ran_out or ran_out
+        if isinstance(exc, StoreLoginRefused):  # a configuration error: one ERROR line
+            if self.login_refused != str(exc):
+                log.error("lease store: %s", exc)
+            self.login_refused = str(exc)
+        elif was_reachable:
+            log.warning(
+                "lease store unreachable (%s)%s",
+                exc,
+                "; still leading for stable tokens" if leading else "",
+            )
+        if ran_out:
+            log.warning(
+                "lease of epoch %s ran out while Redis is unreachable: "
+                "classic tokens are no longer refreshed here",
+                self.epoch,
+            )
+        return min(1.0, self.ttl_s / 5)
 
     def fenced(self) -> None:
         """A write was refused because another producer holds the lease: step down now."""

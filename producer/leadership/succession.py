@@ -43,7 +43,7 @@ LEADER_FOLLOW_FACTOR = 3
 class Succession:
     """The lease and follower loops (`threads`), the takeover and the announcement."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: the parts a takeover spans
         self,
         *,
         leadership: Leadership,

@@ -95,7 +95,7 @@ class BudgetDecision:
 class RefreshBudget:
     """Per-app budget of request-caused refreshes, shared fleet-wide through Redis."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: WeChat's limits, each defaulted
         self,
         redis_client: redis.Redis,
         keys: KeyLayout,
@@ -254,7 +254,9 @@ class RefreshBudget:
                 self._redis_down = False
             local.used, local.last_ms = used, max(local.last_ms, last_ms)
             local.unsynced = local.unsynced_last_ms = 0
-            reason = decision_reason(allowed, what, used, limit, last_ms, gap_ms, now_ms)
+            reason = decision_reason(
+                allowed, what, used=used, limit=limit, last_ms=last_ms, gap_ms=gap_ms, now_ms=now_ms
+            )
             until_s = refused_until_s(allowed, used, limit, last_ms, gap_ms, now_ms)
             return BudgetDecision(allowed, reason, used, shown_limit, until_s)
 
@@ -273,7 +275,15 @@ class RefreshBudget:
             log.warning("refresh budget: Redis unreachable (%s); counting in memory", error)
             self._redis_down = True
         allowed = local.spend(limit=limit, gap_ms=gap_ms, now_ms=now_ms)
-        reason = decision_reason(allowed, what, local.used, limit, local.last_ms, gap_ms, now_ms)
+        reason = decision_reason(
+            allowed,
+            what,
+            used=local.used,
+            limit=limit,
+            last_ms=local.last_ms,
+            gap_ms=gap_ms,
+            now_ms=now_ms,
+        )
         reason = f"{reason} (Redis unreachable, counted in memory: {error})"
         until_s = refused_until_s(allowed, local.used, limit, local.last_ms, gap_ms, now_ms)
         return BudgetDecision(allowed, reason, local.used, shown_limit, until_s)

@@ -55,7 +55,7 @@ def refused_until_s(
 
 
 def decision_reason(
-    allowed: bool, what: str, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
+    allowed: bool, what: str, *, used: int, limit: int, last_ms: int, gap_ms: int, now_ms: int
 ) -> str:
     """Why a spend of `what` was allowed or refused, or that a fetch was recorded."""
     if limit < 0:

@@ -98,7 +98,7 @@ class ControlStats:
 class ControlHandler:
     """Verifies and acts on control requests; `handle` is the request listener's hook."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: what both control actions need
         self,
         redis_client: redis.Redis,
         keys: KeyLayout,
@@ -194,9 +194,13 @@ class ControlHandler:
             self._count("replayed")
             log.warning("refused control request %s (key %s): a replay", request, signer)
             return
-        if request.action is not ControlAction.CLEAR_QUOTA:
+        if request.action is ControlAction.CLEAR_QUOTA:
+            self._start_clear_quota(request, signer)
+        else:
             self._refresh(request, signer)
-            return
+
+    def _start_clear_quota(self, request: ControlRequest, signer: str) -> None:
+        """Refuse a clear_quota this producer cannot make or must space; else run it."""
         app = self._apps.get(request.app_id)
         upstream = self._upstream
         if app is None or app.platform is not Platform.WECHAT or upstream is None:

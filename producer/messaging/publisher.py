@@ -70,7 +70,7 @@ class PublisherStats:
 class Publisher:
     """A background thread that keeps one confirming channel and publishes what it is given."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: broker settings with defaults, and test seams
         self,
         amqp_url: str,
         exchange: str,

@@ -86,7 +86,7 @@ class RequestListener(ConsumerThread):
             reconnect_max_s=settings.reconnect_max_s,
         )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: broker settings, handlers, limits
         self,
         amqp_url: str,
         exchange: str,

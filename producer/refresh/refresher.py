@@ -95,7 +95,7 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
     )
     # fmt: on
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - not a keeper: issue 20's refresher redesign splits these
         self,
         app: AppConfig,
         *,

@@ -6,8 +6,8 @@ checks the token upstream (getcallbackip), finds it accepted, and refreshes noth
 the sandbox revokes both tokens while the flood goes on: each is refreshed exactly once.
 
 The per-requester limit is lifted here (it would drop most of the flood before the check:
-tests/unit/test_request_limits.py covers it) and the check's verdict is reused for 3 s
-instead of 60 s, so the revoked tokens are noticed within seconds.
+tests/unit/producer/limits/test_request_limits.py covers it) and the check's verdict is
+reused for 3 s instead of 60 s, so the revoked tokens are noticed within seconds.
 """
 
 from __future__ import annotations
