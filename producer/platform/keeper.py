@@ -79,7 +79,7 @@ class FleetAccess:
 class PlatformKeeper:
     """Runs the platform threads (see the module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: the platform's parts and the producer's seams
         self,
         *,
         registry: PlatformRegistry,
