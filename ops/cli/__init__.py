@@ -2,7 +2,8 @@
 
 Commands: set (override a token read from stdin), refresh (ask the leader for a new
 token), get, status, watch, history (the audit trail), quota clear (ask the leader to call
-clear_quota), sandbox, keygen, redis-functions (load the Redis Functions library).
+clear_quota), platform status|reconcile (third-party platforms), sandbox, keygen,
+redis-functions (load the Redis Functions library).
 Settings come from `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing
 service exits 1; both print one line on stderr.
 Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
@@ -11,6 +12,7 @@ Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
     tokens    set, refresh, get
     observe   status, watch, history
     quota     quota clear
+    platform  platform status, platform reconcile (the platform registry)
     sandbox   sandbox
     keys      keygen
     gateway_keys  gateway-key add|list|remove (the gateway's API keys)
@@ -26,7 +28,7 @@ import click
 
 from consumer_lib.errors import ConfigError, StoreError, WxTokenError
 
-from . import functions, gateway_keys, keys, observe, quota, sandbox, tokens
+from . import functions, gateway_keys, keys, observe, platform, quota, sandbox, tokens
 from .context import BadConfig, CliError, OpsContext
 
 
@@ -107,6 +109,7 @@ for _command in (
     observe.watch,
     observe.history,
     quota.quota,
+    platform.platform,
     sandbox.sandbox,
     keys.keygen,
     gateway_keys.gateway_key,

@@ -7,6 +7,7 @@ holds them; a re-authorization replaces the token at once, a revocation stops it
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import socket
@@ -137,6 +138,19 @@ def platform_stack(
             client.close()
 
 
+def wxtoken(stack: PlatformStack, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env=stack.env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def _answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code == 200
@@ -229,6 +243,17 @@ def test_a_platform_with_authorizers_end_to_end(platform_stack: PlatformStack) -
         assert ("reauthorized", first) in events
         assert ("unauthorized", second) in events
         assert stack.snapshot(PLAIN_APP) is not None  # the apps file's app, beside them
+
+        # The operator's view; then a lost row recovered from WeChat's list of authorizers.
+        shown = json.loads(wxtoken(stack, "platform", "status", "--json").stdout)
+        assert shown["authorizers"]["authorized"] == 1
+        assert shown["authorizers"]["unauthorized"] == 1
+        assert shown["problems"] == []
+        assert shown["component_token"]["expires_in_s"] > 0
+        stack.registry.unauthorize(COMPONENT, AUTHORIZERS[0], "test: the row lost")
+        recovered = wxtoken(stack, "platform", "reconcile")
+        assert f"recovered: {AUTHORIZERS[0]}" in recovered.stdout
+        assert stack.registry.refresh_token(COMPONENT, AUTHORIZERS[0]) is not None
     except AssertionError:
         print((stack.tmp_path / "producer.log").read_text()[-20000:])
         print((stack.tmp_path / "receiver.log").read_text()[-5000:])
