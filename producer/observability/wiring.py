@@ -44,6 +44,10 @@ def start_status(
     view = view_of(service, meter)
     registry = CollectorRegistry()
     registry.register(ProducerCollector(view))
+    if service.platform is not None:
+        from producer.observability.platform_metrics import PlatformCollector
+
+        registry.register(PlatformCollector(service.platform))
     try:
         server = StatusServer(
             settings.metrics_host,

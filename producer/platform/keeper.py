@@ -40,7 +40,7 @@ from producer.platform.errors import RegistryUnavailable
 from producer.platform.notice import StoredNotice, events_channel
 from producer.platform.processor import CallbackProcessor
 from producer.platform.reconcile import Reconciled, reconcile
-from producer.platform.registry import PlatformRegistry
+from producer.platform.registry import MAX_PAGE, PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
 from producer.refresh.authorizers import Components
@@ -49,6 +49,18 @@ from producer.store.audit import AuditLog
 from producer.upstream.errors import UpstreamError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlatformOverview:
+    """One platform as the last survey of the registry found it (for metrics; no I/O to
+    read)."""
+
+    #: Our clock when the newest verify ticket was stored; None: none stored.
+    ticket_received_at_s: float | None
+    authorizers: dict[str, int]
+    pushes_waiting: int
+    oldest_waiting_received_at_s: float | None
 
 
 @dataclass
@@ -62,6 +74,8 @@ class PlatformDutyStats:
     hints: int = 0
     bad_hints: int = 0
     reconciled: dict[str, Reconciled] = field(default_factory=dict)
+    #: False since a read of the registry failed, until one succeeds.
+    registry_up: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +128,8 @@ class PlatformKeeper:
         self._reconcile_due: set[str] = set()
         self._was_leader = False
         self.stats = PlatformDutyStats()
+        #: Each platform's state from the registry, surveyed with every roster read.
+        self.overview: dict[str, PlatformOverview] = {}
         crypto = {
             appid: MessageCrypto(
                 token=p.token.get_secret_value(),
@@ -186,16 +202,33 @@ class PlatformKeeper:
         while not self._stop.is_set():
             try:
                 changed = self.roster.read()
+                self._survey()
             except RegistryUnavailable as exc:
                 self.stats.roster_failures += 1
+                self.stats.registry_up = False
                 self._roster_outage.failed(str(exc), self._sync_interval_s)
             else:
                 self.stats.roster_reads += 1
+                self.stats.registry_up = True
                 self._roster_outage.recovered()
                 if changed or self._roster_wanted.is_set():
                     self._fleet.apply_roster()
             self._roster_wanted.clear()
             self._roster_wanted.wait(self._sync_interval_s)
+
+    def _survey(self) -> None:
+        waiting = self.registry.unprocessed_callbacks(MAX_PAGE)
+        overview: dict[str, PlatformOverview] = {}
+        for component in self.roster.platforms:
+            ticket = self.registry.verify_ticket(component)
+            mine = [c for c in waiting if c.component_appid == component]
+            overview[component] = PlatformOverview(
+                ticket_received_at_s=None if ticket is None else ticket.received_at_s,
+                authorizers={str(k): v for k, v in self.registry.counts(component).items()},
+                pushes_waiting=len(mine),
+                oldest_waiting_received_at_s=mine[0].received_at_s if mine else None,
+            )
+        self.overview = overview
 
     def _callbacks_loop(self) -> None:
         while not self._stop.is_set():

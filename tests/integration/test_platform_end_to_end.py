@@ -102,6 +102,7 @@ def platform_stack(
             "WXTOKEN_PLATFORM_KEY_FILE": str(key_file),
             "WXTOKEN_RECEIVER_PORT": str(port),
             "WXTOKEN_APPS_FILE": str(apps_file),
+            "WXTOKEN_METRICS_PORT": str(_free_port()),
             "WXTOKEN_PLATFORM_POLL_INTERVAL_S": "1",
             "WXTOKEN_PLATFORM_SYNC_INTERVAL_S": "2",
             "WXTOKEN_LEASE_TTL_S": "4",
@@ -250,6 +251,21 @@ def test_a_platform_with_authorizers_end_to_end(platform_stack: PlatformStack) -
         assert shown["authorizers"]["unauthorized"] == 1
         assert shown["problems"] == []
         assert shown["component_token"]["expires_in_s"] > 0
+        metrics_url = f"http://127.0.0.1:{stack.env['WXTOKEN_METRICS_PORT']}/metrics"
+        labels = f'component_appid="{COMPONENT}",state="unauthorized"'
+        wanted = f"wxtoken_platform_authorizers{{{labels}}} 1.0"
+        wait_for(
+            lambda: wanted in requests.get(metrics_url, timeout=5).text,
+            timeout_s=10,
+            message="the platform metrics after the revocation",
+        )
+        scraped = requests.get(metrics_url, timeout=5).text
+        assert (
+            f'wxtoken_platform_verify_ticket_age_seconds{{component_appid="{COMPONENT}"}}'
+            in scraped
+        )
+        assert 'wxtoken_platform_pushes_processed_total{outcome="authorized"} 2.0' in scraped
+        assert "wxtoken_platform_registry_up 1.0" in scraped
         stack.registry.unauthorize(COMPONENT, AUTHORIZERS[0], "test: the row lost")
         recovered = wxtoken(stack, "platform", "reconcile")
         assert f"recovered: {AUTHORIZERS[0]}" in recovered.stdout
