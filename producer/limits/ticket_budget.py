@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from producer.app_config import AppConfig

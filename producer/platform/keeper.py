@@ -31,7 +31,7 @@ import redis
 
 from consumer_lib.amqp.outage import OutageLog
 from consumer_lib.errors import InvalidUpdate
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.authorizers import authorizer_app_id
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind

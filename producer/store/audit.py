@@ -41,8 +41,7 @@ from typing import Any
 
 import redis
 
-from consumer_lib.errors import StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, mask
 from producer.observability.outage import OutageNotice
@@ -181,7 +180,7 @@ class AuditLog:
         upper = "+"
         filtered = app_id is not None or kind is not None
         batch = max(limit, _READ_BATCH) if filtered else limit
-        try:
+        with translated("reading the audit trail", self._client):
             while len(found) < limit:
                 rows = self._client.xrevrange(self.key, max=upper, min="-", count=batch) or []
                 for raw_id, raw_fields in rows:
@@ -198,8 +197,6 @@ class AuditLog:
                     break
                 last = rows[-1][0]
                 upper = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading the audit trail: {describe_redis_error(exc)}") from None
         return found
 
 

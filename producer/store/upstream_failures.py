@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Annotated
 import redis
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenUpdate, decode_json_model
 from producer.observability.outage import OutageNotice
@@ -131,10 +131,8 @@ class UpstreamErrors:
 
     def read_one(self, app_id: str, kind: TokenKind) -> UpstreamFailure | None:
         """The last failure of `app_id`/`kind` (HGET), None when none or malformed."""
-        try:
+        with translated("reading upstream failures", self._client):
             value = self._client.hget(self._key, KeyLayout.member(app_id, kind))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading upstream failures: {describe_redis_error(exc)}") from None
         if value is None:
             return None
         try:
@@ -147,10 +145,8 @@ class UpstreamErrors:
 
     def read_all(self) -> dict[tuple[str, TokenKind], UpstreamFailure]:
         """Every credential's last failure; malformed fields or values are skipped."""
-        try:
+        with translated("reading upstream failures", self._client):
             raw = self._client.hgetall(self._key)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading upstream failures: {describe_redis_error(exc)}") from None
         found: dict[tuple[str, TokenKind], UpstreamFailure] = {}
         for field, value in dict(raw).items():
             try:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import redis
 
-from consumer_lib.snapshot import REDIS_ERRORS
+from consumer_lib.redis_errors import REDIS_ERRORS
 from producer.observability.outage import OutageNotice
 from producer.platform.crypto import MessageCrypto
 from producer.platform.errors import CallbackRejected, RegistryUnavailable, RejectReason
