@@ -41,10 +41,10 @@ from typing import Any
 
 import redis
 
+from consumer_lib.outage import OutageLog
 from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, mask
-from producer.observability.outage import OutageNotice
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,8 @@ class AuditLog:
         self.key = audit_key(keys)
         self._max_entries = max_entries
         self._clock = clock
-        self._outage = OutageNotice(
-            log,
-            "audit trail unavailable (%s); dropping entries until Redis answers",
-            "audit trail available again",
+        self._outage = OutageLog(
+            log, "Redis (audit trail)", meanwhile="dropping entries until Redis answers"
         )
 
     def record(

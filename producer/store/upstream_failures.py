@@ -28,10 +28,10 @@ import redis
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from consumer_lib.errors import InvalidUpdate
+from consumer_lib.outage import OutageLog
 from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenUpdate, decode_json_model
-from producer.observability.outage import OutageNotice
 
 if TYPE_CHECKING:  # the gateway reads failures and must not import requests (upstream's)
     from producer.upstream.errors import UpstreamError
@@ -91,7 +91,11 @@ class UpstreamErrors:
         self._client = redis_client
         self._key = keys.upstream_errors
         self._clock = clock
-        self._outage = OutageNotice(log, "cannot record upstream failures (%s) until Redis answers")
+        self._outage = OutageLog(
+            log,
+            "Redis (upstream failures)",
+            meanwhile="not recording upstream failures until Redis answers",
+        )
 
     def record(self, app_id: str, kind: TokenKind, exc: UpstreamError) -> None:
         """Store `exc` as the last failure of `app_id`/`kind`; on a Redis failure log
