@@ -1,9 +1,9 @@
 """Building Redis clients with explicit timeouts and retries, and reading the snapshot.
 
-redis-py's exceptions stop here: everything that goes wrong becomes `StoreError`, and
-a stored value that does not decode becomes `InvalidUpdate`. A refused login (WRONGPASS,
-NOAUTH) or command (NOPERM) becomes `StoreLoginRefused` naming the user and
-WXTOKEN_REDIS_URL (`store_error`): a configuration error, not an outage.
+redis-py's exceptions stop here (`redis_errors.translated`): everything that goes wrong
+becomes `StoreError`, and a stored value that does not decode becomes `InvalidUpdate`. A
+refused login (WRONGPASS, NOAUTH) or command (NOPERM) becomes `StoreLoginRefused` naming
+the user and WXTOKEN_REDIS_URL: a configuration error, not an outage.
 
 `connect_redis()` is the one place clients are built. A `redis+sentinel://` URL (see
 `consumer_lib.settings`) gives a client of the master that the sentinels currently name: its
@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from .errors import InvalidUpdate, StoreError, StoreLoginRefused
+from .errors import InvalidUpdate
+from .redis_errors import translated
 from .settings import (
     REDIS_TLS_SCHEMES,
     SentinelUrl,
@@ -43,9 +44,6 @@ from .wire.signing import PLAIN, UpdateCodec
 from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
-
-#: What redis-py raises for a server that is away, slow or confused.
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
 
 def connect_redis(
@@ -145,42 +143,6 @@ def _connect_sentinel(
     return client
 
 
-def describe_redis_error(exc: BaseException) -> str:
-    """A short, secret-free description of a redis-py failure."""
-    text = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
-    if isinstance(exc, MasterNotFoundError):
-        text = text.split(" : ", 1)[0]  # not the repr of every sentinel client
-    return text[:200]
-
-
-def login_refused(exc: BaseException, client: redis.Redis) -> str | None:
-    """What to tell an operator when `exc` is Redis refusing `client`'s login or a command
-    (an ACL problem: a configuration error); None for any other failure."""
-    if not isinstance(exc, (redis.AuthenticationError, redis.exceptions.NoPermissionError)):
-        return None
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-    user = kwargs.get("username") or "default"
-    if isinstance(exc, redis.AuthenticationError):
-        return (
-            f"Redis refused the login of user {user!r} (wrong user or password, or the user "
-            "is disabled): check the user and password in WXTOKEN_REDIS_URL"
-        )
-    command = str(exc).splitlines()[0][:120] if str(exc) else "NOPERM"
-    return (
-        f"Redis refuses user {user!r} a command it needs ({command}): check the user in "
-        "WXTOKEN_REDIS_URL and its ACL (deploy/redis/users.template.acl)"
-    )
-
-
-def store_error(what: str, exc: BaseException, client: redis.Redis) -> StoreError:
-    """The `StoreError` of a redis-py failure while doing `what`; `StoreLoginRefused`
-    (without `what`: the one line says what to fix) when it is a refused login."""
-    refused = login_refused(exc, client)
-    if refused is not None:
-        return StoreLoginRefused(refused)
-    return StoreError(f"{what}: {describe_redis_error(exc)}")
-
-
 class SnapshotReader:
     """Reads the latest update per app and kind that the producer keeps in Redis."""
 
@@ -193,20 +155,16 @@ class SnapshotReader:
 
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         """The stored update, or None when Redis holds none (never written, or expired)."""
-        try:
+        with translated(f"reading {app_id}/{kind}", self._client):
             raw = self._client.get(self._keys.token(app_id, kind))
-        except REDIS_ERRORS as exc:
-            raise store_error(f"reading {app_id}/{kind}", exc, self._client) from None
         if raw is None:
             return None
         return self._codec.decode(raw)
 
     def known(self) -> list[tuple[str, TokenKind]]:
         """Every (app_id, kind) ever written under this prefix, sorted."""
-        try:
+        with translated("listing apps", self._client):
             members = self._client.smembers(self._keys.known)
-        except REDIS_ERRORS as exc:
-            raise store_error("listing apps", exc, self._client) from None
         found = []
         for raw in members:
             try:
@@ -222,10 +180,8 @@ class SnapshotReader:
         """The stored bytes of many apps, undecoded: one MGET."""
         if not wanted:
             return {}
-        try:
+        with translated("reading snapshot", self._client):
             raws = self._client.mget([self._keys.token(app, kind) for app, kind in wanted])
-        except REDIS_ERRORS as exc:
-            raise store_error("reading snapshot", exc, self._client) from None
         return {
             key: raw.encode() if isinstance(raw, str) else raw
             for key, raw in zip(wanted, raws, strict=True)
@@ -243,14 +199,12 @@ class SnapshotReader:
         if not wanted:
             return {}
         keys = [self._keys.token(app, kind) for app, kind in wanted]
-        try:
+        with translated("reading snapshot", self._client):
             pipe = self._client.pipeline(transaction=False)
             pipe.mget(keys)
             for key in keys:
                 pipe.pttl(key)
             replies = pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise store_error("reading snapshot", exc, self._client) from None
         raws, ttls = replies[0], replies[1:]
         return {
             key: (raw.encode() if isinstance(raw, str) else raw, _ttl_ms(ttl))

@@ -7,7 +7,6 @@ imports pika (a test checks it), and none of pika's exceptions leaves it.
     connection  Connection and Channel: pika's blocking connection in our terms
     confirms    PipelinedChannel: publisher confirms with many publishes in flight
     consumer    ConsumerThread: one connection's thread consuming one exchange, reconnecting
-    outage      OutageLog: an outage logged once, reminded now and then, and its end
 
 pika is not thread-safe: each connection belongs to one thread.
 """
@@ -26,7 +25,6 @@ from .messages import (
     request_properties,
     update_properties,
 )
-from .outage import OutageLog
 from .params import amqp_user_id, close_quietly, connection_parameters
 
 __all__ = [
@@ -36,7 +34,6 @@ __all__ = [
     "Connection",
     "ConsumerThread",
     "Delivery",
-    "OutageLog",
     "PipelinedChannel",
     "amqp_user_id",
     "close_quietly",

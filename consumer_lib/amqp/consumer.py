@@ -28,9 +28,9 @@ import pika
 
 from ..backoff import Backoff
 from ..errors import BrokerError, BrokerLoginRefused
+from ..outage import OutageLog
 from .connection import Channel, Connection, Delivery
 from .errors import in_words
-from .outage import OutageLog
 
 #: The shortest wait between two reconnect attempts; doubles up to the cap.
 RECONNECT_BASE_S = 0.2
@@ -142,7 +142,7 @@ class ConsumerThread:
                 self._connected.set()
                 self.last_error = self.login_refused = None
                 self._backoff.reset()
-                self._outage.recovered()
+                self._outage.succeeded()
                 self._consume(connection, channel)
             except BrokerLoginRefused as exc:
                 self._connected.clear()

@@ -16,8 +16,7 @@ from __future__ import annotations
 import click
 import redis
 
-from consumer_lib.errors import StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.redis_errors import translated
 from producer.store.functions import LIBRARY, library_version, load_library
 
 from .context import CliError, OpsContext
@@ -28,14 +27,14 @@ from .context import CliError, OpsContext
 def redis_functions(obj: OpsContext) -> None:
     """Load the wxtoken Redis Functions library unless Redis holds this version already
     (needs a login that may FUNCTION LOAD, such as wxtoken-admin)."""
-    try:
-        loaded = load_library(obj.get_redis())
-    except redis.exceptions.NoPermissionError:
-        raise CliError(
-            f"this Redis login may not load the {LIBRARY} functions (FUNCTION LOAD): "
-            "log in as wxtoken-admin (deploy/redis/README.md)"
-        ) from None
-    except REDIS_ERRORS as exc:
-        raise StoreError(f"loading the {LIBRARY} functions: {describe_redis_error(exc)}") from None
+    client = obj.get_redis()
+    with translated(f"loading the {LIBRARY} functions", client):
+        try:
+            loaded = load_library(client)
+        except redis.exceptions.NoPermissionError:
+            raise CliError(
+                f"this Redis login may not load the {LIBRARY} functions (FUNCTION LOAD): "
+                "log in as wxtoken-admin (deploy/redis/README.md)"
+            ) from None
     state = "loaded" if loaded else "already loaded"
     click.echo(f"{LIBRARY} functions {library_version()}: {state}")

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import click
 
 from consumer_lib.amqp import Delivery
-from consumer_lib.errors import ExchangeMissing, InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, SnapshotReader, describe_redis_error
+from consumer_lib.errors import ExchangeMissing, InvalidUpdate
+from consumer_lib.redis_errors import translated
+from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.kinds import TokenKind
 from producer.leadership.announcement import read_announcement
 from producer.leadership.clock_skew import WARN_S as SKEW_WARN_S
@@ -125,10 +126,9 @@ def _leader(obj: OpsContext) -> _Leader:
     """The lease holder and its announcement: an announcement left by a producer that no
     longer holds the lease (a clean stop releases it) serves nothing."""
     keys = obj.keys()
-    try:
-        raw = obj.get_redis().get(keys.leader)
-    except REDIS_ERRORS as exc:
-        raise StoreError(f"reading the lease: {describe_redis_error(exc)}") from None
+    client = obj.get_redis()
+    with translated("reading the lease", client):
+        raw = client.get(keys.leader)
     if raw is None:
         return _Leader(
             present=False,

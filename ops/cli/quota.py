@@ -12,8 +12,8 @@ from __future__ import annotations
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.redis_errors import REDIS_ERRORS, translated
 from consumer_lib.wire.control import (
     ControlAction,
     ControlAnswer,
@@ -129,10 +129,8 @@ def wait_for_answer(
     key = obj.keys().control_answer(request.request_id)
     deadline_s = obj.clock() + timeout_s
     while True:
-        try:
+        with translated("waiting for the answer", client):
             raw = client.get(key)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"waiting for the answer: {describe_redis_error(exc)}") from None
         if raw is not None:
             try:
                 answer = ControlAnswer.decode(raw)

@@ -17,8 +17,8 @@ from typing import Annotated
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.redis_errors import translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import AppId
 
@@ -52,19 +52,15 @@ def announce(
     value = Announcement(
         producer_id=producer_id, owner=owner, epoch=epoch, at=now_s, apps=sorted(app_ids)
     )
-    try:
+    with translated("announcing served apps", client):
         client.set(keys.served, value.model_dump_json())
-    except REDIS_ERRORS as exc:
-        raise StoreError(f"announcing served apps: {describe_redis_error(exc)}") from None
 
 
 def read_announcement(client: redis.Redis, keys: KeyLayout) -> Announcement | None:
     """The announcement, None when there is none; `InvalidUpdate` when it is malformed,
     `StoreError` when Redis is away."""
-    try:
+    with translated("reading served apps", client):
         raw = client.get(keys.served)
-    except REDIS_ERRORS as exc:
-        raise StoreError(f"reading served apps: {describe_redis_error(exc)}") from None
     if raw is None:
         return None
     if len(raw) > MAX_ANNOUNCEMENT_BYTES:

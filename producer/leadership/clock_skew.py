@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib.errors import StoreError, WxTokenError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import WxTokenError
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from producer.leadership.clock import boottime
 
@@ -68,10 +68,8 @@ def check_issuer_clock(
 ) -> float:
     """The skew of `who`'s `clock` from Redis's; `ClockSkewed` beyond `max_skew_s` (past
     the round trip's uncertainty), `StoreError` when Redis cannot say."""
-    try:
+    with translated("reading Redis's clock", client):
         skew_s, uncertainty_s = measure_skew(client, clock)
-    except REDIS_ERRORS as exc:
-        raise StoreError(f"reading Redis's clock: {describe_redis_error(exc)}") from None
     if not math.isfinite(skew_s) or abs(skew_s) - uncertainty_s > max_skew_s:
         raise ClockSkewed(
             f"{who}'s clock is {skew_s:+.1f} s from Redis's (more than {max_skew_s:g} s): "
@@ -151,10 +149,8 @@ class SkewMonitor:
 def read_skews(client: redis.Redis, keys: KeyLayout) -> list[SkewReport]:
     """Every producer's last measurement, by producer id; garbage entries are skipped.
     `StoreError` when Redis is away."""
-    try:
+    with translated("reading clock skews", client):
         entries = client.hgetall(keys.clock_skew)
-    except REDIS_ERRORS as exc:
-        raise StoreError(f"reading clock skews: {describe_redis_error(exc)}") from None
     found = []
     for raw_id, raw in entries.items():
         try:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.redis_errors import translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenUpdate
@@ -145,13 +145,11 @@ class SnapshotFollower:
     def _read(self, names: list[str]) -> list[bytes | None]:
         if not names:
             return []
-        try:
+        with translated("reading snapshots", self._client):
             pipe = self._client.pipeline(transaction=False)
             for start in range(0, len(names), self._chunk_keys):
                 pipe.mget(names[start : start + self._chunk_keys])
             replies = pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading snapshots: {describe_redis_error(exc)}") from None
         raws: list[bytes | None] = []
         for reply in replies:
             raws.extend(reply)

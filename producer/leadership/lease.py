@@ -26,7 +26,7 @@ from collections.abc import Callable
 import redis
 
 from consumer_lib.errors import StoreError, StoreLoginRefused
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error, login_refused
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from producer.apps import TokenApi
 from producer.leadership.clock import boottime
 from producer.store.functions import FunctionLibrary
@@ -254,20 +254,16 @@ class Leadership:
     def _call_acquire(self) -> tuple[bool | None, str, bool]:
         """(held: True, False, or None for a broken lease; the epoch or the holder's value;
         whether the replicas confirmed it)."""
-        try:
+        with translated("taking the lease", self._redis):
             reply, confirmed = self._replicas.run(
                 self._acquire,
                 keys=[self._lease_key, self._epoch_key],
                 args=[self.owner, max(1, int(self.ttl_s * 1000)), LONGEST_LEASE_MS],
             )
+        try:
             status = int(reply[0])
             raw = reply[1]
             detail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-        except REDIS_ERRORS as exc:
-            refused = login_refused(exc, self._redis)
-            if refused is not None:
-                raise StoreLoginRefused(refused) from None
-            raise StoreError(describe_redis_error(exc)) from None
         except (TypeError, ValueError, IndexError):
             raise StoreError(f"unexpected lease script answer {reply!r:.100}") from None
         if status == 3:

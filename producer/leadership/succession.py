@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import redis
 
-from consumer_lib.amqp.outage import OutageLog
 from consumer_lib.errors import StoreError
+from consumer_lib.outage import OutageLog
 from consumer_lib.wire.keys import KeyLayout
 from producer.fleet import Fleet
 from producer.leadership.announcement import announce
@@ -156,7 +156,7 @@ class Succession:
         except StoreError as exc:
             self._follow_outage.failed(str(exc), self._follow_interval_s)
             return
-        self._follow_outage.recovered()
+        self._follow_outage.succeeded()
 
     def announce(self) -> None:
         """Write the served apps (`{prefix}:served`) and the verify key ids; never raises

@@ -37,7 +37,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.outage import OutageLog
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from producer.apps import TokenApi
@@ -128,7 +129,7 @@ class RefreshBudget:
         self._local: dict[tuple[str, str], LocalCount] = {}
         self._local_requested: dict[tuple[str, str], LocalCount] = {}
         self._lock = threading.Lock()
-        self._redis_down = False
+        self._outage = OutageLog(log, "Redis (refresh budget)", meanwhile="counting in memory")
         self._new_spend_id = new_spend_id
 
     def try_spend(self, app_id: str, token_api: TokenApi) -> BudgetDecision:
@@ -249,9 +250,7 @@ class RefreshBudget:
                     shown_limit=shown_limit,
                     error=describe_redis_error(exc),
                 )
-            if self._redis_down:
-                log.info("refresh budget: Redis reachable again; counting there")
-                self._redis_down = False
+            self._outage.succeeded()
             local.used, local.last_ms = used, max(local.last_ms, last_ms)
             local.unsynced = local.unsynced_last_ms = 0
             reason = decision_reason(
@@ -271,9 +270,7 @@ class RefreshBudget:
         shown_limit: int,
         error: str,
     ) -> BudgetDecision:
-        if not self._redis_down:
-            log.warning("refresh budget: Redis unreachable (%s); counting in memory", error)
-            self._redis_down = True
+        self._outage.failed(error)
         allowed = local.spend(limit=limit, gap_ms=gap_ms, now_ms=now_ms)
         reason = decision_reason(
             allowed,

@@ -13,8 +13,7 @@ import logging
 
 import redis
 
-from consumer_lib.errors import StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 
 log = logging.getLogger(__name__)
@@ -35,15 +34,13 @@ class ControlSpacing:
         if self.min_interval_s <= 0:
             return None
         key = self._keys.control_spacing(action, app_id)
-        try:
+        with translated("checking the spacing", self._client):
             claimed = self._client.set(
                 key, request_id, nx=True, px=max(1, int(self.min_interval_s * 1000))
             )
             if claimed:
                 return None
             left_ms = int(self._client.pttl(key) or 0)  # -1, -2: no expiry, just gone
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"checking the spacing: {describe_redis_error(exc)}") from None
         return max(1.0, left_ms / 1000)
 
     def release(self, action: str, app_id: str) -> None:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.outage import OutageLog
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from producer.app_config import AppConfig
@@ -66,7 +67,7 @@ class TicketBudget:
         self._local: dict[str, deque[int]] = {}
         self._lock = threading.Lock()
         self._sequence = itertools.count()
-        self._redis_down = False
+        self._outage = OutageLog(log, "Redis (ticket budget)", meanwhile="counting in memory")
 
     def _windows(self, app: AppConfig, kind: TokenKind) -> list[tuple[str, int, str]]:
         """(key, limit, what) of every window a call of `kind` spends from."""
@@ -106,9 +107,7 @@ class TicketBudget:
                 full = None if allowed else (int(reply[1]) - 1, int(reply[2]))
             except _FAILURES as exc:
                 return self._spend_locally(windows, now_ms, describe_redis_error(exc))
-            if self._redis_down:
-                log.info("ticket budget: Redis reachable again; counting there")
-                self._redis_down = False
+            self._outage.succeeded()
         if full is None:
             return TicketBudgetDecision(True, f"{kind} call within WeCom's hourly limits")
         index, oldest_ms = full
@@ -122,9 +121,7 @@ class TicketBudget:
     def _spend_locally(
         self, windows: list[tuple[str, int, str]], now_ms: int, error: str
     ) -> TicketBudgetDecision:
-        if not self._redis_down:
-            log.warning("ticket budget: Redis unreachable (%s); counting in memory", error)
-            self._redis_down = True
+        self._outage.failed(error)
         events = []
         for key, limit, what in windows:
             window = self._local.setdefault(key, deque())

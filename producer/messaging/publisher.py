@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from consumer_lib.amqp import Connection, PipelinedChannel, connection_parameters
 from consumer_lib.amqp.consumer import LOGIN_RETRY_S
 from consumer_lib.amqp.errors import in_words
-from consumer_lib.amqp.outage import OutageLog
 from consumer_lib.backoff import Backoff
 from consumer_lib.errors import BrokerError, BrokerLoginRefused
+from consumer_lib.outage import OutageLog
 from consumer_lib.settings import TlsFiles
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenUpdate
@@ -189,7 +189,7 @@ class Publisher:
                 self._connected.set()
                 self.login_refused = None
                 self._backoff.reset()
-                self._outage.recovered()
+                self._outage.succeeded()
                 log.info("publisher connected to the broker")
                 self._pump(connection, pipe)
             except BrokerLoginRefused as exc:

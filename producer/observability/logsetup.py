@@ -15,7 +15,8 @@ def configure_logging(level: str) -> None:
     """One line per record on stderr at `level`, with third-party noise turned down."""
     logging.basicConfig(level=level, format=FORMAT, stream=sys.stderr)
     # pika logs every failed reconnect at ERROR with a traceback; our services say "broker
-    # unavailable" themselves, once per outage. DEBUG shows pika's own account.
+    # unreachable" themselves, once per outage (consumer_lib.outage). DEBUG shows pika's own
+    # account.
     if level != "DEBUG":
         logging.getLogger("pika").setLevel(logging.CRITICAL)
     # urllib3 logs each request URL at DEBUG: for the classic API that holds the secret.

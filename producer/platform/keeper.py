@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from consumer_lib.amqp.outage import OutageLog
 from consumer_lib.errors import InvalidUpdate
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.outage import OutageLog
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error
 from consumer_lib.wire.authorizers import authorizer_app_id
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
@@ -210,7 +210,7 @@ class PlatformKeeper:
             else:
                 self.stats.roster_reads += 1
                 self.stats.registry_up = True
-                self._roster_outage.recovered()
+                self._roster_outage.succeeded()
                 if changed or self._roster_wanted.is_set():
                     self._fleet.apply_roster()
             self._roster_wanted.clear()
@@ -252,7 +252,7 @@ class PlatformKeeper:
             self._round_outage.failed(str(exc), self._poll_interval_s)
             return
         self.stats.rounds += 1
-        self._round_outage.recovered()
+        self._round_outage.succeeded()
 
     def _reconcile_what_is_due(self) -> None:
         for component in sorted(self._reconcile_due):
@@ -290,7 +290,7 @@ class PlatformKeeper:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self._channel)
-                self._hint_outage.recovered()
+                self._hint_outage.succeeded()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":

@@ -41,11 +41,10 @@ from typing import Any
 
 import redis
 
-from consumer_lib.errors import StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.outage import OutageLog
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, mask
-from producer.observability.outage import OutageNotice
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +125,8 @@ class AuditLog:
         self.key = audit_key(keys)
         self._max_entries = max_entries
         self._clock = clock
-        self._outage = OutageNotice(
-            log,
-            "audit trail unavailable (%s); dropping entries until Redis answers",
-            "audit trail available again",
+        self._outage = OutageLog(
+            log, "Redis (audit trail)", meanwhile="dropping entries until Redis answers"
         )
 
     def record(
@@ -181,7 +178,7 @@ class AuditLog:
         upper = "+"
         filtered = app_id is not None or kind is not None
         batch = max(limit, _READ_BATCH) if filtered else limit
-        try:
+        with translated("reading the audit trail", self._client):
             while len(found) < limit:
                 rows = self._client.xrevrange(self.key, max=upper, min="-", count=batch) or []
                 for raw_id, raw_fields in rows:
@@ -198,8 +195,6 @@ class AuditLog:
                     break
                 last = rows[-1][0]
                 upper = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading the audit trail: {describe_redis_error(exc)}") from None
         return found
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import redis
 
 from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, SnapshotReader, describe_redis_error
+from consumer_lib.redis_errors import describe_redis_error, translated
+from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenUpdate
@@ -107,17 +108,13 @@ class TokenStore:
         """Tell operators which key ids the producers accept (`wxtoken set` checks its own
         against them). The leader calls this when it starts leading."""
         ids = sorted({k for k in key_ids if _KEY_ID.fullmatch(k)})
-        try:
+        with translated("announcing verify keys", self._client):
             self._client.set(self._keys.verify_keys, ",".join(ids))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"announcing verify keys: {describe_redis_error(exc)}") from None
 
     def announced_verify_keys(self) -> set[str] | None:
         """The key ids the producers announced; None when none did. Garbage is ignored."""
-        try:
+        with translated("reading verify keys", self._client):
             raw = self._client.get(self._keys.verify_keys)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading verify keys: {describe_redis_error(exc)}") from None
         if raw is None:
             return None
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
@@ -131,7 +128,7 @@ class TokenStore:
         value is deleted, never one written meanwhile. True when something was deleted.
         """
         key = self._keys.token(app_id, kind)
-        try:
+        with translated(f"discarding {app_id}/{kind}", self._client):
             raw = self._client.get(key)
             if raw is None:
                 return False
@@ -141,20 +138,16 @@ class TokenStore:
             except InvalidUpdate:
                 pass
             return bool(self._delete_if_equal(keys=[key], args=[raw]))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"discarding {app_id}: {describe_redis_error(exc)}") from None
 
     def forget(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> bool:
         """Delete the stored value of a credential no longer served (a revoked platform
         authorizer): the value read, never one written meanwhile. True when deleted."""
         key = self._keys.token(app_id, kind)
-        try:
+        with translated(f"deleting {app_id}/{kind}", self._client):
             raw = self._client.get(key)
             if raw is None:
                 return False
             return bool(self._delete_if_equal(keys=[key], args=[raw]))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"deleting {app_id}/{kind}: {describe_redis_error(exc)}") from None
 
     def next_version(self, app_id: str, kind: TokenKind, *, now_s: float) -> int:
         """A version higher than any handed out or stored for this app and kind, checked
@@ -163,17 +156,16 @@ class TokenStore:
         (overwritten, logged); `VersionPoisoned` when no valid version is left."""
         key = self._keys.version(app_id, kind)
         floor_ms = math.floor(now_s * 1000)
-        try:
-            reply = self._next_version(
-                keys=[key, self._keys.token(app_id, kind)],
-                args=[floor_ms, self._ceiling_ms(floor_ms)],
-            )
-        except redis.ResponseError as exc:
-            if "no valid version left" in str(exc):
-                raise VersionPoisoned(f"{app_id}/{kind}: {describe_redis_error(exc)}") from None
-            raise StoreError(f"allocating a version: {describe_redis_error(exc)}") from None
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"allocating a version: {describe_redis_error(exc)}") from None
+        with translated(f"allocating a version of {app_id}/{kind}", self._client):
+            try:
+                reply = self._next_version(
+                    keys=[key, self._keys.token(app_id, kind)],
+                    args=[floor_ms, self._ceiling_ms(floor_ms)],
+                )
+            except redis.ResponseError as exc:
+                if "no valid version left" in str(exc):
+                    raise VersionPoisoned(f"{app_id}/{kind}: {describe_redis_error(exc)}") from None
+                raise
         try:
             version = int(reply[0])
             repaired = int(reply[1]) == 1
@@ -210,7 +202,7 @@ class TokenStore:
         if fence_owner:
             # Only a fenced write names the lease: the ops user may not even read it in a script.
             keys.append(self._keys.leader)
-        try:
+        with translated(f"writing {update.app_id}/{update.kind}", self._client):
             reply, confirmed = self._replicas.run(
                 self._compare_and_set,
                 keys=keys,
@@ -224,8 +216,6 @@ class TokenStore:
                     self._ceiling_ms(max(update.version, math.floor(update.issued_at * 1000))),
                 ],
             )
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"writing {update.app_id}: {describe_redis_error(exc)}") from None
         status = int(reply[0])
         if status in (1, 3):
             return WriteResult(written=True, replayed=status == 3, confirmed=confirmed)

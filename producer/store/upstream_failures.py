@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Annotated
 import redis
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from consumer_lib.errors import InvalidUpdate, StoreError
-from consumer_lib.snapshot import REDIS_ERRORS, describe_redis_error
+from consumer_lib.errors import InvalidUpdate
+from consumer_lib.outage import OutageLog
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error, translated
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenUpdate, decode_json_model
-from producer.observability.outage import OutageNotice
 
 if TYPE_CHECKING:  # the gateway reads failures and must not import requests (upstream's)
     from producer.upstream.errors import UpstreamError
@@ -91,7 +91,11 @@ class UpstreamErrors:
         self._client = redis_client
         self._key = keys.upstream_errors
         self._clock = clock
-        self._outage = OutageNotice(log, "cannot record upstream failures (%s) until Redis answers")
+        self._outage = OutageLog(
+            log,
+            "Redis (upstream failures)",
+            meanwhile="not recording upstream failures until Redis answers",
+        )
 
     def record(self, app_id: str, kind: TokenKind, exc: UpstreamError) -> None:
         """Store `exc` as the last failure of `app_id`/`kind`; on a Redis failure log
@@ -131,10 +135,8 @@ class UpstreamErrors:
 
     def read_one(self, app_id: str, kind: TokenKind) -> UpstreamFailure | None:
         """The last failure of `app_id`/`kind` (HGET), None when none or malformed."""
-        try:
+        with translated("reading upstream failures", self._client):
             value = self._client.hget(self._key, KeyLayout.member(app_id, kind))
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading upstream failures: {describe_redis_error(exc)}") from None
         if value is None:
             return None
         try:
@@ -147,10 +149,8 @@ class UpstreamErrors:
 
     def read_all(self) -> dict[tuple[str, TokenKind], UpstreamFailure]:
         """Every credential's last failure; malformed fields or values are skipped."""
-        try:
+        with translated("reading upstream failures", self._client):
             raw = self._client.hgetall(self._key)
-        except REDIS_ERRORS as exc:
-            raise StoreError(f"reading upstream failures: {describe_redis_error(exc)}") from None
         found: dict[tuple[str, TokenKind], UpstreamFailure] = {}
         for field, value in dict(raw).items():
             try:

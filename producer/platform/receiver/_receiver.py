@@ -18,8 +18,8 @@ from typing import Protocol
 
 import redis
 
-from consumer_lib.snapshot import REDIS_ERRORS
-from producer.observability.outage import OutageNotice
+from consumer_lib.outage import OutageLog
+from consumer_lib.redis_errors import REDIS_ERRORS, describe_redis_error
 from producer.platform.crypto import MessageCrypto
 from producer.platform.errors import CallbackRejected, RegistryUnavailable, RejectReason
 from producer.platform.events import PlatformEvent
@@ -68,10 +68,10 @@ class RedisNotifier:
         self._redis = redis_client
         self.channel = events_channel(key_prefix)
         self.failed = 0
-        self._outage = OutageNotice(
+        self._outage = OutageLog(
             log,
-            "cannot tell the leader about stored pushes (%s); it finds them by polling",
-            "telling the leader about stored pushes again",
+            "Redis (telling the leader about stored pushes)",
+            meanwhile="the leader finds them by polling",
         )
 
     def notify(self, notice: StoredNotice) -> None:
@@ -79,7 +79,7 @@ class RedisNotifier:
             self._redis.publish(self.channel, notice.encode())
         except REDIS_ERRORS as exc:
             self.failed += 1
-            self._outage.failed(type(exc).__name__)
+            self._outage.failed(describe_redis_error(exc))
         else:
             self._outage.succeeded()
 
@@ -122,10 +122,10 @@ class Receiver:
         self._clock = clock
         self.stored = Stored()
         self._stored_lock = threading.Lock()
-        self._registry_outage = OutageNotice(
+        self._registry_outage = OutageLog(
             log,
-            "the platform registry stored nothing (%s): answering 503 so WeChat pushes again",
-            "the platform registry stores pushes again",
+            "the platform registry (storing pushes)",
+            meanwhile="answering 503 so WeChat pushes again",
         )
 
     def refuse(self, reason: RejectReason, component_appid: str) -> Answer:

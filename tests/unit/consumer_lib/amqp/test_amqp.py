@@ -10,7 +10,7 @@ import pika.exceptions
 import pika.spec
 import pytest
 
-from consumer_lib.amqp import Connection, OutageLog, PipelinedChannel, translated
+from consumer_lib.amqp import Connection, PipelinedChannel, translated
 from consumer_lib.amqp.errors import in_words
 from consumer_lib.errors import BrokerError, BrokerLoginRefused, ExchangeMissing, PublishRefused
 from tests.unit._helpers import T0, make_update
@@ -157,31 +157,3 @@ def test_a_refused_login_is_a_login_refused_error_naming_user_and_variable(
     assert str(info.value).startswith(said)
     assert "hunter2" not in str(info.value)
     assert in_words(info.value) == "login refused"
-
-
-def test_an_outage_is_one_warning_in_words_and_one_line_when_it_ends(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Nine failed attempts with pika's varying internals log one WARNING ("broker
-    unreachable: connection closed"); the end is one INFO with its length; a refused login
-    is one ERROR however often it is retried."""
-    import logging
-
-    caplog.set_level(logging.INFO)
-    now = [0.0]
-    outage = OutageLog(logging.getLogger("test.outage"), "broker", monotonic=lambda: now[0])
-    for n in range(9):
-        now[0] += 1.1
-        detail = f"IncompatibleProtocolError: StreamLostError: attempt {n}"
-        outage.failed("connection refused" if n % 2 else "connection closed", 0.5, detail=detail)
-    now[0] += 0.4
-    outage.recovered()
-    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert lines == [
-        ("WARNING", "broker unreachable: connection closed"),
-        ("INFO", "broker available again after 9.2 s and 9 failed attempt(s)"),
-    ]
-    caplog.clear()
-    for _ in range(5):
-        outage.refused("the broker refused user 'u' (...): check WXTOKEN_AMQP_URL", 15.0)
-    assert [r.levelname for r in caplog.records] == ["ERROR"]

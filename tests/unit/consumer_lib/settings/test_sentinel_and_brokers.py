@@ -21,8 +21,9 @@ from redis.sentinel import (
 
 from consumer_lib import BrokerError, ClientSettings, ConfigError, StoreError, TokenClient
 from consumer_lib.amqp.params import connection_parameters, describe_amqp_error
+from consumer_lib.redis_errors import REDIS_ERRORS
 from consumer_lib.settings import SentinelUrl, load_settings, parse_sentinel_url
-from consumer_lib.snapshot import REDIS_ERRORS, SnapshotReader, connect_redis
+from consumer_lib.snapshot import SnapshotReader, connect_redis
 from tests.waiting import wait_for
 
 SECRET = "hunter2-pw"

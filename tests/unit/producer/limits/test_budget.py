@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import fakeredis
@@ -170,9 +171,14 @@ def test_redis_down_falls_back_to_counting_in_memory(clock: FakeClock) -> None:
 
 
 def test_memory_fallback_continues_from_redis_and_syncs_back(
-    server: fakeredis.FakeServer, client: fakeredis.FakeRedis, clock: FakeClock
+    server: fakeredis.FakeServer,
+    client: fakeredis.FakeRedis,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """During an outage the count goes on from Redis's; spends made then reach Redis later."""
+    """During an outage the count goes on from Redis's; spends made then reach Redis later.
+    The outage is one WARNING when it starts and one INFO when it ends."""
+    caplog.set_level(logging.INFO, logger="producer.limits.budget")
     budget = RefreshBudget(client, KEYS, clock=clock)
     spend_forced(budget, clock, 5)
     server.connected = False
@@ -180,9 +186,15 @@ def test_memory_fallback_continues_from_redis_and_syncs_back(
     assert offline.allowed
     assert offline.used_today == 6
     assert "Redis unreachable" in offline.reason
+    assert not budget.try_spend(APP, TokenApi.STABLE).allowed  # spacing holds, no new line
     server.connected = True
     clock.advance(30)
     assert budget.try_spend(APP, TokenApi.STABLE).used_today == 7
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == ["WARNING", "INFO"]
+    assert said[0][1].startswith("Redis (refresh budget) unreachable: ConnectionError")
+    assert said[0][1].endswith("; counting in memory")
+    assert said[1][1].startswith("Redis (refresh budget) available again after")
     clock.advance(30)
     other = RefreshBudget(fakeredis.FakeRedis(server=server), KEYS, clock=clock)
     assert other.try_spend(APP, TokenApi.STABLE).used_today == 8

@@ -375,8 +375,11 @@ def test_notice_round_trip_and_channel() -> None:
             StoredNotice.decode(raw)
 
 
-def test_redis_notifier_publishes_and_survives_an_outage() -> None:
-    """PUBLISH on the channel; a Redis error is counted, never raised."""
+def test_redis_notifier_publishes_and_survives_an_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PUBLISH on the channel; a Redis error is counted, never raised, and an outage is one
+    WARNING when it starts and one INFO when it ends."""
     import fakeredis
 
     from producer.platform.receiver import RedisNotifier
@@ -391,9 +394,20 @@ def test_redis_notifier_publishes_and_survives_an_outage() -> None:
     message = pubsub.get_message(timeout=1)
     assert message is not None
     assert StoredNotice.decode(message["data"]) == StoredNotice(APPID, "a" * 40)
+    caplog.set_level(logging.INFO, logger="producer.platform.receiver._receiver")
     server.connected = False
     notifier.notify(StoredNotice(APPID, "b" * 40))
-    assert notifier.failed == 1
+    notifier.notify(StoredNotice(APPID, "c" * 40))
+    assert notifier.failed == 2
+    server.connected = True
+    notifier.notify(StoredNotice(APPID, "d" * 40))
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == ["WARNING", "INFO"]
+    assert said[0][1].startswith(
+        "Redis (telling the leader about stored pushes) unreachable: ConnectionError"
+    )
+    assert said[0][1].endswith("; the leader finds them by polling")
+    assert "available again after" in said[1][1]
 
 
 def test_wiring_loads_token_and_key_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

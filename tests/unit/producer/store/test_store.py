@@ -8,11 +8,8 @@ from collections.abc import Iterator
 
 import fakeredis
 import pytest
-import redis
 
 from consumer_lib import InvalidUpdate, StoreError, TokenKind, TokenSource
-from consumer_lib.errors import StoreLoginRefused
-from consumer_lib.snapshot import store_error
 from consumer_lib.wire.keys import KeyLayout
 from producer.store.tokens import TokenStore
 from tests.unit._helpers import T0, make_update, unreachable_redis
@@ -357,38 +354,3 @@ def test_replaying_the_same_write_counts_as_written(store: TokenStore) -> None:
     other = store.write(make_update(version=7, value="OTHER-TOKEN-bbbbbbbbbbbbbbbb"))
     assert not other.written
     assert other.stored == update
-
-
-@pytest.mark.parametrize(
-    ("raised", "said"),
-    [
-        (
-            redis.AuthenticationError("invalid username-password pair or user is disabled."),
-            "Redis refused the login of user 'svc-user' (wrong user or password, or the user is "
-            "disabled): check the user and password in WXTOKEN_REDIS_URL",
-        ),
-        (
-            redis.exceptions.NoPermissionError(
-                "User svc-user has no permissions to run the 'mget' command"
-            ),
-            "Redis refuses user 'svc-user' a command it needs (User svc-user has no permissions "
-            "to run the 'mget' command): check the user in WXTOKEN_REDIS_URL and its ACL",
-        ),
-    ],
-)
-def test_a_refused_redis_login_is_a_store_login_refused_naming_user_and_variable(
-    raised: Exception, said: str
-) -> None:
-    """WRONGPASS/NOAUTH and NOPERM become `StoreLoginRefused` (a configuration error) naming
-    the user and WXTOKEN_REDIS_URL, never the password; other failures stay `StoreError`."""
-    client = redis.Redis(username="svc-user", password="hunter2-pw")
-    try:
-        error = store_error("reading snapshot", raised, client)
-        assert isinstance(error, StoreLoginRefused)
-        assert str(error).startswith(said)
-        assert "hunter2" not in str(error)
-        other = store_error("reading snapshot", redis.ConnectionError("refused"), client)
-        assert type(other) is StoreError
-        assert str(other) == "reading snapshot: ConnectionError: refused"
-    finally:
-        client.close()
