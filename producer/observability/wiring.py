@@ -45,7 +45,7 @@ def start_status(
     registry = CollectorRegistry()
     registry.register(ProducerCollector(view))
     if service.platform is not None:
-        from producer.observability.platform_metrics import PlatformCollector
+        from producer.platform.metrics import PlatformCollector
 
         registry.register(PlatformCollector(service.platform))
     try:

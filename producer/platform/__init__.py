@@ -22,4 +22,15 @@ The registry (the `platform` extra; docs/platforms.md, "Registry"):
     startup.py      what wxtoken-producer runs at start with WXTOKEN_PLATFORM_DB_URL set
     _statements.py  insert-once and upsert, portable across both dialects
     _deadlines.py   one watchdog thread breaking sockets of transactions that outlive their deadline
+
+The producer's side (with WXTOKEN_PLATFORMS_FILE; docs/platforms.md, "Producer"):
+
+    tokens.py     PlatformTokens: the component token from the ticket; authorizer tokens with
+                  their refresh tokens (written before use); 61005/61006, 61023
+    roster.py     Roster: the credentials to serve (component tokens, authorized authorizers)
+    processor.py  CallbackProcessor: the leader acting on stored pushes
+    reconcile.py  reconcile(): WeChat's list of authorizers against the registry
+    keeper.py     PlatformKeeper: the roster, callbacks and hints threads
+    wiring.py     PlatformSetup and the parts ProducerService makes from it
+    metrics.py    PlatformCollector: wxtoken_platform_* (prometheus-client)
 """

@@ -82,7 +82,7 @@ def test_alerts_use_only_exported_metrics() -> None:
     exported = set()
     for source in (
         ROOT / "producer" / "observability" / "metrics.py",
-        ROOT / "producer" / "observability" / "platform_metrics.py",
+        ROOT / "producer" / "platform" / "metrics.py",
         ROOT / "consumer_lib" / "metrics.py",
     ):
         text = source.read_text(encoding="utf-8")

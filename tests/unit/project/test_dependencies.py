@@ -30,6 +30,7 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "producer/observability/metrics.py": ("metrics",),
     "producer/observability/wiring.py": ("metrics",),  # imports prometheus-client only when asked
     "producer/platform": ("platform",),  # the registry: SQLAlchemy, Alembic, the drivers
+    "producer/platform/metrics.py": ("platform", "metrics"),
     "ops": ("producer", "ops"),
     "ops/gateway": ("gateway",),
     # the platform receiver: the gateway's web stack (Starlette, uvicorn, prometheus-client)
