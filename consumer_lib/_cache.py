@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from ._offset import ClockOffset
 from ._overdue import OverdueWatch
+from .wire.authorizers import split_authorizer_app_id
 from .wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger("consumer_lib._client")
@@ -56,6 +57,9 @@ class TokenCache:
         #: The hot path's view: (token value, local expiry) per key, replaced whole (one
         #: dict read and one clock read serve `get_token`), recomputed when the offset moves.
         self.entries: dict[Key, tuple[str, float]] = {}
+        #: Authorizer appid -> the platform credential app ids held for it
+        #: (`{component}.{authorizer}`): asking by the authorizer appid alone (`platforms_of`).
+        self._platforms_of: dict[str, frozenset[str]] = {}
         self._overdue = OverdueWatch(self._updates)
         #: The offset moved since the watch was built: rebuilt at the next look, so a
         #: burst of offset changes costs one rebuild a second, not one per change.
@@ -72,6 +76,7 @@ class TokenCache:
         fresh._deadlines = dict(self._deadlines)
         fresh._caps = dict(self._caps)
         fresh.entries = dict(self.entries)
+        fresh._platforms_of = dict(self._platforms_of)
         fresh._overdue = OverdueWatch(fresh._updates)
         fresh._overdue.rebuild(fresh._expiries())
         return fresh
@@ -107,6 +112,8 @@ class TokenCache:
                     update,
                     held.version,
                 )
+            if held is None:
+                self._index_authorizer(update.app_id)
             self._updates[key] = update
             if deadline_s is None:
                 self._deadlines.pop(key, None)
@@ -126,6 +133,18 @@ class TokenCache:
                 self._rebuild_overdue()
             self._changed.notify_all()
         return Offer.ACCEPTED
+
+    def _index_authorizer(self, app_id: str) -> None:
+        split = split_authorizer_app_id(app_id)
+        if split is not None:
+            authorizer = split[1]
+            self._platforms_of[authorizer] = self._platforms_of.get(authorizer, frozenset()) | {
+                app_id
+            }
+
+    def platforms_of(self, authorizer_appid: str) -> frozenset[str]:
+        """The platform credential app ids held for `authorizer_appid` (no lock, no I/O)."""
+        return self._platforms_of.get(authorizer_appid, frozenset())
 
     def _reoffset(self) -> None:
         """The clock offset moved: recompute the local expiry of what has no deadline."""

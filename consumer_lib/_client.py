@@ -261,7 +261,27 @@ class TokenClient(StatsView):
         update = cache.current(app_id, kind)
         if update is not None:
             return update.value
-        return self._wait(app_id, kind, timeout).value
+        return self._wait(self.resolve_app_id(app_id), kind, timeout).value
+
+    def resolve_app_id(self, app_id: str) -> str:
+        """The credential app id a request for `app_id` reads: `app_id` itself, unless it is
+        a third-party platform customer's own appid, for which exactly one platform's
+        credential (``{component_appid}.{authorizer_appid}``) is held: that one. Held by
+        several platforms: `ValueError` naming them (ask for one by its full app id). No
+        I/O."""
+        cache = self._cache
+        if any(cache.held(app_id, kind) is not None for kind in TokenKind):
+            return app_id
+        served = cache.platforms_of(app_id)
+        if not served:
+            return app_id
+        if len(served) > 1:
+            raise ValueError(
+                f"{app_id} has authorized several platforms here ({', '.join(sorted(served))}); "
+                "ask for one of those app ids"
+            )
+        (only,) = served
+        return only
 
     def get_ticket(self, app_id: str, ticket: TokenKind | str, timeout: float = 5.0) -> str:
         """The current ticket of `app_id`: "jsapi", "wx_card" (official accounts),
@@ -280,7 +300,7 @@ class TokenClient(StatsView):
         update = self._cache.current(app_id, kind)
         if update is not None:
             return update
-        return self._wait(app_id, kind, timeout)
+        return self._wait(self.resolve_app_id(app_id), kind, timeout)
 
     def held_until(
         self, app_id: str, kind: TokenKind | str = TokenKind.ACCESS_TOKEN
@@ -288,8 +308,14 @@ class TokenClient(StatsView):
         """The held update of `app_id` and when it expires on this host's clock (the expiry
         `get_token()` checks: `expires_at` corrected by the clock offset, a snapshot's
         `PTTL`, never past its lifetime from receipt), while it is valid; None otherwise.
-        No wait, no I/O: for servers that hand the expiry on (the gateway)."""
-        return self._cache.valid(app_id, TokenKind.parse(kind))
+        No wait, no I/O: for servers that hand the expiry on (the gateway). A platform
+        customer's own appid reads its platform's credential (`resolve_app_id`)."""
+        kind = TokenKind.parse(kind)
+        found = self._cache.valid(app_id, kind)
+        if found is not None:
+            return found
+        resolved = self.resolve_app_id(app_id)
+        return None if resolved == app_id else self._cache.valid(resolved, kind)
 
     def valid_count(self) -> int:
         """How many held tokens (all apps and kinds) are valid on this host's clock now."""

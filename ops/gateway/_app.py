@@ -43,7 +43,7 @@ from ._http import ApiError
 from ._override import Overrider, OverrideRefused, PublishFailed
 from ._ratelimit import RateLimiter
 from ._stream import StreamLimits
-from ._tokens import Held, TokenView, UnknownApp
+from ._tokens import AmbiguousApp, Held, TokenView, UnknownApp
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,8 @@ class Gateway:
             return held
         try:
             return await run_in_threadpool(self.view.resolve, app_id, kind)
+        except AmbiguousApp as exc:
+            raise ApiError(409, str(exc)) from None
         except UnknownApp as exc:
             raise ApiError(404, str(exc)) from None
         except TokenUnavailable as exc:

@@ -40,6 +40,10 @@ class UnknownApp(WxTokenError):
     """Neither the gateway nor Redis has ever held a token of this app and kind."""
 
 
+class AmbiguousApp(WxTokenError):
+    """A platform customer's appid that several platforms' credentials are held for."""
+
+
 #: A valid update and its expiry on the gateway's clock (`TokenClient.held_until`).
 Held = tuple[TokenUpdate, float]
 
@@ -70,8 +74,12 @@ class TokenView:
                 self._held[key] = update
 
     def current(self, app_id: str, kind: TokenKind) -> Held | None:
-        """The client's update while valid, with its local expiry: no I/O (the hot path)."""
-        return self._client.held_until(app_id, kind)
+        """The client's update while valid, with its local expiry: no I/O (the hot path). A
+        platform customer's own appid reads its one platform's credential."""
+        try:
+            return self._client.held_until(app_id, kind)
+        except ValueError:  # several platforms serve it: `resolve` says so
+            return None
 
     def valid_count(self) -> int:
         return self._client.valid_count()
@@ -86,7 +94,11 @@ class TokenView:
 
     def resolve(self, app_id: str, kind: TokenKind) -> Held:
         """For a miss, off the event loop: the update and its local expiry, or `UnknownApp`
-        / `TokenUnavailable`."""
+        / `TokenUnavailable` (`AmbiguousApp` for a customer of several platforms)."""
+        try:
+            app_id = self._client.resolve_app_id(app_id)
+        except ValueError as exc:
+            raise AmbiguousApp(str(exc)) from None
         try:
             self._client.get(app_id, timeout=0.0, kind=kind)
         except TokenUnavailable as exc:

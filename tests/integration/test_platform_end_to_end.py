@@ -13,10 +13,11 @@ import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import requests
@@ -26,12 +27,14 @@ from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenUpdate
+from ops.gateway import add_key
 from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
 from producer.platform.registry import PlatformRegistry
 from producer.platform.startup import open_registry
 from producer.store.audit import AuditLog
+from tests.integration.gateway_stack import GatewayProc
 from tests.integration.platform_db import KINDS, private_database
-from tests.integration.procs import REPO_ROOT, Producer
+from tests.integration.procs import REPO_ROOT, Child, Producer
 from tests.waiting import wait_for
 
 COMPONENT = "wxcomponent0000009"
@@ -56,6 +59,7 @@ class PlatformStack:
     env: dict[str, str]
     tmp_path: Path
     redis_client: redis.Redis
+    children: list[Child] = field(default_factory=list)
 
     def snapshot(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         reader = SnapshotReader(self.redis_client, KeyLayout(self.env["WXTOKEN_KEY_PREFIX"]))
@@ -139,6 +143,30 @@ def platform_stack(
             client.close()
 
 
+def start_platform_gateway(stack: PlatformStack) -> Callable[[str], httpx.Response]:
+    """`wxtoken-gateway` in front of the stack, one reading key for the platform's apps."""
+    keys_file = stack.tmp_path / "gateway-keys.json"
+    key = add_key(keys_file, "reader", apps=[f"{COMPONENT}.*", "wxcustomer*"], scopes=["read"])
+    port = _free_port()
+    env = {
+        **stack.env,
+        "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
+        "WXTOKEN_GATEWAY_PORT": str(port),
+        "WXTOKEN_GATEWAY_OPERATOR": "platform-test",
+        "WXTOKEN_GATEWAY_METRICS_PORT": str(_free_port()),
+    }
+    stack.children.append(GatewayProc(env, stack.tmp_path / "gateway.log"))
+
+    def get(path: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"}
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=5)
+        except httpx.HTTPError:
+            return httpx.Response(599)
+
+    return get
+
+
 def wxtoken(stack: PlatformStack, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
@@ -220,6 +248,24 @@ def test_a_platform_with_authorizers_end_to_end(platform_stack: PlatformStack) -
             )
             assert stack.sandbox.state.is_valid(_held(tokens, first) or "")
 
+            # The gateway serves them like any app's, by the full app id or by the
+            # customer's own appid (one platform serves it).
+            gateway = start_platform_gateway(stack)
+            reauthorized = _held(tokens, first)
+            for asked in (first, AUTHORIZERS[0]):
+                wait_for(
+                    lambda asked=asked: (
+                        gateway(f"/v1/apps/{asked}/access_token").status_code == 200
+                    ),
+                    timeout_s=20,
+                    message=f"the gateway serving {asked}",
+                )
+                answer = gateway(f"/v1/apps/{asked}/access_token").json()
+                assert answer["access_token"] == reauthorized
+            ticket = gateway(f"/v1/apps/{first}/tickets/jsapi")
+            assert ticket.status_code == 200, ticket.text
+            assert ticket.json()["ticket"] == _held(tokens, first, TokenKind.JSAPI_TICKET)
+
             # A revocation: no more refreshing, the snapshot gone, the state says why.
             assert stack.control("revoke", AUTHORIZERS[1])["info_type"] == "unauthorized"
             wait_for(
@@ -276,3 +322,5 @@ def test_a_platform_with_authorizers_end_to_end(platform_stack: PlatformStack) -
         raise
     finally:
         producer.close()
+        for child in stack.children:
+            child.close()
