@@ -47,6 +47,11 @@ class FakeClient:
         for callback in self.callbacks:
             callback(update)
 
+    def resolve_app_id(self, app_id: str) -> str:
+        return (
+            app_id  # no platform credentials here (tests/unit/consumer_lib/test_platform_app_ids)
+        )
+
     def held_until(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, float] | None:
         return self.cache.valid(app_id, kind)
 

@@ -59,6 +59,11 @@ class FakeClient:
     def held_body(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, bytes] | None:
         return self.bodies.get((app_id, kind))
 
+    def resolve_app_id(self, app_id: str) -> str:
+        return (
+            app_id  # no platform credentials here (tests/unit/consumer_lib/test_platform_app_ids)
+        )
+
     def held_until(self, app_id: str, kind: TokenKind) -> tuple[TokenUpdate, float] | None:
         held = self.bodies.get((app_id, kind))
         if held is None or not held[0].is_valid_at(self.clock()):
