@@ -12,6 +12,9 @@ what each `AuthorizerRefresher` calls; it holds the chain's durable parts in the
   **before** the token is returned, so before it is published; when that write fails the
   token is not used. 61023 marks the authorizer as needing re-authorization, once, and
   `on_lost` takes it out of the fleet: it is not asked again every step;
+- the database away: an authorizer refreshes with the refresh token this producer last read
+  or wrote for it (kept in memory), so tokens keep flowing through a database outage; a
+  new refresh token WeChat returns meanwhile cannot be stored, so its token is not used;
 - a token `offer`ed by the callback processor (api_query_auth's, for a code just redeemed)
   is handed out instead of a call, so a re-authorization replaces the old token at once.
 
@@ -80,6 +83,11 @@ class PlatformTokens:
         self._lock = threading.Lock()
         self._offers: dict[str, _Offer] = {}
         self._push_restarted_at: dict[str, float] = {}
+        #: The refresh token (and its version) last read or written, by app id: what an
+        #: authorizer refreshes with while the registry does not answer.
+        self._last_known: dict[str, tuple[str, int]] = {}
+        #: Fetches that used the remembered refresh token (the registry away).
+        self.remembered_uses = 0
         #: How many times each platform's ticket was refused (61005/61006) or missing.
         self.ticket_failures: dict[str, int] = {}
         self.push_restarts: dict[str, int] = {}
@@ -161,12 +169,7 @@ class PlatformTokens:
         offered = self._take_offer(app.app_id)
         if offered is not None:
             return offered
-        try:
-            held = self.registry.refresh_token(component, authorizer)
-        except RegistryUnavailable as exc:
-            raise UpstreamError(
-                f"{app.app_id}: reading its refresh token: {exc}", kind=FailureKind.TRANSIENT
-            ) from None
+        held = self._refresh_token_of(app.app_id, component, authorizer)
         if held is None:
             self._lost(component, authorizer, "not authorized in the registry")
             raise UpstreamError(
@@ -184,7 +187,35 @@ class PlatformTokens:
             raise
         if returned and returned != refresh_token:
             self._store_returned(app.app_id, component, authorizer, version, returned)
+            with self._lock:
+                self._last_known[app.app_id] = (returned, version + 1)
         return token
+
+    def _refresh_token_of(
+        self, app_id: str, component: str, authorizer: str
+    ) -> tuple[str, int] | None:
+        """The registry's (refresh token, version); the one remembered while it is away."""
+        try:
+            held = self.registry.refresh_token(component, authorizer)
+        except RegistryUnavailable as exc:
+            with self._lock:
+                remembered = self._last_known.get(app_id)
+                if remembered is not None:
+                    self.remembered_uses += 1
+            if remembered is None:
+                raise UpstreamError(
+                    f"{app_id}: reading its refresh token: {exc}", kind=FailureKind.TRANSIENT
+                ) from None
+            log.debug(
+                "%s: the registry is away (%s); refreshing with the remembered one", app_id, exc
+            )
+            return remembered
+        with self._lock:
+            if held is None:
+                self._last_known.pop(app_id, None)
+            else:
+                self._last_known[app_id] = held
+        return held
 
     def _store_returned(
         self, app_id: str, component: str, authorizer: str, version: int, returned: str

@@ -276,3 +276,39 @@ def test_an_authorizer_waits_for_its_component_token_then_refreshes_a_dead_one(
     assert component_upstream.calls == 2
     assert published[-1].app_id == AUTHORIZER_APP.app_id
     assert published[-1].value == "AUTHORIZER-3-" + "a" * 30
+
+
+@responses.activate
+def test_with_the_registry_away_the_remembered_refresh_token_keeps_tokens_flowing(
+    registry: PlatformRegistry, tokens: PlatformTokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer.platform.errors import RegistryUnavailable
+
+    registry.authorize(COMPONENT, AUTHORIZER, "refresh@@@one")
+    answer = ok(authorizer_access_token="A" * 40, expires_in=7200)
+    responses.post(f"{CGI}/api_authorizer_token", json=answer)
+    tokens.authorizer_token(AUTHORIZER_APP, "C" * 40)  # read from the registry, remembered
+
+    def away(*args: object, **kwargs: object) -> None:
+        raise RegistryUnavailable("reading a refresh token: OperationalError: server closed")
+
+    monkeypatch.setattr(registry, "refresh_token", away)
+    assert tokens.authorizer_token(AUTHORIZER_APP, "C" * 40).value == "A" * 40
+    assert tokens.remembered_uses == 1
+    assert _bodies("api_authorizer_token")[-1]["authorizer_refresh_token"] == "refresh@@@one"
+    # A refresh token WeChat returns now cannot be stored: its access token is not used.
+    rotated = ok(authorizer_access_token="B" * 40, expires_in=7200, authorizer_refresh_token="r2")
+    responses.post(f"{CGI}/api_authorizer_token", json=rotated)
+    monkeypatch.setattr(registry, "replace_refresh_token", away)
+    with pytest.raises(UpstreamError, match="cannot store it"):
+        tokens.authorizer_token(AUTHORIZER_APP, "C" * 40)
+    # Never read before and the registry away: nothing to refresh with, a transient failure.
+    other = AUTHORIZER_APP.model_copy(
+        update={
+            "app_id": f"{COMPONENT}.wxcustomer00000002",
+            "authorizer_appid": "wxcustomer00000002",
+        }
+    )
+    with pytest.raises(UpstreamError, match="reading its refresh token") as raised:
+        tokens.authorizer_token(other, "C" * 40)
+    assert raised.value.kind is FailureKind.TRANSIENT
