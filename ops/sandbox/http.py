@@ -260,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         return answer
 
     def _platform_control(self, name: str, body: dict[str, Any]) -> None:
-        """``/sandbox/platform/{authorize,revoke,push_ticket,stop_pushes}``."""
+        """``/sandbox/platform/{authorize,revoke,push_ticket,stop_pushes,seed}``."""
         state, pusher = self.server.state, self.server.pusher
         appid = body.get("component_appid")
         if not isinstance(appid, str) or not state.platform_known(appid):
@@ -285,6 +285,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"ok": True, "pushed": pushed})
         elif name == "stop_pushes":
             self._send_json(200, {"ok": state.stop_pushes(appid)})
+        elif name == "seed":
+            prefix, count = body.get("prefix", "wxseeded"), body.get("count")
+            if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,20}", prefix):
+                self._send_json(400, {"error": "'prefix' must be 1-20 letters or digits"})
+                return
+            if type(count) is not int or not 1 <= count <= 100_000:
+                self._send_json(400, {"error": "'count' must be an integer 1..100000"})
+                return
+            seeded = state.seed_authorizers(appid, prefix, count)
+            self._send_json(200, {"ok": True, "authorizers": seeded})
         else:
             self._send_json(404, {"error": f"unknown platform control {name}"})
 

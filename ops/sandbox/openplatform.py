@@ -20,7 +20,8 @@ objects (anything else: 47001); the four calls after the component token take
 
 Controls (``/sandbox/platform/*``) make a customer authorize (`authorized`, or
 `updateauthorized` when already authorized: a new refresh token replaces the old), revoke
-(`unauthorized`: the refresh token and tokens die), and stop pushes.
+(`unauthorized`: the refresh token and tokens die), stop pushes, and seed many customers
+who authorized long ago (their refresh tokens returned, nothing pushed).
 """
 
 from __future__ import annotations
@@ -264,6 +265,19 @@ class OpenPlatforms:
             "AuthorizationCodeExpiredTime": str(int(who.code_expires_at)),
             "PreAuthCode": "preauthcode@@@" + secrets.token_urlsafe(20),
         }
+
+    def seed(self, appid: str, prefix: str, count: int, now: float) -> list[dict[str, str]]:
+        """`count` customers who authorized long ago (codes redeemed, no push): their appids
+        (``prefix`` and a number) and refresh tokens, for a registry to start from (the
+        benchmarks' thousands of authorizers)."""
+        platform = self.platforms[appid]
+        seeded = []
+        for n in range(count):
+            who = Authorizer(f"{prefix}{n:08d}", auth_time=int(now))
+            who.refresh_token = "refreshtoken@@@" + secrets.token_urlsafe(40)
+            platform.authorizers[who.appid] = who
+            seeded.append({"authorizer_appid": who.appid, "refresh_token": who.refresh_token})
+        return seeded
 
     def revoke(self, appid: str, authorizer_appid: str, now: float) -> dict[str, object] | None:
         """A customer revokes: refresh token, code and token die. None if not authorized."""

@@ -137,6 +137,12 @@ class SandboxState:
         with self._lock:
             return self._open.authorize(component_appid, authorizer_appid, self._clock())
 
+    def seed_authorizers(
+        self, component_appid: str, prefix: str, count: int
+    ) -> list[dict[str, str]]:
+        with self._lock:
+            return self._open.seed(component_appid, prefix, count, self._clock())
+
     def revoke(self, component_appid: str, authorizer_appid: str) -> dict[str, object] | None:
         with self._lock:
             return self._open.revoke(component_appid, authorizer_appid, self._clock())

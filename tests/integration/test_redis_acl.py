@@ -68,6 +68,7 @@ PASSWORDS = {
     "wxtoken-consumer": "consumer-password-0123456789",
     "wxtoken-gateway": "gateway-password-0123456789",
     "wxtoken-admin": "admin-password-0123456789abc",
+    "wxtoken-receiver": "receiver-password-0123456789",
 }
 #: What an attacker with a role's login would run: never returns, Redis answers BUSY to all.
 RUNAWAY_LUA = "while true do end"
@@ -575,3 +576,32 @@ def test_a_report_flood_leaves_earlier_overrides_in_the_trail(
     assert all("key:flood" in (e.reason or "") for e in summed)
     assert not any(e.who.endswith("key:flood") for e in entries)  # none from the gateway
     gw.client.close()
+
+
+def test_the_platform_hint_goes_from_the_receiver_to_the_producer_and_nowhere_else(
+    acl_server: RedisServer, producer: redis.Redis, consumer: redis.Redis
+) -> None:
+    """wxtoken-receiver may publish on the platform channel and nothing else; the producer
+    may subscribe to it; a consumer may do neither."""
+    from producer.platform.notice import StoredNotice, events_channel
+
+    receiver = _login(acl_server, "wxtoken-receiver")
+    channel = events_channel("wxtoken")
+    subscription = producer.pubsub(ignore_subscribe_messages=True)
+    try:
+        subscription.subscribe(channel)
+        notice = StoredNotice("wxcomponent0000001", "a" * 40)
+        assert receiver.publish(channel, notice.encode()) == 1
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = subscription.get_message(timeout=0.5)
+        assert message is not None
+        assert StoredNotice.decode(message["data"]) == notice
+        _refused(lambda: receiver.publish("wxtoken:other", b"x"))
+        _refused(lambda: receiver.get(KEYS.token(APP, TokenKind.ACCESS_TOKEN)))
+        _refused(lambda: receiver.set("wxtoken:anything", b"x"))
+        _refused(lambda: consumer.publish(channel, b"x"))
+    finally:
+        subscription.close()
+        receiver.close()
