@@ -1,4 +1,5 @@
-"""`make demo`: the sandbox WeChat, a producer, a subscriber and the gateway, on this machine.
+"""`make demo`: the sandbox WeChat, a producer, a subscriber and the gateway, on this machine;
+with PostgreSQL there, also a third-party platform and its receiver (`_demo_platform`).
 
 The sandbox hands out 30-second tokens, so a refresh arrives about every 24 seconds. The
 producer and the gateway run as their own processes (their log lines are prefixed
@@ -54,6 +55,7 @@ from ._demo_parts import (
     wait_until,
     write_env_file,
 )
+from ._demo_platform import COMPONENT, DemoPlatform
 from .gateway import add_key
 from .sandbox import SandboxConfig, SandboxServer
 
@@ -170,9 +172,18 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             for n, app in enumerate(DEMO_APPS, 1)
         )
     )
+    platform: DemoPlatform | None = DemoPlatform(workdir)
+    assert platform is not None
+    without = platform.unavailable()
+    if without is not None:
+        say("demo", f"no third-party platform in this demo: {without}")
+        platform = None
     sandbox = SandboxServer(
         SandboxConfig(
-            apps=DEMO_APPS, expires_in_s=args.expires_in, overlap_s=max(5.0, args.expires_in / 3)
+            apps=DEMO_APPS,
+            expires_in_s=args.expires_in,
+            overlap_s=max(5.0, args.expires_in / 3),
+            platforms=[] if platform is None else [platform.sandbox_platform()],
         )
     ).start()
     say("sandbox", f"WeChat stand-in on {sandbox.base_url}, {args.expires_in}-second tokens")
@@ -196,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
         "WXTOKEN_METRICS_PORT": str(metrics_port),
         **{f"WXDEMO_SECRET_{n}": secret for n, secret in enumerate(DEMO_APPS.values(), 1)},
     }
+    if platform is not None:
+        platform.start(sandbox.base_url, shared)
+        producer_env.update(platform.env)
     keys_file = workdir / "gateway-keys.json"
     api_key = add_key(keys_file, "demo", apps=["wxdemo*"], scopes=["read", "report"])
     gateway_env = {
@@ -213,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
             "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
             "WXDEMO_GATEWAY_KEY": api_key,
+            **({} if platform is None else platform.env),
         },
     )
     gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -226,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
         f'  curl -s -H "Authorization: Bearer $WXDEMO_GATEWAY_KEY" '
         f"{gateway_url}/v1/apps/{first_app}/access_token",
     )
+    if platform is not None:
+        say("demo", f"  {wxtoken} platform status")
     say(
         "demo",
         f"metrics: http://127.0.0.1:{gateway_metrics_port}/metrics (gateway), "
@@ -247,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             timeout=5,
         ).json()
         verdict = "accepted" if "errcode" not in answer else f"REJECTED {answer['errcode']}"
+        if update.app_id == COMPONENT:
+            verdict = "the platform's component token"  # not an API caller's token
         say(
             "subscriber",
             f"{update.app_id} v{update.version} ({update.source}) {update.masked}, "
@@ -271,10 +290,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     client.on_update(on_update)
     threading.Thread(target=show_gateway, daemon=True).start()
     started = time.monotonic()
+    children = [("producer", producer), ("gateway", gateway)]
+    if platform is not None:
+        platform.authorize_later(sandbox.base_url, min(15.0, args.expires_in / 2), stop)
+        if platform.receiver is not None:
+            children.append(("receiver", platform.receiver))
     try:
         client.start()
         while not stop.wait(0.5):
-            for name, child in (("producer", producer), ("gateway", gateway)):
+            for name, child in children:
                 if child.poll() is not None:
                     say("demo", f"the {name} exited with code {child.returncode}")
                     return 1
@@ -291,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
                     child.wait(10)
                 except subprocess.TimeoutExpired:
                     child.kill()
+        if platform is not None:
+            platform.close()
         sandbox.stop()
     return 0
 

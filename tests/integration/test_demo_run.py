@@ -22,7 +22,9 @@ from tests.conftest import AMQP_URL
 from tests.integration.procs import REPO_ROOT
 from tests.waiting import wait_for
 
-LINE = re.compile(r"^\d\d:\d\d:\d\d +(sandbox|demo|producer|subscriber|gateway) \| .*\S")
+LINE = re.compile(
+    r"^\d\d:\d\d:\d\d +(sandbox|demo|producer|subscriber|gateway|platform|receiver) \| .*\S"
+)
 BASH = shutil.which("bash") or "/bin/bash"
 CURL = shutil.which("curl") or "/usr/bin/curl"
 TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d +[a-z]+ \|")
@@ -68,6 +70,11 @@ def demo(redis_url: str, amqp_url: str, isolation: dict[str, str]) -> Iterator[l
     connection.close()
 
 
+def _suggested_platform_status(lines: list[str]) -> str:
+    found = next(line for line in lines if line.endswith("wxtoken platform status"))
+    return found.split("|", 1)[1].strip()
+
+
 def _suggested(lines: list[str]) -> list[str]:
     """The commands printed after 'paste:', as printed."""
     start = next(i for i, line in enumerate(lines) if line.endswith("in another shell, paste:"))
@@ -93,15 +100,27 @@ def test_first_minute(demo: list[str]) -> None:
     )
     print(f"\n[demo] {signed}")
     assert signed.endswith(": valid"), signed
+    # The platform: two customers served from the start, a third authorizing meanwhile.
+    late = "wxdemoplatform0001.wxdemocust00000002"
+    arrived = wait_for(
+        lambda: next((line for line in demo if f"subscriber | {late} v" in line), None),
+        timeout_s=60,
+        message="the customer who authorized during the demo, at the subscriber",
+    )
+    assert arrived.endswith("WeChat: accepted"), arrived
+    for customer in ("wxdemocust00000000", "wxdemocust00000001"):
+        assert any(f"wxdemoplatform0001.{customer} v" in line for line in demo), customer
     source, status, curl = _suggested(demo)
     assert source.startswith("set -a; . ")
     assert source.endswith("; set +a")
     assert status.endswith("wxtoken status")
     assert curl.startswith("curl ")
-    shell = f"{source}\n{status}\n"
+    platform_status = _suggested_platform_status(demo)
+    shell = f"{source}\n{status}\n{platform_status} --json\n"
     done = subprocess.run([BASH, "-c", shell], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "wxdemo0000000001" in done.stdout
+    assert '"authorized": 3' in done.stdout, done.stdout
     fetched = subprocess.run(
         [BASH, "-c", f"{source}\n{curl}"], capture_output=True, text=True, timeout=60
     )
