@@ -32,6 +32,8 @@ EXTRAS_OF: dict[str, tuple[str, ...]] = {
     "producer/platform": ("platform",),  # the registry: SQLAlchemy, Alembic, the drivers
     "producer/platform/metrics.py": ("platform", "metrics"),
     "ops": ("producer", "ops"),
+    # the demo's platform: its own database (imported only when PostgreSQL is there)
+    "ops/_demo_platform.py": ("producer", "ops", "platform"),
     "ops/gateway": ("gateway",),
     # the platform receiver: the gateway's web stack (Starlette, uvicorn, prometheus-client)
     "producer/platform/receiver": ("gateway",),
