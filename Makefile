@@ -14,7 +14,7 @@ UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-unit test-integration test-node test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood bench-receiver-flood tools pin-images clean
+.PHONY: demo test test-unit test-integration test-node test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood bench-receiver-flood bench-platform-scale tools pin-images clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -93,6 +93,9 @@ bench-request-flood: $(STAMP)
 ## Issue 21's forged flood: 1,000 forged pushes/s at the platform receiver, legitimate mixed in.
 bench-receiver-flood: $(STAMP)
 	$(BIN)/python bench/receiver_flood.py
+
+bench-platform-scale: $(STAMP)
+	$(BIN)/python bench/platform_scale.py
 
 ## The unit tests and the type check with the lowest versions pyproject.toml admits, and
 ## with the newest ones: the ranges users get are proven at both ends (not in .ci/run).
