@@ -94,6 +94,7 @@ class UpdateFeed:
             # dropped without checking its signature again.
             self._counters.count("stale")
             return
+        self._counters.count("verified")
         try:
             update = self._codec.decode(body)
         except InvalidUpdate as exc:
@@ -134,6 +135,7 @@ class UpdateFeed:
         for (app_id, kind), (raw, ttl_ms) in found.items():
             if raw is None or raw in self._held_bodies:
                 continue  # nothing stored, or exactly what is held
+            self._counters.count("verified")
             try:
                 update = self.snapshot.decode(raw)
             except InvalidUpdate as exc:
@@ -157,6 +159,7 @@ class UpdateFeed:
         self.last_store_error = self.store_login_refused = None
         if raw is None:
             return
+        self._counters.count("verified")
         try:
             update = self.snapshot.decode(raw)
         except InvalidUpdate as exc:

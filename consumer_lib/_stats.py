@@ -28,9 +28,13 @@ class ClientStats:
     rejected: int = 0
     snapshot_reads: int = 0
     snapshot_failures: int = 0
+    #: Updates whose signature was checked (a re-published copy of the bytes held is not).
+    verified: int = 0
 
 
-Counter = Literal["accepted", "stale", "expired", "rejected", "snapshot_reads", "snapshot_failures"]
+Counter = Literal[
+    "accepted", "stale", "expired", "rejected", "snapshot_reads", "snapshot_failures", "verified"
+]
 
 
 class ClientCounters:

@@ -14,6 +14,7 @@ wire, at most `max_apps` of them) and the kind; never a token.
     wxtoken_client_token_seconds_left{app_id,kind}   gauge, negative once expired
     wxtoken_client_token_version{app_id,kind}        gauge
     wxtoken_client_updates_total{outcome}             accepted | stale | expired | invalid
+    wxtoken_client_signature_checks_total             updates whose signature was checked
     wxtoken_client_rejected_total{reason}             why invalid ones were: malformed,
                                                       unsigned, bad_signature, unknown_key,
                                                       untrusted_publisher, oversize
@@ -108,6 +109,11 @@ class TokenClientCollector(Collector):
             "wxtoken_client_snapshot_failures",
             "Snapshot reads that failed (Redis unreachable).",
             value=stats.snapshot_failures,
+        )
+        yield CounterMetricFamily(
+            "wxtoken_client_signature_checks",
+            "Updates whose signature was checked (a re-published copy of one held is not).",
+            value=stats.verified,
         )
         yield GaugeMetricFamily(
             "wxtoken_client_clock_offset_seconds",

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from consumer_lib import ClientSettings, InvalidUpdate, TokenClient
 from consumer_lib._rejections import REASONS, rejection_reason
 from consumer_lib.metrics import TokenClientCollector
+from consumer_lib.testing import StubTransport
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from producer.apps import AppConfig, TokenApi
@@ -48,23 +49,28 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
 
 
 @pytest.fixture
-def client(clock: FakeClock) -> Iterator[TokenClient]:
+def stub(clock: FakeClock) -> StubTransport:
+    return StubTransport(connected=False, clock=clock)  # no broker: as a real one unreachable
+
+
+@pytest.fixture
+def client(clock: FakeClock, stub: StubTransport) -> Iterator[TokenClient]:
     redis_client = fakeredis.FakeRedis()
     TokenStore(redis_client).write(make_update(app_id="wxapp1", value=TOKEN, version=5))
     settings = ClientSettings(
         insecure_accept_unsigned=True, amqp_url="amqp://guest:guest@127.0.0.1:1/%2F"
     )
-    made = TokenClient(settings, redis_client=redis_client, clock=clock)
+    made = TokenClient(settings, redis_client=redis_client, clock=clock, transport=stub)
     yield made
     made.close()
 
 
 def test_client_collector_reports_held_tokens_and_outcomes(
-    client: TokenClient, clock: FakeClock
+    client: TokenClient, clock: FakeClock, stub: StubTransport
 ) -> None:
     """Seconds left and version per app, updates by outcome, reachability; no token."""
     client.refresh_from_snapshot()
-    client._on_body(b"garbage")
+    stub.push_raw(b"garbage")
     clock.advance(200)
     registry = CollectorRegistry()
     registry.register(TokenClientCollector(client, clock=clock))
