@@ -50,6 +50,11 @@ from producer.upstream.errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
+#: A verify ticket older than this is logged as a warning (WeChat pushes one every 10 min) ...
+TICKET_WARN_AGE_S = 3600.0
+#: ... and older than this as an error: it has expired, no component token can be bought.
+TICKET_ERROR_AGE_S = 12 * 3600.0
+
 
 @dataclass(frozen=True)
 class PlatformOverview:
@@ -130,6 +135,7 @@ class PlatformKeeper:
         self.stats = PlatformDutyStats()
         #: Each platform's state from the registry, surveyed with every roster read.
         self.overview: dict[str, PlatformOverview] = {}
+        self._ticket_levels: dict[str, str] = {}
         crypto = {
             appid: MessageCrypto(
                 token=p.token.get_secret_value(),
@@ -202,7 +208,7 @@ class PlatformKeeper:
         while not self._stop.is_set():
             try:
                 changed = self.roster.read()
-                self._survey()
+                self.survey()
             except RegistryUnavailable as exc:
                 self.stats.roster_failures += 1
                 self.stats.registry_up = False
@@ -216,7 +222,9 @@ class PlatformKeeper:
             self._roster_wanted.clear()
             self._roster_wanted.wait(self._sync_interval_s)
 
-    def _survey(self) -> None:
+    def survey(self) -> None:
+        """Read each platform's state from the registry now (`overview`; the roster thread
+        calls it with every read), and log a verify ticket that is getting old."""
         waiting = self.registry.unprocessed_callbacks(MAX_PAGE)
         overview: dict[str, PlatformOverview] = {}
         for component in self.roster.platforms:
@@ -229,6 +237,39 @@ class PlatformKeeper:
                 oldest_waiting_received_at_s=mine[0].received_at_s if mine else None,
             )
         self.overview = overview
+        for component, seen in overview.items():
+            self._judge_ticket_age(component, seen.ticket_received_at_s)
+
+    def _judge_ticket_age(self, component: str, received_at_s: float | None) -> None:
+        """Log a ticket's age when it crosses a threshold (once per crossing, every
+        producer: the leader may be the one cut off from WeChat's pushes)."""
+        age_s = None if received_at_s is None else self._clock() - received_at_s
+        if age_s is None or age_s > TICKET_ERROR_AGE_S:
+            level = "error"
+        elif age_s > TICKET_WARN_AGE_S:
+            level = "warning"
+        else:
+            level = "ok"
+        before = self._ticket_levels.get(component)
+        self._ticket_levels[component] = level
+        if level == before or (before is None and level == "ok"):
+            return
+        if level == "ok":
+            log.info("%s: a fresh component_verify_ticket is stored again", component)
+        elif age_s is None:
+            log.error(
+                "%s: no component_verify_ticket stored: no component token can be had; "
+                "is the receiver reachable by WeChat?",
+                component,
+            )
+        else:
+            log.log(
+                logging.ERROR if level == "error" else logging.WARNING,
+                "%s: the newest component_verify_ticket is %.1f h old (WeChat pushes one "
+                "every 10 minutes; it expires after 12 h): check the receiver",
+                component,
+                age_s / 3600,
+            )
 
     def _callbacks_loop(self) -> None:
         while not self._stop.is_set():
