@@ -179,15 +179,20 @@ class PlatformKeeper:
         if refresher is not None and (refresher.retry_now() or not refresher.holds_valid()):
             self._fleet.wake(refresher)
 
-    def authorized(self, component_appid: str, authorizer_appid: str, reason: str) -> None:
-        """A new authorizer's refresher starts with the offered token; one served already
-        (a re-authorization) replaces the token it holds at its next step, now."""
+    def authorized(
+        self, component_appid: str, authorizer_appid: str, reason: str, *, after_dead_grant: bool
+    ) -> None:
+        """A new authorizer's refresher starts with the offered token (a snapshot left by a
+        dead grant deleted first, so it is not adopted instead); one served already (a
+        re-authorization) replaces the token it holds at its next step, now."""
         app_id = authorizer_app_id(component_appid, authorizer_appid)
         serving = self._fleet.refresher(app_id, TokenKind.ACCESS_TOKEN)
         if serving is not None:
             serving.replace_now(reason)
             self._fleet.wake(serving)
             return
+        if after_dead_grant:
+            self._fleet.forget(app_id)
         self.roster.add(component_appid, authorizer_appid)
         self._fleet.apply_roster()
 

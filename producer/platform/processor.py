@@ -52,7 +52,9 @@ class Hooks(Protocol):
 
     def ticket_arrived(self, component_appid: str) -> None: ...
 
-    def authorized(self, component_appid: str, authorizer_appid: str, reason: str) -> None: ...
+    def authorized(
+        self, component_appid: str, authorizer_appid: str, reason: str, *, after_dead_grant: bool
+    ) -> None: ...
 
     def unauthorized(self, component_appid: str, authorizer_appid: str) -> None: ...
 
@@ -185,7 +187,10 @@ class CallbackProcessor:
         app_id = authorizer_app_id(component, authorizer)
         self._tokens.offer(app_id, authorization.token)
         reason = "re-authorized" if again else "authorized"
-        self._hooks.authorized(component, authorizer, reason)
+        # A customer coming back after a revocation or a dead refresh token (61023): a
+        # snapshot left from the old grant must not be adopted instead of the new token.
+        after_dead_grant = before is not None and before.state != "authorized"
+        self._hooks.authorized(component, authorizer, reason, after_dead_grant=after_dead_grant)
         self._record(
             AuditEvent.REAUTHORIZED if again else AuditEvent.AUTHORIZED,
             app_id,

@@ -71,8 +71,10 @@ class Hooks:
     def ticket_arrived(self, component_appid: str) -> None:
         self.calls.append(("ticket", component_appid))
 
-    def authorized(self, component_appid: str, authorizer_appid: str, reason: str) -> None:
-        self.calls.append(("authorized", authorizer_appid, reason))
+    def authorized(
+        self, component_appid: str, authorizer_appid: str, reason: str, *, after_dead_grant: bool
+    ) -> None:
+        self.calls.append(("authorized", authorizer_appid, reason, str(after_dead_grant)))
 
     def unauthorized(self, component_appid: str, authorizer_appid: str) -> None:
         self.calls.append(("unauthorized", authorizer_appid))
@@ -140,7 +142,7 @@ def test_an_authorization_is_redeemed_stored_offered_and_marked(
         "authorization_code": "queryauthcode@@@one",
     }
     assert registry.refresh_token(COMPONENT, CUSTOMER) == ("refresh@@@one", 1)
-    assert hooks.calls == [("authorized", CUSTOMER, "authorized")]
+    assert hooks.calls == [("authorized", CUSTOMER, "authorized", "False")]
     assert not registry.unprocessed_callbacks()
     # The token redeemed with the code is what the authorizer's refresher publishes first.
     app = AppConfig(
@@ -155,8 +157,14 @@ def test_an_authorization_is_redeemed_stored_offered_and_marked(
     authorized_push(registry, clock, "updateauthorized")
     responses.post(f"{CGI}/api_query_auth", json=query_auth_answer("refresh@@@two"))
     processor.process_pending()
-    assert hooks.calls[-1] == ("authorized", CUSTOMER, "re-authorized")
+    assert hooks.calls[-1] == ("authorized", CUSTOMER, "re-authorized", "False")
     assert registry.refresh_token(COMPONENT, CUSTOMER) == ("refresh@@@two", 2)
+    # Back after 61023: the old grant's snapshot must not stand in for the new token.
+    registry.mark_needs_reauthorization(COMPONENT, CUSTOMER, "61023")
+    authorized_push(registry, clock, "authorized")
+    responses.post(f"{CGI}/api_query_auth", json=query_auth_answer("refresh@@@three"))
+    processor.process_pending()
+    assert hooks.calls[-1] == ("authorized", CUSTOMER, "authorized", "True")
 
 
 @responses.activate
