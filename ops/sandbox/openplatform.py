@@ -288,6 +288,23 @@ class OpenPlatforms:
         who.authorized = False
         return {"InfoType": "unauthorized", "AuthorizerAppid": authorizer_appid}
 
+    def invalidate(self, owner: str, now: float) -> bool:
+        """Kill the current token of a platform (`owner` its component appid) or of an
+        authorizer (``component_appid/authorizer_appid``) early."""
+        component, _, authorizer = owner.partition("/")
+        platform = self.platforms.get(component)
+        if platform is None:
+            return False
+        value = platform.component_token
+        if authorizer:
+            who = platform.authorizers.get(authorizer)
+            value = None if who is None else who.token
+        record = self._tokens.get(value)
+        if record is None or not record.alive(now):
+            return False
+        record.valid_until = min(record.valid_until, now)
+        return True
+
     def _kill(self, who: Authorizer, now: float) -> None:
         who.refresh_token, who.code = "", ""
         record = self._tokens.get(who.token)

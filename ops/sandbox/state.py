@@ -213,11 +213,15 @@ class SandboxState:
         return hashlib.sha1(plain.encode(), usedforsecurity=False).hexdigest() == signature
 
     def invalidate(self, owner: str) -> bool:
-        """Kill an app's or agent's current token early; False when it held none alive."""
+        """Kill an app's, agent's, platform's (its component token) or authorizer's
+        (``component_appid/authorizer_appid``) current token early; False when it held none
+        alive."""
         with self._lock:
             now = self._clock()
             if owner in self._wecom.agents:
                 return self._wecom.invalidate(owner, now)
+            if self._open.invalidate(owner, now):
+                return True
             return self._wechat.invalidate(owner, now)
 
     # ------------------------------------------------------------------ control

@@ -13,6 +13,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,9 @@ def start_platform_gateway(stack: PlatformStack) -> Callable[[str], httpx.Respon
     return get
 
 
-def wxtoken(stack: PlatformStack, *args: str) -> subprocess.CompletedProcess[str]:
+def wxtoken(
+    stack: PlatformStack, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
         capture_output=True,
@@ -176,7 +179,8 @@ def wxtoken(stack: PlatformStack, *args: str) -> subprocess.CompletedProcess[str
         cwd=REPO_ROOT,
         env=stack.env,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
@@ -324,3 +328,92 @@ def test_a_platform_with_authorizers_end_to_end(platform_stack: PlatformStack) -
         producer.close()
         for child in stack.children:
             child.close()
+
+
+def _client_settings(stack: PlatformStack) -> ClientSettings:
+    return ClientSettings(
+        verify_keys=stack.env["WXTOKEN_VERIFY_KEYS"],
+        redis_url=stack.env["WXTOKEN_REDIS_URL"],
+        amqp_url=stack.env["WXTOKEN_AMQP_URL"],
+        exchange=stack.env["WXTOKEN_EXCHANGE"],
+        key_prefix=stack.env["WXTOKEN_KEY_PREFIX"],
+    )
+
+
+def test_a_dead_refresh_token_is_marked_once_and_not_asked_again(
+    platform_stack: PlatformStack,
+) -> None:
+    """61023 marks the authorizer as needing re-authorization, once, audited once, and no
+    refresh is asked for it afterwards."""
+    stack = platform_stack
+    customer = AUTHORIZERS[0]
+    app_id = f"{COMPONENT}.{customer}"
+    base = stack.sandbox.base_url
+    producer = stack.producer()
+    try:
+        wait_for(lambda: stack.snapshot(COMPONENT) is not None, timeout_s=30, message="component")
+        stack.control("authorize", customer)
+        wait_for(lambda: stack.snapshot(app_id) is not None, timeout_s=20, message="authorizer")
+        with TokenClient(_client_settings(stack)) as tokens:
+            token = tokens.get_token(app_id, timeout=10)
+            # WeChat refuses the refresh token from now on, and the token held is dead: a
+            # service's report makes the leader check it, then refresh it.
+            fault = {"mode": "refresh_token_invalid", "endpoints": ["authorizer_token"]}
+            requests.post(f"{base}/sandbox/fault", json=fault, timeout=5).raise_for_status()
+            owner = f"{COMPONENT}/{customer}"
+            requests.post(f"{base}/sandbox/invalidate", json={"owner": owner}, timeout=5)
+            assert tokens.report_invalid(app_id, token, reason="test: 40001")
+            wait_for(
+                lambda: (
+                    (row := stack.registry.authorizer(COMPONENT, customer)) is not None
+                    and row.state == "needs_reauthorization"
+                ),
+                timeout_s=20,
+                message="the authorizer marked as needing re-authorization",
+            )
+        refused = stack.sandbox.state.calls("rejected/authorizer_token", customer)
+        assert refused >= 1
+        audit = AuditLog(stack.redis_client, KeyLayout(stack.env["WXTOKEN_KEY_PREFIX"]))
+        marked = [e for e in audit.read(app_id, limit=50) if e.event == "needs_reauthorization"]
+        assert len(marked) == 1
+        # Not asked again: over three of the producer's roster rounds (2 s each here) no
+        # call for it reaches WeChat. (Asserting an absence: there is no event to wait on.)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            assert stack.sandbox.state.calls("rejected/authorizer_token", customer) == refused
+            time.sleep(0.5)
+        shown = json.loads(wxtoken(stack, "platform", "status", "--json", check=False).stdout)
+        assert shown["needs_reauthorization"][0]["authorizer_appid"] == customer
+    except AssertionError:
+        print((stack.tmp_path / "producer.log").read_text()[-20000:])
+        raise
+    finally:
+        producer.close()
+
+
+def test_a_refused_ticket_restarts_the_pushes(platform_stack: PlatformStack) -> None:
+    """61005 on the component token: the producer asks WeChat to push the ticket again
+    (api_start_push_ticket); the new push is stored and buys the component token."""
+    stack = platform_stack
+    base = stack.sandbox.base_url
+    wait_for(
+        lambda: stack.registry.verify_ticket(COMPONENT) is not None,
+        timeout_s=20,
+        message="the sandbox's first ticket stored",
+    )
+    pushed_before = stack.sandbox.state.pushes(COMPONENT, "component_verify_ticket")[0]
+    fault = {"mode": "ticket_expired", "endpoints": ["component_token"], "count": 1}
+    requests.post(f"{base}/sandbox/fault", json=fault, timeout=5).raise_for_status()
+    producer = stack.producer()
+    try:
+        wait_for(
+            lambda: stack.snapshot(COMPONENT) is not None,
+            timeout_s=30,
+            message="the component token after the pushes restarted",
+        )
+        assert stack.sandbox.state.calls("rejected/component_token", COMPONENT) == 1
+        assert stack.sandbox.state.pushes(COMPONENT, "component_verify_ticket")[0] > pushed_before
+        log = (stack.tmp_path / "producer.log").read_text()
+        assert "asking WeChat to push the ticket" in log
+    finally:
+        producer.close()
