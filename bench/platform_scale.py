@@ -26,7 +26,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from _scale_measure import measure, raw_publish_baseline, read_line, wait_until 
 from consumer_lib.wire.authorizers import authorizer_app_id  # noqa: E402
 from consumer_lib.wire.keys import KeyLayout  # noqa: E402
 from consumer_lib.wire.kinds import TokenKind  # noqa: E402
+from tests.integration.gateway_stack import free_port  # noqa: E402
 
 AMQP_URL = os.environ.get("WXTOKEN_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 COMPONENT = "wxbenchplatform001"
@@ -53,13 +53,6 @@ SECRET = "bench-component-secret"
 TOKEN = "benchtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 PREFIX = "wxcust"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve_sandbox(callback_url: str) -> None:

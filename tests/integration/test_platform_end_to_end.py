@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
 from producer.platform.registry import PlatformRegistry
 from producer.platform.startup import open_registry
 from producer.store.audit import AuditLog
-from tests.integration.gateway_stack import GatewayProc
+from tests.integration.gateway_stack import GatewayProc, free_port
 from tests.integration.platform_db import KINDS, private_database
 from tests.integration.procs import REPO_ROOT, Child, Producer
 from tests.waiting import wait_for
@@ -44,13 +43,6 @@ TOKEN = "pamtest"
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 PLAIN_APP = "wxplainapp00000001"
 AUTHORIZERS = ("wxcustomer00000001", "wxcustomer00000002")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -93,7 +85,7 @@ def platform_stack(
         )
         apps_file = tmp_path / "apps.toml"
         apps_file.write_text(f'[[apps]]\napp_id = "{PLAIN_APP}"\nsecret_env = "PLAIN_SECRET"\n')
-        port = _free_port()
+        port = free_port()
         callback = f"http://127.0.0.1:{port}/wechat/platform/{COMPONENT}/events"
         platform = SandboxPlatform(COMPONENT, SECRET, TOKEN, KEY, callback_url=callback)
         sandbox_config = SandboxConfig(
@@ -107,7 +99,7 @@ def platform_stack(
             "WXTOKEN_PLATFORM_KEY_FILE": str(key_file),
             "WXTOKEN_RECEIVER_PORT": str(port),
             "WXTOKEN_APPS_FILE": str(apps_file),
-            "WXTOKEN_METRICS_PORT": str(_free_port()),
+            "WXTOKEN_METRICS_PORT": str(free_port()),
             "WXTOKEN_PLATFORM_POLL_INTERVAL_S": "1",
             "WXTOKEN_PLATFORM_SYNC_INTERVAL_S": "2",
             "WXTOKEN_LEASE_TTL_S": "4",
@@ -148,13 +140,13 @@ def start_platform_gateway(stack: PlatformStack) -> Callable[[str], httpx.Respon
     """`wxtoken-gateway` in front of the stack, one reading key for the platform's apps."""
     keys_file = stack.tmp_path / "gateway-keys.json"
     key = add_key(keys_file, "reader", apps=[f"{COMPONENT}.*", "wxcustomer*"], scopes=["read"])
-    port = _free_port()
+    port = free_port()
     env = {
         **stack.env,
         "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
         "WXTOKEN_GATEWAY_PORT": str(port),
         "WXTOKEN_GATEWAY_OPERATOR": "platform-test",
-        "WXTOKEN_GATEWAY_METRICS_PORT": str(_free_port()),
+        "WXTOKEN_GATEWAY_METRICS_PORT": str(free_port()),
     }
     stack.children.append(GatewayProc(env, stack.tmp_path / "gateway.log"))
 
