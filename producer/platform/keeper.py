@@ -50,6 +50,10 @@ from producer.upstream.errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
+#: Processed pushes are kept this long in the callback log, then deleted by the leader.
+CALLBACK_RETENTION_S = 30 * 86_400.0
+#: The leader prunes the callback log at most this often.
+PRUNE_EVERY_S = 3600.0
 #: A verify ticket older than this is logged as a warning (WeChat pushes one every 10 min) ...
 TICKET_WARN_AGE_S = 3600.0
 #: ... and older than this as an error: it has expired, no component token can be bought.
@@ -132,6 +136,7 @@ class PlatformKeeper:
         self._roster_wanted = threading.Event()
         self._reconcile_due: set[str] = set()
         self._was_leader = False
+        self._pruned_at_s: float | None = None
         self.stats = PlatformDutyStats()
         #: Each platform's state from the registry, surveyed with every roster read.
         self.overview: dict[str, PlatformOverview] = {}
@@ -283,22 +288,42 @@ class PlatformKeeper:
                 if not self._was_leader:
                     self._reconcile_due = set(self.roster.platforms)
                 self._was_leader = True
-                self._round()
+                self.leader_round()
             else:
                 self._was_leader = False
             self._hinted.wait(self._poll_interval_s)
 
-    def _round(self) -> None:
+    def leader_round(self) -> None:
+        """As leader: act on stored pushes, reconcile what is due, prune the callback log
+        (the callbacks thread calls it each poll interval or hint)."""
         try:
             while self.processor.process_pending() > 0 and not self._stop.is_set():
                 pass
             self._reconcile_what_is_due()
+            self._prune_when_due()
         except RegistryUnavailable as exc:
             self.stats.round_failures += 1
             self._round_outage.failed(str(exc), self._poll_interval_s)
             return
         self.stats.rounds += 1
         self._round_outage.succeeded()
+
+    def _prune_when_due(self) -> None:
+        """Delete processed pushes older than `CALLBACK_RETENTION_S` (never unprocessed ones),
+        a page at a time, at most every `PRUNE_EVERY_S`."""
+        now_s = self._clock()
+        if self._pruned_at_s is not None and now_s - self._pruned_at_s < PRUNE_EVERY_S:
+            return
+        self._pruned_at_s = now_s
+        deleted = 0
+        while not self._stop.is_set():
+            removed = self.registry.prune_callbacks(now_s - CALLBACK_RETENTION_S)
+            deleted += removed
+            if removed < MAX_PAGE:
+                break
+        if deleted:
+            days = CALLBACK_RETENTION_S / 86_400
+            log.info("deleted %d processed push(es) older than %.0f days", deleted, days)
 
     def _reconcile_what_is_due(self) -> None:
         for component in sorted(self._reconcile_due):

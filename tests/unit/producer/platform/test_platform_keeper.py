@@ -87,3 +87,22 @@ def test_an_aging_ticket_is_logged_once_per_threshold(
     keeper.survey()
     keeper.survey()
     assert [r.levelname for r in caplog.records] == ["ERROR"]
+
+
+def test_the_leader_prunes_processed_pushes_after_30_days(
+    keeper: PlatformKeeper, registry: PlatformRegistry, clock: FakeClock
+) -> None:
+    from .conftest import store_push
+
+    def ticket_push(n: int) -> None:
+        fields = {"InfoType": "component_verify_ticket", "ComponentVerifyTicket": f"t@@@{n}"}
+        store_push(registry, {**fields, "CreateTime": str(n)}, now_s=clock())
+
+    ticket_push(1)
+    keeper.leader_round()  # acted on, kept
+    assert not registry.unprocessed_callbacks()
+    clock.advance(31 * 86_400)
+    ticket_push(2)
+    keeper.leader_round()  # the new one acted on; the 31-day-old one deleted
+    assert registry.prune_callbacks(clock() - 30 * 86_400 + 1) == 0
+    assert registry.prune_callbacks(clock() + 1) == 1  # the new one was still there
