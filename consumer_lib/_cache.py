@@ -25,7 +25,7 @@ from ._overdue import OverdueWatch
 from .wire.authorizers import split_authorizer_app_id
 from .wire.update import TokenKind, TokenUpdate
 
-log = logging.getLogger("consumer_lib._client")
+log = logging.getLogger(__name__)
 
 Key = tuple[str, TokenKind]
 

@@ -22,7 +22,7 @@ from .snapshot import SnapshotReader
 from .wire.signing import UpdateCodec
 from .wire.update import TokenKind, TokenSource, TokenUpdate
 
-log = logging.getLogger("consumer_lib._client")
+log = logging.getLogger(__name__)
 
 
 class UpdateFeed:

@@ -19,7 +19,7 @@ import os
 import weakref
 from typing import Protocol
 
-log = logging.getLogger("consumer_lib._client")
+log = logging.getLogger(__name__)
 
 
 class ForkAware(Protocol):

@@ -42,7 +42,7 @@ import math
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger("consumer_lib._client")
+log = logging.getLogger(__name__)
 
 #: The AMQP header with the producer's wall clock at publish, in integer milliseconds.
 SENT_MS_HEADER = "x-wxtoken-sent-ms"

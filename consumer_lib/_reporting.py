@@ -30,7 +30,7 @@ from .wire.refresh_request import (
 )
 from .wire.update import TokenKind, TokenUpdate
 
-log = logging.getLogger("consumer_lib._client")
+log = logging.getLogger(__name__)
 
 #: A process reports one token at most this often (seconds); the leader coalesces the rest.
 REPORT_EVERY_S = 30.0

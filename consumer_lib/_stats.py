@@ -12,7 +12,7 @@ from ._offset import ClockOffset
 from ._rejections import rejection_reason
 from .errors import InvalidUpdate
 
-log = logging.getLogger("consumer_lib._client")
+log = logging.getLogger(__name__)
 
 
 @dataclass
