@@ -13,7 +13,7 @@
     │   ├── ExchangeMissing  a passive declare found no such exchange (404)
     │   └── PublishRefused   the broker nacked a publish (a queue refused it)
     └── UpstreamError        WeChat (or the sandbox) did not give us a token
-        (defined in producer.upstream.wechat, with its errcode and category)
+        (defined in producer.upstream.errors, with its errcode and failure kind)
 
 Third-party exceptions (redis, pika, requests, pydantic) are translated into these in the
 module that talks to the service, so callers catch one base class.

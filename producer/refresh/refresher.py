@@ -17,9 +17,11 @@ Either way: a newer valid stored update is adopted; as leader, a snapshot that i
 or older than the held token is written back, and one that does not verify is deleted.
 With Redis away a fresh token is published anyway and written once Redis is back.
 
-The class is assembled from four modules: `_store_sync` (Redis), `_fetching` (upstream
+The class is assembled from five modules: `store_sync` (Redis), `fetching` (upstream
 and issuing), `request_policy` (refresh requests: checked, spaced, capped, audited in
-summary), and this one (the step, timing of the next step).
+summary), `operator` (an operator's `wxtoken refresh`), and this one (the step, timing of
+the next step). `TicketRefresher` (`tickets`) and `AuthorizerRefresher` (`authorizers`)
+change only what the upstream call needs.
 """
 
 from __future__ import annotations
