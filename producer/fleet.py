@@ -79,7 +79,8 @@ class Fleet:
                     new.extend(made)
                     added.append(app_id)
                     continue
-                if of_app[0].app == app:
+                held = of_app[0].app
+                if held is app or held == app:  # the roster hands back the same objects
                     continue
                 changed.append(app_id)
                 if of_app[0].app.credentials != app.credentials:
