@@ -51,6 +51,10 @@ _AUTH_ERRORS = {
     "401": _error("no key, a malformed Authorization header, or an unknown key"),
     "403": _error("the key lacks the scope, or may not use this app"),
     "404": _error("unknown app"),
+    "409": _error(
+        "asked by a third-party platform customer's own appid that several platforms serve: "
+        "ask by {component_appid}.{authorizer_appid}"
+    ),
     "429": _error("the key is over its rate limit", retry_after=True),
 }
 _BODY_ERRORS = {
