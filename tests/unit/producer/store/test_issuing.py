@@ -13,7 +13,7 @@ from producer.store.audit import AuditEvent, AuditLog
 from producer.store.issuing import IssueOutcome, Issuer
 from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
-from tests.unit._helpers import make_update, unreachable_redis
+from tests.unit._helpers import CountingRedis, make_update, unreachable_redis
 
 
 @pytest.fixture
@@ -94,6 +94,7 @@ def test_a_writer_without_the_lease_is_fenced(
     assert issued.outcome is IssueOutcome.FENCED
     assert published == []
     assert TokenStore(client, KeyLayout()).read("wxapp1") is None
+    assert AuditLog(client, KeyLayout(), clock=clock).read("wxapp1") == []
 
 
 def test_redis_away_raises_unless_publishing_unsaved_is_allowed(clock: FakeClock) -> None:
@@ -126,3 +127,35 @@ def test_skipping_the_write_needs_publish_unsaved(
         issuer.issue(
             fresh(issuer, clock), publish=print, event=AuditEvent.REFRESH, reason=None, write=False
         )
+
+
+def test_an_issue_is_one_redis_round_trip_with_its_audit_entry(clock: FakeClock) -> None:
+    """The compare-and-set adds the audit entry in the same call: one round trip."""
+    client = CountingRedis()
+    issuer = issuer_for(client, clock)
+    update = fresh(issuer, clock)
+    client.sent.clear()
+    issuer.issue(update, publish=print, event=AuditEvent.OVERRIDE, reason="x")
+    assert client.sent == ["FCALL wxtoken_store_compare_and_set"]
+    [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
+    assert (entry.event, entry.version, entry.reason) == ("override", update.version, "x")
+
+
+def test_an_unsaved_update_is_recorded_on_its_own(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """Not written (Redis known to be away), the token is published unsaved and its entry
+    is still tried on its own (here Redis answers it)."""
+    issuer = issuer_for(client, clock)
+    update = fresh(issuer, clock)
+    issued = issuer.issue(
+        update,
+        publish=print,
+        event=AuditEvent.REFRESH,
+        reason="scheduled",
+        write=False,
+        publish_unsaved=True,
+    )
+    assert issued.outcome is IssueOutcome.UNSAVED
+    [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
+    assert (entry.event, entry.version) == ("refresh", update.version)
