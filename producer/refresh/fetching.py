@@ -196,7 +196,6 @@ class Fetching(StoreSync):
         now_s = self._clock()
         issued = self._issuer.issue(
             update,
-            publish=lambda u: self._republish(u, now_s),
             event=AuditEvent.FORCED_REFRESH if forced else AuditEvent.REFRESH,
             reason=reason,
             fence_owner=self._gate.fence_owner,
@@ -210,6 +209,7 @@ class Fetching(StoreSync):
         if issued.outcome is IssueOutcome.REFUSED:
             self._refused(update, issued.stored)
             return
+        self._republish(update, now_s)  # written, or to be written once Redis is back
         if issued.outcome is IssueOutcome.UNSAVED:
             if issued.error is not None:
                 self._store_unreachable(issued.error)

@@ -1,6 +1,6 @@
 """Issuing a token: the one use case behind every new version, whoever obtained the value.
 
-    version  ->  sign + compare-and-set into Redis, with its audit entry  ->  publish
+    version  ->  sign + compare-and-set into Redis, with its audit entry  ->  (the caller) publish
 
 The refresher issues what it fetched from WeChat; `wxtoken set` and the gateway's override
 issue an operator's token (`new_override`, through `producer.store.overrides.
@@ -12,14 +12,15 @@ recorded and published the same way:
 - `issue()` writes the update with a compare-and-set (signed by the store's codec; fenced
   with the caller's lease owner, if any) that adds the audit entry in the same Redis call
   when the write lands. A newer stored version (`REFUSED`) or a lost lease (`FENCED`)
-  stops there: nothing is recorded or published. Otherwise the audit trail has one entry
-  (an update that could not be written is recorded on its own, best effort) and `publish`
-  is called.
+  stops there: nothing is recorded, and `Issued.published` is False. Otherwise the audit
+  trail has one entry (an update that could not be written is recorded on its own, best
+  effort) and `Issued.published` is True: the caller publishes it now. `issue()` calls
+  nothing back; what happened is what it returns.
 - With `publish_unsaved=True` (the producer) an unreachable Redis does not stop a fresh
-  token from reaching subscribers: it is published and the outcome is `UNSAVED`, so the
-  caller writes it once Redis is back; so is a write no replica confirmed in time
-  (`WriteResult.confirmed`), which a failover could lose. The CLI does not set it: an
-  override must land in Redis first.
+  token from reaching subscribers: the outcome is `UNSAVED` (to publish now, and to write
+  once Redis is back); so is a write no replica confirmed in time (`WriteResult.confirmed`),
+  which a failover could lose. The CLI does not set it: an override must land in Redis
+  first.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Issued:
 
     @property
     def published(self) -> bool:
+        """Whether the caller is to publish it now (written, or to be written later)."""
         return self.outcome in (IssueOutcome.WRITTEN, IssueOutcome.UNSAVED)
 
     @property
@@ -123,16 +125,15 @@ class Issuer:
         self,
         update: TokenUpdate,
         *,
-        publish: Callable[[TokenUpdate], None],
         event: AuditEvent,
         reason: str | None,
         fence_owner: str | None = None,
         write: bool = True,
         publish_unsaved: bool = False,
     ) -> Issued:
-        """Store, record and publish `update` (module docstring). `write=False` skips a
-        Redis known to be away (with `publish_unsaved`). Raises `StoreError` only without
-        `publish_unsaved`; whatever `publish` raises propagates after the audit entry."""
+        """Store and record `update`; what happened, and whether to publish it now
+        (`Issued.published`; module docstring). `write=False` skips a Redis known to be away
+        (with `publish_unsaved`). Raises `StoreError` only without `publish_unsaved`."""
         if not write and not publish_unsaved:
             raise ValueError("an update that is not written must be allowed to go unsaved")
         issued = Issued(update, IssueOutcome.UNSAVED)
@@ -163,7 +164,6 @@ class Issuer:
                     audit.added(result.audit_error)
         if audit is not None and entry is not None and not recorded:
             audit.append(entry)  # unsaved: on its own, best effort
-        publish(update)
         return issued
 
     def _entry(self, event: AuditEvent, update: TokenUpdate, reason: str | None) -> AuditRecord:

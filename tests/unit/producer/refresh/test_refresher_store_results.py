@@ -42,17 +42,15 @@ def test_an_unconfirmed_write_is_unsaved_for_the_producer_written_for_the_cli(
 ) -> None:
     store = TokenStore(fakeredis.FakeRedis(), KeyLayout())
     monkeypatch.setattr(store, "write", unconfirmed)
-    published: list[TokenUpdate] = []
     update = make_update(version=5, issued_at=clock(), source=TokenSource.OVERRIDE)
     issued = Issuer(store, audit=None, who="x").issue(
         update,
-        publish=published.append,
         event=AuditEvent.OVERRIDE,
         reason=None,
         publish_unsaved=publish_unsaved,
     )
     assert issued.outcome is IssueOutcome(outcome)
-    assert published == [update]
+    assert issued.published
 
 
 def test_an_unconfirmed_write_is_written_again(
