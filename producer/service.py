@@ -52,10 +52,10 @@ from producer.limits.ticket_budget import TicketBudget
 from producer.messaging.control import ControlHandler, QuotaClearer, control_keys
 from producer.messaging.publisher import Publisher
 from producer.messaging.request_listener import RequestListener
-from producer.refresh.authorizers import Components
 from producer.refresh.credentials import CredentialRefreshers, scheduled_step
 from producer.refresh.operator import OperatorRefresh
 from producer.refresh.refresher import AppRefresher, Fetcher
+from producer.refresh.sources import Components
 from producer.refresh.timing import RefreshTiming
 from producer.scheduler import Scheduler, WorkerPool
 from producer.settings import ProducerSettings

@@ -43,8 +43,8 @@ from producer.platform.reconcile import Reconciled, reconcile
 from producer.platform.registry import MAX_PAGE, PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
-from producer.refresh.authorizers import Components
 from producer.refresh.refresher import AppRefresher
+from producer.refresh.sources import Components
 from producer.store.audit import AuditLog
 from producer.upstream.errors import UpstreamError
 

@@ -35,7 +35,7 @@ from producer.platform.messages import parse_event
 from producer.platform.records import StoredCallback
 from producer.platform.registry import PlatformRegistry
 from producer.platform.tokens import PlatformTokens
-from producer.refresh.authorizers import Components
+from producer.refresh.sources import Components
 from producer.store.audit import AuditEvent, AuditLog
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import UpstreamError

@@ -1,7 +1,7 @@
 """Fetching a platform's credentials: the component token, and each authorizer's token.
 
 `PlatformTokens` is what the component token's refresher fetches through (a `Fetcher`) and
-what each `AuthorizerRefresher` calls; it holds the chain's durable parts in the registry:
+what each authorizer's `AuthorizerSource` calls; it holds the chain's durable parts in the registry:
 
 - the component token: the newest verify ticket from the registry, the component secret
   from the platforms file. 61005/61006 (ticket expired or invalid) and "no ticket stored"

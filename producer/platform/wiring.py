@@ -20,7 +20,7 @@ from producer.platform.keeper import FleetAccess, PlatformKeeper
 from producer.platform.registry import PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
-from producer.refresh.authorizers import Components
+from producer.refresh.sources import Components
 from producer.settings import ProducerSettings
 from producer.store.audit import AuditLog
 from producer.upstream.openplatform import OpenPlatformClient

@@ -1,8 +1,9 @@
 """The refreshers of each app's credentials, and the task the scheduler runs for each.
 
-`CredentialRefreshers.of_app(app)` makes one `AppRefresher` for the access token and one
-`TicketRefresher` per ticket, all sharing the producer's fetcher, store, publisher, lease
-gate, budgets, audit trail and upstream gate (`Fleet` calls it for every app it adds).
+`CredentialRefreshers.of_app(app)` makes one `AppRefresher` for the access token and one per
+ticket, each with the `CredentialSource` it is fetched from (`sources`), all sharing the
+producer's fetcher, store, publisher, lease gate, budgets, audit trail and upstream gate
+(`Fleet` calls it for every app it adds).
 `scheduled_step(refresher, ...)` is what a worker runs when the credential is due.
 """
 
@@ -20,9 +21,14 @@ from producer.leadership.lease import Leadership
 from producer.limits.budget import RefreshBudget
 from producer.limits.ticket_budget import TicketBudget
 from producer.ports import AuthorizerTokens
-from producer.refresh.authorizers import AuthorizerRefresher, Components
 from producer.refresh.refresher import AppRefresher, Fetcher
-from producer.refresh.tickets import TicketRefresher
+from producer.refresh.sources import (
+    AppTokenSource,
+    AuthorizerSource,
+    Components,
+    CredentialSource,
+    TicketSource,
+)
 from producer.refresh.timing import RefreshTiming, republish_phase_s
 from producer.scheduler import Scheduler
 from producer.store.audit import AuditLog
@@ -75,42 +81,37 @@ class CredentialRefreshers:
             return made
         for credential in app.credentials[1:]:
             assert tickets is not None
-            made.append(
-                TicketRefresher(
-                    app,
-                    kind=credential.kind,
-                    token=token,
-                    tickets=tickets,
-                    ticket_budget=self.ticket_budget,
-                    **self._refresher_kwargs(app, credential.kind),
-                )
+            source = TicketSource(
+                token, tickets, self.clock, ticket_budget=self.ticket_budget, budget=self.budget
             )
+            made.append(AppRefresher(app, **self._refresher_kwargs(app, credential.kind, source)))
         return made
 
     def _token_refresher(self, app: AppConfig) -> AppRefresher:
         """The access token's refresher: a platform's component token fetches through
         `platform_tokens`, an authorizer's token through `authorizer_tokens` with it."""
-        kwargs = self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN)
+        source: CredentialSource = AppTokenSource(self.fetcher, self.budget)
         if app.token_api is TokenApi.COMPONENT:
             if self.platform_tokens is None:
                 raise ValueError(f"{app.app_id}: no platform is served by this producer")
-            component = AppRefresher(app, **{**kwargs, "fetcher": self.platform_tokens})
-            self.components.register(component)
-            return component
-        if app.token_api is TokenApi.AUTHORIZER:
+            source = AppTokenSource(self.platform_tokens, self.budget)
+        elif app.token_api is TokenApi.AUTHORIZER:
             if self.authorizer_tokens is None:
                 raise ValueError(f"{app.app_id}: no platform is served by this producer")
-            return AuthorizerRefresher(
-                app,
-                components=self.components,
-                platform_tokens=self.authorizer_tokens,
-                **kwargs,
+            source = AuthorizerSource(
+                self.components, self.authorizer_tokens, self.clock, budget=self.budget
             )
-        return AppRefresher(app, **kwargs)
+        refresher = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN, source))
+        if app.token_api is TokenApi.COMPONENT:
+            self.components.register(app.app_id, refresher)
+        return refresher
 
-    def _refresher_kwargs(self, app: AppConfig, kind: TokenKind) -> dict[str, Any]:
+    def _refresher_kwargs(
+        self, app: AppConfig, kind: TokenKind, source: CredentialSource
+    ) -> dict[str, Any]:
         return {
-            "fetcher": self.fetcher,
+            "kind": kind,
+            "source": source,
             "store": self.store,
             "publish": self.publish,
             "producer_id": self.producer_id,
@@ -148,8 +149,8 @@ def scheduled_step(
             app_id = refresher.app.app_id
             for kind in refresher.app.tickets:
                 ticket = fleet.get(app_id, kind)
-                if isinstance(ticket, TicketRefresher):
-                    ticket.token_arrived()
+                if ticket is not None:
+                    ticket.dependency_arrived()
                     scheduler.wake(ticket.key)
         return delay_s
 
@@ -166,11 +167,12 @@ def _component_step(
             waiting = [
                 r
                 for r in fleet.all()
-                if isinstance(r, AuthorizerRefresher)
+                if r.app.token_api is TokenApi.AUTHORIZER
+                and r.kind is TokenKind.ACCESS_TOKEN
                 and r.app.component_appid == refresher.app.app_id
             ]
             for authorizer in waiting:
-                authorizer.component_arrived()
+                authorizer.dependency_arrived()
             scheduler.wake_many(r.key for r in waiting)
         return delay_s
 

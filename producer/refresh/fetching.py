@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING
 
 from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenSource, TokenUpdate
-from producer.apps import AppConfig, TokenApi
-from producer.limits.budget import BudgetDecision, RefreshBudget
-from producer.ports import Fetcher
+from producer.apps import TokenApi
 from producer.refresh.renewal import judge_fetch
+from producer.refresh.sources import CredentialSource
 from producer.refresh.store_sync import StoreSync
 from producer.refresh.timing import Retries
 from producer.store.audit import AuditEvent
 from producer.store.issuing import IssueOutcome
-from producer.upstream.errors import FetchedToken, UpstreamError
+from producer.upstream.errors import UpstreamError
 from producer.upstream.gate import UpstreamGate
 from producer.upstream.tickets import TokenBusy
 
@@ -42,9 +41,8 @@ class Fetching(StoreSync):
 
     if not TYPE_CHECKING:  # the state is in `AppRefresher`'s slots (mypy checks those)
         __slots__ = ()
-    _fetcher: Fetcher
+    _source: CredentialSource
     _upstream: UpstreamGate | None
-    _budget: RefreshBudget | None
     _retries: Retries
     _warned_margin: bool
     _answer_lag_s: float
@@ -55,20 +53,6 @@ class Fetching(StoreSync):
 
     def _refresh_at(self, held: TokenUpdate) -> float:
         raise NotImplementedError
-
-    def _can_fetch(self, now_s: float) -> bool:
-        """Whether a fetch has what it needs (a ticket: a valid token); no side effects."""
-        del now_s
-        return True
-
-    def _held_off_until(self, now_s: float) -> float | None:
-        """When a call may be made if not now (a ticket's hourly budget); None: now."""
-        del now_s
-        return None
-
-    def _call_upstream(self, app: AppConfig, *, force_refresh: bool) -> FetchedToken:
-        """The one upstream call of a refresh (a ticket refresher calls its ticket API)."""
-        return self._fetcher.fetch(app, force_refresh=force_refresh)
 
     # PLR0911 (7 returns) is not a keeper: issue 20's refresher redesign replaces this.
     def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None:  # noqa: PLR0911
@@ -82,7 +66,7 @@ class Fetching(StoreSync):
             if wait_s > 0:  # rate cap or fleet pause: come back later, nothing spent
                 self._retry_at = started_s + wait_s
                 return
-        held_off_until = self._held_off_until(started_s)
+        held_off_until = self._source.held_off_until(app, self.kind, started_s)
         if held_off_until is not None:
             self._retry_at = held_off_until
             return
@@ -109,7 +93,7 @@ class Fetching(StoreSync):
             self._retry_at = self._clock() + LEASE_RECHECK_S
             return
         try:
-            fetched = self._call_upstream(app, force_refresh=force_refresh)
+            fetched = self._source.fetch(app, self.kind, force_refresh=force_refresh)
         except TokenBusy as exc:  # a ticket's token is in a step: soon again, not a failure
             log.info("%s; its %s again in %.1f s", exc, self.kind, exc.retry_in_s)
             self._retry_at = self._clock() + exc.retry_in_s
@@ -141,7 +125,7 @@ class Fetching(StoreSync):
             # WeCom's gettoken (and the stable API in normal mode, a ticket API too) hands
             # back the value it still considers fresh: publish nothing, keep the expiry,
             # ask again right at that expiry, when upstream hands out the successor.
-            self._count_fetch(forced=forced)
+            self._source.count_fetch(app, forced=forced)
             self._retries.reset()
             # Asked early (a report), the usual schedule stands; asked at the margin, ask
             # again at the expiry, when upstream hands out the successor.
@@ -178,19 +162,7 @@ class Fetching(StoreSync):
         self._issue(update, forced=forced, reason=reason)
         # Counted after the publish: one Redis round trip less between the upstream answer
         # and the subscribers.
-        self._count_fetch(forced=forced)
-
-    def _count_fetch(self, *, forced: bool) -> None:
-        """Count a fetch nobody asked for in the fleet-wide budget (requests spend their own)."""
-        if self._budget is not None and not forced:
-            self._budget.record_fetch(self.app.app_id, self.app.token_api)
-
-    def _spend_on_report(self) -> BudgetDecision | None:
-        """Spend the fleet-wide budget of one report-caused refresh (None: none kept): the
-        access token's forced (stable) or classic count; a ticket overrides this."""
-        if self._budget is None:
-            return None
-        return self._budget.try_spend(self.app.app_id, self.app.token_api)
+        self._source.count_fetch(app, forced=forced)
 
     def _issue(self, update: TokenUpdate, *, forced: bool, reason: str) -> None:
         now_s = self._clock()

@@ -10,8 +10,8 @@ decides, and calls the request's `answer` with a `Verdict`:
   refuted, nothing spent. Refused or no verdict → as `--force`.
 - `force_refresh` (a leaked token): no check. Both spend what a report-caused refresh
   spends: our request-caused budget (access tokens: `RefreshBudget.try_spend_requested`)
-  and WeChat's (`_spend_on_report`: the stable API's 20 forced a day, 30 s apart; the
-  classic count; a ticket's own). Either refuses → over budget, with its reason.
+  and WeChat's (`CredentialSource.spend_on_report`: the stable API's 20 forced a day, 30 s
+  apart; the classic count; a ticket's own). Either refuses → over budget, with its reason.
 - then one forced refresh (the stable API's `force_refresh`), audited as `forced_refresh`
   with the operator in its reason: done with the new version, or failed with the error.
 
@@ -34,6 +34,7 @@ from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenUpdate
 from producer.apps import AppConfig
 from producer.limits.budget import BudgetDecision, RefreshBudget
+from producer.refresh.sources import CredentialSource
 from producer.refresh.stats import RefresherStats
 from producer.upstream.token_probe import ProbeVerdict, TokenProbe
 
@@ -103,6 +104,7 @@ class OperatorRefreshing:
     stats: RefresherStats
     _operator: OperatorBox
     _budget: RefreshBudget | None
+    _source: CredentialSource
     _probe: TokenProbe | None
     _held: TokenUpdate | None
     _clock: Callable[[], float]
@@ -110,8 +112,6 @@ class OperatorRefreshing:
     if TYPE_CHECKING:  # in `Fetching` and `AppRefresher`: stubs here would shadow them
 
         def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None: ...
-
-        def _spend_on_report(self) -> BudgetDecision | None: ...
 
     def operator_refresh(self, item: OperatorRefresh) -> bool:
         """Queue an operator's refresh for the next step; thread-safe. False (and nothing
@@ -225,7 +225,7 @@ class OperatorRefreshing:
             )
             if not ours.allowed:
                 return ours
-        upstream = self._spend_on_report()
+        upstream = self._source.spend_on_report(self.app, self.kind)
         if upstream is not None and not upstream.allowed:
             return upstream
         return None

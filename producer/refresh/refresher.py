@@ -20,8 +20,9 @@ With Redis away a fresh token is published anyway and written once Redis is back
 The class is assembled from five modules: `store_sync` (Redis), `fetching` (upstream
 and issuing), `request_policy` (refresh requests: checked, spaced, capped, audited in
 summary), `operator` (an operator's `wxtoken refresh`), and this one (the step, timing of
-the next step). `TicketRefresher` (`tickets`) and `AuthorizerRefresher` (`authorizers`)
-change only what the upstream call needs.
+the next step). What differs between an access token, a ticket and a platform authorizer's
+token is the `CredentialSource` it is given (`sources`): the one upstream call and what it
+needs, not the state machine.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from producer.refresh.request_policy import (
     RequestAudit,
     RequestHandling,
 )
+from producer.refresh.sources import AppTokenSource, CredentialSource
 from producer.refresh.stats import RefresherStats
 from producer.refresh.timing import MIN_WAIT_S, RefreshTiming, Retries, wait_until
 from producer.store.audit import AuditLog
@@ -87,12 +89,12 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
     # Slots: an instance dict took about 0.8 KiB (45 MiB at 30,000 credentials).
     # fmt: off
     __slots__ = (
-        "_answer_lag_s", "_budget", "_clock", "_deadline", "_fetcher", "_follows_store",
+        "_answer_lag_s", "_budget", "_clock", "_deadline", "_follows_store",
         "_foreign_logged", "_gate", "_held", "_issuer", "_last_publish_s", "_last_version",
         "_on_fetch_failed", "_on_refused", "_operator", "_phase_s", "_probe", "_publish",
         "_recent", "_replace_reason", "_reports", "_republish_at", "_request_audit",
-        "_retried_on_request_at", "_retries", "_retry_at", "_retry_wanted", "_step_lock",
-        "_store", "_store_probed_at", "_store_reachable", "_taken_version", "_timing",
+        "_retried_on_request_at", "_retries", "_retry_at", "_retry_wanted", "_source",
+        "_step_lock", "_store", "_store_probed_at", "_store_reachable", "_taken_version", "_timing",
         "_unsaved", "_upstream",
         "_warned_margin", "app", "kind", "stats",
     )
@@ -102,7 +104,8 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self,
         app: AppConfig,
         *,
-        fetcher: Fetcher,
+        fetcher: Fetcher | None = None,
+        source: CredentialSource | None = None,
         store: TokenStore,
         publish: Callable[[TokenUpdate], None],
         producer_id: str,
@@ -121,7 +124,9 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         probe: TokenProbe | None = None,
         steady: Callable[[], float] = boottime,
     ) -> None:
-        """`steady`: a clock that never jumps (see `JumpProofDeadline`)."""
+        """`source`: what the credential is fetched from (`sources`); by default the app's
+        access token through `fetcher`. `steady`: a clock that never jumps
+        (`JumpProofDeadline`)."""
         self.kind = kind
         #: Replaced by a reload when the secret or API changes; read at each fetch.
         self.app = app
@@ -129,7 +134,11 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self._budget = budget
         self._reports = ReportBox()
         self._operator = OperatorBox()
-        self._fetcher = fetcher
+        if source is None:
+            if fetcher is None:
+                raise ValueError("give a fetcher (an app's access token) or a source")
+            source = AppTokenSource(fetcher, budget)
+        self._source: CredentialSource = source
         self._store = store
         self._issuer = Issuer(store, audit=audit, who=producer_id)
         #: Asks upstream whether a reported token is really refused (`request_policy`).
@@ -201,7 +210,9 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         # reported rejected must be known as the current token), to store an unsaved one.
         # (A ticket without a valid token is not about to fetch: at start-up, 20,000
         # tickets would each read Redis once for nothing before their tokens arrive.)
-        about_to_fetch = self._refresh_due(now) and now >= self._retry_at and self._can_fetch(now)
+        about_to_fetch = (
+            self._refresh_due(now) and now >= self._retry_at and self._source.ready(self.app, now)
+        )
         must_read = (
             about_to_fetch
             or self._unsaved is not None
@@ -242,6 +253,13 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
             return False
         self._retry_wanted = True
         return True
+
+    def dependency_arrived(self) -> None:
+        """What it is fetched with arrived (an app's token, a platform's component token):
+        one waiting for it may fetch at its next step (the caller wakes it) instead of at
+        its next look."""
+        if self._source.waiting:
+            self._retry_at = 0.0
 
     def replace_now(self, reason: str) -> None:
         """Fetch at the next step (as leader) whatever is held: the token held came from a

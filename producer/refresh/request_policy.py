@@ -36,6 +36,7 @@ from consumer_lib.wire.update import TokenUpdate
 from producer.apps import AppConfig
 from producer.limits.budget import BudgetDecision, RefreshBudget
 from producer.refresh.reports import AUDIT_NAMED_REQUESTERS, Batch, ReportBox, named
+from producer.refresh.sources import CredentialSource
 from producer.refresh.stats import RefresherStats
 from producer.store.audit import AuditEvent
 from producer.store.issuing import Issuer
@@ -184,6 +185,7 @@ class RequestHandling:
     stats: RefresherStats
     _reports: ReportBox
     _budget: RefreshBudget | None
+    _source: CredentialSource
     _probe: TokenProbe | None
     _request_audit: RequestAudit
     _held: TokenUpdate | None
@@ -200,8 +202,6 @@ class RequestHandling:
         def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None: ...
 
         def _republish(self, held: TokenUpdate, now_s: float) -> None: ...
-
-        def _spend_on_report(self) -> BudgetDecision | None: ...
 
     def knows_token(self, token_sha256: str) -> bool:
         """True when `token_sha256` is the fingerprint of the held token or of one of the
@@ -286,7 +286,7 @@ class RequestHandling:
                 )
             if all(d.allowed for d in decisions):
                 # The credential's own count: a ticket's never spends its access token's.
-                spent = self._spend_on_report()
+                spent = self._source.spend_on_report(self.app, self.kind)
                 if spent is not None:
                     decisions.append(spent)
         refused = next((d for d in decisions if not d.allowed), None)

@@ -17,7 +17,7 @@ from producer.platform.reconcile import reconcile
 from producer.platform.registry import PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
-from producer.refresh.authorizers import Components
+from producer.refresh.sources import Components
 from producer.upstream.openplatform import OpenPlatformClient
 from tests.conftest import FakeClock
 
@@ -87,7 +87,7 @@ def make(
         registry=registry, client=OpenPlatformClient(WECHAT), who="prod-test", clock=clock
     )
     components = Components()
-    components.register(HeldComponent(clock, component_token))  # type: ignore[arg-type]
+    components.register(COMPONENT, HeldComponent(clock, component_token))
     hooks = Hooks()
     processor = CallbackProcessor(
         registry=registry,

@@ -15,8 +15,8 @@ from consumer_lib.wire.update import TokenUpdate
 from producer.app_config import AppConfig, TokenApi
 from producer.platform.registry import PlatformRegistry
 from producer.platform.tokens import PUSH_RESTART_MIN_S, PlatformTokens
-from producer.refresh.authorizers import NO_COMPONENT_TOKEN_RETRY_S, AuthorizerRefresher, Components
 from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.refresh.sources import NO_COMPONENT_TOKEN_RETRY_S, AuthorizerSource, Components
 from producer.store.tokens import TokenStore
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import UpstreamError
@@ -246,20 +246,18 @@ def test_an_authorizer_waits_for_its_component_token_then_refreshes_a_dead_one(
     components = Components()
     component_upstream = ComponentUpstream()
     component = AppRefresher(COMPONENT_APP, fetcher=component_upstream, **common)  # type: ignore[arg-type]
-    components.register(component)
+    components.register(COMPONENT, component)
     upstream = AuthorizerUpstream(dead=set())
-    authorizer = AuthorizerRefresher(
+    authorizer = AppRefresher(
         AUTHORIZER_APP,
-        components=components,
-        platform_tokens=upstream,  # type: ignore[arg-type]
-        fetcher=component_upstream,  # type: ignore[arg-type]
+        source=AuthorizerSource(components, upstream, clock),  # type: ignore[arg-type]
         **common,  # type: ignore[arg-type]
     )
     # No component token yet: nothing spent, back in a while (and woken when it arrives).
     assert authorizer.step() == pytest.approx(NO_COMPONENT_TOKEN_RETRY_S)
     assert upstream.used == []
     component.step()
-    authorizer.component_arrived()
+    authorizer.dependency_arrived()
     authorizer.step()
     held = component.held
     assert held is not None

@@ -14,7 +14,7 @@ from producer.app_config import AppConfig, TokenApi
 from producer.limits.budget import RefreshBudget, budget_day
 from producer.limits.ticket_budget import TicketBudget
 from producer.refresh.refresher import AppRefresher, RefreshTiming
-from producer.refresh.tickets import NO_TOKEN_RETRY_S, TicketRefresher
+from producer.refresh.sources import NO_TOKEN_RETRY_S, TicketSource
 from producer.store.tokens import TokenStore
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import FetchedToken, UpstreamError
@@ -93,12 +93,12 @@ class Rig:
         }
         self.token = AppRefresher(app, **common)  # type: ignore[arg-type]
         self.tickets = {
-            kind: TicketRefresher(
+            kind: AppRefresher(
                 app,
                 kind=kind,
-                token=self.token,
-                tickets=self.upstream,
-                ticket_budget=ticket_budget,
+                source=TicketSource(
+                    self.token, self.upstream, clock, ticket_budget=ticket_budget, budget=budget
+                ),
                 **common,  # type: ignore[arg-type]
             )
             for kind in app.tickets
@@ -180,12 +180,13 @@ def test_a_ticket_without_its_token_reads_nothing_from_redis(clock: FakeClock) -
         "follows_store": False,
     }
     token = AppRefresher(OA, **common)  # type: ignore[arg-type]
-    ticket = TicketRefresher(OA, kind=JSAPI, token=token, tickets=upstream, **common)  # type: ignore[arg-type]
+    source = TicketSource(token, upstream, clock)  # type: ignore[arg-type]
+    ticket = AppRefresher(OA, kind=JSAPI, source=source, **common)  # type: ignore[arg-type]
     assert ticket.step() <= NO_TOKEN_RETRY_S
     assert store.reads == []
     token.step()
     assert store.reads == [(OA.app_id, TokenKind.ACCESS_TOKEN)]  # before its fetch
-    ticket.token_arrived()  # the service's wake-up
+    ticket.dependency_arrived()  # the service's wake-up
     ticket.step()
     assert store.reads == [(OA.app_id, TokenKind.ACCESS_TOKEN), (OA.app_id, JSAPI)]
     assert ticket.held is not None
