@@ -110,7 +110,7 @@ class Run:
 
 def seed_registry(db_url: str, key_file: Path, seeded: list[dict[str, str]]) -> float:
     """Store each seeded customer's refresh token in the registry; seconds taken."""
-    from producer.platform.startup import open_registry
+    from producer.platform.db.startup import open_registry
 
     registry = open_registry(db_url, key_file)
     started = time.monotonic()

@@ -75,7 +75,7 @@ class DemoPlatform:
         receiver; `self.env` is then what the producer (and `wxtoken platform`) add."""
         import sqlalchemy as sa
 
-        from producer.platform.startup import open_registry
+        from producer.platform.db.startup import open_registry
 
         admin_url = sa.make_url(self._admin_url)
         self._admin = sa.create_engine(

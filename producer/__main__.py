@@ -127,7 +127,7 @@ def open_platform_registry(settings: ProducerSettings) -> PlatformSetup | None:
         return None
     try:
         from producer.platform.config import load_platforms
-        from producer.platform.startup import open_registry
+        from producer.platform.db.startup import open_registry
         from producer.platform.wiring import PlatformSetup
     except ImportError as exc:  # SQLAlchemy, Alembic or a driver is not installed
         raise ConfigError(

@@ -45,8 +45,8 @@ def registry_settings(*, need_platforms: bool) -> RegistrySettings:
 def open_registry(settings: RegistrySettings) -> Iterator[Any]:
     """The registry (migrated), closed on exit; its failures become one-line CLI errors."""
     try:
+        from producer.platform.db.startup import open_registry as open_it
         from producer.platform.errors import RegistryUnavailable
-        from producer.platform.startup import open_registry as open_it
     except ImportError as exc:
         raise BadConfig(f"this command needs the platform extra: {exc}") from None
     assert settings.platform_db_url is not None

@@ -20,7 +20,7 @@ def configure_logging(level: str) -> None:
     if level != "DEBUG":
         logging.getLogger("pika").setLevel(logging.CRITICAL)
         # Alembic says at INFO which plugins and dialect it set up, at every start; the
-        # registry logs the revision it brought the schema to (producer.platform.startup).
+        # registry logs the revision it brought the schema to (producer.platform.db.startup).
         logging.getLogger("alembic").setLevel(logging.WARNING)
     # urllib3 logs each request URL at DEBUG: for the classic API that holds the secret.
     logging.getLogger("urllib3").setLevel(logging.WARNING)

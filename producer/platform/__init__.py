@@ -10,20 +10,21 @@ parts (ticket, refresh tokens, callback log) in a real database.
     notice.py    the receiver's hint to the leader on Redis ({prefix}:platform:events)
     receiver/    wxtoken-platform-receiver: the authorization-event URL (Starlette)
 
-The registry (the `platform` extra; docs/platforms.md, "Registry"):
+db/, the registry (the `platform` extra; docs/platforms.md, "Registry"):
 
-    registry.py     PlatformRegistry: callbacks, verify ticket, authorizers; a transaction each
+    registry.py     PlatformRegistry: callbacks, verify ticket, authorizers, stored apps
     records.py      what its reads return (StoredCallback, VerifyTicket, Authorizer)
     schema.py       the tables (one SQLAlchemy Core MetaData) and where each secret is sealed
     migrations/     Alembic revisions shipped in the package: migrate(), check()
     database.py     the URL, an engine that fails fast, exceptions -> RegistryUnavailable
     sealing.py      AES-256-GCM under the key file's keys, each value bound to its row
-    rotation.py     re-seal everything under the first key (`python -m producer.platform.rotation`)
+    rotation.py     re-seal everything under the first key (`python -m ...db.rotation`)
     startup.py      what wxtoken-producer runs at start with WXTOKEN_PLATFORM_DB_URL set
     _statements.py  insert-once and upsert, portable across both dialects
-    _deadlines.py   one watchdog thread breaking sockets of transactions that outlive their deadline
+    _deadlines.py   a watchdog breaking sockets of transactions that outlive their deadline
 
-The producer's side (with WXTOKEN_PLATFORMS_FILE; docs/platforms.md, "Producer"):
+The producer's side (with WXTOKEN_PLATFORMS_FILE; docs/platforms.md, "What the producer
+keeps"):
 
     tokens.py     PlatformTokens: the component token from the ticket; authorizer tokens with
                   their refresh tokens (written before use); 61005/61006, 61023

@@ -36,11 +36,11 @@ from consumer_lib.wire.authorizers import authorizer_app_id
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.kinds import TokenKind
 from producer.platform.crypto import MessageCrypto
+from producer.platform.db.registry import MAX_PAGE, PlatformRegistry
 from producer.platform.errors import RegistryUnavailable
 from producer.platform.notice import StoredNotice, events_channel
 from producer.platform.processor import CallbackProcessor
 from producer.platform.reconcile import Reconciled, reconcile
-from producer.platform.registry import MAX_PAGE, PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
 from producer.refresh.refresher import AppRefresher

@@ -29,11 +29,11 @@ from typing import Protocol
 
 from consumer_lib.wire.authorizers import authorizer_app_id
 from producer.platform.crypto import MessageCrypto
+from producer.platform.db.records import StoredCallback
+from producer.platform.db.registry import PlatformRegistry
 from producer.platform.errors import CallbackRejected
 from producer.platform.events import PlatformEvent
 from producer.platform.messages import parse_event
-from producer.platform.records import StoredCallback
-from producer.platform.registry import PlatformRegistry
 from producer.platform.tokens import PlatformTokens
 from producer.refresh.sources import Components
 from producer.store.audit import AuditEvent, AuditLog

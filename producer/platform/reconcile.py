@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass, field
 
 from consumer_lib.wire.authorizers import authorizer_app_id
-from producer.platform.records import Authorizer
-from producer.platform.registry import MAX_PAGE, PlatformRegistry
+from producer.platform.db.records import Authorizer
+from producer.platform.db.registry import MAX_PAGE, PlatformRegistry
 from producer.store.audit import AuditEvent, AuditLog
 from producer.upstream.openplatform import MAX_LIST_COUNT, ListedAuthorizer, OpenPlatformClient
 

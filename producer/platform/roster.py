@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from consumer_lib.wire.authorizers import authorizer_app_id
 from producer.app_config import AppConfig, TokenApi
 from producer.platform.config import PlatformConfig
-from producer.platform.registry import MAX_PAGE, PlatformRegistry
+from producer.platform.db.registry import MAX_PAGE, PlatformRegistry
 
 log = logging.getLogger(__name__)
 

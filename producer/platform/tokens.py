@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 from consumer_lib.wire.update import mask
 from producer.app_config import AppConfig, TokenApi
+from producer.platform.db.registry import PlatformRegistry
 from producer.platform.errors import RegistryUnavailable
-from producer.platform.registry import PlatformRegistry
 from producer.store.audit import AuditEvent, AuditLog
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import FetchedToken, UpstreamError

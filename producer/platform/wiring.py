@@ -15,9 +15,9 @@ import redis
 
 from consumer_lib.wire.keys import KeyLayout
 from producer.platform.config import PlatformConfig
+from producer.platform.db.registry import PlatformRegistry
 from producer.platform.errors import RegistryUnavailable
 from producer.platform.keeper import FleetAccess, PlatformKeeper
-from producer.platform.registry import PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
 from producer.refresh.sources import Components

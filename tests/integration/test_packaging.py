@@ -30,7 +30,7 @@ import yaml
 
 from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
-from producer.platform.migrations import head
+from producer.platform.db.migrations import head
 from tests.conftest import uv_binary
 from tests.integration.platform_db import KINDS, private_database
 from tests.integration.procs import REPO_ROOT
@@ -237,7 +237,7 @@ def test_the_platform_extra_migrates_a_database_from_the_installed_wheel(
     env = _clean_env(venv, tmp_path)
     script = (
         "import sys, producer\n"
-        "from producer.platform.migrations import check, migrate\n"
+        "from producer.platform.db.migrations import check, migrate\n"
         "print(producer.__file__, migrate(sys.argv[1]), check(sys.argv[1]))\n"
     )
     with private_database(kind) as url:

@@ -29,8 +29,8 @@ from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.update import TokenUpdate
 from ops.gateway import add_key
 from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
-from producer.platform.registry import PlatformRegistry
-from producer.platform.startup import open_registry
+from producer.platform.db.registry import PlatformRegistry
+from producer.platform.db.startup import open_registry
 from producer.store.audit import AuditLog
 from tests.integration.gateway_stack import GatewayProc, free_port
 from tests.integration.platform_db import KINDS, private_database

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from producer.platform.migrations import VERSION_TABLE, check, head, migrate
-from producer.platform.sealing import new_key_line
+from producer.platform.db.migrations import VERSION_TABLE, check, head, migrate
+from producer.platform.db.sealing import new_key_line
 from tests.integration.platform_db import private_database
 from tests.integration.stack import Stack
 from tests.waiting import wait_for

@@ -18,7 +18,7 @@ import requests
 import sqlalchemy as sa
 
 from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
-from producer.platform.startup import open_registry
+from producer.platform.db.startup import open_registry
 from tests.integration.platform_db import KINDS, private_database
 from tests.integration.procs import REPO_ROOT
 from tests.waiting import wait_for

@@ -20,16 +20,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from consumer_lib.errors import ConfigError
-from producer.platform.database import STATEMENT_TIMEOUT_S, create_engine, deadline
+from producer.platform.db.database import STATEMENT_TIMEOUT_S, create_engine, deadline
+from producer.platform.db.migrations import VERSION_TABLE, check, head, migrate
+from producer.platform.db.registry import PlatformRegistry
+from producer.platform.db.rotation import rotate_keys
+from producer.platform.db.schema import authorizers, callbacks, metadata, tickets, token_place
+from producer.platform.db.sealing import Sealer, new_key_line
+from producer.platform.db.sealing import key_id as sealing_key_id
+from producer.platform.db.startup import open_registry
 from producer.platform.errors import RegistryUnavailable, SealBroken
 from producer.platform.events import PlatformEvent
-from producer.platform.migrations import VERSION_TABLE, check, head, migrate
-from producer.platform.registry import PlatformRegistry
-from producer.platform.rotation import rotate_keys
-from producer.platform.schema import authorizers, callbacks, metadata, tickets, token_place
-from producer.platform.sealing import Sealer, new_key_line
-from producer.platform.sealing import key_id as sealing_key_id
-from producer.platform.startup import open_registry
 from tests.conftest import FakeClock
 from tests.integration.platform_db import ADMIN_URLS, KINDS, private_database
 from tests.integration.servers import free_port
@@ -530,7 +530,7 @@ def test_rotation_reseals_everything_under_the_new_first_key(kind: str, clock: F
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_rotation_from_a_shell(kind: str, tmp_path: Path, clock: FakeClock) -> None:
-    """`python -m producer.platform.rotation` with the producer's two variables re-seals
+    """`python -m producer.platform.db.rotation` with the producer's two variables re-seals
     under the file's first key (exit 0), then finds nothing to do."""
     old, new = new_key_line(), new_key_line()
     key_file = tmp_path / "platform.keys"
@@ -545,7 +545,7 @@ def test_rotation_from_a_shell(kind: str, tmp_path: Path, clock: FakeClock) -> N
             "WXTOKEN_PLATFORM_DB_URL": url.render_as_string(hide_password=False),
             "WXTOKEN_PLATFORM_KEY_FILE": str(key_file),
         }
-        command = [sys.executable, "-m", "producer.platform.rotation"]
+        command = [sys.executable, "-m", "producer.platform.db.rotation"]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("re-sealed 1 value(s) under key "), done.stdout

@@ -47,7 +47,7 @@ STATUS: dict[RejectReason, int] = {
 
 
 class CallbackStore(Protocol):
-    """The registry's side of the receiver (`producer.platform.registry` implements it)."""
+    """The registry's side of the receiver (`producer.platform.db.registry` implements it)."""
 
     def record_callback(self, event: PlatformEvent, encrypt_b64: str) -> bool:
         """Store the push durably: True if new, False if this push_id was stored before;

@@ -19,7 +19,7 @@ RegistryFactory = Callable[[ReceiverSettings], CallbackStore]
 
 
 def open_registry(settings: ReceiverSettings) -> CallbackStore:
-    """The platform registry (`producer.platform.startup`, the `platform` extra), opened as
+    """The platform registry (`producer.platform.db.startup`, the `platform` extra), opened as
     the producer opens it; without a database there is no receiver (it never answers
     `success` for a push it could not store)."""
     if settings.platform_db_url is None:
@@ -28,7 +28,7 @@ def open_registry(settings: ReceiverSettings) -> CallbackStore:
             "platform database before answering success"
         )
     try:
-        startup = importlib.import_module("producer.platform.startup")
+        startup = importlib.import_module("producer.platform.db.startup")
     except ImportError as exc:
         raise ConfigError(
             f"the platform registry cannot be loaded ({exc}); install wxtoken[platform]"

@@ -199,7 +199,7 @@ def test_the_plain_producer_loads_no_database_library() -> None:
 
 def test_the_platform_registry_loads_its_extra() -> None:
     """The registry's modules import SQLAlchemy and Alembic (the `platform` extra)."""
-    loaded = _loaded_by_importing("producer.platform", "producer.platform.migrations.")
+    loaded = _loaded_by_importing("producer.platform", "producer.platform.db.migrations.")
     assert {"sqlalchemy", "alembic"} <= loaded
 
 

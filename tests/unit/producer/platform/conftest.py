@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from producer.platform.crypto import MessageCrypto
+from producer.platform.db.registry import PlatformRegistry
+from producer.platform.db.schema import metadata
+from producer.platform.db.sealing import Sealer
 from producer.platform.events import PlatformEvent
-from producer.platform.registry import PlatformRegistry
-from producer.platform.schema import metadata
-from producer.platform.sealing import Sealer
 from tests.conftest import FakeClock
 
 COMPONENT = "wxcomponent0000001"

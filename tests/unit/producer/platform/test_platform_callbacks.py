@@ -12,9 +12,9 @@ from pydantic import SecretStr
 from consumer_lib.wire.update import TokenSource, TokenUpdate
 from producer.app_config import AppConfig, TokenApi
 from producer.platform.config import PlatformConfig
+from producer.platform.db.registry import PlatformRegistry
 from producer.platform.processor import CallbackProcessor
 from producer.platform.reconcile import reconcile
-from producer.platform.registry import PlatformRegistry
 from producer.platform.roster import Roster
 from producer.platform.tokens import PlatformTokens
 from producer.refresh.sources import Components

@@ -9,8 +9,8 @@ import pytest
 
 from consumer_lib.errors import ConfigError
 from producer.__main__ import main
-from producer.platform.database import database_url, redacted
-from producer.platform.rotation import main as rotation_main
+from producer.platform.db.database import database_url, redacted
+from producer.platform.db.rotation import main as rotation_main
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,6 @@ def test_the_producer_without_the_platform_extra_says_so(
     the extra to install, not a traceback."""
     _apps_file(monkeypatch, tmp_path)
     monkeypatch.setenv("WXTOKEN_PLATFORM_DB_URL", "postgresql+psycopg://u@127.0.0.1:1/wx")
-    monkeypatch.setitem(sys.modules, "producer.platform.startup", None)  # import fails
+    monkeypatch.setitem(sys.modules, "producer.platform.db.startup", None)  # import fails
     assert main([]) == 2
     assert "needs the platform extra (wxtoken[platform])" in capsys.readouterr().err

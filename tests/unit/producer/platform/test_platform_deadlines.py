@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from producer.platform._deadlines import socket_deadline
+from producer.platform.db._deadlines import socket_deadline
 
 
 def test_a_blocked_read_fails_once_its_deadline_passes() -> None:

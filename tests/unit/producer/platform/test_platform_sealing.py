@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from consumer_lib.errors import ConfigError
+from producer.platform.db.sealing import Sealed, Sealer, key_id, new_key_line, place
 from producer.platform.errors import SealBroken
-from producer.platform.sealing import Sealed, Sealer, key_id, new_key_line, place
 
 
 def _key_file(tmp_path: Path, *lines: str) -> Path:

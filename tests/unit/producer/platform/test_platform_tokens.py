@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from consumer_lib.wire.update import TokenUpdate
 from producer.app_config import AppConfig, TokenApi
-from producer.platform.registry import PlatformRegistry
+from producer.platform.db.registry import PlatformRegistry
 from producer.platform.tokens import PUSH_RESTART_MIN_S, PlatformTokens
 from producer.refresh.refresher import AppRefresher, RefreshTiming
 from producer.refresh.sources import NO_COMPONENT_TOKEN_RETRY_S, AuthorizerSource, Components

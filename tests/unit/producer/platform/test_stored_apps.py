@@ -9,9 +9,9 @@ from pydantic import SecretStr
 
 from consumer_lib.wire.kinds import Platform, TokenKind
 from producer.app_config import AppConfig, TokenApi
-from producer.platform.registry import PlatformRegistry
+from producer.platform.db.registry import PlatformRegistry
+from producer.platform.db.schema import stored_apps
 from producer.platform.roster import Roster
-from producer.platform.schema import stored_apps
 
 OA = AppConfig(
     app_id="wxstoredapp000001",

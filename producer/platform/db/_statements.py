@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from producer.platform.schema import authorizers, callbacks
+from producer.platform.db.schema import authorizers, callbacks
 
 
 def upsert_authorizer(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from producer.platform.schema import AuthorizerState, authorizers
+from producer.platform.db.schema import AuthorizerState, authorizers
 
 
 @dataclass(frozen=True, slots=True)

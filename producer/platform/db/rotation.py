@@ -2,7 +2,7 @@
 
 Put a new key first in `WXTOKEN_PLATFORM_KEY_FILE`, keep the old ones below it, restart the
 producers (they now seal with the new key and open with all), run `rotate_keys` (from a
-shell: `python -m producer.platform.rotation`, with the producer's two WXTOKEN_PLATFORM_*
+shell: `python -m producer.platform.db.rotation`, with the producer's two WXTOKEN_PLATFORM_*
 variables), and drop the old lines once it reports nothing left under them.
 """
 
@@ -17,9 +17,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from consumer_lib.errors import ConfigError, WxTokenError
-from producer.platform.database import create_engine, database_url, translated
-from producer.platform.errors import SealBroken
-from producer.platform.schema import (
+from producer.platform.db.database import create_engine, database_url, translated
+from producer.platform.db.schema import (
     app_secret_place,
     authorizers,
     stored_apps,
@@ -27,8 +26,9 @@ from producer.platform.schema import (
     tickets,
     token_place,
 )
-from producer.platform.sealing import SETTING as KEY_SETTING
-from producer.platform.sealing import Sealed, Sealer
+from producer.platform.db.sealing import SETTING as KEY_SETTING
+from producer.platform.db.sealing import Sealed, Sealer
+from producer.platform.errors import SealBroken
 
 #: (table, sealed column, key id column, place of a row, key columns)
 _SEALED: tuple[tuple[sa.Table, str, str, Callable[..., bytes], tuple[str, ...]], ...] = (
@@ -96,7 +96,7 @@ def rotate_keys(engine: sa.Engine, sealer: Sealer, *, batch: int = 500) -> Rotat
 
 
 def main(environ: dict[str, str] | None = None) -> int:
-    """`python -m producer.platform.rotation`: rotate the database that
+    """`python -m producer.platform.db.rotation`: rotate the database that
     WXTOKEN_PLATFORM_DB_URL names with the keys of WXTOKEN_PLATFORM_KEY_FILE. Exit 0 when
     every value is under the first key, 1 when some did not open (listed), 2 on a bad
     setting, 3 when the database did not answer."""

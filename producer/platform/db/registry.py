@@ -17,23 +17,21 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from producer.app_config import AppConfig
-from producer.platform._statements import (
+from producer.platform.db._statements import (
     authorizer_key,
     callback_exists,
     insert_once,
     upsert_authorizer,
 )
-from producer.platform.database import STATEMENT_TIMEOUT_S, deadline, translated
-from producer.platform.errors import RegistryUnavailable, SealBroken
-from producer.platform.events import PlatformEvent
-from producer.platform.records import (
+from producer.platform.db.database import STATEMENT_TIMEOUT_S, deadline, translated
+from producer.platform.db.records import (
     LISTED,
     Authorizer,
     StoredCallback,
     VerifyTicket,
     authorizer_of,
 )
-from producer.platform.schema import (
+from producer.platform.db.schema import (
     AUTHORIZER_STATES,
     AuthorizerState,
     app_secret_place,
@@ -44,7 +42,9 @@ from producer.platform.schema import (
     tickets,
     token_place,
 )
-from producer.platform.sealing import Sealed, Sealer
+from producer.platform.db.sealing import Sealed, Sealer
+from producer.platform.errors import RegistryUnavailable, SealBroken
+from producer.platform.events import PlatformEvent
 
 #: The most rows one page of `authorizers()` or `unprocessed_callbacks()` returns.
 MAX_PAGE = 1000

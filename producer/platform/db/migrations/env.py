@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from producer.platform.migrations import VERSION_TABLE
-from producer.platform.schema import metadata
+from producer.platform.db.migrations import VERSION_TABLE
+from producer.platform.db.schema import metadata
 
 if context.is_offline_mode():
     raise RuntimeError("the platform registry's migrations run online only, through migrate()")

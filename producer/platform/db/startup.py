@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumer_lib.errors import ConfigError
-from producer.platform.database import create_engine, database_url, redacted
-from producer.platform.migrations import migrate
-from producer.platform.registry import PlatformRegistry
-from producer.platform.sealing import SETTING as KEY_SETTING
-from producer.platform.sealing import Sealer
+from producer.platform.db.database import create_engine, database_url, redacted
+from producer.platform.db.migrations import migrate
+from producer.platform.db.registry import PlatformRegistry
+from producer.platform.db.sealing import SETTING as KEY_SETTING
+from producer.platform.db.sealing import Sealer
 
 log = logging.getLogger(__name__)
 

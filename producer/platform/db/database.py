@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
 from consumer_lib.errors import ConfigError
-from producer.platform._deadlines import socket_deadline
+from producer.platform.db._deadlines import socket_deadline
 from producer.platform.errors import RegistryUnavailable
 
 SETTING = "WXTOKEN_PLATFORM_DB_URL"

@@ -19,7 +19,7 @@ from typing import Final, Literal
 
 import sqlalchemy as sa
 
-from producer.platform.sealing import place
+from producer.platform.db.sealing import place
 
 #: Constraint names spelled out, so a migration can name what it changes on both dialects.
 NAMING = {

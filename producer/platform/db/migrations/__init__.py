@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from consumer_lib.errors import ConfigError
-from producer.platform.database import create_engine, redacted, translated
+from producer.platform.db.database import create_engine, redacted, translated
 
 VERSION_TABLE = "platform_schema_version"
 _HERE = Path(__file__).resolve().parent
