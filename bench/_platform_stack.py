@@ -111,6 +111,8 @@ class PlatformStack:
 
     def __init__(self, options: StackOptions, *, keep_dir: Path | None = None) -> None:
         self.options = options
+        if keep_dir is not None:
+            keep_dir.mkdir(parents=True, exist_ok=True)
         self.tmp = keep_dir or Path(tempfile.mkdtemp(prefix="wxtoken-bench-platform-"))
         self.tag = uuid.uuid4().hex[:10]
         self.prefix, self.exchange = f"wxbench-{self.tag}", f"wxbench.{self.tag}"

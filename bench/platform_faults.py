@@ -22,7 +22,7 @@ Prints a table per row; exits 1 when a goal is missed (lost, expired, `success` 
 write). Needs the local RabbitMQ, PostgreSQL or MariaDB, and `redis-server`.
 
     .venv/bin/python bench/platform_faults.py [--db postgresql|mariadb] [--rows 1,2]
-        [--events 1000] [--authorizers 50] [--outage-s 60] [--expires-in 60] [--quick]
+        [--events 1000] [--authorizers 50] [--outage-s 60] [--expires-in 40] [--quick] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -106,9 +106,12 @@ def _redeliver_until_success(stack: PlatformStack, pushes: list[Push], deadline_
 
 
 # ---------------------------------------------------------------------- row 1
-def leader_killed_during_burst(db: str, events: int, threads: int, log_level: str = "INFO") -> bool:
+def leader_killed_during_burst(
+    db: str, events: int, threads: int, log_level: str = "INFO", logs: Path | None = None
+) -> bool:
     appids = [f"wxburst{i:011d}" for i in range(events)]
-    with PlatformStack(StackOptions(db=db, producers=2, log_level=log_level)) as stack:
+    options = StackOptions(db=db, producers=2, log_level=log_level)
+    with PlatformStack(options, keep_dir=logs) as stack:
         try:
             stack.wait_component_token()
             pushes: list[Push] = []
@@ -270,6 +273,7 @@ def database_unreachable(
     expires_in_s: int,
     during: int,
     log_level: str = "INFO",
+    logs: Path | None = None,
 ) -> bool:
     steady_ids = [f"wxheld{i:012d}" for i in range(authorizers)]
     fresh_ids = [f"wxnew{i:013d}" for i in range(fresh)]
@@ -285,7 +289,7 @@ def database_unreachable(
         refresh_margin_ratio=0.3,
         log_level=log_level,
     )
-    with PlatformStack(options) as stack:
+    with PlatformStack(options, keep_dir=logs) as stack:
         try:
             assert stack.proxy is not None
             stack.wait_component_token()
@@ -420,6 +424,11 @@ def main() -> int:
         help="CI size: 100 events; 20 + 4 authorizers, a 10 s cut, 10 s tokens, 4 pushes in it",
     )
     parser.add_argument("--log-level", default="INFO", help="the children's WXTOKEN_LOG_LEVEL")
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        help="keep every log here (default: a temporary folder, kept on failure)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.authorizers, args.fresh, args.outage_s = 100, 20, 4, 10.0
@@ -427,7 +436,8 @@ def main() -> int:
     rows = {row.strip() for row in args.rows.split(",")}
     ok = True
     if "1" in rows:
-        ok &= leader_killed_during_burst(args.db, args.events, args.threads, args.log_level)
+        logs = None if args.logs is None else args.logs / f"row1-{args.db}"
+        ok &= leader_killed_during_burst(args.db, args.events, args.threads, args.log_level, logs)
     if "2" in rows:
         ok &= database_unreachable(
             args.db,
@@ -437,6 +447,7 @@ def main() -> int:
             args.expires_in,
             args.during,
             args.log_level,
+            None if args.logs is None else args.logs / f"row2-{args.db}",
         )
     return 0 if ok else 1
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,13 +28,16 @@ from tests.integration.servers import redis_server_binary
 _ROW = re.compile(r"^\s*\| (.+?)\s+\|\s+(\S+) \|$")
 
 
-def _run(db: str, row: str) -> tuple[int, str, dict[str, str]]:
+def _run(db: str, row: str, logs: Path) -> tuple[int, str, dict[str, str]]:
     """Run one row small; (exit code, what it printed, its table by measure)."""
     require_service("RabbitMQ", AMQP_URL)
     require_service(db, ADMIN_URLS[db])
     redis_server_binary()
     done = subprocess.run(
-        [sys.executable, "bench/platform_faults.py", "--quick", "--db", db, "--rows", row],
+        [
+            *(sys.executable, "bench/platform_faults.py", "--quick", "--db", db, "--rows", row),
+            *("--logs", str(logs)),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -48,8 +52,8 @@ def _run(db: str, row: str) -> tuple[int, str, dict[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db", KINDS)
-def test_leader_killed_during_a_burst_loses_no_event(db: str) -> None:
-    code, printed, table = _run(db, "1")
+def test_leader_killed_during_a_burst_loses_no_event(db: str, tmp_path: Path) -> None:
+    code, printed, table = _run(db, "1", tmp_path)
     assert code == 0, printed
     assert table["pushed"] == "100"
     assert table["lost (goal 0)"] == "0"
@@ -61,8 +65,8 @@ def test_leader_killed_during_a_burst_loses_no_event(db: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db", KINDS)
-def test_database_cut_keeps_tokens_flowing_and_loses_nothing(db: str) -> None:
-    code, printed, table = _run(db, "2")
+def test_database_cut_keeps_tokens_flowing_and_loses_nothing(db: str, tmp_path: Path) -> None:
+    code, printed, table = _run(db, "2", tmp_path)
     assert table, printed  # the run got as far as its table
     assert table["authorizers' refreshed before"] == "0"
     assert table["authorizers' just authorized"] == "0"
