@@ -339,6 +339,7 @@ def database_unreachable(
                 )
                 back = ActedOn(stack, [p.authorizer_appid for p in during_cut])
                 back_s = _until(back.check, ACT_DEADLINE_S)
+                back_after_restore_s = time.monotonic() - restored_at
                 processed = _until(lambda: not stack.registry.unprocessed_callbacks(), 30.0)
                 everything = [COMPONENT, *steady, *new]
                 held_again = _until(
@@ -398,7 +399,7 @@ def database_unreachable(
     if back_s is not None:
         print(
             f"  the {len(during_cut)} refused pushes delivered again ({retries} deliveries) and "
-            f"acted on {time.monotonic() - restored_at:.1f} s after the restore"
+            f"acted on {back_after_restore_s:.1f} s after the restore"
         )
     if held_again_s is not None:
         print(f"  every token held and valid again by {held_again_s:.1f} s after the restore")
