@@ -16,6 +16,12 @@ class Row:
     #: Every app with both tickets (jsapi, wx_card): three credentials an app.
     tickets: bool = False
     fill_s: float | None = None
+    #: The leader's CPU seconds (user + sys) when the fill ended, start-up included.
+    fill_cpu_s: float | None = None
+    #: The 1-minute load average when the fill ended.
+    fill_load: float | None = None
+    #: The leader's Redis round trips by the end of the fill, start-up included.
+    fill_round_trips: int | None = None
     filled: int = 0
     leader: Usage | None = None
     standby: Usage | None = None
@@ -32,6 +38,13 @@ class Row:
     @property
     def credentials(self) -> int:
         return self.apps * (3 if self.tickets else 1)
+
+    @property
+    def fill_cpu_ms_each(self) -> float | None:
+        """The leader's CPU ms a credential on the fill (start-up included)."""
+        if self.fill_cpu_s is None or not self.filled:
+            return None
+        return 1000 * self.fill_cpu_s / self.filled
 
     @property
     def label(self) -> str:
@@ -53,6 +66,20 @@ def print_table(rows: list[Row]) -> None:
             "all credentials in Redis from empty, s",
             *[show(r.fill_s) if r.fill_s else f"{r.filled:,} only" for r in rows],
             "<= 60",
+        ],
+        [
+            "  leader CPU by then, s (ms a credential)",
+            *[f"{show(r.fill_cpu_s)} ({show(r.fill_cpu_ms_each, '{:.2f}')})" for r in rows],
+            "",
+        ],
+        ["  load average (1 min) at the end", *[show(r.fill_load, "{:.2f}") for r in rows], ""],
+        [
+            "  leader's Redis round trips a credential",
+            *[
+                show(r.fill_round_trips and r.filled and r.fill_round_trips / r.filled, "{:.2f}")
+                for r in rows
+            ],
+            "",
         ],
         ["producer threads (most seen)", *[str(r.max_threads) for r in rows], "<= 32"],
         ["leader CPU, % of one core", *[show(r.leader and r.leader.cpu_pct) for r in rows], "<= 5"],

@@ -12,7 +12,10 @@ producer processes (`python -m producer`) against the local Redis and RabbitMQ w
 unique key prefix and exchange, a raw pika consumer of the exchange in this process, and
 one subscriber process (`TokenClient`) holding every app. It measures:
 
-- fill: seconds from starting the leader on an empty Redis until every token is there;
+- fill: seconds from starting the leader on an empty Redis until every token is there,
+  the leader's CPU seconds (user + sys, start-up included) by then, the load average, and
+  the leader's Redis round trips a credential (the leader runs as `python -m producer`
+  does, with redis-py's sends counted);
 - threads of the leader (from /proc), the most seen;
 - steady state of the leader, the standby and the subscriber: CPU in % of one core and RSS
   (from /proc/<pid>/stat and status) over a window with re-publishing going on;
@@ -37,6 +40,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -47,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _scale_measure import (  # noqa: E402 - after the path is set
     RawConsumer,
     measure,
+    proc_cpu_s,
     proc_status,
     raw_publish_baseline,
     read_line,
@@ -83,6 +88,37 @@ def run_subscriber(count: int) -> None:
         time.sleep(0.2)
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM})
+
+
+def run_counted_producer(count_file: str) -> None:
+    """Child mode: `python -m producer`, counting its Redis round trips (one per packed send
+    of redis-py: a command, or a whole pipeline) into `count_file` every 0.2 s."""
+    import itertools
+    import threading
+
+    import redis.connection
+
+    from producer.__main__ import main as producer_main
+
+    counter = itertools.count()
+    sent = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] = next(counter) + 1
+        send(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+
+    def report() -> None:
+        target, scratch = Path(count_file), Path(count_file + ".new")
+        while True:
+            scratch.write_text(str(sent[0]))
+            scratch.replace(target)
+            time.sleep(0.2)
+
+    threading.Thread(target=report, name="bench-round-trips", daemon=True).start()
+    sys.exit(producer_main([]))
 
 
 def parse_size(spec: str) -> tuple[int, bool]:
@@ -152,7 +188,12 @@ def run_size(
         }
         known = f"{prefix}:known"
         started = time.monotonic()
-        leader = spawn(["-m", "producer"], {**producer_env, "WXTOKEN_PRODUCER_ID": "a"}, "a.log")
+        round_trips = tmp / f"round-trips-{tag}"
+        leader = spawn(
+            [__file__, "--counted-producer", str(round_trips)],
+            {**producer_env, "WXTOKEN_PRODUCER_ID": "a"},
+            "a.log",
+        )
         threads_seen = [0]
 
         def filled() -> bool:
@@ -161,7 +202,11 @@ def run_size(
 
         if wait_until(filled, fill_timeout_s, step_s=0.25):
             row.fill_s = time.monotonic() - started
+        row.fill_cpu_s = proc_cpu_s(leader.pid)
+        row.fill_load = os.getloadavg()[0]
         row.filled = int(client.scard(known))
+        time.sleep(0.3)  # the count file's next write
+        row.fill_round_trips = int(round_trips.read_text() or 0) if round_trips.exists() else None
         standby = spawn(["-m", "producer"], {**producer_env, "WXTOKEN_PRODUCER_ID": "b"}, "b.log")
         subscriber = spawn([__file__, "--subscriber", str(row.filled)], common, "sub.log")
         ready = read_line(subscriber, 120) == "ready"
@@ -232,12 +277,16 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="steady-state seconds")
     parser.add_argument("--serve-sandbox", help=argparse.SUPPRESS)
     parser.add_argument("--subscriber", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--counted-producer", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_sandbox:
         serve_sandbox(args.serve_sandbox)
         return
     if args.subscriber is not None:
         run_subscriber(args.subscriber)
+        return
+    if args.counted_producer:
+        run_counted_producer(args.counted_producer)
         return
     sizes = [parse_size(s.strip()) for s in args.apps.split(",")]
     print(f"os.cpu_count() = {os.cpu_count()}; load average {os.getloadavg()}")

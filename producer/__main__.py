@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def open_platform_registry(settings: ProducerSettings) -> PlatformSetup | None:
-    """With `WXTOKEN_PLATFORM_DB_URL` set: migrate the platform database (or refuse one at an
-    unknown schema revision) before anything else starts, and read the platforms file (with
-    `WXTOKEN_PLATFORMS_FILE`). SQLAlchemy is imported only then."""
+    """With `WXTOKEN_PLATFORM_DB_URL` set: migrate the registry's database (or refuse one at
+    an unknown schema revision) before anything else starts, and read the platforms file
+    (with `WXTOKEN_PLATFORMS_FILE`); the registry's stored apps are served either way.
+    SQLAlchemy is imported only then."""
     if settings.platform_db_url is None:
         if settings.platforms_file is not None:
             raise ConfigError("WXTOKEN_PLATFORMS_FILE needs WXTOKEN_PLATFORM_DB_URL (the registry)")
@@ -133,13 +134,11 @@ def open_platform_registry(settings: ProducerSettings) -> PlatformSetup | None:
             f"WXTOKEN_PLATFORM_DB_URL needs the platform extra (wxtoken[platform]): {exc}"
         ) from None
 
-    platforms = None if settings.platforms_file is None else load_platforms(settings.platforms_file)
+    platforms = [] if settings.platforms_file is None else load_platforms(settings.platforms_file)
     registry = open_registry(
         settings.platform_db_url.get_secret_value(), settings.platform_key_file
     )
-    if platforms is None:
-        registry.close()  # migrated only: no platform served here
-        return None
+    # With no platforms file, the registry still serves the apps stored in it.
     return PlatformSetup(registry, platforms)
 
 

@@ -324,19 +324,25 @@ class ProducerService:
         return result
 
     def _served_apps(self) -> list[AppConfig]:
-        """The apps file's apps, then the platforms' credentials (an apps-file app with the
-        same app id wins, with an error line: the two must not share a Redis key)."""
+        """The apps file's apps, the registry's stored apps, then the platforms' credentials;
+        an app id already served wins, with an error line (two must not share a Redis key)."""
         if self.platform is None:
             return self._file_apps
-        mine = {app.app_id for app in self._file_apps}
-        platform_apps = self.platform.roster.apps()
-        clashing = [app.app_id for app in platform_apps if app.app_id in mine]
-        if clashing:
-            log.error(
-                "platform credential(s) %s not served: the apps file has an app of that id",
-                ", ".join(clashing[:10]),
-            )
-        return [*self._file_apps, *(app for app in platform_apps if app.app_id not in mine)]
+        roster = self.platform.roster
+        served = list(self._file_apps)
+        taken = {app.app_id for app in served}
+        for source, apps in (("stored app", roster.stored_apps()), ("platform", roster.apps())):
+            clashing = [app.app_id for app in apps if app.app_id in taken]
+            if clashing:
+                log.error(
+                    "%s(s) %s not served: an app of that id is served already",
+                    source,
+                    ", ".join(clashing[:10]),
+                )
+            fresh = [app for app in apps if app.app_id not in taken]
+            served.extend(fresh)
+            taken.update(app.app_id for app in fresh)
+        return served
 
     def _apply(self) -> Reloaded:
         """Serve exactly `_served_apps()` (call with `_apply_lock` held)."""

@@ -2,7 +2,8 @@
 
 Commands: set (override a token read from stdin), refresh (ask the leader for a new
 token), get, status, watch, history (the audit trail), quota clear (ask the leader to call
-clear_quota), platform status|reconcile (third-party platforms), sandbox, keygen,
+clear_quota), platform status|reconcile (third-party platforms), apps import|add|remove|list
+(apps kept in the registry), sandbox, keygen,
 redis-functions (load the Redis Functions library).
 Settings come from `WXTOKEN_*` variables. Bad arguments or settings exit 2, a failing
 service exits 1; both print one line on stderr.
@@ -13,6 +14,8 @@ Tests inject an `OpsContext` (`ops.cli.context`) with fake clients as `obj`.
     observe   status, watch, history
     quota     quota clear
     platform  platform status, platform reconcile (the platform registry)
+    apps      apps import/add/remove/list (plain apps stored in the registry)
+    registry  opening the registry for those two
     sandbox   sandbox
     keys      keygen
     gateway_keys  gateway-key add|list|remove (the gateway's API keys)
@@ -28,7 +31,7 @@ import click
 
 from consumer_lib.errors import ConfigError, StoreError, WxTokenError
 
-from . import functions, gateway_keys, keys, observe, platform, quota, sandbox, tokens
+from . import apps, functions, gateway_keys, keys, observe, platform, quota, sandbox, tokens
 from .context import BadConfig, CliError, OpsContext
 
 
@@ -110,6 +113,7 @@ for _command in (
     observe.history,
     quota.quota,
     platform.platform,
+    apps.apps,
     sandbox.sandbox,
     keys.keygen,
     gateway_keys.gateway_key,

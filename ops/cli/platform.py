@@ -10,19 +10,15 @@ an operator now (no verify ticket, or one older than 12 hours; no valid componen
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import SecretStr
 
 from consumer_lib.errors import ConfigError
-from consumer_lib.settings import DOTENV, CommonSettings, load_settings
 from consumer_lib.wire.kinds import TokenKind
 
 from .context import BadConfig, CliError, OpsContext, audit_log, emit
+from .registry import RegistrySettings, open_registry, registry_settings
 
 #: A verify ticket older than this is a warning (WeChat pushes one every 10 minutes) ...
 TICKET_WARN_AGE_S = 3600.0
@@ -31,52 +27,7 @@ TICKET_ERROR_AGE_S = 12 * 3600.0
 _LISTED = 20
 
 
-class PlatformCliSettings(CommonSettings):
-    """What the platform commands need beyond the common settings."""
-
-    platform_db_url: SecretStr | None = None
-    platform_key_file: Path | None = None
-    platforms_file: Path | None = None
-    wechat_base_url: str = "https://api.weixin.qq.com"
-
-
-def _settings() -> PlatformCliSettings:
-    try:
-        settings = load_settings(PlatformCliSettings, DOTENV)
-    except ConfigError as exc:
-        raise BadConfig(str(exc)) from None
-    if settings.platform_db_url is None or settings.platforms_file is None:
-        raise BadConfig(
-            "set WXTOKEN_PLATFORM_DB_URL and WXTOKEN_PLATFORMS_FILE (as the producer's)"
-        )
-    return settings
-
-
-@contextmanager
-def _registry(settings: PlatformCliSettings) -> Iterator[Any]:
-    try:
-        from producer.platform.errors import RegistryUnavailable
-        from producer.platform.startup import open_registry
-    except ImportError as exc:
-        raise BadConfig(f"the platform commands need the platform extra: {exc}") from None
-    assert settings.platform_db_url is not None
-    try:
-        registry = open_registry(
-            settings.platform_db_url.get_secret_value(), settings.platform_key_file
-        )
-    except ConfigError as exc:
-        raise BadConfig(str(exc)) from None
-    except RegistryUnavailable as exc:
-        raise CliError(str(exc)) from None
-    try:
-        yield registry
-    except RegistryUnavailable as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        registry.close()
-
-
-def _platforms(settings: PlatformCliSettings, only: str | None) -> list[str]:
+def _platforms(settings: RegistrySettings, only: str | None) -> list[str]:
     from producer.platform.config import load_platforms
 
     assert settings.platforms_file is not None
@@ -111,9 +62,9 @@ def platform() -> None:
 @click.pass_obj
 def status(obj: OpsContext, component_appid: str | None, as_json: bool) -> None:
     """Each platform's verify ticket, component token and authorizers by state."""
-    settings = _settings()
+    settings = registry_settings(need_platforms=True)
     needs_operator = False
-    with _registry(settings) as registry:
+    with open_registry(settings) as registry:
         for appid in _platforms(settings, component_appid):
             shown = _platform_status(obj, registry, appid)
             needs_operator |= bool(shown["problems"])
@@ -207,11 +158,11 @@ def reconcile(obj: OpsContext, component_appid: str | None) -> None:
     from producer.upstream.errors import UpstreamError
     from producer.upstream.openplatform import OpenPlatformClient
 
-    settings = _settings()
+    settings = registry_settings(need_platforms=True)
     client = OpenPlatformClient(settings.wechat_base_url)
     unrecoverable = 0
     try:
-        with _registry(settings) as registry:
+        with open_registry(settings) as registry:
             for appid in _platforms(settings, component_appid):
                 token = obj.stored_update(appid, TokenKind.ACCESS_TOKEN)
                 if not token.is_valid_at(obj.clock()):

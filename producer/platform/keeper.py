@@ -170,8 +170,10 @@ class PlatformKeeper:
         ]
 
     def start(self) -> None:
+        """The roster thread always; the callbacks and hints threads with a platform."""
         for thread in self.threads:
-            thread.start()
+            if thread.name == "platform-roster" or self.roster.platforms:
+                thread.start()
 
     def wake(self) -> None:
         """Look at the registry now (a stop, a test)."""

@@ -10,10 +10,13 @@ are sealed (`sealing.py`) with their row's place as associated data.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 
+from producer.app_config import AppConfig
 from producer.platform._statements import (
     authorizer_key,
     callback_exists,
@@ -21,7 +24,7 @@ from producer.platform._statements import (
     upsert_authorizer,
 )
 from producer.platform.database import STATEMENT_TIMEOUT_S, deadline, translated
-from producer.platform.errors import RegistryUnavailable
+from producer.platform.errors import RegistryUnavailable, SealBroken
 from producer.platform.events import PlatformEvent
 from producer.platform.records import (
     LISTED,
@@ -33,8 +36,10 @@ from producer.platform.records import (
 from producer.platform.schema import (
     AUTHORIZER_STATES,
     AuthorizerState,
+    app_secret_place,
     authorizers,
     callbacks,
+    stored_apps,
     ticket_place,
     tickets,
     token_place,
@@ -363,6 +368,62 @@ class PlatformRegistry:
         )
         with self._transaction("finding an authorizer's platforms") as connection:
             return list(connection.execute(query).scalars())
+
+    # ------------------------------------------------------------------ stored apps
+    def put_apps(self, apps: Sequence[AppConfig]) -> int:
+        """Store (insert or replace) plain apps, their secrets sealed, in one transaction;
+        returns how many. A platform credential is refused (`ValueError`)."""
+        rows = []
+        now_s = self._clock()
+        for app in apps:
+            if app.is_platform_credential:
+                raise ValueError(f"{app.app_id}: a platform's credentials are not stored apps")
+            sealed = self._sealer.seal(app.secret.get_secret_value(), app_secret_place(app.app_id))
+            config = app.model_dump(mode="json", exclude={"app_id", "secret"})
+            rows.append(
+                {
+                    "app_id": app.app_id,
+                    "config_json": json.dumps(config, sort_keys=True),
+                    "secret_sealed": sealed.blob,
+                    "secret_key_id": sealed.key_id,
+                    "updated_at_s": now_s,
+                }
+            )
+        with self._transaction("storing apps") as connection:
+            for row in rows:
+                key = stored_apps.c.app_id == row["app_id"]
+                if connection.execute(stored_apps.update().where(key).values(**row)).rowcount == 0:
+                    connection.execute(stored_apps.insert().values(**row))
+        return len(rows)
+
+    def remove_app(self, app_id: str) -> bool:
+        """Delete a stored app; False when none of that id is stored."""
+        delete = stored_apps.delete().where(stored_apps.c.app_id == app_id)
+        with self._transaction("removing an app") as connection:
+            return connection.execute(delete).rowcount == 1
+
+    def stored_apps(self) -> tuple[list[AppConfig], list[str]]:
+        """Every stored app (secrets opened), by app id; and, in words, the rows that do not
+        make an app (a secret that does not open, a configuration this release refuses)."""
+        query = sa.select(stored_apps).order_by(stored_apps.c.app_id)
+        with self._transaction("reading stored apps") as connection:
+            rows = list(connection.execute(query))
+        apps: list[AppConfig] = []
+        broken: list[str] = []
+        for row in rows:
+            try:
+                secret = self._sealer.open(
+                    Sealed(row.secret_sealed, row.secret_key_id), app_secret_place(row.app_id)
+                )
+                config = json.loads(row.config_json)
+                if not isinstance(config, dict):
+                    raise ValueError("its configuration is not a JSON object")
+                apps.append(AppConfig(app_id=row.app_id, secret=SecretStr(secret), **config))
+            except (SealBroken, ValueError) as exc:
+                broken.append(
+                    f"{row.app_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                )
+        return apps, broken
 
     def counts(self, component_appid: str) -> dict[AuthorizerState, int]:
         """How many authorizers are in each state (every state present, zeros included)."""

@@ -1,5 +1,6 @@
-"""Which platform credentials a producer serves: each platform's component token, and the
-token (and configured tickets) of every authorizer the registry holds as `authorized`.
+"""Which credentials from the registry a producer serves: each platform's component token,
+the token (and configured tickets) of every authorizer the registry holds as `authorized`,
+and the plain apps stored there (`wxtoken apps import/add/remove`).
 
 Every producer, leader or standby, reads the roster (a standby must hold the same
 credentials to take over), at start and every `WXTOKEN_PLATFORM_SYNC_INTERVAL_S`; the
@@ -10,6 +11,7 @@ costs the queries and no fleet change.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -19,6 +21,8 @@ from consumer_lib.wire.authorizers import authorizer_app_id
 from producer.app_config import AppConfig, TokenApi
 from producer.platform.config import PlatformConfig
 from producer.platform.registry import MAX_PAGE, PlatformRegistry
+
+log = logging.getLogger(__name__)
 
 
 def component_app(platform: PlatformConfig) -> AppConfig:
@@ -54,6 +58,8 @@ class Roster:
         self._components = [component_app(p) for p in platforms]
         self._lock = threading.Lock()
         self._authorizers: dict[str, AppConfig] = {}
+        self._stored: list[AppConfig] = []
+        self._broken: list[str] = []
 
     @property
     def platforms(self) -> dict[str, PlatformConfig]:
@@ -64,13 +70,22 @@ class Roster:
         with self._lock:
             return [*self._components, *self._authorizers.values()]
 
+    def stored_apps(self) -> list[AppConfig]:
+        """The plain apps stored in the registry, as last read."""
+        with self._lock:
+            return list(self._stored)
+
     def authorizer_count(self) -> int:
         with self._lock:
             return len(self._authorizers)
 
     def read(self) -> bool:
-        """Read the authorized authorizers of every platform; True when the set changed.
-        `RegistryUnavailable` leaves the roster as it was."""
+        """Read the stored apps and the authorized authorizers of every platform; True when
+        either changed. `RegistryUnavailable` leaves the roster as it was."""
+        stored, broken = self._registry.stored_apps()
+        if broken != self._broken:
+            for line in broken:
+                log.error("stored app not served: %s", line)
         with self._lock:
             known = dict(self._authorizers)
         seen: dict[str, AppConfig] = {}
@@ -89,8 +104,9 @@ class Roster:
                     break
                 after = page[-1].authorizer_appid
         with self._lock:
-            changed = seen.keys() != self._authorizers.keys()
+            changed = seen.keys() != self._authorizers.keys() or stored != self._stored
             self._authorizers = seen
+            self._stored, self._broken = stored, broken
         return changed
 
     def add(self, component_appid: str, authorizer_appid: str) -> bool:

@@ -19,7 +19,14 @@ import sqlalchemy as sa
 from consumer_lib.errors import ConfigError, WxTokenError
 from producer.platform.database import create_engine, database_url, translated
 from producer.platform.errors import SealBroken
-from producer.platform.schema import authorizers, ticket_place, tickets, token_place
+from producer.platform.schema import (
+    app_secret_place,
+    authorizers,
+    stored_apps,
+    ticket_place,
+    tickets,
+    token_place,
+)
 from producer.platform.sealing import SETTING as KEY_SETTING
 from producer.platform.sealing import Sealed, Sealer
 
@@ -33,6 +40,7 @@ _SEALED: tuple[tuple[sa.Table, str, str, Callable[..., bytes], tuple[str, ...]],
         token_place,
         ("component_appid", "authorizer_appid"),
     ),
+    (stored_apps, "secret_sealed", "secret_key_id", app_secret_place, ("app_id",)),
 )
 
 

@@ -4,6 +4,7 @@
     platform_callbacks    every push received (still encrypted), until the leader acted on it
     platform_tickets      one row per platform: its newest verify ticket, sealed
     platform_authorizers  one row per (platform, authorizer): state and sealed refresh token
+    stored_apps           plain apps kept here instead of (or beside) the apps file, secret sealed
 
 `ticket_place` and `token_place` name where a sealed value lives (its AES-GCM associated
 data), so a value copied to another row does not open there.
@@ -92,6 +93,23 @@ authorizers: Final = sa.Table(
     #: "Which platforms serve this account?" (a service asking by authorizer appid alone).
     sa.Index(None, "authorizer_appid"),
 )
+
+
+stored_apps: Final = sa.Table(
+    "stored_apps",
+    metadata,
+    sa.Column("app_id", sa.String(APPID), primary_key=True),
+    #: The app's configuration but its id and secret, as `AppConfig` dumps it (JSON).
+    sa.Column("config_json", sa.Text(), nullable=False),
+    sa.Column("secret_sealed", sa.LargeBinary(), nullable=False),
+    sa.Column("secret_key_id", sa.String(KEY_ID), nullable=False),
+    sa.Column("updated_at_s", sa.Double(), nullable=False),
+)
+
+
+def app_secret_place(app_id: str) -> bytes:
+    """Where a stored app's secret is sealed (its associated data)."""
+    return place("stored_apps", "secret_sealed", app_id)
 
 
 def ticket_place(component_appid: str) -> bytes:

@@ -71,7 +71,8 @@ def platform_parts(
     except RegistryUnavailable as exc:
         log.warning("platform authorizers not read at start (%s); reading again shortly", exc)
     log.info(
-        "serving %d platform(s) with %d authorized authorizer(s)",
+        "registry: %d stored app(s), %d platform(s) with %d authorized authorizer(s)",
+        len(roster.stored_apps()),
         len(setup.platforms),
         roster.authorizer_count(),
     )

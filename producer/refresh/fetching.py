@@ -2,10 +2,11 @@
 
 `Fetching` is the part of `AppRefresher` that calls WeChat: it asks the shared
 `UpstreamGate` first (rate cap, fleet pause), takes the fencing version before the call
-(a version counter poisoned beyond repair skips the call), backs off by failure kind
-(`timing.Retries`, each failure also handed to `on_fetch_failed`), and hands a new
-token to `Issuer.issue` (compare-and-set, audit, publish); with Redis away the token is
-published anyway.
+(the one this step's snapshot read brought, else one of its own; a version counter
+poisoned beyond repair skips the call), backs off by failure kind (`timing.Retries`, each
+failure also handed to `on_fetch_failed`), and hands a new token to `Issuer.issue`
+(compare-and-set with its audit entry, publish); with Redis away the token is published
+anyway.
 """
 
 from __future__ import annotations
@@ -85,17 +86,18 @@ class Fetching(StoreSync):
         if held_off_until is not None:
             self._retry_at = held_off_until
             return
-        # The fencing version is taken before the fetch: if another producer stores a token
-        # while ours is in flight, theirs has the higher version and ours is refused.
+        # The fencing version is taken before the fetch (by this step's snapshot read, or
+        # here): if another producer stores a token while ours is in flight, theirs has the
+        # higher version and ours is refused.
         version = self._allocate_version(started_s)
         if version is None:  # the version counter is poisoned beyond repair: spend nothing
             self._retry_at = started_s + self._timing.config_retry_s
             return
         force_refresh = forced and app.token_api is TokenApi.STABLE
         # The step checked the lease when it began; an audit write, the budget script and the
-        # version allocation may each have waited out a Redis timeout since. Check again now,
-        # so a deposed leader never starts a fetch its successor may also make (and, cut off
-        # from Redis, never a forced refresh).
+        # snapshot read (with the version) may each have waited out a Redis timeout since.
+        # Check again now, so a deposed leader never starts a fetch its successor may also
+        # make (and, cut off from Redis, never a forced refresh).
         if not self._gate.may_fetch_now(
             app.token_api, need_s=self._timing.lease_needed_s(), force_refresh=forced
         ):
@@ -194,7 +196,6 @@ class Fetching(StoreSync):
         now_s = self._clock()
         issued = self._issuer.issue(
             update,
-            publish=lambda u: self._republish(u, now_s),
             event=AuditEvent.FORCED_REFRESH if forced else AuditEvent.REFRESH,
             reason=reason,
             fence_owner=self._gate.fence_owner,
@@ -208,6 +209,7 @@ class Fetching(StoreSync):
         if issued.outcome is IssueOutcome.REFUSED:
             self._refused(update, issued.stored)
             return
+        self._republish(update, now_s)  # written, or to be written once Redis is back
         if issued.outcome is IssueOutcome.UNSAVED:
             if issued.error is not None:
                 self._store_unreachable(issued.error)

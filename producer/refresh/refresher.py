@@ -92,7 +92,8 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         "_on_fetch_failed", "_on_refused", "_operator", "_phase_s", "_probe", "_publish",
         "_recent", "_replace_reason", "_reports", "_republish_at", "_request_audit",
         "_retried_on_request_at", "_retries", "_retry_at", "_retry_wanted", "_step_lock",
-        "_store", "_store_probed_at", "_store_reachable", "_timing", "_unsaved", "_upstream",
+        "_store", "_store_probed_at", "_store_reachable", "_taken_version", "_timing",
+        "_unsaved", "_upstream",
         "_warned_margin", "app", "kind", "stats",
     )
     # fmt: on
@@ -149,6 +150,7 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         self._recent: tuple[bytes, ...] = ()
         self._unsaved: TokenUpdate | None = None
         self._last_version = 0
+        self._taken_version: int | None = None
         self._retry_at = 0.0
         self._retry_wanted = False
         self._retried_on_request_at = -math.inf
@@ -186,7 +188,10 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
         when it takes over; it neither fetches nor publishes.
         """
         with self._step_lock:
-            return self._step()
+            try:
+                return self._step()
+            finally:
+                self._taken_version = None  # a fencing version serves its own step only
 
     def _step(self) -> float:
         leading = self._gate.may_fetch(self.app.token_api)
@@ -205,7 +210,7 @@ class AppRefresher(OperatorRefreshing, RequestHandling, Fetching):
             or self._replace_reason is not None
         )
         if self._follows_store or (leading and must_read):
-            self._sync_with_store(leading=leading)
+            self._sync_with_store(leading=leading, about_to_fetch=about_to_fetch)
         if not leading:
             self._republish_at = 0.0  # announce the token at once on taking over
             self._refuse_operator("this producer is no longer the leader: ask again")

@@ -50,6 +50,9 @@ class StoreSync:
     _recent: tuple[bytes, ...]
     _unsaved: TokenUpdate | None
     _last_version: int
+    #: A fencing version taken with the snapshot by this step (`_sync_with_store`), for
+    #: its fetch: cleared when the step ends.
+    _taken_version: int | None
     _retry_at: float
     _store_reachable: bool
     _store_probed_at: float
@@ -57,8 +60,9 @@ class StoreSync:
     def _refresh_due(self, now_s: float) -> bool:
         raise NotImplementedError
 
-    def _sync_with_store(self, *, leading: bool) -> None:
-        """Read this credential's snapshot and act on it (see `_apply_stored`)."""
+    def _sync_with_store(self, *, leading: bool, about_to_fetch: bool = False) -> None:
+        """Read this credential's snapshot and act on it (see `_apply_stored`). A leader
+        `about_to_fetch` takes the fetch's fencing version in the same round trip."""
         app_id = self.app.app_id
         now_s = self._clock()
         if not self._store_reachable and (
@@ -72,16 +76,31 @@ class StoreSync:
         try:
             if self._unsaved is not None and leading:
                 self._write(self._unsaved)
-            try:
-                stored: TokenUpdate | InvalidUpdate | None = self._store.read(app_id, self.kind)
-            except InvalidUpdate as exc:
-                stored = exc
+            stored = self._read_stored(now_s, with_version=leading and about_to_fetch)
             if not self._store_reachable:
                 log.info("%s: Redis reachable again", app_id)
                 self._store_reachable = True
             self._apply_stored(stored, leading=leading)
         except StoreError as exc:
             self._store_unreachable(exc)
+
+    def _read_stored(
+        self, now_s: float, *, with_version: bool
+    ) -> TokenUpdate | InvalidUpdate | None:
+        """The snapshot; `with_version`, also a fencing version for this step's fetch (a
+        poisoned version counter leaves it to `_allocate_version`, which says so)."""
+        if with_version:
+            try:
+                stored, self._taken_version = self._store.read_with_version(
+                    self.app.app_id, self.kind, now_s=now_s
+                )
+                return stored
+            except VersionPoisoned:
+                pass
+        try:
+            return self._store.read(self.app.app_id, self.kind)
+        except InvalidUpdate as exc:
+            return exc
 
     def _apply_stored(self, stored: TokenUpdate | InvalidUpdate | None, *, leading: bool) -> None:
         """Adopt a newer valid snapshot; as leader, delete an invalid one and write the
@@ -192,7 +211,10 @@ class StoreSync:
         is poisoned beyond repair (`VersionPoisoned`): then nothing may be fetched, since a
         clock version would sit below the poisoned one and every write would be refused."""
         version = math.floor(now_s * 1000)
-        if self._store_reachable:  # with Redis away, don't wait out its timeout here too
+        taken, self._taken_version = self._taken_version, None
+        if taken is not None:  # taken with this step's snapshot
+            version = taken
+        elif self._store_reachable:  # with Redis away, don't wait out its timeout here too
             try:
                 version = self._issuer.new_version(self.app.app_id, self.kind, now_s=now_s)
             except VersionPoisoned as exc:

@@ -23,6 +23,10 @@ left out when there is nothing to say:
 `MAXLEN ~` trims whole stream nodes only (`stream-node-max-entries`, 100 by default), so
 the stream holds between `max_entries` and about `max_entries` + 100 entries.
 
+An entry about a new version is added by the compare-and-set that stores it, in the same
+Redis call (`AuditLog.entry` builds it, `TokenStore.write` adds it when the write lands);
+every other entry by `AuditLog.record`.
+
 Recording never raises: an audit outage must not stop refreshing. A Redis failure is
 logged once per outage at WARNING, and the entry is dropped. A `masked_token` that does
 not look like `mask()`'s output is masked again before it is stored or shown, so a
@@ -94,6 +98,16 @@ def safe_mask(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class AuditRecord:
+    """An entry to add (`AuditLog.entry`): `TokenStore.write` adds it with the write."""
+
+    key: str
+    #: The stream's cap (XADD MAXLEN ~).
+    max_entries: int
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """One decoded entry of the stream (see the module docstring for the fields)."""
 
@@ -142,32 +156,76 @@ class AuditLog:
     ) -> None:
         """Append one entry; on any failure log (once per Redis outage) and drop it."""
         try:
-            fields = {
-                "at": f"{self._clock():.3f}",
-                "event": str(event),
-                "app_id": app_id,
-                "kind": str(kind),
-                "who": who[:MAX_WHO_CHARS],
-            }
-            if version is not None:
-                fields["version"] = str(int(version))
-            if masked_token is not None:
-                fields["masked_token"] = safe_mask(masked_token)
-            if reason is not None:
-                fields["reason"] = reason[:MAX_REASON_CHARS]
+            entry = self.entry(
+                event,
+                app_id,
+                kind=kind,
+                who=who,
+                version=version,
+                masked_token=masked_token,
+                reason=reason,
+            )
+        except Exception:
+            log.exception("audit entry %s for %s dropped", event, app_id)
+            return
+        self.append(entry)
+
+    def append(self, entry: AuditRecord) -> None:
+        """Append an `entry` on its own; on any failure log (once per outage) and drop it."""
+        try:
             self._client.xadd(
-                self.key,
-                fields,  # type: ignore[arg-type]  # redis-py's stub wants dict[bytes | ..., ...]
-                maxlen=self._max_entries,
+                entry.key,
+                entry.fields,  # type: ignore[arg-type]  # redis-py's stub wants dict[bytes | ..., ...]
+                maxlen=entry.max_entries,
                 approximate=True,
             )
         except REDIS_ERRORS as exc:
             self._outage.failed(describe_redis_error(exc))
             return
         except Exception:
-            log.exception("audit entry %s for %s dropped", event, app_id)
+            log.exception(
+                "audit entry %s for %s dropped",
+                entry.fields.get("event"),
+                entry.fields.get("app_id"),
+            )
             return
         self._outage.succeeded()
+
+    def entry(
+        self,
+        event: str,
+        app_id: str,
+        *,
+        kind: str = TokenKind.ACCESS_TOKEN.value,
+        who: str,
+        version: int | None = None,
+        masked_token: str | None = None,
+        reason: str | None = None,
+    ) -> AuditRecord:
+        """The entry `record` would append, stamped now, for a write to add
+        (`TokenStore.write`); report how that went with `added`."""
+        fields = {
+            "at": f"{self._clock():.3f}",
+            "event": str(event),
+            "app_id": app_id,
+            "kind": str(kind),
+            "who": who[:MAX_WHO_CHARS],
+        }
+        if version is not None:
+            fields["version"] = str(int(version))
+        if masked_token is not None:
+            fields["masked_token"] = safe_mask(masked_token)
+        if reason is not None:
+            fields["reason"] = reason[:MAX_REASON_CHARS]
+        return AuditRecord(self.key, self._max_entries, fields)
+
+    def added(self, error: str | None) -> None:
+        """A write added an `entry` (`error` None) or Redis refused it (logged once per
+        outage, as `record` does)."""
+        if error is None:
+            self._outage.succeeded()
+        else:
+            self._outage.failed(error)
 
     def read(
         self, app_id: str | None = None, *, kind: str | None = None, limit: int = 50

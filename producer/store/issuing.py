@@ -1,6 +1,6 @@
 """Issuing a token: the one use case behind every new version, whoever obtained the value.
 
-    version  ->  sign + compare-and-set into Redis  ->  audit  ->  publish
+    version  ->  sign + compare-and-set into Redis, with its audit entry  ->  (the caller) publish
 
 The refresher issues what it fetched from WeChat; `wxtoken set` and the gateway's override
 issue an operator's token (`new_override`, through `producer.store.overrides.
@@ -10,14 +10,17 @@ recorded and published the same way:
 - `new_version()` hands out a version above every one handed out or stored for the app
   and kind, never below the caller's clock in milliseconds (`TokenStore.next_version`).
 - `issue()` writes the update with a compare-and-set (signed by the store's codec; fenced
-  with the caller's lease owner, if any). A newer stored version (`REFUSED`) or a lost
-  lease (`FENCED`) stops there: nothing is recorded or published. Otherwise the audit
-  trail gets one entry and `publish` is called.
+  with the caller's lease owner, if any) that adds the audit entry in the same Redis call
+  when the write lands. A newer stored version (`REFUSED`) or a lost lease (`FENCED`)
+  stops there: nothing is recorded, and `Issued.published` is False. Otherwise the audit
+  trail has one entry (an update that could not be written is recorded on its own, best
+  effort) and `Issued.published` is True: the caller publishes it now. `issue()` calls
+  nothing back; what happened is what it returns.
 - With `publish_unsaved=True` (the producer) an unreachable Redis does not stop a fresh
-  token from reaching subscribers: it is published and the outcome is `UNSAVED`, so the
-  caller writes it once Redis is back; so is a write no replica confirmed in time
-  (`WriteResult.confirmed`), which a failover could lose. The CLI does not set it: an
-  override must land in Redis first.
+  token from reaching subscribers: the outcome is `UNSAVED` (to publish now, and to write
+  once Redis is back); so is a write no replica confirmed in time (`WriteResult.confirmed`),
+  which a failover could lose. The CLI does not set it: an override must land in Redis
+  first.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from consumer_lib.errors import StoreError
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.leadership.clock_skew import check_issuer_clock
-from producer.store.audit import AuditEvent, AuditLog
+from producer.store.audit import AuditEvent, AuditLog, AuditRecord
 from producer.store.tokens import TokenStore
 
 
@@ -55,6 +58,7 @@ class Issued:
 
     @property
     def published(self) -> bool:
+        """Whether the caller is to publish it now (written, or to be written later)."""
         return self.outcome in (IssueOutcome.WRITTEN, IssueOutcome.UNSAVED)
 
     @property
@@ -121,22 +125,24 @@ class Issuer:
         self,
         update: TokenUpdate,
         *,
-        publish: Callable[[TokenUpdate], None],
         event: AuditEvent,
         reason: str | None,
         fence_owner: str | None = None,
         write: bool = True,
         publish_unsaved: bool = False,
     ) -> Issued:
-        """Store, record and publish `update` (module docstring). `write=False` skips a
-        Redis known to be away (with `publish_unsaved`). Raises `StoreError` only without
-        `publish_unsaved`; whatever `publish` raises propagates after the audit entry."""
+        """Store and record `update`; what happened, and whether to publish it now
+        (`Issued.published`; module docstring). `write=False` skips a Redis known to be away
+        (with `publish_unsaved`). Raises `StoreError` only without `publish_unsaved`."""
         if not write and not publish_unsaved:
             raise ValueError("an update that is not written must be allowed to go unsaved")
         issued = Issued(update, IssueOutcome.UNSAVED)
+        audit = self._audit
+        entry = None if audit is None else self._entry(event, update, reason)
+        recorded = False
         if write:
             try:
-                result = self.store.write(update, fence_owner=fence_owner)
+                result = self.store.write(update, fence_owner=fence_owner, audit=entry)
             except StoreError as exc:
                 if not publish_unsaved:
                     raise
@@ -152,19 +158,28 @@ class Issuer:
                 issued = Issued(
                     update, IssueOutcome.UNSAVED if unconfirmed else IssueOutcome.WRITTEN
                 )
-        self.record(event, update, reason)
-        publish(update)
+                # The write added the entry (a replay's first call did).
+                recorded = True
+                if audit is not None and not result.replayed:
+                    audit.added(result.audit_error)
+        if audit is not None and entry is not None and not recorded:
+            audit.append(entry)  # unsaved: on its own, best effort
         return issued
+
+    def _entry(self, event: AuditEvent, update: TokenUpdate, reason: str | None) -> AuditRecord:
+        """The audit entry about `update` by this issuer (needs an audit trail)."""
+        assert self._audit is not None
+        return self._audit.entry(
+            event,
+            update.app_id,
+            kind=update.kind,
+            who=self._who,
+            version=update.version,
+            masked_token=update.masked,
+            reason=reason,
+        )
 
     def record(self, event: AuditEvent, update: TokenUpdate, reason: str | None) -> None:
         """An audit entry about `update` by this issuer (recording never raises)."""
         if self._audit is not None:
-            self._audit.record(
-                event,
-                update.app_id,
-                kind=update.kind,
-                who=self._who,
-                version=update.version,
-                masked_token=update.masked,
-                reason=reason,
-            )
+            self._audit.append(self._entry(event, update, reason))

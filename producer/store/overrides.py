@@ -84,17 +84,13 @@ def issue_override(
             )
         except ClockSkewed as exc:
             return Overridden(OverrideOutcome.SKEWED, None, skewed=exc)
+        issued = issuer.issue(update, event=AuditEvent.OVERRIDE, reason=reason)
+        if issued.outcome is not IssueOutcome.WRITTEN:
+            return Overridden(OverrideOutcome.REFUSED, update, refusal=issued.refusal)
         try:
-            issued = issuer.issue(
-                update,
-                publish=lambda u: publish(u, clock()),
-                event=AuditEvent.OVERRIDE,
-                reason=reason,
-            )
-        except BrokerError as exc:  # raised by `publish`, after the write and the audit
+            publish(update, clock())
+        except BrokerError as exc:  # after the write and the audit entry
             log.warning("override stored but not published %s: %s", update, exc)
             return Overridden(OverrideOutcome.UNPUBLISHED, update, publish_error=exc)
-    if issued.outcome is not IssueOutcome.WRITTEN:
-        return Overridden(OverrideOutcome.REFUSED, update, refusal=issued.refusal)
     log.info("override stored and published %s by %s", update, issuer.who)
     return Overridden(OverrideOutcome.PUBLISHED, update)

@@ -5,6 +5,10 @@ writer (an old producer, an override racing a refresh) can never replace a newer
 Versions come from `next_version()`: above every version ever handed out for the app and
 kind, and never below the caller's clock in milliseconds, so they keep rising even if
 Redis loses its data.
+
+A new version costs two round trips: `read_with_version()` (or `next_version()`) takes the
+version with the snapshot, and `write()` stores the update and, given an `AuditRecord`,
+adds its audit entry in the same call, only when the write lands.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from consumer_lib.snapshot import SnapshotReader
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import PLAIN, UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenUpdate
+from producer.store.audit import AuditRecord
 from producer.store.functions import FunctionLibrary
 from producer.store.replicas import ReplicaWait
 
@@ -57,6 +62,8 @@ class WriteResult:
     #: False when Redis has replicas and none confirmed the write in time (`WAIT`): a
     #: failover could lose it, so write it again later.
     confirmed: bool = True
+    #: Written with an `AuditRecord` whose entry Redis refused (the write stands): why.
+    audit_error: str | None = None
 
 
 class TokenStore:
@@ -154,6 +161,28 @@ class TokenStore:
         before any upstream call: always in 1..2^53-1 and at most `VERSION_AHEAD_MAX_MS`
         ahead of `now_s`. A version key holding garbage or a poisoned version is repaired
         (overwritten, logged); `VersionPoisoned` when no valid version is left."""
+        return self._allocate(app_id, kind, now_s=now_s)[0]
+
+    def read_with_version(
+        self, app_id: str, kind: TokenKind, *, now_s: float
+    ) -> tuple[TokenUpdate | InvalidUpdate | None, int]:
+        """The stored update (as `read`, an `InvalidUpdate` returned rather than raised) and
+        a fresh version (as `next_version`), in one round trip: what a refresh about to
+        fetch needs. `VersionPoisoned` (the snapshot unread) when no valid version is left."""
+        version, raw = self._allocate(app_id, kind, now_s=now_s)
+        if raw is None:
+            return None, version
+        if isinstance(raw, Exception):  # the token key is of another type: as `read` raises
+            raise StoreError(f"reading {app_id}/{kind}: {describe_redis_error(raw)}")
+        if not isinstance(raw, bytes | str):
+            raise StoreError(f"reading {app_id}/{kind}: unexpected answer {raw!r:.100}")
+        try:
+            return self._codec.decode(raw), version
+        except InvalidUpdate as exc:
+            return exc, version
+
+    def _allocate(self, app_id: str, kind: TokenKind, *, now_s: float) -> tuple[int, object]:
+        """A fresh version and what the token key held (bytes, None, or the error GET met)."""
         key = self._keys.version(app_id, kind)
         floor_ms = math.floor(now_s * 1000)
         with translated(f"allocating a version of {app_id}/{kind}", self._client):
@@ -169,6 +198,7 @@ class TokenStore:
         try:
             version = int(reply[0])
             repaired = int(reply[1]) == 1
+            stored = reply[3]
         except (TypeError, ValueError, IndexError):
             raise VersionPoisoned(f"{app_id}/{kind}: unexpected answer {reply!r:.100}") from None
         if not 0 < version <= MAX_VERSION:
@@ -185,20 +215,33 @@ class TokenStore:
                 VERSION_AHEAD_MAX_MS // 86_400_000,
                 version,
             )
-        return version
+        return version, stored
 
-    def write(self, update: TokenUpdate, *, fence_owner: str | None = None) -> WriteResult:
+    def write(
+        self,
+        update: TokenUpdate,
+        *,
+        fence_owner: str | None = None,
+        audit: AuditRecord | None = None,
+    ) -> WriteResult:
         """Store `update` unless Redis already holds the same or a newer version, or
-        (with `fence_owner`) unless that owner no longer holds the leader lease.
+        (with `fence_owner`) unless that owner no longer holds the leader lease. With
+        `audit`, its entry is added in the same call when (and only when) the write lands.
 
         Idempotent: a replay of the same update (redis-py retries a script whose reply was
-        lost) finds its own write and reports it written (`replayed`)."""
+        lost) finds its own write and reports it written (`replayed`), adding no entry."""
         expires_in_ms = math.floor((update.expires_at - self._clock()) * 1000)
         keys = [
             self._keys.token(update.app_id, update.kind),
             self._keys.version(update.app_id, update.kind),
             self._keys.known,
         ]
+        audit_args: list[str | int] = []
+        if audit is not None:
+            keys.append(audit.key)
+            audit_args = [max(1, audit.max_entries)]
+            for name, value in audit.fields.items():
+                audit_args += [name, value]
         if fence_owner:
             # Only a fenced write names the lease: the ops user may not even read it in a script.
             keys.append(self._keys.leader)
@@ -214,11 +257,15 @@ class TokenStore:
                     fence_owner or "",
                     # The writer's clock is the update's issue time (its version at least).
                     self._ceiling_ms(max(update.version, math.floor(update.issued_at * 1000))),
+                    *audit_args,
                 ],
             )
         status = int(reply[0])
         if status in (1, 3):
-            return WriteResult(written=True, replayed=status == 3, confirmed=confirmed)
+            audit_error = _text(reply[1]) if status == 1 and len(reply) > 1 else None
+            return WriteResult(
+                written=True, replayed=status == 3, confirmed=confirmed, audit_error=audit_error
+            )
         if status == 2:
             return WriteResult(written=False, fenced=True)
         try:
@@ -227,3 +274,7 @@ class TokenStore:
             # Refused by a higher version that no longer validates: nothing to adopt.
             stored = None
         return WriteResult(written=False, stored=stored)
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

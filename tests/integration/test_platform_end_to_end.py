@@ -43,6 +43,8 @@ TOKEN = "pamtest"
 KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 PLAIN_APP = "wxplainapp00000001"
 AUTHORIZERS = ("wxcustomer00000001", "wxcustomer00000002")
+#: Apps WeChat (the sandbox) knows that `wxtoken apps` stores in the registry.
+STORED_APPS = {"wxstoredapp000001": "stored-secret-1", "wxstoredapp000002": "stored-secret-2"}
 
 
 @dataclass
@@ -89,7 +91,9 @@ def platform_stack(
         callback = f"http://127.0.0.1:{port}/wechat/platform/{COMPONENT}/events"
         platform = SandboxPlatform(COMPONENT, SECRET, TOKEN, KEY, callback_url=callback)
         sandbox_config = SandboxConfig(
-            apps={PLAIN_APP: "plain-secret"}, platforms=[platform], push_interval_s=600.0
+            apps={PLAIN_APP: "plain-secret", **STORED_APPS},
+            platforms=[platform],
+            push_interval_s=600.0,
         )
         env = {
             **os.environ,
@@ -407,5 +411,75 @@ def test_a_refused_ticket_restarts_the_pushes(platform_stack: PlatformStack) -> 
         assert stack.sandbox.state.pushes(COMPONENT, "component_verify_ticket")[0] > pushed_before
         log = (stack.tmp_path / "producer.log").read_text()
         assert "asking WeChat to push the ticket" in log
+    finally:
+        producer.close()
+
+
+def test_apps_stored_in_the_registry_are_served_without_a_restart(
+    platform_stack: PlatformStack,
+) -> None:
+    """`wxtoken apps import` and `add` while the producer runs: their tokens are fetched and
+    stored within its sync interval; `remove` stops them; the apps file keeps working."""
+    stack = platform_stack
+    imported, added = "wxstoredapp000001", "wxstoredapp000002"
+    import_file = stack.tmp_path / "more-apps.toml"
+    import_file.write_text(
+        f'[[apps]]\napp_id = "{imported}"\nsecret_env = "STORED_SECRET"\ntickets = ["jsapi"]\n'
+    )
+    producer = stack.producer()
+    metrics = f"http://127.0.0.1:{stack.env['WXTOKEN_METRICS_PORT']}/metrics"
+    try:
+        wait_for(lambda: stack.snapshot(PLAIN_APP) is not None, timeout_s=30, message="plain")
+        env = {**stack.env, "STORED_SECRET": "stored-secret-1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "apps", "import", str(import_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "apps", "add", added, "--token-api", "classic"],
+            input="stored-secret-2\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+            env=stack.env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        for app_id in (imported, added):
+            wait_for(
+                lambda app_id=app_id: stack.snapshot(app_id) is not None,
+                timeout_s=20,
+                message=f"{app_id} served without a restart",
+            )
+        wait_for(
+            lambda: stack.snapshot(imported, TokenKind.JSAPI_TICKET) is not None,
+            timeout_s=20,
+            message="the imported app's ticket",
+        )
+        listed = wxtoken(stack, "apps", "list", "--json").stdout
+        assert {json.loads(line)["app_id"] for line in listed.splitlines()} == {imported, added}
+        assert "stored-secret" not in listed
+        assert f'token_seconds_left{{app_id="{added}"' in requests.get(metrics, timeout=5).text
+        wxtoken(stack, "apps", "remove", added)
+        wait_for(
+            lambda: (
+                f'token_seconds_left{{app_id="{added}"' not in requests.get(metrics, timeout=5).text
+            ),
+            timeout_s=20,
+            message="the removed app no longer served",
+        )
+        missing = wxtoken(stack, "apps", "remove", added, check=False)
+        assert missing.returncode == 1
+        assert f"no app {added} is stored" in missing.stderr
+    except AssertionError:
+        print((stack.tmp_path / "producer.log").read_text()[-10000:])
+        raise
     finally:
         producer.close()

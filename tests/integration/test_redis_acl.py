@@ -193,6 +193,14 @@ def test_producer_does_its_job(producer: redis.Redis) -> None:
     update = make_update(app_id=APP, version=version, issued_at=now_s)
     assert store.write(update, fence_owner=lease.fence_owner).written
     assert store.read(APP) == update
+    # A refresh's two round trips: the snapshot with a version, the write with its entry.
+    found, version = store.read_with_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s)
+    assert found == update
+    update = make_update(app_id=APP, version=version, issued_at=now_s)
+    entry = AuditLog(producer, KEYS).entry("refresh", APP, who="p-acl", version=version)
+    written = store.write(update, fence_owner=lease.fence_owner, audit=entry)
+    assert (written.written, written.audit_error) == (True, None)
+    assert AuditLog(producer, KEYS).read(APP, limit=1)[0].version == version
     budget = RefreshBudget(producer, KEYS)
     assert budget.try_spend(APP, TokenApi.CLASSIC).allowed
     assert "refresh 1 of" in budget.try_spend(APP, TokenApi.STABLE).reason
@@ -243,7 +251,11 @@ def test_ops_writes_overrides_but_not_the_lease(producer: redis.Redis, ops: redi
     now_s = time.time()
     version = store.next_version(APP, TokenKind.ACCESS_TOKEN, now_s=now_s + 60)
     update = make_update(app_id=APP, version=version, issued_at=now_s, value="OPS-" + "o" * 30)
-    assert store.write(update).written
+    # `wxtoken set`'s write adds its audit entry in the same call.
+    entry = AuditLog(ops, KEYS).entry("override", APP, who="ops", version=version)
+    written = store.write(update, audit=entry)
+    assert (written.written, written.audit_error) == (True, None)
+    assert AuditLog(ops, KEYS).read(APP, limit=1)[0].version == version
     assert (
         TokenStore(ops, KEYS, replicas=1)
         .write(

@@ -42,6 +42,19 @@ def make_update(
     )
 
 
+class CountingRedis(fakeredis.FakeRedis):
+    """fakeredis that lists the commands sent through it, each with its first argument
+    ("FCALL wxtoken_store_compare_and_set"): outside a pipeline, one is one round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(" ".join(str(a) for a in args[:2]))
+        return super().execute_command(*args, **options)
+
+
 def unreachable_redis() -> redis.Redis:
     """A client for a local port nobody listens on: refused at once, no retries."""
     return redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))

@@ -1,11 +1,18 @@
--- KEYS: token key, version key, known set, and the lease only for a fenced write.
+-- KEYS: token key, version key, known set, then the audit stream when ARGV[7] is a cap
+-- above 0, then the lease only for a fenced write.
 -- ARGV: json, version, ms left to expiry (on the writer's clock), member, fence owner,
--- ceiling (ms). The expiry is relative (PX), never PXAT: Redis's clock is not the writer's.
--- Returns {1} when written, {3} when this very update is already stored (a replay of our own
--- write, e.g. a retry after a lost reply), {0, stored json} when a version at least as high
--- is stored, {2} when fenced off: the writer named an owner that does not hold the lease.
-if #KEYS >= 4 then
-  local lease = redis.pcall('GET', KEYS[4])
+-- ceiling (ms), the audit stream's cap (MAXLEN ~; absent or 0: no entry), then the audit
+-- entry's field/value pairs. The expiry is relative (PX), never PXAT: Redis's clock is not
+-- the writer's.
+-- Returns {1} when written (and the entry added), {1, error} when written but the entry
+-- could not be added, {3} when this very update is already stored (a replay of our own
+-- write, e.g. a retry after a lost reply: its entry was added then), {0, stored json} when
+-- a version at least as high is stored, {2} when fenced off: the writer named an owner that
+-- does not hold the lease. A refused or fenced write adds no entry.
+local cap = tonumber(ARGV[7] or '0') or 0
+local lease_key = KEYS[cap > 0 and 5 or 4]
+if lease_key then
+  local lease = redis.pcall('GET', lease_key)
   if type(lease) ~= 'string' then return {2} end
   local sep = string.find(lease, '|', 1, true)
   if not sep or string.sub(lease, sep + 1) ~= ARGV[5] then return {2} end
@@ -24,4 +31,11 @@ end
 redis.call('SADD', KEYS[3], ARGV[4])
 local last = valid_version(tonumber(redis.pcall('GET', KEYS[2])), ceiling) or 0
 if v > last then redis.call('SET', KEYS[2], ARGV[2]) end
+if cap > 0 then
+  -- pcall: an audit trail Redis refuses (a key of another type) must not undo the write.
+  local added = redis.pcall(
+    'XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', (table.unpack or unpack)(ARGV, 8)
+  )
+  if type(added) == 'table' and added.err then return {1, added.err} end
+end
 return {1}

@@ -414,6 +414,13 @@ class SlowVersionStore(TokenStore):
         self._clock.advance(self.delay_s)
         return super().next_version(app_id, kind, now_s=now_s)  # type: ignore[arg-type]
 
+    def read_with_version(  # type: ignore[override]
+        self, app_id: str, kind: object, *, now_s: float
+    ) -> tuple[object, int]:
+        """The snapshot read of a refresh about to fetch brings its version: as slow."""
+        self._clock.advance(self.delay_s)
+        return super().read_with_version(app_id, kind, now_s=now_s)  # type: ignore[arg-type]
+
 
 def test_a_fetch_is_not_started_once_the_lease_ran_low_during_the_step(
     server: fakeredis.FakeServer, clock: FakeClock

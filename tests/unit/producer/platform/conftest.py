@@ -26,9 +26,15 @@ WECHAT = "https://api.weixin.qq.com"
 
 
 @pytest.fixture
-def registry(clock: FakeClock) -> Iterator[PlatformRegistry]:
-    engine = sa.create_engine("sqlite://", poolclass=StaticPool)
-    metadata.create_all(engine)
+def engine() -> sa.Engine:
+    """One in-memory SQLite database with the registry's tables (the test reads it too)."""
+    made = sa.create_engine("sqlite://", poolclass=StaticPool)
+    metadata.create_all(made)
+    return made
+
+
+@pytest.fixture
+def registry(engine: sa.Engine, clock: FakeClock) -> Iterator[PlatformRegistry]:
     opened = PlatformRegistry(engine, Sealer([os.urandom(32)]), clock)
     yield opened
     opened.close()

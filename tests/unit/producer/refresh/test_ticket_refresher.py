@@ -7,6 +7,7 @@ import fakeredis
 from pydantic import SecretStr
 
 from consumer_lib import TokenKind, TokenUpdate
+from consumer_lib.errors import InvalidUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
 from producer.app_config import AppConfig, TokenApi
@@ -147,7 +148,7 @@ def test_a_ticket_waits_for_the_token_then_is_fetched_with_it(clock: FakeClock) 
 
 
 class CountingStore(TokenStore):
-    """Counts the snapshot reads of single credentials."""
+    """Counts the snapshot reads of single credentials (with a version or without)."""
 
     def __init__(self, client: fakeredis.FakeRedis) -> None:
         super().__init__(client)
@@ -156,6 +157,12 @@ class CountingStore(TokenStore):
     def read(self, app_id: str, kind: TokenKind = TokenKind.ACCESS_TOKEN) -> TokenUpdate | None:
         self.reads.append((app_id, kind))
         return super().read(app_id, kind)
+
+    def read_with_version(
+        self, app_id: str, kind: TokenKind, *, now_s: float
+    ) -> tuple[TokenUpdate | InvalidUpdate | None, int]:
+        self.reads.append((app_id, kind))
+        return super().read_with_version(app_id, kind, now_s=now_s)
 
 
 def test_a_ticket_without_its_token_reads_nothing_from_redis(clock: FakeClock) -> None:

@@ -13,7 +13,7 @@ from producer.store.audit import AuditEvent, AuditLog
 from producer.store.issuing import IssueOutcome, Issuer
 from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
-from tests.unit._helpers import make_update, unreachable_redis
+from tests.unit._helpers import CountingRedis, make_update, unreachable_redis
 
 
 @pytest.fixture
@@ -40,12 +40,10 @@ def test_an_issued_token_is_stored_recorded_and_published(
     """One call: Redis holds it, the audit trail names it (masked), it is published once."""
     issuer = issuer_for(client, clock)
     update = fresh(issuer, clock)
-    published: list[TokenUpdate] = []
-    issued = issuer.issue(update, publish=published.append, event=AuditEvent.OVERRIDE, reason="x")
+    issued = issuer.issue(update, event=AuditEvent.OVERRIDE, reason="x")
     assert issued.outcome is IssueOutcome.WRITTEN
-    assert issued.published
+    assert issued.published  # the caller publishes it now
     assert TokenStore(client, KeyLayout()).read("wxapp1") == update
-    assert published == [update]
     [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
     assert (entry.event, entry.version, entry.who) == ("override", update.version, "ops:alice@host")
     assert entry.masked_token == update.masked
@@ -68,12 +66,11 @@ def test_a_stale_version_is_refused_and_neither_recorded_nor_published(
     issuer = issuer_for(client, clock)
     old = fresh(issuer, clock, "TOKEN-old-0123456789")
     newer = fresh(issuer, clock, "TOKEN-newer-0123456789")
-    published: list[TokenUpdate] = []
-    issuer.issue(newer, publish=published.append, event=AuditEvent.OVERRIDE, reason=None)
-    issued = issuer.issue(old, publish=published.append, event=AuditEvent.OVERRIDE, reason=None)
+    assert issuer.issue(newer, event=AuditEvent.OVERRIDE, reason=None).published
+    issued = issuer.issue(old, event=AuditEvent.OVERRIDE, reason=None)
     assert issued.outcome is IssueOutcome.REFUSED
     assert issued.stored == newer
-    assert published == [newer]
+    assert not issued.published
     assert len(AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")) == 1
 
 
@@ -83,17 +80,16 @@ def test_a_writer_without_the_lease_is_fenced(
     """A fence owner that does not hold the lease writes, records and publishes nothing."""
     issuer = issuer_for(client, clock)
     client.set(KeyLayout().leader, "7|someone-else")
-    published: list[TokenUpdate] = []
     issued = issuer.issue(
         fresh(issuer, clock),
-        publish=published.append,
         event=AuditEvent.REFRESH,
         reason="scheduled",
         fence_owner="me",
     )
     assert issued.outcome is IssueOutcome.FENCED
-    assert published == []
+    assert not issued.published
     assert TokenStore(client, KeyLayout()).read("wxapp1") is None
+    assert AuditLog(client, KeyLayout(), clock=clock).read("wxapp1") == []
 
 
 def test_redis_away_raises_unless_publishing_unsaved_is_allowed(clock: FakeClock) -> None:
@@ -101,20 +97,17 @@ def test_redis_away_raises_unless_publishing_unsaved_is_allowed(clock: FakeClock
     fresh token anyway and is told it is unsaved."""
     issuer = issuer_for(unreachable_redis(), clock)
     update = make_update(version=5, issued_at=clock())
-    published: list[TokenUpdate] = []
     with pytest.raises(StoreError):
-        issuer.issue(update, publish=published.append, event=AuditEvent.OVERRIDE, reason=None)
-    assert published == []
+        issuer.issue(update, event=AuditEvent.OVERRIDE, reason=None)
     issued = issuer.issue(
         update,
-        publish=published.append,
         event=AuditEvent.REFRESH,
         reason="scheduled",
         publish_unsaved=True,
     )
     assert issued.outcome is IssueOutcome.UNSAVED
     assert isinstance(issued.error, StoreError)
-    assert published == [update]
+    assert issued.published
 
 
 def test_skipping_the_write_needs_publish_unsaved(
@@ -123,6 +116,35 @@ def test_skipping_the_write_needs_publish_unsaved(
     """An update may skip Redis only when it may go out unsaved."""
     issuer = issuer_for(client, clock)
     with pytest.raises(ValueError, match="unsaved"):
-        issuer.issue(
-            fresh(issuer, clock), publish=print, event=AuditEvent.REFRESH, reason=None, write=False
-        )
+        issuer.issue(fresh(issuer, clock), event=AuditEvent.REFRESH, reason=None, write=False)
+
+
+def test_an_issue_is_one_redis_round_trip_with_its_audit_entry(clock: FakeClock) -> None:
+    """The compare-and-set adds the audit entry in the same call: one round trip."""
+    client = CountingRedis()
+    issuer = issuer_for(client, clock)
+    update = fresh(issuer, clock)
+    client.sent.clear()
+    issuer.issue(update, event=AuditEvent.OVERRIDE, reason="x")
+    assert client.sent == ["FCALL wxtoken_store_compare_and_set"]
+    [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
+    assert (entry.event, entry.version, entry.reason) == ("override", update.version, "x")
+
+
+def test_an_unsaved_update_is_recorded_on_its_own(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """Not written (Redis known to be away), the token is published unsaved and its entry
+    is still tried on its own (here Redis answers it)."""
+    issuer = issuer_for(client, clock)
+    update = fresh(issuer, clock)
+    issued = issuer.issue(
+        update,
+        event=AuditEvent.REFRESH,
+        reason="scheduled",
+        write=False,
+        publish_unsaved=True,
+    )
+    assert issued.outcome is IssueOutcome.UNSAVED
+    [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
+    assert (entry.event, entry.version) == ("refresh", update.version)

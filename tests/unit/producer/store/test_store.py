@@ -11,7 +11,8 @@ import pytest
 
 from consumer_lib import InvalidUpdate, StoreError, TokenKind, TokenSource
 from consumer_lib.wire.keys import KeyLayout
-from producer.store.tokens import TokenStore
+from producer.store.audit import AuditRecord
+from producer.store.tokens import VERSION_AHEAD_MAX_MS, TokenStore, VersionPoisoned
 from tests.unit._helpers import T0, make_update, unreachable_redis
 
 KEYS = KeyLayout()
@@ -354,3 +355,87 @@ def test_replaying_the_same_write_counts_as_written(store: TokenStore) -> None:
     other = store.write(make_update(version=7, value="OTHER-TOKEN-bbbbbbbbbbbbbbbb"))
     assert not other.written
     assert other.stored == update
+
+
+# ---- the snapshot with a version, the audit entry with the write (issue 20) ----------------
+
+
+def test_read_with_version_answers_the_snapshot_and_a_version_above_it(
+    store: TokenStore,
+) -> None:
+    """One call: what `read` answers, and what `next_version` would hand out next."""
+    stored = make_update(version=math.floor(T0 * 1000) + 50)
+    assert store.write(stored).written
+    found, version = store.read_with_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0)
+    assert found == stored
+    assert version == stored.version + 1
+    assert store.next_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0) == version + 1
+
+
+def test_read_with_version_of_nothing_stored_is_none_and_the_clock(store: TokenStore) -> None:
+    found, version = store.read_with_version("wxnever", TokenKind.ACCESS_TOKEN, now_s=T0)
+    assert found is None
+    assert version == math.floor(T0 * 1000)
+
+
+def test_read_with_version_returns_an_invalid_snapshot_and_fails_on_another_type(
+    client: fakeredis.FakeRedis, store: TokenStore
+) -> None:
+    """Garbage reads as the `InvalidUpdate` `read` would raise (returned, to be deleted);
+    a key of another type is a `StoreError`, as `read` raises."""
+    client.set(KEYS.token("wxapp1"), b"not json")
+    found, _ = store.read_with_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0)
+    assert isinstance(found, InvalidUpdate)
+    client.delete(KEYS.token("wxapp1"))
+    client.hset(KEYS.token("wxapp1"), "v", "1")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        store.read_with_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0)
+
+
+def test_read_with_version_refuses_a_counter_poisoned_beyond_repair(
+    client: fakeredis.FakeRedis, store: TokenStore
+) -> None:
+    """A stored version at the ceiling leaves no version above it: `VersionPoisoned`."""
+    ceiling_ms = math.floor(T0 * 1000) + VERSION_AHEAD_MAX_MS
+    client.set(KEYS.token("wxapp1"), make_update(version=ceiling_ms).model_dump_json())
+    with pytest.raises(VersionPoisoned):
+        store.read_with_version("wxapp1", TokenKind.ACCESS_TOKEN, now_s=T0)
+
+
+def entry(version: int) -> AuditRecord:
+    return AuditRecord(KEYS.audit, 100, {"event": "refresh", "version": str(version)})
+
+
+def audit_versions(client: fakeredis.FakeRedis) -> list[bytes]:
+    return [fields[b"version"] for _id, fields in client.xrange(KEYS.audit)]
+
+
+def test_a_write_adds_its_audit_entry_only_when_it_lands(
+    client: fakeredis.FakeRedis, store: TokenStore
+) -> None:
+    """Written: the entry is in the stream. Refused, fenced or replayed: no entry."""
+    update = make_update(version=7)
+    written = store.write(update, audit=entry(7))
+    assert (written.written, written.audit_error) == (True, None)
+    assert audit_versions(client) == [b"7"]
+    assert store.write(update, audit=entry(7)).replayed
+    assert not store.write(make_update(version=6), audit=entry(6)).written
+    client.set(KEYS.leader, "3|someone-else")
+    assert store.write(make_update(version=8), fence_owner="me", audit=entry(8)).fenced
+    assert audit_versions(client) == [b"7"]
+    client.set(KEYS.leader, "4|me")
+    assert store.write(make_update(version=9), fence_owner="me", audit=entry(9)).written
+    assert audit_versions(client) == [b"7", b"9"]
+
+
+def test_an_audit_stream_redis_refuses_does_not_undo_the_write(
+    client: fakeredis.FakeRedis, store: TokenStore
+) -> None:
+    """The stream's key holding another type: the token is written, the error reported."""
+    client.set(KEYS.audit, "not a stream")
+    update = make_update(version=7)
+    result = store.write(update, audit=entry(7))
+    assert result.written
+    assert result.audit_error is not None
+    assert "WRONGTYPE" in result.audit_error
+    assert store.read("wxapp1") == update
