@@ -53,8 +53,8 @@ from consumer_lib.wire.signing import generate_keypair
 from consumer_lib.wire.update import TokenUpdate
 from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
 from producer.platform import schema
-from producer.platform.registry import MAX_PAGE, PlatformRegistry
-from producer.platform.startup import open_registry
+from producer.platform.db.registry import MAX_PAGE, PlatformRegistry
+from producer.platform.db.startup import open_registry
 from tests.conftest import AMQP_URL
 from tests.integration.platform_db import private_database
 from tests.integration.procs import Child, Producer
