@@ -52,7 +52,7 @@ from consumer_lib.wire.kinds import TokenKind
 from consumer_lib.wire.signing import generate_keypair
 from consumer_lib.wire.update import TokenUpdate
 from ops.sandbox import SandboxConfig, SandboxPlatform, SandboxServer
-from producer.platform import schema
+from producer.platform.db import schema
 from producer.platform.db.registry import MAX_PAGE, PlatformRegistry
 from producer.platform.db.startup import open_registry
 from tests.conftest import AMQP_URL

@@ -137,6 +137,7 @@ class PlatformKeeper:
         self._reconcile_due: set[str] = set()
         self._was_leader = False
         self._pruned_at_s: float | None = None
+        self._primed = False
         self.stats = PlatformDutyStats()
         #: Each platform's state from the registry, surveyed with every roster read.
         self.overview: dict[str, PlatformOverview] = {}
@@ -226,6 +227,7 @@ class PlatformKeeper:
                 self.stats.registry_up = False
                 self._roster_outage.failed(str(exc), self._sync_interval_s)
             else:
+                self._prime_once()
                 self.stats.roster_reads += 1
                 self.stats.registry_up = True
                 self._roster_outage.succeeded()
@@ -233,6 +235,16 @@ class PlatformKeeper:
                     self._fleet.apply_roster()
             self._roster_wanted.clear()
             self._roster_wanted.wait(self._sync_interval_s)
+
+    def _prime_once(self) -> None:
+        """Once, at start: remember every platform's refresh tokens, so authorizers keep
+        refreshing should the database go away before each one's first refresh here."""
+        if self._primed:
+            return
+        primed = sum(self.tokens.prime(component) for component in self.roster.platforms)
+        self._primed = True
+        if primed:
+            log.info("remembered %d refresh token(s) for a database outage", primed)
 
     def survey(self) -> None:
         """Read each platform's state from the registry now (`overview`; the roster thread

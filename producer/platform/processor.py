@@ -185,6 +185,7 @@ class CallbackProcessor:
             auth_time_s=event.create_time_s,
         )
         app_id = authorizer_app_id(component, authorizer)
+        self._tokens.remember(app_id, authorization.refresh_token, version)
         self._tokens.offer(app_id, authorization.token)
         reason = "re-authorized" if again else "authorized"
         # A customer coming back after a revocation or a dead refresh token (61023): a

@@ -12,9 +12,11 @@ what each authorizer's `AuthorizerSource` calls; it holds the chain's durable pa
   **before** the token is returned, so before it is published; when that write fails the
   token is not used. 61023 marks the authorizer as needing re-authorization, once, and
   `on_lost` takes it out of the fleet: it is not asked again every step;
-- the database away: an authorizer refreshes with the refresh token this producer last read
-  or wrote for it (kept in memory), so tokens keep flowing through a database outage; a
-  new refresh token WeChat returns meanwhile cannot be stored, so its token is not used;
+- the database away: the component token is bought with the verify ticket last read (a
+  ticket lives 12 hours), and an authorizer refreshes with the refresh token this producer
+  last read, wrote or primed for it (kept in memory: `prime` reads a platform's at start and
+  after a takeover), so tokens keep flowing through a database outage; a new refresh token
+  WeChat returns meanwhile cannot be stored, so its token is not used;
 - a token `offer`ed by the callback processor (api_query_auth's, for a code just redeemed)
   is handed out instead of a call, so a re-authorization replaces the old token at once.
 
@@ -30,9 +32,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from consumer_lib.wire.authorizers import authorizer_app_id
 from consumer_lib.wire.update import mask
 from producer.app_config import AppConfig, TokenApi
-from producer.platform.db.registry import PlatformRegistry
+from producer.platform.db.records import VerifyTicket
+from producer.platform.db.registry import MAX_PAGE, PlatformRegistry
 from producer.platform.errors import RegistryUnavailable
 from producer.store.audit import AuditEvent, AuditLog
 from producer.upstream.errcodes import FailureKind
@@ -88,6 +92,9 @@ class PlatformTokens:
         self._last_known: dict[str, tuple[str, int]] = {}
         #: Fetches that used the remembered refresh token (the registry away).
         self.remembered_uses = 0
+        #: The verify ticket last read, by platform: the component token is bought with it
+        #: while the registry does not answer (a ticket lives 12 hours).
+        self._last_ticket: dict[str, VerifyTicket] = {}
         #: How many times each platform's ticket was refused (61005/61006) or missing.
         self.ticket_failures: dict[str, int] = {}
         self.push_restarts: dict[str, int] = {}
@@ -105,9 +112,23 @@ class PlatformTokens:
         try:
             ticket = self.registry.verify_ticket(component)
         except RegistryUnavailable as exc:
-            raise UpstreamError(
-                f"{component}: reading its verify ticket: {exc}", kind=FailureKind.TRANSIENT
-            ) from None
+            with self._lock:
+                ticket = self._last_ticket.get(component)
+            if ticket is None:
+                raise UpstreamError(
+                    f"{component}: reading its verify ticket: {exc}", kind=FailureKind.TRANSIENT
+                ) from None
+            log.warning(
+                "%s: the registry is away (%s); buying the component token with the ticket "
+                "read %.0f s ago",
+                component,
+                exc,
+                self._clock() - ticket.received_at_s,
+            )
+        else:
+            if ticket is not None:
+                with self._lock:
+                    self._last_ticket[component] = ticket
         secret = app.secret.get_secret_value()
         if ticket is None:
             self._ticket_refused(component, secret, "no component_verify_ticket stored yet")
@@ -145,6 +166,30 @@ class PlatformTokens:
             self.push_restarts[component] = self.push_restarts.get(component, 0) + 1
 
     # ------------------------------------------------------------------ authorizer tokens
+    def remember(self, app_id: str, refresh_token: str, version: int) -> None:
+        """The refresh token just stored for `app_id` (a redeemed code, a recovery): what it
+        refreshes with should the registry be away at its first refresh."""
+        with self._lock:
+            self._last_known[app_id] = (refresh_token, version)
+
+    def prime(self, component_appid: str) -> int:
+        """Remember every `authorized` refresh token of a platform now (at start, after a
+        takeover), a page at a time; returns how many. `RegistryUnavailable` propagates."""
+        count = 0
+        after: str | None = None
+        while True:
+            page = self.registry.refresh_tokens(component_appid, after=after)
+            with self._lock:
+                for authorizer, (token, version) in page.items():
+                    self._last_known[authorizer_app_id(component_appid, authorizer)] = (
+                        token,
+                        version,
+                    )
+            count += len(page)
+            if len(page) < MAX_PAGE:
+                return count
+            after = max(page)
+
     def offer(self, app_id: str, token: FetchedToken) -> None:
         """A token just handed out for `app_id` (api_query_auth): the next fetch takes it."""
         with self._lock:

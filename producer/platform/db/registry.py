@@ -255,6 +255,43 @@ class PlatformRegistry:
         )
         return token, int(row.refresh_token_version)
 
+    def refresh_tokens(
+        self, component_appid: str, *, after: str | None = None, limit: int = MAX_PAGE
+    ) -> dict[str, tuple[str, int]]:
+        """One page of a platform's `authorized` authorizers with a refresh token: authorizer
+        appid -> (refresh token, version), by appid (pass the last as `after` for the next
+        page). A value that does not open is left out (its refresh reads it again)."""
+        query = (
+            sa.select(
+                authorizers.c.authorizer_appid,
+                authorizers.c.refresh_token_sealed,
+                authorizers.c.refresh_token_key_id,
+                authorizers.c.refresh_token_version,
+            )
+            .where(
+                authorizers.c.component_appid == component_appid,
+                authorizers.c.state == "authorized",
+                authorizers.c.refresh_token_sealed.is_not(None),
+            )
+            .order_by(authorizers.c.authorizer_appid)
+            .limit(max(1, min(limit, MAX_PAGE)))
+        )
+        if after is not None:
+            query = query.where(authorizers.c.authorizer_appid > after)
+        with self._transaction("reading refresh tokens") as connection:
+            rows = list(connection.execute(query))
+        found: dict[str, tuple[str, int]] = {}
+        for row in rows:
+            place = token_place(component_appid, row.authorizer_appid)
+            try:
+                token = self._sealer.open(
+                    Sealed(row.refresh_token_sealed, row.refresh_token_key_id), place
+                )
+            except SealBroken:
+                continue
+            found[row.authorizer_appid] = (token, int(row.refresh_token_version))
+        return found
+
     def replace_refresh_token(
         self, component_appid: str, authorizer_appid: str, expected_version: int, new_token: str
     ) -> bool:

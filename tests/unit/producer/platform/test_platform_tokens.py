@@ -310,3 +310,46 @@ def test_with_the_registry_away_the_remembered_refresh_token_keeps_tokens_flowin
     with pytest.raises(UpstreamError, match="reading its refresh token") as raised:
         tokens.authorizer_token(other, "C" * 40)
     assert raised.value.kind is FailureKind.TRANSIENT
+
+
+@responses.activate
+def test_with_the_registry_away_the_ticket_last_read_buys_the_component_token(
+    registry: PlatformRegistry, tokens: PlatformTokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer.platform.errors import RegistryUnavailable
+
+    registry.save_verify_ticket(COMPONENT, "ticket@@@one", 1_700_000_000)
+    answer = ok(component_access_token="C" * 40, expires_in=7200)
+    responses.post(f"{CGI}/api_component_token", json=answer)
+    tokens.fetch(COMPONENT_APP)
+
+    def away(*args: object, **kwargs: object) -> None:
+        raise RegistryUnavailable("reading the verify ticket: OperationalError: gone")
+
+    monkeypatch.setattr(registry, "verify_ticket", away)
+    assert tokens.fetch(COMPONENT_APP).value == "C" * 40
+    assert _bodies("api_component_token")[-1]["component_verify_ticket"] == "ticket@@@one"
+
+
+@responses.activate
+def test_primed_refresh_tokens_carry_an_authorizer_never_refreshed_here(
+    registry: PlatformRegistry, tokens: PlatformTokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start the producer remembers every refresh token: one whose first refresh here
+    meets a database outage still refreshes."""
+    from producer.platform.errors import RegistryUnavailable
+
+    registry.authorize(COMPONENT, AUTHORIZER, "refresh@@@one")
+    registry.authorize(COMPONENT, "wxcustomer00000002", "refresh@@@two")
+    registry.unauthorize(COMPONENT, "wxcustomer00000002")
+    assert tokens.prime(COMPONENT) == 1  # the revoked one has none
+
+    def away(*args: object, **kwargs: object) -> None:
+        raise RegistryUnavailable("reading a refresh token: OperationalError: gone")
+
+    monkeypatch.setattr(registry, "refresh_token", away)
+    responses.post(
+        f"{CGI}/api_authorizer_token", json=ok(authorizer_access_token="A" * 40, expires_in=7200)
+    )
+    assert tokens.authorizer_token(AUTHORIZER_APP, "C" * 40).value == "A" * 40
+    assert _bodies("api_authorizer_token")[-1]["authorizer_refresh_token"] == "refresh@@@one"
