@@ -176,7 +176,7 @@ def test_the_wheel_holds_every_package_its_data_and_the_license(dist: Path) -> N
         assert lua.relative_to(REPO_ROOT).as_posix() in names
     # The platform registry's migrations run from the installed package: env.py, the
     # template and every revision.
-    migrations = REPO_ROOT / "producer" / "platform" / "migrations"
+    migrations = REPO_ROOT / "producer" / "platform" / "db" / "migrations"
     shipped = [p for p in migrations.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert migrations / "script.py.mako" in shipped
     for path in shipped:
