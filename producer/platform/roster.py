@@ -60,6 +60,9 @@ class Roster:
         self._authorizers: dict[str, AppConfig] = {}
         self._stored: list[AppConfig] = []
         self._broken: list[str] = []
+        #: Added by the leader since the last read began (a read that started before the
+        #: authorization was committed must not drop it).
+        self._added: dict[str, AppConfig] = {}
 
     @property
     def platforms(self) -> dict[str, PlatformConfig]:
@@ -88,6 +91,7 @@ class Roster:
                 log.error("stored app not served: %s", line)
         with self._lock:
             known = dict(self._authorizers)
+            self._added = {}
         seen: dict[str, AppConfig] = {}
         for component, platform in self._platforms.items():
             after: str | None = None
@@ -104,6 +108,8 @@ class Roster:
                     break
                 after = page[-1].authorizer_appid
         with self._lock:
+            for app_id, app in self._added.items():
+                seen.setdefault(app_id, app)
             changed = seen.keys() != self._authorizers.keys() or stored != self._stored
             self._authorizers = seen
             self._stored, self._broken = stored, broken
@@ -116,6 +122,7 @@ class Roster:
             return False
         app = authorizer_app(platform, authorizer_appid)
         with self._lock:
+            self._added[app.app_id] = app
             if app.app_id in self._authorizers:
                 return False
             self._authorizers[app.app_id] = app
@@ -125,4 +132,5 @@ class Roster:
         """Stop serving this authorizer (revoked, or needing re-authorization)."""
         app_id = authorizer_app_id(component_appid, authorizer_appid)
         with self._lock:
+            self._added.pop(app_id, None)
             return self._authorizers.pop(app_id, None) is not None

@@ -87,3 +87,29 @@ def test_the_roster_serves_the_stored_apps(registry: PlatformRegistry) -> None:
     registry.remove_app(OA.app_id)
     assert roster.read() is True
     assert roster.stored_apps() == []
+
+
+def test_an_authorizer_added_during_a_read_is_not_dropped_by_it(
+    registry: PlatformRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader adds an authorizer while the roster thread's read (begun before the
+    authorization was committed) is under way: the read keeps it."""
+    from producer.platform.config import PlatformConfig
+
+    platform = PlatformConfig(
+        component_appid="wxcomponent0000001",
+        token=SecretStr("pamtest"),
+        encoding_aes_key=SecretStr("a" * 43),
+        secret=SecretStr("component-secret"),
+    )
+    roster = Roster(registry, [platform])
+    real = registry.authorizers
+
+    def slow_page(*args: object, **kwargs: object) -> object:
+        page = real(*args, **kwargs)  # type: ignore[arg-type]
+        roster.add("wxcomponent0000001", "wxcustomer00000001")  # meanwhile, the leader
+        return page
+
+    monkeypatch.setattr(registry, "authorizers", slow_page)
+    roster.read()
+    assert [a.authorizer_appid for a in roster.apps()[1:]] == ["wxcustomer00000001"]
