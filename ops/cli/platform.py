@@ -64,8 +64,9 @@ def status(obj: OpsContext, component_appid: str | None, as_json: bool) -> None:
     """Each platform's verify ticket, component token and authorizers by state."""
     settings = registry_settings(need_platforms=True)
     needs_operator = False
+    platforms = _platforms(settings, component_appid)  # a bad argument: before any connection
     with open_registry(settings) as registry:
-        for appid in _platforms(settings, component_appid):
+        for appid in platforms:
             shown = _platform_status(obj, registry, appid)
             needs_operator |= bool(shown["problems"])
             if as_json:
@@ -162,8 +163,9 @@ def reconcile(obj: OpsContext, component_appid: str | None) -> None:
     client = OpenPlatformClient(settings.wechat_base_url)
     unrecoverable = 0
     try:
+        platforms = _platforms(settings, component_appid)
         with open_registry(settings) as registry:
-            for appid in _platforms(settings, component_appid):
+            for appid in platforms:
                 token = obj.stored_update(appid, TokenKind.ACCESS_TOKEN)
                 if not token.is_valid_at(obj.clock()):
                     raise CliError(f"{appid}: the stored component token has expired")

@@ -306,3 +306,34 @@ def test_platform_config_is_checked() -> None:
         SandboxPlatform(COMPONENT, SECRET, "a", KEY)
     with pytest.raises(ValueError, match="twice"):
         SandboxConfig(apps={}, platforms=[platform(), platform()])
+
+
+def test_seed_control_over_http() -> None:
+    """Seeded customers come back with refresh tokens the component API accepts; a bad
+    prefix or count is a 400 that seeds nothing."""
+    config = SandboxConfig(apps={}, platforms=[platform()])
+    with SandboxServer(config) as sandbox:
+        url = f"{sandbox.base_url}/sandbox/platform/seed"
+        for bad in (
+            {"component_appid": COMPONENT, "prefix": "wx/..", "count": 2},
+            {"component_appid": COMPONENT, "count": 0},
+            {"component_appid": COMPONENT, "count": 100_001},
+            {"component_appid": COMPONENT, "count": "2"},
+            {"component_appid": "wxunknown000000000", "count": 2},
+        ):
+            assert requests.post(url, json=bad, timeout=5).status_code == 400, bad
+        assert sandbox.state.stats()["platforms"][COMPONENT]["authorizers"] == {}
+        seeded = requests.post(
+            url, json={"component_appid": COMPONENT, "prefix": "wxseed", "count": 2}, timeout=5
+        ).json()["authorizers"]
+        assert [row["authorizer_appid"] for row in seeded] == ["wxseed00000000", "wxseed00000001"]
+        token = live_component_token(sandbox.state)
+        answer = call(
+            sandbox.state,
+            "authorizer_token",
+            token,
+            component_appid=COMPONENT,
+            authorizer_appid="wxseed00000001",
+            authorizer_refresh_token=seeded[1]["refresh_token"],
+        )
+        assert "authorizer_access_token" in answer

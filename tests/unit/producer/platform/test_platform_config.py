@@ -138,3 +138,17 @@ def test_two_platforms(tmp_path: Path) -> None:
     )
     assert [p.component_appid for p in platforms] == [APPID, "wxb11529c136998cb6"]
     assert platforms[1].token.get_secret_value() == "other1"
+
+
+def test_authorizer_tickets_are_named_and_checked(tmp_path: Path) -> None:
+    """`authorizer_tickets` takes an official account's ticket names, each once; another
+    name is a one-line error naming the field."""
+    from consumer_lib.wire.kinds import TokenKind
+
+    good = write(tmp_path, table() + 'authorizer_tickets = ["jsapi", "wx_card", "jsapi"]\n')
+    good.write_text(good.read_text().replace("\n\n", "\n", 1))
+    (platform,) = load_platforms(good, environ=ENV)
+    assert platform.authorizer_tickets == (TokenKind.JSAPI_TICKET, TokenKind.WX_CARD_TICKET)
+    for bad in ('["corp_jsapi"]', '"jsapi"', "[1]"):
+        path = write(tmp_path, table().rstrip("\n") + f"\nauthorizer_tickets = {bad}\n")
+        assert "authorizer_tickets" in error(path)
