@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlsplit
 
 import requests
@@ -45,6 +44,7 @@ from consumer_lib.settings import (
     split_urls,
 )
 from consumer_lib.wire.signing import generate_keypair
+from producer.signals import STOP_SIGNALS, SignalInbox
 
 from ._demo_parts import (
     declare_exchanges,
@@ -152,14 +152,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = threading.Event()  # the demo's own threads watch it too
+    inbox = SignalInbox(STOP_SIGNALS)  # open for the rest of the demo's process
 
     apps_file = workdir / "apps.toml"
     apps_file.write_text(
@@ -297,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             children.append(("receiver", platform.receiver))
     try:
         client.start()
-        while not stop.wait(0.5):
+        while not inbox.wait(0.5):
             for name, child in children:
                 if child.poll() is not None:
                     say("demo", f"the {name} exited with code {child.returncode}")

@@ -11,9 +11,7 @@ import itertools
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Iterable
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from consumer_lib.errors import ConfigError
@@ -25,6 +23,7 @@ from producer.observability.wiring import metered_upstream, start_status
 from producer.platform.errors import RegistryUnavailable
 from producer.service import ProducerService
 from producer.settings import ProducerSettings
+from producer.signals import STOP_SIGNALS, SignalInbox
 
 if TYPE_CHECKING:  # the platform extra, imported only when configured
     from producer.platform.wiring import PlatformSetup
@@ -72,20 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wxtoken-producer: {exc}", file=sys.stderr)
         return 1
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        del frame
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        service.request_stop()
-
-    reload_wanted = threading.Event()
-
-    def on_hangup(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        reload_wanted.set()  # the main loop does the file I/O, not the signal handler
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hangup)
     log.info(
         "producer %s starting: %d app(s) [%s], upstream %s",
         settings.producer_id,
@@ -93,25 +78,30 @@ def main(argv: list[str] | None = None) -> int:
         _listed(a.app_id for a in apps),
         settings.wechat_base_url,
     )
-    service.start()
-    # Thousands of credentials are a million long-lived objects: leave them out of the
-    # collector's full passes (each took a few hundred ms of CPU with 30,000 credentials).
-    gc.freeze()
-    try:
-        status = start_status(settings, service, meter)
-    except ConfigError as exc:
-        service.close()
-        print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        while not service.wait(0.2):
-            if reload_wanted.is_set():
-                reload_wanted.clear()
-                reload_apps(service, settings)
-    finally:
-        service.close()
-        if status is not None:
-            status.close()
+    with SignalInbox(STOP_SIGNALS | {signal.SIGHUP}) as inbox:
+        service.start()
+        # Thousands of credentials are a million long-lived objects: leave them out of the
+        # collector's full passes (each took a few hundred ms of CPU with 30,000 credentials).
+        gc.freeze()
+        try:
+            status = start_status(settings, service, meter)
+        except ConfigError as exc:
+            service.close()
+            print(f"wxtoken-producer: configuration error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            while True:
+                received = inbox.wait(0.2)
+                stops = [sig for sig in received if sig in STOP_SIGNALS]
+                if stops:
+                    log.info("received %s, stopping", stops[0].name)
+                    break
+                if signal.SIGHUP in received:  # several at once: one reload
+                    reload_apps(service, settings)
+        finally:
+            service.close()
+            if status is not None:
+                status.close()
     log.info("producer stopped")
     return 0
 

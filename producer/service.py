@@ -273,12 +273,9 @@ class ProducerService:
             self.platform.start()
         return self
 
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until a stop is requested (e.g. by a signal handler); True if it was."""
-        return self._stop.wait(timeout_s)
-
     def request_stop(self) -> None:
-        """Ask every loop to stop; safe from a signal handler."""
+        """Ask every loop to stop. Not from a signal handler: it takes locks the interrupted
+        thread may hold (`producer.signals` says why)."""
         self._stop.set()
         self.succession.wake_follower()
 

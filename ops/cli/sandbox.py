@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
-
 import click
+
+from producer.signals import STOP_SIGNALS, SignalInbox
 
 from .context import CliError, emit
 
@@ -121,19 +119,12 @@ def sandbox(
         server = SandboxServer(config)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.start()
-        emit(f"sandbox listening on {server.base_url}")
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with SignalInbox(STOP_SIGNALS) as inbox:
+        try:
+            server.start()
+            emit(f"sandbox listening on {server.base_url}")
+            while not inbox.wait(3600):
+                pass
+        finally:
+            server.stop()
     emit("sandbox stopped", err=True)
