@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from consumer_lib.wire.update import TokenKind, TokenUpdate
 from producer.apps import AppConfig, TokenApi
@@ -21,7 +21,7 @@ from producer.leadership.lease import Leadership
 from producer.limits.budget import RefreshBudget
 from producer.limits.ticket_budget import TicketBudget
 from producer.ports import AuthorizerTokens
-from producer.refresh.refresher import AppRefresher, Fetcher
+from producer.refresh.refresher import AppRefresher, Fetcher, RefreshKit
 from producer.refresh.sources import (
     AppTokenSource,
     AuthorizerSource,
@@ -63,6 +63,26 @@ class CredentialRefreshers:
     platform_tokens: Fetcher | None = None
     authorizer_tokens: AuthorizerTokens | None = None
     components: Components = field(default_factory=Components)
+    #: The parts every credential's refresher shares (made from the fields above).
+    kit: RefreshKit = field(init=False)
+
+    def __post_init__(self) -> None:
+        kit = RefreshKit.build(
+            store=self.store,
+            publish=self.publish,
+            producer_id=self.producer_id,
+            timing=self.timing,
+            gate=self.gate,
+            budget=self.budget,
+            clock=self.clock,
+            audit=self.audit,
+            upstream=self.upstream,
+            follows_store=False,  # the service's `SnapshotFollower` reads in batches
+            probe=self.probe,
+            on_fetch_failed=self.upstream_errors.record,
+            on_refused=self.upstream_errors.record_refused,
+        )
+        object.__setattr__(self, "kit", kit)  # frozen: set once, here
 
     @property
     def _tickets(self) -> TicketFetcher | None:
@@ -84,7 +104,7 @@ class CredentialRefreshers:
             source = TicketSource(
                 token, tickets, self.clock, ticket_budget=self.ticket_budget, budget=self.budget
             )
-            made.append(AppRefresher(app, **self._refresher_kwargs(app, credential.kind, source)))
+            made.append(self._refresher(app, credential.kind, source))
         return made
 
     def _token_refresher(self, app: AppConfig) -> AppRefresher:
@@ -101,34 +121,14 @@ class CredentialRefreshers:
             source = AuthorizerSource(
                 self.components, self.authorizer_tokens, self.clock, budget=self.budget
             )
-        refresher = AppRefresher(app, **self._refresher_kwargs(app, TokenKind.ACCESS_TOKEN, source))
+        refresher = self._refresher(app, TokenKind.ACCESS_TOKEN, source)
         if app.token_api is TokenApi.COMPONENT:
             self.components.register(app.app_id, refresher)
         return refresher
 
-    def _refresher_kwargs(
-        self, app: AppConfig, kind: TokenKind, source: CredentialSource
-    ) -> dict[str, Any]:
-        return {
-            "kind": kind,
-            "source": source,
-            "store": self.store,
-            "publish": self.publish,
-            "producer_id": self.producer_id,
-            "timing": self.timing,
-            "gate": self.gate,
-            "budget": self.budget,
-            "clock": self.clock,
-            "audit": self.audit,
-            "on_fetch_failed": self.upstream_errors.record,
-            "on_refused": self.upstream_errors.record_refused,
-            "upstream": self.upstream,
-            "probe": self.probe,
-            "follows_store": False,
-            "republish_phase_s": republish_phase_s(
-                app.app_id, kind, self.timing.republish_interval_s
-            ),
-        }
+    def _refresher(self, app: AppConfig, kind: TokenKind, source: CredentialSource) -> AppRefresher:
+        phase_s = republish_phase_s(app.app_id, kind, self.timing.republish_interval_s)
+        return AppRefresher(app, self.kit, kind=kind, source=source, republish_phase_s=phase_s)
 
 
 def scheduled_step(

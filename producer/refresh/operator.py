@@ -2,7 +2,7 @@
 
 A signed `ControlRequest` (`refresh` or `force_refresh`) reaches the leader's
 `ControlHandler`, which hands the credential's refresher an `OperatorRefresh` and wakes it.
-On its next step the refresher (`OperatorRefreshing._handle_operator`, before the reports)
+On its next step the refresher (`OperatorRefreshing.handle`, before the reports)
 decides, and calls the request's `answer` with a `Verdict`:
 
 - `refresh`: the version the operator saw was replaced since → done (that version).
@@ -27,16 +27,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from consumer_lib.wire.control import ControlAction, ControlRequest, ControlResult
 from consumer_lib.wire.kinds import TokenKind
-from consumer_lib.wire.update import TokenUpdate
-from producer.apps import AppConfig
 from producer.limits.budget import BudgetDecision, RefreshBudget
-from producer.refresh.sources import CredentialSource
-from producer.refresh.stats import RefresherStats
 from producer.upstream.token_probe import ProbeVerdict, TokenProbe
+
+if TYPE_CHECKING:  # the state module keeps each credential's `OperatorBox`
+    from producer.refresh.state import CredentialState
 
 log = logging.getLogger(__name__)
 
@@ -94,48 +93,45 @@ class OperatorBox:
         return self._items is not None
 
 
+class RefreshNow(Protocol):
+    """Fetch the credential now (as its refresher's step would), `forced` or not."""
+
+    def __call__(self, *, forced: bool, reason: str) -> None: ...
+
+
 class OperatorRefreshing:
-    """Operator refreshes of one credential; mixed into `AppRefresher`."""
+    """Judges the operator refreshes of every credential of one producer."""
 
-    if not TYPE_CHECKING:  # the state is in `AppRefresher`'s slots (mypy checks those)
-        __slots__ = ()
-    app: AppConfig
-    kind: TokenKind
-    stats: RefresherStats
-    _operator: OperatorBox
-    _budget: RefreshBudget | None
-    _source: CredentialSource
-    _probe: TokenProbe | None
-    _held: TokenUpdate | None
-    _clock: Callable[[], float]
+    __slots__ = ("_budget", "_clock", "_probe")
 
-    if TYPE_CHECKING:  # in `Fetching` and `AppRefresher`: stubs here would shadow them
+    def __init__(
+        self, *, budget: RefreshBudget | None, probe: TokenProbe | None, clock: Callable[[], float]
+    ) -> None:
+        self._budget = budget
+        self._probe = probe
+        self._clock = clock
 
-        def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None: ...
-
-    def operator_refresh(self, item: OperatorRefresh) -> bool:
-        """Queue an operator's refresh for the next step; thread-safe. False (and nothing
-        queued) when too many wait already."""
-        return self._operator.add(item)
-
-    def _refuse_operator(self, why: str) -> None:
-        for item in self._operator.drain():
+    def refuse(self, cred: CredentialState, why: str) -> None:
+        """Answer every operator refresh waiting for `cred` with a refusal."""
+        for item in cred.operator.drain():
             item.answer(Verdict(ControlResult.REFUSED, why))
 
-    def _handle_operator(self) -> None:
-        for item in self._operator.drain():
+    def handle(self, cred: CredentialState, refresh: RefreshNow) -> None:
+        """Judge and answer every operator refresh waiting for `cred`; `refresh` fetches
+        (the refresher's own fetch, with what it does after)."""
+        for item in cred.operator.drain():
             try:
-                verdict = self._judge_operator(item)
+                verdict = self._judge(cred, item, refresh)
             except Exception:
-                log.exception("%s: operator refresh %s failed", self.app.app_id, item.request)
+                log.exception("%s: operator refresh %s failed", cred.app.app_id, item.request)
                 verdict = Verdict(ControlResult.FAILED, "unexpected error in the producer")
             item.answer(verdict)
 
-    def _judge_operator(self, item: OperatorRefresh) -> Verdict:
+    def _judge(self, cred: CredentialState, item: OperatorRefresh, refresh: RefreshNow) -> Verdict:
         request = item.request
-        held = self._held
+        held = cred.held
         if held is None or not held.is_valid_at(self._clock()):
-            return self._fetch_for_operator(item)
+            return self._fetch_now(cred, item, refresh)
         seen = request.seen_version
         if not item.forced and seen is not None and held.version > seen:
             return Verdict(
@@ -144,8 +140,8 @@ class OperatorRefreshing:
                 held.version,
             )
         verdict = ProbeVerdict.UNKNOWN
-        if not item.forced and self.kind is TokenKind.ACCESS_TOKEN and self._probe is not None:
-            verdict = self._probe.check(self.app, held.value)
+        if not item.forced and cred.kind is TokenKind.ACCESS_TOKEN and self._probe is not None:
+            verdict = self._probe.check(cred.app, held.value)
         if verdict is ProbeVerdict.ACCEPTED:
             return Verdict(
                 ControlResult.REFUTED,
@@ -153,35 +149,35 @@ class OperatorRefreshing:
                 "rotates it anyway)",
                 held.version,
             )
-        refused = self._spend_for_operator(verified=verdict is ProbeVerdict.REFUSED)
+        refused = self._spend(cred, verified=verdict is ProbeVerdict.REFUSED)
         if refused is not None:
             return Verdict(ControlResult.OVER_BUDGET, refused.reason, held.version)
         how = "forced" if item.forced else f"requested ({verdict} upstream)"
         why = f": {request.reason}" if request.reason else ""
         log.warning(
             "%s: %s v%d %s by %s (key %s); refreshing it now",
-            self.app.app_id,
-            self.kind,
+            cred.app.app_id,
+            cred.kind,
             held.version,
             how,
             request.operator,
             item.signer,
         )
-        self.stats.forced_refreshes += 1
-        fetches, failures = self.stats.fetches, self.stats.fetch_failures
-        self._refresh(
+        cred.stats.forced_refreshes += 1
+        fetches, failures = cred.stats.fetches, cred.stats.fetch_failures
+        refresh(
             forced=True,
             reason=(
                 f"{how} by {request.operator} (key {item.signer}, request "
                 f"{request.request_id[:8]}){why}"
             )[:256],
         )
-        now_held = self._held
+        now_held = cred.held
         if now_held is not None and now_held.version != held.version:
             return Verdict(ControlResult.DONE, f"replaced: v{now_held.version}", now_held.version)
-        if self.stats.fetch_failures > failures:
-            error = f"the fetch failed: {self.stats.last_error}"
-        elif self.stats.fetches > fetches:
+        if cred.stats.fetch_failures > failures:
+            error = f"the fetch failed: {cred.stats.last_error}"
+        elif cred.stats.fetches > fetches:
             error = "upstream handed back the same value (WeCom renews only once it expired)"
         else:
             error = (
@@ -190,42 +186,44 @@ class OperatorRefreshing:
             )
         return Verdict(ControlResult.FAILED, f"not replaced: {error}", held.version)
 
-    def _fetch_for_operator(self, item: OperatorRefresh) -> Verdict:
+    def _fetch_now(
+        self, cred: CredentialState, item: OperatorRefresh, refresh: RefreshNow
+    ) -> Verdict:
         """Nothing valid held: fetch now instead of at the end of the failed fetch's backoff
         (no budget of ours: the quota of a credential that has none is every service's)."""
         request = item.request
         log.warning(
             "%s: no valid %s held; fetching now, asked by %s (key %s)",
-            self.app.app_id,
-            self.kind,
+            cred.app.app_id,
+            cred.kind,
             request.operator,
             item.signer,
         )
-        failures = self.stats.fetch_failures
-        self._refresh(reason=f"asked by {request.operator} (key {item.signer}): none held")
-        held = self._held
+        failures = cred.stats.fetch_failures
+        refresh(forced=False, reason=f"asked by {request.operator} (key {item.signer}): none held")
+        held = cred.held
         if held is not None and held.is_valid_at(self._clock()):
             return Verdict(ControlResult.DONE, f"fetched: v{held.version}", held.version)
-        if self.stats.fetch_failures > failures:
-            return Verdict(ControlResult.FAILED, f"the fetch failed: {self.stats.last_error}")
+        if cred.stats.fetch_failures > failures:
+            return Verdict(ControlResult.FAILED, f"the fetch failed: {cred.stats.last_error}")
         return Verdict(
             ControlResult.FAILED,
             "not fetched now (the upstream rate cap, a pause after a quota error, or too "
             "little lease left): ask again",
         )
 
-    def _spend_for_operator(self, *, verified: bool) -> BudgetDecision | None:
+    def _spend(self, cred: CredentialState, *, verified: bool) -> BudgetDecision | None:
         """Spend our request-caused budget (access tokens) and WeChat's; the refusal, or
         None when both allow it (or none is kept)."""
         if self._budget is None:
             return None
-        if self.kind is TokenKind.ACCESS_TOKEN:
+        if cred.kind is TokenKind.ACCESS_TOKEN:
             ours = self._budget.try_spend_requested(
-                self.app.app_id, self.app.token_api, verified=verified
+                cred.app.app_id, cred.app.token_api, verified=verified
             )
             if not ours.allowed:
                 return ours
-        upstream = self._source.spend_on_report(self.app, self.kind)
+        upstream = cred.source.spend_on_report(cred.app, cred.kind)
         if upstream is not None and not upstream.allowed:
             return upstream
         return None

@@ -3,7 +3,7 @@
 Requests (`RefreshRequest`s) are hints anyone holding a consumer's broker credentials can
 send, about the current token too (every consumer receives it, so it knows its
 fingerprint). The leader therefore acts on a batch of reports of the current access token
-like this (`RequestHandling._handle_reports`):
+like this (`RequestHandling.judge`):
 
 1. Check before refresh (`TokenProbe`): upstream accepts the token → the report is false,
    counted as refuted, the token re-published, nothing refreshed. Upstream refuses it →
@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from consumer_lib.wire.kinds import TokenKind
-from consumer_lib.wire.refresh_request import RefreshRequest, fingerprint
+from consumer_lib.wire.refresh_request import fingerprint
 from consumer_lib.wire.update import TokenUpdate
-from producer.apps import AppConfig
 from producer.limits.budget import BudgetDecision, RefreshBudget
-from producer.refresh.reports import AUDIT_NAMED_REQUESTERS, Batch, ReportBox, named
-from producer.refresh.sources import CredentialSource
-from producer.refresh.stats import RefresherStats
+from producer.refresh.reports import AUDIT_NAMED_REQUESTERS, Batch, named
 from producer.store.audit import AuditEvent
 from producer.store.issuing import Issuer
 from producer.upstream.token_probe import ProbeVerdict, TokenProbe
+
+if TYPE_CHECKING:  # the state module makes a `RequestAudit` for each credential's reports
+    from producer.refresh.state import CredentialState
 
 log = logging.getLogger(__name__)
 
@@ -175,141 +175,127 @@ def _log_refuted(about: TokenUpdate, count: int, summary: str) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReportsAnswer:
+    """What a credential's reports call for."""
+
+    #: The reason of a forced refresh of the current token (its reports were upheld).
+    refresh_reason: str | None = None
+    #: Re-publish the held token (reports of older tokens, refuted or over budget): the
+    #: services that reported an old one may have missed the current one.
+    republish: bool = False
+
+
+NOTHING_TO_DO = ReportsAnswer()
+REPUBLISH = ReportsAnswer(republish=True)
+
+
 class RequestHandling:
-    """Refresh requests of one credential; mixed into `AppRefresher`."""
+    """Judges the refresh requests of every credential of one producer."""
 
-    if not TYPE_CHECKING:  # the state is in `AppRefresher`'s slots (mypy checks those)
-        __slots__ = ()
-    app: AppConfig
-    kind: TokenKind
-    stats: RefresherStats
-    _reports: ReportBox
-    _budget: RefreshBudget | None
-    _source: CredentialSource
-    _probe: TokenProbe | None
-    _request_audit: RequestAudit
-    _held: TokenUpdate | None
-    _recent: tuple[bytes, ...]
-    _last_publish_s: float
-    _clock: Callable[[], float]
-    #: The fingerprint of the last token an ERROR line said someone else had replaced.
-    _foreign_logged: str | None
-    #: Told of a token upstream refuses whose refresh a budget holds back (`wxtoken status`).
-    _on_refused: Callable[[str, TokenKind, TokenUpdate, float | None], None] | None
+    __slots__ = ("_budget", "_clock", "_issuer", "_on_refused", "_probe")
 
-    if TYPE_CHECKING:  # in `Fetching` and `AppRefresher`: stubs here would shadow them
+    def __init__(
+        self,
+        *,
+        issuer: Issuer,
+        budget: RefreshBudget | None,
+        probe: TokenProbe | None,
+        clock: Callable[[], float],
+        on_refused: Callable[[str, TokenKind, TokenUpdate, float | None], None] | None,
+    ) -> None:
+        self._issuer = issuer
+        self._budget = budget
+        self._probe = probe
+        self._clock = clock
+        #: Told of a token upstream refuses whose refresh a budget holds back (`wxtoken status`).
+        self._on_refused = on_refused
 
-        def _refresh(self, *, forced: bool = False, reason: str = "scheduled") -> None: ...
-
-        def _republish(self, held: TokenUpdate, now_s: float) -> None: ...
-
-    def knows_token(self, token_sha256: str) -> bool:
-        """True when `token_sha256` is the fingerprint of the held token or of one of the
-        last tokens held before it; thread-safe (the listener asks before charging)."""
-        try:
-            digest = bytes.fromhex(token_sha256)
-        except ValueError:
-            return False
-        return digest in self._recent
-
-    def request_refresh(self, request: RefreshRequest) -> None:
-        """Note that a subscriber or operator saw a token rejected; thread-safe.
-
-        The service wakes this refresher; `step()` decides what to do.
-        """
-        self._reports.add(request)
-        self.stats.requests_received = self._reports.received
-
-    def _handle_reports(self) -> None:
-        held = self._held
-        if held is None or not self._reports:
-            self._reports.drain()
-            self._request_audit.flush(held)
-            return
-        batch = self._reports.drain()
+    def judge(self, cred: CredentialState) -> ReportsAnswer:
+        """Drain `cred`'s reports and say what they call for (`ReportsAnswer`). Also writes
+        the summed-up audit entry once it is due."""
+        held = cred.held
+        if held is None or not cred.reports:
+            cred.reports.drain()
+            if cred.request_audit is not None:
+                cred.request_audit.flush(held)
+            return NOTHING_TO_DO
+        batch = cred.reports.drain()
+        audit = cred.request_audit
+        if audit is None:
+            audit = cred.request_audit = RequestAudit(self._issuer, clock=self._clock)
         about_current = batch.counts.get(fingerprint(held.value), 0)
-        self.stats.requests_about_old_tokens += sum(batch.counts.values()) - about_current
-        self._request_audit.add(batch, about_current)
-        refresh_reason = self._judge_current(held, about_current) if about_current else None
-        self._request_audit.flush(held)
-        if refresh_reason is not None:
-            self.stats.forced_refreshes += 1
-            self._refresh(forced=True, reason=refresh_reason)
-            return
-        now_s = self._clock()
-        if held.is_valid_at(now_s) and now_s - self._last_publish_s >= REPUBLISH_ON_REQUEST_MIN_S:
-            self._republish(held, now_s)
+        cred.stats.requests_about_old_tokens += sum(batch.counts.values()) - about_current
+        audit.add(batch, about_current)
+        refresh_reason = self._judge_current(cred, held, about_current) if about_current else None
+        audit.flush(held)
+        if refresh_reason is None:
+            return REPUBLISH
+        cred.stats.forced_refreshes += 1
+        return ReportsAnswer(refresh_reason=refresh_reason)
 
-    def _note_refused(self, held: TokenUpdate, due_at_s: float | None) -> None:
+    def _note_refused(
+        self, cred: CredentialState, held: TokenUpdate, due_at_s: float | None
+    ) -> None:
         """Upstream refuses `held` but a budget holds its refresh back until `due_at_s`:
         status and metrics say so, and the refresher asks again then (`AppRefresher`)."""
-        stats = self.stats
+        stats = cred.stats
         if stats.refused_version == held.version and stats.refused_refresh_due_at_s == due_at_s:
             return
         stats.refused_version, stats.refused_refresh_due_at_s = held.version, due_at_s
         if self._on_refused is not None:
-            self._on_refused(self.app.app_id, self.kind, held, due_at_s)
+            self._on_refused(cred.app.app_id, cred.kind, held, due_at_s)
 
-    def _judge_current(self, held: TokenUpdate, count: int) -> str | None:
+    def _judge_current(self, cred: CredentialState, held: TokenUpdate, count: int) -> str | None:
         """What `count` reports of the current token call for: the reason of a forced
         refresh, or None (refuted, or over budget: re-publish)."""
-        app_id, token_api = self.app.app_id, self.app.token_api
+        app, audit = cred.app, cred.request_audit
+        assert audit is not None  # made by `judge`
         verdict = ProbeVerdict.UNKNOWN
-        if self.kind is TokenKind.ACCESS_TOKEN and self._probe is not None:
-            verdict = self._probe.check(self.app, held.value)
+        if cred.kind is TokenKind.ACCESS_TOKEN and self._probe is not None:
+            verdict = self._probe.check(app, held.value)
         if verdict is ProbeVerdict.ACCEPTED:
-            self.stats.requests_refuted += count
-            self._request_audit.refuted(held, count)
+            cred.stats.requests_refuted += count
+            audit.refuted(held, count)
             return None
         sha = fingerprint(held.value)
         if (
             verdict is ProbeVerdict.REFUSED
             and held.is_valid_at(self._clock())
-            and self._foreign_logged != sha
+            and cred.foreign_logged != sha
         ):
-            self._foreign_logged = sha  # one line per token, even if its refresh fails
+            cred.foreign_logged = sha  # one line per token, even if its refresh fails
             log.error(
                 "%s: upstream refuses %s v%d that should live %.0f s more: something else "
                 "has refreshed this app (another server fetching tokens with the same "
                 "secret?); refreshing it as soon as the budgets allow",
-                app_id,
+                app.app_id,
                 held.masked,
                 held.version,
                 held.seconds_left(self._clock()),
             )
-        decisions: list[BudgetDecision] = []
-        if self._budget is not None:
-            if self.kind is TokenKind.ACCESS_TOKEN:
-                verified = verdict is ProbeVerdict.REFUSED
-                decisions.append(
-                    self._budget.try_spend_requested(app_id, token_api, verified=verified)
-                )
-            if all(d.allowed for d in decisions):
-                # The credential's own count: a ticket's never spends its access token's.
-                spent = self._source.spend_on_report(self.app, self.kind)
-                if spent is not None:
-                    decisions.append(spent)
+        decisions = self._spend(cred, verified=verdict is ProbeVerdict.REFUSED)
         refused = next((d for d in decisions if not d.allowed), None)
         if refused is not None:
-            self.stats.requests_over_budget += count
+            cred.stats.requests_over_budget += count
             reason = f"reported rejected ({count} reports); {refused.reason}"
             if verdict is ProbeVerdict.REFUSED:
-                self._note_refused(held, refused.refused_until_s)
-            if self._request_audit.over_budget(held, count, reason):
+                self._note_refused(cred, held, refused.refused_until_s)
+            if audit.over_budget(held, count, reason):
                 log.warning(
                     "%s: refresh request about %s v%d over budget (%s); re-publishing it instead",
-                    app_id,
+                    app.app_id,
                     held.masked,
                     held.version,
                     refused.reason,
                 )
             return None
-        self._request_audit.refreshed()
+        audit.refreshed()
         notes = "".join(f"; {d.reason}" for d in decisions)
         checked = "" if verdict is ProbeVerdict.UNKNOWN else f", upstream {verdict} it"
         log.warning(
             "%s: %s v%d reported rejected upstream (%d report(s)%s); refreshing it now%s",
-            app_id,
+            app.app_id,
             held.masked,
             held.version,
             count,
@@ -317,3 +303,20 @@ class RequestHandling:
             f" ({notes[2:]})" if notes else "",
         )
         return f"reported rejected ({count} reports{checked}){notes}"
+
+    def _spend(self, cred: CredentialState, *, verified: bool) -> list[BudgetDecision]:
+        """Our request-caused budget (access tokens), then the credential's own upstream
+        count (a ticket's never spends its access token's); stops at the first refusal."""
+        decisions: list[BudgetDecision] = []
+        if self._budget is None:
+            return decisions
+        app = cred.app
+        if cred.kind is TokenKind.ACCESS_TOKEN:
+            decisions.append(
+                self._budget.try_spend_requested(app.app_id, app.token_api, verified=verified)
+            )
+        if all(d.allowed for d in decisions):
+            spent = cred.source.spend_on_report(app, cred.kind)
+            if spent is not None:
+                decisions.append(spent)
+        return decisions

@@ -34,7 +34,6 @@ from producer.apps import TokenApi
 from producer.leadership.lease import Leadership
 from producer.limits.budget import RefreshBudget
 from producer.limits.ticket_budget import TicketBudget
-from producer.refresh.refresher import AppRefresher
 from producer.store.audit import AuditLog
 from producer.store.functions import library_code, library_version, load_library
 from producer.store.tokens import StoreError, TokenStore
@@ -45,6 +44,7 @@ from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.integration.servers import HOST, RedisServer
 from tests.unit._helpers import make_update
+from tests.unit.producer.builders import build_refresher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -546,11 +546,10 @@ def test_a_report_flood_leaves_earlier_overrides_in_the_trail(
 
     # The leader's side: the same reports, as `RefreshRequest`s naming the key.
     store = TokenStore(producer, KEYS)
-    refresher = AppRefresher(
+    refresher = build_refresher(
         AppConfig(app_id=app_id, secret=SecretStr("s"), token_api=TokenApi.CLASSIC),
         fetcher=_Fetcher(),
         store=store,
-        publish=lambda update: None,
         producer_id="producer-acl",
         budget=RefreshBudget(producer, KEYS, clock=clock),
         audit=AuditLog(producer, KEYS, clock=clock),

@@ -41,7 +41,6 @@ from producer.apps import AppConfig, TokenApi
 from producer.limits.budget import RefreshBudget
 from producer.messaging.control import ControlHandler
 from producer.refresh.operator import OperatorRefresh
-from producer.refresh.refresher import AppRefresher
 from producer.store.audit import AuditLog
 from producer.store.tokens import TokenStore
 from producer.store.upstream_failures import UpstreamErrors
@@ -51,6 +50,7 @@ from producer.upstream.token_probe import ProbeVerdict
 from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import unreachable_redis
+from tests.unit.producer.builders import build_refresher
 
 PREFIX = "wxunit"
 APP = "wxapp0000000001"
@@ -98,11 +98,10 @@ class Leader:
         self.fetcher.error = first_fetch_fails
         self.probe = Probe()
         self.audit = AuditLog(client, KEYS, clock=clock)
-        self.refresher = AppRefresher(
+        self.refresher = build_refresher(
             AppConfig(app_id=APP, secret=SecretStr("s3cret"), token_api=TokenApi.STABLE),
             fetcher=self.fetcher,
             store=TokenStore(client, KEYS, UpdateCodec(signer=load_private_key(key_file))),
-            publish=lambda update: None,
             producer_id="producer-a",
             budget=RefreshBudget(client, KEYS, clock=clock),
             clock=clock,

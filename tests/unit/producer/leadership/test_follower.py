@@ -16,12 +16,13 @@ from consumer_lib.wire.signing import UpdateCodec
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.apps import AppConfig, TokenApi
 from producer.leadership.follower import SnapshotFollower
-from producer.refresh.refresher import STANDBY_IDLE_S, AppRefresher
+from producer.refresh.refresher import STANDBY_IDLE_S
 from producer.store.remembering_codec import RememberingCodec
 from producer.store.tokens import TokenStore
 from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
+from tests.unit.producer.builders import build_refresher
 
 APPS = [f"wxfollow{n:03d}" for n in range(30)]
 
@@ -77,7 +78,7 @@ class Fleet:
         self.upstream = Upstream()
         self.published: list[TokenUpdate] = []
         self.refreshers = [
-            AppRefresher(
+            build_refresher(
                 AppConfig(app_id=app_id, secret=SecretStr("s3cret")),
                 fetcher=self.upstream,
                 store=self.store,

@@ -10,10 +10,11 @@ import pytest
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import TokenApi
 from producer.leadership.lease import Leadership
-from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.refresh.refresher import RefreshTiming
 from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
+from tests.unit.producer.builders import build_refresher
 from tests.unit.producer.refresh.test_refresher import APP, FakeFetcher
 
 KEYS = KeyLayout("lease-test")
@@ -184,25 +185,6 @@ def test_fenced_write_is_refused(server: fakeredis.FakeServer, clock: FakeClock)
     assert store.write(make_update(version=7), fence_owner="b").fenced
 
 
-def refresher(
-    server: fakeredis.FakeServer,
-    clock: FakeClock,
-    gate: Leadership,
-    fetcher: FakeFetcher,
-    published: list[object],
-) -> AppRefresher:
-    return AppRefresher(
-        APP,
-        fetcher=fetcher,
-        store=TokenStore(client_of(server), KEYS),
-        publish=published.append,
-        producer_id=gate.owner,
-        timing=RefreshTiming(),
-        gate=gate,
-        clock=clock,
-    )
-
-
 def test_standby_neither_fetches_nor_publishes_but_follows_redis(
     server: fakeredis.FakeServer, clock: FakeClock
 ) -> None:
@@ -214,8 +196,24 @@ def test_standby_neither_fetches_nor_publishes_but_follows_redis(
     leader_fetcher, standby_fetcher = FakeFetcher(clock), FakeFetcher(clock)
     leader_published: list[object] = []
     standby_published: list[object] = []
-    leader = refresher(server, clock, leader_gate, leader_fetcher, leader_published)
-    standby = refresher(server, clock, standby_gate, standby_fetcher, standby_published)
+    leader = build_refresher(
+        APP,
+        fetcher=leader_fetcher,
+        store=TokenStore(client_of(server), KEYS),
+        publish=leader_published.append,
+        producer_id=leader_gate.owner,
+        gate=leader_gate,
+        clock=clock,
+    )
+    standby = build_refresher(
+        APP,
+        fetcher=standby_fetcher,
+        store=TokenStore(client_of(server), KEYS),
+        publish=standby_published.append,
+        producer_id=standby_gate.owner,
+        gate=standby_gate,
+        clock=clock,
+    )
     leader.step()
     standby.step()
     assert leader_fetcher.calls == 1
@@ -235,9 +233,24 @@ def test_takeover_costs_no_fetch_and_announces_the_token(
     leader_gate.tick()
     standby_gate.tick()
     fetcher = FakeFetcher(clock)
-    refresher(server, clock, leader_gate, FakeFetcher(clock), []).step()
+    build_refresher(
+        APP,
+        fetcher=FakeFetcher(clock),
+        store=TokenStore(client_of(server), KEYS),
+        producer_id=leader_gate.owner,
+        gate=leader_gate,
+        clock=clock,
+    ).step()
     published: list[object] = []
-    standby = refresher(server, clock, standby_gate, fetcher, published)
+    standby = build_refresher(
+        APP,
+        fetcher=fetcher,
+        store=TokenStore(client_of(server), KEYS),
+        publish=published.append,
+        producer_id=standby_gate.owner,
+        gate=standby_gate,
+        clock=clock,
+    )
     standby.step()
     client_of(server).delete(KEYS.leader)  # the leader died
     standby_gate.tick()
@@ -254,7 +267,15 @@ def test_fenced_refresh_steps_down_and_publishes_nothing(
     old_gate.tick()
     fetcher = FakeFetcher(clock)
     published: list[object] = []
-    old = refresher(server, clock, old_gate, fetcher, published)
+    old = build_refresher(
+        APP,
+        fetcher=fetcher,
+        store=TokenStore(client_of(server), KEYS),
+        publish=published.append,
+        producer_id=old_gate.owner,
+        gate=old_gate,
+        clock=clock,
+    )
     # While its fetch is in flight, its lease expires and another producer takes over.
     fetcher.during_next_fetch = lambda: client_of(server).set(KEYS.leader, "2|b")
     old.step()
@@ -300,24 +321,18 @@ def test_margin_shorter_than_the_lease_is_warned_once(
     """A token whose refresh margin is shorter than the lease TTL gets one warning: a
     takeover after a crash could come too late for it."""
     timing = RefreshTiming(takeover_s=10.0)  # 30 s tokens: a 6 s margin
-    refresher = AppRefresher(
+    refresher = build_refresher(
         APP,
         fetcher=FakeFetcher(clock, expires_in=30),
-        store=TokenStore(fakeredis.FakeRedis()),
-        publish=lambda u: None,
-        producer_id="p",
         timing=timing,
         clock=clock,
     )
     for _ in range(3):
         clock.advance(refresher.step())
     assert caplog.text.count("shorter than the lease TTL") == 1
-    quiet = AppRefresher(
+    quiet = build_refresher(
         APP,
         fetcher=FakeFetcher(clock, expires_in=7200),
-        store=TokenStore(fakeredis.FakeRedis()),
-        publish=lambda u: None,
-        producer_id="p",
         timing=timing,
         clock=clock,
     )
@@ -433,11 +448,10 @@ def test_a_fetch_is_not_started_once_the_lease_ran_low_during_the_step(
     fetcher = FakeFetcher(clock)
     store = SlowVersionStore(client_of(server), clock, delay_s=5.0)
     timing = RefreshTiming(takeover_s=10.0, upstream_call_s=15.0)  # needs 4 s of lease
-    refresher = AppRefresher(
+    refresher = build_refresher(
         APP,
         fetcher=fetcher,
         store=store,
-        publish=lambda update: None,
         producer_id=gate.owner,
         timing=timing,
         gate=gate,

@@ -15,13 +15,14 @@ from consumer_lib.wire.update import TokenUpdate
 from producer.app_config import AppConfig, TokenApi
 from producer.platform.db.registry import PlatformRegistry
 from producer.platform.tokens import PUSH_RESTART_MIN_S, PlatformTokens
-from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.refresh.refresher import RefreshTiming
 from producer.refresh.sources import NO_COMPONENT_TOKEN_RETRY_S, AuthorizerSource, Components
 from producer.store.tokens import TokenStore
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import UpstreamError
 from producer.upstream.openplatform import OpenPlatformClient
 from tests.conftest import FakeClock
+from tests.unit.producer.builders import build_refresher
 
 from .conftest import COMPONENT, COMPONENT_SECRET, WECHAT
 
@@ -238,17 +239,16 @@ def test_an_authorizer_waits_for_its_component_token_then_refreshes_a_dead_one(
     common = {
         "store": store,
         "publish": published.append,
-        "producer_id": "prod-test",
         "timing": RefreshTiming(),
         "clock": clock,
         "rand": lambda: 0.5,
     }
     components = Components()
     component_upstream = ComponentUpstream()
-    component = AppRefresher(COMPONENT_APP, fetcher=component_upstream, **common)  # type: ignore[arg-type]
+    component = build_refresher(COMPONENT_APP, fetcher=component_upstream, **common)  # type: ignore[arg-type]
     components.register(COMPONENT, component)
     upstream = AuthorizerUpstream(dead=set())
-    authorizer = AppRefresher(
+    authorizer = build_refresher(
         AUTHORIZER_APP,
         source=AuthorizerSource(components, upstream, clock),  # type: ignore[arg-type]
         **common,  # type: ignore[arg-type]

@@ -11,9 +11,9 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from producer.apps import AppConfig, TokenApi
 from producer.limits.budget import RefreshBudget
-from producer.refresh.refresher import AppRefresher
 from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
+from tests.unit.producer.builders import build_refresher
 from tests.unit.producer.fakes import RecordingFetcher
 
 APP_ID = "wxapp1"
@@ -26,12 +26,11 @@ class Rig:
         keys = KeyLayout("req-test")
         self.fetcher = RecordingFetcher()
         self.published: list[TokenUpdate] = []
-        self.refresher = AppRefresher(
+        self.refresher = build_refresher(
             AppConfig(app_id=APP_ID, secret=SecretStr("s3cret"), token_api=token_api),
             fetcher=self.fetcher,
             store=TokenStore(self.redis, keys),
             publish=self.published.append,
-            producer_id="prod-test",
             budget=RefreshBudget(self.redis, keys, clock=clock, forced_per_day=forced_per_day),
             clock=clock,
         )

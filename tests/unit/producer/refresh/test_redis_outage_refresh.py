@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consumer_lib import TokenUpdate
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.signing import UpdateCodec
-from producer.refresh.refresher import AppRefresher
 from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
+from tests.unit.producer.builders import build_refresher
 from tests.unit.producer.refresh.test_refresher import APP, APP_ID, FakeFetcher
 
 
@@ -36,13 +36,12 @@ def test_refresh_during_a_redis_outage_publishes_without_touching_redis(
     client = CountingRedis(server=server)
     published: list[TokenUpdate] = []
     fetcher = FakeFetcher(clock)
-    refresher = AppRefresher(
+    refresher = build_refresher(
         APP,
         fetcher=fetcher,
         store=TokenStore(client),
         clock=clock,
         publish=published.append,
-        producer_id="p",
     )
     refresher.step()
     server.connected = False
@@ -71,12 +70,11 @@ def test_forged_snapshot_with_a_huge_version_is_deleted_and_replaced(clock: Fake
     forged = make_update(version=2**52, value="TOKEN-from-the-attacker-0001")
     client.set(KeyLayout().token(APP_ID), forged.encode())
     published: list[TokenUpdate] = []
-    refresher = AppRefresher(
+    refresher = build_refresher(
         APP,
         fetcher=FakeFetcher(clock),
         store=TokenStore(client, codec=codec),
         publish=published.append,
-        producer_id="p",
         clock=clock,
     )
     refresher.step()

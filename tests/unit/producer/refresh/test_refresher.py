@@ -19,12 +19,13 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.refresh_request import RefreshRequest
 from producer.apps import AppConfig, TokenApi
 from producer.refresh.fetching import UNCHANGED_MIN_RETRY_S
-from producer.refresh.refresher import RETRY_ON_REQUEST_MIN_S, AppRefresher, RefreshTiming
+from producer.refresh.refresher import RETRY_ON_REQUEST_MIN_S, RefreshTiming
 from producer.store.tokens import TokenStore
 from producer.upstream.errcodes import FailureKind
 from producer.upstream.wechat import FetchedToken, UpstreamError, WeChatClient, parse_token_answer
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
+from tests.unit.producer.builders import build_refresher
 
 APP_ID = "wxapp1"
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -100,12 +101,11 @@ class Rig:
         self.fetcher = FakeFetcher(clock, expires_in)
         self.published: list[TokenUpdate] = []
         self.timing = timing or RefreshTiming()
-        self.refresher = AppRefresher(
+        self.refresher = build_refresher(
             app,
             fetcher=fetcher or self.fetcher,  # type: ignore[arg-type]
             store=self.store,
             publish=self.published.append,
-            producer_id="prod-test",
             timing=self.timing,
             clock=clock,
             rand=rand,

@@ -10,13 +10,14 @@ from pydantic import SecretStr
 from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.apps import AppConfig
-from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.refresh.refresher import RefreshTiming
 from producer.store.audit import AuditEvent, AuditLog, AuditRecord
 from producer.store.issuing import IssueOutcome, Issuer
 from producer.store.tokens import TokenStore, VersionPoisoned, WriteResult
 from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import CountingRedis, make_update
+from tests.unit.producer.builders import build_refresher
 
 APP = "wxapp1"
 
@@ -72,12 +73,10 @@ def test_an_unconfirmed_write_is_written_again(
 
     monkeypatch.setattr(store, "write", flaky)
     fetcher = CountingFetcher()
-    refresher = AppRefresher(
+    refresher = build_refresher(
         AppConfig(app_id=APP, secret=SecretStr("s3cret-value-0123")),
         fetcher=fetcher,
         store=store,
-        publish=lambda update: None,
-        producer_id="prod-test",
         clock=clock,
     )
     refresher.step()
@@ -95,12 +94,10 @@ def test_a_leaders_refresh_spends_two_redis_round_trips(clock: FakeClock) -> Non
     client = CountingRedis()
     store = TokenStore(client, KeyLayout())
     audit = AuditLog(client, KeyLayout(), clock=clock)
-    refresher = AppRefresher(
+    refresher = build_refresher(
         AppConfig(app_id=APP, secret=SecretStr("s3cret-value-0123")),
         fetcher=CountingFetcher(),
         store=store,
-        publish=lambda update: None,
-        producer_id="prod-test",
         clock=clock,
         audit=audit,
         follows_store=False,
@@ -138,12 +135,11 @@ def test_a_poisoned_version_counter_spends_no_upstream_call(
     monkeypatch.setattr(store, "read_with_version", poisoned)
     fetcher = CountingFetcher()
     published: list[TokenUpdate] = []
-    refresher = AppRefresher(
+    refresher = build_refresher(
         AppConfig(app_id=APP, secret=SecretStr("s3cret-value-0123")),
         fetcher=fetcher,
         store=store,
         publish=published.append,
-        producer_id="prod-test",
         clock=clock,
     )
     refresher.step()

@@ -18,7 +18,6 @@ from consumer_lib.wire.refresh_request import RefreshRequest
 from ops._format import status_records
 from producer.apps import AppConfig, TokenApi
 from producer.limits.budget import RefreshBudget
-from producer.refresh.refresher import AppRefresher
 from producer.store.audit import AuditLog
 from producer.store.tokens import TokenStore
 from producer.store.upstream_failures import UpstreamErrors
@@ -28,6 +27,7 @@ from producer.upstream.token_probe import TokenProbe
 from producer.upstream.wechat import TokenCheck
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
+from tests.unit.producer.builders import build_refresher
 from tests.unit.producer.fakes import RecordingFetcher
 
 APP_ID = "wxapp1"
@@ -79,12 +79,11 @@ class Rig:
         )
         self.token_api = token_api
         self.failures = UpstreamErrors(self.redis, KEYS, clock=clock)
-        self.refresher = AppRefresher(
+        self.refresher = build_refresher(
             AppConfig(app_id=APP_ID, secret=SecretStr("s3cret"), token_api=token_api),
             fetcher=self.fetcher,
             store=TokenStore(self.redis, KEYS),
             publish=self.published.append,
-            producer_id="prod-test",
             budget=self.budget,
             clock=clock,
             audit=self.audit,
@@ -148,12 +147,10 @@ def test_a_wecom_report_is_checked_too(clock: FakeClock) -> None:
         corp_id="ww_corp",
         agent_id="1000002",
     )
-    refresher = AppRefresher(
+    refresher = build_refresher(
         app,
         fetcher=fetcher,
         store=TokenStore(redis, KEYS),
-        publish=lambda u: None,
-        producer_id="p",
         budget=RefreshBudget(redis, KEYS, clock=clock),
         clock=clock,
         probe=TokenProbe(prober, clock=clock),

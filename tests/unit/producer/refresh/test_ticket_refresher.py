@@ -20,6 +20,7 @@ from producer.upstream.errcodes import FailureKind
 from producer.upstream.errors import FetchedToken, UpstreamError
 from producer.upstream.tickets import TOKEN_BUSY_RETRY_S
 from tests.conftest import FakeClock
+from tests.unit.producer.builders import build_refresher
 
 JSAPI, CARD = TokenKind.JSAPI_TICKET, TokenKind.WX_CARD_TICKET
 AGENT_TICKET = TokenKind.AGENT_CONFIG_TICKET
@@ -84,16 +85,15 @@ class Rig:
             "fetcher": self.upstream,
             "store": TokenStore(self.redis),
             "publish": self.published.append,
-            "producer_id": "prod-test",
             "timing": RefreshTiming(),
             "clock": clock,
             "rand": lambda: 0.5,
             "on_fetch_failed": lambda *failure: self.failures.append(failure),
             "budget": budget,
         }
-        self.token = AppRefresher(app, **common)  # type: ignore[arg-type]
+        self.token = build_refresher(app, **common)  # type: ignore[arg-type]
         self.tickets = {
-            kind: AppRefresher(
+            kind: build_refresher(
                 app,
                 kind=kind,
                 source=TicketSource(
@@ -174,14 +174,12 @@ def test_a_ticket_without_its_token_reads_nothing_from_redis(clock: FakeClock) -
     common = {
         "fetcher": upstream,
         "store": store,
-        "publish": lambda update: None,
-        "producer_id": "prod-test",
         "clock": clock,
         "follows_store": False,
     }
-    token = AppRefresher(OA, **common)  # type: ignore[arg-type]
+    token = build_refresher(OA, **common)  # type: ignore[arg-type]
     source = TicketSource(token, upstream, clock)  # type: ignore[arg-type]
-    ticket = AppRefresher(OA, kind=JSAPI, source=source, **common)  # type: ignore[arg-type]
+    ticket = build_refresher(OA, kind=JSAPI, source=source, **common)  # type: ignore[arg-type]
     assert ticket.step() <= NO_TOKEN_RETRY_S
     assert store.reads == []
     token.step()
@@ -250,7 +248,7 @@ def test_a_ticket_never_waits_on_the_token_lock(clock: FakeClock) -> None:
     rig.token.step()
     rig.upstream.live_tokens.clear()
     ticket = rig.tickets[JSAPI]
-    with rig.token._step_lock:
+    with rig.token.step_lock:
         delay_s = ticket.step()
     assert len(rig.upstream.token_calls) == 1
     assert rig.failures == []
@@ -321,8 +319,8 @@ def test_unchanged_answer_keeps_expiry_and_publishes_nothing(clock: FakeClock) -
     first = rig.token.held
     assert first is not None
     clock.advance(300)
-    rig.token._held = first.model_copy(update={"expires_at": first.expires_at - 400})
-    rig.token._retry_at = 0.0
+    rig.token.held = first.model_copy(update={"expires_at": first.expires_at - 400})
+    rig.token.retry_at = 0.0
     clock.advance(1)  # past the (shortened) refresh time: it asks, gets the same one
     rig.token.step()
     assert len(upstream.token_calls) == 2
@@ -452,12 +450,12 @@ def test_a_ticket_report_spends_its_own_budget_not_the_tokens(clock: FakeClock) 
 
 def test_refreshers_carry_no_instance_dict(clock: FakeClock) -> None:
     """A fleet keeps 30,000 refreshers: an instance dict cost about 0.8 KiB each (a leader
-    of 30,000 credentials went from 313 to 237 MiB without them). A mixin or a part
-    without `__slots__` would bring the dict back silently."""
+    of 30,000 credentials went from 313 to 237 MiB without them). A part of a credential's
+    state without `__slots__` would bring the dict back silently."""
     rig = Rig(clock)
     rig.run_until(clock() + 10)
     for refresher in rig.all():
-        parts = [refresher, refresher.stats, refresher._reports, refresher._request_audit]
-        parts += [refresher._retries, refresher._deadline, refresher._issuer]
+        parts = [refresher, refresher.stats, refresher.reports, refresher.operator]
+        parts += [refresher.retries, refresher.retries.transient, refresher.request_audit]
         for part in parts:
             assert not hasattr(part, "__dict__"), type(part).__name__

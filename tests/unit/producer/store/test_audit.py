@@ -15,12 +15,13 @@ from consumer_lib.wire.refresh_request import RefreshRequest
 from consumer_lib.wire.update import mask
 from producer.apps import AppConfig, TokenApi
 from producer.limits.budget import RefreshBudget
-from producer.refresh.refresher import AppRefresher, RefreshTiming
+from producer.refresh.refresher import RefreshTiming
 from producer.store.audit import AuditEntry, AuditEvent, AuditLog, audit_key, safe_mask
 from producer.store.tokens import TokenStore
 from producer.upstream.wechat import FetchedToken
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0
+from tests.unit.producer.builders import build_refresher
 
 KEYS = KeyLayout("audit-test")
 APP_ID = "wxapp1"
@@ -229,12 +230,11 @@ class Rig:
         self.fetcher = Fetcher()
         self.published: list[TokenUpdate] = []
         self.timing = RefreshTiming()
-        self.refresher = AppRefresher(
+        self.refresher = build_refresher(
             AppConfig(app_id=APP_ID, secret=SecretStr("s3cret"), token_api=TokenApi.STABLE),
             fetcher=self.fetcher,
             store=TokenStore(self.redis, KEYS),
             publish=self.published.append,
-            producer_id="prod-test",
             timing=self.timing,
             budget=RefreshBudget(self.redis, KEYS, clock=clock, forced_per_day=forced_per_day),
             clock=clock,

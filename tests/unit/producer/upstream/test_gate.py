@@ -13,6 +13,7 @@ from producer.store.tokens import TokenStore
 from producer.upstream.gate import UpstreamGate
 from producer.upstream.wechat import FetchedToken, UpstreamError
 from tests.conftest import FakeClock
+from tests.unit.producer.builders import build_refresher
 from tests.unit.producer.refresh.test_refresher import upstream_error
 
 
@@ -78,12 +79,10 @@ def refreshers(
 ) -> list[AppRefresher]:
     store = TokenStore(fakeredis.FakeRedis())
     return [
-        AppRefresher(
+        build_refresher(
             AppConfig(app_id=f"wxpolite{n}", secret=SecretStr("s3cret")),
             fetcher=upstream,
             store=store,
-            publish=lambda u: None,
-            producer_id="p",
             clock=clock,
             upstream=gate,
         )

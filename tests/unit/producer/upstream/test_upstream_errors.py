@@ -19,12 +19,12 @@ from consumer_lib.wire.update import TokenKind
 from ops.cli import main
 from ops.cli.context import OpsContext
 from producer.app_config import AppConfig
-from producer.refresh.refresher import AppRefresher
 from producer.store.tokens import TokenStore
 from producer.store.upstream_failures import UpstreamErrors
 from producer.upstream.errors import UpstreamError, judge
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update, unreachable_redis
+from tests.unit.producer.builders import build_refresher
 
 PREFIX = "wxunit"
 KEYS = KeyLayout(PREFIX)
@@ -80,12 +80,10 @@ def test_a_refused_fetch_names_the_ip_in_the_log_and_in_redis(
 ) -> None:
     """The refresher's one call records the failure; its ERROR line names the IP too."""
     errors = UpstreamErrors(fake_redis, KEYS, clock=now)
-    refresher = AppRefresher(
+    refresher = build_refresher(
         AppConfig(app_id=APP, secret=SecretStr("s3cret-value-0123")),
         fetcher=FailingFetcher(ip_error()),  # type: ignore[arg-type]
         store=TokenStore(fake_redis, KEYS),
-        publish=lambda update: None,
-        producer_id="prod-test",
         clock=now,
         on_fetch_failed=errors.record,
     )
