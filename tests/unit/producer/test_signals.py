@@ -94,4 +94,3 @@ def test_a_stop_signal_always_stops_a_busy_main_loop() -> None:
                 child.wait(10)
             assert child.stdout is not None
             child.stdout.close()
-
