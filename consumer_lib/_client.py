@@ -6,17 +6,30 @@
 `get_token()` answers from memory, with no I/O once a token is held, and never returns a
 token past its expiry on this host's clock (`_cache`, `_offset`). Updates arrive pushed over
 RabbitMQ; the Redis snapshot covers a late start and broker outages. The highest version
-wins (unless the held token has expired: see `_cache`).
-Forking: see `consumer_lib._forking`.
+wins (unless the held token has expired: see `_cache`). With no valid token held, a read
+waits for one, then raises `TokenUnavailable` saying why none came.
+
+Forking (gunicorn `--preload`, multiprocessing's fork): a client made, even started,
+before `os.fork()` works in every child. An `os.register_at_fork` hook, held through a
+weak reference so it keeps no client alive, runs in each child and gives the client there
+its own background thread and broker connection (a new `Subscriber`, started if the
+parent's was), its own Redis connections (a new client when we built the parent's; a
+client passed in is left to redis-py, whose pools notice the new pid and reconnect) and
+fresh locks (one held by a parent thread at the fork would never be released). The tokens
+held are kept: they are still valid data. The parent's thread does not exist in the
+child; its pika connection object is dropped there, never closed, since closing would
+write to the socket the parent still uses.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, cast
@@ -26,13 +39,12 @@ import redis
 from ._cache import TokenCache
 from ._callbacks import CallbackThread, UpdateCallback
 from ._feeding import UpdateFeed
-from ._forking import renew_in_forked_children
 from ._offset import ClockOffset
 from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
 from ._reporting import REPORT_EVERY_S, InvalidReporter, ReportOutcome
-from ._stats import ClientCounters, ClientStats, StatsView
+from ._stats import ClientCounters, ClientStats
 from ._subscriber import Subscriber
-from ._waiting import wait_for_update
+from .errors import TokenUnavailable
 from .settings import ClientSettings, GatewayClientSettings, load_settings
 from .snapshot import SnapshotReader, connect_redis
 from .transport import AttachableTransport, TokenReportingTransport, Transport
@@ -42,8 +54,10 @@ from .wire.update import TokenKind, TokenUpdate
 
 __all__ = ["OVERDUE_MAX_S", "OVERDUE_SHARE", "REPORT_EVERY_S", "ClientStats", "TokenClient"]
 
+log = logging.getLogger(__name__)
 
-class TokenClient(StatsView):
+
+class TokenClient:
     """Holds the newest token of every app in memory, kept current by a background thread."""
 
     def __init__(
@@ -84,13 +98,13 @@ class TokenClient(StatsView):
         self._started = False
         self._closed = False
         self.stats: ClientStats = self._counters.stats
-        #: Rejected updates by reason (`_rejections.REASONS`), for metrics; read a copy
+        #: Rejected updates by reason (`_stats.REASONS`), for metrics; read a copy
         #: with `rejections_dict()`.
         self.rejections: dict[str, int] = self._counters.rejections
         self._name = name
         self._rand = rand
         self._subscriber = self._new_subscriber()
-        renew_in_forked_children(self)
+        _renew_in_forked_children(self)
 
     def _connect_redis(self) -> redis.Redis:
         return connect_redis(
@@ -240,6 +254,21 @@ class TokenClient(StatsView):
     def last_store_error(self) -> str | None:
         """Why the last Redis read failed; None once one succeeds."""
         return self._feed.last_store_error
+
+    # ------------------------------------------------------------ counters
+    def stats_dict(self) -> dict[str, int]:
+        """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
+        producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
+        return self._counters.stats_dict(self._offset)
+
+    @property
+    def clock_offset_s(self) -> float:
+        """The offset applied to producer times (0 within the 1 s dead band)."""
+        return self._offset.offset_s
+
+    def rejections_dict(self) -> dict[str, int]:
+        """A consistent copy of `rejections` (rejected updates by reason)."""
+        return self._counters.rejections_dict()
 
     # ------------------------------------------------------------ reading
     def get_token(
@@ -402,9 +431,26 @@ class TokenClient(StatsView):
         )
 
     def _wait(self, app_id: str, kind: TokenKind, timeout_s: float) -> TokenUpdate:
+        """Read `app_id`'s snapshot once, then wait up to `timeout_s` for a valid update of
+        `kind`; raises `TokenUnavailable`, saying why, when none arrives."""
         if not self._started:
             self.start()
-        return wait_for_update(self._cache, self._feed, self._subscriber, app_id, kind, timeout_s)
+        cache, feed, transport = self._cache, self._feed, self._subscriber
+        feed.read_one(app_id, kind)
+        update = cache.wait_for(app_id, kind, timeout_s)
+        if update is None:
+            raise TokenUnavailable(
+                _why_unavailable(
+                    app_id,
+                    kind,
+                    timeout_s,
+                    held=cache.held(app_id, kind),
+                    connected=transport.connected,
+                    broker_error=transport.last_error,
+                    store_error=feed.last_store_error,
+                )
+            )
+        return update
 
     # ------------------------------------------------------------ feeding
     def refresh_from_snapshot(self) -> None:
@@ -420,3 +466,47 @@ class TokenClient(StatsView):
         """A message from a transport's thread (the subscriber's, a stub's): callbacks go
         to the callback thread, never run here."""
         self._feed.on_body(body, user_id, sent_s)
+
+
+def _why_unavailable(
+    app_id: str,
+    kind: TokenKind,
+    timeout_s: float,
+    *,
+    held: TokenUpdate | None,
+    connected: bool,
+    broker_error: str | None,
+    store_error: str | None,
+) -> str:
+    """The message of the `TokenUnavailable` raised after waiting `timeout_s` in vain."""
+    if held is not None:
+        what = f"the held {kind} v{held.version} expired at {held.expires_at:.0f}"
+    else:
+        what = f"no {kind} for app {app_id!r}"
+    broker = (
+        "broker connected" if connected else f"broker unreachable ({broker_error or 'connecting'})"
+    )
+    if store_error is not None:
+        store = f"Redis unreachable ({store_error})"
+    else:
+        store = "Redis has no valid snapshot for it (is a producer running for this app?)"
+    return f"{what} and none arrived within {timeout_s:g} s: {store}; {broker}"
+
+
+def _renew_in_forked_children(client: TokenClient) -> None:
+    """Register `client._after_fork_in_child` for every later fork, via a weak reference
+    (module docstring)."""
+    if not hasattr(os, "register_at_fork"):  # no fork on this platform
+        return
+    ref = weakref.ref(client)
+
+    def after_in_child() -> None:
+        alive = ref()
+        if alive is None:
+            return
+        try:
+            alive._after_fork_in_child()
+        except Exception:
+            log.exception("renewing the token client in the forked child %d failed", os.getpid())
+
+    os.register_at_fork(after_in_child=after_in_child)

@@ -1,5 +1,6 @@
 """What a `TokenClient` did with what it received: counters read by `stats_dict()` and the
-metrics collector (`consumer_lib.metrics`)."""
+metrics collector (`consumer_lib.metrics`), rejected updates counted by reason, one of a few
+fixed words (a bounded metrics label)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,26 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ._offset import ClockOffset
-from ._rejections import rejection_reason
 from .errors import InvalidUpdate
 
 log = logging.getLogger(__name__)
+
+#: (substring of the `InvalidUpdate` message, reason), first match wins.
+_REASONS = (
+    ("untrusted user", "untrusted_publisher"),
+    ("unsigned", "unsigned"),
+    ("unknown key", "unknown_key"),
+    ("bad signature", "bad_signature"),
+    ("exceed", "oversize"),
+)
+REASONS = (*(reason for _, reason in _REASONS), "malformed")
+
+
+def rejection_reason(exc: InvalidUpdate) -> str:
+    """Why an update was rejected: one of `REASONS`; anything not recognised is
+    `malformed`."""
+    text = str(exc)
+    return next((reason for needle, reason in _REASONS if needle in text), "malformed")
 
 
 @dataclass
@@ -43,7 +60,7 @@ class ClientCounters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.stats = ClientStats()
-        #: Rejected updates by reason (`_rejections.REASONS`), for metrics.
+        #: Rejected updates by reason (`REASONS`), for metrics.
         self.rejections: dict[str, int] = {}
 
     def renew_lock(self) -> None:
@@ -76,24 +93,3 @@ class ClientCounters:
     def rejections_dict(self) -> dict[str, int]:
         with self._lock:
             return dict(self.rejections)
-
-
-class StatsView:
-    """`TokenClient`'s read-outs of its counters and clock offset (mixed in)."""
-
-    _counters: ClientCounters
-    _offset: ClockOffset
-
-    def stats_dict(self) -> dict[str, int]:
-        """A consistent copy of `stats`, with `clock_offset_ms` (this host's clock minus the
-        producer's, as estimated; 0 before any message) and `invalid_sent_headers`."""
-        return self._counters.stats_dict(self._offset)
-
-    @property
-    def clock_offset_s(self) -> float:
-        """The offset applied to producer times (0 within the 1 s dead band)."""
-        return self._offset.offset_s
-
-    def rejections_dict(self) -> dict[str, int]:
-        """A consistent copy of `rejections` (rejected updates by reason)."""
-        return self._counters.rejections_dict()

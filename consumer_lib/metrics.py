@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._client import TokenClient
-from ._rejections import REASONS
+from ._stats import REASONS
 
 #: More apps than this in one process is not a deployment: the rest are not exported.
 DEFAULT_MAX_APPS = 1000

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from ._demo_parts import free_port, say, start_child
+from ._demo_children import free_port, say, start_child
 from .sandbox import SandboxPlatform
 
 COMPONENT = "wxdemoplatform0001"

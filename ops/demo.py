@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +39,8 @@ from consumer_lib import (
     TokenUpdate,
     mask,
 )
+from consumer_lib.amqp import Connection, connection_parameters
+from consumer_lib.jssdk import jssdk_signature, new_nonce
 from consumer_lib.settings import (
     is_sentinel_url,
     load_settings,
@@ -46,15 +50,7 @@ from consumer_lib.settings import (
 from consumer_lib.wire.signing import generate_keypair
 from producer.signals import STOP_SIGNALS, SignalInbox
 
-from ._demo_parts import (
-    declare_exchanges,
-    free_port,
-    say,
-    start_child,
-    ticket_line,
-    wait_until,
-    write_env_file,
-)
+from ._demo_children import free_port, say, start_child
 from ._demo_platform import COMPONENT, DemoPlatform
 from .gateway import add_key
 from .sandbox import SandboxConfig, SandboxServer
@@ -93,6 +89,58 @@ def reachable(url: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> Path:
+    """`KEY='value'` lines a shell can source (`set -a; . FILE; set +a`); mode 0600."""
+    path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+    path.chmod(0o600)
+    return path
+
+
+def declare_exchanges(settings: ClientSettings) -> None:
+    """Create the tokens and requests exchanges, so the subscriber starting before the
+    producer finds them (no NOT_FOUND from the broker); `BrokerError` if unreachable."""
+    params = connection_parameters(settings.amqp_url, connection_name="wxtoken-demo/setup")
+    connection = Connection.open(params, what="cannot reach RabbitMQ")
+    try:
+        channel = connection.channel()
+        channel.declare_exchange(settings.exchange)
+        channel.declare_requests_exchange(settings.exchange)
+    finally:
+        connection.close()
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, stop: threading.Event) -> bool:
+    """Poll `check` every 0.2 s until it is true, `stop` is set or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except OSError:
+            pass
+        stop.wait(0.2)
+    return False
+
+
+#: The H5 page the demo signs a `wx.config` for with the jsapi ticket.
+DEMO_PAGE_URL = "https://h5.example.com/pay?order=42"
+
+
+def ticket_line(update: TokenUpdate, sandbox: SandboxServer, *, now_s: float) -> str:
+    """What the subscriber says of a jsapi ticket: it, and a JS-SDK signature made with it
+    for `DEMO_PAGE_URL`, checked by the sandbox as WeChat checks `wx.config`."""
+    nonce, timestamp = new_nonce(), int(now_s)
+    signature = jssdk_signature(update.value, nonce, timestamp, DEMO_PAGE_URL)
+    valid = sandbox.state.verify_signature(
+        update.app_id, "jsapi", DEMO_PAGE_URL, nonce, str(timestamp), signature
+    )
+    return (
+        f"{update.app_id} {update.kind} v{update.version} {update.masked}, "
+        f"{update.seconds_left(now_s):.1f} s left; JS-SDK signature {signature[:12]}... "
+        f"for {DEMO_PAGE_URL}: {'valid' if valid else 'INVALID'}"
+    )
 
 
 def lease_ttl_for(expires_in_s: int) -> float:

@@ -28,7 +28,7 @@ from producer.signals import STOP_SIGNALS, SignalInbox
 if TYPE_CHECKING:  # the platform extra, imported only when configured
     from producer.platform.wiring import PlatformSetup
 
-log = logging.getLogger("producer")
+log = logging.getLogger(__name__)
 
 
 SUMMARY = """\

@@ -24,7 +24,7 @@ from ._wiring import make_gateway, start_metrics_listener
 if TYPE_CHECKING:
     import uvicorn
 
-log = logging.getLogger("ops.gateway")
+log = logging.getLogger(__name__)
 #: On SIGTERM uvicorn waits for open responses to end; a `/v1/stream` never does, so after
 #: this long they are cut (clients reconnect elsewhere with `Last-Event-ID`). Every other
 #: answer finishes well within it.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ops._demo_parts import relay, say, write_env_file
-from ops.demo import endpoints, main
+from ops._demo_children import relay, say
+from ops.demo import endpoints, main, write_env_file
 
 
 @pytest.mark.parametrize(
