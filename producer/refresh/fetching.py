@@ -218,7 +218,7 @@ class Fetching:
         if issued.outcome is IssueOutcome.UNSAVED:
             if issued.error is not None:
                 self._stores.unreachable(cred, issued.error)
-            cred.unsaved = update
+            cred.unsaved, cred.unsaved_audit = update, issued.audit_entry
         cred.hold(update)
 
     def _warn_short_margin(self, cred: CredentialState, update: TokenUpdate) -> None:

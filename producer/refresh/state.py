@@ -25,6 +25,7 @@ from producer.refresh.request_policy import RequestAudit
 from producer.refresh.sources import CredentialSource
 from producer.refresh.stats import RefresherStats
 from producer.refresh.timing import RefreshTiming, Retries
+from producer.store.audit import AuditRecord
 
 #: A WeCom credential is asked for again this long after its expiry (plus the answer lag).
 WECOM_AFTER_EXPIRY_S = 0.02
@@ -61,6 +62,7 @@ class CredentialState:
         "taken_version",
         "timing",
         "unsaved",
+        "unsaved_audit",
         "warned_margin",
     )
 
@@ -92,6 +94,8 @@ class CredentialState:
         self.recent: tuple[bytes, ...] = ()
         #: Issued while Redis was away (or unconfirmed by a replica): written when it is back.
         self.unsaved: TokenUpdate | None = None
+        #: The audit entry `unsaved` was issued with, for the write that lands it.
+        self.unsaved_audit: AuditRecord | None = None
         self.last_version = 0
         #: A fencing version taken with this step's snapshot read, for its fetch.
         self.taken_version: int | None = None

@@ -161,9 +161,13 @@ class StoreSync:
     def write(self, cred: CredentialState, update: TokenUpdate) -> bool:
         """Compare-and-set into Redis; False when Redis holds a newer one (then adopted) or
         when another producer holds the lease (then this one steps down)."""
-        # StoreError propagates to the caller.
-        result = self._store.write(update, fence_owner=self._gate.fence_owner)
-        cred.unsaved = None
+        # StoreError propagates to the caller (the unsaved one keeps its audit entry).
+        result = self._issuer.write_unsaved(
+            update,
+            audit_entry=cred.unsaved_audit if update is cred.unsaved else None,
+            fence_owner=self._gate.fence_owner,
+        )
+        cred.unsaved, cred.unsaved_audit = None, None
         if result.written:  # a replay of our own lost-reply write counts (`replayed`)
             if not result.confirmed:
                 # No replica confirmed it: a failover could lose it, so write it again.

@@ -12,15 +12,19 @@ recorded and published the same way:
 - `issue()` writes the update with a compare-and-set (signed by the store's codec; fenced
   with the caller's lease owner, if any) that adds the audit entry in the same Redis call
   when the write lands. A newer stored version (`REFUSED`) or a lost lease (`FENCED`)
-  stops there: nothing is recorded, and `Issued.published` is False. Otherwise the audit
-  trail has one entry (an update that could not be written is recorded on its own, best
-  effort) and `Issued.published` is True: the caller publishes it now. `issue()` calls
-  nothing back; what happened is what it returns.
+  stops there: nothing is recorded, and `Issued.published` is False. Otherwise
+  `Issued.published` is True: the caller publishes it now. `issue()` calls nothing back;
+  what happened is what it returns.
 - With `publish_unsaved=True` (the producer) an unreachable Redis does not stop a fresh
   token from reaching subscribers: the outcome is `UNSAVED` (to publish now, and to write
-  once Redis is back); so is a write no replica confirmed in time (`WriteResult.confirmed`),
-  which a failover could lose. The CLI does not set it: an override must land in Redis
-  first.
+  once Redis is back with `write_unsaved`); so is a write no replica confirmed in time
+  (`WriteResult.confirmed`), which a failover could lose. The CLI does not set it: an
+  override must land in Redis first.
+- The audit trail gets one entry per issued update, added by the write that lands it. An
+  update whose write failed (or was skipped: Redis known to be away) carries its entry
+  (`Issued.audit_entry`, stamped when issued) to `write_unsaved`: a write whose reply was
+  lost may have landed with its entry, and then the later write is a replay that adds
+  none, so the entry is never written twice.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from consumer_lib.errors import StoreError
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.leadership.clock_skew import check_issuer_clock
 from producer.store.audit import AuditEvent, AuditLog, AuditRecord
-from producer.store.tokens import TokenStore
+from producer.store.tokens import TokenStore, WriteResult
 
 
 class IssueOutcome(enum.Enum):
@@ -55,6 +59,9 @@ class Issued:
     stored: TokenUpdate | None = None
     #: With `UNSAVED`: why Redis did not take it.
     error: StoreError | None = None
+    #: With `UNSAVED` when the write failed or was skipped: the audit entry for the write
+    #: that lands it later (`Issuer.write_unsaved`).
+    audit_entry: AuditRecord | None = None
 
     @property
     def published(self) -> bool:
@@ -136,35 +143,39 @@ class Issuer:
         (with `publish_unsaved`). Raises `StoreError` only without `publish_unsaved`."""
         if not write and not publish_unsaved:
             raise ValueError("an update that is not written must be allowed to go unsaved")
-        issued = Issued(update, IssueOutcome.UNSAVED)
         audit = self._audit
         entry = None if audit is None else self._entry(event, update, reason)
-        recorded = False
-        if write:
-            try:
-                result = self.store.write(update, fence_owner=fence_owner, audit=entry)
-            except StoreError as exc:
-                if not publish_unsaved:
-                    raise
-                issued = Issued(update, IssueOutcome.UNSAVED, error=exc)
-            else:
-                if result.fenced:
-                    return Issued(update, IssueOutcome.FENCED)
-                if not result.written:
-                    return Issued(update, IssueOutcome.REFUSED, stored=result.stored)
-                # A replay of our own write (`replayed`) is written. Unconfirmed by the
-                # replicas, the producer writes it again later; the CLI takes it as written.
-                unconfirmed = not result.confirmed and publish_unsaved
-                issued = Issued(
-                    update, IssueOutcome.UNSAVED if unconfirmed else IssueOutcome.WRITTEN
-                )
-                # The write added the entry (a replay's first call did).
-                recorded = True
-                if audit is not None and not result.replayed:
-                    audit.added(result.audit_error)
-        if audit is not None and entry is not None and not recorded:
-            audit.append(entry)  # unsaved: on its own, best effort
-        return issued
+        if not write:
+            return Issued(update, IssueOutcome.UNSAVED, audit_entry=entry)
+        try:
+            result = self.store.write(update, fence_owner=fence_owner, audit=entry)
+        except StoreError as exc:
+            if not publish_unsaved:
+                raise
+            # It may have landed (a lost reply): the later write adds the entry, or not.
+            return Issued(update, IssueOutcome.UNSAVED, error=exc, audit_entry=entry)
+        if result.fenced:
+            return Issued(update, IssueOutcome.FENCED)
+        if not result.written:
+            return Issued(update, IssueOutcome.REFUSED, stored=result.stored)
+        if audit is not None and not result.replayed:  # a replay's first call added it
+            audit.added(result.audit_error)
+        # Unconfirmed by the replicas, the producer writes it again later (a replay, adding
+        # no entry); the CLI takes it as written.
+        unconfirmed = not result.confirmed and publish_unsaved
+        return Issued(update, IssueOutcome.UNSAVED if unconfirmed else IssueOutcome.WRITTEN)
+
+    def write_unsaved(
+        self, update: TokenUpdate, *, audit_entry: AuditRecord | None, fence_owner: str | None
+    ) -> WriteResult:
+        """Write an `UNSAVED` update now that Redis answers, with the audit entry `issue`
+        handed out (`Issued.audit_entry`): added only if this write lands it (a replay of a
+        write that did land adds none). `StoreError` propagates."""
+        result = self.store.write(update, fence_owner=fence_owner, audit=audit_entry)
+        landed_now = result.written and not result.replayed
+        if self._audit is not None and audit_entry is not None and landed_now:
+            self._audit.added(result.audit_error)
+        return result
 
     def _entry(self, event: AuditEvent, update: TokenUpdate, reason: str | None) -> AuditRecord:
         """The audit entry about `update` by this issuer (needs an audit trail)."""

@@ -372,3 +372,39 @@ def test_an_audit_outage_does_not_stop_refreshing(
     assert len(audit_warnings) == 1
     rig.redis.delete(audit_key(KEYS))
     assert rig.entries() == []
+
+
+def test_a_token_issued_while_redis_is_away_is_recorded_once_when_written(
+    clock: FakeClock,
+) -> None:
+    """Fetched and published during a Redis outage, the token is written once Redis is back,
+    and its entry (`refresh`, stamped when it was issued) with it: one entry per version."""
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    timing = RefreshTiming()
+    published: list[TokenUpdate] = []
+    refresher = build_refresher(
+        AppConfig(app_id=APP_ID, secret=SecretStr("s3cret"), token_api=TokenApi.STABLE),
+        fetcher=Fetcher(),
+        store=TokenStore(client, KEYS),
+        publish=published.append,
+        timing=timing,
+        clock=clock,
+        audit=AuditLog(client, KEYS, clock=clock),
+    )
+    refresher.step()
+    server.connected = False
+    clock.now_s = timing.refresh_at(published[-1])
+    refresher.step()  # finds Redis away; fetches and publishes unsaved
+    issued_at_s = published[-1].issued_at
+    assert len(published) == 2
+    server.connected = True
+    clock.advance(timing.store_retry_s)
+    refresher.step()
+    entries = AuditLog(client, KEYS, clock=clock).read(APP_ID)
+    assert [(e.event, e.version) for e in entries] == [
+        ("refresh", published[1].version),
+        ("refresh", published[0].version),
+    ]
+    assert entries[0].at_s == pytest.approx(issued_at_s)
+    assert TokenStore(client, KEYS).read(APP_ID) == published[1]

@@ -11,7 +11,7 @@ from consumer_lib.wire.keys import KeyLayout
 from consumer_lib.wire.update import TokenKind, TokenSource, TokenUpdate
 from producer.store.audit import AuditEvent, AuditLog
 from producer.store.issuing import IssueOutcome, Issuer
-from producer.store.tokens import TokenStore
+from producer.store.tokens import TokenStore, WriteResult
 from tests.conftest import FakeClock
 from tests.unit._helpers import CountingRedis, make_update, unreachable_redis
 
@@ -131,11 +131,11 @@ def test_an_issue_is_one_redis_round_trip_with_its_audit_entry(clock: FakeClock)
     assert (entry.event, entry.version, entry.reason) == ("override", update.version, "x")
 
 
-def test_an_unsaved_update_is_recorded_on_its_own(
+def test_an_unsaved_update_is_recorded_by_the_write_that_lands_it(
     client: fakeredis.FakeRedis, clock: FakeClock
 ) -> None:
-    """Not written (Redis known to be away), the token is published unsaved and its entry
-    is still tried on its own (here Redis answers it)."""
+    """Not written (Redis known to be away), the token is published unsaved and carries its
+    entry, stamped when issued; the later write adds it, once."""
     issuer = issuer_for(client, clock)
     update = fresh(issuer, clock)
     issued = issuer.issue(
@@ -146,5 +146,47 @@ def test_an_unsaved_update_is_recorded_on_its_own(
         publish_unsaved=True,
     )
     assert issued.outcome is IssueOutcome.UNSAVED
+    assert AuditLog(client, KeyLayout(), clock=clock).read("wxapp1") == []
+    issued_at_s = clock()
+    clock.advance(30)
+    result = issuer.write_unsaved(update, audit_entry=issued.audit_entry, fence_owner=None)
+    assert result.written
     [entry] = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
-    assert (entry.event, entry.version) == ("refresh", update.version)
+    assert (entry.event, entry.version, entry.reason) == ("refresh", update.version, "scheduled")
+    assert entry.at_s == pytest.approx(issued_at_s)
+
+
+class LostReplyStore(TokenStore):
+    """Its first write lands (with its audit entry) but the reply never comes back."""
+
+    lost = 0
+
+    def write(self, update: TokenUpdate, **kwargs: object) -> WriteResult:  # type: ignore[override]
+        result = super().write(update, **kwargs)  # type: ignore[arg-type]
+        if self.lost == 0:
+            self.lost += 1
+            raise StoreError("connection reset while reading the reply")
+        return result
+
+
+def test_a_write_that_landed_unseen_is_not_recorded_twice(
+    client: fakeredis.FakeRedis, clock: FakeClock
+) -> None:
+    """The compare-and-set landed with its entry but every retry's reply was lost: the
+    token goes out unsaved, and writing it again finds its own write (a replay) and adds
+    no second entry."""
+    issuer = Issuer(
+        LostReplyStore(client, KeyLayout()),
+        audit=AuditLog(client, KeyLayout(), clock=clock),
+        who="prod-a",
+    )
+    update = fresh(issuer, clock)
+    issued = issuer.issue(
+        update, event=AuditEvent.REFRESH, reason="scheduled", publish_unsaved=True
+    )
+    assert issued.outcome is IssueOutcome.UNSAVED
+    result = issuer.write_unsaved(update, audit_entry=issued.audit_entry, fence_owner=None)
+    assert result.written
+    assert result.replayed
+    entries = AuditLog(client, KeyLayout(), clock=clock).read("wxapp1")
+    assert [(e.event, e.version) for e in entries] == [("refresh", update.version)]
