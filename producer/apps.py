@@ -26,7 +26,6 @@ import ipaddress
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +39,7 @@ from consumer_lib.wire.update import AppId
 from producer.app_config import AppConfig as AppConfig  # re-exported: the apps file's result
 from producer.app_config import Credential as Credential
 from producer.app_config import TokenApi as TokenApi
+from producer.config_files import checked_secret, read_toml, secret_from
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,7 @@ def load_apps(
 ) -> list[AppConfig]:
     """Read and check the apps file; any problem raises one-line `ConfigError`."""
     environ = os.environ if environ is None else environ
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"apps file {path}: cannot read it ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"apps file {path}: not valid TOML ({exc})") from None
+    data = read_toml(path, what="apps file")
     return parse_apps(
         data,
         source=str(path),
@@ -215,33 +210,18 @@ def _resolve_secret(
     given = [n for n in ("secret_env", "secret_file", "secret") if getattr(entry, n) is not None]
     if len(given) != 1:
         raise ConfigError(f"{where}: give exactly one of secret_env, secret_file, secret")
-    if entry.secret_env is not None:
-        value = environ.get(entry.secret_env, "")
-        if not value.strip():
-            # Variable names are upper case; anything else may be a secret pasted by mistake.
-            name = entry.secret_env
-            shown = name if name.isupper() and len(name) <= 64 else "named by secret_env"
-            raise ConfigError(f"{where}: environment variable {shown} is not set")
-    elif entry.secret_file is not None:
-        try:
-            value = entry.secret_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-            raise ConfigError(
-                f"{where}: cannot read secret_file {entry.secret_file} ({reason})"
-            ) from None
-        if not value.strip():
-            raise ConfigError(f"{where}: secret_file {entry.secret_file} is empty")
-    else:
-        assert entry.secret is not None
-        if not inline_allowed:
-            raise ConfigError(
-                f"{where}: an inline secret is only for a local sandbox upstream; "
-                "use secret_env or secret_file"
-            )
-        log.warning("%s: inline secret in the apps file; fine for the sandbox only", where)
-        value = entry.secret.get_secret_value()
-    value = value.strip()
-    if not value or any(c.isspace() for c in value) or not value.isprintable():
-        raise ConfigError(f"{where}: the secret is empty or has whitespace inside")
-    return SecretStr(value)
+    if entry.secret is None:
+        return secret_from(
+            env=entry.secret_env,
+            file=entry.secret_file,
+            value="secret",
+            where=where,
+            environ=environ,
+        )
+    if not inline_allowed:
+        raise ConfigError(
+            f"{where}: an inline secret is only for a local sandbox upstream; "
+            "use secret_env or secret_file"
+        )
+    log.warning("%s: inline secret in the apps file; fine for the sandbox only", where)
+    return checked_secret(entry.secret.get_secret_value(), value="secret", where=where)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from consumer_lib.errors import ConfigError
 from consumer_lib.wire.kinds import TICKET_NAMES, TokenKind
+from producer.config_files import read_toml, secret_from
 from producer.platform.crypto import ENCODING_AES_KEY
 
 #: A component appid as WeChat issues them: "wx" and 16 letters or digits.
@@ -72,12 +72,7 @@ def load_platforms(
 ) -> list[PlatformConfig]:
     """Read and check the platforms file; any problem raises one-line `ConfigError`."""
     environ = os.environ if environ is None else environ
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"platforms file {path}: cannot read it ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"platforms file {path}: not valid TOML ({exc})") from None
+    data = read_toml(path, what="platforms file")
     return parse_platforms(
         data, source=str(path), environ=environ, base_dir=path.parent, with_secret=with_secret
     )
@@ -163,21 +158,6 @@ class _Reader:
 
     def __call__(self, value: Value) -> SecretStr:
         env, file = self.named(value)
-        if env is not None:
-            text = self._environ.get(env, "")
-            if not text.strip():
-                shown = env if env.isupper() and len(env) <= 64 else f"named by {value}_env"
-                raise ConfigError(f"{self._where}: environment variable {shown} is not set")
-        else:
-            assert file is not None
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-                raise ConfigError(
-                    f"{self._where}: cannot read {value}_file {file} ({reason})"
-                ) from None
-        text = text.strip()
-        if not text or any(c.isspace() for c in text) or not text.isprintable():
-            raise ConfigError(f"{self._where}: the {value} is empty or has whitespace inside")
-        return SecretStr(text)
+        return secret_from(
+            env=env, file=file, value=value, where=self._where, environ=self._environ
+        )
