@@ -164,17 +164,22 @@ class PlatformKeeper:
         self._roster_outage = OutageLog(log, "the platform registry (reading authorizers)")
         self._round_outage = OutageLog(log, "the platform registry (acting on pushes)")
         self._hint_outage = OutageLog(log, f"Redis (subscribing to {self._channel})")
+        #: The roster thread always (stored apps); the callbacks and hints threads with a
+        #: platform to serve.
         self.threads = [
-            threading.Thread(target=self._roster_loop, name="platform-roster", daemon=True),
-            threading.Thread(target=self._callbacks_loop, name="platform-callbacks", daemon=True),
-            threading.Thread(target=self._hints_loop, name="platform-hints", daemon=True),
+            threading.Thread(target=self._roster_loop, name="platform-roster", daemon=True)
         ]
+        if self.roster.platforms:
+            self.threads += [
+                threading.Thread(
+                    target=self._callbacks_loop, name="platform-callbacks", daemon=True
+                ),
+                threading.Thread(target=self._hints_loop, name="platform-hints", daemon=True),
+            ]
 
     def start(self) -> None:
-        """The roster thread always; the callbacks and hints threads with a platform."""
         for thread in self.threads:
-            if thread.name == "platform-roster" or self.roster.platforms:
-                thread.start()
+            thread.start()
 
     def wake(self) -> None:
         """Look at the registry now (a stop, a test)."""
