@@ -19,9 +19,12 @@ every snapshot once more, then every credential re-publishes the token it holds,
 upstream call, and tells the scheduler when it next needs a step. Refresh requests reach
 every producer; only the leader acts on them. SIGHUP (in `__main__`) calls `reload()`.
 
-`ProducerService` composes the parts: the refreshers of each app's credentials are made
-by `_credential_refreshers`, the lease and follower threads' duties (following, taking
-over, announcing the served apps) are `_succession`'s.
+`ProducerService` composes the parts, wiring them room by room in `__init__`: Redis (the
+store, the lease, the follower), the publisher, upstream, the fleet's shared records, the
+control handler, the fleet (the refreshers of each app's credentials are made by
+`CredentialRefreshers`), the platforms, then `Succession` (the lease and follower
+threads' duties: following, taking over, announcing the served apps) and the request
+listener.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ from producer.upstream.token_probe import TokenProbe
 
 if TYPE_CHECKING:  # the platform extra (SQLAlchemy) is imported only when platforms are served
     from producer.platform.keeper import PlatformKeeper
-    from producer.platform.wiring import PlatformSetup
+    from producer.platform.wiring import PlatformParts, PlatformSetup
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +95,48 @@ class ProducerService:
         clock: Callable[[], float] = time.time,
         platform_setup: PlatformSetup | None = None,
     ) -> None:
+        """Wire the parts room by room, each after the parts it needs; no thread starts
+        before `start()`. A given `redis_client`, `fetcher` or `publisher` replaces the one
+        made from `settings` (the service closes only what it made)."""
         self._settings = settings
         self._stop = threading.Event()
-        workers = settings.upstream_concurrency
+        keys = KeyLayout(settings.key_prefix)
+        self._wire_redis(redis_client, keys, clock)  # the store, the lease, the follower
+        self.publisher = publisher or self._new_publisher(clock)
+        self._wire_upstream(fetcher, clock)  # the fetcher, its probe, the gate
+        self._wire_records(keys, clock)  # the budgets, the audit trail, the failed fetches
+        #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
+        self.control = self._control_handler(apps, keys, clock)
+        parts = self._platform_parts(platform_setup, clock)
+        self._wire_fleet(apps, parts, clock)  # the workers, the scheduler, the refreshers
+        self.platform: PlatformKeeper | None = self._platform_keeper(parts, clock)
+        if self.platform is not None:
+            self.fleet.apply(self._served_apps())  # with the registry's apps and authorizers
+        #: The lease and follower threads: who leads, following, taking over, announcing.
+        self.succession = self._succession(keys, clock)
+        self.requests = RequestListener.from_settings(
+            settings,
+            on_request=self._on_request,
+            on_control=self.control.handle,
+            screen=self._worth_handling,
+        )
+
+    # ------------------------------------------------------------ wiring, room by room
+    def _wire_redis(
+        self, redis_client: redis.Redis | None, keys: KeyLayout, clock: Callable[[], float]
+    ) -> None:
+        """Store and leadership: the Redis client, the codec, the token store, the lease,
+        the clock check and the follower."""
+        settings = self._settings
         client = redis_client or connect_redis(
             settings.redis_url,
             timeout_s=settings.redis_timeout_s,
             tls=settings.redis_tls,
-            max_connections=workers + EXTRA_REDIS_CONNECTIONS,
+            max_connections=settings.upstream_concurrency + EXTRA_REDIS_CONNECTIONS,
         )
         self._redis = client
-        keys = KeyLayout(settings.key_prefix)
+        #: The Redis pool if this service made it, and so closes it.
+        self._owned_redis = client if redis_client is None else None
         codec = RememberingCodec(codec_from_settings(settings, must_sign=True))
         self._codec = codec
         self.store = TokenStore(client, keys, codec, clock=clock)
@@ -117,7 +151,12 @@ class ProducerService:
         )
         #: This producer's clock against Redis's, checked on lease ticks.
         self.clock_skew = SkewMonitor(client, keys, producer_id=settings.producer_id, clock=clock)
-        self.publisher = publisher or Publisher(
+        self.follower = SnapshotFollower(client, keys, codec)
+
+    def _new_publisher(self, clock: Callable[[], float]) -> Publisher:
+        """The one connection that publishes every update, signed by the service's codec."""
+        settings = self._settings
+        return Publisher(
             settings.amqp_url,
             settings.exchange,
             tls=settings.amqp_tls,
@@ -125,33 +164,59 @@ class ProducerService:
             heartbeat_s=settings.heartbeat_s,
             reconnect_max_s=settings.reconnect_max_s,
             clock=clock,
-            codec=codec,
+            codec=self._codec,
         )
-        # WeChat or WeCom by the app (`Upstream`), HTTP pools sized to the workers.
-        #: What this service made itself, and so closes: its Redis pool, its HTTP pools.
-        self._owned_redis = client if redis_client is None else None
+
+    def _wire_upstream(self, fetcher: Fetcher | None, clock: Callable[[], float]) -> None:
+        """Upstream: the fetcher (unless given, WeChat or WeCom by the app, `Upstream`, with
+        HTTP pools sized to the workers), the token probe and the gate (rate and pauses)."""
+        settings = self._settings
+        #: The HTTP pools if this service made them, and so closes them.
         self._owned_upstream: Upstream | None = None
         if fetcher is None:
             fetcher = self._owned_upstream = Upstream.from_settings(settings)
         self._fetcher: Fetcher = fetcher
+        #: Checks a reported token upstream before a request-caused refresh (`token_probe`).
+        self.probe = TokenProbe.of(
+            self._unmetered_fetcher(), clock=clock, ttl_s=settings.token_check_ttl_s
+        )
+        self.upstream = UpstreamGate(
+            rate_per_s=settings.upstream_rate_per_s, pause_s=settings.quota_retry_base_s
+        )
+
+    def _unmetered_fetcher(self) -> Fetcher:
+        """The fetcher without the metrics port's meter (`MeteredFetcher` counts fetches):
+        token checks and quota clears are not fetches."""
+        fetcher = self._fetcher
+        return fetcher.inner if isinstance(fetcher, MeteredFetcher) else fetcher
+
+    def _wire_records(self, keys: KeyLayout, clock: Callable[[], float]) -> None:
+        """What every producer of the fleet shares in Redis besides the snapshots: the
+        refresh and ticket budgets, the audit trail, the last failed fetches."""
+        settings = self._settings
         self.budget = RefreshBudget(  # read by producer.observability.metrics
-            client,
+            self._redis,
             keys,
             clock=clock,
             requested_per_day=settings.requested_refreshes_per_day,
             requested_min_interval_s=settings.requested_refresh_interval_s,
         )
         #: One audit trail for every app (`{prefix}:audit`); recording never raises.
-        self.audit = AuditLog(client, keys, clock=clock)
+        self.audit = AuditLog(self._redis, keys, clock=clock)
         #: The last failed fetch per credential, for `wxtoken status`; never raises.
-        self.upstream_errors = UpstreamErrors(client, keys, clock=clock)
-        # A metered fetcher (the metrics port) counts fetches; quota clear goes to its inner.
-        inner = self._fetcher.inner if isinstance(self._fetcher, MeteredFetcher) else self._fetcher
-        #: Checks a reported token upstream before a request-caused refresh (`token_probe`).
-        self.probe = TokenProbe.of(inner, clock=clock, ttl_s=settings.token_check_ttl_s)
-        #: Operators' signed control requests (`wxtoken quota clear`); the leader acts.
-        self.control = ControlHandler(
-            client,
+        self.upstream_errors = UpstreamErrors(self._redis, keys, clock=clock)
+        #: WeCom's hourly ticket limits, fleet-wide (400 per corp, 100 per agent and kind).
+        self.ticket_budget = TicketBudget(self._redis, keys, clock=clock)
+
+    def _control_handler(
+        self, apps: Sequence[AppConfig], keys: KeyLayout, clock: Callable[[], float]
+    ) -> ControlHandler:
+        """Control requests: quota clears go to the unmetered fetcher, refreshes to
+        `_submit_refresh`."""
+        settings = self._settings
+        inner = self._unmetered_fetcher()
+        return ControlHandler(
+            self._redis,
             keys,
             apps=apps,
             upstream=inner if isinstance(inner, QuotaClearer) else None,
@@ -163,21 +228,29 @@ class ProducerService:
             min_interval_s=settings.clear_quota_min_interval_s,
             submit_refresh=self._submit_refresh,
         )
-        self.upstream = UpstreamGate(
-            rate_per_s=settings.upstream_rate_per_s, pause_s=settings.quota_retry_base_s
-        )
-        self.pool = WorkerPool(workers, name="refresh")
-        self.scheduler = Scheduler(self.pool.submit)
-        self.follower = SnapshotFollower(client, keys, codec)
-        #: WeCom's hourly ticket limits, fleet-wide (400 per corp, 100 per agent and kind).
-        self.ticket_budget = TicketBudget(client, keys, clock=clock)
-        platform_parts = None
-        if platform_setup is not None:
-            from producer.platform.wiring import platform_parts as make_platform_parts
 
-            platform_parts = make_platform_parts(
-                platform_setup, settings, audit=self.audit, clock=clock
-            )
+    def _platform_parts(
+        self, setup: PlatformSetup | None, clock: Callable[[], float]
+    ) -> PlatformParts | None:
+        """With platforms, what their credentials' refreshers need: the platforms' token
+        fetcher and their roster (read once here); None without."""
+        if setup is None:
+            return None
+        from producer.platform.wiring import platform_parts
+
+        return platform_parts(setup, self._settings, audit=self.audit, clock=clock)
+
+    def _wire_fleet(
+        self,
+        apps: Sequence[AppConfig],
+        parts: PlatformParts | None,
+        clock: Callable[[], float],
+    ) -> None:
+        """Refresh: the workers, one scheduler over them, and the fleet of the apps file's
+        apps, each credential's refresher made by `CredentialRefreshers`."""
+        settings = self._settings
+        self.pool = WorkerPool(settings.upstream_concurrency, name="refresh")
+        self.scheduler = Scheduler(self.pool.submit)
         made = CredentialRefreshers(
             fetcher=self._fetcher,
             store=self.store,
@@ -192,58 +265,59 @@ class ProducerService:
             upstream=self.upstream,
             probe=self.probe,
             ticket_budget=self.ticket_budget,
-            platform_tokens=None if platform_parts is None else platform_parts.tokens,
-            authorizer_tokens=None if platform_parts is None else platform_parts.tokens,
-            components=Components() if platform_parts is None else platform_parts.components,
+            platform_tokens=None if parts is None else parts.tokens,
+            authorizer_tokens=None if parts is None else parts.tokens,
+            components=Components() if parts is None else parts.components,
         )
         #: The apps file's apps; the platforms' credentials come from `platform.roster`.
         self._file_apps = list(apps)
         self._apply_lock = threading.Lock()
-        self.platform: PlatformKeeper | None = None
         self.fleet = Fleet(apps, made.of_app)
-        if platform_parts is not None:
-            from producer.platform.keeper import FleetAccess
-            from producer.platform.wiring import platform_keeper
 
-            self.platform = platform_keeper(
-                platform_parts,
-                settings,
-                fleet=FleetAccess(
-                    apply_roster=self._apply_roster,
-                    refresher=self.refresher,
-                    wake=lambda refresher: self.scheduler.wake(refresher.key),
-                    forget=self._forget,
-                    is_leader=lambda: self.leadership.is_leader,
-                ),
-                redis_client=client,
-                audit=self.audit,
-                stop=self._stop,
-                clock=clock,
-            )
-            self.fleet.apply(self._served_apps())
-        #: The lease and follower threads: who leads, following, taking over, announcing.
-        self.succession = Succession(
+    def _platform_keeper(
+        self, parts: PlatformParts | None, clock: Callable[[], float]
+    ) -> PlatformKeeper | None:
+        """With platforms, the keeper of their threads (roster, callbacks, hints), which
+        changes the fleet through `FleetAccess`; None without."""
+        if parts is None:
+            return None
+        from producer.platform.keeper import FleetAccess
+        from producer.platform.wiring import platform_keeper
+
+        return platform_keeper(
+            parts,
+            self._settings,
+            fleet=FleetAccess(
+                apply_roster=self._apply_roster,
+                refresher=self.refresher,
+                wake=lambda refresher: self.scheduler.wake(refresher.key),
+                forget=self._forget,
+                is_leader=lambda: self.leadership.is_leader,
+            ),
+            redis_client=self._redis,
+            audit=self.audit,
+            stop=self._stop,
+            clock=clock,
+        )
+
+    def _succession(self, keys: KeyLayout, clock: Callable[[], float]) -> Succession:
+        return Succession(
             leadership=self.leadership,
             clock_skew=self.clock_skew,
             follower=self.follower,
             fleet=self.fleet,
             scheduler=self.scheduler,
             store=self.store,
-            codec=codec,
-            redis_client=client,
+            codec=self._codec,
+            redis_client=self._redis,
             keys=keys,
-            producer_id=settings.producer_id,
-            follow_interval_s=settings.follow_interval_s,
+            producer_id=self._settings.producer_id,
+            follow_interval_s=self._settings.follow_interval_s,
             clock=clock,
             stop=self._stop,
         )
-        self.requests = RequestListener.from_settings(
-            settings,
-            on_request=self._on_request,
-            on_control=self.control.handle,
-            screen=self._worth_handling,
-        )
 
+    # ------------------------------------------------------------ credentials
     @property
     def refreshers(self) -> list[AppRefresher]:
         return self.fleet.all()
