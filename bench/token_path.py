@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import itertools
+import shutil
 import sys
 import tempfile
 import threading
@@ -300,6 +301,7 @@ def main() -> int:
         for key in store.scan_iter(f"{prefix}*"):
             store.delete(key)
         store.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     segments = recorder.segments()
     on_path = [event for events in segments.values() for event in events]
