@@ -209,6 +209,13 @@ class Recorder:
         return found
 
 
+def issued_count(sandbox: SandboxServer) -> int:
+    """New tokens the sandbox has handed out for the app."""
+    issued = sandbox.state.stats()["issued"]
+    assert isinstance(issued, dict)
+    return int(issued.get(APP_ID, 0))
+
+
 def distinct(events: list[Event]) -> list[Event]:
     seen: dict[str, Event] = {}
     for event in events:
@@ -277,7 +284,7 @@ def main() -> int:
         service = producer_service_class()(settings, apps).start()
         recorder.publisher = service.publisher
         first = client.get_token(APP_ID, timeout=args.timeout)
-        issued_before = int(dict(sandbox.state.stats()["issued"]).get(APP_ID, 0))
+        issued_before = issued_count(sandbox)
         recorder.armed = True  # the next judge() on the producer is the refresh's
         deadline = time.monotonic() + args.timeout
         stop = threading.Event()
@@ -287,7 +294,7 @@ def main() -> int:
                 return 1
             stop.wait(0.005)
         recorder.armed = False
-        issued = int(dict(sandbox.state.stats()["issued"]).get(APP_ID, 0)) - issued_before
+        issued = issued_count(sandbox) - issued_before
     finally:
         sys.setprofile(None)
         threading.setprofile(None)
@@ -308,18 +315,18 @@ def main() -> int:
     path = distinct(on_path)
     print(f"new tokens issued by the sandbox while recording: {issued}")
     for name, events in segments.items():
-        modules = distinct(events)
+        firsts = distinct(events)
         thread = events[0].thread if events else "-"
-        print(f"\n{name} ({thread}): {len(modules)} modules")
-        for event in modules:
+        print(f"\n{name} ({thread}): {len(firsts)} modules")
+        for event in firsts:
             print(f"    {show(event)}")
     print("\nthe token's path, distinct modules in order:")
     for number, event in enumerate(path, 1):
         print(f"{number:3}. {show(event)}")
     print(f"modules on the path: {len(path)}")
     print("\noff the path (other threads, and the worker after the hand-off), same window:")
-    for thread, modules in recorder.off_path(on_path).items():
-        print(f"    {thread}: {', '.join(modules)}")
+    for thread, names in recorder.off_path(on_path).items():
+        print(f"    {thread}: {', '.join(names)}")
     return 0
 
 
