@@ -14,7 +14,7 @@ UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: demo test test-unit test-integration test-node test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood bench-receiver-flood bench-platform-scale bench-platform-faults tools pin-images clean
+.PHONY: demo test test-unit test-integration test-node test-lowest test-latest lint typecheck lock dist bench bench-fanout bench-subscriber-cpu bench-gateway bench-scale bench-request-flood bench-receiver-flood bench-platform-scale bench-platform-faults bench-token-path tools pin-images clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -101,6 +101,10 @@ bench-platform-scale: $(STAMP)
 ## database cut for 60 s (on PostgreSQL; `--db mariadb` for the other).
 bench-platform-faults: $(STAMP)
 	$(BIN)/python bench/platform_faults.py
+
+## The project modules one token passes through, from WeChat's answer to get_token().
+bench-token-path: $(STAMP)
+	$(BIN)/python bench/token_path.py
 
 ## The unit tests and the type check with the lowest versions pyproject.toml admits, and
 ## with the newest ones: the ranges users get are proven at both ends (not in .ci/run).
