@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -59,6 +60,8 @@ JSAPI_LINE = 'tickets = ["jsapi"]\n'
 DEMO_APPS = {"wxdemo0000000001": "demo-secret-1", "wxdemo0000000002": "demo-secret-2"}
 DEMO_PREFIX = "wxdemo"
 DEMO_EXCHANGE = "wxtoken.demo"
+#: The app the pasted curl and the gateway's answer are about.
+FIRST_APP = next(iter(DEMO_APPS))
 
 HOW_TO_START = {
     "Redis": "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''",
@@ -149,8 +152,7 @@ def lease_ttl_for(expires_in_s: int) -> float:
     return max(1.0, min(10.0, round(margin_s * 2 / 3, 1)))
 
 
-# The demo's script, read top to bottom: each step runs once, in the order it prints.
-def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Watch wxtoken refresh tokens end to end.")
     parser.add_argument("--duration", type=float, default=0, help="stop after S seconds")
     parser.add_argument("--expires-in", type=int, default=30, help="sandbox token lifetime, s")
@@ -159,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     args = parser.parse_args(argv)
     if args.expires_in < 10:
         parser.error("--expires-in must be at least 10 seconds")
+    return args
+
+
+def configure_logging() -> None:
+    """This process's warnings as `subscriber |` lines; none of pika's."""
     logging.basicConfig(
         level=logging.WARNING,
         format="%(asctime)s subscriber | %(levelname)s %(name)s: %(message)s",
@@ -167,9 +174,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     # pika's own account of a connection problem is transport detail; we say it in a line.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
-    workdir = Path(tempfile.mkdtemp(prefix="wxtoken-demo-"))
-    # A throwaway key pair: the producer signs every token, the subscriber verifies it.
-    private_key, public_key = generate_keypair(workdir / "demo-signing.key")
+
+class DemoAborted(Exception):
+    """The demo cannot start; it has said why on stderr. `exit_code` is main's answer."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+def preflight(args: argparse.Namespace, public_key: Path) -> ClientSettings:
+    """The subscriber's settings, once Redis and RabbitMQ answer and the exchanges exist.
+
+    `DemoAborted` after saying why: 2 for a configuration error, 1 for a service down."""
     try:
         settings = load_settings(
             ClientSettings,
@@ -181,28 +198,29 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
         )
     except ConfigError as exc:
         print(f"demo: configuration error: {exc}", file=sys.stderr)
-        return 2
+        raise DemoAborted(2) from exc
     missing = [
         name
         for name, url in (("Redis", settings.redis_url), ("RabbitMQ", settings.amqp_url))
         if not reachable(url)
     ]
+    for name in missing:
+        print(
+            f"demo: {name} is not reachable. Start it with:\n    {HOW_TO_START[name]}",
+            file=sys.stderr,
+        )
     if missing:
-        for name in missing:
-            print(
-                f"demo: {name} is not reachable. Start it with:\n    {HOW_TO_START[name]}",
-                file=sys.stderr,
-            )
-        return 1
+        raise DemoAborted(1)
     try:
         declare_exchanges(settings)
     except BrokerError as exc:
         print(f"demo: {exc}", file=sys.stderr)
-        return 1
+        raise DemoAborted(1) from exc
+    return settings
 
-    stop = threading.Event()  # the demo's own threads watch it too
-    inbox = SignalInbox(STOP_SIGNALS)  # open for the rest of the demo's process
 
+def write_apps_file(workdir: Path) -> Path:
+    """The producer's apps: the first on the stable token API, the second on the classic."""
     apps_file = workdir / "apps.toml"
     apps_file.write_text(
         "".join(
@@ -214,94 +232,190 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             for n, app in enumerate(DEMO_APPS, 1)
         )
     )
-    platform: DemoPlatform | None = DemoPlatform(workdir)
-    assert platform is not None
+    return apps_file
+
+
+def platform_if_available(workdir: Path) -> DemoPlatform | None:
+    """The third-party platform, or None after saying why the demo runs without one."""
+    platform = DemoPlatform(workdir)
     without = platform.unavailable()
-    if without is not None:
-        say("demo", f"no third-party platform in this demo: {without}")
-        platform = None
+    if without is None:
+        return platform
+    say("demo", f"no third-party platform in this demo: {without}")
+    return None
+
+
+def start_sandbox(expires_in_s: int, platform: DemoPlatform | None) -> SandboxServer:
+    """The stand-in WeChat, handing out `expires_in_s`-second tokens."""
     sandbox = SandboxServer(
         SandboxConfig(
             apps=DEMO_APPS,
-            expires_in_s=args.expires_in,
-            overlap_s=max(5.0, args.expires_in / 3),
+            expires_in_s=expires_in_s,
+            overlap_s=max(5.0, expires_in_s / 3),
             platforms=[] if platform is None else [platform.sandbox_platform()],
         )
     ).start()
-    say("sandbox", f"WeChat stand-in on {sandbox.base_url}, {args.expires_in}-second tokens")
+    say("sandbox", f"WeChat stand-in on {sandbox.base_url}, {expires_in_s}-second tokens")
+    return sandbox
 
-    shared = {
+
+@dataclass(frozen=True)
+class DemoKeys:
+    """The throwaway key pair: the producer signs every token, the subscriber verifies it."""
+
+    private: Path
+    public: Path
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the children listen: the producer's metrics, the gateway, the gateway's metrics."""
+
+    metrics: int
+    gateway: int
+    gateway_metrics: int
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway}"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the producer and the gateway start with, and what the pasted commands use."""
+
+    producer_env: dict[str, str]
+    gateway_env: dict[str, str]
+    ports: Ports
+    env_file: Path
+    api_key: str
+
+
+def shared_env(
+    args: argparse.Namespace, settings: ClientSettings, keys: DemoKeys
+) -> dict[str, str]:
+    """The settings every child and every pasted command shares with the subscriber."""
+    return {
         "WXTOKEN_REDIS_URL": settings.redis_url,
         "WXTOKEN_AMQP_URL": settings.amqp_url,
         "WXTOKEN_KEY_PREFIX": args.key_prefix,
         "WXTOKEN_EXCHANGE": args.exchange,
-        "WXTOKEN_VERIFY_KEYS": str(public_key),
+        "WXTOKEN_VERIFY_KEYS": str(keys.public),
     }
-    metrics_port, gateway_port, gateway_metrics_port = free_port(), free_port(), free_port()
-    producer_env = {
+
+
+def producer_env(
+    shared: Mapping[str, str],
+    *,
+    sandbox_url: str,
+    apps_file: Path,
+    keys: DemoKeys,
+    metrics_port: int,
+    expires_in_s: int,
+) -> dict[str, str]:
+    """The producer's environment: refreshing the demo's apps from the sandbox, signing."""
+    return {
         **os.environ,
         **shared,
-        "WXTOKEN_WECHAT_BASE_URL": sandbox.base_url,
+        "WXTOKEN_WECHAT_BASE_URL": sandbox_url,
         "WXTOKEN_APPS_FILE": str(apps_file),
         "WXTOKEN_REPUBLISH_INTERVAL_S": "10",
-        "WXTOKEN_LEASE_TTL_S": str(lease_ttl_for(args.expires_in)),
-        "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
+        "WXTOKEN_LEASE_TTL_S": str(lease_ttl_for(expires_in_s)),
+        "WXTOKEN_SIGNING_KEY_FILE": str(keys.private),
         "WXTOKEN_METRICS_PORT": str(metrics_port),
         **{f"WXDEMO_SECRET_{n}": secret for n, secret in enumerate(DEMO_APPS.values(), 1)},
     }
-    if platform is not None:
-        platform.start(sandbox.base_url, shared)
-        producer_env.update(platform.env)
-    keys_file = workdir / "gateway-keys.json"
-    api_key = add_key(keys_file, "demo", apps=["wxdemo*"], scopes=["read", "report"])
-    gateway_env = {
+
+
+def gateway_env(shared: Mapping[str, str], keys_file: Path, ports: Ports) -> dict[str, str]:
+    """The gateway's environment: the demo's API keys, its ports, only its warnings."""
+    return {
         **os.environ,
         **shared,
         "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
-        "WXTOKEN_GATEWAY_PORT": str(gateway_port),
-        "WXTOKEN_GATEWAY_METRICS_PORT": str(gateway_metrics_port),
+        "WXTOKEN_GATEWAY_PORT": str(ports.gateway),
+        "WXTOKEN_GATEWAY_METRICS_PORT": str(ports.gateway_metrics),
         "WXTOKEN_LOG_LEVEL": "WARNING",
     }
+
+
+def wire(
+    args: argparse.Namespace,
+    settings: ClientSettings,
+    keys: DemoKeys,
+    *,
+    workdir: Path,
+    apps_file: Path,
+    sandbox: SandboxServer,
+    platform: DemoPlatform | None,
+) -> Wiring:
+    """Start the platform (if any), give the gateway an API key and write `demo.env`."""
+    shared = shared_env(args, settings, keys)
+    ports = Ports(metrics=free_port(), gateway=free_port(), gateway_metrics=free_port())
+    producer = producer_env(
+        shared,
+        sandbox_url=sandbox.base_url,
+        apps_file=apps_file,
+        keys=keys,
+        metrics_port=ports.metrics,
+        expires_in_s=args.expires_in,
+    )
+    if platform is not None:
+        platform.start(sandbox.base_url, shared)
+        producer.update(platform.env)
+    keys_file = workdir / "gateway-keys.json"
+    api_key = add_key(keys_file, "demo", apps=["wxdemo*"], scopes=["read", "report"])
+    gateway = gateway_env(shared, keys_file, ports)
     env_file = write_env_file(
         workdir / "demo.env",
         {
             **shared,
-            "WXTOKEN_SIGNING_KEY_FILE": str(private_key),
+            "WXTOKEN_SIGNING_KEY_FILE": str(keys.private),
             "WXTOKEN_GATEWAY_KEYS_FILE": str(keys_file),
             "WXDEMO_GATEWAY_KEY": api_key,
             **({} if platform is None else platform.env),
         },
     )
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    first_app = next(iter(DEMO_APPS))
+    return Wiring(producer, gateway, ports, env_file, api_key)
+
+
+def say_what_to_paste(wiring: Wiring, *, with_platform: bool) -> None:
+    """The commands to try in another shell, and where the metrics are."""
     wxtoken = Path(sys.executable).with_name("wxtoken")
     say("demo", "in another shell, paste:")
-    say("demo", f"  set -a; . {env_file}; set +a")
+    say("demo", f"  set -a; . {wiring.env_file}; set +a")
     say("demo", f"  {wxtoken} status")
     say(
         "demo",
         f'  curl -s -H "Authorization: Bearer $WXDEMO_GATEWAY_KEY" '
-        f"{gateway_url}/v1/apps/{first_app}/access_token",
+        f"{wiring.ports.gateway_url}/v1/apps/{FIRST_APP}/access_token",
     )
-    if platform is not None:
+    if with_platform:
         say("demo", f"  {wxtoken} platform status")
     say(
         "demo",
-        f"metrics: http://127.0.0.1:{gateway_metrics_port}/metrics (gateway), "
-        f"http://127.0.0.1:{metrics_port}/metrics (producer); Ctrl-C stops",
+        f"metrics: http://127.0.0.1:{wiring.ports.gateway_metrics}/metrics (gateway), "
+        f"http://127.0.0.1:{wiring.ports.metrics}/metrics (producer); Ctrl-C stops",
     )
-    producer = start_child("producer", producer_env, "producer")
-    gateway = start_child("ops.gateway", gateway_env, "gateway")
 
-    checker = requests.Session()
-    checker.trust_env = False
 
-    def on_update(update: TokenUpdate) -> None:
+class Subscriber:
+    """What the demo's `TokenClient` does with a token: checks it with the sandbox as a
+    service would by calling WeChat with it, and says so; and, once, the gateway's answer."""
+
+    def __init__(self, sandbox: SandboxServer, wiring: Wiring, stop: threading.Event) -> None:
+        self.sandbox = sandbox
+        self.wiring = wiring
+        self.stop = stop
+        self.checker = requests.Session()
+        self.checker.trust_env = False
+
+    def on_update(self, update: TokenUpdate) -> None:
         if update.kind is TokenKind.JSAPI_TICKET:
-            say("subscriber", ticket_line(update, sandbox, now_s=time.time()))
+            say("subscriber", ticket_line(update, self.sandbox, now_s=time.time()))
             return
-        answer = checker.get(
-            f"{sandbox.base_url}/cgi-bin/getcallbackip",
+        answer = self.checker.get(
+            f"{self.sandbox.base_url}/cgi-bin/getcallbackip",
             params={"access_token": update.value},
             timeout=5,
         ).json()
@@ -314,53 +428,119 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             f"{update.seconds_left(time.time()):.1f} s left; WeChat: {verdict}",
         )
 
-    def show_gateway() -> None:
-        url = f"{gateway_url}/v1/apps/{first_app}/access_token"
-        headers = {"Authorization": f"Bearer {api_key}"}
+    def show_gateway(self) -> None:
+        """Once the gateway answers the pasted curl, what it answers (in a thread)."""
+        url = f"{self.wiring.ports.gateway_url}/v1/apps/{FIRST_APP}/access_token"
+        headers = {"Authorization": f"Bearer {self.wiring.api_key}"}
         if not wait_until(
-            lambda: checker.get(url, headers=headers, timeout=2).status_code == 200, 30, stop
+            lambda: self.checker.get(url, headers=headers, timeout=2).status_code == 200,
+            30,
+            self.stop,
         ):
             return
-        body = checker.get(url, headers=headers, timeout=2).json()
+        body = self.checker.get(url, headers=headers, timeout=2).json()
         say(
             "gateway",
             f"curl above -> 200: v{body['version']} {mask(body['access_token'])}, "
             f"expires_in {body['expires_in']} s",
         )
 
-    client = TokenClient(settings, name="wxtoken-demo-subscriber")
-    client.on_update(on_update)
-    threading.Thread(target=show_gateway, daemon=True).start()
-    started = time.monotonic()
-    children = [("producer", producer), ("gateway", gateway)]
-    if platform is not None:
-        platform.authorize_later(sandbox.base_url, min(15.0, args.expires_in / 2), stop)
-        if platform.receiver is not None:
-            children.append(("receiver", platform.receiver))
-    try:
-        client.start()
-        while not inbox.wait(0.5):
-            for name, child in children:
-                if child.poll() is not None:
-                    say("demo", f"the {name} exited with code {child.returncode}")
-                    return 1
-            if args.duration and time.monotonic() - started >= args.duration:
-                break
-    finally:
+
+@dataclass(frozen=True)
+class Running:
+    """The demo's parts once started; `close` stops them in this order after the
+    subscriber: the gateway, the producer, the platform (and its receiver), the sandbox."""
+
+    client: TokenClient
+    producer: subprocess.Popen[str]
+    gateway: subprocess.Popen[str]
+    platform: DemoPlatform | None
+    sandbox: SandboxServer
+    stop: threading.Event  # the demo's own threads watch it
+
+    def children(self) -> list[tuple[str, subprocess.Popen[str]]]:
+        """The child processes the demo cannot go on without, by name."""
+        children = [("producer", self.producer), ("gateway", self.gateway)]
+        if self.platform is not None and self.platform.receiver is not None:
+            children.append(("receiver", self.platform.receiver))
+        return children
+
+    def close(self) -> None:
         say("demo", "stopping")
-        stop.set()
-        client.close()
-        for child in (gateway, producer):
+        self.stop.set()
+        self.client.close()
+        for child in (self.gateway, self.producer):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
                 try:
                     child.wait(10)
                 except subprocess.TimeoutExpired:
                     child.kill()
-        if platform is not None:
-            platform.close()
-        sandbox.stop()
+        if self.platform is not None:
+            self.platform.close()
+        self.sandbox.stop()
+
+
+def run_until_stopped(
+    inbox: SignalInbox,
+    children: list[tuple[str, subprocess.Popen[str]]],
+    *,
+    started_s: float,
+    duration_s: float,
+) -> int:
+    """0 on a stop signal or after `duration_s` (0: no limit) from `started_s` (monotonic);
+    1, after saying so, when a child exits first."""
+    while not inbox.wait(0.5):
+        for name, child in children:
+            if child.poll() is not None:
+                say("demo", f"the {name} exited with code {child.returncode}")
+                return 1
+        if duration_s and time.monotonic() - started_s >= duration_s:
+            break
     return 0
+
+
+# The demo's script, read top to bottom: each step runs once, in the order it prints.
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging()
+    workdir = Path(tempfile.mkdtemp(prefix="wxtoken-demo-"))
+    keys = DemoKeys(*generate_keypair(workdir / "demo-signing.key"))
+    try:
+        settings = preflight(args, keys.public)
+    except DemoAborted as exc:
+        return exc.exit_code
+    stop = threading.Event()  # the demo's own threads watch it too
+    inbox = SignalInbox(STOP_SIGNALS)  # open for the rest of the demo's process
+    apps_file = write_apps_file(workdir)
+    platform = platform_if_available(workdir)
+    sandbox = start_sandbox(args.expires_in, platform)
+    wiring = wire(
+        args,
+        settings,
+        keys,
+        workdir=workdir,
+        apps_file=apps_file,
+        sandbox=sandbox,
+        platform=platform,
+    )
+    say_what_to_paste(wiring, with_platform=platform is not None)
+    producer = start_child("producer", wiring.producer_env, "producer")
+    gateway = start_child("ops.gateway", wiring.gateway_env, "gateway")
+    subscriber = Subscriber(sandbox, wiring, stop)
+    client = TokenClient(settings, name="wxtoken-demo-subscriber")
+    client.on_update(subscriber.on_update)
+    threading.Thread(target=subscriber.show_gateway, daemon=True).start()
+    started_s = time.monotonic()
+    running = Running(client, producer, gateway, platform, sandbox, stop)
+    children = running.children()
+    if platform is not None:
+        platform.authorize_later(sandbox.base_url, min(15.0, args.expires_in / 2), stop)
+    try:
+        client.start()
+        return run_until_stopped(inbox, children, started_s=started_s, duration_s=args.duration)
+    finally:
+        running.close()
 
 
 if __name__ == "__main__":
