@@ -18,7 +18,7 @@ from typing import Any
 
 import pika
 
-from .._offset import SENT_MS_HEADER, parse_sent_ms
+from .._client.offset import SENT_MS_HEADER, parse_sent_ms
 from ..wire.control import CONTROL_MESSAGE_TYPE
 from ..wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,

@@ -14,8 +14,8 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, TokenClient, TokenKind
-from consumer_lib._cache import Offer, TokenCache
-from consumer_lib._offset import (
+from consumer_lib._client.cache import Offer, TokenCache
+from consumer_lib._client.offset import (
     BUCKET_S,
     MAX_DROP_S,
     MIN_CHANGE_S,
