@@ -21,9 +21,8 @@ from consumer_lib._client.offset import (
     MIN_CHANGE_S,
     SAFETY_S,
     ClockOffset,
-    parse_sent_ms,
 )
-from consumer_lib.amqp.messages import SENT_MS_HEADER, sent_s, update_properties
+from consumer_lib.amqp.messages import SENT_MS_HEADER, parse_sent_ms, sent_s, update_properties
 from consumer_lib.wire.keys import KeyLayout
 from producer.leadership.clock import JumpProofDeadline
 from producer.leadership.clock_skew import SkewMonitor, read_skews
