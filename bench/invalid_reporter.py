@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consumer_lib._reporting import InvalidReporter
+from consumer_lib._client.reporting import InvalidReporter
 from consumer_lib.wire.update import TokenKind
 
 

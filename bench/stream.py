@@ -52,7 +52,7 @@ from _fanout_sides import (
 )
 
 from consumer_lib import TokenClient
-from consumer_lib._sse import SseParser
+from consumer_lib._client.sse import SseParser
 from consumer_lib.amqp import declare_exchange
 from consumer_lib.settings import GatewayClientSettings
 from consumer_lib.wire.signing import generate_keypair

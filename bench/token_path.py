@@ -145,7 +145,7 @@ class Recorder:
             if code.co_name == "<module>":
                 return
             self.events.append(Event(seq, thread, module, code.co_name, False))
-            if code.co_name == "offer" and module == "consumer_lib._cache":
+            if code.co_name == "offer" and module == "consumer_lib._client.cache":
                 self.offer_depth[thread] = self.offer_depth.get(thread, 0) + 1
             return
         if self.start_seq is None:
@@ -157,7 +157,7 @@ class Recorder:
             and frame.f_locals.get("self") is self.publisher
         ):
             self.handoff_seq = next(self._seq)
-        if code.co_name == "offer" and project_module(frame) == "consumer_lib._cache":
+        if code.co_name == "offer" and project_module(frame) == "consumer_lib._client.cache":
             self.offer_depth[thread] = depth = self.offer_depth.get(thread, 1) - 1
             if depth == 0 and self.publish_seq is not None and self.cached_seq is None:
                 self.cached_seq, self.subscriber_thread = next(self._seq), thread

@@ -9,8 +9,8 @@ with TokenClient.from_env() as tokens:
 `consumer_lib.jssdk` signs `wx.config` / `wx.agentConfig` / card calls with those tickets.
 """
 
-from ._client import ClientStats, TokenClient
-from ._reporting import ReportOutcome
+from ._client.client import ClientStats, TokenClient
+from ._client.reporting import ReportOutcome
 from .errors import (
     BrokerError,
     ConfigError,

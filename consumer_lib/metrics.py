@@ -39,8 +39,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "consumer_lib.metrics needs prometheus-client: pip install 'wxtoken[metrics]'"
     ) from exc
 
-from ._client import TokenClient
-from ._stats import REASONS
+from ._client.client import TokenClient
+from ._client.stats import REASONS
 
 #: More apps than this in one process is not a deployment: the rest are not exported.
 DEFAULT_MAX_APPS = 1000

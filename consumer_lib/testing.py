@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import redis
 
-from ._client import TokenClient
+from ._client.client import TokenClient
 from .settings import ClientSettings
 from .transport import OnBody
 from .wire.refresh_request import REQUEST_MESSAGE_TYPE, RefreshRequest

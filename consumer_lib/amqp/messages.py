@@ -14,11 +14,11 @@ calls them inside `translated()`; nothing else should.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pika
 
-from .._offset import SENT_MS_HEADER, parse_sent_ms
 from ..wire.control import CONTROL_MESSAGE_TYPE
 from ..wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
@@ -32,6 +32,26 @@ from .params import amqp_user_id
 
 #: The fanout exchange carries `TokenUpdate` JSON; `type` names the contract.
 MESSAGE_TYPE = "wxtoken.update.v1"
+
+
+#: The AMQP header with the producer's wall clock at publish, in integer milliseconds.
+SENT_MS_HEADER = "x-wxtoken-sent-ms"
+
+
+def parse_sent_ms(raw: object) -> float | None:
+    """The header's value in seconds: None when absent, NaN when garbage (not an integer
+    of ms in 1..2^53); `ClockOffset.sample` ignores both and counts the NaN."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | bytes | str):
+        return math.nan
+    try:
+        value = int(raw)
+    except ValueError:
+        return math.nan
+    if not 0 < value < 2**53:
+        return math.nan
+    return value / 1000.0
 
 
 def sent_s(headers: object) -> float | None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .._client import TokenClient
+from .._client.client import TokenClient
 from ..errors import TokenUnavailable
 from ..wire.update import TokenKind, TokenUpdate
 

@@ -21,7 +21,7 @@ from typing import Any
 from wechatpy import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 
-from .._client import TokenClient
+from .._client.client import TokenClient
 from ..errors import TokenUnavailable, WxTokenError
 from .successor import DEFAULT_SUCCESSOR_TIMEOUT_S, INVALID_TOKEN_ERRCODES, Successors
 

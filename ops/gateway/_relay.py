@@ -3,7 +3,7 @@ the broker ("production refreshes; every other environment relays", docs/environ
 
 With `WXTOKEN_GATEWAY_UPSTREAM_URL` and `..._UPSTREAM_API_KEY` (a key of the upstream
 gateway with `read`, and `report` if reports should go through), the gateway's `TokenClient`
-is fed over HTTP (`consumer_lib._http_transport`): no Redis or broker setting is read or
+is fed over HTTP (`consumer_lib._client.http_transport`): no Redis or broker setting is read or
 needed. Updates are still the producer's signed bytes, checked with `WXTOKEN_VERIFY_KEYS`
 and passed on unchanged by this gateway's own stream. Overrides are refused (no store to
 write to); reports are forwarded upstream, which refuses them unless its key allows

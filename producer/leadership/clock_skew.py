@@ -2,7 +2,7 @@
 
 The producer's wall clock stamps every update (`issued_at`, `expires_at`) and the send
 time of every message. Subscribers correct for a skewed producer clock (see
-`consumer_lib._offset`), but a skew of more than a few seconds is a fault to fix (NTP):
+`consumer_lib._client.offset`), but a skew of more than a few seconds is a fault to fix (NTP):
 `SkewMonitor.check()` (on lease ticks, at most every `CHECK_EVERY_S`) compares this clock
 with Redis's, logs one WARNING when the skew goes past `WARN_S` (and one INFO when it is
 back), exports it as a metric, and stores it for `wxtoken status`:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from consumer_lib._sse import SseEvent, SseParser
+from consumer_lib._client.sse import SseEvent, SseParser
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def test_a_client_started_before_fork_works_in_every_child(
 ) -> None:
     """Two children each hold the inherited token, subscribe on their own and receive a
     token published after the fork; the parent receives it too, on its original connection."""
-    caplog.set_level(logging.INFO, logger="consumer_lib._subscriber")
+    caplog.set_level(logging.INFO, logger="consumer_lib._client.subscriber")
     exchange = isolation["exchange"]
     writer = redis.Redis.from_url(redis_url)
     store = TokenStore(writer, KeyLayout(isolation["key_prefix"]))

@@ -20,7 +20,7 @@ from consumer_lib import (
     TokenUnavailable,
     TokenUpdate,
 )
-from consumer_lib._cache import Offer, TokenCache
+from consumer_lib._client.cache import Offer, TokenCache
 from consumer_lib.testing import StubTransport
 from consumer_lib.wire.keys import KeyLayout
 from producer.store.tokens import TokenStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from consumer_lib._callbacks import CallbackThread
+from consumer_lib._client.callbacks import CallbackThread
 from consumer_lib.wire.update import TokenSource, TokenUpdate
 from tests.waiting import wait_for
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from consumer_lib import TokenClient, TokenKind, TokenSource
-from consumer_lib._offset import MAX_DROP_S, SAFETY_S
+from consumer_lib._client.offset import MAX_DROP_S, SAFETY_S
 from consumer_lib.errors import TokenUnavailable
 from consumer_lib.testing import StubTransport, stub_client
 from tests.conftest import FakeClock

@@ -14,16 +14,15 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, TokenClient, TokenKind
-from consumer_lib._cache import Offer, TokenCache
-from consumer_lib._offset import (
+from consumer_lib._client.cache import Offer, TokenCache
+from consumer_lib._client.offset import (
     BUCKET_S,
     MAX_DROP_S,
     MIN_CHANGE_S,
     SAFETY_S,
     ClockOffset,
-    parse_sent_ms,
 )
-from consumer_lib.amqp.messages import SENT_MS_HEADER, sent_s, update_properties
+from consumer_lib.amqp.messages import SENT_MS_HEADER, parse_sent_ms, sent_s, update_properties
 from consumer_lib.wire.keys import KeyLayout
 from producer.leadership.clock import JumpProofDeadline
 from producer.leadership.clock_skew import SkewMonitor, read_skews

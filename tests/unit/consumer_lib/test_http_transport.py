@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumer_lib import ConfigError, TokenClient, TokenKind, TokenUpdate
-from consumer_lib._http_transport import GatewayStream
+from consumer_lib._client.http_transport import GatewayStream
 from consumer_lib.settings import GatewayClientSettings, load_settings
 from consumer_lib.testing import EmptyRedis, StubTransport
 from consumer_lib.wire.refresh_request import fingerprint

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer_lib._reporting import REPORT_EVERY_S, InvalidReporter
+from consumer_lib._client.reporting import REPORT_EVERY_S, InvalidReporter
 from consumer_lib.wire.update import TokenKind
 from tests.conftest import FakeClock
 

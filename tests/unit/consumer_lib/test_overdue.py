@@ -3,8 +3,8 @@ held token in the last tenth of its life, at most 150 s, with nothing newer push
 
 from __future__ import annotations
 
-from consumer_lib._cache import TokenCache
-from consumer_lib._offset import ClockOffset
+from consumer_lib._client.cache import TokenCache
+from consumer_lib._client.offset import ClockOffset
 from tests.conftest import FakeClock
 from tests.unit._helpers import T0, make_update
 

@@ -138,7 +138,7 @@ def test_a_reason_the_wire_refuses_raises_and_holds_nothing_back(
 def test_reports_before_the_first_connection_are_queued_bounded_then_sent() -> None:
     """Before the first connection a report waits (up to MAX_PENDING_REPORTS, then it is
     refused as unreachable); once connected they go out in order and nothing waits more."""
-    from consumer_lib._reporting import MAX_PENDING_REPORTS, InvalidReporter, ReportOutcome
+    from consumer_lib._client.reporting import MAX_PENDING_REPORTS, InvalidReporter, ReportOutcome
     from consumer_lib.wire.update import TokenKind
 
     reporter = InvalidReporter("wxunit.tokens", clock=lambda: 1_800_000_000.0)

@@ -127,7 +127,7 @@ def test_the_overdue_check_runs_at_most_once_a_second(clock: FakeClock) -> None:
     """The consume loop ends a round after every message; the look over every held token
     for an overdue successor runs once a second however many messages arrive, and an
     overdue one still makes it read the snapshot."""
-    from consumer_lib._subscriber import Subscriber
+    from consumer_lib._client.subscriber import Subscriber
 
     asked: list[float] = []
     reads: list[float] = []

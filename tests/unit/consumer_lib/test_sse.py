@@ -1,10 +1,10 @@
-"""`consumer_lib._sse`: the SSE lines the gateway writes, and a few it does not."""
+"""`consumer_lib._client.sse`: the SSE lines the gateway writes, and a few it does not."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer_lib._sse import MAX_LINE_BYTES, SseError, SseEvent, SseParser
+from consumer_lib._client.sse import MAX_LINE_BYTES, SseError, SseEvent, SseParser
 
 
 def feed(parser: SseParser, text: bytes) -> list[SseEvent]:

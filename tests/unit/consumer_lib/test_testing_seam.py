@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 
 from consumer_lib import ClientSettings, TokenClient, TokenUnavailable
-from consumer_lib._http_transport import GatewayStream
-from consumer_lib._subscriber import Subscriber
+from consumer_lib._client.http_transport import GatewayStream
+from consumer_lib._client.subscriber import Subscriber
 from consumer_lib.settings import GatewayClientSettings
 from consumer_lib.testing import StubTransport, stub_client
 from tests.conftest import FakeClock

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer_lib import ClientSettings, InvalidUpdate, TokenKind
-from consumer_lib._subscriber import Subscriber
+from consumer_lib._client.subscriber import Subscriber
 from consumer_lib.amqp import (
     Connection,
     declare_requests_exchange,
@@ -344,7 +344,7 @@ def test_a_failing_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
     subscriber._connected.set()
     assert subscriber.send("ex.requests", b"body", REQUEST_MESSAGE_TYPE)
     connection.run_callbacks()
-    [record] = [r for r in caplog.records if r.name == "consumer_lib._subscriber"]
+    [record] = [r for r in caplog.records if r.name == "consumer_lib._client.subscriber"]
     assert record.levelname == "WARNING"
     assert "ConnectionWrongStateError" in record.getMessage()
 

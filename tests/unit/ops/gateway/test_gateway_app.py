@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer_lib import ReportOutcome, StoreError, TokenKind, TokenUnavailable, TokenUpdate
-from consumer_lib._cache import TokenCache
+from consumer_lib._client.cache import TokenCache
 from consumer_lib.wire.refresh_request import RefreshRequest
 from ops.gateway import KeyRing, add_key
 from ops.gateway._app import Gateway, ReportBody

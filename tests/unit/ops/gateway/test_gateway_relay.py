@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer_lib import ConfigError
-from consumer_lib._http_transport import GatewayStream
+from consumer_lib._client.http_transport import GatewayStream
 from consumer_lib.settings import load_settings
 from consumer_lib.wire.signing import generate_keypair
 from ops.gateway import GatewaySettings, add_key

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from consumer_lib import ClientSettings, InvalidUpdate, TokenClient
-from consumer_lib._stats import REASONS, rejection_reason
+from consumer_lib._client.stats import REASONS, rejection_reason
 from consumer_lib.metrics import TokenClientCollector
 from consumer_lib.testing import StubTransport
 from consumer_lib.wire.keys import KeyLayout

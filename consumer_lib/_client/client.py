@@ -4,9 +4,9 @@
         token = tokens.get_token("wx1234567890abcdef")
 
 `get_token()` answers from memory, with no I/O once a token is held, and never returns a
-token past its expiry on this host's clock (`_cache`, `_offset`). Updates arrive pushed over
+token past its expiry on this host's clock (`cache`, `offset`). Updates arrive pushed over
 RabbitMQ; the Redis snapshot covers a late start and broker outages. The highest version
-wins (unless the held token has expired: see `_cache`). With no valid token held, a read
+wins (unless the held token has expired: see `cache`). With no valid token held, a read
 waits for one, then raises `TokenUnavailable` saying why none came.
 
 Forking (gunicorn `--preload`, multiprocessing's fork): a client made, even started,
@@ -36,21 +36,21 @@ from typing import Any, Self, cast
 
 import redis
 
-from ._cache import TokenCache
-from ._callbacks import CallbackThread, UpdateCallback
-from ._feeding import UpdateFeed
-from ._offset import ClockOffset
-from ._overdue import OVERDUE_MAX_S, OVERDUE_SHARE
-from ._reporting import REPORT_EVERY_S, InvalidReporter, ReportOutcome
-from ._stats import ClientCounters, ClientStats
-from ._subscriber import Subscriber
-from .errors import TokenUnavailable
-from .settings import ClientSettings, GatewayClientSettings, load_settings
-from .snapshot import SnapshotReader, connect_redis
-from .transport import AttachableTransport, TokenReportingTransport, Transport
-from .wire.keys import KeyLayout
-from .wire.signing import codec_from_settings
-from .wire.update import TokenKind, TokenUpdate
+from ..errors import TokenUnavailable
+from ..settings import ClientSettings, GatewayClientSettings, load_settings
+from ..snapshot import SnapshotReader, connect_redis
+from ..transport import AttachableTransport, TokenReportingTransport, Transport
+from ..wire.keys import KeyLayout
+from ..wire.signing import codec_from_settings
+from ..wire.update import TokenKind, TokenUpdate
+from .cache import TokenCache
+from .callbacks import CallbackThread, UpdateCallback
+from .feeding import UpdateFeed
+from .offset import ClockOffset
+from .overdue import OVERDUE_MAX_S, OVERDUE_SHARE
+from .reporting import REPORT_EVERY_S, InvalidReporter, ReportOutcome
+from .stats import ClientCounters, ClientStats
+from .subscriber import Subscriber
 
 __all__ = ["OVERDUE_MAX_S", "OVERDUE_SHARE", "REPORT_EVERY_S", "ClientStats", "TokenClient"]
 
@@ -98,7 +98,7 @@ class TokenClient:
         self._started = False
         self._closed = False
         self.stats: ClientStats = self._counters.stats
-        #: Rejected updates by reason (`_stats.REASONS`), for metrics; read a copy
+        #: Rejected updates by reason (`stats.REASONS`), for metrics; read a copy
         #: with `rejections_dict()`.
         self.rejections: dict[str, int] = self._counters.rejections
         self._name = name
@@ -163,9 +163,9 @@ class TokenClient:
         """A client fed by the stream of the gateway at `settings.gateway_url`, with no
         Redis and no broker: the stream's first events are the snapshot, each update is
         the producer's signed bytes (verified as a broker message), and `report_invalid`
-        goes to the gateway's report route (`consumer_lib._http_transport`)."""
-        from ._http_transport import GatewayStream
-        from .testing import EmptyRedis  # the snapshot is the stream's first events
+        goes to the gateway's report route (`consumer_lib._client.http_transport`)."""
+        from ..testing import EmptyRedis  # the snapshot is the stream's first events
+        from .http_transport import GatewayStream
 
         label = name or f"wxtoken-client/{socket.gethostname()}-{os.getpid()}"
         return cls(

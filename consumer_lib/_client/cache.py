@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._offset import ClockOffset
-from ._overdue import OverdueWatch
-from .wire.authorizers import split_authorizer_app_id
-from .wire.update import TokenKind, TokenUpdate
+from ..wire.authorizers import split_authorizer_app_id
+from ..wire.update import TokenKind, TokenUpdate
+from .offset import ClockOffset
+from .overdue import OverdueWatch
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .wire.refresh_request import (
+from ..wire.refresh_request import (
     REQUEST_MESSAGE_TYPE,
     RefreshRequest,
     requests_exchange,
     safe_requester,
 )
-from .wire.update import TokenKind, TokenUpdate
+from ..wire.update import TokenKind, TokenUpdate
 
 log = logging.getLogger(__name__)
 

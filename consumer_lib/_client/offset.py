@@ -1,9 +1,9 @@
 """How far this host's clock is from the producer's, estimated from the messages it sends.
 
-Every token message carries the producer's send time (`SENT_MS_HEADER`, its wall clock in
-ms). The header is not signed (the signed body stays the same bytes across re-publishes)
-and any login that may write the tokens exchange can set it (`wxtoken-ops` may, for
-overrides), so it is a hint that signed data bounds, never a fact:
+Every token message carries the producer's send time (`amqp.messages.SENT_MS_HEADER`, its
+wall clock in ms). The header is not signed (the signed body stays the same bytes across
+re-publishes) and any login that may write the tokens exchange can set it (`wxtoken-ops`
+may, for overrides), so it is a hint that signed data bounds, never a fact:
 
 - only a verified update with a new version, from the producer's refresh (never an
   override: it carries the operator's clock), gives a sample (`UpdateFeed.on_body`);
@@ -44,8 +44,6 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-#: The AMQP header with the producer's wall clock at publish, in integer milliseconds.
-SENT_MS_HEADER = "x-wxtoken-sent-ms"
 #: Offsets within this band are taken as 0 (clocks in sync, or the same host).
 DEAD_BAND_S = 1.0
 #: An offset outside the dead band is applied this much smaller: the estimate is late by
@@ -66,22 +64,6 @@ MIN_CHANGE_S = 0.05
 ABSURD_S = 86_400.0
 #: How far one sample may move the estimate (down from 0 for the first; either way after).
 MAX_DROP_S = 60.0
-
-
-def parse_sent_ms(raw: object) -> float | None:
-    """The header's value in seconds: None when absent, NaN when garbage (not an integer
-    of ms in 1..2^53); `ClockOffset.sample` ignores both and counts the NaN."""
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, int | bytes | str):
-        return math.nan
-    try:
-        value = int(raw)
-    except ValueError:
-        return math.nan
-    if not 0 < value < 2**53:
-        return math.nan
-    return value / 1000.0
 
 
 class ClockOffset:

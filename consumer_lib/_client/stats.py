@@ -9,8 +9,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from ._offset import ClockOffset
-from .errors import InvalidUpdate
+from ..errors import InvalidUpdate
+from .offset import ClockOffset
 
 log = logging.getLogger(__name__)
 

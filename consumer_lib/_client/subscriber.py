@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from .amqp.connection import Channel, Connection, Delivery
-from .amqp.consumer import ConsumerThread
-from .amqp.params import connection_parameters
-from .errors import BrokerError
-from .settings import ClientSettings
-from .transport import OnBody
+from ..amqp.connection import Channel, Connection, Delivery
+from ..amqp.consumer import ConsumerThread
+from ..amqp.params import connection_parameters
+from ..errors import BrokerError
+from ..settings import ClientSettings
+from ..transport import OnBody
 
 log = logging.getLogger(__name__)
 

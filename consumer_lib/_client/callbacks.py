@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .wire.update import TokenUpdate
+from ..wire.update import TokenUpdate
 
 log = logging.getLogger(__name__)
 

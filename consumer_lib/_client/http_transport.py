@@ -25,12 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from ._sse import MAX_LINE_BYTES, SseError, SseParser
-from .backoff import Backoff
-from .settings.gateway import GatewayClientSettings
-from .settings.tls import TlsFiles, tls_context
-from .transport import OnBody
-from .wire.update import TokenKind
+from ..backoff import Backoff
+from ..settings.gateway import GatewayClientSettings
+from ..settings.tls import TlsFiles, tls_context
+from ..transport import OnBody
+from ..wire.update import TokenKind
+from .sse import MAX_LINE_BYTES, SseError, SseParser
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._cache import Offer, TokenCache
-from ._callbacks import CallbackThread
-from ._offset import ABSURD_S, SAFETY_S, ClockOffset
-from ._stats import ClientCounters
-from .errors import InvalidUpdate, StoreError, StoreLoginRefused
-from .snapshot import SnapshotReader
-from .wire.signing import UpdateCodec
-from .wire.update import TokenKind, TokenSource, TokenUpdate
+from ..errors import InvalidUpdate, StoreError, StoreLoginRefused
+from ..snapshot import SnapshotReader
+from ..wire.signing import UpdateCodec
+from ..wire.update import TokenKind, TokenSource, TokenUpdate
+from .cache import Offer, TokenCache
+from .callbacks import CallbackThread
+from .offset import ABSURD_S, SAFETY_S, ClockOffset
+from .stats import ClientCounters
 
 log = logging.getLogger(__name__)
 

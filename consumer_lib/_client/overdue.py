@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from .wire.update import TokenKind, TokenUpdate
+from ..wire.update import TokenKind, TokenUpdate
 
 #: A held token this close to expiry (share of its lifetime, capped) with no successor
 #: pushed makes the subscriber read the Redis snapshot; the producer refreshes earlier.
