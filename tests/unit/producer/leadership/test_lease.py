@@ -10,11 +10,11 @@ import pytest
 from consumer_lib.wire.keys import KeyLayout
 from producer.apps import TokenApi
 from producer.leadership.lease import Leadership
-from producer.refresh.refresher import RefreshTiming
+from producer.refresh.refresher import AppRefresher, RefreshTiming
 from producer.store.tokens import TokenStore
 from tests.conftest import FakeClock
 from tests.unit._helpers import make_update
-from tests.unit.producer.builders import build_refresher
+from tests.unit.producer.builders import build_refresher, discard
 from tests.unit.producer.refresh.test_refresher import APP, FakeFetcher
 
 KEYS = KeyLayout("lease-test")
@@ -41,6 +41,25 @@ def server() -> fakeredis.FakeServer:
 
 def client_of(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(server=server)
+
+
+def gated_refresher(
+    server: fakeredis.FakeServer,
+    clock: FakeClock,
+    gate: Leadership,
+    fetcher: FakeFetcher,
+    published: list[object] | None = None,
+) -> AppRefresher:
+    """A refresher of `APP` behind `gate`, issuing as its owner, on `server`'s Redis."""
+    return build_refresher(
+        APP,
+        fetcher=fetcher,
+        store=TokenStore(client_of(server), KEYS),
+        publish=discard if published is None else published.append,
+        producer_id=gate.owner,
+        gate=gate,
+        clock=clock,
+    )
 
 
 def test_first_producer_leads_and_others_stand_by(
@@ -196,24 +215,8 @@ def test_standby_neither_fetches_nor_publishes_but_follows_redis(
     leader_fetcher, standby_fetcher = FakeFetcher(clock), FakeFetcher(clock)
     leader_published: list[object] = []
     standby_published: list[object] = []
-    leader = build_refresher(
-        APP,
-        fetcher=leader_fetcher,
-        store=TokenStore(client_of(server), KEYS),
-        publish=leader_published.append,
-        producer_id=leader_gate.owner,
-        gate=leader_gate,
-        clock=clock,
-    )
-    standby = build_refresher(
-        APP,
-        fetcher=standby_fetcher,
-        store=TokenStore(client_of(server), KEYS),
-        publish=standby_published.append,
-        producer_id=standby_gate.owner,
-        gate=standby_gate,
-        clock=clock,
-    )
+    leader = gated_refresher(server, clock, leader_gate, leader_fetcher, leader_published)
+    standby = gated_refresher(server, clock, standby_gate, standby_fetcher, standby_published)
     leader.step()
     standby.step()
     assert leader_fetcher.calls == 1
@@ -233,24 +236,9 @@ def test_takeover_costs_no_fetch_and_announces_the_token(
     leader_gate.tick()
     standby_gate.tick()
     fetcher = FakeFetcher(clock)
-    build_refresher(
-        APP,
-        fetcher=FakeFetcher(clock),
-        store=TokenStore(client_of(server), KEYS),
-        producer_id=leader_gate.owner,
-        gate=leader_gate,
-        clock=clock,
-    ).step()
+    gated_refresher(server, clock, leader_gate, FakeFetcher(clock)).step()
     published: list[object] = []
-    standby = build_refresher(
-        APP,
-        fetcher=fetcher,
-        store=TokenStore(client_of(server), KEYS),
-        publish=published.append,
-        producer_id=standby_gate.owner,
-        gate=standby_gate,
-        clock=clock,
-    )
+    standby = gated_refresher(server, clock, standby_gate, fetcher, published)
     standby.step()
     client_of(server).delete(KEYS.leader)  # the leader died
     standby_gate.tick()
@@ -267,15 +255,7 @@ def test_fenced_refresh_steps_down_and_publishes_nothing(
     old_gate.tick()
     fetcher = FakeFetcher(clock)
     published: list[object] = []
-    old = build_refresher(
-        APP,
-        fetcher=fetcher,
-        store=TokenStore(client_of(server), KEYS),
-        publish=published.append,
-        producer_id=old_gate.owner,
-        gate=old_gate,
-        clock=clock,
-    )
+    old = gated_refresher(server, clock, old_gate, fetcher, published)
     # While its fetch is in flight, its lease expires and another producer takes over.
     fetcher.during_next_fetch = lambda: client_of(server).set(KEYS.leader, "2|b")
     old.step()
